@@ -1,0 +1,136 @@
+# iv2: build, test and bench.  `make` builds the CPU tools into bin/;
+# `make CUDA=1` adds the CUDA backend (kernels/) compiled with nvcc.
+#
+# Layout of sources (each folder one job, see docs/architecture.md):
+#   common/*.c    -> build/libiv2.a      (shared: errors, logs, dtypes, safetensors,
+#                                         manifest, cache format, compute interface + CPU impl, models)
+#   extract/*.c   -> build/libextract.a  (decoder + extraction pipeline; the only FFmpeg user)
+#   distill/*.c   -> build/libdistill.a  (trainer)
+#   kernels/*.cu  -> build/libkernels.a  (CUDA backend, CUDA=1 only)
+#   *_main.c      -> one tool each (see TOOLS below)
+# Tests: tests/test_*.c are programs, tests/test_*.sh scripts; tests/run.sh runs them.
+
+CC       ?= cc
+NVCC     ?= nvcc
+CUDA     ?= 0
+FFMPEG   ?= 1
+CUDA_ARCH ?= 80 90
+OPT      ?= -O3
+CFLAGS   ?= $(OPT) -g -march=native
+CFLAGS   += -std=c11 -D_GNU_SOURCE -Wall -Wextra -Wno-unused-parameter -fopenmp -pthread -Icommon -Iextract -Idistill -Ikernels
+LDFLAGS  += -fopenmp -pthread
+SETUP    := common/install-deps.sh
+
+# Install missing Debian packages before pkg-config is asked (SKIP_DEPS=1 to skip, e.g. on the GPU machine).
+ifneq ($(SKIP_DEPS),1)
+ifneq ($(MAKECMDGOALS),clean)
+_deps := $(shell sh $(SETUP) >&2)
+endif
+endif
+
+PKG_BASE := lmdb libcjson openblas
+PKG_FF   := libavformat libavcodec libswscale libavutil
+BASE_CFLAGS := $(shell pkg-config --cflags $(PKG_BASE) 2>/dev/null)
+BASE_LIBS   := $(shell pkg-config --libs $(PKG_BASE) 2>/dev/null) -lm
+FF_CFLAGS   := $(shell pkg-config --cflags $(PKG_FF) 2>/dev/null)
+FF_LIBS     := $(shell pkg-config --libs $(PKG_FF) 2>/dev/null)
+CFLAGS += $(BASE_CFLAGS)
+
+ifeq ($(CUDA),1)
+CUDA_HOME ?= $(patsubst %/bin/nvcc,%,$(shell which $(NVCC)))
+CFLAGS    += -DIV2_CUDA -I$(CUDA_HOME)/include
+NVFLAGS   ?= -O3 -std=c++17 -lineinfo -Icommon -Ikernels $(foreach a,$(CUDA_ARCH),-gencode arch=compute_$(a),code=sm_$(a)) -Xcompiler -fPIC,-Wall
+CUDA_LIBS := -L$(CUDA_HOME)/lib64 -L$(CUDA_HOME)/targets/x86_64-linux/lib -lcublasLt -lcublas -lcudart -lstdc++
+KERN_LIB  := build/libkernels.a
+endif
+
+COMMON_SRC  := $(filter-out %_main.c,$(wildcard common/*.c))
+EXTRACT_SRC := $(filter-out %_main.c,$(wildcard extract/*.c))
+DISTILL_SRC := $(filter-out %_main.c,$(wildcard distill/*.c))
+KERN_SRC    := $(wildcard kernels/*.cu)
+COMMON_OBJ  := $(COMMON_SRC:%.c=build/%.o)
+EXTRACT_OBJ := $(EXTRACT_SRC:%.c=build/%.o)
+DISTILL_OBJ := $(DISTILL_SRC:%.c=build/%.o)
+KERN_OBJ    := $(KERN_SRC:%.cu=build/%.o)
+
+LIBIV2 := build/libiv2.a $(KERN_LIB)
+ALL_LIBS := $(BASE_LIBS) $(CUDA_LIBS)
+
+# A tool is built once its main file exists.
+TOOLS := $(if $(wildcard distill/distill_main.c),bin/iv2-distill) \
+         $(if $(wildcard extract/cache_main.c),bin/iv2-cache) \
+         $(if $(wildcard common/weights_main.c),bin/iv2-weights) \
+         $(if $(wildcard manifests/manifest_main.c),bin/iv2-manifest)
+ifeq ($(FFMPEG),1)
+TOOLS += $(if $(wildcard extract/extract_main.c),bin/iv2-extract)
+endif
+
+TEST_C   := $(wildcard tests/test_*.c)
+TEST_BIN := $(TEST_C:tests/%.c=build/tests/%)
+ifneq ($(FFMPEG),1)
+TEST_BIN := $(filter-out build/tests/test_decode% build/tests/test_extract%,$(TEST_BIN))
+endif
+BENCH_C   := $(wildcard tests/bench/bench_*.c)
+BENCH_BIN := $(BENCH_C:tests/bench/%.c=build/bench/%)
+GPU_C     := $(wildcard tests/gpu/test_*.c)
+GPU_BIN   := $(GPU_C:tests/gpu/%.c=build/gpu/%)
+
+.PHONY: all deps test bench demo clean fuzz gpu-tests
+all: $(TOOLS)
+
+deps:
+	@sh $(SETUP)
+
+build/%.o: %.c $(wildcard common/*.h extract/*.h distill/*.h kernels/*.h)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(if $(findstring extract/,$<),$(FF_CFLAGS)) -c $< -o $@
+
+build/kernels/%.o: kernels/%.cu $(wildcard kernels/*.h kernels/*.cuh common/*.h)
+	@mkdir -p $(dir $@)
+	$(NVCC) $(NVFLAGS) -c $< -o $@
+
+build/libiv2.a: $(COMMON_OBJ)
+	@mkdir -p build; rm -f $@; ar rcs $@ $^
+build/libextract.a: $(EXTRACT_OBJ)
+	@mkdir -p build; rm -f $@; ar rcs $@ $^
+build/libdistill.a: $(DISTILL_OBJ)
+	@mkdir -p build; rm -f $@; ar rcs $@ $^
+build/libkernels.a: $(KERN_OBJ)
+	@mkdir -p build; rm -f $@; ar rcs $@ $^
+
+bin/iv2-extract: build/extract/extract_main.o build/libextract.a $(LIBIV2)
+	@mkdir -p bin; $(CC) $(LDFLAGS) $^ -o $@ $(FF_LIBS) $(ALL_LIBS)
+bin/iv2-cache: build/extract/cache_main.o $(LIBIV2)
+	@mkdir -p bin; $(CC) $(LDFLAGS) $^ -o $@ $(ALL_LIBS)
+bin/iv2-distill: build/distill/distill_main.o build/libdistill.a $(LIBIV2)
+	@mkdir -p bin; $(CC) $(LDFLAGS) $^ -o $@ $(ALL_LIBS)
+bin/iv2-weights: build/common/weights_main.o $(LIBIV2)
+	@mkdir -p bin; $(CC) $(LDFLAGS) $^ -o $@ $(ALL_LIBS)
+bin/iv2-manifest: build/manifests/manifest_main.o $(LIBIV2)
+	@mkdir -p bin; $(CC) $(LDFLAGS) $^ -o $@ $(ALL_LIBS)
+
+# Test programs link everything (FFmpeg only when FFMPEG=1).
+TEST_LIBS := build/libdistill.a $(if $(filter 1,$(FFMPEG)),build/libextract.a) $(LIBIV2)
+build/tests/%: tests/%.c tests/testutil.h $(TEST_LIBS)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(FF_CFLAGS) -Itests $< $(TEST_LIBS) -o $@ $(LDFLAGS) $(if $(filter 1,$(FFMPEG)),$(FF_LIBS)) $(ALL_LIBS)
+build/bench/%: tests/bench/%.c $(TEST_LIBS)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(FF_CFLAGS) -Itests $< $(TEST_LIBS) -o $@ $(LDFLAGS) $(if $(filter 1,$(FFMPEG)),$(FF_LIBS)) $(ALL_LIBS)
+build/gpu/%: tests/gpu/%.c $(TEST_LIBS)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -Itests $< $(TEST_LIBS) -o $@ $(LDFLAGS) $(ALL_LIBS)
+
+test: all build/libiv2.a $(TEST_BIN) $(if $(filter 1,$(CUDA)),$(GPU_BIN))
+	@sh tests/run.sh
+
+bench: all $(BENCH_BIN)
+	@sh tests/bench/run.sh
+
+gpu-tests: all $(GPU_BIN)
+
+demo: all
+	@sh tests/demo.sh
+
+clean:
+	rm -rf build bin

@@ -1,0 +1,152 @@
+/* compute.h: the compute interface every model in iv2 is written against.
+ *
+ * Two implementations: the CPU one (common/compute_cpu.c: fp32, OpenBLAS GEMMs, OpenMP loops)
+ * and the CUDA one (kernels/: bf16 storage, fp32 accumulation, cuBLASLt). The CPU one is the
+ * oracle the CUDA one is tested against.
+ *
+ * Buffers. "Backend buffers" (type void *) hold parameters, activations and their gradients in
+ * the backend's storage dtype (be->dtype: F32 on the CPU, BF16 on CUDA) in the backend's memory.
+ * Use IV2_AT(be, p, n) to step n elements into one. Buffers typed float * marked "f32" are always
+ * fp32 in backend memory (norm statistics, losses, optimiser moments, master weights).
+ * Buffers marked "host" are ordinary host memory.
+ *
+ * Layout. Row-major. A linear layer's weight is [out, in] and its bias [out], as in
+ * torch.nn.Linear. Token tensors are [B, N, C] (batch, token, channel).
+ *
+ * Gradients. Every *_backward ACCUMULATES (+=) into parameter gradients (dw, db, dgamma) and
+ * into input gradients (dinp), as llm.c does; callers zero gradient buffers once per step.
+ * This makes residual branches and shared inputs free of extra adds.
+ *
+ * Streams. Calls are asynchronous on CUDA (one stream per backend); be->sync waits. Reading a
+ * buffer on the host goes through be->download, which synchronises. */
+#ifndef IV2_COMPUTE_H
+#define IV2_COMPUTE_H
+#include <stddef.h>
+#include <stdint.h>
+#include "dtype.h"
+
+typedef struct iv2_backend iv2_backend;
+
+#define IV2_AT(be, p, n) ((void *)((char *)(p) + (size_t)(n) * (be)->esize))
+
+enum { IV2_GELU_ERF = 0, IV2_GELU_TANH = 1 };
+
+struct iv2_backend {
+    const char *name;     /* "cpu", "cuda" */
+    iv2_dtype dtype;      /* storage dtype of backend buffers */
+    size_t esize;         /* iv2_dtype_size(dtype) */
+    int threads;          /* CPU threads (0 = all cores) */
+    int device;           /* CUDA device ordinal */
+    void *impl;           /* backend private state (handles, streams, scratch) */
+
+    /* ---- memory ---- */
+    void *(*alloc)(iv2_backend *be, size_t bytes);              /* zero-filled */
+    void (*free)(iv2_backend *be, void *p);
+    void (*memset0)(iv2_backend *be, void *p, size_t bytes);
+    void (*copy)(iv2_backend *be, void *dst, const void *src, size_t bytes);   /* backend -> backend */
+    /* host fp32 <-> backend buffer in be->dtype (n elements) */
+    void (*upload)(iv2_backend *be, void *dst, const float *src, size_t n);
+    void (*download)(iv2_backend *be, float *dst, const void *src, size_t n);
+    /* raw bytes host <-> backend (uint8 frames, int32 indices, f32 buffers) */
+    void (*upload_raw)(iv2_backend *be, void *dst, const void *src, size_t bytes);
+    void (*download_raw)(iv2_backend *be, void *dst, const void *src, size_t bytes);
+    void (*sync)(iv2_backend *be);
+    void (*destroy)(iv2_backend *be);
+
+    /* ---- forward ops, each with its backward right after ---- */
+
+    /* out[M,N] = inp[M,K] @ w[N,K]^T + bias[N] (bias may be NULL) */
+    void (*matmul)(iv2_backend *be, void *out, const void *inp, const void *w, const void *bias, int M, int K, int N);
+    /* dinp[M,K] += dout @ w; dw[N,K] += dout^T @ inp; dbias[N] += colsum(dout). Any of dinp, dw, dbias may be NULL. */
+    void (*matmul_backward)(iv2_backend *be, void *dinp, void *dw, void *dbias, const void *dout, const void *inp,
+                            const void *w, int M, int K, int N);
+
+    /* RMSNorm over the last dim: out = inp * rsqrt(mean(inp^2) + eps) * w. rstd (f32 [M]) saved when not NULL. */
+    void (*rmsnorm)(iv2_backend *be, void *out, float *rstd, const void *inp, const void *w, int M, int C, float eps);
+    void (*rmsnorm_backward)(iv2_backend *be, void *dinp, void *dw, const void *dout, const void *inp, const void *w,
+                             const float *rstd, int M, int C);
+
+    /* LayerNorm: out = (inp - mean) * rstd * w + b (b may be NULL). mean, rstd (f32 [M]) saved when not NULL. */
+    void (*layernorm)(iv2_backend *be, void *out, float *mean, float *rstd, const void *inp, const void *w,
+                      const void *b, int M, int C, float eps);
+    void (*layernorm_backward)(iv2_backend *be, void *dinp, void *dw, void *db, const void *dout, const void *inp,
+                               const void *w, const float *mean, const float *rstd, int M, int C);
+
+    /* Multi-head softmax attention, non-causal, never materialising all heads' N x N scores.
+     * Head h of token n of batch b reads q at q + (b*Nq + n)*q_stride + h*D (elements), k/v likewise
+     * with kv_stride, and writes out at out + (b*Nq + n)*o_stride + h*D. With a fused qkv buffer
+     * [B,N,3C]: q = qkv, k = qkv + C, v = qkv + 2C, strides 3C.
+     * lse (f32 [B,H,Nq], may be NULL) saves the log-sum-exp of the scaled scores for the backward.
+     * probs_mean (f32 [B,Nq,Nk], may be NULL) receives the softmax probabilities averaged over heads
+     * (used for the pooling head's attention map, where Nq = 1). */
+    void (*attention)(iv2_backend *be, void *out, float *lse, float *probs_mean, const void *q, const void *k,
+                      const void *v, int B, int H, int Nq, int Nk, int D, int q_stride, int kv_stride, int o_stride,
+                      float scale);
+    /* dq, dk, dv accumulate, laid out like q, k, v (same strides). out and lse from the forward. */
+    void (*attention_backward)(iv2_backend *be, void *dq, void *dk, void *dv, const void *dout, const void *q,
+                               const void *k, const void *v, const void *out, const float *lse, int B, int H, int Nq,
+                               int Nk, int D, int q_stride, int kv_stride, int o_stride, float scale);
+
+    /* GELU, exact (erf) or tanh approximation; out may equal inp. */
+    void (*gelu)(iv2_backend *be, void *out, const void *inp, size_t n, int kind);
+    void (*gelu_backward)(iv2_backend *be, void *dinp, const void *dout, const void *inp, size_t n, int kind);
+
+    /* Residual with LayerScale and drop path: x[b,n,c] += s[b] * gamma[c] * y[b,n,c].
+     * gamma may be NULL (= 1); s (host float [B]) may be NULL (= 1), else per-sample drop-path scale
+     * (0 for a dropped sample, 1/keep_prob otherwise). x is [B, N, C]. */
+    void (*residual)(iv2_backend *be, void *x, const void *y, const void *gamma, const float *s, int B, int N, int C);
+    /* dy += s[b]*gamma*dx; dgamma[c] += sum_{b,n} s[b]*dx*y. (dx itself flows on unchanged.) */
+    void (*residual_backward)(iv2_backend *be, void *dy, void *dgamma, const void *dx, const void *y,
+                              const void *gamma, const float *s, int B, int N, int C);
+
+    /* x[b,n,:] += pe[n,:] for every b (position embedding). dpe[n,:] += sum_b dx[b,n,:]. */
+    void (*add_rows)(iv2_backend *be, void *x, const void *pe, int B, int N, int C);
+    void (*add_rows_backward)(iv2_backend *be, void *dpe, const void *dx, int B, int N, int C);
+
+    /* y[i] += a * x[i] for n elements (elementwise add when a = 1). */
+    void (*axpy)(iv2_backend *be, void *y, const void *x, float a, size_t n);
+
+    /* out[i,:] = inp[idx[i],:] for i < n (idx: int32 in backend memory). Backward: dinp[idx[i],:] += dout[i,:]. */
+    void (*gather_rows)(iv2_backend *be, void *out, const void *inp, const int32_t *idx, int n, int C);
+    void (*scatter_add_rows)(iv2_backend *be, void *dinp, const void *dout, const int32_t *idx, int n, int C);
+
+    /* out[b,:] = mean over n of inp[b,n,:] ([B,N,C] -> [B,C]). Backward: dinp[b,n,:] += dout[b,:]/N. */
+    void (*mean_rows)(iv2_backend *be, void *out, const void *inp, int B, int N, int C);
+    void (*mean_rows_backward)(iv2_backend *be, void *dinp, const void *dout, int B, int N, int C);
+
+    /* out = inp / ||inp||_2 per row; norm (f32 [M]) saved when not NULL (no eps, as the official code). */
+    void (*l2norm)(iv2_backend *be, void *out, float *norm, const void *inp, int M, int C);
+    void (*l2norm_backward)(iv2_backend *be, void *dinp, const void *dout, const void *out, const float *norm, int M, int C);
+
+    /* Patch embedding input: frames are uint8 RGB [T, H, W, 3] in backend memory. Produces rows
+     * [(T/tubelet) * (H/p) * (W/p), 3*tubelet*p*p] in (t, y, x) raster order, columns in the
+     * Conv3d weight order (c, kt, ky, kx), each pixel normalised (v/255 - mean[c]) / std[c]. */
+    void (*patchify)(iv2_backend *be, void *out, const uint8_t *frames, int T, int H, int W, int p, int tubelet,
+                     const float mean[3], const float std[3]);
+
+    /* Cosine-distance loss on unit rows: loss_rows (f32 [M]) = 2 - 2 * <pred_m, target_m>, and
+     * dpred[m,:] += -2 * scale * target[m,:] (the gradient of scale * sum_m loss_rows w.r.t. pred).
+     * target is in be->dtype. */
+    void (*cos_loss)(iv2_backend *be, float *loss_rows, void *dpred, const void *pred, const void *target, int M,
+                     int C, float scale);
+
+    /* sum of squares of n elements of x, added into *acc (f32 in backend memory; one float). */
+    void (*sumsq)(iv2_backend *be, float *acc, const void *x, size_t n);
+    /* AdamW step on n elements (PyTorch semantics, bias-corrected, decoupled weight decay):
+     * g = grad * grad_scale; m = b1 m + (1-b1) g; v = b2 v + (1-b2) g^2;
+     * master -= lr * (mhat / (sqrt(vhat) + eps) + wd * master); param = master (rounded to be->dtype).
+     * master, m, v are f32. On the CPU master may equal param. t is the 1-based step. */
+    void (*adamw)(iv2_backend *be, void *param, float *master, const void *grad, float *m, float *v, size_t n,
+                  float lr, float b1, float b2, float eps, float wd, int t, float grad_scale);
+};
+
+/* Backends. iv2_backend_create("cpu" | "cuda" | "cuda:N", threads) returns NULL with iv2_err set
+ * when the backend is not compiled in or not available. */
+iv2_backend *iv2_backend_create(const char *spec, int threads);
+void iv2_backend_destroy(iv2_backend *be);
+iv2_backend *iv2_cpu_backend_create(int threads);
+#ifdef IV2_CUDA
+iv2_backend *iv2_cuda_backend_create(int device);   /* kernels/ */
+#endif
+
+#endif
