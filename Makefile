@@ -40,7 +40,8 @@ ifeq ($(CUDA),1)
 CUDA_HOME ?= $(patsubst %/bin/nvcc,%,$(shell which $(NVCC)))
 CFLAGS    += -DIV2_CUDA -I$(CUDA_HOME)/include
 NVFLAGS   ?= -O3 -std=c++17 -lineinfo -Icommon -Ikernels $(foreach a,$(CUDA_ARCH),-gencode arch=compute_$(a),code=sm_$(a)) -Xcompiler -fPIC,-Wall
-CUDA_LIBS := -L$(CUDA_HOME)/lib64 -L$(CUDA_HOME)/targets/x86_64-linux/lib -lcublasLt -lcublas -lcudart -lstdc++
+# libkernels.a needs libiv2.a (errors, dtypes) again after it: static libraries link in order
+CUDA_LIBS := build/libiv2.a -L$(CUDA_HOME)/lib64 -L$(CUDA_HOME)/targets/x86_64-linux/lib -lcublasLt -lcublas -lcudart -lstdc++
 KERN_LIB  := build/libkernels.a
 endif
 

@@ -52,7 +52,7 @@ uint16_t iv2_f32_to_f16(float f) {
     if (a < 0x38800000u) {                                         /* fp16 subnormal or zero */
         if (a < 0x33000000u) return (uint16_t)sign;                /* < 2^-25: rounds to 0 */
         uint32_t mant = (a & 0x7fffffu) | 0x800000u;
-        int shift = 126 - (int)(a >> 23) + 13 + 1;                 /* bits to drop */
+        int shift = 126 - (int)(a >> 23);                          /* bits to drop: value = mant * 2^(e-150), unit 2^-24 */
         uint32_t r = mant >> shift;
         uint32_t rem = mant & ((1u << shift) - 1), half = 1u << (shift - 1);
         if (rem > half || (rem == half && (r & 1))) r++;

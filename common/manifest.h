@@ -8,6 +8,7 @@
  * A UTF-8 BOM and CRLF line ends are accepted. */
 #ifndef IV2_MANIFEST_H
 #define IV2_MANIFEST_H
+#include <stddef.h>
 #include <stdint.h>
 
 typedef struct iv2_row {
@@ -32,7 +33,10 @@ int iv2_manifest_load(iv2_manifest *m, const char *path);
 /* Check mode: report every bad line (one line each, "path:line: reason") to the stream err,
  * return the number of bad lines (0 = valid) or -1 if the file cannot be read. */
 int iv2_manifest_check(const char *path, void *err_stream /* FILE* */);
-/* Parse one line (the fuzzer's entry). Returns 0, 1 for a skipped line, -1 on error. */
+/* Parse one line (the fuzzer's entry). Returns 0, 1 for a skipped line, -1 on error (the
+ * reason in iv2_errmsg(), without the "path:line" prefix). On 0, out->id is NULL when the line
+ * has no "id" (load fills in the row index), and index/line are left for the caller; on 1 or
+ * -1, out holds nothing to free. Free a parsed row with iv2_row_free(). */
 int iv2_manifest_parse_line(const char *line, size_t len, const char *base_dir, iv2_row *out);
 void iv2_row_free(iv2_row *r);
 void iv2_manifest_free(iv2_manifest *m);

@@ -31,7 +31,7 @@ typedef struct iv2_st_file {
     char *path;
     void *map;
     size_t map_size;
-    iv2_st_tensor *tensors;
+    iv2_st_tensor *tensors;   /* sorted by name (iv2_st_find bisects) */
     int n_tensors;
     char **meta_keys, **meta_vals; /* __metadata__ */
     int n_meta;
@@ -47,7 +47,10 @@ const char *iv2_st_meta(const iv2_st_file *f, const char *key);
 int iv2_st_read(const iv2_st_file *f, const iv2_st_tensor *t, void *dst, iv2_dtype dt);
 
 /* writer: collect tensors (data pointers must stay valid until iv2_st_write), then write
- * to a temp file, fsync and rename over path. */
+ * to a temp file, fsync and rename over path. Layout as the reference writer: header padded
+ * with spaces to a multiple of 8, tensors ordered widest dtype first then by name (without
+ * __metadata__ the bytes equal the reference's; tests/test_safetensors_oracle.c). Bad
+ * tensors (duplicate names, > 8 dims, negative dims) are reported by iv2_st_writer_write. */
 typedef struct iv2_st_writer {
     struct { char *name; iv2_dtype dtype; int ndim; int64_t shape[IV2_ST_MAX_DIMS]; const void *data; size_t nbytes; } *t;
     int n, cap;

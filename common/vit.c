@@ -1,0 +1,507 @@
+/* vit.c: create/free, the forward (inference in bounded batches, training with saved
+ * activations) and the backward of the three ViTs, all through the iv2_backend ops.
+ *
+ * One block (pre-norm):  h1 = norm1(x);  q,k,v = h1 Wqkv^T (+ [q_bias, 0, v_bias]);
+ *   qk_norm: q = RMSNorm(q), k = RMSNorm(k) over the full width;  a = attention(q, k, v);
+ *   o = a Wproj^T + bproj;  x += s * ls1 * o;  h2 = norm2(x);  f1 = h2 W1^T + b1;  g = gelu(f1);
+ *   f2 = g W2^T + b2;  x += s * ls2 * f2.
+ * Embedding: patches (normalised pixels) -> GEMM -> rows of x_full [S, T, C] (CLS at 0), + CLS,
+ * + position table, then the visible rows are gathered (the official order: positions are added
+ * to all tokens before masking).
+ * Pool (InternVL-C clip_projector): q = LN_q(mean_n x) Wq^T + q_bias, k = LN_k(x) Wk^T + k_bias,
+ * v = LN_v(x) Wv^T + v_bias; one query per sample; out = attention Wp^T + bp. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include "err.h"
+#include "vit_impl.h"
+
+static const float IMNET_MEAN[3] = {0.485f, 0.456f, 0.406f};
+static const float IMNET_STD[3] = {0.229f, 0.224f, 0.225f};
+
+#define W(off) IV2_AT(be, m->params, (off))
+#define G(off) IV2_AT(be, m->grads, (off))
+#define WO(off) ((off) == NOOFF ? NULL : W(off))
+#define GO(off) ((off) == NOOFF ? NULL : G(off))
+
+/* ---- create / free ---- */
+
+iv2_vit *iv2_vit_create(iv2_backend *be, const iv2_vit_config *cfg) {
+    if (iv2_vit_config_check(cfg)) return NULL;
+    iv2_vit *m = iv2_calloc(1, sizeof *m);
+    m->be = be;
+    m->cfg = *cfg;
+    m->st = iv2_calloc(1, sizeof *m->st);
+    vit_build_table(m);
+    /* InternViT-6B-size models stream 8 frames at a time; small ones take bigger batches */
+    m->batch = cfg->width >= 1024 ? 8 : 64;
+    if (cfg->arch != IV2_VIT_INTERNVIT) m->batch = cfg->width >= 1024 ? 1 : 8;
+    m->params = be->alloc(be, m->n_elems * be->esize);
+    if (!m->params) {
+        iv2_err("model %s: cannot allocate %zu parameters", cfg->name, m->n_elems);
+        iv2_vit_free(m);
+        return NULL;
+    }
+    if (cfg->pos == IV2_POS_SINCOS1D) {
+        int P = iv2_vit_patches(cfg);
+        float *t = iv2_malloc(sizeof(float) * (size_t)P * cfg->width);
+        iv2_sincos_1d_table(t, P, cfg->width);
+        m->st->sincos = be->alloc(be, (size_t)P * cfg->width * be->esize);
+        if (m->st->sincos) be->upload(be, m->st->sincos, t, (size_t)P * cfg->width);
+        free(t);
+        if (!m->st->sincos) {
+            iv2_err("model %s: cannot allocate the position table", cfg->name);
+            iv2_vit_free(m);
+            return NULL;
+        }
+    }
+    return m;
+}
+
+void vit_arena_free(iv2_backend *be, vit_arena *a) {
+    for (int i = 0; i < a->n_bufs; i++) be->free(be, a->bufs[i]);
+    free(a->bufs);
+    free(a->blk);
+    free(a->bwd);
+    memset(a, 0, sizeof *a);
+}
+
+void iv2_vit_free(iv2_vit *m) {
+    if (!m) return;
+    iv2_backend *be = m->be;
+    if (m->st) {
+        vit_arena_free(be, &m->st->inf);
+        vit_arena_free(be, &m->st->tr);
+        if (m->st->sincos) be->free(be, m->st->sincos);
+        free(m->st->off.blk);
+        free(m->st);
+    }
+    if (m->params) be->free(be, m->params);
+    if (m->grads) be->free(be, m->grads);
+    free(m->param);
+    free(m);
+}
+
+/* ---- arena ---- */
+
+size_t iv2_vit_arena_bytes(const iv2_vit *m) { return m->st->inf.bytes + m->st->tr.bytes; }
+
+typedef struct { iv2_backend *be; vit_arena *a; int fail; } alloc_ctx;
+
+static void *abytes(alloc_ctx *x, size_t bytes) {
+    if (x->fail) return NULL;
+    void *p = x->be->alloc(x->be, bytes ? bytes : 16);
+    if (!p) { x->fail = 1; return NULL; }
+    vit_arena *a = x->a;
+    if (a->n_bufs == a->cap_bufs) {
+        a->cap_bufs = a->cap_bufs ? 2 * a->cap_bufs : 64;
+        a->bufs = iv2_realloc(a->bufs, sizeof(void *) * (size_t)a->cap_bufs);
+    }
+    a->bufs[a->n_bufs++] = p;
+    a->bytes += bytes;
+    return p;
+}
+static void *aelems(alloc_ctx *x, size_t n) { return abytes(x, n * x->be->esize); }
+static float *af32(alloc_ctx *x, size_t n) { return abytes(x, n * sizeof(float)); }
+
+/* backward scratch lives in the training arena after the per-block activations */
+typedef struct vit_bwd {
+    void *dx, *dh, *dq, *dk, *dv, *dqn, *dkn, *da, *dout, *df1, *dg, *df2, *dfull, *dpe, *dcls;
+    void *dxm, *dpqn, *dpkn, *dpvn, *dpq, *dpk, *dpv, *dpo;
+} vit_bwd;
+
+/* sized for S samples of n_tok tokens; train: one activation set per block + backward scratch */
+static int arena_make(iv2_vit *m, vit_arena *a, int S, int n_tok, int train, vit_bwd *bw) {
+    iv2_backend *be = m->be;
+    const iv2_vit_config *c = &m->cfg;
+    vit_arena_free(be, a);
+    alloc_ctx x = {be, a, 0};
+    size_t C = c->width, Hm = c->mlp, P = iv2_vit_patches(c), T = iv2_vit_tokens(c);
+    size_t K = 3 * (size_t)c->tubelet * c->patch * c->patch, M = (size_t)S * n_tok;
+    int nh = c->heads;
+    a->S = S; a->n_tok = n_tok; a->train = train;
+    a->patches = aelems(&x, S * P * K);
+    a->pe = aelems(&x, S * P * C);
+    a->x_full = aelems(&x, S * T * C);
+    a->pidx = abytes(&x, sizeof(int32_t) * S * P);
+    a->gidx = abytes(&x, sizeof(int32_t) * M);
+    int nblk = train ? c->depth : 1;
+    a->blk = iv2_calloc((size_t)nblk, sizeof(vit_act_block));
+    void *xprev = aelems(&x, M * C);
+    /* the normed inputs h1, h2 and the GELU output g are cheap to recompute from x_in, x_mid
+     * and f1, so all blocks share one copy and the backward recomputes them (saves 2C + mlp
+     * per token and block) */
+    void *h1 = aelems(&x, M * C), *h2 = aelems(&x, M * C), *g = train ? aelems(&x, M * Hm) : NULL;
+    for (int l = 0; l < nblk; l++) {
+        vit_act_block *b = &a->blk[l];
+        b->x_in = xprev;
+        b->h1 = h1;
+        if (c->qk_norm) {
+            b->q = aelems(&x, M * C); b->k = aelems(&x, M * C); b->v = aelems(&x, M * C);
+            b->qn = aelems(&x, M * C); b->kn = aelems(&x, M * C);
+            b->rq = af32(&x, M); b->rk = af32(&x, M);
+        } else {
+            b->qkv = aelems(&x, M * 3 * C);
+        }
+        b->a = aelems(&x, M * C);
+        b->o = aelems(&x, M * C);
+        b->h2 = h2;
+        b->f1 = aelems(&x, M * Hm);
+        b->g = train ? g : b->f1;
+        b->f2 = aelems(&x, M * C);
+        b->m1 = af32(&x, M); b->r1 = af32(&x, M); b->m2 = af32(&x, M); b->r2 = af32(&x, M);
+        b->lse = af32(&x, M * nh);
+        if (train) {
+            b->x_mid = aelems(&x, M * C);
+            b->x_out = aelems(&x, M * C);
+        } else {
+            b->x_mid = b->x_out = b->x_in;
+        }
+        xprev = b->x_out;
+    }
+    a->xfin = xprev;
+    if (c->pool_heads) {
+        a->xm = aelems(&x, (size_t)S * C); a->pqn = aelems(&x, (size_t)S * C); a->pq = aelems(&x, (size_t)S * C);
+        a->po = aelems(&x, (size_t)S * C);
+        a->pkn = aelems(&x, M * C); a->pvn = aelems(&x, M * C); a->pk = aelems(&x, M * C); a->pv = aelems(&x, M * C);
+        a->pm_q = af32(&x, S); a->pr_q = af32(&x, S);
+        a->pm_k = af32(&x, M); a->pr_k = af32(&x, M); a->pm_v = af32(&x, M); a->pr_v = af32(&x, M);
+        a->plse = af32(&x, (size_t)S * c->pool_heads);
+        a->pprobs = af32(&x, M);
+    }
+    if (bw) {
+        memset(bw, 0, sizeof *bw);
+        bw->dx = aelems(&x, M * C); bw->dh = aelems(&x, M * C);
+        bw->dq = aelems(&x, M * 3 * C);   /* [M,3C] for the fused path */
+        bw->dk = aelems(&x, M * C); bw->dv = aelems(&x, M * C);
+        bw->dqn = aelems(&x, M * C); bw->dkn = aelems(&x, M * C);
+        bw->da = aelems(&x, M * C); bw->dout = aelems(&x, M * C);
+        bw->df1 = aelems(&x, M * Hm); bw->dg = aelems(&x, M * Hm); bw->df2 = aelems(&x, M * C);
+        bw->dfull = aelems(&x, S * T * C); bw->dpe = aelems(&x, S * P * C);
+        if (c->pool_heads) {
+            bw->dxm = aelems(&x, (size_t)S * C); bw->dpqn = aelems(&x, (size_t)S * C);
+            bw->dpq = aelems(&x, (size_t)S * C); bw->dpo = aelems(&x, (size_t)S * C);
+            bw->dpkn = aelems(&x, M * C); bw->dpvn = aelems(&x, M * C);
+            bw->dpk = aelems(&x, M * C); bw->dpv = aelems(&x, M * C);
+        }
+    }
+    if (x.fail) {
+        size_t bytes = a->bytes;
+        vit_arena_free(be, a);
+        return iv2_err("model %s: cannot allocate activations (%d samples x %d tokens, %.1f MiB so far)", c->name, S,
+                       n_tok, bytes / 1048576.0);
+    }
+    /* patch rows of x_full are fixed: sample s, patch p -> s*T + cls + p */
+    int32_t *pi = iv2_malloc(sizeof(int32_t) * S * P);
+    for (size_t s = 0; s < (size_t)S; s++)
+        for (size_t p = 0; p < P; p++) pi[s * P + p] = (int32_t)(s * T + (c->cls ? 1 : 0) + p);
+    be->upload_raw(be, a->pidx, pi, sizeof(int32_t) * S * P);
+    free(pi);
+    return 0;
+}
+
+/* ---- checks ---- */
+
+static int check_io(iv2_vit *m, const iv2_vit_io *io) {
+    const iv2_vit_config *c = &m->cfg;
+    int T = iv2_vit_tokens(c);
+    if (!io->frames) return iv2_err("model %s: no input frames", c->name);
+    if (io->S <= 0) return iv2_err("model %s: %d samples", c->name, io->S);
+    if (io->n_out < 0 || io->n_out > IV2_VIT_MAX_OUT)
+        return iv2_err("model %s: %d block outputs requested (at most %d)", c->name, io->n_out, IV2_VIT_MAX_OUT);
+    for (int k = 0; k < io->n_out; k++) {
+        if (io->blocks[k] < 0 || io->blocks[k] >= c->depth)
+            return iv2_err("model %s: block %d requested, the model has %d", c->name, io->blocks[k], c->depth);
+        if (k && io->blocks[k] <= io->blocks[k - 1])
+            return iv2_err("model %s: requested blocks must ascend (%d after %d)", c->name, io->blocks[k],
+                           io->blocks[k - 1]);
+    }
+    if (io->final_norm_last && !c->final_norm) return iv2_err("model %s: no final norm to apply", c->name);
+    if ((io->pooled || io->pool_attn) && !c->pool_heads) return iv2_err("model %s: no pool head", c->name);
+    if (io->vis) {
+        if (io->n_vis <= 0 || io->n_vis > T)
+            return iv2_err("model %s: n_vis %d not in [1,%d]", c->name, io->n_vis, T);
+        for (int s = 0; s < io->S; s++) {
+            const int32_t *v = io->vis + (size_t)s * io->n_vis;
+            for (int i = 0; i < io->n_vis; i++) {
+                if (v[i] < 0 || v[i] >= T)
+                    return iv2_err("model %s: sample %d: visible index %d out of [0,%d)", c->name, s, v[i], T);
+                if (i && v[i] <= v[i - 1])
+                    return iv2_err("model %s: sample %d: visible indices not strictly ascending at %d", c->name, s, i);
+            }
+        }
+    }
+    return 0;
+}
+
+/* ---- pieces of the forward ---- */
+
+static void norm_fwd(iv2_vit *m, void *out, float *mean, float *rstd, const void *inp, size_t w, size_t b, int M) {
+    iv2_backend *be = m->be;
+    if (m->cfg.norm == IV2_NORM_RMS) be->rmsnorm(be, out, rstd, inp, W(w), M, m->cfg.width, m->cfg.eps);
+    else be->layernorm(be, out, mean, rstd, inp, W(w), WO(b), M, m->cfg.width, m->cfg.eps);
+}
+
+static void norm_bwd(iv2_vit *m, void *dinp, const void *dout, const void *inp, size_t w, size_t b, const float *mean,
+                     const float *rstd, int M) {
+    iv2_backend *be = m->be;
+    if (m->cfg.norm == IV2_NORM_RMS) be->rmsnorm_backward(be, dinp, G(w), dout, inp, W(w), rstd, M, m->cfg.width);
+    else be->layernorm_backward(be, dinp, G(w), GO(b), dout, inp, W(w), mean, rstd, M, m->cfg.width);
+}
+
+/* frames of S samples -> x (gathered visible rows) [S*n_tok, C] */
+static void embed(iv2_vit *m, vit_arena *a, const uint8_t *frames, int S, const int32_t *vis, int n_tok) {
+    iv2_backend *be = m->be;
+    const iv2_vit_config *c = &m->cfg;
+    const vit_off *o = &m->st->off;
+    int C = c->width, P = iv2_vit_patches(c), T = iv2_vit_tokens(c);
+    int K = 3 * c->tubelet * c->patch * c->patch;
+    be->patchify(be, a->patches, frames, S * c->frames, c->img, c->img, c->patch, c->tubelet, IMNET_MEAN, IMNET_STD);
+    be->matmul(be, a->pe, a->patches, W(o->pe_w), W(o->pe_b), S * P, K, C);
+    be->memset0(be, a->x_full, (size_t)S * T * C * be->esize);
+    be->scatter_add_rows(be, a->x_full, a->pe, a->pidx, S * P, C);
+    if (c->cls)
+        for (int s = 0; s < S; s++) be->axpy(be, IV2_AT(be, a->x_full, (size_t)s * T * C), W(o->cls), 1.0f, C);
+    if (c->pos == IV2_POS_LEARNED) be->add_rows(be, a->x_full, W(o->pos), S, T, C);
+    else be->add_rows(be, a->x_full, m->st->sincos, S, T, C);
+    /* visible rows (all tokens when vis is NULL) */
+    int32_t *gi = iv2_malloc(sizeof(int32_t) * (size_t)S * n_tok);
+    for (size_t s = 0; s < (size_t)S; s++)
+        for (size_t i = 0; i < (size_t)n_tok; i++)
+            gi[s * n_tok + i] = (int32_t)(s * T + (vis ? vis[s * n_tok + i] : (int32_t)i));
+    be->upload_raw(be, a->gidx, gi, sizeof(int32_t) * (size_t)S * n_tok);
+    free(gi);
+    be->gather_rows(be, a->blk[0].x_in, a->x_full, a->gidx, S * n_tok, C);
+}
+
+static void block_fwd(iv2_vit *m, const vit_block_off *w, vit_act_block *b, int S, int N, const float *s) {
+    iv2_backend *be = m->be;
+    const iv2_vit_config *c = &m->cfg;
+    int C = c->width, M = S * N, nh = c->heads, D = C / nh;
+    float scale = 1.0f / sqrtf((float)D);
+    size_t CC = (size_t)C * C;
+    norm_fwd(m, b->h1, b->m1, b->r1, b->x_in, w->norm1_w, w->norm1_b, M);
+    if (c->qk_norm) {
+        be->matmul(be, b->q, b->h1, W(w->qkv_w), w->qkv_b == NOOFF ? NULL : W(w->qkv_b), M, C, C);
+        be->matmul(be, b->k, b->h1, W(w->qkv_w + CC), w->qkv_b == NOOFF ? NULL : W(w->qkv_b + C), M, C, C);
+        be->matmul(be, b->v, b->h1, W(w->qkv_w + 2 * CC), w->qkv_b == NOOFF ? NULL : W(w->qkv_b + 2 * C), M, C, C);
+        be->rmsnorm(be, b->qn, b->rq, b->q, W(w->q_norm), M, C, 1e-6f);
+        be->rmsnorm(be, b->kn, b->rk, b->k, W(w->k_norm), M, C, 1e-6f);
+        be->attention(be, b->a, b->lse, NULL, b->qn, b->kn, b->v, S, nh, N, N, D, C, C, C, scale);
+    } else {
+        be->matmul(be, b->qkv, b->h1, W(w->qkv_w), WO(w->qkv_b), M, C, 3 * C);
+        be->attention(be, b->a, b->lse, NULL, b->qkv, IV2_AT(be, b->qkv, C), IV2_AT(be, b->qkv, 2 * C), S, nh, N, N,
+                      D, 3 * C, 3 * C, C, scale);
+    }
+    be->matmul(be, b->o, b->a, W(w->proj_w), W(w->proj_b), M, C, C);
+    if (b->x_mid != b->x_in) be->copy(be, b->x_mid, b->x_in, (size_t)M * C * be->esize);
+    be->residual(be, b->x_mid, b->o, WO(w->ls1), s, S, N, C);
+    norm_fwd(m, b->h2, b->m2, b->r2, b->x_mid, w->norm2_w, w->norm2_b, M);
+    be->matmul(be, b->f1, b->h2, W(w->fc1_w), W(w->fc1_b), M, C, c->mlp);
+    be->gelu(be, b->g, b->f1, (size_t)M * c->mlp, c->gelu);
+    be->matmul(be, b->f2, b->g, W(w->fc2_w), W(w->fc2_b), M, c->mlp, C);
+    if (b->x_out != b->x_mid) be->copy(be, b->x_out, b->x_mid, (size_t)M * C * be->esize);
+    be->residual(be, b->x_out, b->f2, WO(w->ls2), s, S, N, C);
+}
+
+static void block_bwd(iv2_vit *m, const vit_block_off *w, vit_act_block *b, vit_bwd *d, int S, int N,
+                      const float *s) {
+    iv2_backend *be = m->be;
+    const iv2_vit_config *c = &m->cfg;
+    int C = c->width, M = S * N, nh = c->heads, D = C / nh, Hm = c->mlp;
+    float scale = 1.0f / sqrtf((float)D);
+    size_t CC = (size_t)C * C, MC = (size_t)M * C * be->esize, MH = (size_t)M * Hm * be->esize;
+    /* MLP branch: x_out = x_mid + s ls2 f2 */
+    be->memset0(be, d->df2, MC);
+    be->residual_backward(be, d->df2, GO(w->ls2), d->dx, b->f2, WO(w->ls2), s, S, N, C);
+    be->gelu(be, b->g, b->f1, (size_t)M * Hm, c->gelu);   /* recompute g */
+    be->memset0(be, d->dg, MH);
+    be->matmul_backward(be, d->dg, G(w->fc2_w), G(w->fc2_b), d->df2, b->g, W(w->fc2_w), M, Hm, C);
+    be->memset0(be, d->df1, MH);
+    be->gelu_backward(be, d->df1, d->dg, b->f1, (size_t)M * Hm, c->gelu);
+    norm_fwd(m, b->h2, b->m2, b->r2, b->x_mid, w->norm2_w, w->norm2_b, M);   /* recompute h2 */
+    be->memset0(be, d->dh, MC);
+    be->matmul_backward(be, d->dh, G(w->fc1_w), G(w->fc1_b), d->df1, b->h2, W(w->fc1_w), M, C, Hm);
+    norm_bwd(m, d->dx, d->dh, b->x_mid, w->norm2_w, w->norm2_b, b->m2, b->r2, M);
+    /* attention branch: x_mid = x_in + s ls1 o */
+    be->memset0(be, d->dout, MC);
+    be->residual_backward(be, d->dout, GO(w->ls1), d->dx, b->o, WO(w->ls1), s, S, N, C);
+    be->memset0(be, d->da, MC);
+    be->matmul_backward(be, d->da, G(w->proj_w), G(w->proj_b), d->dout, b->a, W(w->proj_w), M, C, C);
+    norm_fwd(m, b->h1, b->m1, b->r1, b->x_in, w->norm1_w, w->norm1_b, M);   /* recompute h1 */
+    be->memset0(be, d->dh, MC);
+    if (c->qk_norm) {
+        be->memset0(be, d->dqn, MC); be->memset0(be, d->dkn, MC); be->memset0(be, d->dv, MC);
+        be->attention_backward(be, d->dqn, d->dkn, d->dv, d->da, b->qn, b->kn, b->v, b->a, b->lse, S, nh, N, N, D, C,
+                               C, C, scale);
+        be->memset0(be, d->dq, MC); be->memset0(be, d->dk, MC);
+        be->rmsnorm_backward(be, d->dq, G(w->q_norm), d->dqn, b->q, W(w->q_norm), b->rq, M, C);
+        be->rmsnorm_backward(be, d->dk, G(w->k_norm), d->dkn, b->k, W(w->k_norm), b->rk, M, C);
+        int hb = w->qkv_b != NOOFF;
+        be->matmul_backward(be, d->dh, G(w->qkv_w), hb ? G(w->qkv_b) : NULL, d->dq, b->h1, W(w->qkv_w), M, C, C);
+        be->matmul_backward(be, d->dh, G(w->qkv_w + CC), hb ? G(w->qkv_b + C) : NULL, d->dk, b->h1,
+                            W(w->qkv_w + CC), M, C, C);
+        be->matmul_backward(be, d->dh, G(w->qkv_w + 2 * CC), hb ? G(w->qkv_b + 2 * C) : NULL, d->dv, b->h1,
+                            W(w->qkv_w + 2 * CC), M, C, C);
+    } else {
+        void *dqkv = d->dq;
+        be->memset0(be, dqkv, 3 * MC);
+        be->attention_backward(be, dqkv, IV2_AT(be, dqkv, C), IV2_AT(be, dqkv, 2 * C), d->da, b->qkv,
+                               IV2_AT(be, b->qkv, C), IV2_AT(be, b->qkv, 2 * C), b->a, b->lse, S, nh, N, N, D, 3 * C,
+                               3 * C, C, scale);
+        be->matmul_backward(be, d->dh, G(w->qkv_w), GO(w->qkv_b), dqkv, b->h1, W(w->qkv_w), M, C, 3 * C);
+    }
+    if (w->qkv_b != NOOFF) be->memset0(be, G(w->qkv_b + C), (size_t)C * be->esize);   /* the k bias stays 0 */
+    norm_bwd(m, d->dx, d->dh, b->x_in, w->norm1_w, w->norm1_b, b->m1, b->r1, M);
+}
+
+static void pool_fwd(iv2_vit *m, vit_arena *a, const void *x, int S, int N, void *pooled, float *pool_attn) {
+    iv2_backend *be = m->be;
+    const iv2_vit_config *c = &m->cfg;
+    const vit_off *o = &m->st->off;
+    int C = c->width, M = S * N, ph = c->pool_heads, D = C / ph;
+    float eps = c->pool_eps;
+    be->mean_rows(be, a->xm, x, S, N, C);
+    be->layernorm(be, a->pqn, a->pm_q, a->pr_q, a->xm, W(o->pq_lw), W(o->pq_lb), S, C, eps);
+    be->layernorm(be, a->pkn, a->pm_k, a->pr_k, x, W(o->pk_lw), W(o->pk_lb), M, C, eps);
+    be->layernorm(be, a->pvn, a->pm_v, a->pr_v, x, W(o->pv_lw), W(o->pv_lb), M, C, eps);
+    be->matmul(be, a->pq, a->pqn, W(o->pq_w), W(o->pq_b), S, C, C);
+    be->matmul(be, a->pk, a->pkn, W(o->pk_w), W(o->pk_b), M, C, C);
+    be->matmul(be, a->pv, a->pvn, W(o->pv_w), W(o->pv_b), M, C, C);
+    be->attention(be, a->po, a->plse, a->pprobs, a->pq, a->pk, a->pv, S, ph, 1, N, D, C, C, C, 1.0f / sqrtf((float)D));
+    if (pooled) be->matmul(be, pooled, a->po, W(o->pp_w), W(o->pp_b), S, C, c->pool_dim);
+    if (pool_attn) {
+        int cls = c->cls ? 1 : 0;
+        for (int s = 0; s < S; s++)
+            be->copy(be, pool_attn + (size_t)s * (N - cls), a->pprobs + (size_t)s * N + cls,
+                     sizeof(float) * (size_t)(N - cls));
+    }
+}
+
+static void pool_bwd(iv2_vit *m, vit_arena *a, vit_bwd *d, const void *x, int S, int N, const void *dpooled) {
+    iv2_backend *be = m->be;
+    const iv2_vit_config *c = &m->cfg;
+    const vit_off *o = &m->st->off;
+    int C = c->width, M = S * N, ph = c->pool_heads, D = C / ph;
+    size_t SC = (size_t)S * C * be->esize, MC = (size_t)M * C * be->esize;
+    be->memset0(be, d->dpo, SC);
+    be->matmul_backward(be, d->dpo, G(o->pp_w), G(o->pp_b), dpooled, a->po, W(o->pp_w), S, C, c->pool_dim);
+    be->memset0(be, d->dpq, SC); be->memset0(be, d->dpk, MC); be->memset0(be, d->dpv, MC);
+    be->attention_backward(be, d->dpq, d->dpk, d->dpv, d->dpo, a->pq, a->pk, a->pv, a->po, a->plse, S, ph, 1, N, D, C,
+                           C, C, 1.0f / sqrtf((float)D));
+    be->memset0(be, d->dpqn, SC); be->memset0(be, d->dpkn, MC); be->memset0(be, d->dpvn, MC);
+    be->matmul_backward(be, d->dpqn, G(o->pq_w), G(o->pq_b), d->dpq, a->pqn, W(o->pq_w), S, C, C);
+    be->matmul_backward(be, d->dpkn, G(o->pk_w), G(o->pk_b), d->dpk, a->pkn, W(o->pk_w), M, C, C);
+    be->matmul_backward(be, d->dpvn, G(o->pv_w), G(o->pv_b), d->dpv, a->pvn, W(o->pv_w), M, C, C);
+    be->memset0(be, d->dxm, SC);
+    be->layernorm_backward(be, d->dxm, G(o->pq_lw), G(o->pq_lb), d->dpqn, a->xm, W(o->pq_lw), a->pm_q, a->pr_q, S, C);
+    be->layernorm_backward(be, d->dx, G(o->pk_lw), G(o->pk_lb), d->dpkn, x, W(o->pk_lw), a->pm_k, a->pr_k, M, C);
+    be->layernorm_backward(be, d->dx, G(o->pv_lw), G(o->pv_lb), d->dpvn, x, W(o->pv_lw), a->pm_v, a->pr_v, M, C);
+    be->mean_rows_backward(be, d->dx, d->dxm, S, N, C);
+}
+
+/* copy (or final-normalise) block l's output of samples [s0, s0+S) into the caller's buffers */
+static void emit(iv2_vit *m, vit_arena *a, const iv2_vit_io *io, int k, const void *x, int s0, int S, int N) {
+    iv2_backend *be = m->be;
+    const iv2_vit_config *c = &m->cfg;
+    if (!io->out[k]) return;
+    void *dst = IV2_AT(be, io->out[k], (size_t)s0 * N * c->width);
+    if (io->final_norm_last && io->blocks[k] == c->depth - 1)
+        norm_fwd(m, dst, NULL, NULL, x, m->st->off.norm_w, m->st->off.norm_b, S * N);
+    else
+        be->copy(be, dst, x, (size_t)S * N * c->width * be->esize);
+    (void)a;
+}
+
+static int last_block(const iv2_vit *m, const iv2_vit_io *io) {
+    if (io->pooled || io->pool_attn) return m->cfg.depth - 1;
+    return io->n_out ? io->blocks[io->n_out - 1] : -1;
+}
+
+/* ---- public forwards ---- */
+
+int iv2_vit_forward(iv2_vit *m, iv2_vit_io *io) {
+    if (check_io(m, io)) return -1;
+    const iv2_vit_config *c = &m->cfg;
+    iv2_backend *be = m->be;
+    int N = io->vis ? io->n_vis : iv2_vit_tokens(c), last = last_block(m, io);
+    int B = m->batch > 0 ? m->batch : 1;
+    if (B > io->S) B = io->S;
+    vit_arena *a = &m->st->inf;
+    if (a->n_bufs && (a->n_tok != N || a->S < B)) vit_arena_free(be, a);
+    if (!a->n_bufs && arena_make(m, a, B, N, 0, NULL)) return -1;
+    B = a->S;
+    size_t frame_bytes = (size_t)c->frames * c->img * c->img * 3;
+    for (int s0 = 0; s0 < io->S; s0 += B) {
+        int S = io->S - s0 < B ? io->S - s0 : B;
+        embed(m, a, io->frames + (size_t)s0 * frame_bytes, S, io->vis ? io->vis + (size_t)s0 * N : NULL, N);
+        vit_act_block *b = &a->blk[0];
+        int k = 0;
+        for (int l = 0; l <= last; l++) {
+            block_fwd(m, &m->st->off.blk[l], b, S, N, NULL);
+            while (k < io->n_out && io->blocks[k] == l) emit(m, a, io, k++, b->x_out, s0, S, N);
+        }
+        if (io->pooled || io->pool_attn)
+            pool_fwd(m, a, b->x_out, S, N, io->pooled ? IV2_AT(be, io->pooled, (size_t)s0 * c->pool_dim) : NULL,
+                     io->pool_attn ? io->pool_attn + (size_t)s0 * (N - (c->cls ? 1 : 0)) : NULL);
+    }
+    return 0;
+}
+
+int iv2_vit_forward_train(iv2_vit *m, iv2_vit_io *io) {
+    if (check_io(m, io)) return -1;
+    const iv2_vit_config *c = &m->cfg;
+    int N = io->vis ? io->n_vis : iv2_vit_tokens(c), S = io->S;
+    if (io->final_norm_last) return iv2_err("model %s: training with the final norm on an output is not supported", c->name);
+    vit_arena *a = &m->st->tr;
+    if (!a->n_bufs || a->S != S || a->n_tok != N) {
+        vit_bwd *bw = iv2_calloc(1, sizeof *bw);
+        if (arena_make(m, a, S, N, 1, bw)) { free(bw); return -1; }
+        a->bwd = bw;
+    }
+    embed(m, a, io->frames, S, io->vis, N);
+    int k = 0;
+    /* all blocks run: the backward expects every block's activations */
+    for (int l = 0; l < c->depth; l++) {
+        vit_act_block *b = &a->blk[l];
+        block_fwd(m, &m->st->off.blk[l], b, S, N, io->drop ? io->drop + (size_t)l * S : NULL);
+        while (k < io->n_out && io->blocks[k] == l) emit(m, a, io, k++, b->x_out, 0, S, N);
+    }
+    if (c->pool_heads)   /* always, so that a pooled gradient can flow back */
+        pool_fwd(m, a, a->xfin, S, N, io->pooled, io->pool_attn);
+    m->st->last_S = S;
+    m->st->last_nvis = N;
+    return 0;
+}
+
+int iv2_vit_backward(iv2_vit *m, const iv2_vit_io *io, void *const *dout, const void *dpooled) {
+    const iv2_vit_config *c = &m->cfg;
+    iv2_backend *be = m->be;
+    vit_arena *a = &m->st->tr;
+    int S = m->st->last_S, N = m->st->last_nvis;
+    if (!a->n_bufs || S != io->S || N != (io->vis ? io->n_vis : iv2_vit_tokens(c)))
+        return iv2_err("model %s: backward without a matching training forward", c->name);
+    if (!m->grads && iv2_vit_alloc_grads(m)) return -1;
+    vit_bwd *d = (vit_bwd *)a->bwd;
+    int C = c->width, M = S * N, P = iv2_vit_patches(c), T = iv2_vit_tokens(c);
+    int K = 3 * c->tubelet * c->patch * c->patch;
+    const vit_off *o = &m->st->off;
+    be->memset0(be, d->dx, (size_t)M * C * be->esize);
+    if (dpooled && c->pool_heads) pool_bwd(m, a, d, a->xfin, S, N, dpooled);
+    int k = io->n_out - 1;
+    for (int l = c->depth - 1; l >= 0; l--) {
+        for (; k >= 0 && io->blocks[k] == l; k--)
+            if (dout && dout[k]) be->axpy(be, d->dx, dout[k], 1.0f, (size_t)M * C);
+        block_bwd(m, &o->blk[l], &a->blk[l], d, S, N, io->drop ? io->drop + (size_t)l * S : NULL);
+    }
+    /* embedding: visible rows -> all rows -> position table, CLS, patch-embed GEMM */
+    be->memset0(be, d->dfull, (size_t)S * T * C * be->esize);
+    be->scatter_add_rows(be, d->dfull, d->dx, a->gidx, M, C);
+    if (c->pos == IV2_POS_LEARNED) be->add_rows_backward(be, G(o->pos), d->dfull, S, T, C);
+    if (c->cls)
+        for (int s = 0; s < S; s++) be->axpy(be, G(o->cls), IV2_AT(be, d->dfull, (size_t)s * T * C), 1.0f, C);
+    be->gather_rows(be, d->dpe, d->dfull, a->pidx, S * P, C);
+    be->matmul_backward(be, NULL, G(o->pe_w), G(o->pe_b), d->dpe, a->patches, W(o->pe_w), S * P, K, C);
+    return 0;
+}

@@ -1,0 +1,203 @@
+/* weights_main.c: iv2-weights, model weight files.
+ *   init     deterministic random weights for a preset (+ JSON overrides)
+ *   info     list a safetensors file (tensors, dtypes, shapes, parameters, metadata) and, when
+ *            a model is named or recorded in the file, check that it loads as that model
+ *   convert  an official PyTorch checkpoint (.pth/.bin) to safetensors with our names
+ *   plan     the memory plan of a preset */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include "compute.h"
+#include "err.h"
+#include "pth.h"
+#include "safetensors.h"
+#include "vit.h"
+
+static void usage(FILE *o) {
+    fprintf(o,
+            "usage: iv2-weights init --preset P [--config JSON] [--seed S] [--dtype f32|bf16] -o OUT.safetensors\n"
+            "       iv2-weights info FILE.safetensors [--model PRESET] [--config JSON]\n"
+            "       iv2-weights convert IN.pth -o OUT.safetensors --model internvit|videomae|student|raw\n"
+            "                           [--dtype keep|f32|bf16|f16] [--check PRESET]\n"
+            "       iv2-weights plan --preset P [--config JSON] [--batch B] [--tokens N] [--train]\n"
+            "\n"
+            "Presets: internvit-6b internvit-tiny videomae-g videomae-tiny iv2-1b iv2-6b iv2-s iv2-b iv2-l iv2-tiny.\n"
+            "--config takes JSON overrides of the preset, e.g. '{\"depth\": 2, \"gelu\": \"tanh\"}'.\n"
+            "init writes the official tensor names (teachers.md) and records the config in the file's\n"
+            "metadata (iv2.config), so iv2-extract and iv2-distill need no preset for it.\n"
+            "info with --model (or a file carrying iv2.config) loads the file into that model and reports\n"
+            "every missing, mis-shaped or unexpected tensor.\n"
+            "convert maps names (videomae: strips encoder., drops the decoder; internvit: drops the\n"
+            "InternVL-C text tower) and keeps dtypes unless --dtype; --check loads the result as PRESET.\n");
+}
+
+static const char *arg_val(int argc, char **argv, int *i) {
+    if (*i + 1 >= argc) {
+        fprintf(stderr, "iv2-weights: error: %s needs a value\n", argv[*i]);
+        exit(2);
+    }
+    return argv[++*i];
+}
+
+static int make_config(const char *preset, const char *json, iv2_vit_config *c) {
+    if (iv2_vit_preset(preset, c)) return -1;
+    if (json && iv2_vit_config_json(c, json)) return -1;
+    return iv2_vit_config_check(c);
+}
+
+static void print_plan(const iv2_vit_config *c, int batch, int tokens, int train) {
+    iv2_vit_plan p = iv2_vit_memory_plan(c, sizeof(float), batch, tokens, 0, train);
+    char line[256];
+    iv2_vit_plan_str(&p, line, sizeof line);
+    printf("%s: %s\n", c->name, line);
+}
+
+static int cmd_init(int argc, char **argv) {
+    const char *preset = NULL, *json = NULL, *out = NULL, *dts = "f32";
+    unsigned long long seed = 0;
+    for (int i = 2; i < argc; i++) {
+        if (!strcmp(argv[i], "--preset")) preset = arg_val(argc, argv, &i);
+        else if (!strcmp(argv[i], "--config")) json = arg_val(argc, argv, &i);
+        else if (!strcmp(argv[i], "--seed")) seed = strtoull(arg_val(argc, argv, &i), NULL, 0);
+        else if (!strcmp(argv[i], "--dtype")) dts = arg_val(argc, argv, &i);
+        else if (!strcmp(argv[i], "-o") || !strcmp(argv[i], "--out")) out = arg_val(argc, argv, &i);
+        else return iv2_err("init: unknown argument '%s'", argv[i]);
+    }
+    if (!preset || !out) return iv2_err("init: needs --preset and -o");
+    iv2_dtype dt;
+    if (iv2_dtype_parse(dts, &dt) || (dt != IV2_F32 && dt != IV2_BF16 && dt != IV2_F16))
+        return iv2_err("init: --dtype %s (want f32, bf16 or f16)", dts);
+    iv2_vit_config c;
+    if (make_config(preset, json, &c)) return -1;
+    print_plan(&c, 1, iv2_vit_tokens(&c), 0);
+    iv2_backend *be = iv2_backend_create("cpu", 0);
+    if (!be) return -1;
+    iv2_vit *m = iv2_vit_create(be, &c);
+    int rc = m ? 0 : -1;
+    if (!rc) rc = iv2_vit_init_random(m, seed);
+    if (!rc) {
+        iv2_st_writer w;
+        void *hold = NULL;
+        iv2_st_writer_init(&w);
+        rc = iv2_vit_save_add(m, &w, dt, &hold);
+        char s[32];
+        snprintf(s, sizeof s, "%llu", seed);
+        iv2_st_writer_meta(&w, "iv2.seed", s);
+        if (!rc) rc = iv2_st_writer_write(&w, out);
+        iv2_st_writer_free(&w);
+        free(hold);
+    }
+    if (!rc) printf("wrote %s: %s, %d tensors, %zu parameters, seed %llu\n", out, c.name, m->n_param, m->n_elems, seed);
+    iv2_vit_free(m);
+    iv2_backend_destroy(be);
+    return rc;
+}
+
+static int check_load(const char *path, const iv2_vit_config *c) {
+    iv2_backend *be = iv2_backend_create("cpu", 0);
+    if (!be) return -1;
+    iv2_vit *m = iv2_vit_create(be, c);
+    int rc = m ? iv2_vit_load(m, path) : -1;
+    if (!rc) printf("loads as %s (%s): ok\n", c->name, path);
+    iv2_vit_free(m);
+    iv2_backend_destroy(be);
+    return rc;
+}
+
+static int cmd_info(int argc, char **argv) {
+    const char *path = NULL, *preset = NULL, *json = NULL;
+    for (int i = 2; i < argc; i++) {
+        if (!strcmp(argv[i], "--model")) preset = arg_val(argc, argv, &i);
+        else if (!strcmp(argv[i], "--config")) json = arg_val(argc, argv, &i);
+        else if (argv[i][0] == '-') return iv2_err("info: unknown argument '%s'", argv[i]);
+        else path = argv[i];
+    }
+    if (!path) return iv2_err("info: no file");
+    iv2_st_file f;
+    if (iv2_st_open(&f, path)) return -1;
+    size_t params = 0, bytes = 0;
+    printf("%s: %d tensors\n", path, f.n_tensors);
+    for (int i = 0; i < f.n_tensors; i++) {
+        iv2_st_tensor *t = &f.tensors[i];
+        char sh[128];
+        int n = snprintf(sh, sizeof sh, "[");
+        for (int d = 0; d < t->ndim && n < (int)sizeof sh; d++)
+            n += snprintf(sh + n, sizeof sh - n, "%s%lld", d ? "," : "", (long long)t->shape[d]);
+        if (n < (int)sizeof sh) snprintf(sh + n, sizeof sh - n, "]");
+        printf("  %-56s %-5s %-24s %zu\n", t->name, iv2_dtype_name(t->dtype), sh, t->numel);
+        params += t->numel;
+        bytes += t->nbytes;
+    }
+    printf("parameters %zu (%.3f M), %.1f MiB of data\n", params, params / 1e6, bytes / 1048576.0);
+    for (int i = 0; i < f.n_meta; i++) printf("metadata %s = %s\n", f.meta_keys[i], f.meta_vals[i]);
+    int has_cfg = iv2_st_meta(&f, "iv2.config") != NULL;
+    iv2_st_close(&f);
+    if (!preset && !has_cfg) return 0;
+    iv2_vit_config c;
+    if (preset ? make_config(preset, json, &c) : iv2_vit_config_from_file(path, NULL, &c)) return -1;
+    return check_load(path, &c);
+}
+
+static int cmd_convert(int argc, char **argv) {
+    const char *in = NULL, *out = NULL, *model = NULL, *dts = "keep", *check = NULL;
+    for (int i = 2; i < argc; i++) {
+        if (!strcmp(argv[i], "-o") || !strcmp(argv[i], "--out")) out = arg_val(argc, argv, &i);
+        else if (!strcmp(argv[i], "--model")) model = arg_val(argc, argv, &i);
+        else if (!strcmp(argv[i], "--dtype")) dts = arg_val(argc, argv, &i);
+        else if (!strcmp(argv[i], "--check")) check = arg_val(argc, argv, &i);
+        else if (argv[i][0] == '-') return iv2_err("convert: unknown argument '%s'", argv[i]);
+        else in = argv[i];
+    }
+    if (!in || !out || !model) return iv2_err("convert: needs IN.pth, -o OUT and --model");
+    int odt = IV2_PTH_KEEP;
+    if (strcmp(dts, "keep")) {
+        iv2_dtype dt;
+        if (iv2_dtype_parse(dts, &dt) || (dt != IV2_F32 && dt != IV2_BF16 && dt != IV2_F16))
+            return iv2_err("convert: --dtype %s (want keep, f32, bf16 or f16)", dts);
+        odt = (int)dt;
+    }
+    iv2_pth_summary sum;
+    if (iv2_pth_convert(in, out, model, odt, &sum)) return -1;
+    printf("wrote %s: %d tensors (%d dropped, %d non-tensor entries skipped), %.1f MiB\n", out, sum.n_written,
+           sum.n_dropped, sum.n_skipped, sum.bytes_out / 1048576.0);
+    if (!check) return 0;
+    iv2_vit_config c;
+    if (make_config(check, NULL, &c)) return -1;
+    return check_load(out, &c);
+}
+
+static int cmd_plan(int argc, char **argv) {
+    const char *preset = NULL, *json = NULL;
+    int batch = 0, tokens = 0, train = 0;
+    for (int i = 2; i < argc; i++) {
+        if (!strcmp(argv[i], "--preset")) preset = arg_val(argc, argv, &i);
+        else if (!strcmp(argv[i], "--config")) json = arg_val(argc, argv, &i);
+        else if (!strcmp(argv[i], "--batch")) batch = atoi(arg_val(argc, argv, &i));
+        else if (!strcmp(argv[i], "--tokens")) tokens = atoi(arg_val(argc, argv, &i));
+        else if (!strcmp(argv[i], "--train")) train = 1;
+        else return iv2_err("plan: unknown argument '%s'", argv[i]);
+    }
+    iv2_vit_config c;
+    if (make_config(preset, json, &c)) return -1;
+    if (batch <= 0) batch = c.arch == IV2_VIT_INTERNVIT ? 8 : 1;
+    if (tokens <= 0) tokens = iv2_vit_tokens(&c);
+    print_plan(&c, batch, tokens, train);
+    return 0;
+}
+
+int main(int argc, char **argv) {
+    if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {
+        usage(argc < 2 ? stderr : stdout);
+        return argc < 2 ? 2 : 0;
+    }
+    for (int i = 2; i < argc; i++)
+        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) { usage(stdout); return 0; }
+    int rc;
+    if (!strcmp(argv[1], "init")) rc = cmd_init(argc, argv);
+    else if (!strcmp(argv[1], "info")) rc = cmd_info(argc, argv);
+    else if (!strcmp(argv[1], "convert")) rc = cmd_convert(argc, argv);
+    else if (!strcmp(argv[1], "plan")) rc = cmd_plan(argc, argv);
+    else { usage(stderr); return 2; }
+    if (rc) iv2_die("iv2-weights");
+    return 0;
+}

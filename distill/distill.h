@@ -1,0 +1,316 @@
+/* distill.h: the public surface of iv2-distill, the student trainer (InternVideo2 stage 1).
+ *
+ * Pieces, one file each:
+ *   config.c     run config (JSON), every default = InternVideo2-1B stage 1 (docs/distill.md)
+ *   mask.c       attention (Gumbel-top-k) / random / tube masks; the counter-based RNG
+ *   heads.c      per-layer heads: forward and backward side by side, with their position embeds
+ *   loss.c       the loss terms (2 - 2cos, mean per term, alpha-weighted) and the NaN guard
+ *   optim.c      LR schedule, global grad-norm clip, AdamW with the no-decay exclusions
+ *   checkpoint.c atomic checkpoints (safetensors + JSON metadata), keep-last-N, resume
+ *   loader.c     cache shards -> batches (frames, visible indices, visible target rows); prefetch thread
+ *   train.c      the training loop; eval.c held-out cosine per target; plot.c loss curves -> PNG
+ *
+ * Randomness is counter-based (a hash of seed and position): the mask of view v at step s, the
+ * epoch permutation and the drop-path draws are pure functions of (seed, epoch, step, ...), so a
+ * resumed run reproduces the uninterrupted one bit for bit with only the step in the checkpoint. */
+#ifndef IV2_DISTILL_H
+#define IV2_DISTILL_H
+#include <stddef.h>
+#include <stdint.h>
+#include "compute.h"
+#include "vit.h"
+
+/* ------------------------------------------------------------------ RNG */
+
+/* splitmix64 stream; seed with a hash of the position it belongs to. */
+typedef struct iv2_rng { uint64_t s; } iv2_rng;
+uint64_t iv2_hash_u64(uint64_t a, uint64_t b, uint64_t c, uint64_t d);
+void iv2_rng_seed(iv2_rng *r, uint64_t a, uint64_t b, uint64_t c, uint64_t d);
+uint64_t iv2_rng_u64(iv2_rng *r);
+double iv2_rng_uniform(iv2_rng *r);        /* (0, 1), never 0 or 1 */
+uint32_t iv2_rng_below(iv2_rng *r, uint32_t n);   /* unbiased [0, n) */
+
+/* ------------------------------------------------------------------ config */
+
+#define IV2_DISTILL_MAX_LAYERS 16
+
+typedef enum { IV2_MASK_ATTENTION = 0, IV2_MASK_RANDOM, IV2_MASK_TUBE } iv2_mask_type;
+
+typedef struct iv2_distill_config {
+    char student[32];          /* vit preset: "iv2-1b" */
+    char student_json[1024];   /* JSON object of overrides on the preset ("" = none) */
+    /* targets: clip_b{clip_teacher[i]} <-> student block clip_student[i]; mae_b{..} likewise */
+    int n_clip, clip_teacher[IV2_DISTILL_MAX_LAYERS], clip_student[IV2_DISTILL_MAX_LAYERS];
+    int n_mae, mae_teacher[IV2_DISTILL_MAX_LAYERS], mae_student[IV2_DISTILL_MAX_LAYERS];
+    int use_final;             /* clip_pool target through the final head */
+    float alpha_clip, alpha_final, alpha_mae;
+    iv2_mask_type mask;
+    float mask_ratio;          /* 0.8: per frame keep 256 - int(256*0.8) = 52 */
+    int batch;                 /* global batch (4096 in the recipe) */
+    int epochs;                /* 301 */
+    int64_t steps;             /* > 0 overrides epochs * steps_per_epoch */
+    float base_lr;             /* 1.5e-4, scaled by batch/256 */
+    float base_min_lr;         /* 1e-5, scaled by batch/256 */
+    float warmup_epochs;       /* 40 */
+    int64_t warmup_steps;      /* >= 0 overrides warmup_epochs */
+    float beta1, beta2, eps, weight_decay, clip_grad, drop_path;
+    uint64_t seed;
+    int64_t ckpt_every;        /* steps; 0 = only at the end */
+    int keep_ckpt;             /* keep the last N checkpoints */
+    int64_t eval_every;        /* steps; 0 = never during training */
+    int eval_views;            /* views held out of training for eval (0 = none) */
+    int log_every;             /* steps between progress lines (the JSON line is every step) */
+    int threads;               /* 0 = all cores */
+    char device[32];           /* "cpu" | "cuda" | "cuda:N" */
+    int prefetch;              /* 1 = loader thread builds the next batch */
+} iv2_distill_config;
+
+void iv2_distill_config_default(iv2_distill_config *c);
+/* Overrides the fields present in a JSON object (unknown keys are an error naming the key). */
+int iv2_distill_config_parse(iv2_distill_config *c, const char *json, const char *what);
+int iv2_distill_config_load(iv2_distill_config *c, const char *path);
+/* Canonical JSON of every field (caller frees). */
+char *iv2_distill_config_to_json(const iv2_distill_config *c);
+int iv2_distill_config_check(const iv2_distill_config *c);
+
+/* The derived run plan. */
+typedef struct iv2_plan {
+    int64_t train_views, steps_per_epoch, total_steps, warmup_steps;
+    float peak_lr, min_lr;
+} iv2_plan;
+int iv2_plan_make(iv2_plan *p, const iv2_distill_config *c, int64_t train_views);
+/* lr[i] = linspace(0, peak, W)[i] for i < W, then min + (peak-min)/2 (1 + cos(pi j / (T-W))). */
+float iv2_lr_at(const iv2_plan *p, int64_t step);
+
+/* ------------------------------------------------------------------ masks */
+
+/* per frame: keep = P - int(P * ratio) (the recipe's 256 - int(256*0.8) = 52). */
+int iv2_mask_keep(int P, float ratio);
+/* number of visible tokens including CLS for a mask type on a T x P grid */
+int iv2_mask_n_visible(iv2_mask_type t, int T, int P, float ratio);
+/* Visible token indices, sorted, vis[0] = 0 (CLS), patch p of frame t at 1 + t*P + p.
+ * attention: per frame, `keep` patches drawn without replacement in proportion to attn[t][p]
+ *   (Gumbel-top-k: the keep largest log w + Gumbel); attn may be NULL for the other types.
+ * random: T*P - int(T*P*ratio) patches uniformly over the clip.
+ * tube: one per-frame pattern of `keep` patches, repeated in every frame.
+ * Returns the count written (iv2_mask_n_visible), or -1 on a bad argument. */
+int iv2_mask_draw(iv2_mask_type t, const float *attn, int T, int P, float ratio, iv2_rng *r, int32_t *vis);
+
+/* ------------------------------------------------------------------ parameter tables */
+
+typedef struct iv2_dparam {
+    char name[96];
+    int ndim;
+    int64_t shape[4];
+    size_t off, n;     /* elements into the parameter buffer */
+    int no_wd;         /* excluded from weight decay */
+} iv2_dparam;
+
+/* ------------------------------------------------------------------ heads */
+
+typedef struct iv2_heads_dims {
+    int C;          /* student width */
+    int pool_dim;   /* student pooled output width (768) */
+    int n_clip, clip_dim;   /* 6 heads Linear(C->clip_dim)->LN->L2 */
+    int n_mae, mae_dim;     /* 4 heads Linear(C->C)->GELU->Linear(C->mae_dim)->LN->L2 */
+    int use_final, final_dim;   /* Linear(pool_dim->final_dim)->LN->L2 */
+    int T, G;       /* patch grid T x G x G (8 x 16 x 16): clip_pos_embed [1+T*G*G, C], mae_pos_embed [T*G*G, C] */
+    int max_rows;   /* B * n_visible, sizes the scratch */
+} iv2_heads_dims;
+
+typedef struct iv2_heads {
+    iv2_heads_dims d;
+    iv2_backend *be;
+    void *params, *grads;      /* one buffer each, backend dtype */
+    size_t n_params;
+    iv2_dparam *table;
+    int n_table;
+    /* offsets (elements) of each tensor, filled by the layout */
+    size_t clip_w[IV2_DISTILL_MAX_LAYERS], clip_b[IV2_DISTILL_MAX_LAYERS];
+    size_t clip_lnw[IV2_DISTILL_MAX_LAYERS], clip_lnb[IV2_DISTILL_MAX_LAYERS];
+    size_t mae_w1[IV2_DISTILL_MAX_LAYERS], mae_b1[IV2_DISTILL_MAX_LAYERS];
+    size_t mae_w2[IV2_DISTILL_MAX_LAYERS], mae_b2[IV2_DISTILL_MAX_LAYERS];
+    size_t mae_lnw[IV2_DISTILL_MAX_LAYERS], mae_lnb[IV2_DISTILL_MAX_LAYERS];
+    size_t fin_w, fin_b, fin_lnw, fin_lnb, clip_pos, mae_pos;
+    /* scratch for one head at a time (heads are independent, so forward + backward run per head) */
+    void *x, *h1, *g1, *y, *yn, *out, *tgt, *dx, *dh1, *dg1, *dy, *dyn, *dout, *pos;
+    float *ln_mean, *ln_rstd, *l2n, *loss_rows;
+    int32_t *idx_pos, *idx_rows;   /* backend int32 [max_rows] */
+} iv2_heads;
+
+iv2_heads *iv2_heads_create(iv2_backend *be, const iv2_heads_dims *d);
+void iv2_heads_free(iv2_heads *h);
+/* trunc_normal(0.02) Linear weights, zero biases, LN 1/0, 3-D sin-cos pos embeds (CLS row 0). */
+void iv2_heads_init(iv2_heads *h, uint64_t seed);
+/* grid of the pos embeds: T frames of G x G patches (n_tokens = T*G*G) */
+
+/* One head, forward then (when dinp != NULL) backward, accumulating parameter grads and dinp.
+ * CLIP head k: inp [B, nv, C] the student block output on the visible tokens (token 0 = CLS),
+ *   vis [B][nv] host int32 token indices (0 = CLS, 1+p patches), target host f32 [B*nv, clip_dim].
+ * MAE head k: same inp, the CLS row skipped; target host f32 [B*(nv-1), mae_dim].
+ * Final head: inp [B, pool_dim], target host f32 [B, final_dim].
+ * scale multiplies sum of (2 - 2cos) into the returned loss and the gradient (alpha / count).
+ * Returns the unscaled mean of (2 - 2cos) over the rows into *mean_loss, and the mean cosine
+ * into *mean_cos (both may be NULL). */
+int iv2_heads_clip(iv2_heads *h, int k, const void *inp, void *dinp, const int32_t *vis, int B, int nv,
+                   const float *target, float scale, double *mean_loss, double *mean_cos);
+int iv2_heads_mae(iv2_heads *h, int k, const void *inp, void *dinp, const int32_t *vis, int B, int nv,
+                  const float *target, float scale, double *mean_loss, double *mean_cos);
+int iv2_heads_final(iv2_heads *h, const void *inp, void *dinp, int B, const float *target, float scale,
+                    double *mean_loss, double *mean_cos);
+
+/* Load the heads' tensors (official names) from an open safetensors file, marking them used. */
+int iv2_heads_load_st(iv2_heads *h, iv2_st_file *f);
+
+/* ------------------------------------------------------------------ loss */
+
+typedef struct iv2_loss {
+    double clip, final, mae, total;   /* per-term means of 2 - 2cos; total = sum alpha * term */
+} iv2_loss;
+/* the scale each row of a term carries: alpha / (layers * rows) */
+float iv2_loss_scale(float alpha, int layers, int64_t rows);
+void iv2_loss_total(iv2_loss *l, const iv2_distill_config *c);
+int iv2_loss_check(const iv2_loss *l, int64_t step);   /* NaN / Inf -> -1 with a message */
+
+/* ------------------------------------------------------------------ optimiser */
+
+typedef struct iv2_optim_group {   /* one parameter buffer with its table */
+    void *params, *grads;
+    float *m, *v;                  /* f32 backend buffers */
+    size_t n;
+    const iv2_dparam *table;
+    int n_table;
+} iv2_optim_group;
+
+typedef struct iv2_optim {
+    iv2_backend *be;
+    iv2_optim_group g[2];          /* student, heads */
+    int n_groups;
+    float *acc;                    /* f32 backend scalar for sumsq */
+} iv2_optim;
+
+int iv2_optim_init(iv2_optim *o, iv2_backend *be);
+void iv2_optim_add(iv2_optim *o, void *params, void *grads, size_t n, const iv2_dparam *table, int n_table);
+void iv2_optim_free(iv2_optim *o);
+/* global L2 norm of all grads (before clipping) */
+double iv2_optim_grad_norm(iv2_optim *o);
+/* torch clip_grad_norm_: coef = min(1, max_norm / (norm + 1e-6)) */
+float iv2_clip_coef(double norm, float max_norm);
+/* one AdamW step t (1-based) on every group: grads scaled by grad_scale; wd 0 on no_wd tensors. */
+void iv2_optim_step(iv2_optim *o, float lr, const iv2_distill_config *c, int64_t t, float grad_scale);
+/* the exclusion rule: 1-D params, names ending in "bias", pos embeds, cls token */
+int iv2_no_weight_decay(const char *name, int ndim);
+
+/* ------------------------------------------------------------------ loader */
+
+/* One batch on the host: what a training (or eval) step needs, nothing more. */
+typedef struct iv2_batch {
+    int64_t step;                 /* -1 when empty */
+    int B, nv;                    /* samples, visible tokens (with CLS) */
+    int64_t *views;               /* [B] view indices into the cache set */
+    uint8_t *frames;              /* [B][frames][size][size][3] */
+    int32_t *vis;                 /* [B][nv] sorted, 0 = CLS */
+    float *clip[IV2_DISTILL_MAX_LAYERS];   /* [B*nv][clip_dim] target rows at vis */
+    float *mae[IV2_DISTILL_MAX_LAYERS];    /* [B*(nv-1)][mae_dim] target rows at vis[1:]-1 */
+    float *final;                 /* [B][final_dim] */
+} iv2_batch;
+
+struct iv2_loader_thread;
+
+typedef struct iv2_loader {
+    struct iv2_cache_set *set;     /* the shards (owned) */
+    iv2_distill_config cfg;
+    int frames, size, T, P;        /* student frames and size; patch grid T x P */
+    int t_clip[IV2_DISTILL_MAX_LAYERS], t_mae[IV2_DISTILL_MAX_LAYERS], t_pool, t_attn;   /* target indices */
+    int clip_dim, mae_dim, final_dim;
+    int nv;                        /* visible tokens per sample for the mask type */
+    int64_t n_train, n_eval;       /* views: [0, n_train) train, [n_train, n_train + n_eval) held out */
+    int64_t *perm;                 /* permutation of the current epoch */
+    int64_t perm_epoch, steps_per_epoch;
+    struct iv2_loader_thread *th;  /* prefetch thread (NULL when off) */
+} iv2_loader;
+
+/* Open the shards (comma-separated folders) and check them against the config and the student
+ * geometry: every named target exists, the token grids match (clip 1+T*P, mae T*P, attn T x P),
+ * frames and size match. eval_views are held out (the last views in key order). */
+int iv2_loader_open(iv2_loader *L, const char *dirs, const iv2_distill_config *c, int frames, int size, int T, int P);
+void iv2_loader_close(iv2_loader *L);
+int iv2_batch_alloc(iv2_batch *b, const iv2_loader *L, int B, int nv);
+void iv2_batch_free(iv2_batch *b);
+/* Build the batch of a step synchronously (epoch permutation, masks from (seed, step, sample)). */
+int iv2_loader_build(iv2_loader *L, int64_t step, iv2_batch *b);
+/* The batch of a step, built by the prefetch thread (which then starts on step + 1). The batch
+ * stays valid until the next call. Without prefetch it is built here. */
+int iv2_loader_next(iv2_loader *L, int64_t step, iv2_batch **out);
+/* Eval batch: held-out views [first, first + B) with every token visible (B may be smaller at the end). */
+int iv2_loader_build_eval(iv2_loader *L, int64_t first, iv2_batch *b);
+
+/* ------------------------------------------------------------------ checkpoints */
+
+/* RUN/ckpt_<step:08>.safetensors: the student (official names), the heads (official names),
+ * the AdamW moments (optim.m.<name>, optim.v.<name>), all F32, with metadata iv2.step (steps
+ * done), iv2.distill (run config JSON), iv2.config (student config) and iv2.digest (a checksum
+ * over every tensor, so a damaged file is an error, not a silent restart). Written to a temp
+ * file, fsynced, renamed, the folder fsynced; then all but the newest `keep` are removed. */
+int iv2_ckpt_save(const char *dir, int64_t step, iv2_vit *student, iv2_heads *heads, iv2_optim *opt,
+                  const char *cfg_json, int keep);
+/* Newest checkpoint in dir: 0 and its path and step, 1 when there is none, -1 on error. */
+int iv2_ckpt_latest(const char *dir, char *path, size_t cap, int64_t *step);
+/* Load into student / heads / opt (heads and opt may be NULL); the digest and every tensor's
+ * name and shape are checked. *step and *cfg_json (malloc'd, may be NULL) from the metadata. */
+int iv2_ckpt_load(const char *path, iv2_vit *student, iv2_heads *heads, iv2_optim *opt, int64_t *step,
+                  char **cfg_json);
+
+/* ------------------------------------------------------------------ trainer */
+
+typedef struct iv2_trainer {
+    iv2_distill_config cfg;
+    iv2_plan plan;
+    iv2_backend *be;
+    iv2_vit *student;
+    iv2_heads *heads;
+    iv2_optim opt;
+    iv2_loader L;
+    iv2_dparam *stab;              /* the student's table as iv2_dparam (for the optimiser) */
+    int n_out, blocks[IV2_DISTILL_MAX_LAYERS * 2];   /* student blocks read out, ascending */
+    int clip_out[IV2_DISTILL_MAX_LAYERS], mae_out[IV2_DISTILL_MAX_LAYERS];   /* head -> read-out slot */
+    void *out[IV2_DISTILL_MAX_LAYERS * 2], *dout[IV2_DISTILL_MAX_LAYERS * 2], *pooled, *dpooled;
+    uint8_t *frames;               /* backend copy of the batch frames */
+    float *drop;                   /* host [depth][B] drop-path scales */
+    const float *drop_override;    /* tests: fixed [depth][B] scales instead of the drawn ones */
+    int64_t step;                  /* steps done */
+    char out_dir[2048];
+    char *cfg_json;
+    /* last step's figures */
+    iv2_loss loss;
+    double grad_norm, step_s;
+    float lr;
+} iv2_trainer;
+
+/* Build everything: backend, student (random init from seed), heads, optimiser, loader, output
+ * folder. With resume, the newest checkpoint in out_dir is loaded (its config must match). */
+int iv2_trainer_open(iv2_trainer *t, const char *cache_dirs, const iv2_distill_config *c, const char *out_dir, int resume);
+/* The model half of iv2_trainer_open, without a cache (tests, bench): backend, student, heads
+ * for targets of the given dims, optimiser and buffers for batches of c->batch x nv tokens. */
+int iv2_trainer_init(iv2_trainer *t, const iv2_distill_config *c, int clip_dim, int mae_dim, int final_dim, int nv);
+void iv2_trainer_close(iv2_trainer *t);
+/* Forward and loss (t->loss), and with backward the gradients of the whole model (zeroed first). */
+int iv2_trainer_forward_backward(iv2_trainer *t, const iv2_batch *b, int backward);
+/* One step on a batch: forward, loss, backward, clip, AdamW. Fills t->loss, grad_norm, lr. */
+int iv2_trainer_step(iv2_trainer *t, const iv2_batch *b);
+/* Train to the plan's end (or max_steps more steps when > 0), logging and checkpointing. */
+int iv2_trainer_run(iv2_trainer *t, int64_t max_steps);
+/* Held-out eval: mean cosine per target over the eval views, every token visible; one JSON
+ * object into out_json (malloc'd, may be NULL). */
+int iv2_trainer_eval(iv2_trainer *t, char **out_json);
+
+/* ------------------------------------------------------------------ plot */
+
+/* Minimal PNG writer: 8-bit RGB, stored (uncompressed) deflate blocks, crc32, adler32. */
+int iv2_png_write(const char *path, const uint8_t *rgb, int w, int h);
+uint32_t iv2_crc32(const uint8_t *p, size_t n, uint32_t crc);
+uint32_t iv2_adler32(const uint8_t *p, size_t n);
+/* Loss curves from a metrics JSON-lines file ("step" events) to a PNG: one polyline per term. */
+int iv2_plot_metrics(const char *metrics_path, const char *png_path, int w, int h);
+
+#endif

@@ -1,0 +1,156 @@
+/* iv2-distill: train a student video ViT against cached teacher targets (InternVideo2 stage 1).
+ *   iv2-distill [train] --cache DIR[,DIR...] --config run.json --out RUN/ [--resume] [--max-steps N]
+ *   iv2-distill eval    --cache DIR[,DIR...] (--out RUN/ | --ckpt FILE)
+ *   iv2-distill export  (--out RUN/ | --ckpt FILE) --to student.safetensors
+ *   iv2-distill plot    --out RUN/ [--png FILE] */
+#include "distill.h"
+#include "err.h"
+#include "log.h"
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+static void usage(FILE *f) {
+    fprintf(f,
+            "usage: iv2-distill [train] --cache DIR[,DIR...] --config run.json --out RUN/ [--resume] [--max-steps N]\n"
+            "       iv2-distill eval    --cache DIR[,DIR...] (--out RUN/ | --ckpt FILE)\n"
+            "       iv2-distill export  (--out RUN/ | --ckpt FILE) --to student.safetensors\n"
+            "       iv2-distill plot    --out RUN/ [--png FILE] [--size WxH]\n"
+            "\n"
+            "train   trains the student against the targets of the cache shards. Defaults are the\n"
+            "        InternVideo2-1B stage-1 recipe; run.json overrides them (docs/distill.md).\n"
+            "        RUN/ receives metrics.jsonl (a JSON line per step), config.json and the\n"
+            "        checkpoints ckpt_<step>.safetensors (atomic, the last keep_ckpt kept).\n"
+            "        --resume continues from the newest checkpoint in RUN/ (bit-exact on the CPU).\n"
+            "        --max-steps N stops after N more steps (a checkpoint is written).\n"
+            "eval    cosine of the student's heads to every teacher target, all tokens visible,\n"
+            "        over every view of the given cache (a held-out cache), as one JSON line.\n"
+            "export  the student without heads, official InternVideo2 names, as safetensors.\n"
+            "plot    the loss curves of RUN/metrics.jsonl as a PNG (default RUN/loss.png).\n"
+            "\n"
+            "options: --device cpu|cuda[:N] and --threads N override the config.\n");
+}
+
+static const char *arg_val(int argc, char **argv, int *i) {
+    if (*i + 1 >= argc) { iv2_err("%s needs a value", argv[*i]); iv2_die("iv2-distill"); }
+    return argv[++*i];
+}
+
+/* the newest checkpoint of a run folder, or the given file */
+static int pick_ckpt(const char *out, const char *ckpt, char *path, size_t cap) {
+    if (ckpt) { snprintf(path, cap, "%s", ckpt); return 0; }
+    if (!out) return iv2_err("give --out RUN/ or --ckpt FILE");
+    int64_t step;
+    int r = iv2_ckpt_latest(out, path, cap, &step);
+    if (r == 1) return iv2_err("%s: no checkpoint", out);
+    return r;
+}
+
+static int ckpt_config(const char *path, iv2_distill_config *c) {
+    iv2_st_file f;
+    if (iv2_st_open(&f, path)) return iv2_err_ctx("checkpoint");
+    const char *js = iv2_st_meta(&f, "iv2.distill");
+    iv2_distill_config_default(c);
+    int rc = js ? iv2_distill_config_parse(c, js, path) : iv2_err("%s: no iv2.distill metadata", path);
+    iv2_st_close(&f);
+    return rc;
+}
+
+int main(int argc, char **argv) {
+    const char *cmd = "train", *cache = NULL, *config = NULL, *out = NULL, *ckpt = NULL, *to = NULL, *png = NULL;
+    const char *device = NULL;
+    int resume = 0, threads = -1, W = 800, H = 500;
+    long long max_steps = 0;
+    int i = 1;
+    if (argc > 1 && argv[1][0] != '-') cmd = argv[i++];
+    for (; i < argc; i++) {
+        const char *a = argv[i];
+        if (!strcmp(a, "--help") || !strcmp(a, "-h")) { usage(stdout); return 0; }
+        else if (!strcmp(a, "--cache")) cache = arg_val(argc, argv, &i);
+        else if (!strcmp(a, "--config")) config = arg_val(argc, argv, &i);
+        else if (!strcmp(a, "--out")) out = arg_val(argc, argv, &i);
+        else if (!strcmp(a, "--ckpt")) ckpt = arg_val(argc, argv, &i);
+        else if (!strcmp(a, "--to")) to = arg_val(argc, argv, &i);
+        else if (!strcmp(a, "--png")) png = arg_val(argc, argv, &i);
+        else if (!strcmp(a, "--device")) device = arg_val(argc, argv, &i);
+        else if (!strcmp(a, "--threads")) threads = atoi(arg_val(argc, argv, &i));
+        else if (!strcmp(a, "--max-steps")) max_steps = atoll(arg_val(argc, argv, &i));
+        else if (!strcmp(a, "--size")) {
+            if (sscanf(arg_val(argc, argv, &i), "%dx%d", &W, &H) != 2 || W < 64 || H < 64 || W > 8000 || H > 8000) {
+                iv2_err("--size: expected WxH, 64..8000");
+                iv2_die("iv2-distill");
+            }
+        } else if (!strcmp(a, "--resume")) resume = 1;
+        else { usage(stderr); iv2_err("unknown argument '%s'", a); iv2_die("iv2-distill"); }
+    }
+    iv2_distill_config c;
+    iv2_distill_config_default(&c);
+    char path[4096];
+    if (!strcmp(cmd, "train")) {
+        if (!cache || !out) { usage(stderr); iv2_err("train needs --cache and --out"); iv2_die("iv2-distill"); }
+        if (config && iv2_distill_config_load(&c, config)) iv2_die("iv2-distill");
+        if (device) snprintf(c.device, sizeof c.device, "%s", device);
+        if (threads >= 0) c.threads = threads;
+        iv2_trainer t;
+        if (iv2_trainer_open(&t, cache, &c, out, resume)) iv2_die("iv2-distill");
+        snprintf(path, sizeof path, "%s/config.json", out);
+        FILE *f = fopen(path, "w");
+        if (f) { fprintf(f, "%s\n", t.cfg_json); fclose(f); }
+        iv2_info("student %s: %zu parameters, heads %zu; %lld train views, %lld steps (%lld per epoch), warmup %lld, peak lr %.3g",
+                 c.student, t.student->n_elems, t.heads->n_params, (long long)t.L.n_train, (long long)t.plan.total_steps,
+                 (long long)t.plan.steps_per_epoch, (long long)t.plan.warmup_steps, t.plan.peak_lr);
+        int rc = iv2_trainer_run(&t, max_steps);
+        iv2_trainer_close(&t);
+        if (rc) iv2_die("iv2-distill");
+        return 0;
+    }
+    if (!strcmp(cmd, "eval")) {
+        if (!cache) { usage(stderr); iv2_err("eval needs --cache"); iv2_die("iv2-distill"); }
+        if (pick_ckpt(out, ckpt, path, sizeof path) || ckpt_config(path, &c)) iv2_die("iv2-distill");
+        c.eval_views = -1;
+        if (device) snprintf(c.device, sizeof c.device, "%s", device);
+        if (threads >= 0) c.threads = threads;
+        char tmp[] = "/tmp/iv2-distill-eval-XXXXXX";   /* the trainer wants a run folder; eval writes nothing */
+        if (!mkdtemp(tmp)) { iv2_err("cannot make a temporary folder"); iv2_die("iv2-distill"); }
+        iv2_trainer t;
+        int64_t step;
+        char *js = NULL;
+        int rc = iv2_trainer_open(&t, cache, &c, tmp, 0);
+        if (!rc) rc = iv2_ckpt_load(path, t.student, t.heads, NULL, &step, NULL);
+        if (!rc) rc = iv2_trainer_eval(&t, &js);
+        if (!rc) printf("{\"checkpoint\":\"%s\",\"step\":%lld,\"cos\":%s}\n", path, (long long)step, js);
+        free(js);
+        if (t.be) iv2_trainer_close(&t);
+        rmdir(tmp);
+        if (rc) iv2_die("iv2-distill");
+        return 0;
+    }
+    if (!strcmp(cmd, "export")) {
+        if (!to) { usage(stderr); iv2_err("export needs --to"); iv2_die("iv2-distill"); }
+        if (pick_ckpt(out, ckpt, path, sizeof path)) iv2_die("iv2-distill");
+        iv2_vit_config vc;
+        if (iv2_vit_config_from_file(path, NULL, &vc)) iv2_die("iv2-distill");
+        iv2_backend *be = iv2_backend_create("cpu", threads > 0 ? threads : 0);
+        iv2_vit *m = be ? iv2_vit_create(be, &vc) : NULL;
+        int64_t step;
+        int rc = m ? iv2_ckpt_load(path, m, NULL, NULL, &step, NULL) : -1;
+        if (!rc) rc = iv2_vit_save(m, to);
+        if (!rc) iv2_info("exported the student of %s (step %lld) to %s", path, (long long)step, to);
+        iv2_vit_free(m);
+        if (be) iv2_backend_destroy(be);
+        if (rc) iv2_die("iv2-distill");
+        return 0;
+    }
+    if (!strcmp(cmd, "plot")) {
+        if (!out) { usage(stderr); iv2_err("plot needs --out RUN/"); iv2_die("iv2-distill"); }
+        char mp[4096], pp[4096];
+        snprintf(mp, sizeof mp, "%s/metrics.jsonl", out);
+        snprintf(pp, sizeof pp, "%s/loss.png", out);
+        if (iv2_plot_metrics(mp, png ? png : pp, W, H)) iv2_die("iv2-distill");
+        return 0;
+    }
+    usage(stderr);
+    iv2_err("unknown command '%s'", cmd);
+    iv2_die("iv2-distill");
+}

@@ -1,0 +1,287 @@
+/* loader.c: cache shards -> training batches.
+ *
+ * Per step: the epoch's permutation (seeded by (seed, epoch)) gives B views; for each the
+ * frames, the pool attention, a mask drawn with an RNG seeded by (seed, step, sample), and for
+ * the visible tokens only the rows of each target (iv2_cache_read_rows copies out just those
+ * rows from the read-only map). A prefetch thread builds step s+1 while step s trains: two
+ * slots, the trainer owns one, the thread fills the other. */
+#include "distill.h"
+#include "cache.h"
+#include "err.h"
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct iv2_loader_thread {
+    pthread_t tid;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    iv2_batch slot[2];
+    int64_t want;        /* step the thread should build next (-1 none) */
+    int64_t built;       /* step in slot[built % 2] that is ready (-1 none) */
+    int failed;          /* the build of `want` failed; message in err */
+    char err[512];
+    int busy, quit;
+};
+
+static int find_target(iv2_cache *c, const char *name, const char *why) {
+    int i = iv2_cache_find_target(c, name);
+    if (i < 0) {
+        iv2_err_clear();
+        return iv2_err("cache %s has no target \"%s\" (%s)", iv2_cache_dir(c), name, why);
+    }
+    return i;
+}
+
+static int check_shape(const iv2_cache_target *t, int tokens, int dim, const char *what) {
+    if (t->tokens != tokens || (dim > 0 && t->dim != dim))
+        return iv2_err("target %s is [%d][%d], the student's %s needs [%d][%s] (token grid mismatch)", t->name,
+                       t->tokens, t->dim, what, tokens, dim > 0 ? "same dim" : "any");
+    return 0;
+}
+
+int iv2_loader_open(iv2_loader *L, const char *dirs, const iv2_distill_config *c, int frames, int size, int T, int P) {
+    memset(L, 0, sizeof *L);
+    L->cfg = *c;
+    L->frames = frames; L->size = size; L->T = T; L->P = P;
+    L->perm_epoch = -1;
+    L->set = iv2_calloc(1, sizeof *L->set);
+    if (iv2_cache_set_open(L->set, dirs)) { free(L->set); L->set = NULL; return -1; }
+    iv2_cache *c0 = L->set->shards[0];
+    char nm[32];
+    for (int k = 0; k < c->n_clip; k++) {
+        snprintf(nm, sizeof nm, "clip_b%d", c->clip_teacher[k]);
+        if ((L->t_clip[k] = find_target(c0, nm, "named by clip_layers")) < 0) goto fail;
+        const iv2_cache_target *t = iv2_cache_target_at(c0, L->t_clip[k]);
+        if (check_shape(t, 1 + T * P, k ? L->clip_dim : 0, "CLS + patch grid")) goto fail;
+        L->clip_dim = t->dim;
+    }
+    for (int k = 0; k < c->n_mae; k++) {
+        snprintf(nm, sizeof nm, "mae_b%d", c->mae_teacher[k]);
+        if ((L->t_mae[k] = find_target(c0, nm, "named by mae_layers")) < 0) goto fail;
+        const iv2_cache_target *t = iv2_cache_target_at(c0, L->t_mae[k]);
+        if (check_shape(t, T * P, k ? L->mae_dim : 0, "patch grid")) goto fail;
+        L->mae_dim = t->dim;
+    }
+    L->t_pool = L->t_attn = -1;
+    if (c->use_final) {
+        if ((L->t_pool = find_target(c0, "clip_pool", "use_final is on")) < 0) goto fail;
+        const iv2_cache_target *t = iv2_cache_target_at(c0, L->t_pool);
+        if (check_shape(t, 1, 0, "pooled output")) goto fail;
+        L->final_dim = t->dim;
+    }
+    if (c->mask == IV2_MASK_ATTENTION) {
+        if ((L->t_attn = find_target(c0, "clip_attn", "the attention mask needs it")) < 0) goto fail;
+        if (check_shape(iv2_cache_target_at(c0, L->t_attn), T, P, "attention mask")) goto fail;
+        if (iv2_cache_target_at(c0, L->t_attn)->dim != P) { iv2_err("target clip_attn has dim %d, the grid has %d patches per frame", iv2_cache_target_at(c0, L->t_attn)->dim, P); goto fail; }
+    }
+    if (L->set->n_views < 1) { iv2_err("cache %s holds no views", dirs); goto fail; }
+    iv2_cache_view v;
+    if (iv2_cache_set_read_view(L->set, 0, &v, NULL)) goto fail;
+    if (v.n_student != frames || v.size != size) {
+        iv2_err("cache %s stores %d frames of %dx%d, the student takes %d of %dx%d", dirs, v.n_student, v.size, v.size,
+                frames, size, size);
+        goto fail;
+    }
+    L->n_eval = c->eval_views < 0 ? L->set->n_views : c->eval_views;   /* -1: every view is for eval */
+    L->n_train = L->set->n_views - L->n_eval;
+    if (c->eval_views >= 0 && L->n_train < c->batch) {
+        iv2_err("cache %s: %lld views (%d held out for eval) are fewer than one batch of %d", dirs,
+                (long long)L->set->n_views, c->eval_views, c->batch);
+        goto fail;
+    }
+    L->steps_per_epoch = L->n_train / c->batch > 0 ? L->n_train / c->batch : 1;
+    L->nv = iv2_mask_n_visible(c->mask, T, P, c->mask_ratio);
+    L->perm = iv2_malloc(sizeof *L->perm * (size_t)L->n_train);
+    return 0;
+fail:
+    iv2_err_ctx("%s", dirs);
+    iv2_loader_close(L);
+    return -1;
+}
+
+static void *prefetch_main(void *arg);
+
+static void thread_stop(iv2_loader *L) {
+    struct iv2_loader_thread *th = L->th;
+    if (!th) return;
+    pthread_mutex_lock(&th->mu);
+    th->quit = 1;
+    pthread_cond_broadcast(&th->cv);
+    pthread_mutex_unlock(&th->mu);
+    pthread_join(th->tid, NULL);
+    iv2_batch_free(&th->slot[0]);
+    iv2_batch_free(&th->slot[1]);
+    pthread_mutex_destroy(&th->mu);
+    pthread_cond_destroy(&th->cv);
+    free(th);
+    L->th = NULL;
+}
+
+void iv2_loader_close(iv2_loader *L) {
+    thread_stop(L);
+    if (L->set) { iv2_cache_set_close(L->set); free(L->set); }
+    free(L->perm);
+    memset(L, 0, sizeof *L);
+}
+
+int iv2_batch_alloc(iv2_batch *b, const iv2_loader *L, int B, int nv) {
+    memset(b, 0, sizeof *b);
+    b->step = -1;
+    b->B = B; b->nv = nv;
+    b->views = iv2_calloc((size_t)B, sizeof *b->views);
+    b->frames = iv2_malloc((size_t)B * L->frames * L->size * L->size * 3);
+    b->vis = iv2_calloc((size_t)B * nv, sizeof *b->vis);
+    for (int k = 0; k < L->cfg.n_clip; k++) b->clip[k] = iv2_malloc(sizeof(float) * (size_t)B * nv * L->clip_dim);
+    for (int k = 0; k < L->cfg.n_mae; k++) b->mae[k] = iv2_malloc(sizeof(float) * (size_t)B * (nv - 1) * L->mae_dim);
+    if (L->cfg.use_final) b->final = iv2_malloc(sizeof(float) * (size_t)B * L->final_dim);
+    return 0;
+}
+
+void iv2_batch_free(iv2_batch *b) {
+    free(b->views); free(b->frames); free(b->vis); free(b->final);
+    for (int k = 0; k < IV2_DISTILL_MAX_LAYERS; k++) { free(b->clip[k]); free(b->mae[k]); }
+    memset(b, 0, sizeof *b);
+}
+
+/* Fisher-Yates over the training views with the epoch's own RNG */
+static void make_perm(iv2_loader *L, int64_t epoch) {
+    if (L->perm_epoch == epoch) return;
+    iv2_rng r;
+    iv2_rng_seed(&r, L->cfg.seed, 0x7065726d /* "perm" */, (uint64_t)epoch, 0);
+    for (int64_t i = 0; i < L->n_train; i++) L->perm[i] = i;
+    for (int64_t i = L->n_train - 1; i > 0; i--) {
+        int64_t j = (int64_t)(iv2_rng_u64(&r) % (uint64_t)(i + 1));
+        int64_t t = L->perm[i]; L->perm[i] = L->perm[j]; L->perm[j] = t;
+    }
+    L->perm_epoch = epoch;
+}
+
+/* frames + targets of view `view` for sample s of b, whose vis row is filled */
+static int read_sample(iv2_loader *L, iv2_batch *b, int s, int64_t view, int all_tokens) {
+    iv2_cache_set *set = L->set;
+    int nv = b->nv;
+    const int32_t *vis = b->vis + (size_t)s * nv;
+    iv2_cache_view v;
+    if (iv2_cache_set_read_view(set, view, &v, b->frames + (size_t)s * L->frames * L->size * L->size * 3)) return -1;
+    for (int k = 0; k < L->cfg.n_clip; k++)
+        if (iv2_cache_set_read_rows(set, view, L->t_clip[k], all_tokens ? NULL : vis, nv,
+                                    b->clip[k] + (size_t)s * nv * L->clip_dim)) return -1;
+    if (L->cfg.n_mae) {
+        int32_t *rows = iv2_malloc(sizeof(int32_t) * (size_t)nv);
+        for (int j = 1; j < nv; j++) rows[j - 1] = vis[j] - 1;   /* MAE tokens have no CLS */
+        for (int k = 0; k < L->cfg.n_mae; k++)
+            if (iv2_cache_set_read_rows(set, view, L->t_mae[k], all_tokens ? NULL : rows, nv - 1,
+                                        b->mae[k] + (size_t)s * (nv - 1) * L->mae_dim)) { free(rows); return -1; }
+        free(rows);
+    }
+    if (L->cfg.use_final && iv2_cache_set_read_rows(set, view, L->t_pool, NULL, 1, b->final + (size_t)s * L->final_dim))
+        return -1;
+    return 0;
+}
+
+int iv2_loader_build(iv2_loader *L, int64_t step, iv2_batch *b) {
+    int B = L->cfg.batch;
+    if (b->B != B || b->nv != L->nv) return iv2_err("loader: batch buffers are for %d x %d, need %d x %d", b->B, b->nv, B, L->nv);
+    int64_t epoch = step / L->steps_per_epoch, i = step % L->steps_per_epoch;
+    make_perm(L, epoch);
+    float *attn = L->t_attn >= 0 ? iv2_malloc(sizeof(float) * (size_t)L->T * L->P) : NULL;
+    int rc = 0;
+    for (int s = 0; s < B && !rc; s++) {
+        int64_t view = L->perm[i * B + s];
+        b->views[s] = view;
+        if (attn && iv2_cache_set_read_rows(L->set, view, L->t_attn, NULL, L->T, attn)) { rc = -1; break; }
+        iv2_rng r;
+        iv2_rng_seed(&r, L->cfg.seed, 0x6d61736b /* "mask" */, (uint64_t)step, (uint64_t)s);
+        if (iv2_mask_draw(L->cfg.mask, attn, L->T, L->P, L->cfg.mask_ratio, &r, b->vis + (size_t)s * L->nv) != L->nv) {
+            rc = iv2_err("mask draw failed");
+            break;
+        }
+        rc = read_sample(L, b, s, view, 0);
+    }
+    free(attn);
+    if (rc) return iv2_err_ctx("step %lld", (long long)step);
+    b->step = step;
+    return 0;
+}
+
+int iv2_loader_build_eval(iv2_loader *L, int64_t first, iv2_batch *b) {
+    int ntok = 1 + L->T * L->P;
+    if (b->nv != ntok) return iv2_err("eval batch must hold every token (%d), has %d", ntok, b->nv);
+    int B = b->B;
+    if (first + B > L->n_eval) B = (int)(L->n_eval - first);
+    if (B < 1) return iv2_err("eval: no held-out views from %lld", (long long)first);
+    for (int s = 0; s < B; s++) {
+        for (int j = 0; j < ntok; j++) b->vis[(size_t)s * ntok + j] = j;
+        b->views[s] = L->n_train + first + s;
+        if (read_sample(L, b, s, b->views[s], 1)) return iv2_err_ctx("eval view %lld", (long long)b->views[s]);
+    }
+    return B;
+}
+
+/* ---- prefetch ---- */
+
+static void *prefetch_main(void *arg) {
+    iv2_loader *L = arg;
+    struct iv2_loader_thread *th = L->th;
+    pthread_mutex_lock(&th->mu);
+    for (;;) {
+        while (!th->quit && th->want < 0) pthread_cond_wait(&th->cv, &th->mu);
+        if (th->quit) break;
+        int64_t step = th->want;
+        th->busy = 1;
+        pthread_mutex_unlock(&th->mu);
+        int rc = iv2_loader_build(L, step, &th->slot[step % 2]);
+        pthread_mutex_lock(&th->mu);
+        th->busy = 0;
+        th->want = -1;
+        if (rc) { th->failed = 1; snprintf(th->err, sizeof th->err, "%s", iv2_errmsg()); }
+        else th->built = step;
+        pthread_cond_broadcast(&th->cv);
+    }
+    pthread_mutex_unlock(&th->mu);
+    return NULL;
+}
+
+static int thread_start(iv2_loader *L) {
+    struct iv2_loader_thread *th = iv2_calloc(1, sizeof *th);
+    iv2_batch_alloc(&th->slot[0], L, L->cfg.batch, L->nv);
+    iv2_batch_alloc(&th->slot[1], L, L->cfg.batch, L->nv);
+    th->want = th->built = -1;
+    pthread_mutex_init(&th->mu, NULL);
+    pthread_cond_init(&th->cv, NULL);
+    L->th = th;
+    if (pthread_create(&th->tid, NULL, prefetch_main, L)) {
+        iv2_batch_free(&th->slot[0]); iv2_batch_free(&th->slot[1]);
+        free(th);
+        L->th = NULL;
+        return iv2_err("loader: cannot start the prefetch thread");
+    }
+    return 0;
+}
+
+int iv2_loader_next(iv2_loader *L, int64_t step, iv2_batch **out) {
+    if (!L->th && thread_start(L)) return -1;
+    struct iv2_loader_thread *th = L->th;
+    pthread_mutex_lock(&th->mu);
+    while (th->busy || th->want >= 0) pthread_cond_wait(&th->cv, &th->mu);   /* finish what was asked */
+    if (th->failed) {
+        th->failed = 0;
+        pthread_mutex_unlock(&th->mu);
+        return iv2_err("%s", th->err);
+    }
+    if (th->built != step) {   /* first call, or a jump (resume): build it here */
+        pthread_mutex_unlock(&th->mu);
+        if (iv2_loader_build(L, step, &th->slot[step % 2])) return -1;
+        pthread_mutex_lock(&th->mu);
+        th->built = step;
+    }
+    *out = &th->slot[step % 2];
+    if (L->cfg.prefetch) {
+        th->want = step + 1;   /* the other slot */
+        pthread_cond_broadcast(&th->cv);
+    }
+    pthread_mutex_unlock(&th->mu);
+    return 0;
+}

@@ -1,0 +1,69 @@
+/* optim.c: global grad-norm clipping and AdamW over the student's and the heads' parameter
+ * buffers, weight decay skipped on 1-D tensors, biases, position embeddings and the CLS token
+ * (optim_factory.get_parameter_groups + the model's no_weight_decay list). */
+#include "distill.h"
+#include "err.h"
+#include <math.h>
+#include <string.h>
+
+static int ends_with(const char *s, const char *suf) {
+    size_t n = strlen(s), m = strlen(suf);
+    return n >= m && !strcmp(s + n - m, suf);
+}
+
+int iv2_no_weight_decay(const char *name, int ndim) {
+    if (ndim <= 1 || ends_with(name, "bias")) return 1;
+    return strstr(name, "pos_embed") != NULL || strstr(name, "cls_token") != NULL;
+}
+
+int iv2_optim_init(iv2_optim *o, iv2_backend *be) {
+    memset(o, 0, sizeof *o);
+    o->be = be;
+    o->acc = be->alloc(be, sizeof(float));
+    return o->acc ? 0 : iv2_err("optimiser: cannot allocate");
+}
+
+void iv2_optim_add(iv2_optim *o, void *params, void *grads, size_t n, const iv2_dparam *table, int n_table) {
+    if (o->n_groups >= 2) iv2_panic("iv2_optim_add: more than 2 groups");
+    iv2_optim_group *g = &o->g[o->n_groups++];
+    g->params = params; g->grads = grads; g->n = n; g->table = table; g->n_table = n_table;
+    g->m = o->be->alloc(o->be, n * sizeof(float));
+    g->v = o->be->alloc(o->be, n * sizeof(float));
+    if (!g->m || !g->v) iv2_panic("optimiser: cannot allocate %zu moments", n);
+}
+
+void iv2_optim_free(iv2_optim *o) {
+    for (int i = 0; i < o->n_groups; i++) { o->be->free(o->be, o->g[i].m); o->be->free(o->be, o->g[i].v); }
+    if (o->acc) o->be->free(o->be, o->acc);
+    memset(o, 0, sizeof *o);
+}
+
+double iv2_optim_grad_norm(iv2_optim *o) {
+    iv2_backend *be = o->be;
+    be->memset0(be, o->acc, sizeof(float));
+    for (int i = 0; i < o->n_groups; i++) be->sumsq(be, o->acc, o->g[i].grads, o->g[i].n);
+    float s = 0;
+    be->download_raw(be, &s, o->acc, sizeof s);
+    return sqrt((double)s);
+}
+
+float iv2_clip_coef(double norm, float max_norm) {
+    if (max_norm <= 0) return 1.0f;
+    double c = (double)max_norm / (norm + 1e-6);
+    return c < 1.0 ? (float)c : 1.0f;
+}
+
+void iv2_optim_step(iv2_optim *o, float lr, const iv2_distill_config *c, int64_t t, float grad_scale) {
+    iv2_backend *be = o->be;
+    for (int i = 0; i < o->n_groups; i++) {
+        iv2_optim_group *g = &o->g[i];
+        for (int j = 0; j < g->n_table; j++) {
+            const iv2_dparam *p = &g->table[j];
+            float wd = p->no_wd ? 0.0f : c->weight_decay;
+            /* on the CPU the fp32 params are their own master copy */
+            float *master = be->dtype == IV2_F32 ? (float *)IV2_AT(be, g->params, p->off) : NULL;
+            be->adamw(be, IV2_AT(be, g->params, p->off), master, IV2_AT(be, g->grads, p->off), g->m + p->off,
+                      g->v + p->off, p->n, lr, c->beta1, c->beta2, c->eps, wd, (int)t, grad_scale);
+        }
+    }
+}

@@ -1,0 +1,116 @@
+/* extract_main.c: bin/iv2-extract (run the teachers once, cache frames and targets). */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include "decode.h"
+#include "dtype.h"
+#include "err.h"
+#include "pipeline.h"
+
+static void usage(FILE *f) {
+    fprintf(f,
+            "usage: iv2-extract --manifest M.jsonl --cache DIR --teacher internvit=W --teacher videomae=W [options]\n"
+            "       iv2-extract decode ...   (sample one row's frames; see iv2-extract decode --help)\n"
+            "\n"
+            "For each manifest row and view: sample 16 frames, run VideoMAE on all 16 and InternViT on the\n"
+            "8 even ones, store the student's 8 frames and one value per target in the LMDB cache DIR.\n"
+            "A rerun resumes (stored views are skipped); a bad row goes to the cache's errors.\n"
+            "\n"
+            "  --teacher NAME=W     NAME internvit or videomae; W a safetensors file or preset:PRESET[:seed][:{json}]\n"
+            "                       (random weights, e.g. preset:internvit-tiny:1, preset:videomae-tiny:2:{\"img\":112})\n"
+            "  --targets LIST       clip_bK[-L], clip_pool, clip_attn, mae_bK[-L], comma-separated\n"
+            "                       (default: the recipe = last 6 InternViT blocks, pool, attention, last 4 VideoMAE)\n"
+            "  --views K            views per row (1)\n"
+            "  --dtype T            storage dtype: bf16 (default), fp16, fp32, int8 (per-token scale)\n"
+            "  --shard k/N          only rows r with r mod N = k (0/1)\n"
+            "  --device D           cpu (default), cuda, cuda:N\n"
+            "  --threads N          decode worker threads (2)\n"
+            "  --compute-threads N  CPU backend threads (0 = all cores)\n"
+            "  --seed S             sampling seed (0)\n"
+            "  --deterministic      segment-middle frames, centre crop, no flip\n"
+            "  --no-flip            no random flips\n"
+            "  --batch N            views per write transaction (8)\n"
+            "  --queue N            decoded views waiting for the teachers (2 x threads)\n"
+            "  --retry-errors       try rows recorded in errors again (default: skip them)\n"
+            "  --max-views N        stop after N new views\n"
+            "  --metrics F.jsonl    JSON-lines metrics (one line per write, one summary)\n"
+            "Environment: IV2_CACHE_MAX_MAP caps the LMDB map (bytes); IV2_QUIET=1 silences progress.\n");
+}
+
+static int parse_int(const char *flag, const char *s, long lo, long hi, long *out) {
+    char *end;
+    long v = strtol(s, &end, 10);
+    if (end == s || *end || v < lo || v > hi) return iv2_err("%s %s: want an integer in [%ld, %ld]", flag, s, lo, hi);
+    *out = v;
+    return 0;
+}
+
+int main(int argc, char **argv) {
+    if (argc > 1 && !strcmp(argv[1], "decode")) return iv2_decode_cli(argc - 1, argv + 1);
+    iv2_extract_opts o;
+    iv2_extract_opts_default(&o);
+    long v;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (!strcmp(a, "--help") || !strcmp(a, "-h")) { usage(stdout); return 0; }
+        int has = i + 1 < argc;
+        const char *val = has ? argv[i + 1] : NULL;
+#define NEED() do { if (!has) { iv2_err("%s needs a value", a); iv2_die("iv2-extract"); } i++; } while (0)
+        if (!strcmp(a, "--manifest")) { NEED(); o.manifest = val; }
+        else if (!strcmp(a, "--cache")) { NEED(); o.cache = val; }
+        else if (!strcmp(a, "--teacher")) {
+            NEED();
+            const char *eq = strchr(val, '=');
+            if (!eq) { iv2_err("--teacher %s: want NAME=WEIGHTS", val); iv2_die("iv2-extract"); }
+            if (!strncmp(val, "internvit=", 10)) o.internvit = eq + 1;
+            else if (!strncmp(val, "videomae=", 9)) o.videomae = eq + 1;
+            else { iv2_err("--teacher %s: NAME must be internvit or videomae", val); iv2_die("iv2-extract"); }
+        }
+        else if (!strcmp(a, "--targets")) { NEED(); o.targets = val; }
+        else if (!strcmp(a, "--views")) { NEED(); if (parse_int(a, val, 1, 64, &v)) iv2_die("iv2-extract"); o.views = (int)v; }
+        else if (!strcmp(a, "--dtype")) {
+            NEED();
+            if (iv2_dtype_parse(val, &o.dtype) || !(o.dtype == IV2_BF16 || o.dtype == IV2_F16 || o.dtype == IV2_F32 || o.dtype == IV2_I8)) {
+                iv2_err("--dtype %s: want bf16, fp16, fp32 or int8", val);
+                iv2_die("iv2-extract");
+            }
+        }
+        else if (!strcmp(a, "--shard")) {
+            NEED();
+            int k, n, used = 0;
+            if (sscanf(val, "%d/%d%n", &k, &n, &used) != 2 || val[used] || n < 1 || k < 0 || k >= n) {
+                iv2_err("--shard %s: want k/N with 0 <= k < N", val);
+                iv2_die("iv2-extract");
+            }
+            o.shard_k = k;
+            o.shard_n = n;
+        }
+        else if (!strcmp(a, "--device")) { NEED(); o.device = val; }
+        else if (!strcmp(a, "--threads")) { NEED(); if (parse_int(a, val, 1, 256, &v)) iv2_die("iv2-extract"); o.threads = (int)v; }
+        else if (!strcmp(a, "--compute-threads")) { NEED(); if (parse_int(a, val, 0, 4096, &v)) iv2_die("iv2-extract"); o.compute_threads = (int)v; }
+        else if (!strcmp(a, "--seed")) {
+            NEED();
+            char *end;
+            o.seed = strtoull(val, &end, 10);
+            if (end == val || *end) { iv2_err("--seed %s: want a non-negative integer", val); iv2_die("iv2-extract"); }
+        }
+        else if (!strcmp(a, "--deterministic")) o.deterministic = 1;
+        else if (!strcmp(a, "--no-flip")) o.no_flip = 1;
+        else if (!strcmp(a, "--retry-errors")) o.retry_errors = 1;
+        else if (!strcmp(a, "--batch")) { NEED(); if (parse_int(a, val, 1, 64, &v)) iv2_die("iv2-extract"); o.batch = (int)v; }
+        else if (!strcmp(a, "--queue")) { NEED(); if (parse_int(a, val, 1, 1024, &v)) iv2_die("iv2-extract"); o.queue = (int)v; }
+        else if (!strcmp(a, "--max-views")) { NEED(); if (parse_int(a, val, 0, 1L << 40, &v)) iv2_die("iv2-extract"); o.max_views = v; }
+        else if (!strcmp(a, "--metrics")) { NEED(); o.metrics = val; }
+        else { iv2_err("unknown option '%s' (see --help)", a); iv2_die("iv2-extract"); }
+#undef NEED
+    }
+    if (!o.manifest || !o.cache) { usage(stderr); iv2_err("--manifest and --cache are required"); iv2_die("iv2-extract"); }
+    iv2_extract_stats st;
+    if (iv2_extract_run(&o, &st)) iv2_die("iv2-extract");
+    /* the summary, also when quiet: one line on stdout */
+    printf("rows done %lld, failed %lld, skipped %lld; views %lld; %.0f bytes/view; %.3g views/s; "
+           "decode %.2f s, teachers %.2f s, write %.2f s\n",
+           (long long)st.rows_done, (long long)st.rows_failed, (long long)st.rows_skipped, (long long)st.views_done,
+           st.bytes_per_view, st.seconds > 0 ? st.views_done / st.seconds : 0.0, st.t_decode, st.t_teachers, st.t_write);
+    return 0;
+}

@@ -1,0 +1,44 @@
+/* pipeline.h: iv2-extract's loop: manifest rows -> decode (worker threads, bounded queue) ->
+ * teachers -> cache (batched write transactions). Resumable and shardable (docs/cache.md). */
+#ifndef IV2_PIPELINE_H
+#define IV2_PIPELINE_H
+#include <stdint.h>
+#include "dtype.h"
+
+#define IV2_EXTRACT_VERSION "iv2-extract 0.1"
+
+typedef struct iv2_extract_opts {
+    const char *manifest;
+    const char *cache;
+    const char *internvit;      /* weights path or preset:NAME[:seed]; NULL = not used */
+    const char *videomae;
+    const char *targets;        /* NULL = the recipe */
+    iv2_dtype dtype;            /* storage dtype (bf16) */
+    int views;                  /* views per row (1) */
+    int shard_k, shard_n;       /* rows r with r % n == k (0/1) */
+    const char *device;         /* "cpu" (default), "cuda", "cuda:N" */
+    int threads;                /* decode worker threads (2) */
+    int compute_threads;        /* backend threads, 0 = all */
+    uint64_t seed;              /* sampling seed (0) */
+    int deterministic;          /* segment-middle frames, centre crop, no flip */
+    int no_flip;
+    int batch;                  /* views per write transaction (8) */
+    int queue;                  /* decoded views waiting for the teachers (2 * threads) */
+    int retry_errors;           /* rows already in `errors` are tried again (0: skipped) */
+    int64_t max_views;          /* stop after this many new views (0 = all) */
+    const char *metrics;        /* JSON-lines file, NULL = none */
+} iv2_extract_opts;
+
+typedef struct iv2_extract_stats {
+    int64_t rows_done, rows_failed, rows_skipped;   /* skipped: already stored (or already failed) */
+    int64_t views_done;
+    double seconds, t_decode, t_teachers, t_write;  /* t_decode summed over workers */
+    double bytes_per_view;
+} iv2_extract_stats;
+
+void iv2_extract_opts_default(iv2_extract_opts *o);
+/* Run; prints the summary line unless quiet. -1 on a fatal error (bad options, cache refused,
+ * disk full); bad rows are not fatal. */
+int iv2_extract_run(const iv2_extract_opts *o, iv2_extract_stats *st);
+
+#endif

@@ -1,0 +1,638 @@
+/* attention.cu: non-causal multi-head attention without N x N scores in global memory.
+ *
+ * Forward: a flash-attention-2 style kernel on bf16 tensor cores (mma.sync m16n8k16, fp32
+ * accumulate). A block of 4 warps takes 64 queries of one (batch, head); each warp owns 16
+ * query rows and keeps its scores, probabilities and output accumulator in registers while
+ * it walks the keys 64 at a time with an online softmax. Head dims are padded with zeros in
+ * shared memory to the next instantiated width DP (zeros change no dot product).
+ *
+ * Backward: plain fp32 kernels, one warp per query row (dq) and one per key row (dk, dv),
+ * recomputing the probabilities from the saved log-sum-exp. Correct, not yet fast. */
+#include "cuda_common.cuh"
+#include <math.h>
+#include <stdlib.h>
+
+#define BM 64
+#define BN 64
+#define FA_WARPS 4
+#define LOG2E 1.4426950408889634f
+
+__device__ __forceinline__ uint32_t pack_bf16(float lo, float hi) {
+    __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
+    return *(uint32_t *)&v;
+}
+__device__ __forceinline__ void mma16816(float *c, uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3, uint32_t b0,
+                                         uint32_t b1) {
+    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+                 "{%0,%1,%2,%3};\n"
+                 : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+                 : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+}
+
+/* rows [r0, r0+64) of a [n, D] head view (row stride `stride`) into smem [64][DP+8], zero-padded */
+template <int DP>
+__device__ __forceinline__ void load_tile(bf16 *s, const bf16 *g, int r0, int n, int D, int stride, int vec) {
+    const int SP = DP + 8;
+    if (vec) { /* 16-byte chunks: D % 8 == 0 and 16-byte aligned rows */
+        const int cpr = DP / 8;
+        for (int i = threadIdx.x; i < BM * cpr; i += blockDim.x) {
+            int r = i / cpr, c = (i % cpr) * 8;
+            uint4 v = make_uint4(0, 0, 0, 0);
+            if (r0 + r < n && c < D) v = *(const uint4 *)(g + (size_t)(r0 + r) * stride + c);
+            *(uint4 *)(s + r * SP + c) = v;
+        }
+    } else {
+        for (int i = threadIdx.x; i < BM * DP; i += blockDim.x) {
+            int r = i / DP, c = i % DP;
+            bf16 v = __float2bfloat16(0.f);
+            if (r0 + r < n && c < D) v = g[(size_t)(r0 + r) * stride + c];
+            s[r * SP + c] = v;
+        }
+    }
+}
+
+template <int DP>
+__global__ void __launch_bounds__(FA_WARPS * 32) flash_fwd_kernel(bf16 *out, float *lse, const bf16 *q, const bf16 *k,
+                                                                  const bf16 *v, int H, int Nq, int Nk, int D,
+                                                                  int q_stride, int kv_stride, int o_stride, float scale,
+                                                                  int vec) {
+    const int SP = DP + 8;
+    extern __shared__ __align__(16) unsigned char smem_raw[];
+    bf16 *Qs = (bf16 *)smem_raw, *Ks = Qs + BM * SP, *Vs = Ks + BN * SP;
+    int bh = blockIdx.y, b = bh / H, h = bh % H, q0 = blockIdx.x * BM;
+    int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+    const bf16 *qb = q + (size_t)b * Nq * q_stride + (size_t)h * D;
+    const bf16 *kb = k + (size_t)b * Nk * kv_stride + (size_t)h * D;
+    const bf16 *vb = v + (size_t)b * Nk * kv_stride + (size_t)h * D;
+    load_tile<DP>(Qs, qb, q0, Nq, D, q_stride, vec);
+
+    float o[DP / 8][4];
+#pragma unroll
+    for (int j = 0; j < DP / 8; j++) o[j][0] = o[j][1] = o[j][2] = o[j][3] = 0.f;
+    float mrow[2] = {-INFINITY, -INFINITY}, lrow[2] = {0.f, 0.f};
+    const float sl2 = scale * LOG2E;
+    const bf16 *Qw = Qs + warp * 16 * SP;
+
+    for (int k0 = 0; k0 < Nk; k0 += BN) {
+        __syncthreads();
+        load_tile<DP>(Ks, kb, k0, Nk, D, kv_stride, vec);
+        load_tile<DP>(Vs, vb, k0, Nk, D, kv_stride, vec);
+        __syncthreads();
+        float s[BN / 8][4];
+#pragma unroll
+        for (int j = 0; j < BN / 8; j++) s[j][0] = s[j][1] = s[j][2] = s[j][3] = 0.f;
+#pragma unroll
+        for (int kk = 0; kk < DP / 16; kk++) {
+            const bf16 *qa = Qw + kk * 16 + 2 * t;
+            uint32_t a0 = *(const uint32_t *)(qa + g * SP), a1 = *(const uint32_t *)(qa + (g + 8) * SP);
+            uint32_t a2 = *(const uint32_t *)(qa + g * SP + 8), a3 = *(const uint32_t *)(qa + (g + 8) * SP + 8);
+#pragma unroll
+            for (int j = 0; j < BN / 8; j++) {
+                const bf16 *kp = Ks + (j * 8 + g) * SP + kk * 16 + 2 * t;
+                mma16816(s[j], a0, a1, a2, a3, *(const uint32_t *)kp, *(const uint32_t *)(kp + 8));
+            }
+        }
+        /* online softmax in log2 units; columns past Nk are masked */
+        float mx[2] = {mrow[0], mrow[1]};
+#pragma unroll
+        for (int j = 0; j < BN / 8; j++)
+#pragma unroll
+            for (int e = 0; e < 4; e++) {
+                int col = k0 + j * 8 + 2 * t + (e & 1);
+                s[j][e] = col < Nk ? s[j][e] * sl2 : -INFINITY;
+                mx[e >> 1] = fmaxf(mx[e >> 1], s[j][e]);
+            }
+        float corr[2];
+#pragma unroll
+        for (int r = 0; r < 2; r++) {
+            mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffff, mx[r], 1));
+            mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffff, mx[r], 2));
+            corr[r] = exp2f(mrow[r] - mx[r]);
+            mrow[r] = mx[r];
+            lrow[r] *= corr[r];
+        }
+#pragma unroll
+        for (int j = 0; j < BN / 8; j++)
+#pragma unroll
+            for (int e = 0; e < 4; e++) {
+                s[j][e] = exp2f(s[j][e] - mrow[e >> 1]);
+                lrow[e >> 1] += s[j][e];
+            }
+#pragma unroll
+        for (int j = 0; j < DP / 8; j++) {
+            o[j][0] *= corr[0]; o[j][1] *= corr[0];
+            o[j][2] *= corr[1]; o[j][3] *= corr[1];
+        }
+        /* O += P V; P's accumulator layout is already the A-operand layout */
+#pragma unroll
+        for (int kc = 0; kc < BN / 16; kc++) {
+            uint32_t a0 = pack_bf16(s[2 * kc][0], s[2 * kc][1]), a1 = pack_bf16(s[2 * kc][2], s[2 * kc][3]);
+            uint32_t a2 = pack_bf16(s[2 * kc + 1][0], s[2 * kc + 1][1]);
+            uint32_t a3 = pack_bf16(s[2 * kc + 1][2], s[2 * kc + 1][3]);
+            const bf16 *vp = Vs + (kc * 16 + 2 * t) * SP + g;
+#pragma unroll
+            for (int j = 0; j < DP / 8; j++) {
+                const bf16 *p = vp + j * 8;
+                __nv_bfloat162 b0, b1;
+                b0.x = p[0]; b0.y = p[SP];
+                b1.x = p[8 * SP]; b1.y = p[9 * SP];
+                mma16816(o[j], a0, a1, a2, a3, *(uint32_t *)&b0, *(uint32_t *)&b1);
+            }
+        }
+    }
+    /* finish: full row sums across the quad, normalise, store */
+#pragma unroll
+    for (int r = 0; r < 2; r++) {
+        lrow[r] += __shfl_xor_sync(0xffffffff, lrow[r], 1);
+        lrow[r] += __shfl_xor_sync(0xffffffff, lrow[r], 2);
+    }
+    int rows[2] = {q0 + warp * 16 + g, q0 + warp * 16 + g + 8};
+#pragma unroll
+    for (int r = 0; r < 2; r++) {
+        if (rows[r] >= Nq) continue;
+        float inv = 1.f / lrow[r];
+        bf16 *op = out + ((size_t)b * Nq + rows[r]) * o_stride + (size_t)h * D;
+#pragma unroll
+        for (int j = 0; j < DP / 8; j++) {
+            int c = j * 8 + 2 * t;
+            if (c < D) op[c] = __float2bfloat16(o[j][2 * r] * inv);
+            if (c + 1 < D) op[c + 1] = __float2bfloat16(o[j][2 * r + 1] * inv);
+        }
+        if (lse && t == 0) lse[((size_t)b * H + h) * Nq + rows[r]] = (mrow[r] + log2f(lrow[r])) / LOG2E;
+    }
+}
+
+template <int DP>
+static void launch_fwd(cuda_impl *im, bf16 *out, float *lse, const bf16 *q, const bf16 *k, const bf16 *v, int B, int H,
+                       int Nq, int Nk, int D, int qs, int ks, int os, float scale, int vec) {
+    size_t smem = (size_t)3 * BM * (DP + 8) * sizeof(bf16);
+    static int configured = 0;  /* per instantiation; the attribute is per function, not per device */
+    if (!configured) {
+        CUDA_CHECK(cudaFuncSetAttribute(flash_fwd_kernel<DP>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
+        configured = 1;
+    }
+    dim3 grid(cdiv(Nq, BM), B * H);
+    flash_fwd_kernel<DP><<<grid, FA_WARPS * 32, smem, im->stream>>>(out, lse, q, k, v, H, Nq, Nk, D, qs, ks, os, scale,
+                                                                    vec);
+    LAUNCH_CHECK();
+}
+
+/* ---- the pipelined kernel (16-byte aligned rows, D % 8 == 0: every model's case) ----
+ * WARPS warps x 16 query rows per block; K/V tiles of BN keys double-buffered in shared memory
+ * with cp.async (the next tile loads while this one is used), operands fetched with ldmatrix
+ * (.trans for V, so P @ V needs no transposed copy). Rows past N and dims past D are filled
+ * with zeros by cp.async's src-size 0. */
+__device__ __forceinline__ void cp_async16(void *smem, const void *gmem, int bytes) {
+    uint32_t s = (uint32_t)__cvta_generic_to_shared(smem);
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(s), "l"(gmem), "r"(bytes));
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
+template <int n> __device__ __forceinline__ void cp_async_wait() { asm volatile("cp.async.wait_group %0;\n" ::"n"(n)); }
+__device__ __forceinline__ void ldsm_x4(uint32_t &r0, uint32_t &r1, uint32_t &r2, uint32_t &r3, const void *p) {
+    uint32_t s = (uint32_t)__cvta_generic_to_shared(p);
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(r0), "=r"(r1), "=r"(r2), "=r"(r3) : "r"(s));
+}
+__device__ __forceinline__ void ldsm_x4_t(uint32_t &r0, uint32_t &r1, uint32_t &r2, uint32_t &r3, const void *p) {
+    uint32_t s = (uint32_t)__cvta_generic_to_shared(p);
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(r0), "=r"(r1), "=r"(r2), "=r"(r3) : "r"(s));
+}
+
+/* rows [r0, r0+rows) of a head view into smem [rows][DP+8] with cp.async, zero-filled */
+template <int DP>
+__device__ __forceinline__ void tile_async(bf16 *s, const bf16 *g, int r0, int rows, int n, int D, int stride) {
+    const int SP = DP + 8, cpr = DP / 8;
+    for (int i = threadIdx.x; i < rows * cpr; i += blockDim.x) {
+        int r = i / cpr, c = (i % cpr) * 8;
+        int ok = r0 + r < n && c < D;
+        const bf16 *src = ok ? g + (size_t)(r0 + r) * stride + c : g;
+        cp_async16(s + r * SP + c, src, ok ? 16 : 0);
+    }
+}
+
+/* one K/V tile for one warp's 16 query rows: S = Q K^T, online softmax, O += P V. TAIL: the
+ * last tile, with kn < BN valid keys (whole key groups past kn are skipped, the rest masked);
+ * a separate instantiation so the full tiles keep fully unrolled loops. */
+template <int DP, bool TAIL>
+__device__ __forceinline__ void fa_tile(float (&o)[DP / 8][4], float (&mrow)[2], float (&lrow)[2], const bf16 *qa,
+                                        const bf16 *Ks, const bf16 *Vs, int krow, int kcol, int vrow, int vcol,
+                                        int kn, int t, float sl2) {
+    const int SP = DP + 8;
+    float s[BN / 8][4];
+#pragma unroll
+    for (int j = 0; j < BN / 8; j++) s[j][0] = s[j][1] = s[j][2] = s[j][3] = 0.f;
+#pragma unroll
+    for (int kk = 0; kk < DP / 16; kk++) {
+        uint32_t a0, a1, a2, a3;
+        ldsm_x4(a0, a1, a2, a3, qa + kk * 16);
+#pragma unroll
+        for (int j = 0; j < BN / 8; j += 2) {
+            if (TAIL && j * 8 >= kn) break;   /* the tail tile: skip key groups past Nk */
+            uint32_t b0, b1, b2, b3;
+            ldsm_x4(b0, b1, b2, b3, Ks + (j * 8 + krow) * SP + kk * 16 + kcol);
+            mma16816(s[j], a0, a1, a2, a3, b0, b1);
+            mma16816(s[j + 1], a0, a1, a2, a3, b2, b3);
+        }
+    }
+    float mx[2] = {mrow[0], mrow[1]};
+#pragma unroll
+    for (int j = 0; j < BN / 8; j++)
+#pragma unroll
+        for (int e = 0; e < 4; e++) {
+            s[j][e] = (!TAIL || j * 8 + 2 * t + (e & 1) < kn) ? s[j][e] * sl2 : -INFINITY;
+            mx[e >> 1] = fmaxf(mx[e >> 1], s[j][e]);
+        }
+    float corr[2];
+#pragma unroll
+    for (int r = 0; r < 2; r++) {
+        mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffff, mx[r], 1));
+        mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffff, mx[r], 2));
+        corr[r] = exp2f(mrow[r] - mx[r]);
+        mrow[r] = mx[r];
+        lrow[r] *= corr[r];
+    }
+#pragma unroll
+    for (int j = 0; j < BN / 8; j++)
+#pragma unroll
+        for (int e = 0; e < 4; e++) {
+            s[j][e] = exp2f(s[j][e] - mrow[e >> 1]);
+            lrow[e >> 1] += s[j][e];
+        }
+#pragma unroll
+    for (int j = 0; j < DP / 8; j++) {
+        o[j][0] *= corr[0]; o[j][1] *= corr[0];
+        o[j][2] *= corr[1]; o[j][3] *= corr[1];
+    }
+#pragma unroll
+    for (int kc = 0; kc < BN / 16; kc++) {
+        if (TAIL && kc * 16 >= kn) break;   /* their probabilities are 0 */
+        uint32_t a0 = pack_bf16(s[2 * kc][0], s[2 * kc][1]), a1 = pack_bf16(s[2 * kc][2], s[2 * kc][3]);
+        uint32_t a2 = pack_bf16(s[2 * kc + 1][0], s[2 * kc + 1][1]);
+        uint32_t a3 = pack_bf16(s[2 * kc + 1][2], s[2 * kc + 1][3]);
+#pragma unroll
+        for (int j = 0; j < DP / 8; j += 2) {
+            uint32_t b0, b1, b2, b3;
+            ldsm_x4_t(b0, b1, b2, b3, Vs + (kc * 16 + vrow) * SP + j * 8 + vcol);
+            mma16816(o[j], a0, a1, a2, a3, b0, b1);
+            mma16816(o[j + 1], a0, a1, a2, a3, b2, b3);
+        }
+    }
+}
+
+template <int DP, int WARPS>
+__global__ void __launch_bounds__(WARPS * 32, 2) flash_fwd2_kernel(bf16 *out, float *lse, const bf16 *q, const bf16 *k,
+                                                                const bf16 *v, int H, int Nq, int Nk, int D,
+                                                                int q_stride, int kv_stride, int o_stride, float scale) {
+    const int SP = DP + 8, QM = WARPS * 16;
+    extern __shared__ __align__(16) unsigned char smem_raw[];
+    bf16 *Qs = (bf16 *)smem_raw, *KV = Qs + QM * SP;   /* KV: [2 stages][K, V][BN][SP] */
+    int bh = blockIdx.y, b = bh / H, h = bh % H, q0 = blockIdx.x * QM;
+    int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+    const bf16 *qb = q + (size_t)b * Nq * q_stride + (size_t)h * D;
+    const bf16 *kb = k + (size_t)b * Nk * kv_stride + (size_t)h * D;
+    const bf16 *vb = v + (size_t)b * Nk * kv_stride + (size_t)h * D;
+    int ntiles = (Nk + BN - 1) / BN;
+    tile_async<DP>(Qs, qb, q0, QM, Nq, D, q_stride);
+    tile_async<DP>(KV, kb, 0, BN, Nk, D, kv_stride);
+    tile_async<DP>(KV + BN * SP, vb, 0, BN, Nk, D, kv_stride);
+    cp_async_commit();
+
+    float o[DP / 8][4];
+#pragma unroll
+    for (int j = 0; j < DP / 8; j++) o[j][0] = o[j][1] = o[j][2] = o[j][3] = 0.f;
+    float mrow[2] = {-INFINITY, -INFINITY}, lrow[2] = {0.f, 0.f};
+    const float sl2 = scale * LOG2E;
+    const bool active = q0 + warp * 16 < Nq;
+    /* per-lane ldmatrix addresses: lane l supplies row (l & 7) of 8x8 matrix l >> 3 */
+    const bf16 *qa = Qs + (warp * 16 + (lane & 15)) * SP + (lane >> 4) * 8;
+    const int krow = (lane & 7) + ((lane >> 4) << 3), kcol = ((lane >> 3) & 1) * 8;  /* K [key][dim] */
+    const int vrow = (lane & 7) + (((lane >> 3) & 1) << 3), vcol = (lane >> 4) * 8;  /* V [key][dim], .trans */
+
+    for (int it = 0; it < ntiles; it++) {
+        if (it + 1 < ntiles) {
+            bf16 *nx = KV + ((it + 1) & 1) * 2 * BN * SP;
+            tile_async<DP>(nx, kb, (it + 1) * BN, BN, Nk, D, kv_stride);
+            tile_async<DP>(nx + BN * SP, vb, (it + 1) * BN, BN, Nk, D, kv_stride);
+            cp_async_commit();
+            cp_async_wait<1>();
+        } else {
+            cp_async_wait<0>();
+        }
+        __syncthreads();
+        const bf16 *Ks = KV + (it & 1) * 2 * BN * SP, *Vs = Ks + BN * SP;
+        int kn = min(BN, Nk - it * BN);   /* valid keys in this tile */
+        if (active) {                     /* a warp past the last query row only loads */
+            if (kn == BN) fa_tile<DP, false>(o, mrow, lrow, qa, Ks, Vs, krow, kcol, vrow, vcol, kn, t, sl2);
+            else fa_tile<DP, true>(o, mrow, lrow, qa, Ks, Vs, krow, kcol, vrow, vcol, kn, t, sl2);
+        }
+        __syncthreads();   /* this stage is refilled on the next iteration */
+    }
+#pragma unroll
+    for (int r = 0; r < 2; r++) {
+        lrow[r] += __shfl_xor_sync(0xffffffff, lrow[r], 1);
+        lrow[r] += __shfl_xor_sync(0xffffffff, lrow[r], 2);
+    }
+    int rows[2] = {q0 + warp * 16 + g, q0 + warp * 16 + g + 8};
+#pragma unroll
+    for (int r = 0; r < 2; r++) {
+        if (rows[r] >= Nq) continue;
+        float inv = 1.f / lrow[r];
+        bf16 *op = out + ((size_t)b * Nq + rows[r]) * o_stride + (size_t)h * D;
+#pragma unroll
+        for (int j = 0; j < DP / 8; j++) {
+            int c = j * 8 + 2 * t;
+            if (c < D) *(__nv_bfloat162 *)(op + c) = __floats2bfloat162_rn(o[j][2 * r] * inv, o[j][2 * r + 1] * inv);
+        }
+        if (lse && t == 0) lse[((size_t)b * H + h) * Nq + rows[r]] = (mrow[r] + log2f(lrow[r])) / LOG2E;
+    }
+}
+
+template <int DP, int WARPS>
+static void launch_fwd2(cuda_impl *im, bf16 *out, float *lse, const bf16 *q, const bf16 *k, const bf16 *v, int B,
+                        int H, int Nq, int Nk, int D, int qs, int ks, int os, float scale) {
+    size_t smem = (size_t)(WARPS * 16 + 4 * BN) * (DP + 8) * sizeof(bf16);
+    static int configured = 0;
+    if (!configured) {
+        CUDA_CHECK(cudaFuncSetAttribute(flash_fwd2_kernel<DP, WARPS>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                        (int)smem));
+        configured = 1;
+    }
+    dim3 grid(cdiv(Nq, WARPS * 16), B * H);
+    flash_fwd2_kernel<DP, WARPS><<<grid, WARPS * 32, smem, im->stream>>>(out, lse, q, k, v, H, Nq, Nk, D, qs, ks, os,
+                                                                         scale);
+    LAUNCH_CHECK();
+}
+/* 8 warps (128 queries) per block for long sequences, 4 for short ones (less padding waste) */
+template <int DP>
+static void launch_fwd2_any(cuda_impl *im, bf16 *out, float *lse, const bf16 *q, const bf16 *k, const bf16 *v, int B,
+                            int H, int Nq, int Nk, int D, int qs, int ks, int os, float scale) {
+    if (Nq >= 1024 && DP <= 128) launch_fwd2<DP, 8>(im, out, lse, q, k, v, B, H, Nq, Nk, D, qs, ks, os, scale);
+    else launch_fwd2<DP, 4>(im, out, lse, q, k, v, B, H, Nq, Nk, D, qs, ks, os, scale);
+}
+
+/* probs_mean[b, i, j] = mean_h exp(scale q_i . k_j - lse[b,h,i]) (the pooling head's map; Nq small) */
+__global__ void probs_mean_kernel(float *pm, const float *lse, const bf16 *q, const bf16 *k, int H, int Nq, int Nk,
+                                  int D, int qs, int ks, float scale) {
+    int b = blockIdx.y, i = blockIdx.x;
+    for (int j = threadIdx.x; j < Nk; j += blockDim.x) {
+        float acc = 0.f;
+        for (int h = 0; h < H; h++) {
+            const bf16 *qp = q + ((size_t)b * Nq + i) * qs + (size_t)h * D;
+            const bf16 *kp = k + ((size_t)b * Nk + j) * ks + (size_t)h * D;
+            float d = 0.f;
+            for (int c = 0; c < D; c++) d += ld(qp + c) * ld(kp + c);
+            acc += expf(d * scale - lse[((size_t)b * H + h) * Nq + i]);
+        }
+        pm[((size_t)b * Nq + i) * Nk + j] = acc / H;
+    }
+}
+
+static int aligned16(const void *p) { return ((uintptr_t)p & 15) == 0; }
+
+static void c_attention(iv2_backend *be, void *out, float *lse, float *probs_mean, const void *q, const void *k,
+                        const void *v, int B, int H, int Nq, int Nk, int D, int q_stride, int kv_stride, int o_stride,
+                        float scale) {
+    if (B <= 0 || H <= 0 || Nq <= 0 || Nk <= 0) return;
+    cuda_impl *im = impl_of(be);
+    if (probs_mean && !lse) lse = cuda_scratch(be, (size_t)B * H * Nq * sizeof(float));
+    int vec = D % 8 == 0 && q_stride % 8 == 0 && kv_stride % 8 == 0 && o_stride % 8 == 0 && aligned16(q) &&
+              aligned16(k) && aligned16(v) && aligned16(out);
+    const bf16 *Q = (const bf16 *)q, *K = (const bf16 *)k, *V = (const bf16 *)v;
+    bf16 *O = (bf16 *)out;
+    if (vec && getenv("IV2_ATTN_SIMPLE") == NULL) {
+        if (D <= 32) launch_fwd2_any<32>(im, O, lse, Q, K, V, B, H, Nq, Nk, D, q_stride, kv_stride, o_stride, scale);
+        else if (D <= 64) launch_fwd2_any<64>(im, O, lse, Q, K, V, B, H, Nq, Nk, D, q_stride, kv_stride, o_stride, scale);
+        else if (D <= 96) launch_fwd2_any<96>(im, O, lse, Q, K, V, B, H, Nq, Nk, D, q_stride, kv_stride, o_stride, scale);
+        else if (D <= 128) launch_fwd2_any<128>(im, O, lse, Q, K, V, B, H, Nq, Nk, D, q_stride, kv_stride, o_stride, scale);
+        else if (D <= 256) launch_fwd2_any<256>(im, O, lse, Q, K, V, B, H, Nq, Nk, D, q_stride, kv_stride, o_stride, scale);
+        else iv2_panic("cuda attention: head dim %d over the limit 256", D);
+    } else if (D <= 32) launch_fwd<32>(im, O, lse, Q, K, V, B, H, Nq, Nk, D, q_stride, kv_stride, o_stride, scale, vec);
+    else if (D <= 64) launch_fwd<64>(im, O, lse, Q, K, V, B, H, Nq, Nk, D, q_stride, kv_stride, o_stride, scale, vec);
+    else if (D <= 96) launch_fwd<96>(im, O, lse, Q, K, V, B, H, Nq, Nk, D, q_stride, kv_stride, o_stride, scale, vec);
+    else if (D <= 128) launch_fwd<128>(im, O, lse, Q, K, V, B, H, Nq, Nk, D, q_stride, kv_stride, o_stride, scale, vec);
+    else if (D <= 256) launch_fwd<256>(im, O, lse, Q, K, V, B, H, Nq, Nk, D, q_stride, kv_stride, o_stride, scale, vec);
+    else iv2_panic("cuda attention: head dim %d over the limit 256", D);
+    if (probs_mean) {
+        probs_mean_kernel<<<dim3(Nq, B), 256, 0, im->stream>>>(probs_mean, lse, Q, K, H, Nq, Nk, D, q_stride,
+                                                              kv_stride, scale);
+        LAUNCH_CHECK();
+    }
+}
+
+/* ---- backward ---- */
+#define MAXD 8 /* dims per lane: D <= 256 */
+
+/* delta[b,h,i] = sum_d dout * out (the softmax backward's row term) */
+__global__ void attn_delta_kernel(float *delta, const bf16 *dout, const bf16 *out, int B, int H, int Nq, int D,
+                                  int os) {
+    int row = blockIdx.x * (blockDim.x / 32) + (threadIdx.x >> 5), lane = threadIdx.x & 31;
+    if (row >= B * H * Nq) return;
+    int i = row % Nq, h = (row / Nq) % H, b = row / (Nq * H);
+    size_t off = ((size_t)b * Nq + i) * os + (size_t)h * D;
+    float s = 0.f;
+    for (int c = lane; c < D; c += 32) s += ld(dout + off + c) * ld(out + off + c);
+    s = warp_sum(s);
+    if (lane == 0) delta[row] = s;
+}
+
+/* one warp per query row: dq_i += scale * sum_j p_ij (dout_i . v_j - delta_i) k_j */
+__global__ void attn_dq_kernel(bf16 *dq, const bf16 *dout, const bf16 *q, const bf16 *k, const bf16 *v,
+                               const float *lse, const float *delta, int B, int H, int Nq, int Nk, int D, int qs,
+                               int ks, int os, float scale) {
+    int row = blockIdx.x * (blockDim.x / 32) + (threadIdx.x >> 5), lane = threadIdx.x & 31;
+    if (row >= B * H * Nq) return;
+    int i = row % Nq, h = (row / Nq) % H, b = row / (Nq * H);
+    float qr[MAXD], gr[MAXD], acc[MAXD];
+    const bf16 *qp = q + ((size_t)b * Nq + i) * qs + (size_t)h * D, *gp = dout + ((size_t)b * Nq + i) * os + (size_t)h * D;
+#pragma unroll
+    for (int u = 0; u < MAXD; u++) {
+        int c = lane + 32 * u;
+        qr[u] = c < D ? ld(qp + c) : 0.f;
+        gr[u] = c < D ? ld(gp + c) : 0.f;
+        acc[u] = 0.f;
+    }
+    float L = lse[row], dl = delta[row];
+    for (int j = 0; j < Nk; j++) {
+        const bf16 *kp = k + ((size_t)b * Nk + j) * ks + (size_t)h * D, *vp = v + ((size_t)b * Nk + j) * ks + (size_t)h * D;
+        float kr[MAXD], s = 0.f, dp = 0.f;
+#pragma unroll
+        for (int u = 0; u < MAXD; u++) {
+            int c = lane + 32 * u;
+            kr[u] = c < D ? ld(kp + c) : 0.f;
+            s += qr[u] * kr[u];
+            dp += c < D ? gr[u] * ld(vp + c) : 0.f;
+        }
+        s = warp_sum(s);
+        dp = warp_sum(dp);
+        float p = expf(s * scale - L), ds = p * (dp - dl) * scale;
+#pragma unroll
+        for (int u = 0; u < MAXD; u++) acc[u] += ds * kr[u];
+    }
+    bf16 *dqp = dq + ((size_t)b * Nq + i) * qs + (size_t)h * D;
+#pragma unroll
+    for (int u = 0; u < MAXD; u++) {
+        int c = lane + 32 * u;
+        if (c < D) st(dqp + c, ld(dqp + c) + acc[u]);
+    }
+}
+
+/* one warp per key row: dv_j += sum_i p_ij dout_i; dk_j += scale * sum_i p_ij (dout_i . v_j - delta_i) q_i */
+__global__ void attn_dkv_kernel(bf16 *dk, bf16 *dv, const bf16 *dout, const bf16 *q, const bf16 *k, const bf16 *v,
+                                const float *lse, const float *delta, int B, int H, int Nq, int Nk, int D, int qs,
+                                int ks, int os, float scale) {
+    int row = blockIdx.x * (blockDim.x / 32) + (threadIdx.x >> 5), lane = threadIdx.x & 31;
+    if (row >= B * H * Nk) return;
+    int j = row % Nk, h = (row / Nk) % H, b = row / (Nk * H);
+    float kr[MAXD], vr[MAXD], ak[MAXD], av[MAXD];
+    const bf16 *kp = k + ((size_t)b * Nk + j) * ks + (size_t)h * D, *vp = v + ((size_t)b * Nk + j) * ks + (size_t)h * D;
+#pragma unroll
+    for (int u = 0; u < MAXD; u++) {
+        int c = lane + 32 * u;
+        kr[u] = c < D ? ld(kp + c) : 0.f;
+        vr[u] = c < D ? ld(vp + c) : 0.f;
+        ak[u] = av[u] = 0.f;
+    }
+    for (int i = 0; i < Nq; i++) {
+        const bf16 *qp = q + ((size_t)b * Nq + i) * qs + (size_t)h * D, *gp = dout + ((size_t)b * Nq + i) * os + (size_t)h * D;
+        float qr[MAXD], gr[MAXD], s = 0.f, dp = 0.f;
+#pragma unroll
+        for (int u = 0; u < MAXD; u++) {
+            int c = lane + 32 * u;
+            qr[u] = c < D ? ld(qp + c) : 0.f;
+            gr[u] = c < D ? ld(gp + c) : 0.f;
+            s += qr[u] * kr[u];
+            dp += gr[u] * vr[u];
+        }
+        s = warp_sum(s);
+        dp = warp_sum(dp);
+        size_t r = ((size_t)b * H + h) * Nq + i;
+        float p = expf(s * scale - lse[r]), ds = p * (dp - delta[r]) * scale;
+#pragma unroll
+        for (int u = 0; u < MAXD; u++) {
+            av[u] += p * gr[u];
+            ak[u] += ds * qr[u];
+        }
+    }
+    bf16 *dkp = dk + ((size_t)b * Nk + j) * ks + (size_t)h * D, *dvp = dv + ((size_t)b * Nk + j) * ks + (size_t)h * D;
+#pragma unroll
+    for (int u = 0; u < MAXD; u++) {
+        int c = lane + 32 * u;
+        if (c < D) {
+            if (dk) st(dkp + c, ld(dkp + c) + ak[u]);
+            if (dv) st(dvp + c, ld(dvp + c) + av[u]);
+        }
+    }
+}
+
+/* ---- backward on cuBLAS: per group of (batch, head) pairs, S = Q K^T and P = softmax are
+ * materialised in scratch (fp32 S, bf16 P; one batch or one head at a time, so scratch is
+ * G x Nq x Nk), then dV += P^T dO, dP = dO V^T, dS = P (dP - delta) scale, dQ += dS K,
+ * dK += dS^T Q as strided-batched tensor-core GEMMs. The fused (FA2-style) backward that keeps
+ * no N x N tile in memory is future work. */
+__global__ void attn_p_kernel(bf16 *P, const float *S, const float *lse, int Nq, int Nk, size_t n, float scale,
+                              size_t lse_group_stride, size_t lse_row0) {
+    /* S, P: [G][Nq][Nk]; lse of group g, row i at lse[lse_row0 + g * lse_group_stride + i] */
+    for (size_t e = blockIdx.x * (size_t)blockDim.x + threadIdx.x; e < n; e += (size_t)gridDim.x * blockDim.x) {
+        size_t gi = e / Nk, g = gi / Nq, i = gi % Nq;
+        P[e] = __float2bfloat16(expf(S[e] * scale - lse[lse_row0 + g * lse_group_stride + i]));
+    }
+}
+__global__ void attn_ds_kernel(bf16 *P, const float *dP, const float *delta, int Nq, int Nk, size_t n, float scale,
+                               size_t d_group_stride, size_t d_row0) {
+    for (size_t e = blockIdx.x * (size_t)blockDim.x + threadIdx.x; e < n; e += (size_t)gridDim.x * blockDim.x) {
+        size_t gi = e / Nk, g = gi / Nq, i = gi % Nq;
+        float p = __bfloat162float(P[e]);
+        P[e] = __float2bfloat16(p * (dP[e] - delta[d_row0 + g * d_group_stride + i]) * scale);
+    }
+}
+
+/* column-major strided-batched GEMM, bf16 inputs, C in ctype (CUDA_R_32F or CUDA_R_16BF) */
+static void bgemm(cuda_impl *im, int ta, int tb, int m, int n, int k, const void *A, int lda, long long sa,
+                  const void *B, int ldb, long long sb, float beta, void *C, cudaDataType_t ctype, int ldc,
+                  long long sc, int count) {
+    float alpha = 1.f;
+    CUBLAS_CHECK(cublasGemmStridedBatchedEx(im->blas, ta ? CUBLAS_OP_T : CUBLAS_OP_N, tb ? CUBLAS_OP_T : CUBLAS_OP_N,
+                                            m, n, k, &alpha, A, CUDA_R_16BF, lda, sa, B, CUDA_R_16BF, ldb, sb, &beta,
+                                            C, ctype, ldc, sc, count, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+}
+
+static void attention_backward_gemm(iv2_backend *be, bf16 *dq, bf16 *dk, bf16 *dv, const bf16 *dout, const bf16 *q,
+                                    const bf16 *k, const bf16 *v, const float *lse, const float *delta, int B, int H,
+                                    int Nq, int Nk, int D, int qs, int ks, int os, float scale) {
+    cuda_impl *im = impl_of(be);
+    /* group over heads (loop over batch) or over batch (loop over heads), whichever is larger */
+    int by_head = H >= B, G = by_head ? H : B, L = by_head ? B : H;
+    size_t NN = (size_t)Nq * Nk, n = (size_t)G * NN;
+    /* scratch: S / dP in fp32, then P / dS in bf16 (after the delta array at the front) */
+    size_t dbytes = ((size_t)B * H * Nq * 4 + 255) / 256 * 256;
+    char *scr = (char *)cuda_scratch(be, dbytes + n * 4 + n * 2);
+    float *S = (float *)(scr + dbytes);
+    bf16 *P = (bf16 *)(scr + dbytes + n * 4);
+    (void)delta;
+    const float *dl = (const float *)scr;
+    for (int l = 0; l < L; l++) {
+        int b0 = by_head ? l : 0, h0 = by_head ? 0 : l;
+        /* element offsets of this loop step and strides between the G group members */
+        size_t oq = (size_t)b0 * Nq * qs + (size_t)h0 * D, ok = (size_t)b0 * Nk * ks + (size_t)h0 * D;
+        size_t oo = (size_t)b0 * Nq * os + (size_t)h0 * D;
+        long long gq = by_head ? D : (long long)Nq * qs, gk = by_head ? D : (long long)Nk * ks;
+        long long go = by_head ? D : (long long)Nq * os;
+        /* lse / delta [B][H][Nq]: row of (b, h) at (b * H + h) * Nq */
+        size_t row0 = ((size_t)b0 * H + h0) * Nq, gstride = by_head ? (size_t)Nq : (size_t)H * Nq;
+        /* S^T (col-major Nk x Nq) = K^T-op... : S[i][j] = q_i . k_j */
+        bgemm(im, 1, 0, Nk, Nq, D, k + ok, ks, gk, q + oq, qs, gq, 0.f, S, CUDA_R_32F, Nk, (long long)NN, G);
+        unsigned grid = cdiv(n, 256) > 8192 ? 8192 : cdiv(n, 256);
+        attn_p_kernel<<<grid, 256, 0, im->stream>>>(P, S, lse, Nq, Nk, n, scale, gstride, row0);
+        LAUNCH_CHECK();
+        /* dV[j][d] += sum_i P[i][j] dO[i][d] */
+        if (dv) bgemm(im, 0, 1, D, Nk, Nq, dout + oo, os, go, P, Nk, (long long)NN, 1.f, dv + ok, CUDA_R_16BF, ks, gk, G);
+        /* dP[i][j] = dO_i . v_j */
+        bgemm(im, 1, 0, Nk, Nq, D, v + ok, ks, gk, dout + oo, os, go, 0.f, S, CUDA_R_32F, Nk, (long long)NN, G);
+        attn_ds_kernel<<<grid, 256, 0, im->stream>>>(P, S, dl, Nq, Nk, n, scale, gstride, row0);
+        LAUNCH_CHECK();
+        /* dQ[i][d] += sum_j dS[i][j] K[j][d] */
+        if (dq) bgemm(im, 0, 0, D, Nq, Nk, k + ok, ks, gk, P, Nk, (long long)NN, 1.f, dq + oq, CUDA_R_16BF, qs, gq, G);
+        /* dK[j][d] += sum_i dS[i][j] Q[i][d] */
+        if (dk) bgemm(im, 0, 1, D, Nk, Nq, q + oq, qs, gq, P, Nk, (long long)NN, 1.f, dk + ok, CUDA_R_16BF, ks, gk, G);
+    }
+}
+
+static void c_attention_backward(iv2_backend *be, void *dq, void *dk, void *dv, const void *dout, const void *q,
+                                 const void *k, const void *v, const void *out, const float *lse, int B, int H, int Nq,
+                                 int Nk, int D, int q_stride, int kv_stride, int o_stride, float scale) {
+    if (B <= 0 || H <= 0 || Nq <= 0 || Nk <= 0) return;
+    if (D > 32 * MAXD) iv2_panic("cuda attention backward: head dim %d over the limit %d", D, 32 * MAXD);
+    if (!lse) iv2_panic("cuda attention backward: the forward's lse is required");
+    cuda_impl *im = impl_of(be);
+    float *delta = cuda_scratch(be, (size_t)B * H * Nq * sizeof(float));
+    const int wpb = 4;
+    int rq = B * H * Nq, rk = B * H * Nk;
+    attn_delta_kernel<<<cdiv(rq, wpb), wpb * 32, 0, im->stream>>>(delta, (const bf16 *)dout, (const bf16 *)out, B, H,
+                                                                  Nq, D, o_stride);
+    LAUNCH_CHECK();
+    if (getenv("IV2_ATTN_SIMPLE") == NULL) {   /* delta stays at the front of the scratch */
+        attention_backward_gemm(be, (bf16 *)dq, (bf16 *)dk, (bf16 *)dv, (const bf16 *)dout, (const bf16 *)q,
+                                (const bf16 *)k, (const bf16 *)v, lse, delta, B, H, Nq, Nk, D, q_stride, kv_stride,
+                                o_stride, scale);
+        return;
+    }
+    if (dq) {
+        attn_dq_kernel<<<cdiv(rq, wpb), wpb * 32, 0, im->stream>>>((bf16 *)dq, (const bf16 *)dout, (const bf16 *)q,
+                                                                   (const bf16 *)k, (const bf16 *)v, lse, delta, B, H,
+                                                                   Nq, Nk, D, q_stride, kv_stride, o_stride, scale);
+        LAUNCH_CHECK();
+    }
+    if (dk || dv) {
+        attn_dkv_kernel<<<cdiv(rk, wpb), wpb * 32, 0, im->stream>>>((bf16 *)dk, (bf16 *)dv, (const bf16 *)dout,
+                                                                    (const bf16 *)q, (const bf16 *)k, (const bf16 *)v,
+                                                                    lse, delta, B, H, Nq, Nk, D, q_stride, kv_stride,
+                                                                    o_stride, scale);
+        LAUNCH_CHECK();
+    }
+}
+
+void cuda_install_attention(iv2_backend *be) {
+    be->attention = c_attention;
+    be->attention_backward = c_attention_backward;
+}

@@ -1,0 +1,168 @@
+/* cuda_backend.cu: the CUDA implementation of compute.h: creation, memory, transfers.
+ * The ops live in matmul.cu, norm.cu, attention.cu and elementwise.cu. Storage is bf16,
+ * every reduction accumulates in fp32. All work goes to one stream; only sync, download and
+ * the creation/destruction wait on it. */
+#include "cuda_common.cuh"
+#include <stdlib.h>
+#include <string.h>
+
+float *cuda_scratch(iv2_backend *be, size_t bytes) {
+    cuda_impl *im = impl_of(be);
+    if (bytes > im->scratch_size) {
+        /* growing happens on the first calls of a shape; stream order protects pending work */
+        CUDA_CHECK(cudaStreamSynchronize(im->stream));
+        if (im->scratch) CUDA_CHECK(cudaFree(im->scratch));
+        size_t sz = bytes < ((size_t)1 << 20) ? ((size_t)1 << 20) : bytes + bytes / 4;
+        CUDA_CHECK(cudaMalloc((void **)&im->scratch, sz));
+        im->scratch_size = sz;
+    }
+    return im->scratch;
+}
+
+static void *stage(cuda_impl *im, size_t bytes) {
+    if (bytes > im->stage_size) {
+        if (im->stage) CUDA_CHECK(cudaFreeHost(im->stage));
+        size_t sz = bytes < ((size_t)4 << 20) ? ((size_t)4 << 20) : bytes;
+        CUDA_CHECK(cudaMallocHost(&im->stage, sz));
+        im->stage_size = sz;
+    }
+    return im->stage;
+}
+
+static void *c_alloc(iv2_backend *be, size_t bytes) {
+    void *p = NULL;
+    cudaError_t e = cudaMalloc(&p, bytes ? bytes : 16);
+    if (e != cudaSuccess) {
+        size_t fr = 0, tot = 0;
+        cudaMemGetInfo(&fr, &tot);
+        iv2_panic("cuda:%d: cannot allocate %zu bytes (%.1f of %.1f GiB free): %s", be->device, bytes,
+                  fr / 1073741824.0, tot / 1073741824.0, cudaGetErrorString(e));
+    }
+    CUDA_CHECK(cudaMemsetAsync(p, 0, bytes ? bytes : 16, impl_of(be)->stream));
+    return p;
+}
+static void c_free(iv2_backend *be, void *p) {
+    if (!p) return;
+    CUDA_CHECK(cudaStreamSynchronize(impl_of(be)->stream));  /* pending kernels may still read it */
+    CUDA_CHECK(cudaFree(p));
+}
+static void c_memset0(iv2_backend *be, void *p, size_t bytes) {
+    if (bytes) CUDA_CHECK(cudaMemsetAsync(p, 0, bytes, impl_of(be)->stream));
+}
+static void c_copy(iv2_backend *be, void *dst, const void *src, size_t bytes) {
+    if (bytes) CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, impl_of(be)->stream));
+}
+/* host fp32 -> bf16 in pinned staging (in chunks so staging stays bounded) -> device */
+static void c_upload(iv2_backend *be, void *dst, const float *src, size_t n) {
+    cuda_impl *im = impl_of(be);
+    const size_t chunk = (size_t)16 << 20;
+    for (size_t i = 0; i < n; i += chunk) {
+        size_t m = n - i < chunk ? n - i : chunk;
+        CUDA_CHECK(cudaStreamSynchronize(im->stream));  /* staging free again */
+        uint16_t *h = (uint16_t *)stage(im, m * 2);
+        iv2_f32_to_bf16_n(h, src + i, m);
+        CUDA_CHECK(cudaMemcpyAsync((uint16_t *)dst + i, h, m * 2, cudaMemcpyHostToDevice, im->stream));
+    }
+    CUDA_CHECK(cudaStreamSynchronize(im->stream));
+}
+static void c_download(iv2_backend *be, float *dst, const void *src, size_t n) {
+    cuda_impl *im = impl_of(be);
+    const size_t chunk = (size_t)16 << 20;
+    for (size_t i = 0; i < n; i += chunk) {
+        size_t m = n - i < chunk ? n - i : chunk;
+        uint16_t *h = (uint16_t *)stage(im, m * 2);
+        CUDA_CHECK(cudaMemcpyAsync(h, (const uint16_t *)src + i, m * 2, cudaMemcpyDeviceToHost, im->stream));
+        CUDA_CHECK(cudaStreamSynchronize(im->stream));
+        iv2_bf16_to_f32_n(dst + i, h, m);
+    }
+}
+static void c_upload_raw(iv2_backend *be, void *dst, const void *src, size_t bytes) {
+    cuda_impl *im = impl_of(be);
+    if (!bytes) return;
+    CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, im->stream));
+    CUDA_CHECK(cudaStreamSynchronize(im->stream));  /* the caller may reuse src at once */
+}
+static void c_download_raw(iv2_backend *be, void *dst, const void *src, size_t bytes) {
+    cuda_impl *im = impl_of(be);
+    if (!bytes) return;
+    CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, im->stream));
+    CUDA_CHECK(cudaStreamSynchronize(im->stream));
+}
+static void c_sync(iv2_backend *be) { CUDA_CHECK(cudaStreamSynchronize(impl_of(be)->stream)); }
+
+static void c_destroy(iv2_backend *be) {
+    if (!be) return;
+    cuda_impl *im = impl_of(be);
+    if (im) {
+        cudaStreamSynchronize(im->stream);
+        cuda_matmul_release(im);
+        if (im->workspace) cudaFree(im->workspace);
+        if (im->scratch) cudaFree(im->scratch);
+        if (im->stage) cudaFreeHost(im->stage);
+        if (im->hostf) cudaFreeHost(im->hostf);
+        if (im->lt) cublasLtDestroy(im->lt);
+        if (im->blas) cublasDestroy(im->blas);
+        if (im->stream) cudaStreamDestroy(im->stream);
+        free(im);
+    }
+    free(be);
+}
+
+extern "C" iv2_backend *iv2_cuda_backend_create(int device) {
+    int n = 0;
+    cudaError_t e = cudaGetDeviceCount(&n);
+    if (e != cudaSuccess) { iv2_err("cuda:%d: no usable CUDA device: %s", device, cudaGetErrorString(e)); return NULL; }
+    if (n == 0) { iv2_err("cuda:%d: no CUDA device visible", device); return NULL; }
+    if (device < 0 || device >= n) { iv2_err("cuda:%d: no such device (%d visible)", device, n); return NULL; }
+    if ((e = cudaSetDevice(device)) != cudaSuccess) {
+        iv2_err("cuda:%d: cannot select device: %s", device, cudaGetErrorString(e)); return NULL;
+    }
+    cudaDeviceProp prop;
+    cudaGetDeviceProperties(&prop, device);
+    if (prop.major < 8) {
+        iv2_err("cuda:%d: %s has compute capability %d.%d; iv2 needs 8.0 or newer (bf16 tensor cores)", device,
+                prop.name, prop.major, prop.minor);
+        return NULL;
+    }
+    iv2_backend *be = (iv2_backend *)calloc(1, sizeof *be);
+    cuda_impl *im = (cuda_impl *)calloc(1, sizeof *im);
+    if (!be || !im) iv2_panic("out of memory creating the CUDA backend");
+    be->impl = im;
+    be->name = "cuda";
+    be->dtype = IV2_BF16;
+    be->esize = 2;
+    be->device = device;
+    if ((e = cudaStreamCreateWithFlags(&im->stream, cudaStreamNonBlocking)) != cudaSuccess) {
+        iv2_err("cuda:%d: cannot create a stream: %s", device, cudaGetErrorString(e));
+        c_destroy(be);
+        return NULL;
+    }
+    if (cublasLtCreate(&im->lt) != CUBLAS_STATUS_SUCCESS || cublasCreate(&im->blas) != CUBLAS_STATUS_SUCCESS) {
+        iv2_err("cuda:%d: cannot initialise cuBLAS", device);
+        c_destroy(be);
+        return NULL;
+    }
+    cublasSetStream(im->blas, im->stream);
+    im->workspace_size = (size_t)32 << 20;  /* Hopper wants 32 MiB (llm.c) */
+    if (cudaMalloc(&im->workspace, im->workspace_size) != cudaSuccess) {
+        iv2_err("cuda:%d: cannot allocate the cuBLASLt workspace", device);
+        c_destroy(be);
+        return NULL;
+    }
+    cublasSetWorkspace(im->blas, im->workspace, im->workspace_size);
+    be->alloc = c_alloc;
+    be->free = c_free;
+    be->memset0 = c_memset0;
+    be->copy = c_copy;
+    be->upload = c_upload;
+    be->download = c_download;
+    be->upload_raw = c_upload_raw;
+    be->download_raw = c_download_raw;
+    be->sync = c_sync;
+    be->destroy = c_destroy;
+    cuda_install_matmul(be);
+    cuda_install_norm(be);
+    cuda_install_attention(be);
+    cuda_install_elementwise(be);
+    return be;
+}

@@ -1,0 +1,153 @@
+/* matmul.cu: linear layers on cuBLASLt (bf16 in/out, fp32 accumulate), bias fused as an
+ * epilogue. Row-major out[M,N] = inp[M,K] @ w[N,K]^T is, in cuBLAS's column-major terms,
+ * out^T[N,M] = w^T... so every call below swaps the operands. Shapes cuBLASLt has no
+ * algorithm for (odd leading dimensions, unaligned pointers) fall back to cublasGemmEx. */
+#include "cuda_common.cuh"
+#include <string.h>
+
+/* largest power of two (<= 256) dividing both the address and the row pitch in bytes */
+static int align_of(const void *p, int ld) {
+    uintptr_t a = (uintptr_t)p | (uintptr_t)((size_t)ld * 2);
+    int al = 256;
+    while (al > 2 && (a % al)) al >>= 1;
+    return al;
+}
+
+/* column-major d[r, c] = bias[r]: the fallback path's bias (rare) */
+__global__ void fill_bias_kernel(bf16 *d, const bf16 *bias, int m, int n, int ldd) {
+    size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x;
+    if (i < (size_t)m * n) d[(i / m) * ldd + i % m] = bias[i % m];
+}
+
+/* column-major D[m,n] = alpha op(A)[m,k] op(B)[k,n] + beta D (+ bias[m]); all bf16.
+ * lda/ldb/ldd are the column-major leading dimensions. */
+static void gemm(iv2_backend *be, bf16 *d, const bf16 *a, const bf16 *b, const bf16 *bias, int m, int n, int k,
+                 int ta, int tb, int lda, int ldb, int ldd, float beta) {
+    cuda_impl *im = impl_of(be);
+    float alpha = 1.f;
+    int al[4] = {align_of(a, lda), align_of(b, ldb), align_of(d, ldd), bias ? align_of(bias, 0) : 256};
+    int epi = bias ? 1 : 0, beta1 = beta != 0.f;
+    gemm_cache_entry *ce = NULL;
+    for (int i = 0; i < GEMM_CACHE; i++) {
+        gemm_cache_entry *c = &im->gemm[i];
+        if (c->valid && c->m == m && c->n == n && c->k == k && c->ta == ta && c->tb == tb && c->epi == epi &&
+            c->beta1 == beta1 && !memcmp(c->align, al, sizeof al)) { ce = c; break; }
+    }
+    cublasLtMatmulDesc_t op;
+    cublasLtMatrixLayout_t la, lb, ld;
+    cublasOperation_t opa = ta ? CUBLAS_OP_T : CUBLAS_OP_N, opb = tb ? CUBLAS_OP_T : CUBLAS_OP_N;
+    CUBLAS_CHECK(cublasLtMatmulDescCreate(&op, CUBLAS_COMPUTE_32F, CUDA_R_32F));
+    CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_TRANSA, &opa, sizeof opa));
+    CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_TRANSB, &opb, sizeof opb));
+    cublasLtEpilogue_t ep = bias ? CUBLASLT_EPILOGUE_BIAS : CUBLASLT_EPILOGUE_DEFAULT;
+    CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_EPILOGUE, &ep, sizeof ep));
+    if (bias) {
+        cudaDataType_t bt = CUDA_R_16BF;
+        CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, &bt, sizeof bt));
+        CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof bias));
+    }
+    CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&la, CUDA_R_16BF, ta ? k : m, ta ? m : k, lda));
+    CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&lb, CUDA_R_16BF, tb ? n : k, tb ? k : n, ldb));
+    CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&ld, CUDA_R_16BF, m, n, ldd));
+    if (!ce) {
+        ce = &im->gemm[im->gemm_next];
+        im->gemm_next = (im->gemm_next + 1) % GEMM_CACHE;
+        memset(ce, 0, sizeof *ce);
+        ce->m = m; ce->n = n; ce->k = k; ce->ta = ta; ce->tb = tb; ce->epi = epi; ce->beta1 = beta1;
+        memcpy(ce->align, al, sizeof al);
+        cublasLtMatmulPreference_t pref;
+        CUBLAS_CHECK(cublasLtMatmulPreferenceCreate(&pref));
+        CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES,
+                                                          &im->workspace_size, sizeof im->workspace_size));
+        uint32_t a32[4] = {(uint32_t)al[0], (uint32_t)al[1], (uint32_t)al[2], (uint32_t)al[3]};
+        cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, &a32[0], 4);
+        cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, &a32[1], 4);
+        cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, &a32[2], 4);
+        cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &a32[2], 4);
+        cublasLtMatmulHeuristicResult_t h;
+        int found = 0;
+        if (cublasLtMatmulAlgoGetHeuristic(im->lt, op, la, lb, ld, ld, pref, 1, &h, &found) ==
+                CUBLAS_STATUS_SUCCESS && found > 0) {
+            ce->algo = h.algo;
+            ce->ok = 1;
+        }
+        cublasLtMatmulPreferenceDestroy(pref);
+        ce->valid = 1;
+    }
+    int done = 0;
+    if (ce->ok) {
+        done = cublasLtMatmul(im->lt, op, &alpha, a, la, b, lb, &beta, d, ld, d, ld, &ce->algo, im->workspace,
+                              im->workspace_size, im->stream) == CUBLAS_STATUS_SUCCESS;
+        if (!done) ce->ok = 0;
+    }
+    cublasLtMatmulDescDestroy(op);
+    cublasLtMatrixLayoutDestroy(la);
+    cublasLtMatrixLayoutDestroy(lb);
+    cublasLtMatrixLayoutDestroy(ld);
+    if (done) return;
+    /* fallback: plain cuBLAS, bias written by a kernel first (beta = 1 then keeps it) */
+    if (bias) {
+        fill_bias_kernel<<<cdiv((size_t)m * n, 256), 256, 0, im->stream>>>(d, bias, m, n, ldd);
+        LAUNCH_CHECK();
+        beta = 1.f;
+    }
+    CUBLAS_CHECK(cublasGemmEx(im->blas, opa, opb, m, n, k, &alpha, a, CUDA_R_16BF, lda, b, CUDA_R_16BF, ldb,
+                              &beta, d, CUDA_R_16BF, ldd, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+}
+
+
+static void c_matmul(iv2_backend *be, void *out, const void *inp, const void *w, const void *bias, int M, int K,
+                     int N) {
+    if (M <= 0 || N <= 0) return;
+    cuda_impl *im = impl_of(be);
+    /* col-major: out^T[N,M] = (w stored K x N)^T @ (inp stored K x M) */
+    if (bias && (align_of(bias, 0) < 16 || align_of(out, N) < 16 || align_of(w, K) < 16 || align_of(inp, K) < 16)) {
+        fill_bias_kernel<<<cdiv((size_t)M * N, 256), 256, 0, im->stream>>>((bf16 *)out, (const bf16 *)bias, N, M, N);
+        LAUNCH_CHECK();
+        gemm(be, (bf16 *)out, (const bf16 *)w, (const bf16 *)inp, NULL, N, M, K, 1, 0, K, K, N, 1.f);
+        return;
+    }
+    gemm(be, (bf16 *)out, (const bf16 *)w, (const bf16 *)inp, (const bf16 *)bias, N, M, K, 1, 0, K, K, N, 0.f);
+}
+
+/* dbias[j] += sum_i dout[i, j]: one thread per column, rows split over blockIdx.y, fp32 atomics
+ * into scratch, then one pass that adds into the bf16 gradient. */
+__global__ void colsum_kernel(float *acc, const bf16 *dout, int M, int N, int rows_per) {
+    int j = blockIdx.x * blockDim.x + threadIdx.x;
+    if (j >= N) return;
+    int r0 = blockIdx.y * rows_per, r1 = min(M, r0 + rows_per);
+    float s = 0.f;
+    for (int i = r0; i < r1; i++) s += ld(dout + (size_t)i * N + j);
+    atomicAdd(acc + j, s);
+}
+__global__ void add_f32_to_bf16_kernel(bf16 *dst, const float *src, int n) {
+    int i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < n) st(dst + i, ld(dst + i) + src[i]);
+}
+
+static void c_matmul_backward(iv2_backend *be, void *dinp, void *dw, void *dbias, const void *dout, const void *inp,
+                              const void *w, int M, int K, int N) {
+    if (M <= 0) return;
+    cuda_impl *im = impl_of(be);
+    /* dinp^T[K,M] += (w stored K x N) @ (dout stored N x M) */
+    if (dinp) gemm(be, (bf16 *)dinp, (const bf16 *)w, (const bf16 *)dout, NULL, K, M, N, 0, 0, K, N, K, 1.f);
+    /* dw^T[K,N] += (inp stored K x M) @ (dout stored N x M)^T */
+    if (dw) gemm(be, (bf16 *)dw, (const bf16 *)inp, (const bf16 *)dout, NULL, K, N, M, 0, 1, K, N, K, 1.f);
+    if (dbias) {
+        float *acc = cuda_scratch(be, (size_t)N * 4);
+        CUDA_CHECK(cudaMemsetAsync(acc, 0, (size_t)N * 4, im->stream));
+        int rows_per = 64;
+        dim3 grid(cdiv(N, 128), cdiv(M, rows_per));
+        colsum_kernel<<<grid, 128, 0, im->stream>>>(acc, (const bf16 *)dout, M, N, rows_per);
+        LAUNCH_CHECK();
+        add_f32_to_bf16_kernel<<<cdiv(N, 256), 256, 0, im->stream>>>((bf16 *)dbias, acc, N);
+        LAUNCH_CHECK();
+    }
+}
+
+void cuda_matmul_release(cuda_impl *im) { memset(im->gemm, 0, sizeof im->gemm); }
+
+void cuda_install_matmul(iv2_backend *be) {
+    be->matmul = c_matmul;
+    be->matmul_backward = c_matmul_backward;
+}

@@ -1,0 +1,172 @@
+"""bench_torch.py: the PyTorch baseline for tests/gpu/bench_vit.c and bench_kernels.c, run on the
+same GPU in the same check: plain PyTorch statements of the InternViT-6B and VideoMAEv2-g blocks
+(bf16, F.scaled_dot_product_attention, eval, no_grad), timed at the same two reduced depths and
+extrapolated to full depth the same way, plus the same GEMM and attention shapes alone.
+Benchmark baseline only; never needed to build or test iv2.
+    python3 bench_torch.py out.json   (IV2_BENCH_FRAMES, IV2_BENCH_CLIPS, IV2_PEAK_TFLOPS as bench_vit)
+"""
+import json, math, os, sys, time
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+dev = "cuda"
+dt = torch.bfloat16
+PEAK = float(os.environ.get("IV2_PEAK_TFLOPS", "989")) * 1e12
+
+
+def rms(x, w, eps):
+    return (x.float() * torch.rsqrt(x.float().pow(2).mean(-1, keepdim=True) + eps)).to(x.dtype) * w
+
+
+class Block(nn.Module):
+    def __init__(s, C, H, mlp, internvit):
+        super().__init__()
+        s.C, s.H, s.iv = C, H, internvit
+        s.qkv = nn.Linear(C, 3 * C, bias=False)
+        s.proj = nn.Linear(C, C)
+        s.fc1, s.fc2 = nn.Linear(C, mlp), nn.Linear(mlp, C)
+        if internvit:
+            s.n1, s.n2, s.qn, s.kn = (nn.Parameter(torch.ones(C)) for _ in range(4))
+            s.ls1, s.ls2 = nn.Parameter(torch.full((C,), .1)), nn.Parameter(torch.full((C,), .1))
+        else:
+            s.n1, s.n2 = nn.LayerNorm(C, eps=1e-6), nn.LayerNorm(C, eps=1e-6)
+            s.q_bias, s.v_bias = nn.Parameter(torch.zeros(C)), nn.Parameter(torch.zeros(C))
+
+    def forward(s, x):
+        B, N, C = x.shape
+        h = rms(x, s.n1, 1e-6) if s.iv else s.n1(x)
+        if s.iv:
+            qkv = s.qkv(h)
+        else:
+            qkv = F.linear(h, s.qkv.weight, torch.cat([s.q_bias, torch.zeros_like(s.q_bias), s.v_bias]))
+        q, k, v = qkv.split(C, -1)
+        if s.iv:
+            q, k = rms(q, s.qn, 1e-6), rms(k, s.kn, 1e-6)
+        sh = lambda t: t.view(B, N, s.H, C // s.H).transpose(1, 2)
+        a = F.scaled_dot_product_attention(sh(q), sh(k), sh(v)).transpose(1, 2).reshape(B, N, C)
+        a = s.proj(a)
+        x = x + (s.ls1 * a if s.iv else a)
+        h = rms(x, s.n2, 1e-6) if s.iv else s.n2(x)
+        m = s.fc2(F.gelu(s.fc1(h)))
+        return x + (s.ls2 * m if s.iv else m)
+
+
+class Model(nn.Module):
+    def __init__(s, kind, depth):
+        super().__init__()
+        s.iv = kind == "internvit-6b"
+        C, H, mlp = (3200, 25, 12800) if s.iv else (1408, 16, 6144)
+        s.C, s.H = C, H
+        if s.iv:
+            s.pe = nn.Conv2d(3, C, 14, 14)
+            s.cls = nn.Parameter(torch.zeros(1, 1, C))
+            s.pos = nn.Parameter(torch.zeros(1, 257, C))
+            s.pq, s.pk, s.pv = (nn.LayerNorm(C, eps=1e-5) for _ in range(3))
+            s.wq, s.wk, s.wv = (nn.Linear(C, C) for _ in range(3))
+            s.pproj = nn.Linear(C, 768)
+        else:
+            s.pe = nn.Conv3d(3, C, (2, 14, 14), (2, 14, 14))
+            s.pos = nn.Parameter(torch.zeros(1, 2048, C))
+            s.norm = nn.LayerNorm(C, eps=1e-6)
+        s.blocks = nn.ModuleList(Block(C, H, mlp, s.iv) for _ in range(depth))
+
+    def forward(s, x):  # x: uint8 frames [S, T, 224, 224, 3]
+        mean = torch.tensor([0.485, 0.456, 0.406], device=dev).view(1, 3, 1, 1) * 255
+        std = torch.tensor([0.229, 0.224, 0.225], device=dev).view(1, 3, 1, 1) * 255
+        if s.iv:
+            f = ((x.flatten(0, 1).permute(0, 3, 1, 2).float() - mean) / std).to(dt)
+            t = s.pe(f).flatten(2).transpose(1, 2)
+            t = torch.cat([s.cls.expand(t.shape[0], -1, -1), t], 1) + s.pos
+        else:
+            f = ((x.permute(0, 1, 4, 2, 3).float() - mean.unsqueeze(1)) / std.unsqueeze(1)).to(dt)
+            t = s.pe(f.transpose(1, 2)).flatten(2).transpose(1, 2) + s.pos
+        for b in s.blocks:
+            t = b(t)
+        if not s.iv:
+            return s.norm(t)
+        # attention pooling head: one query (mean of tokens), 16 heads
+        B, N, C = t.shape
+        q = s.wq(s.pq(t.mean(1, keepdim=True))).view(B, 1, 16, C // 16).transpose(1, 2)
+        k = s.wk(s.pk(t)).view(B, N, 16, C // 16).transpose(1, 2)
+        v = s.wv(s.pv(t)).view(B, N, 16, C // 16).transpose(1, 2)
+        a = F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(B, C)
+        return t, s.pproj(a)
+
+
+def timed(fn, reps=5):
+    fn(); torch.cuda.synchronize()
+    ts = []
+    for _ in range(reps):
+        t0 = time.perf_counter(); fn(); torch.cuda.synchronize(); ts.append(time.perf_counter() - t0)
+    return sorted(ts)[len(ts) // 2]
+
+
+def model_time(kind, depth, S):
+    torch.manual_seed(0)
+    with torch.device(dev):  # initialise on the GPU: CPU init of 6B-size layers takes minutes
+        m = Model(kind, depth).to(dt).eval()
+    with torch.no_grad():
+        for p in m.parameters():
+            if p.dim() >= 2:
+                p.uniform_(-0.035, 0.035)
+    T = 1 if kind == "internvit-6b" else 16
+    x = torch.randint(0, 256, (S, T, 224, 224, 3), dtype=torch.uint8, device=dev)
+    with torch.no_grad():
+        t = timed(lambda: m(x))
+    del m
+    torch.cuda.empty_cache()
+    return t
+
+
+def main():
+    if not torch.cuda.is_available():
+        print("skipped: torch sees no CUDA device")
+        sys.exit(77)
+    out = {"device": torch.cuda.get_device_name(), "torch": torch.__version__, "peak_tflops": PEAK / 1e12,
+           "models": [], "gemm": [], "attention": []}
+    frames = int(os.environ.get("IV2_BENCH_FRAMES", "32")); clips = int(os.environ.get("IV2_BENCH_CLIPS", "4"))
+    print(f"{'model (torch)':14s} {'batch':>6s} {'ms/call':>10s} {'units/s':>12s} {'views/s':>12s} {'TFLOP/s':>10s} {'MFU':>8s}")
+    for kind, S, d1, d2, full, per_view, C, mlp, N, K in [
+            ("internvit-6b", frames, 2, 6, 48, 8, 3200, 12800, 257, 588),
+            ("videomae-g", clips, 2, 6, 40, 1, 1408, 6144, 2048, 1176)]:
+        t1, t2 = model_time(kind, d1, S), model_time(kind, d2, S)
+        t = t1 + (full - d1) * (t2 - t1) / (d2 - d1)
+        P = 256 if kind == "internvit-6b" else 2048
+        fl = S * (full * (N * (8.0 * C * C + 4.0 * C * mlp) + 4.0 * N * N * C) + 2.0 * P * K * C)
+        r = {"model": kind, "batch": S, "ms": t * 1e3, "per_s": S / t, "views_per_s": S / t / per_view,
+             "tflops": fl / t / 1e12, "mfu": fl / t / PEAK, "depths_timed": [d1, d2], "ms_timed": [t1 * 1e3, t2 * 1e3]}
+        out["models"].append(r)
+        print(f"{kind:14s} {S:6d} {t*1e3:10.2f} {S/t:9.1f} {'fr' if per_view == 8 else 'cl'} {S/t/per_view:12.2f} "
+              f"{fl/t/1e12:10.1f} {100*fl/t/PEAK:7.1f}%", flush=True)
+    print(f"\n{'GEMM (F.linear, bias)':28s} {'M':>8s} {'K':>8s} {'N':>8s} {'ms':>10s} {'TFLOP/s':>9s}")
+    for what, M, K, N in [("internvit-6b qkv", 2056, 3200, 9600), ("internvit-6b proj", 2056, 3200, 3200),
+                          ("internvit-6b fc1", 2056, 3200, 12800), ("internvit-6b fc2", 2056, 12800, 3200),
+                          ("videomae-g qkv", 2048, 1408, 4224), ("videomae-g fc1", 2048, 1408, 6144),
+                          ("videomae-g fc2", 2048, 6144, 1408), ("student fc1 (B=32x417)", 13344, 1408, 6144),
+                          ("square 8192", 8192, 8192, 8192)]:
+        x = torch.randn(M, K, device=dev, dtype=dt); w = torch.randn(N, K, device=dev, dtype=dt)
+        b = torch.randn(N, device=dev, dtype=dt)
+        with torch.no_grad():
+            t = timed(lambda: [F.linear(x, w, b) for _ in range(5)], 9) / 5
+        out["gemm"].append({"what": what, "M": M, "K": K, "N": N, "ms": t * 1e3, "tflops": 2.0 * M * K * N / t / 1e12})
+        print(f"{what:28s} {M:8d} {K:8d} {N:8d} {t*1e3:10.3f} {2.0*M*K*N/t/1e12:9.1f}", flush=True)
+    print(f"\n{'attention (SDPA)':28s} {'B':>4s} {'H':>4s} {'N':>6s} {'D':>4s} {'fwd ms':>10s} {'TFLOP/s':>9s} {'fwd+bwd ms':>12s} {'TFLOP/s':>9s}")
+    for what, B, H, N, D in [("internvit-6b (8 frames)", 8, 25, 257, 128), ("internvit-6b (32 frames)", 32, 25, 257, 128),
+                             ("videomae-g (1 clip)", 1, 16, 2048, 88), ("videomae-g (4 clips)", 4, 16, 2048, 88),
+                             ("student (32 x 417)", 32, 16, 417, 88), ("hd64 reference", 4, 16, 2048, 64)]:
+        q, k, v = (torch.randn(B, H, N, D, device=dev, dtype=dt, requires_grad=True) for _ in range(3))
+        with torch.no_grad():
+            tf_ = timed(lambda: [F.scaled_dot_product_attention(q, k, v) for _ in range(5)], 9) / 5
+        g = torch.randn(B, H, N, D, device=dev, dtype=dt)
+        tb = timed(lambda: F.scaled_dot_product_attention(q, k, v).backward(g), 5)
+        fl = 4.0 * B * H * N * N * D
+        out["attention"].append({"what": what, "B": B, "H": H, "N": N, "D": D, "fwd_ms": tf_ * 1e3,
+                                 "fwd_tflops": fl / tf_ / 1e12, "fwdbwd_ms": tb * 1e3, "fwdbwd_tflops": 3.5 * fl / tb / 1e12})
+        print(f"{what:28s} {B:4d} {H:4d} {N:6d} {D:4d} {tf_*1e3:10.3f} {fl/tf_/1e12:9.1f} {tb*1e3:12.3f} {3.5*fl/tb/1e12:9.1f}", flush=True)
+    if len(sys.argv) > 1:
+        json.dump(out, open(sys.argv[1], "w"), indent=1)
+
+
+if __name__ == "__main__":
+    main()

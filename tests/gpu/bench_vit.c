@@ -1,0 +1,129 @@
+/* bench_vit: InternViT-6B and VideoMAEv2-g inference forward at full width through common/vit.h
+ * on the CUDA backend, random weights. To keep weight set-up short the models are built at two
+ * reduced depths and the full-depth time is extrapolated linearly (blocks are identical, so
+ * t(depth) = t(d1) + (depth - d1) * (t(d2) - t(d1)) / (d2 - d1) holds up to noise); the stem
+ * and the pooling head are in both measurements. MFU = model FLOPs / time / peak, with the
+ * H100 SXM dense bf16 peak 989 TFLOP/s (IV2_PEAK_TFLOPS overrides).
+ *   bench_vit [out.json]      (IV2_BENCH_FRAMES: InternViT frames per call, default 32;
+ *                              IV2_BENCH_CLIPS: VideoMAE clips per call, default 4)
+ * Exit 77 without a CUDA device. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include "compute.h"
+#include "err.h"
+#include "log.h"
+#include "vit.h"
+
+static int cmpd(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* fast random fill from the parameter table: Linear weights U(+-0.035) (std .02), norms 1,
+ * LayerScale 0.1, the rest 0 (iv2_vit_init_random is exact but slow at 6B size) */
+static void fill_params(iv2_vit *m) {
+    iv2_backend *be = m->be;
+    size_t maxn = 0;
+    for (int i = 0; i < m->n_param; i++) if (m->param[i].numel > maxn) maxn = m->param[i].numel;
+    float *h = malloc(maxn * sizeof(float));
+    unsigned s = 12345;
+    for (int i = 0; i < m->n_param; i++) {
+        const iv2_vit_param *p = &m->param[i];
+        size_t n = p->numel, len = strlen(p->name);
+        int gamma = len > 6 && !strcmp(p->name + len - 6, ".gamma");
+        int wt = len > 7 && !strcmp(p->name + len - 7, ".weight");
+        for (size_t k = 0; k < n; k++) {
+            if (gamma) h[k] = 0.1f;
+            else if (p->ndim >= 2) { s = s * 1664525u + 1013904223u; h[k] = ((s >> 8) / 16777216.f - .5f) * 0.07f; }
+            else h[k] = wt ? 1.f : 0.f;
+        }
+        be->upload(be, IV2_AT(be, m->params, p->offset), h, n);
+    }
+    free(h);
+}
+
+/* median seconds of one forward of S samples at the given depth */
+static double time_model(iv2_backend *be, const char *preset, int depth, int S, int reps, double *flops) {
+    iv2_vit_config cfg;
+    if (iv2_vit_preset(preset, &cfg)) iv2_die("bench_vit");
+    int full = cfg.depth;
+    cfg.depth = depth;
+    iv2_vit *m = iv2_vit_create(be, &cfg);
+    if (!m) iv2_die("bench_vit");
+    fill_params(m);
+    m->batch = S;
+    size_t fb = (size_t)S * cfg.frames * cfg.img * cfg.img * 3;
+    uint8_t *fh = malloc(fb);
+    for (size_t i = 0; i < fb; i++) fh[i] = (uint8_t)(i * 2654435761u >> 24);
+    uint8_t *fr = be->alloc(be, fb);
+    be->upload_raw(be, fr, fh, fb);
+    int N = iv2_vit_tokens(&cfg), C = cfg.width;
+    iv2_vit_io io;
+    memset(&io, 0, sizeof io);
+    io.frames = fr;
+    io.S = S;
+    io.n_out = 1;
+    io.blocks[0] = depth - 1;
+    io.out[0] = be->alloc(be, (size_t)S * N * C * be->esize);
+    io.final_norm_last = cfg.final_norm;
+    if (cfg.pool_heads) {
+        io.pooled = be->alloc(be, (size_t)S * cfg.pool_dim * be->esize);
+        io.pool_attn = be->alloc(be, (size_t)S * (N - cfg.cls) * 4);
+    }
+    double t[16];
+    if (iv2_vit_forward(m, &io)) iv2_die("bench_vit");
+    be->sync(be);
+    for (int r = 0; r < reps; r++) {
+        double t0 = iv2_now();
+        if (iv2_vit_forward(m, &io)) iv2_die("bench_vit");
+        be->sync(be);
+        t[r] = iv2_now() - t0;
+    }
+    qsort(t, reps, sizeof(double), cmpd);
+    /* FLOPs of the full-depth model per call: blocks (GEMMs + attention) + patch embedding */
+    double per_block = (double)N * (8.0 * C * C + 4.0 * C * cfg.mlp) + 4.0 * (double)N * N * C;
+    int K = 3 * cfg.tubelet * cfg.patch * cfg.patch;
+    *flops = S * (full * per_block + 2.0 * iv2_vit_patches(&cfg) * K * C);
+    be->free(be, io.out[0]);
+    if (io.pooled) { be->free(be, io.pooled); be->free(be, io.pool_attn); }
+    be->free(be, fr);
+    free(fh);
+    iv2_vit_free(m);
+    return t[reps / 2];
+}
+
+int main(int argc, char **argv) {
+    iv2_backend *be = iv2_cuda_backend_create(0);
+    if (!be) { printf("skipped: %s\n", iv2_errmsg()); return 77; }
+    const char *pk = getenv("IV2_PEAK_TFLOPS");
+    double peak = (pk ? atof(pk) : 989.0) * 1e12;
+    int frames = getenv("IV2_BENCH_FRAMES") ? atoi(getenv("IV2_BENCH_FRAMES")) : 32;
+    int clips = getenv("IV2_BENCH_CLIPS") ? atoi(getenv("IV2_BENCH_CLIPS")) : 4;
+    struct { const char *preset, *unit; int d1, d2, S, per_view; } b[] = {
+        {"internvit-6b", "frames", 2, 6, frames, 8},   /* a view needs 8 InternViT frames */
+        {"videomae-g", "clips", 2, 6, clips, 1},
+    };
+    FILE *js = argc > 1 ? fopen(argv[1], "w") : NULL;
+    if (js) fprintf(js, "{\"peak_tflops\": %.1f, \"models\": [", peak / 1e12);
+    printf("%-14s %6s %10s %12s %12s %10s %8s\n", "model (iv2)", "batch", "ms/call", "units/s", "views/s", "TFLOP/s",
+           "MFU");
+    for (int i = 0; i < 2; i++) {
+        iv2_vit_config cfg;
+        iv2_vit_preset(b[i].preset, &cfg);
+        double fl, t1 = time_model(be, b[i].preset, b[i].d1, b[i].S, 5, &fl);
+        double t2 = time_model(be, b[i].preset, b[i].d2, b[i].S, 5, &fl);
+        double t = t1 + (cfg.depth - b[i].d1) * (t2 - t1) / (b[i].d2 - b[i].d1);
+        double ups = b[i].S / t, tf = fl / t;
+        printf("%-14s %6d %10.2f %9.1f %-2s %12.2f %10.1f %7.1f%%\n", b[i].preset, b[i].S, t * 1e3, ups,
+               b[i].unit[0] == 'f' ? "fr" : "cl", ups / b[i].per_view, tf / 1e12, 100 * tf / peak);
+        if (js) fprintf(js, "%s{\"model\": \"%s\", \"batch\": %d, \"unit\": \"%s\", \"ms\": %.3f, \"per_s\": %.2f, "
+                        "\"views_per_s\": %.3f, \"tflops\": %.2f, \"mfu\": %.4f, \"depths_timed\": [%d, %d], "
+                        "\"ms_timed\": [%.3f, %.3f]}", i ? ", " : "", b[i].preset, b[i].S, b[i].unit, t * 1e3, ups,
+                        ups / b[i].per_view, tf / 1e12, tf / peak, b[i].d1, b[i].d2, t1 * 1e3, t2 * 1e3);
+        fflush(stdout);
+    }
+    if (js) { fprintf(js, "]}\n"); fclose(js); }
+    iv2_backend_destroy(be);
+    return 0;
+}

@@ -1,0 +1,135 @@
+#!/bin/sh
+# tests/gpu/check.sh: the one script to run on the GPU machine (see docs/cuda.md).
+#   sh tests/gpu/check.sh            logs and figures go to $OUT (default build/gpu-check)
+# Steps, each logged to $OUT/<step>.log, none stopping the others:
+#   env       nvidia-smi, nvcc, compute-sanitizer, torch versions
+#   build     make SKIP_DEPS=1 FFMPEG=0 CUDA=1 CUDA_ARCH=90 with LMDB/cJSON/OpenBLAS from .deps/*.deb
+#   test_*    every GPU test program (build/gpu/test_*): each kernel vs the CPU backend
+#             (test_cuda_ops), the tiny teachers and student through vit.h GPU vs CPU
+#             (test_cuda_vit), the official-model goldens of tests/goldens/ on the GPU
+#             (test_cuda_goldens)
+#   memcheck  compute-sanitizer memcheck on one tiny InternViT forward (and on the op tests)
+#   bench_*   bench_kernels, bench_vit (iv2) and bench_torch.py (PyTorch, same GPU, same run)
+# Ends with a summary table (also $OUT/summary.txt) and the figures ($OUT/*.json).
+# Budget: about 4-5 minutes on an H100; every step has its own time limit.
+cd "$(dirname "$0")/../.." || exit 1
+ROOT=$(pwd)
+OUT=${OUT:-$ROOT/build/gpu-check}
+mkdir -p "$OUT"
+OUT=$(cd "$OUT" && pwd)
+T0=$(date +%s)
+SUMMARY="$OUT/summary.txt"
+: > "$SUMMARY"
+command -v nvcc >/dev/null 2>&1 || PATH="$PATH:/usr/local/cuda/bin"
+export PATH
+
+# step NAME LIMIT_S CMD...: run, log, record PASS/FAIL/SKIP (exit 77) with seconds
+step() {
+  name=$1 lim=$2; shift 2
+  t=$(date +%s)
+  echo "== $name: $*" > "$OUT/$name.log"
+  timeout "$lim" "$@" >> "$OUT/$name.log" 2>&1
+  rc=$?
+  dt=$(( $(date +%s) - t ))
+  case $rc in
+    0) st=PASS ;; 77) st=SKIP ;; 124) st="FAIL (timeout ${lim}s)" ;; *) st="FAIL (exit $rc)" ;;
+  esac
+  printf '%-34s %-20s %4ss\n' "$name" "$st" "$dt" | tee -a "$SUMMARY"
+  case $st in FAIL*) tail -n 12 "$OUT/$name.log" | sed 's/^/    | /' ;; esac
+  return $rc
+}
+
+# ---- dependencies carried as .debs ----
+for f in .deps/*.deb; do dpkg -x "$f" .deps/root; done
+R="$ROOT/.deps/root"
+LIBD="$R/usr/lib/x86_64-linux-gnu"
+DEP_CFLAGS="-I$R/usr/include -I$R/usr/include/cjson -I$R/usr/include/x86_64-linux-gnu/openblas-pthread"
+DEP_LIBS="-L$LIBD -L$LIBD/openblas-pthread -Wl,-rpath-link,$LIBD -llmdb -lcjson -lopenblas -lm"
+export LD_LIBRARY_PATH="$LIBD:$LIBD/openblas-pthread${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+export IV2_QUIET=1 IV2_ROOT="$ROOT" OPENBLAS_NUM_THREADS=1
+
+env_info() {
+  date -u; uname -a; nproc
+  nvidia-smi || true
+  nvidia-smi --query-gpu=name,compute_cap,memory.total,clocks.max.sm,power.limit --format=csv || true
+  nvcc --version | tail -n 2
+  compute-sanitizer --version 2>/dev/null | head -n 2
+  python3 -c "import torch; print('torch', torch.__version__, torch.cuda.get_device_name())" 2>&1
+  echo "git: $(git rev-parse --short HEAD 2>/dev/null) $(git status --short 2>/dev/null | wc -l) changed files"
+}
+env_info > "$OUT/env.log" 2>&1
+printf '%-34s %-20s\n' env "see env.log" >> "$SUMMARY"
+
+# ---- build (make -k: one broken target must not hide the others) ----
+MK="make -k -j$(nproc) SKIP_DEPS=1 FFMPEG=0 CUDA=1 CUDA_ARCH=90"
+step build 300 $MK BASE_CFLAGS="$DEP_CFLAGS" BASE_LIBS="$DEP_LIBS" gpu-tests build/gpu/bench_kernels \
+  build/gpu/bench_vit
+
+# ---- GPU parity tests ----
+for t in build/gpu/test_*; do
+  [ -x "$t" ] || continue
+  step "$(basename "$t")" 150 "$t"
+done
+[ -e build/gpu/test_cuda_ops ] || printf '%-34s %-20s\n' test_cuda_ops "FAIL (not built)" | tee -a "$SUMMARY"
+
+# ---- compute-sanitizer ----
+if command -v compute-sanitizer >/dev/null 2>&1 && [ -x build/gpu/test_cuda_vit ]; then
+  step memcheck_tiny_forward 120 compute-sanitizer --tool memcheck --leak-check full --error-exitcode 3 \
+    build/gpu/test_cuda_vit --tiny-forward
+else
+  printf '%-34s %-20s\n' memcheck_tiny_forward "SKIP (no compute-sanitizer or test)" | tee -a "$SUMMARY"
+fi
+
+# ---- benchmarks ----
+[ -x build/gpu/bench_kernels ] && step bench_kernels 120 build/gpu/bench_kernels "$OUT/bench_kernels.json"
+[ -x build/gpu/bench_vit ] && step bench_vit 150 build/gpu/bench_vit "$OUT/bench_vit.json"
+step bench_torch 180 python3 tests/gpu/bench_torch.py "$OUT/bench_torch.json"
+
+# the op tests under memcheck last, if time is left (slow under the sanitizer)
+if command -v compute-sanitizer >/dev/null 2>&1 && [ -x build/gpu/test_cuda_ops ] && \
+   [ $(( $(date +%s) - T0 )) -lt 270 ]; then
+  step memcheck_ops 60 compute-sanitizer --tool memcheck --error-exitcode 3 build/gpu/test_cuda_ops
+fi
+
+# ---- summary ----
+{
+  echo
+  echo "== figures (device: $(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -n 1))"
+  for b in bench_vit bench_torch bench_kernels; do
+    [ -f "$OUT/$b.log" ] && { echo "-- $b"; grep -v '^==' "$OUT/$b.log"; }
+  done
+  echo "-- parity (relative L2 error GPU vs CPU backend / PyTorch golden; limits in the test headers)"
+  for t in test_cuda_vit test_cuda_goldens; do
+    [ -f "$OUT/$t.log" ] && grep -E "rel L2|checks" "$OUT/$t.log" | grep -v "grad blocks\|dblocks" | sed "s/^/$t: /"
+  done
+  [ -f "$OUT/test_cuda_ops.log" ] && grep -E "off;|checks" "$OUT/test_cuda_ops.log" | sed "s/^/test_cuda_ops: /"
+  python3 - "$OUT" <<'PY' 2>/dev/null
+import json, os, sys
+o = sys.argv[1]
+def load(n):
+    try: return json.load(open(os.path.join(o, n)))
+    except Exception: return None
+iv, tv, ik = load("bench_vit.json"), load("bench_torch.json"), load("bench_kernels.json")
+if iv and tv:
+    print("-- iv2 vs PyTorch, full-depth forward (extrapolated from depths 2 and 6)")
+    tm = {m["model"]: m for m in tv["models"]}
+    for m in iv["models"]:
+        t = tm.get(m["model"])
+        if t: print(f"{m['model']:14s} iv2 {m['per_s']:8.1f} {m['unit']}/s MFU {100*m['mfu']:5.1f}%   "
+                    f"torch {t['per_s']:8.1f}/s MFU {100*t['mfu']:5.1f}%   speed-up x{m['per_s']/t['per_s']:.2f}")
+if ik and tv:
+    print("-- kernels, iv2 / torch TFLOP/s")
+    for a, b in zip(ik["gemm"], tv["gemm"]):
+        print(f"GEMM {a['what']:26s} {a['tflops']:7.1f} / {b['tflops']:7.1f}  x{a['tflops']/b['tflops']:.2f}")
+    for a, b in zip(ik["attention"], tv["attention"]):
+        print(f"attn {a['what']:26s} {a['fwd_tflops']:7.1f} / {b['fwd_tflops']:7.1f}  x{a['fwd_tflops']/b['fwd_tflops']:.2f}")
+PY
+  echo
+  echo "== steps ($(( $(date +%s) - T0 ))s in all; logs in $OUT)"
+  cat "$SUMMARY"
+} > "$OUT/report.txt"
+cat "$OUT/report.txt"
+# few files come back from the device: keep report.txt and the JSON figures, pack the logs
+(cd "$OUT" && tar czf logs.tar.gz *.log summary.txt 2>/dev/null && rm -f *.log summary.txt)
+grep -q FAIL "$OUT/report.txt" && exit 1
+exit 0

@@ -1,0 +1,326 @@
+/* test_cuda_ops: every op of the CUDA backend against the CPU backend (the oracle) on the same
+ * random inputs. Inputs are rounded to bf16 first, so both backends see identical values and
+ * the differences come from bf16 storage of results and the order of fp32 sums.
+ * Tolerances (|got - want| <= atol + rtol |want|), per op family:
+ *   elementwise, norms, gathers, patchify, losses: rtol 1e-2 (two bf16 roundings), atol 1e-2
+ *   norm statistics (f32 mean, rstd, L2 norm): rtol 1e-4; the f32 AdamW state: rtol 1e-4
+ *   GEMMs: rtol 2e-2, atol 2e-2 * sqrt(K)/16 (sum of K bf16 products, fp32 accumulate)
+ *   attention: rtol 2e-2, atol 2e-2 (P rounded to bf16 before P @ V, as flash kernels do)
+ *   accumulated gradients (+= into random bf16 values): rtol 2e-2, atol 3e-2
+ * Exit 77 when no CUDA device is visible. */
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include "compute.h"
+#include "dtype.h"
+#include "err.h"
+#include "testutil.h"
+
+static iv2_backend *G, *C;  /* gpu, cpu */
+static uint64_t rng = 0x9e3779b97f4a7c15ull;
+static float urand(void) { /* [-1, 1) */
+    rng ^= rng << 13; rng ^= rng >> 7; rng ^= rng << 17;
+    return (float)((rng >> 40) * (1.0 / 8388608.0)) - 1.f;
+}
+
+/* one tensor on both backends plus its host values */
+typedef struct { void *g, *c; float *h; size_t n; } pair;
+
+static pair mk(size_t n, float scale) {
+    pair p = {G->alloc(G, n * G->esize), C->alloc(C, n * C->esize), malloc(n * sizeof(float) + 4), n};
+    for (size_t i = 0; i < n; i++) p.h[i] = iv2_bf16_to_f32(iv2_f32_to_bf16(urand() * scale));
+    G->upload(G, p.g, p.h, n);
+    C->upload(C, p.c, p.h, n);
+    return p;
+}
+/* f32 buffers (rstd, lse, losses): raw bytes on both */
+static pair mkf(size_t n) {
+    pair p = {G->alloc(G, n * 4), C->alloc(C, n * 4), calloc(n + 1, sizeof(float)), n};
+    return p;
+}
+/* fresh identical values on both backends: ops are compared one at a time, never chained
+ * (a chain compounds the GPU's bf16 roundings against the CPU's fp32 intermediates) */
+static void reset(pair *p, float scale) {
+    for (size_t i = 0; i < p->n; i++) p->h[i] = iv2_bf16_to_f32(iv2_f32_to_bf16(urand() * scale));
+    G->upload(G, p->g, p->h, p->n);
+    C->upload(C, p->c, p->h, p->n);
+}
+static void drop(pair *p) { G->free(G, p->g); C->free(C, p->c); free(p->h); memset(p, 0, sizeof *p); }
+
+static int cmp(const char *what, pair p, float rtol, float atol) {
+    float *a = malloc(p.n * sizeof(float) + 4), *b = malloc(p.n * sizeof(float) + 4);
+    G->download(G, a, p.g, p.n);
+    C->download(C, b, p.c, p.n);
+    int ok = t_allclose(what, a, b, p.n, rtol, atol);
+    free(a); free(b);
+    return ok;
+}
+static int cmpf(const char *what, pair p, float rtol, float atol) {
+    float *a = malloc(p.n * sizeof(float) + 4), *b = malloc(p.n * sizeof(float) + 4);
+    G->download_raw(G, a, p.g, p.n * 4);
+    C->download_raw(C, b, p.c, p.n * 4);
+    int ok = t_allclose(what, a, b, p.n, rtol, atol);
+    free(a); free(b);
+    return ok;
+}
+
+static void test_matmul(int M, int K, int N, int bias) {
+    char w[96];
+    pair x = mk((size_t)M * K, 1), wt = mk((size_t)N * K, 0.2f), b = mk(N, 1), o = mk((size_t)M * N, 1);
+    G->matmul(G, o.g, x.g, wt.g, bias ? b.g : NULL, M, K, N);
+    C->matmul(C, o.c, x.c, wt.c, bias ? b.c : NULL, M, K, N);
+    float at = 2e-2f * sqrtf((float)K) / 16.f * 2.f;
+    snprintf(w, sizeof w, "matmul %dx%dx%d bias %d", M, K, N, bias);
+    cmp(w, o, 2e-2f, at);
+    /* backward accumulates into random gradients */
+    pair dout = mk((size_t)M * N, 1), dx = mk((size_t)M * K, 1), dw = mk((size_t)N * K, 1), db = mk(N, 1);
+    G->matmul_backward(G, dx.g, dw.g, db.g, dout.g, x.g, wt.g, M, K, N);
+    C->matmul_backward(C, dx.c, dw.c, db.c, dout.c, x.c, wt.c, M, K, N);
+    snprintf(w, sizeof w, "matmul_backward dinp %dx%dx%d", M, K, N);
+    cmp(w, dx, 2e-2f, at + 3e-2f);
+    snprintf(w, sizeof w, "matmul_backward dw %dx%dx%d", M, K, N);
+    cmp(w, dw, 2e-2f, 2e-2f * sqrtf((float)M) / 8.f + 3e-2f);
+    snprintf(w, sizeof w, "matmul_backward dbias %dx%dx%d", M, K, N);
+    cmp(w, db, 2e-2f, 2e-2f * sqrtf((float)M) / 8.f + 3e-2f);
+    drop(&x); drop(&wt); drop(&b); drop(&o); drop(&dout); drop(&dx); drop(&dw); drop(&db);
+}
+
+static void test_norms(int M, int Cc) {
+    char w[96];
+    pair x = mk((size_t)M * Cc, 2), wt = mk(Cc, 1), b = mk(Cc, 1), o = mk((size_t)M * Cc, 1);
+    pair mean = mkf(M), rstd = mkf(M);
+    G->rmsnorm(G, o.g, rstd.g, x.g, wt.g, M, Cc, 1e-6f);
+    C->rmsnorm(C, o.c, rstd.c, x.c, wt.c, M, Cc, 1e-6f);
+    snprintf(w, sizeof w, "rmsnorm %dx%d", M, Cc); cmp(w, o, 1e-2f, 1e-2f);
+    snprintf(w, sizeof w, "rmsnorm rstd %dx%d", M, Cc); cmpf(w, rstd, 1e-4f, 1e-5f);
+    pair dout = mk((size_t)M * Cc, 1), dx = mk((size_t)M * Cc, 1), dw = mk(Cc, 1), db = mk(Cc, 1);
+    G->rmsnorm_backward(G, dx.g, dw.g, dout.g, x.g, wt.g, rstd.g, M, Cc);
+    C->rmsnorm_backward(C, dx.c, dw.c, dout.c, x.c, wt.c, rstd.c, M, Cc);
+    snprintf(w, sizeof w, "rmsnorm_backward dinp %dx%d", M, Cc); cmp(w, dx, 2e-2f, 3e-2f);
+    snprintf(w, sizeof w, "rmsnorm_backward dw %dx%d", M, Cc); cmp(w, dw, 2e-2f, 3e-2f * sqrtf((float)M) / 4);
+
+    G->layernorm(G, o.g, mean.g, rstd.g, x.g, wt.g, b.g, M, Cc, 1e-6f);
+    C->layernorm(C, o.c, mean.c, rstd.c, x.c, wt.c, b.c, M, Cc, 1e-6f);
+    snprintf(w, sizeof w, "layernorm %dx%d", M, Cc); cmp(w, o, 1e-2f, 1e-2f);
+    snprintf(w, sizeof w, "layernorm mean %dx%d", M, Cc); cmpf(w, mean, 1e-3f, 1e-4f);
+    snprintf(w, sizeof w, "layernorm rstd %dx%d", M, Cc); cmpf(w, rstd, 1e-4f, 1e-5f);
+    reset(&dx, 1); reset(&dw, 1); reset(&db, 1);
+    G->layernorm_backward(G, dx.g, dw.g, db.g, dout.g, x.g, wt.g, mean.g, rstd.g, M, Cc);
+    C->layernorm_backward(C, dx.c, dw.c, db.c, dout.c, x.c, wt.c, mean.c, rstd.c, M, Cc);
+    snprintf(w, sizeof w, "layernorm_backward dinp %dx%d", M, Cc); cmp(w, dx, 2e-2f, 3e-2f);
+    snprintf(w, sizeof w, "layernorm_backward dw %dx%d", M, Cc); cmp(w, dw, 2e-2f, 3e-2f * sqrtf((float)M) / 4);
+    snprintf(w, sizeof w, "layernorm_backward db %dx%d", M, Cc); cmp(w, db, 2e-2f, 3e-2f * sqrtf((float)M) / 4);
+    /* LayerNorm without bias and weight-free RMSNorm paths of the pooling head are the same kernels */
+
+    G->l2norm(G, o.g, rstd.g, x.g, M, Cc);
+    C->l2norm(C, o.c, rstd.c, x.c, M, Cc);
+    snprintf(w, sizeof w, "l2norm %dx%d", M, Cc); cmp(w, o, 1e-2f, 1e-3f);
+    snprintf(w, sizeof w, "l2norm norm %dx%d", M, Cc); cmpf(w, rstd, 1e-4f, 1e-5f);
+    reset(&dx, 1);
+    G->l2norm_backward(G, dx.g, dout.g, o.g, rstd.g, M, Cc);
+    C->l2norm_backward(C, dx.c, dout.c, o.c, rstd.c, M, Cc);
+    snprintf(w, sizeof w, "l2norm_backward %dx%d", M, Cc); cmp(w, dx, 2e-2f, 3e-2f);
+
+    /* cosine loss on unit rows: o now holds unit rows; target = l2norm of dout */
+    pair tg = mk((size_t)M * Cc, 1), loss = mkf(M);
+    G->l2norm(G, tg.g, NULL, dout.g, M, Cc);
+    C->l2norm(C, tg.c, NULL, dout.c, M, Cc);
+    reset(&dx, 1);
+    G->cos_loss(G, loss.g, dx.g, o.g, tg.g, M, Cc, 0.5f);
+    C->cos_loss(C, loss.c, dx.c, o.c, tg.c, M, Cc, 0.5f);
+    snprintf(w, sizeof w, "cos_loss %dx%d", M, Cc); cmpf(w, loss, 1e-2f, 2e-2f);
+    snprintf(w, sizeof w, "cos_loss dpred %dx%d", M, Cc); cmp(w, dx, 2e-2f, 3e-2f);
+    drop(&x); drop(&wt); drop(&b); drop(&o); drop(&mean); drop(&rstd); drop(&dout); drop(&dx); drop(&dw); drop(&db);
+    drop(&tg); drop(&loss);
+}
+
+/* attention on a fused qkv buffer [B, N, 3*H*D] (or separate q for Nq != Nk) */
+static void test_attention(int B, int H, int Nq, int Nk, int D, int fused, int probs) {
+    char w[128];
+    int Cc = H * D;
+    float scale = 1.f / sqrtf((float)D);
+    pair qkv = mk((size_t)B * Nk * 3 * Cc, 2), qs = mk((size_t)B * Nq * Cc, 2);
+    pair o = mk((size_t)B * Nq * Cc, 1), lse = mkf((size_t)B * H * Nq), pm = mkf((size_t)B * Nq * Nk);
+    const void *qg = fused ? qkv.g : qs.g, *qc = fused ? qkv.c : qs.c;
+    int qstr = fused ? 3 * Cc : Cc;
+    void *kg = IV2_AT(G, qkv.g, Cc), *vg = IV2_AT(G, qkv.g, 2 * Cc);
+    void *kc = IV2_AT(C, qkv.c, Cc), *vc = IV2_AT(C, qkv.c, 2 * Cc);
+    G->attention(G, o.g, lse.g, probs ? (float *)pm.g : NULL, qg, kg, vg, B, H, Nq, Nk, D, qstr, 3 * Cc, Cc, scale);
+    C->attention(C, o.c, lse.c, probs ? (float *)pm.c : NULL, qc, kc, vc, B, H, Nq, Nk, D, qstr, 3 * Cc, Cc, scale);
+    snprintf(w, sizeof w, "attention B%d H%d Nq%d Nk%d D%d", B, H, Nq, Nk, D);
+    cmp(w, o, 2e-2f, 2e-2f);
+    snprintf(w, sizeof w, "attention lse B%d H%d Nq%d Nk%d D%d", B, H, Nq, Nk, D);
+    cmpf(w, lse, 1e-3f, 2e-3f);
+    if (probs) {
+        snprintf(w, sizeof w, "attention probs_mean B%d H%d Nq%d Nk%d D%d", B, H, Nq, Nk, D);
+        cmpf(w, pm, 2e-2f, 1e-4f);
+    }
+    if (D <= 256) {
+        pair dout = mk((size_t)B * Nq * Cc, 1), dqkv = mk((size_t)B * Nk * 3 * Cc, 1), dq = mk((size_t)B * Nq * Cc, 1);
+        void *dqg = fused ? dqkv.g : dq.g, *dqc = fused ? dqkv.c : dq.c;
+        G->attention_backward(G, dqg, IV2_AT(G, dqkv.g, Cc), IV2_AT(G, dqkv.g, 2 * Cc), dout.g, qg, kg, vg, o.g,
+                              lse.g, B, H, Nq, Nk, D, qstr, 3 * Cc, Cc, scale);
+        C->attention_backward(C, dqc, IV2_AT(C, dqkv.c, Cc), IV2_AT(C, dqkv.c, 2 * Cc), dout.c, qc, kc, vc, o.c,
+                              lse.c, B, H, Nq, Nk, D, qstr, 3 * Cc, Cc, scale);
+        snprintf(w, sizeof w, "attention_backward dqkv B%d H%d Nq%d Nk%d D%d", B, H, Nq, Nk, D);
+        cmp(w, dqkv, 3e-2f, 5e-2f);
+        if (!fused) {
+            snprintf(w, sizeof w, "attention_backward dq B%d H%d Nq%d Nk%d D%d", B, H, Nq, Nk, D);
+            cmp(w, dq, 3e-2f, 5e-2f);
+        }
+        drop(&dout); drop(&dqkv); drop(&dq);
+    }
+    drop(&qkv); drop(&qs); drop(&o); drop(&lse); drop(&pm);
+}
+
+static void test_elementwise(void) {
+    int B = 3, N = 67, Cc = 200;
+    size_t n = (size_t)B * N * Cc;
+    pair x = mk(n, 3), y = mk(n, 1), o = mk(n, 1), dx = mk(n, 1), dout = mk(n, 1);
+    for (int kind = 0; kind < 2; kind++) {
+        G->gelu(G, o.g, x.g, n, kind);
+        C->gelu(C, o.c, x.c, n, kind);
+        cmp(kind ? "gelu tanh" : "gelu erf", o, 1e-2f, 1e-2f);
+        reset(&dx, 1);
+        G->gelu_backward(G, dx.g, dout.g, x.g, n, kind);
+        C->gelu_backward(C, dx.c, dout.c, x.c, n, kind);
+        cmp(kind ? "gelu_backward tanh" : "gelu_backward erf", dx, 2e-2f, 2e-2f);
+    }
+    /* residual with gamma and drop-path scales, then without either */
+    float s[3] = {0.f, 1.25f, 1.25f};
+    pair gam = mk(Cc, 0.5f), dgam = mk(Cc, 1);
+    reset(&o, 1);
+    G->residual(G, o.g, y.g, gam.g, s, B, N, Cc);
+    C->residual(C, o.c, y.c, gam.c, s, B, N, Cc);
+    cmp("residual gamma+s", o, 1e-2f, 1e-2f);
+    reset(&o, 1);
+    G->residual(G, o.g, y.g, NULL, NULL, B, N, Cc);
+    C->residual(C, o.c, y.c, NULL, NULL, B, N, Cc);
+    cmp("residual plain", o, 1e-2f, 1e-2f);
+    reset(&dx, 1);
+    G->residual_backward(G, dx.g, dgam.g, dout.g, y.g, gam.g, s, B, N, Cc);
+    C->residual_backward(C, dx.c, dgam.c, dout.c, y.c, gam.c, s, B, N, Cc);
+    cmp("residual_backward dy", dx, 2e-2f, 2e-2f);
+    cmp("residual_backward dgamma", dgam, 2e-2f, 0.3f);
+    /* position rows */
+    pair pe = mk((size_t)N * Cc, 1), dpe = mk((size_t)N * Cc, 1);
+    reset(&o, 1);
+    G->add_rows(G, o.g, pe.g, B, N, Cc);
+    C->add_rows(C, o.c, pe.c, B, N, Cc);
+    cmp("add_rows", o, 1e-2f, 1e-2f);
+    G->add_rows_backward(G, dpe.g, dout.g, B, N, Cc);
+    C->add_rows_backward(C, dpe.c, dout.c, B, N, Cc);
+    cmp("add_rows_backward", dpe, 2e-2f, 2e-2f);
+    reset(&o, 1);
+    G->axpy(G, o.g, x.g, -0.75f, n);
+    C->axpy(C, o.c, x.c, -0.75f, n);
+    cmp("axpy", o, 1e-2f, 1e-2f);
+    /* gather / scatter with a repeated index */
+    int32_t idx[7] = {0, 5, 6, 66, 100, 5, 200}, *ig = G->alloc(G, sizeof idx), *ic = C->alloc(C, sizeof idx);
+    G->upload_raw(G, ig, idx, sizeof idx);
+    C->upload_raw(C, ic, idx, sizeof idx);
+    pair go = mk(7 * (size_t)Cc, 1);
+    G->gather_rows(G, go.g, x.g, ig, 7, Cc);
+    C->gather_rows(C, go.c, x.c, ic, 7, Cc);
+    cmp("gather_rows", go, 0, 0);
+    reset(&dx, 1);
+    G->scatter_add_rows(G, dx.g, go.g, ig, 7, Cc);
+    C->scatter_add_rows(C, dx.c, go.c, ic, 7, Cc);
+    cmp("scatter_add_rows", dx, 2e-2f, 2e-2f);
+    G->free(G, ig);
+    C->free(C, ic);
+    /* mean over tokens */
+    pair mr = mk((size_t)B * Cc, 1);
+    G->mean_rows(G, mr.g, x.g, B, N, Cc);
+    C->mean_rows(C, mr.c, x.c, B, N, Cc);
+    cmp("mean_rows", mr, 1e-2f, 1e-2f);
+    reset(&dx, 1);
+    G->mean_rows_backward(G, dx.g, mr.g, B, N, Cc);
+    C->mean_rows_backward(C, dx.c, mr.c, B, N, Cc);
+    cmp("mean_rows_backward", dx, 2e-2f, 2e-2f);
+    /* sum of squares (f32 accumulator, added into) */
+    pair acc = mkf(1);
+    float one = 1.f, ga, ca;
+    G->upload_raw(G, acc.g, &one, 4);
+    C->upload_raw(C, acc.c, &one, 4);
+    G->sumsq(G, acc.g, x.g, n);
+    C->sumsq(C, acc.c, x.c, n);
+    G->download_raw(G, &ga, acc.g, 4);
+    C->download_raw(C, &ca, acc.c, 4);
+    CHECK(fabsf(ga - ca) <= 1e-4f * fabsf(ca), "sumsq got %g want %g", ga, ca);
+    drop(&x); drop(&y); drop(&o); drop(&dx); drop(&dout); drop(&gam); drop(&dgam); drop(&pe); drop(&dpe); drop(&go);
+    drop(&mr); drop(&acc);
+}
+
+static void test_patchify(int T, int p, int tt) {
+    int H = 224, W = 224;
+    size_t nb = (size_t)T * H * W * 3;
+    uint8_t *fr = malloc(nb);
+    for (size_t i = 0; i < nb; i++) fr[i] = (uint8_t)(urand() * 128 + 128);
+    uint8_t *fg = G->alloc(G, nb), *fc = C->alloc(C, nb);
+    G->upload_raw(G, fg, fr, nb);
+    C->upload_raw(C, fc, fr, nb);
+    const float mean[3] = {0.485f, 0.456f, 0.406f}, std[3] = {0.229f, 0.224f, 0.225f};
+    size_t rows = (size_t)(T / tt) * (H / p) * (W / p), cols = (size_t)3 * tt * p * p;
+    pair o = mk(rows * cols, 1);
+    G->patchify(G, o.g, fg, T, H, W, p, tt, mean, std);
+    C->patchify(C, o.c, fc, T, H, W, p, tt, mean, std);
+    char w[64];
+    snprintf(w, sizeof w, "patchify T%d p%d tubelet %d", T, p, tt);
+    cmp(w, o, 1e-2f, 1e-2f);
+    G->free(G, fg); C->free(C, fc); free(fr); drop(&o);
+}
+
+static void test_adamw(void) {
+    size_t n = 5000;
+    pair p = mk(n, 1), gr = mk(n, 1), m = mkf(n), v = mkf(n), master = mkf(n);
+    /* GPU: bf16 param + f32 master; CPU: master == param */
+    G->upload_raw(G, master.g, p.h, n * 4);
+    for (int t = 1; t <= 3; t++) {
+        G->adamw(G, p.g, master.g, gr.g, m.g, v.g, n, 1e-2f, 0.9f, 0.98f, 1e-6f, 0.05f, t, 0.5f);
+        C->adamw(C, p.c, p.c, gr.c, m.c, v.c, n, 1e-2f, 0.9f, 0.98f, 1e-6f, 0.05f, t, 0.5f);
+    }
+    float *a = malloc(n * 4), *b = malloc(n * 4);
+    G->download_raw(G, a, master.g, n * 4);
+    C->download(C, b, p.c, n);
+    t_allclose("adamw master", a, b, n, 1e-4f, 1e-5f);
+    G->download(G, a, p.g, n);
+    t_allclose("adamw bf16 param", a, b, n, 8e-3f, 1e-6f);
+    cmpf("adamw m", m, 1e-4f, 1e-6f);
+    cmpf("adamw v", v, 1e-4f, 1e-7f);
+    free(a); free(b);
+    drop(&p); drop(&gr); drop(&m); drop(&v); drop(&master);
+}
+
+int main(void) {
+    G = iv2_cuda_backend_create(0);
+    if (!G) { test_skip(iv2_errmsg()); return test_done(); }
+    C = iv2_cpu_backend_create(0);
+    if (!C) { fprintf(stderr, "cpu backend: %s\n", iv2_errmsg()); return 1; }
+    test_matmul(77, 96, 200, 1);
+    test_matmul(130, 588, 96, 1);     /* patch embedding: K = 3*14*14, unaligned rows */
+    test_matmul(64, 1408, 1408, 0);
+    test_matmul(1, 128, 768, 1);      /* pooled projection, one row */
+    test_norms(70, 96);
+    test_norms(33, 1408);
+    test_norms(9, 3200);
+    test_norms(7, 100);               /* C % 8 != 0: the scalar kernels */
+    test_elementwise();
+    test_patchify(2, 14, 1);
+    test_patchify(4, 16, 2);
+    test_attention(2, 3, 257, 257, 32, 1, 0);   /* tiny InternViT frame */
+    test_attention(1, 2, 130, 130, 88, 1, 0);   /* student / VideoMAE head dim */
+    test_attention(1, 2, 200, 200, 128, 1, 0);  /* InternViT-6B head dim */
+    test_attention(2, 4, 1, 257, 24, 0, 1);     /* tiny pooling head: one query, probs */
+    test_attention(2, 16, 1, 257, 200, 0, 1);   /* 6B pooling head */
+    test_attention(1, 3, 70, 150, 64, 0, 0);    /* Nq != Nk */
+    test_attention(2, 2, 100, 100, 20, 1, 0);   /* D % 8 != 0: the unpipelined kernel */
+    test_attention(1, 4, 1100, 1100, 88, 1, 0); /* long sequence: 8 warps per block */
+    test_adamw();
+    G->sync(G);
+    iv2_backend_destroy(G);
+    iv2_backend_destroy(C);
+    return test_done();
+}

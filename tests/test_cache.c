@@ -1,0 +1,271 @@
+/* test_cache: the LMDB cache layer on its own, with synthetic values.
+ * Round trips per storage dtype against the fp32 source (bit-exact for fp32, dtype error
+ * otherwise, int8 against a naive per-token quantiser), selected rows, verify + digest, refusal
+ * of changed meta naming the field, the map limit (full => clear error, cache still valid),
+ * read-only opens of a read-only folder, merge of shards and the shard set. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include "cache.h"
+#include "dtype.h"
+#include "err.h"
+#include "testutil.h"
+
+#define NSTU 2
+#define SIZE 8
+
+static const char *META_FMT =
+    "{\"format\":1,\"tool_version\":\"%s\",\"seed\":%d,\"views\":2,\"shard\":{\"k\":%d,\"n\":%d},"
+    "\"targets\":["
+    "{\"name\":\"clip_b5\",\"teacher\":\"internvit\",\"kind\":\"block\",\"block\":5,\"tokens\":9,\"dim\":24,\"dtype\":\"%s\",\"post\":\"l2\"},"
+    "{\"name\":\"clip_attn\",\"teacher\":\"internvit\",\"kind\":\"attn\",\"block\":-1,\"tokens\":2,\"dim\":4,\"dtype\":\"fp32\",\"post\":\"none\"},"
+    "{\"name\":\"mae_b3\",\"teacher\":\"videomae\",\"kind\":\"block\",\"block\":3,\"tokens\":8,\"dim\":16,\"dtype\":\"%s\",\"post\":\"final_ln+l2\"}]}";
+
+static void meta(char *buf, size_t cap, const char *dt, int seed, int k, int n, const char *ver) {
+    snprintf(buf, cap, META_FMT, ver, seed, k, n, dt, dt);
+}
+
+static float val(int64_t row, int view, int t, int i) {
+    uint32_t x = (uint32_t)row * 7919u + (uint32_t)view * 104729u + (uint32_t)t * 1299709u + (uint32_t)i * 15485863u;
+    x ^= x >> 13; x *= 0x5bd1e995u; x ^= x >> 15;
+    return ((float)(x % 20001) - 10000.0f) / 3777.0f;
+}
+
+static const int TOK[3] = {9, 2, 8}, DIM[3] = {24, 4, 16};
+
+/* store views (rows r0..r1, both views) into c */
+static int fill(iv2_cache *c, int64_t r0, int64_t r1, int step) {
+    for (int64_t r = r0; r < r1; r += step) {
+        iv2_cache_entry e[2];
+        float *v[2][3];
+        const float *vp[2][3];
+        uint8_t fr[2][NSTU * SIZE * SIZE * 3];
+        for (int w = 0; w < 2; w++) {
+            memset(&e[w], 0, sizeof e[w]);
+            e[w].view.row = r; e[w].view.view = (uint32_t)w; e[w].view.num_frames = 4;
+            e[w].view.n_student = NSTU; e[w].view.size = SIZE;
+            for (int f = 0; f < 4; f++) { e[w].view.frame[f] = r + f; e[w].view.pts[f] = 0.04 * f; }
+            e[w].view.crop_w = e[w].view.crop_h = 30; e[w].view.flip = w;
+            for (size_t i = 0; i < sizeof fr[w]; i++) fr[w][i] = (uint8_t)(r * 3 + w + i);
+            e[w].frames = fr[w];
+            for (int t = 0; t < 3; t++) {
+                v[w][t] = malloc(sizeof(float) * TOK[t] * DIM[t]);
+                for (int i = 0; i < TOK[t] * DIM[t]; i++) v[w][t][i] = val(r, w, t, i);
+                vp[w][t] = v[w][t];
+            }
+            e[w].values = vp[w];
+        }
+        int rc = iv2_cache_put(c, e, 2, NULL, NULL, 0);
+        for (int w = 0; w < 2; w++) for (int t = 0; t < 3; t++) free(v[w][t]);
+        if (rc) return rc;
+    }
+    return 0;
+}
+
+static void check_roundtrip(const char *dt, float rtol, float atol) {
+    char dir[256], m[2048];
+    snprintf(dir, sizeof dir, "build/tmp/test_cache_%s", dt);
+    char cmd[512];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    if (system(cmd)) {}
+    iv2_cache *c;
+    CHECK(iv2_cache_open(&c, dir, IV2_CACHE_RDWR) == 0, "open rw %s: %s", dt, iv2_errmsg());
+    meta(m, sizeof m, dt, 1, 0, 1, "a");
+    CHECK(iv2_cache_set_meta(c, m) == 0, "meta: %s", iv2_errmsg());
+    CHECK(fill(c, 0, 5, 1) == 0, "fill: %s", iv2_errmsg());
+    iv2_cache_close(c);
+
+    CHECK(iv2_cache_open(&c, dir, IV2_CACHE_RDONLY) == 0, "open ro: %s", iv2_errmsg());
+    CHECK(iv2_cache_count_views(c) == 10, "views %lld", (long long)iv2_cache_count_views(c));
+    CHECK(iv2_cache_n_targets(c) == 3, "targets");
+    int tb = iv2_cache_find_target(c, "clip_b5");
+    CHECK(tb == 0 && iv2_cache_target_at(c, 0)->tokens == 9, "target lookup");
+    float got[9 * 24], want[9 * 24];
+    iv2_cache_key k = {3, 1};
+    for (int t = 0; t < 3; t++) {
+        CHECK(iv2_cache_read_rows(c, k, t, NULL, 0, got) == 0, "read: %s", iv2_errmsg());
+        for (int i = 0; i < TOK[t] * DIM[t]; i++) want[i] = val(3, 1, t, i);
+        const iv2_cache_target *tg = iv2_cache_target_at(c, t);
+        if (tg->dtype == IV2_F32) {
+            CHECK(memcmp(got, want, sizeof(float) * TOK[t] * DIM[t]) == 0, "%s fp32 not bit-exact", tg->name);
+        } else if (tg->dtype == IV2_I8) {
+            /* naive quantiser as the oracle, then error bound of half a step */
+            for (int r = 0; r < TOK[t]; r++) {
+                float mx = 0;
+                for (int j = 0; j < DIM[t]; j++) mx = fmaxf(mx, fabsf(want[r * DIM[t] + j]));
+                for (int j = 0; j < DIM[t]; j++) {
+                    float q = mx > 0 ? roundf(want[r * DIM[t] + j] / (mx / 127)) * (mx / 127) : 0;
+                    CHECK(fabsf(got[r * DIM[t] + j] - q) <= 1e-6f * mx, "int8 %s [%d][%d] %g vs %g", tg->name, r, j, got[r * DIM[t] + j], q);
+                    CHECK(fabsf(got[r * DIM[t] + j] - want[r * DIM[t] + j]) <= 0.5f * mx / 127 * 1.0001f, "int8 err");
+                }
+            }
+        } else {
+            t_allclose(tg->name, got, want, (size_t)TOK[t] * DIM[t], rtol, atol);
+        }
+    }
+    /* selected rows equal the same rows of the full read */
+    int32_t rows[3] = {7, 0, 4};
+    float sel[3 * 24];
+    CHECK(iv2_cache_read_rows(c, k, 0, NULL, 0, got) == 0, "read");
+    CHECK(iv2_cache_read_rows(c, k, 0, rows, 3, sel) == 0, "read rows");
+    for (int i = 0; i < 3; i++) CHECK(memcmp(sel + i * 24, got + rows[i] * 24, 24 * 4) == 0, "row %d", rows[i]);
+    int32_t bad = 9;
+    CHECK(iv2_cache_read_rows(c, k, 0, &bad, 1, sel) == -1 && strstr(iv2_errmsg(), "out of range"), "bounds: %s", iv2_errmsg());
+    iv2_cache_key nok = {99, 0};
+    CHECK(iv2_cache_read_rows(c, nok, 0, NULL, 0, got) == -1 && strstr(iv2_errmsg(), "row 99"), "missing: %s", iv2_errmsg());
+    /* view record */
+    iv2_cache_view v;
+    uint8_t fr[NSTU * SIZE * SIZE * 3];
+    CHECK(iv2_cache_read_view(c, k, &v, fr) == 0, "view: %s", iv2_errmsg());
+    CHECK(v.row == 3 && v.view == 1 && v.flip == 1 && v.frame[2] == 5 && v.n_student == NSTU, "view header");
+    CHECK(fr[10] == (uint8_t)(3 * 3 + 1 + 10), "frames");
+    iv2_cache_verify_report rep;
+    CHECK(iv2_cache_verify(c, &rep, stderr) == 0 && rep.views == 10 && rep.bad == 0, "verify");
+    iv2_cache_close(c);
+}
+
+int main(void) {
+    iv2_set_quiet(1);
+    if (system("mkdir -p build/tmp")) {}
+    check_roundtrip("fp32", 0, 0);
+    check_roundtrip("bf16", 1.0f / 256, 1e-30f);
+    check_roundtrip("fp16", 1.0f / 2048, 1e-4f);
+    check_roundtrip("int8", 0, 0);
+
+    /* verify finds a byte flipped inside a stored value (on disk, behind LMDB's back) */
+    {
+        FILE *fp = fopen("build/tmp/test_cache_fp32/data.mdb", "r+b");
+        CHECK(fp != NULL, "data.mdb");
+        if (fp) {
+            fseek(fp, 0, SEEK_END);
+            long sz = ftell(fp);
+            unsigned char *d = malloc((size_t)sz);
+            fseek(fp, 0, SEEK_SET);
+            CHECK(fread(d, 1, (size_t)sz, fp) == (size_t)sz, "read data.mdb");
+            float pat[4];
+            for (int i = 0; i < 4; i++) pat[i] = val(2, 1, 0, 100 + i);   /* row 2 view 1, clip_b5 */
+            unsigned char *hit = memmem(d, (size_t)sz, pat, sizeof pat);
+            CHECK(hit != NULL, "value bytes found in data.mdb");
+            if (hit) {
+                fseek(fp, (long)(hit - d) + 5, SEEK_SET);
+                fputc(hit[5] ^ 0x40, fp);
+            }
+            fclose(fp);
+            free(d);
+            iv2_cache *cc;
+            iv2_cache_verify_report rr;
+            CHECK(iv2_cache_open(&cc, "build/tmp/test_cache_fp32", IV2_CACHE_RDONLY) == 0, "reopen");
+            FILE *devnull = fopen("/dev/null", "w");
+            CHECK(iv2_cache_verify(cc, &rr, devnull) == 1 && rr.bad == 1, "verify found %lld bad", (long long)rr.bad);
+            fclose(devnull);
+            iv2_cache_close(cc);
+        }
+    }
+
+    /* value checksum catches a flipped byte */
+    iv2_cache_target t = {"x", "internvit", "block", 0, 3, 5, IV2_BF16, "l2"};
+    float src[15];
+    for (int i = 0; i < 15; i++) src[i] = (float)i / 7;
+    uint8_t buf[IV2_CACHE_VALUE_HDR + 30];
+    iv2_cache_encode_value(&t, src, buf);
+    CHECK(iv2_cache_check_value(&t, buf, sizeof buf) == 0, "clean value");
+    buf[IV2_CACHE_VALUE_HDR + 7] ^= 1;
+    CHECK(iv2_cache_check_value(&t, buf, sizeof buf) == -1 && strstr(iv2_errmsg(), "checksum"), "flip: %s", iv2_errmsg());
+    CHECK(iv2_cache_check_value(&t, buf, sizeof buf - 1) == -1, "short value");
+
+    /* refusal on changed settings names the field; free fields may differ */
+    char m[2048];
+    iv2_cache *c;
+    CHECK(iv2_cache_open(&c, "build/tmp/test_cache_bf16", IV2_CACHE_RDWR) == 0, "reopen");
+    meta(m, sizeof m, "bf16", 2, 0, 1, "a");
+    CHECK(iv2_cache_set_meta(c, m) == -1 && strstr(iv2_errmsg(), "seed is 2 here, 1 in the cache"), "seed: %s", iv2_errmsg());
+    meta(m, sizeof m, "fp16", 1, 0, 1, "a");
+    CHECK(iv2_cache_set_meta(c, m) == -1 && strstr(iv2_errmsg(), "targets[0].dtype is \"fp16\" here"), "dtype: %s", iv2_errmsg());
+    meta(m, sizeof m, "bf16", 1, 1, 2, "a");
+    CHECK(iv2_cache_set_meta(c, m) == -1 && strstr(iv2_errmsg(), "shard.k"), "shard: %s", iv2_errmsg());
+    meta(m, sizeof m, "bf16", 1, 0, 1, "b");
+    CHECK(iv2_cache_set_meta(c, m) == 0, "tool_version is free: %s", iv2_errmsg());
+    /* a rerun skips what is stored (content unchanged) */
+    iv2_cache_verify_report r0, r1;
+    iv2_cache_verify(c, &r0, NULL);
+    CHECK(fill(c, 0, 5, 1) == 0, "refill");
+    iv2_cache_verify(c, &r1, NULL);
+    CHECK(r0.digest == r1.digest && r1.views == 10, "rerun changed content");
+    iv2_cache_close(c);
+
+    /* map limit: a map that may not grow fails clearly and keeps the cache valid */
+    if (system("rm -rf build/tmp/test_cache_full")) {}
+    setenv("IV2_CACHE_MAX_MAP", "1048576", 1);
+    CHECK(iv2_cache_open(&c, "build/tmp/test_cache_full", IV2_CACHE_RDWR) == 0, "open full");
+    meta(m, sizeof m, "fp32", 1, 0, 1, "a");
+    CHECK(iv2_cache_set_meta(c, m) == 0, "meta");
+    int rc = 0;
+    int64_t r;
+    for (r = 0; r < 2000 && rc == 0; r++) rc = fill(c, r, r + 1, 1);
+    CHECK(rc == -1 && strstr(iv2_errmsg(), "is full"), "map full: rc %d %s", rc, iv2_errmsg());
+    iv2_cache_close(c);
+    unsetenv("IV2_CACHE_MAX_MAP");
+    CHECK(iv2_cache_open(&c, "build/tmp/test_cache_full", IV2_CACHE_RDONLY) == 0, "reopen full");
+    iv2_cache_verify_report rf;
+    CHECK(iv2_cache_verify(c, &rf, stderr) == 0 && rf.views == 2 * (r - 1) && rf.views > 0, "full cache verify views %lld r %lld", (long long)rf.views, (long long)r);
+    iv2_cache_close(c);
+    /* without the limit it grows past 1 MiB */
+    CHECK(iv2_cache_open(&c, "build/tmp/test_cache_full", IV2_CACHE_RDWR) == 0, "reopen rw");
+    CHECK(fill(c, r, r + 40, 1) == 0, "grow: %s", iv2_errmsg());
+    iv2_cache_close(c);
+
+    /* shards + merge equal one run */
+    if (system("rm -rf build/tmp/test_cache_s0 build/tmp/test_cache_s1 build/tmp/test_cache_all build/tmp/test_cache_m")) {}
+    iv2_cache *s0, *s1, *all, *mg;
+    meta(m, sizeof m, "bf16", 1, 0, 1, "a");
+    CHECK(iv2_cache_open(&all, "build/tmp/test_cache_all", IV2_CACHE_RDWR) == 0 && iv2_cache_set_meta(all, m) == 0, "all");
+    CHECK(iv2_cache_open(&mg, "build/tmp/test_cache_m", IV2_CACHE_RDWR) == 0 && iv2_cache_set_meta(mg, m) == 0, "m");
+    meta(m, sizeof m, "bf16", 1, 0, 2, "a");
+    CHECK(iv2_cache_open(&s0, "build/tmp/test_cache_s0", IV2_CACHE_RDWR) == 0 && iv2_cache_set_meta(s0, m) == 0, "s0");
+    meta(m, sizeof m, "bf16", 1, 1, 2, "a");
+    CHECK(iv2_cache_open(&s1, "build/tmp/test_cache_s1", IV2_CACHE_RDWR) == 0 && iv2_cache_set_meta(s1, m) == 0, "s1");
+    fill(all, 0, 7, 1);
+    fill(s0, 0, 7, 2);
+    fill(s1, 1, 7, 2);
+    int64_t er[1] = {9};
+    const char *reason[1] = {"no video stream"};
+    iv2_cache_put(all, NULL, 0, er, reason, 1);
+    iv2_cache_put(s1, NULL, 0, er, reason, 1);
+    iv2_cache_close(s0);
+    iv2_cache_close(s1);
+    iv2_cache_set set;
+    CHECK(iv2_cache_set_open(&set, "build/tmp/test_cache_s0,build/tmp/test_cache_s1") == 0, "set: %s", iv2_errmsg());
+    CHECK(set.n_views == 14 && set.n_shards == 2, "set views %lld", (long long)set.n_views);
+    float a[9 * 24], b[9 * 24];
+    iv2_cache_key k5 = {5, 0};
+    for (int64_t i = 0; i < set.n_views; i++)
+        if (set.view_key[i].row == 5 && set.view_key[i].view == 0) {
+            CHECK(iv2_cache_set_read_rows(&set, i, 0, NULL, 0, a) == 0, "set read");
+            CHECK(iv2_cache_read_rows(all, k5, 0, NULL, 0, b) == 0 && memcmp(a, b, sizeof a) == 0, "set value");
+        }
+    int64_t copied = 0, cp2 = 0;
+    CHECK(iv2_cache_merge_from(mg, set.shards[0], &copied) == 0, "merge 0: %s", iv2_errmsg());
+    CHECK(iv2_cache_merge_from(mg, set.shards[1], &cp2) == 0, "merge 1: %s", iv2_errmsg());
+    CHECK(copied + cp2 == 14, "copied %lld", (long long)(copied + cp2));
+    iv2_cache_set_close(&set);
+    iv2_cache_verify_report ra, rm;
+    CHECK(iv2_cache_verify(all, &ra, stderr) == 0 && iv2_cache_verify(mg, &rm, stderr) == 0, "verify");
+    CHECK(ra.digest == rm.digest && ra.errors == 1 && rm.errors == 1, "merge digest %llx vs %llx",
+          (unsigned long long)ra.digest, (unsigned long long)rm.digest);
+    /* a shard set refuses caches with other settings */
+    CHECK(iv2_cache_set_open(&set, "build/tmp/test_cache_all,build/tmp/test_cache_fp16") == -1 && strstr(iv2_errmsg(), "dtype"), "set mismatch: %s", iv2_errmsg());
+    iv2_cache_close(all);
+    iv2_cache_close(mg);
+
+    /* read-only folder: reading works, writing is refused clearly */
+    if (geteuid() != 0) {
+        if (system("chmod -R a-w build/tmp/test_cache_m")) {}
+        CHECK(iv2_cache_open(&c, "build/tmp/test_cache_m", IV2_CACHE_RDONLY) == 0, "ro folder: %s", iv2_errmsg());
+        if (c) { CHECK(iv2_cache_count_views(c) == 14, "ro count"); iv2_cache_close(c); }
+        CHECK(iv2_cache_open(&c, "build/tmp/test_cache_m", IV2_CACHE_RDWR) == -1 && strstr(iv2_errmsg(), "not writable"), "rw on ro: %s", iv2_errmsg());
+        if (system("chmod -R u+w build/tmp/test_cache_m")) {}
+    }
+    CHECK(iv2_cache_open(&c, "build/tmp/nonexistent_cache", IV2_CACHE_RDONLY) == -1 && strstr(iv2_errmsg(), "no cache"), "absent");
+    return test_done();
+}

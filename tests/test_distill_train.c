@@ -1,0 +1,196 @@
+/* test_distill_train: the trainer end to end on a small synthetic cache: the loss falls; a run
+ * stopped and resumed reproduces the uninterrupted run bit for bit; eval; and the bad inputs
+ * (missing target, token grid mismatch, corrupt checkpoint, non-finite loss) fail clearly. */
+#include "testutil.h"
+#include "test_distill_synth.h"
+#include "safetensors.h"
+
+static const char *ROOT = "build/tmp/test_distill_train";
+
+static int run(const char *cache, const iv2_distill_config *c, const char *out, int resume, int64_t max_steps, iv2_trainer *keep) {
+    iv2_trainer t;
+    if (iv2_trainer_open(&t, cache, c, out, resume)) return -1;
+    int rc = iv2_trainer_run(&t, max_steps);
+    if (keep && !rc) { *keep = t; return 0; }
+    iv2_trainer_close(&t);
+    return rc;
+}
+
+/* losses of the "step" lines of a metrics file, by step */
+static int read_losses(const char *out, double *loss, int cap) {
+    char p[512];
+    snprintf(p, sizeof p, "%s/metrics.jsonl", out);
+    FILE *f = fopen(p, "r");
+    if (!f) return 0;
+    char line[8192];
+    int n = 0;
+    while (fgets(line, sizeof line, f)) {
+        long long s;
+        char *a = strstr(line, "\"event\":\"step\""), *b = strstr(line, "\"step\":"), *l = strstr(line, "\"loss\":");
+        if (!a || !b || !l || sscanf(b + 7, "%lld", &s) != 1 || s < 0 || s >= cap) continue;
+        loss[s] = atof(l + 7);
+        if (s + 1 > n) n = (int)s + 1;
+    }
+    fclose(f);
+    return n;
+}
+
+static int same_tensors(const char *a, const char *b) {
+    iv2_st_file fa, fb;
+    if (iv2_st_open(&fa, a)) return 0;
+    if (iv2_st_open(&fb, b)) { iv2_st_close(&fa); return 0; }
+    int same = fa.n_tensors == fb.n_tensors && fa.n_tensors > 0;
+    for (int i = 0; same && i < fa.n_tensors; i++) {
+        iv2_st_tensor *x = &fa.tensors[i], *y = iv2_st_find(&fb, x->name);
+        same = y && y->nbytes == x->nbytes && !memcmp(x->data, y->data, x->nbytes);
+        if (!same) fprintf(stderr, "tensor %s differs\n", x->name);
+    }
+    iv2_st_close(&fa);
+    iv2_st_close(&fb);
+    return same;
+}
+
+int main(void) {
+    iv2_set_quiet(1);
+    char cache[256], cnan[256], a[256], b[256], d[256], path[512], p2[512];
+    (void)!system("mkdir -p build/tmp");
+    snprintf(cache, sizeof cache, "%s.cache", ROOT);
+    snprintf(cnan, sizeof cnan, "%s.nan", ROOT);
+    synth_spec sp = {.views = 20, .size = 56, .clip_dim = 32, .mae_dim = 24, .pool_dim = 16, .n_clip = 2, .n_mae = 2, .nan_view = -1};
+    CHECK(synth_cache(cache, &sp) == 0, "synthetic cache: %s", iv2_errmsg());
+    iv2_distill_config c;
+    synth_config(&c, &sp, 4);
+    c.eval_views = 4;
+    c.epochs = 3;   /* 16 train views / 4 = 4 steps per epoch: 12 steps */
+    c.ckpt_every = 4;
+
+    /* 1. the loss falls, eval runs */
+    snprintf(a, sizeof a, "%s.a", ROOT);
+    snprintf(path, sizeof path, "rm -rf %s.a %s.b %s.d", ROOT, ROOT, ROOT);
+    (void)!system(path);
+    iv2_trainer t;
+    CHECK(run(cache, &c, a, 0, 0, &t) == 0, "train: %s", iv2_errmsg());
+    double la[64] = {0}, lb[64] = {0};
+    int n = read_losses(a, la, 64);
+    CHECK(n == 12, "%d step lines", n);
+    double first = (la[0] + la[1] + la[2]) / 3, last = (la[n - 1] + la[n - 2] + la[n - 3]) / 3;
+    CHECK(last < 0.8 * first, "loss fell from %.4f to %.4f", first, last);
+    if (t.be) {
+        char *js = NULL;
+        CHECK(iv2_trainer_eval(&t, &js) == 0 && js && strstr(js, "\"clip_b1\"") && strstr(js, "\"mae_b0\"") &&
+              strstr(js, "\"clip_pool\"") && strstr(js, "\"views\":4"), "eval: %s %s", js ? js : "", iv2_errmsg());
+        free(js);
+        iv2_trainer_close(&t);
+    }
+    snprintf(path, sizeof path, "%s/ckpt_00000012.safetensors", a);
+    CHECK(access(path, R_OK) == 0, "final checkpoint");
+    snprintf(path, sizeof path, "%s/ckpt_00000004.safetensors", a);
+    CHECK(access(path, R_OK) != 0, "old checkpoints pruned to keep_ckpt = 2");
+
+    /* 2. stop at step 6, resume: identical losses and final weights */
+    snprintf(b, sizeof b, "%s.b", ROOT);
+    CHECK(run(cache, &c, b, 0, 6, NULL) == 0, "first half: %s", iv2_errmsg());
+    CHECK(run(cache, &c, b, 1, 0, NULL) == 0, "resumed half: %s", iv2_errmsg());
+    CHECK(read_losses(b, lb, 64) == 12, "resumed run has 12 steps");
+    int same = 1;
+    for (int i = 0; i < 12; i++) same &= la[i] == lb[i];
+    CHECK(same, "losses after resume equal the uninterrupted run");
+    snprintf(path, sizeof path, "%s/ckpt_00000012.safetensors", a);
+    snprintf(p2, sizeof p2, "%s/ckpt_00000012.safetensors", b);
+    CHECK(same_tensors(path, p2), "final weights and moments bit-identical");
+
+    /* 3. bad inputs */
+    snprintf(d, sizeof d, "%s.d", ROOT);
+    iv2_distill_config e = c;
+    e.clip_teacher[1] = 7;
+    CHECK(run(cache, &e, d, 0, 1, NULL) == -1 && strstr(iv2_errmsg(), "clip_b7"), "missing target: %s", iv2_errmsg());
+    e = c;
+    snprintf(e.student_json, sizeof e.student_json, "{\"img\": 84}");
+    CHECK(run(cache, &e, d, 0, 1, NULL) == -1 && strstr(iv2_errmsg(), "mismatch"), "grid mismatch: %s", iv2_errmsg());
+    /* corrupt the newest checkpoint of run b: one byte near the end (tensor data) */
+    FILE *f = fopen(p2, "r+b");
+    if (f) { fseek(f, -100, SEEK_END); int ch = fgetc(f); fseek(f, -100, SEEK_END); fputc(ch ^ 0x55, f); fclose(f); }
+    e = c; e.epochs = 4;
+    CHECK(run(cache, &e, b, 1, 0, NULL) == -1 && strstr(iv2_errmsg(), "corrupt"), "corrupt checkpoint: %s", iv2_errmsg());
+    /* non-finite loss: a NaN in a target; the run stops, the checkpoint before stays */
+    e = c; e.ckpt_every = 1; e.eval_views = 0;
+    {   /* a view of step 1's batch that step 0 does not use, so step 0 succeeds and checkpoints */
+        iv2_loader L;
+        iv2_batch b0, b1;
+        CHECK(iv2_loader_open(&L, cache, &e, 8, 56, 8, 16) == 0, "loader: %s", iv2_errmsg());
+        iv2_batch_alloc(&b0, &L, e.batch, L.nv);
+        iv2_batch_alloc(&b1, &L, e.batch, L.nv);
+        CHECK(iv2_loader_build(&L, 0, &b0) == 0 && iv2_loader_build(&L, 1, &b1) == 0, "build");
+        sp.nan_view = (int)b1.views[0];
+        for (int i = 0; i < e.batch; i++) CHECK(b0.views[i] != sp.nan_view, "distinct batches");
+        iv2_batch_free(&b0); iv2_batch_free(&b1);
+        iv2_loader_close(&L);
+    }
+    CHECK(synth_cache(cnan, &sp) == 0, "nan cache");
+    int rc = run(cnan, &e, d, 0, 0, NULL);
+    CHECK(rc == -1 && strstr(iv2_errmsg(), "not finite"), "NaN loss stops: %s", iv2_errmsg());
+    char latest[512];
+    int64_t st = -1;
+    CHECK(iv2_ckpt_latest(d, latest, sizeof latest, &st) == 0 && st == 1, "the checkpoint of step 1 remains (%lld)", (long long)st);
+    iv2_trainer t2;
+    CHECK(iv2_trainer_open(&t2, cnan, &e, d, 1) == 0 && t2.step == 1, "and it loads: %s", iv2_errmsg());
+    if (t2.be) iv2_trainer_close(&t2);
+
+    /* 4. the command line: train, plot, export, eval, a bad config */
+    if (access("bin/iv2-distill", X_OK) != 0) { printf("bin/iv2-distill not built: CLI part skipped\n"); return test_done(); }
+    char cfgp[256], cmd[2048], out[256], buf[4096];
+    snprintf(cfgp, sizeof cfgp, "%s.json", ROOT);
+    snprintf(out, sizeof out, "%s.cli", ROOT);
+    char *js = iv2_distill_config_to_json(&c);
+    FILE *cf = fopen(cfgp, "w");
+    if (cf) { fputs(js, cf); fclose(cf); }
+    free(js);
+    snprintf(cmd, sizeof cmd, "rm -rf %s && IV2_QUIET=1 bin/iv2-distill train --cache %s --config %s --out %s --max-steps 2 2>%s.err", out, cache, cfgp, out, ROOT);
+    CHECK(system(cmd) == 0, "cli train");
+    snprintf(cmd, sizeof cmd, "bin/iv2-distill plot --out %s", out);
+    CHECK(system(cmd) == 0, "cli plot");
+    snprintf(path, sizeof path, "%s/loss.png", out);
+    f = fopen(path, "rb");
+    size_t got = f ? fread(buf, 1, 8, f) : 0;
+    if (f) fclose(f);
+    CHECK(got == 8 && !memcmp(buf, "\x89PNG\r\n\x1a\n", 8), "loss.png written");
+    snprintf(cmd, sizeof cmd, "IV2_QUIET=1 bin/iv2-distill export --out %s --to %s/student.safetensors", out, out);
+    CHECK(system(cmd) == 0, "cli export");
+    snprintf(path, sizeof path, "%s/student.safetensors", out);
+    iv2_st_file sf;
+    if (iv2_st_open(&sf, path) == 0) {
+        int heads = 0;
+        for (int i = 0; i < sf.n_tensors; i++)
+            heads += !strncmp(sf.tensors[i].name, "clip_decoder", 12) || !strncmp(sf.tensors[i].name, "optim.", 6) ||
+                     strstr(sf.tensors[i].name, "_pos_embed") != NULL || !strncmp(sf.tensors[i].name, "final_clip", 10);
+        CHECK(heads == 0 && iv2_st_find(&sf, "blocks.0.attn.qkv.weight") && iv2_st_find(&sf, "clip_projector.cross_attn.q.weight") &&
+              iv2_st_find(&sf, "pos_embed"), "export holds the student only, official names");
+        iv2_st_close(&sf);
+        iv2_vit_config vc;
+        iv2_backend *be = iv2_cpu_backend_create(1);
+        iv2_vit *m = iv2_vit_config_from_file(path, NULL, &vc) == 0 ? iv2_vit_create(be, &vc) : NULL;
+        CHECK(m && iv2_vit_load(m, path) == 0, "export loads back: %s", iv2_errmsg());
+        iv2_vit_free(m);
+        be->destroy(be);
+    } else CHECK(0, "export: %s", iv2_errmsg());
+    snprintf(cmd, sizeof cmd, "IV2_QUIET=1 bin/iv2-distill eval --cache %s --out %s > %s/eval.json", cache, out, out);
+    CHECK(system(cmd) == 0, "cli eval");
+    snprintf(path, sizeof path, "%s/eval.json", out);
+    f = fopen(path, "r");
+    got = f ? fread(buf, 1, sizeof buf - 1, f) : 0;
+    if (f) fclose(f);
+    buf[got] = 0;
+    CHECK(strstr(buf, "\"clip_b1\"") && strstr(buf, "\"views\":20"), "eval output: %s", buf);
+    cf = fopen(cfgp, "w");
+    if (cf) { fputs("{\"batch\": 4, \"mask_typ\": \"tube\"}", cf); fclose(cf); }
+    snprintf(cmd, sizeof cmd, "bin/iv2-distill train --cache %s --config %s --out %s.bad 2>%s.err", cache, cfgp, ROOT, ROOT);
+    CHECK(system(cmd) != 0, "bad config fails");
+    snprintf(path, sizeof path, "%s.err", ROOT);
+    f = fopen(path, "r");
+    got = f ? fread(buf, 1, sizeof buf - 1, f) : 0;
+    if (f) fclose(f);
+    buf[got] = 0;
+    CHECK(strstr(buf, "mask_typ") && strstr(buf, "iv2-distill: error"), "the message names the key: %s", buf);
+    CHECK(system("bin/iv2-distill --help >/dev/null") == 0, "--help");
+    return test_done();
+}

@@ -1,0 +1,189 @@
+/* test_distill_units: config defaults and parsing, the LR schedule (hand formula of
+ * utils.cosine_scheduler), mask counts and the attention mask's inclusion frequencies against
+ * the exact law of sampling without replacement, AdamW + clipping against hand formulas, and
+ * the PNG writer's checksums (standard check values) and layout. */
+#include "testutil.h"
+#include "distill.h"
+#include "err.h"
+#include <stdint.h>
+
+static void test_config(void) {
+    iv2_distill_config c;
+    iv2_distill_config_default(&c);
+    CHECK(!strcmp(c.student, "iv2-1b") && c.n_clip == 6 && c.clip_teacher[0] == 42 && c.clip_student[5] == 39 &&
+          c.n_mae == 4 && c.mae_teacher[0] == 36 && c.mae_student[3] == 39, "default layers");
+    CHECK(c.batch == 4096 && c.epochs == 301 && c.base_lr == 1.5e-4f && c.beta2 == 0.98f && c.eps == 1e-6f &&
+          c.weight_decay == 0.05f && c.clip_grad == 3.0f && c.drop_path == 0.25f && c.mask_ratio == 0.8f, "defaults");
+    iv2_plan p;
+    CHECK(iv2_plan_make(&p, &c, 1100000) == 0, "plan");
+    CHECK(p.steps_per_epoch == 268 && p.total_steps == 268 * 301 && p.warmup_steps == 268 * 40, "steps %lld",
+          (long long)p.steps_per_epoch);
+    CHECK(fabsf(p.peak_lr - 2.4e-3f) < 1e-9f && fabsf(p.min_lr - 1.6e-4f) < 1e-9f, "lrs %g %g", p.peak_lr, p.min_lr);
+    CHECK(iv2_distill_config_parse(&c, "{\"batch\": 8, \"mask\": \"tube\", \"clip_layers\": [[5, 3]], \"steps\": 10,"
+                                       " \"warmup_steps\": 3, \"lr\": 0.001, \"min_lr\": 0.0001}", "t") == 0, "%s", iv2_errmsg());
+    CHECK(c.batch == 8 && c.mask == IV2_MASK_TUBE && c.n_clip == 1 && c.clip_teacher[0] == 5 && c.clip_student[0] == 3, "parsed");
+    CHECK(iv2_distill_config_parse(&c, "{\"bacth\": 8}", "run.json") == -1 && strstr(iv2_errmsg(), "bacth"), "unknown key named: %s", iv2_errmsg());
+    CHECK(iv2_distill_config_parse(&c, "{\"mask_ratio\": 1.5}", "run.json") == -1, "ratio range");
+    CHECK(iv2_distill_config_parse(&c, "{\"batch\": ", "run.json") == -1, "bad json");
+    /* round trip */
+    iv2_distill_config a, b;
+    iv2_distill_config_default(&a);
+    a.batch = 3; a.mask = IV2_MASK_RANDOM; a.n_mae = 1;
+    char *js = iv2_distill_config_to_json(&a);
+    iv2_distill_config_default(&b);
+    CHECK(iv2_distill_config_parse(&b, js, "rt") == 0 && b.batch == 3 && b.mask == IV2_MASK_RANDOM && b.n_mae == 1 &&
+          b.n_clip == 6, "round trip %s", js);
+    free(js);
+    /* schedule: 10 steps, 3 warmup, peak 0.001*8/256, min 0.0001*8/256 */
+    iv2_distill_config_parse(&c, "{\"batch\": 8, \"steps\": 10, \"warmup_steps\": 3, \"lr\": 0.001, \"min_lr\": 0.0001}", "t");
+    CHECK(iv2_plan_make(&p, &c, 100) == 0, "plan");
+    double pk = 0.001 * 8 / 256, mn = 0.0001 * 8 / 256;
+    double want[10];
+    for (int i = 0; i < 3; i++) want[i] = pk * i / 2.0;   /* np.linspace(0, pk, 3) */
+    for (int j = 0; j < 7; j++) want[3 + j] = mn + 0.5 * (pk - mn) * (1 + cos(M_PI * j / 7.0));
+    for (int i = 0; i < 10; i++) CHECK(fabs(iv2_lr_at(&p, i) - want[i]) < 1e-9, "lr[%d] %g want %g", i, iv2_lr_at(&p, i), want[i]);
+}
+
+static void test_masks(void) {
+    iv2_rng r;
+    iv2_rng_seed(&r, 5, 0, 0, 0);
+    CHECK(iv2_mask_keep(256, 0.8f) == 52 && iv2_mask_n_visible(IV2_MASK_ATTENTION, 8, 256, 0.8f) == 417, "recipe counts");
+    CHECK(iv2_mask_n_visible(IV2_MASK_RANDOM, 8, 256, 0.8f) == 1 + 2048 - 1638, "random count");
+    float attn[8 * 256];
+    for (int i = 0; i < 8 * 256; i++) attn[i] = (float)iv2_rng_uniform(&r);
+    int32_t vis[2049];
+    for (int t = 0; t < 3; t++) {
+        int n = iv2_mask_draw((iv2_mask_type)t, attn, 8, 256, 0.8f, &r, vis);
+        CHECK(n == iv2_mask_n_visible((iv2_mask_type)t, 8, 256, 0.8f), "type %d count %d", t, n);
+        CHECK(vis[0] == 0, "CLS visible");
+        int ok = 1;
+        for (int i = 1; i < n; i++) ok &= vis[i] > vis[i - 1] && vis[i] >= 1 && vis[i] <= 2048;
+        CHECK(ok, "type %d: sorted, unique, in range", t);
+        if (t != IV2_MASK_RANDOM) {   /* exactly 52 per frame */
+            int per[8] = {0};
+            for (int i = 1; i < n; i++) per[(vis[i] - 1) / 256]++;
+            for (int f = 0; f < 8; f++) CHECK(per[f] == 52, "type %d frame %d has %d", t, f, per[f]);
+        }
+        if (t == IV2_MASK_TUBE)
+            for (int i = 1; i <= 52; i++) CHECK(vis[i + 52 * 7] == vis[i] + 7 * 256, "tube repeats");
+    }
+    /* inclusion frequencies: 5 weights, keep 2, against the exact law of two draws without replacement */
+    const float w[5] = {0.5f, 0.25f, 0.125f, 0.1f, 0.025f};
+    double W = 0, exact[5] = {0};
+    for (int i = 0; i < 5; i++) W += w[i];
+    for (int i = 0; i < 5; i++) {
+        exact[i] = w[i] / W;
+        for (int j = 0; j < 5; j++) if (j != i) exact[i] += w[j] / W * w[i] / (W - w[j]);
+    }
+    int N = 200000, cnt[5] = {0};
+    int32_t v[3];
+    for (int s = 0; s < N; s++) {
+        iv2_rng_seed(&r, 11, (uint64_t)s, 0, 0);
+        iv2_mask_draw(IV2_MASK_ATTENTION, w, 1, 5, 0.6f, &r, v);   /* keep 5 - int(3) = 2 */
+        cnt[v[1] - 1]++; cnt[v[2] - 1]++;
+    }
+    for (int i = 0; i < 5; i++) {
+        double f = (double)cnt[i] / N, se = sqrt(exact[i] * (1 - exact[i]) / N);
+        CHECK(fabs(f - exact[i]) < 5 * se, "patch %d drawn %.4f, exact %.4f", i, f, exact[i]);
+    }
+    /* zero weights are only taken when nothing else is left */
+    const float z[4] = {0, 1, 0, 1};
+    iv2_mask_draw(IV2_MASK_ATTENTION, z, 1, 4, 0.5f, &r, v);
+    CHECK(v[1] == 2 && v[2] == 4, "zero-weight patches skipped (%d %d)", v[1], v[2]);
+}
+
+static void test_optim(void) {
+    iv2_backend *be = iv2_cpu_backend_create(1);
+    float *p = be->alloc(be, 5 * sizeof(float)), *g = be->alloc(be, 5 * sizeof(float));
+    iv2_dparam tab[2] = {{.name = "w", .ndim = 2, .shape = {2, 2}, .off = 0, .n = 4, .no_wd = 0},
+                         {.name = "b", .ndim = 1, .shape = {1}, .off = 4, .n = 1, .no_wd = 1}};
+    float p0[5] = {0.5f, -1, 2, 0.25f, 1}, g0[5] = {3, -4, 0, 12, 1};
+    memcpy(p, p0, sizeof p0);
+    iv2_optim o;
+    iv2_optim_init(&o, be);
+    iv2_optim_add(&o, p, g, 5, tab, 2);
+    iv2_distill_config c;
+    iv2_distill_config_default(&c);
+    double m[5] = {0}, v[5] = {0}, q[5];
+    for (int i = 0; i < 5; i++) q[i] = p0[i];
+    for (int t = 1; t <= 3; t++) {
+        for (int i = 0; i < 5; i++) g[i] = g0[i] * t;
+        double norm = iv2_optim_grad_norm(&o), want = 0;
+        for (int i = 0; i < 5; i++) want += (double)g0[i] * t * g0[i] * t;
+        want = sqrt(want);
+        CHECK(fabs(norm - want) < 1e-4 * want, "grad norm %g want %g", norm, want);
+        float coef = iv2_clip_coef(norm, 3.0f);
+        CHECK(fabs(coef - 3.0 / (want + 1e-6)) < 1e-6, "clip coef");
+        float lr = 0.01f * t;
+        iv2_optim_step(&o, lr, &c, t, coef);
+        for (int i = 0; i < 5; i++) {   /* decoupled decay, bias-corrected moments */
+            double gi = g0[i] * t * coef, wd = i < 4 ? 0.05 : 0.0;
+            m[i] = 0.9 * m[i] + 0.1 * gi;
+            v[i] = 0.98 * v[i] + 0.02 * gi * gi;
+            double mh = m[i] / (1 - pow(0.9, t)), vh = v[i] / (1 - pow(0.98, t));
+            q[i] = q[i] * (1 - lr * wd) - lr * mh / (sqrt(vh) + 1e-6);
+        }
+        for (int i = 0; i < 5; i++) CHECK(fabs(p[i] - q[i]) < 1e-5, "step %d param %d: %g want %g", t, i, p[i], q[i]);
+    }
+    CHECK(iv2_clip_coef(1.0, 3.0f) == 1.0f && iv2_clip_coef(100, 0) == 1.0f, "no clipping below the limit / when off");
+    iv2_optim_free(&o);
+    be->free(be, p); be->free(be, g);
+    be->destroy(be);
+}
+
+static void test_png(void) {
+    CHECK(iv2_crc32((const uint8_t *)"123456789", 9, 0) == 0xCBF43926u, "crc32 check value");
+    CHECK(iv2_adler32((const uint8_t *)"Wikipedia", 9) == 0x11E60398u, "adler32 check value");
+    int w = 300, h = 250;   /* > 65535 bytes of scanlines: several stored blocks */
+    uint8_t *rgb = malloc((size_t)w * h * 3);
+    for (int i = 0; i < w * h * 3; i++) rgb[i] = (uint8_t)(i * 7);
+    const char *path = "build/tmp/test_distill_units.png";
+    (void)!system("mkdir -p build/tmp");
+    CHECK(iv2_png_write(path, rgb, w, h) == 0, "%s", iv2_errmsg());
+    FILE *f = fopen(path, "rb");
+    uint8_t *buf = malloc(1 << 20);
+    size_t n = f ? fread(buf, 1, 1 << 20, f) : 0;
+    if (f) fclose(f);
+    CHECK(n > 8 && !memcmp(buf, "\x89PNG\r\n\x1a\n", 8), "signature");
+    /* walk the chunks: lengths, CRCs, and decode the stored blocks back to the pixels */
+    size_t off = 8, zn = 0;
+    uint8_t *z = malloc(1 << 20);
+    int chunks = 0, crc_ok = 1;
+    while (off + 12 <= n) {
+        uint32_t len = (uint32_t)buf[off] << 24 | buf[off + 1] << 16 | buf[off + 2] << 8 | buf[off + 3];
+        uint32_t crc = (uint32_t)buf[off + 8 + len] << 24 | buf[off + 9 + len] << 16 | buf[off + 10 + len] << 8 | buf[off + 11 + len];
+        crc_ok &= iv2_crc32(buf + off + 4, len + 4, 0) == crc;
+        if (!memcmp(buf + off + 4, "IDAT", 4)) { memcpy(z + zn, buf + off + 8, len); zn += len; }
+        off += 12 + len;
+        chunks++;
+    }
+    CHECK(chunks == 3 && off == n && crc_ok, "3 chunks with good CRCs");
+    size_t raw_n = (size_t)(w * 3 + 1) * h, q = 2, rn = 0;
+    uint8_t *raw = malloc(raw_n + 70000);
+    int final = 0;
+    CHECK(z[0] == 0x78 && (z[0] * 256 + z[1]) % 31 == 0, "zlib header");
+    while (!final && q + 5 <= zn) {
+        final = z[q] & 1;
+        CHECK((z[q] & 6) == 0, "stored block");
+        size_t len = z[q + 1] | z[q + 2] << 8, nlen = z[q + 3] | z[q + 4] << 8;
+        CHECK((len ^ nlen) == 0xffff, "LEN/NLEN");
+        memcpy(raw + rn, z + q + 5, len);
+        rn += len; q += 5 + len;
+    }
+    CHECK(rn == raw_n, "inflated %zu bytes want %zu", rn, raw_n);
+    uint32_t ad = (uint32_t)z[q] << 24 | z[q + 1] << 16 | z[q + 2] << 8 | z[q + 3];
+    CHECK(ad == iv2_adler32(raw, raw_n), "adler32 trailer");
+    int same = 1;
+    for (int y = 0; y < h; y++) same &= raw[y * (w * 3 + 1)] == 0 && !memcmp(raw + y * (w * 3 + 1) + 1, rgb + y * w * 3, (size_t)w * 3);
+    CHECK(same, "pixels round trip");
+    free(raw); free(z); free(buf); free(rgb);
+}
+
+int main(void) {
+    iv2_set_quiet(1);
+    test_config();
+    test_masks();
+    test_optim();
+    test_png();
+    return test_done();
+}

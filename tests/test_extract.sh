@@ -1,0 +1,150 @@
+#!/bin/sh
+# test_extract.sh: iv2-extract and iv2-cache end to end through the CLI, with tiny random
+# teachers (img 112) over videos made here with the ffmpeg CLI.
+#   - a rerun skips everything and changes nothing (content digest of iv2-cache verify);
+#   - kill -9 inside write transactions (IV2_CACHE_CRASH_AT) and at a random moment: the cache
+#     verifies after each kill, and the resumed cache equals the uninterrupted one (digest and
+#     export-view files);
+#   - --shard 0/2 + 1/2, then iv2-cache merge: equals one run;
+#   - bad rows (missing, corrupt, no video stream, span out of range) land in errors, exactly
+#     those rows, and the run completes;
+#   - changed settings are refused naming the setting;
+#   - a map that may not grow / a full tmpfs: clear error, cache still valid, resume completes;
+#   - a read-only cache folder: readable, writing refused.
+set -u
+cd "$(dirname "$0")/.." || exit 1
+command -v ffmpeg >/dev/null 2>&1 || { echo "skipped: no ffmpeg CLI"; exit 77; }
+for b in bin/iv2-extract bin/iv2-cache; do [ -x $b ] || { echo "$b missing (run make)"; exit 1; }; done
+T=build/tmp/test_extract
+rm -rf $T
+mkdir -p $T
+export IV2_QUIET=1 OMP_NUM_THREADS=1
+fails=0
+check() { # check "what" command...
+    what=$1; shift
+    if "$@"; then :; else echo "FAIL: $what"; fails=$((fails + 1)); fi
+}
+IVIT='internvit=preset:internvit-tiny:1:{"img":112}'
+MAE='videomae=preset:videomae-tiny:2:{"img":112}'
+X() { ./bin/iv2-extract --teacher "$IVIT" --teacher "$MAE" --compute-threads 1 --threads 2 --views 2 --seed 7 "$@"; }
+digest() { ./bin/iv2-cache verify "$1" 2>/dev/null | sed -n 's/.*digest \([0-9a-f]*\).*/\1/p'; }
+
+# videos: small sizes, 1-3 s, different rates
+ffmpeg -v error -y -f lavfi -i testsrc=size=64x48:rate=25:duration=2 -pix_fmt yuv420p $T/v0.mp4 || exit 1
+ffmpeg -v error -y -f lavfi -i testsrc2=size=320x240:rate=30:duration=1 -pix_fmt yuv420p $T/v1.mp4 || exit 1
+ffmpeg -v error -y -f lavfi -i mandelbrot=size=160x120:rate=24 -t 3 -pix_fmt yuv420p $T/v2.mkv || exit 1
+ffmpeg -v error -y -f lavfi -i sine=duration=1 $T/audio.m4a || exit 1
+head -c 30000 /dev/urandom > $T/corrupt.mp4
+cat > $T/good.jsonl <<EOF
+{"video":"v0.mp4"}
+{"video":"v1.mp4","start":0.2,"end":0.9}
+{"video":"v2.mkv","source":"ssv2"}
+{"video":"v2.mkv","start":1.0,"end":2.5}
+EOF
+cat > $T/bad.jsonl <<EOF
+{"video":"v0.mp4"}
+{"video":"missing.mp4"}
+{"video":"corrupt.mp4"}
+{"video":"audio.m4a"}
+{"video":"v0.mp4","start":10,"end":12}
+{"video":"v1.mp4"}
+EOF
+
+# ---- the uninterrupted run, and a rerun that skips everything
+out=$(X --manifest $T/good.jsonl --cache $T/ref --metrics $T/ref.jsonl) || { echo "FAIL: reference run"; exit 1; }
+check "summary: $out" expr "$out" : 'rows done 4, failed 0, skipped 0; views 8;' >/dev/null
+D=$(digest $T/ref)
+check "reference verifies" test -n "$D"
+check "metrics summary line" grep -q '"event":"summary"' $T/ref.jsonl
+out=$(X --manifest $T/good.jsonl --cache $T/ref) || echo "FAIL: rerun"
+check "rerun skips: $out" expr "$out" : 'rows done 0, failed 0, skipped 4; views 0;' >/dev/null
+check "rerun keeps content" test "$(digest $T/ref)" = "$D"
+
+# ---- kill -9 inside transactions at several points, then at a random moment; resume
+for n in 3 30 61; do
+    IV2_CACHE_CRASH_AT=$n X --batch 2 --manifest $T/good.jsonl --cache $T/kill >/dev/null 2>&1
+    rc=$?
+    check "crash at put $n killed the run (rc $rc)" test $rc -eq 137
+    check "cache verifies after kill at put $n" ./bin/iv2-cache verify $T/kill >/dev/null
+done
+X --batch 1 --manifest $T/good.jsonl --cache $T/kill >/dev/null 2>&1 &
+pid=$!
+sleep 0.7
+kill -9 $pid 2>/dev/null
+wait $pid 2>/dev/null
+check "cache verifies after a timed kill -9" ./bin/iv2-cache verify $T/kill >/dev/null
+X --manifest $T/good.jsonl --cache $T/kill >/dev/null || echo "FAIL: resume"
+check "resumed cache equals the uninterrupted one" test "$(digest $T/kill)" = "$D"
+./bin/iv2-cache export-view $T/ref 2 1 --out $T/e_ref >/dev/null && ./bin/iv2-cache export-view $T/kill 2 1 --out $T/e_kill >/dev/null
+check "export-view of resumed = uninterrupted" cmp -s $T/e_ref.safetensors $T/e_kill.safetensors
+check "export-view frames" cmp -s $T/e_ref_f7.ppm $T/e_kill_f7.ppm
+check "export-view ppm header" sh -c "head -c 2 $T/e_ref_f0.ppm | grep -q P6"
+
+# ---- shards then merge
+X --shard 0/2 --manifest $T/good.jsonl --cache $T/s0 >/dev/null || echo "FAIL: shard 0"
+X --shard 1/2 --manifest $T/good.jsonl --cache $T/s1 >/dev/null || echo "FAIL: shard 1"
+check "shard 0 has rows 0 and 2" sh -c "./bin/iv2-cache verify $T/s0 | grep -q '^views 4,'"
+./bin/iv2-cache merge $T/m $T/s0 $T/s1 >/dev/null || echo "FAIL: merge"
+check "merged shards equal one run" test "$(digest $T/m)" = "$D"
+
+# ---- bad rows: exactly those in errors, the rest done
+out=$(X --manifest $T/bad.jsonl --cache $T/bad 2>/dev/null) || echo "FAIL: run with bad rows"
+check "bad rows summary: $out" expr "$out" : 'rows done 2, failed 4, skipped 0; views 4;' >/dev/null
+rows=$(./bin/iv2-cache info $T/bad | sed -n 's/^  row \([0-9]*\): .*/\1/p' | tr '\n' ' ')
+check "errors are rows 1-4 (got '$rows')" test "$rows" = "1 2 3 4 "
+check "reasons name the problem" sh -c "./bin/iv2-cache info $T/bad | grep -q 'row 3: .*no video stream'"
+out=$(X --manifest $T/bad.jsonl --cache $T/bad)
+check "failed rows are skipped on rerun: $out" expr "$out" : 'rows done 0, failed 0, skipped 6;' >/dev/null
+
+# ---- changed settings are refused, naming the setting
+err=$(X --manifest $T/good.jsonl --cache $T/ref --dtype fp16 2>&1 >/dev/null)
+check "dtype refused: $err" sh -c "echo '$err' | grep -q 'targets\[0\].dtype is \"fp16\" here, \"bf16\" in the cache'"
+err=$(X --manifest $T/good.jsonl --cache $T/ref --seed 8 2>&1 >/dev/null)
+check "seed refused: $err" sh -c "echo '$err' | grep -q 'seed is 8 here, 7 in the cache'"
+err=$(./bin/iv2-extract --teacher 'internvit=preset:internvit-tiny:5:{"img":112}' --teacher "$MAE" --views 2 --seed 7 --manifest $T/good.jsonl --cache $T/ref 2>&1 >/dev/null)
+check "teacher refused: $err" sh -c "echo '$err' | grep -q 'teachers.internvit.weights'"
+cp $T/good.jsonl $T/good2.jsonl; echo '{"video":"v0.mp4","start":0.5}' >> $T/good2.jsonl
+err=$(X --manifest $T/good2.jsonl --cache $T/ref 2>&1 >/dev/null)
+check "other manifest refused: $err" sh -c "echo '$err' | grep -q 'manifest_sha256'"
+check "refusals left the cache alone" test "$(digest $T/ref)" = "$D"
+
+# ---- a map that may not grow: clear error, valid cache, resume completes
+err=$(IV2_CACHE_MAX_MAP=3000000 X --batch 1 --manifest $T/good.jsonl --cache $T/full 2>&1 >/dev/null)
+rc=$?
+check "map limit fails the run (rc $rc): $err" sh -c "test $rc -ne 0 && echo '$err' | grep -q 'is full'"
+check "full cache verifies" ./bin/iv2-cache verify $T/full >/dev/null
+X --manifest $T/good.jsonl --cache $T/full >/dev/null || echo "FAIL: resume after full"
+check "grown cache equals the uninterrupted one" test "$(digest $T/full)" = "$D"
+
+# ---- a full disk (small tmpfs) and a read-only folder, in a private mount namespace
+if unshare -m true 2>/dev/null && unshare -m sh -c "mkdir -p $T/mnt && mount -t tmpfs -o size=64k tmpfs $T/mnt" 2>/dev/null; then
+    export T IVIT MAE
+    unshare -m sh -c '
+        X() { ./bin/iv2-extract --teacher "$IVIT" --teacher "$MAE" --compute-threads 1 --threads 2 --views 2 --seed 7 "$@"; }
+        mkdir -p $T/tmpfs $T/ro
+        mount -t tmpfs -o size=2500k tmpfs $T/tmpfs || exit 2
+        err=$(X --batch 1 --manifest $T/good.jsonl --cache $T/tmpfs/c 2>&1 >/dev/null) && { echo "FAIL: full disk did not fail"; exit 1; }
+        echo "$err" | grep -q "disk full\|No space\|is full" || { echo "FAIL: full disk message: $err"; exit 1; }
+        ./bin/iv2-cache verify $T/tmpfs/c >/dev/null || { echo "FAIL: cache on a full disk does not verify"; exit 1; }
+        mount --bind $T/ref $T/ro && mount -o remount,ro,bind $T/ro || exit 2
+        ./bin/iv2-cache verify $T/ro | grep -q "^views 8," || { echo "FAIL: read-only folder not readable"; exit 1; }
+        err=$(X --manifest $T/good.jsonl --cache $T/ro 2>&1 >/dev/null) && { echo "FAIL: write to a read-only folder"; exit 1; }
+        echo "$err" | grep -q "not writable" || { echo "FAIL: read-only message: $err"; exit 1; }
+        exit 0'
+    rc=$?
+    [ $rc -eq 2 ] && echo "note: mounts unavailable, tmpfs/read-only parts skipped"
+    [ $rc -eq 1 ] && fails=$((fails + 1))
+elif [ "$(id -u)" != 0 ]; then
+    chmod -R a-w $T/ref
+    check "read-only folder readable" sh -c "./bin/iv2-cache verify $T/ref | grep -q '^views 8,'"
+    err=$(X --manifest $T/good.jsonl --cache $T/ref 2>&1 >/dev/null)
+    rc=$?
+    check "write to read-only folder refused: $err" sh -c "test $rc -ne 0 && echo '$err' | grep -q 'not writable'"
+    chmod -R u+w $T/ref
+else
+    echo "note: no mount namespace and running as root: read-only/tmpfs parts skipped"
+fi
+
+[ $fails -eq 0 ] || { echo "$fails checks failed"; exit 1; }
+rm -rf $T
+echo "ok"

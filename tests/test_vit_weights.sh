@@ -1,0 +1,47 @@
+#!/bin/sh
+# iv2-weights: init is deterministic and loads back as its preset; info lists the tensors and
+# names what does not fit another model; plan prints the documented sizes; bad input fails
+# with a one-line reason.
+cd "$(dirname "$0")/.." || exit 1
+W=bin/iv2-weights
+[ -x $W ] || { echo "skipped: $W not built"; exit 77; }
+d=$(mktemp -d) || exit 1
+trap 'rm -rf "$d"' EXIT
+fail() { echo "FAIL: $*"; exit 1; }
+
+$W --help | grep -q "iv2-weights init" || fail "--help"
+$W init --preset iv2-tiny --seed 7 -o "$d/a.safetensors" >/dev/null || fail "init"
+$W init --preset iv2-tiny --seed 7 -o "$d/b.safetensors" >/dev/null || fail "init again"
+cmp -s "$d/a.safetensors" "$d/b.safetensors" || fail "same seed, different files"
+$W init --preset iv2-tiny --seed 8 -o "$d/c.safetensors" >/dev/null || fail "init seed 8"
+cmp -s "$d/a.safetensors" "$d/c.safetensors" && fail "seed ignored"
+
+out=$($W info "$d/a.safetensors") || fail "info: $out"
+echo "$out" | grep -q "blocks.5.attn.q_norm.weight  *F32  *\[96\]" || fail "info lists tensors: $out"
+echo "$out" | grep -q "parameters 964736" || fail "info parameter count"
+echo "$out" | grep -q "loads as iv2-tiny" || fail "info load check"
+
+# a bf16 VideoMAE with a config override; loading it as the student names the tensors
+$W init --preset videomae-tiny --config '{"depth": 2}' --dtype bf16 -o "$d/v.safetensors" >/dev/null || fail "init bf16"
+$W info "$d/v.safetensors" | grep -q "encoder.blocks.1.attn.v_bias  *BF16" || fail "bf16 listing"
+err=$($W info "$d/v.safetensors" --model iv2-tiny 2>&1) && fail "wrong model accepted"
+echo "$err" | grep -q "missing tensors: 'cls_token'" || fail "missing named: $err"
+echo "$err" | grep -q "unexpected tensors: 'encoder.blocks" || fail "unexpected named: $err"
+
+# documented sizes (teachers.md §5): InternViT-6B + clip_projector 5.936 G params = 22.11 GiB fp32
+$W plan --preset internvit-6b | grep -q "weights 22.11 GiB" || fail "plan internvit-6b"
+$W plan --preset videomae-g | grep -q "weights 3.77 GiB" || fail "plan videomae-g"
+
+# bad input: one line, non-zero
+err=$($W init --preset nope -o "$d/x.safetensors" 2>&1) && fail "unknown preset accepted"
+echo "$err" | grep -q "unknown model preset 'nope'" || fail "unknown preset message: $err"
+err=$($W init --preset iv2-tiny --config '{"heads": 7}' -o "$d/x.safetensors" 2>&1) && fail "bad config accepted"
+echo "$err" | grep -q "heads" || fail "bad config message: $err"
+printf 'garbage' > "$d/g.safetensors"
+err=$($W info "$d/g.safetensors" 2>&1) && fail "garbage accepted"
+[ "$(echo "$err" | wc -l)" -eq 1 ] || fail "one-line error: $err"
+err=$($W convert "$d/none.pth" -o "$d/x.safetensors" --model videomae 2>&1) && fail "missing .pth accepted"
+echo "$err" | grep -q "none.pth" || fail "convert error names the file: $err"
+$W frobnicate >/dev/null 2>&1 && fail "unknown command accepted"
+echo "ok"
+exit 0
