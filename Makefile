@@ -133,5 +133,8 @@ gpu-tests: all $(GPU_BIN)
 demo: all
 	@sh tests/demo.sh
 
+fuzz: build/libiv2.a
+	@sh tests/fuzz/build.sh
+
 clean:
 	rm -rf build bin

@@ -25,6 +25,9 @@ check_cmd ffmpeg ffmpeg          # the demo corpus and the decoder oracle in tes
 check_cmd ffprobe ffmpeg
 check_cmd valgrind valgrind      # leak checks in the suite
 check_cmd mdb_stat lmdb-utils    # cache inspection in tests
+check_cmd clang clang            # the fuzzers (libFuzzer) in tests/fuzz
+[ -e /usr/lib/llvm-14/lib/clang/14.0.6/lib/linux/libclang_rt.fuzzer-x86_64.a ] || \
+  ls /usr/lib/llvm-*/lib/clang/*/lib/linux/libclang_rt.fuzzer-x86_64.a >/dev/null 2>&1 || need="$need libclang-rt-14-dev"
 [ -z "$need" ] && exit 0
 # de-duplicate
 need=$(echo $need | tr ' ' '\n' | sort -u | tr '\n' ' ')

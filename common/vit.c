@@ -275,7 +275,8 @@ static void embed(iv2_vit *m, vit_arena *a, const uint8_t *frames, int S, const 
     be->gather_rows(be, a->blk[0].x_in, a->x_full, a->gidx, S * n_tok, C);
 }
 
-static void block_fwd(iv2_vit *m, const vit_block_off *w, vit_act_block *b, int S, int N, const float *s) {
+static void block_fwd(iv2_vit *m, const vit_block_off *w, vit_act_block *b, int S, int N, const float *s,
+                      const float *s2) {
     iv2_backend *be = m->be;
     const iv2_vit_config *c = &m->cfg;
     int C = c->width, M = S * N, nh = c->heads, D = C / nh;
@@ -302,11 +303,11 @@ static void block_fwd(iv2_vit *m, const vit_block_off *w, vit_act_block *b, int 
     be->gelu(be, b->g, b->f1, (size_t)M * c->mlp, c->gelu);
     be->matmul(be, b->f2, b->g, W(w->fc2_w), W(w->fc2_b), M, c->mlp, C);
     if (b->x_out != b->x_mid) be->copy(be, b->x_out, b->x_mid, (size_t)M * C * be->esize);
-    be->residual(be, b->x_out, b->f2, WO(w->ls2), s, S, N, C);
+    be->residual(be, b->x_out, b->f2, WO(w->ls2), s2, S, N, C);
 }
 
 static void block_bwd(iv2_vit *m, const vit_block_off *w, vit_act_block *b, vit_bwd *d, int S, int N,
-                      const float *s) {
+                      const float *s, const float *s2) {
     iv2_backend *be = m->be;
     const iv2_vit_config *c = &m->cfg;
     int C = c->width, M = S * N, nh = c->heads, D = C / nh, Hm = c->mlp;
@@ -314,7 +315,7 @@ static void block_bwd(iv2_vit *m, const vit_block_off *w, vit_act_block *b, vit_
     size_t CC = (size_t)C * C, MC = (size_t)M * C * be->esize, MH = (size_t)M * Hm * be->esize;
     /* MLP branch: x_out = x_mid + s ls2 f2 */
     be->memset0(be, d->df2, MC);
-    be->residual_backward(be, d->df2, GO(w->ls2), d->dx, b->f2, WO(w->ls2), s, S, N, C);
+    be->residual_backward(be, d->df2, GO(w->ls2), d->dx, b->f2, WO(w->ls2), s2, S, N, C);
     be->gelu(be, b->g, b->f1, (size_t)M * Hm, c->gelu);   /* recompute g */
     be->memset0(be, d->dg, MH);
     be->matmul_backward(be, d->dg, G(w->fc2_w), G(w->fc2_b), d->df2, b->g, W(w->fc2_w), M, Hm, C);
@@ -402,7 +403,7 @@ static void pool_bwd(iv2_vit *m, vit_arena *a, vit_bwd *d, const void *x, int S,
 }
 
 /* copy (or final-normalise) block l's output of samples [s0, s0+S) into the caller's buffers */
-static void emit(iv2_vit *m, vit_arena *a, const iv2_vit_io *io, int k, const void *x, int s0, int S, int N) {
+static void emit(iv2_vit *m, const iv2_vit_io *io, int k, const void *x, int s0, int S, int N) {
     iv2_backend *be = m->be;
     const iv2_vit_config *c = &m->cfg;
     if (!io->out[k]) return;
@@ -411,8 +412,9 @@ static void emit(iv2_vit *m, vit_arena *a, const iv2_vit_io *io, int k, const vo
         norm_fwd(m, dst, NULL, NULL, x, m->st->off.norm_w, m->st->off.norm_b, S * N);
     else
         be->copy(be, dst, x, (size_t)S * N * c->width * be->esize);
-    (void)a;
 }
+
+static const float *drop_at(const float *d, int l, int S) { return d ? d + (size_t)l * S : NULL; }
 
 static int last_block(const iv2_vit *m, const iv2_vit_io *io) {
     if (io->pooled || io->pool_attn) return m->cfg.depth - 1;
@@ -439,8 +441,8 @@ int iv2_vit_forward(iv2_vit *m, iv2_vit_io *io) {
         vit_act_block *b = &a->blk[0];
         int k = 0;
         for (int l = 0; l <= last; l++) {
-            block_fwd(m, &m->st->off.blk[l], b, S, N, NULL);
-            while (k < io->n_out && io->blocks[k] == l) emit(m, a, io, k++, b->x_out, s0, S, N);
+            block_fwd(m, &m->st->off.blk[l], b, S, N, NULL, NULL);
+            while (k < io->n_out && io->blocks[k] == l) emit(m, io, k++, b->x_out, s0, S, N);
         }
         if (io->pooled || io->pool_attn)
             pool_fwd(m, a, b->x_out, S, N, io->pooled ? IV2_AT(be, io->pooled, (size_t)s0 * c->pool_dim) : NULL,
@@ -465,8 +467,8 @@ int iv2_vit_forward_train(iv2_vit *m, iv2_vit_io *io) {
     /* all blocks run: the backward expects every block's activations */
     for (int l = 0; l < c->depth; l++) {
         vit_act_block *b = &a->blk[l];
-        block_fwd(m, &m->st->off.blk[l], b, S, N, io->drop ? io->drop + (size_t)l * S : NULL);
-        while (k < io->n_out && io->blocks[k] == l) emit(m, a, io, k++, b->x_out, 0, S, N);
+        block_fwd(m, &m->st->off.blk[l], b, S, N, drop_at(io->drop, l, S), drop_at(io->drop_mlp ? io->drop_mlp : io->drop, l, S));
+        while (k < io->n_out && io->blocks[k] == l) emit(m, io, k++, b->x_out, 0, S, N);
     }
     if (c->pool_heads)   /* always, so that a pooled gradient can flow back */
         pool_fwd(m, a, a->xfin, S, N, io->pooled, io->pool_attn);
@@ -493,7 +495,8 @@ int iv2_vit_backward(iv2_vit *m, const iv2_vit_io *io, void *const *dout, const 
     for (int l = c->depth - 1; l >= 0; l--) {
         for (; k >= 0 && io->blocks[k] == l; k--)
             if (dout && dout[k]) be->axpy(be, d->dx, dout[k], 1.0f, (size_t)M * C);
-        block_bwd(m, &o->blk[l], &a->blk[l], d, S, N, io->drop ? io->drop + (size_t)l * S : NULL);
+        block_bwd(m, &o->blk[l], &a->blk[l], d, S, N, drop_at(io->drop, l, S),
+                  drop_at(io->drop_mlp ? io->drop_mlp : io->drop, l, S));
     }
     /* embedding: visible rows -> all rows -> position table, CLS, patch-embed GEMM */
     be->memset0(be, d->dfull, (size_t)S * T * C * be->esize);

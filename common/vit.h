@@ -136,12 +136,14 @@ size_t iv2_vit_arena_bytes(const iv2_vit *m);
  * pos_embed, fix_init_weight rescale for the student); teachers get the same so that tests can
  * run random teachers. */
 int iv2_vit_init_random(iv2_vit *m, uint64_t seed);
-/* Load a safetensors file (any naming above). Every missing, mis-shaped or unexpected tensor is
- * named in the error (all of them, up to a few, in one message). */
+/* Load a safetensors file (any naming above), converting any float dtype. Every missing,
+ * mis-shaped or unexpected tensor is named in the error (one message: the count of each kind
+ * and the first six names of each). */
 int iv2_vit_load(iv2_vit *m, const char *path);
-/* The same on an open file; marks the consumed tensors (t->used = 1) and, with strict = 0,
- * leaves unknown tensors for the caller (e.g. the trainer loading its heads from the same
- * file); strict = 1 fails on any tensor left unused that is not a known ignorable key. */
+/* The same on an open file; marks the consumed tensors (t->used = 1). strict = 1 also marks the
+ * known ignorable keys used and fails on any other tensor; strict = 0 leaves every unknown or
+ * ignorable tensor unused for the caller (e.g. the trainer loading its heads from the same
+ * file and then checking for leftovers). Missing and mis-shaped tensors fail either way. */
 int iv2_vit_load_st(iv2_vit *m, iv2_st_file *f, int strict);
 int iv2_vit_save(iv2_vit *m, const char *path);     /* official names, F32, iv2.config metadata */
 /* Add the parameters (converted to dtype dt, host copies kept in *hold until freed with
@@ -162,10 +164,14 @@ typedef struct iv2_vit_io {
     const uint8_t *frames;   /* backend, uint8 [S * cfg.frames, img, img, 3] */
     int S;                   /* samples */
     const int32_t *vis;      /* HOST int32 [S][n_vis]: visible token indices, sorted ascending,
-                                0 = CLS (must be present when cfg.cls), patch p = cls + p;
+                                0 = CLS (the official mask always keeps it), patch p = cls + p;
                                 NULL = all tokens */
     int n_vis;
-    const float *drop;       /* HOST [depth][S] drop-path scales (0 or 1/keep), NULL = none */
+    const float *drop;       /* HOST [depth][S] drop-path scales (0 or 1/keep), NULL = none;
+                                training only; the attention branch, and the MLP branch too
+                                unless drop_mlp is given */
+    const float *drop_mlp;   /* HOST [depth][S] scales of the MLP branch (NULL = drop). The
+                                official blocks (timm DropPath x2) draw the branches independently */
     int n_out;               /* requested block outputs */
     int blocks[IV2_VIT_MAX_OUT];   /* 0-based block indices, ascending */
     int final_norm_last;     /* apply the final norm to block depth-1's output (VideoMAE) */
@@ -174,11 +180,14 @@ typedef struct iv2_vit_io {
     float *pool_attn;        /* f32 [S][n_tok - cls]: pool attention, head-mean, over non-CLS tokens */
 } iv2_vit_io;
 
-/* Inference forward: any S (internally in batches of m->batch samples, so memory stays bounded;
- * set m->batch before the first call, default 8 for InternViT-6B-size models). */
+/* Inference forward: any S, internally in batches of m->batch samples so memory stays bounded
+ * (default: 8 frames for InternViT-6B-width models, 64 for smaller InternViTs; 1 clip for
+ * VideoMAE-g / student width >= 1024, else 8). Set m->batch before the first call; the arena is
+ * sized then and re-sized only when the token count or a larger batch asks for it. */
 int iv2_vit_forward(iv2_vit *m, iv2_vit_io *io);
 /* Training forward: all S samples at once, activations saved for iv2_vit_backward (the arena
- * grows to fit S x n_tok on first use). Same outputs as iv2_vit_forward. */
+ * is re-made when S or n_tok changes). Same outputs as iv2_vit_forward; final_norm_last is not
+ * supported here. Every block runs (the backward needs them all). */
 int iv2_vit_forward_train(iv2_vit *m, iv2_vit_io *io);
 /* Backward of the last iv2_vit_forward_train: dout[k] (backend [S][n_tok][width], may be NULL)
  * is the gradient of the loss w.r.t. io->out[k], dpooled ([S][pool_dim], may be NULL) w.r.t.

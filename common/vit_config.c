@@ -241,8 +241,14 @@ void iv2_vit_plan_str(const iv2_vit_plan *p, char *buf, size_t cap) {
     char w[32], g[32], a[32], o[32];
     human(w, sizeof w, p->weights); human(g, sizeof g, p->grads);
     human(a, sizeof a, p->activations); human(o, sizeof o, p->outputs);
-    snprintf(buf, cap, "weights %s, grads %s, activations %s (batch %d x %d tokens), outputs %s", w, g, a, p->batch,
-             p->tokens, o);
+    if (p->grads)
+        snprintf(buf, cap, "weights %s, grads %s, activations %s (batch %d x %d tokens, saved for backward)", w, g, a,
+                 p->batch, p->tokens);
+    else if (p->outputs)
+        snprintf(buf, cap, "weights %s, activations %s (batch %d x %d tokens), outputs %s", w, a, p->batch, p->tokens,
+                 o);
+    else
+        snprintf(buf, cap, "weights %s, activations %s (batch %d x %d tokens)", w, a, p->batch, p->tokens);
 }
 
 /* ---- position tables ---- */
@@ -271,6 +277,8 @@ static void sincos_1d_half(float *dst, int D, float pos) {
 void iv2_sincos_3d_table(float *dst, int d, int g, int t, int cls) {
     int dt = d / 4, ds = d / 4 * 3;
     size_t row = 0;
+    /* widths that are not multiples of 8 leave a few trailing channels at zero */
+    memset(dst, 0, sizeof(float) * (size_t)d * ((size_t)t * g * g + (cls ? 1 : 0)));
     if (cls) { memset(dst, 0, sizeof(float) * d); row = 1; }
     for (int ti = 0; ti < t; ti++)
         for (int y = 0; y < g; y++)

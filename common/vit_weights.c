@@ -142,24 +142,36 @@ void iv2_vit_zero_grads(iv2_vit *m) {
 
 /* ---- random init ---- */
 
-typedef struct { uint64_t s; } rng_t;
-static uint64_t rng_next(rng_t *r) {
-    uint64_t z = (r->s += 0x9E3779B97F4A7C15ull);
+/* counter-based randomness: value k of a tensor depends only on (seed, tensor name, k), so the
+ * fill runs in parallel and does not depend on thread count or table order */
+static uint64_t mix64(uint64_t z) {
     z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
     z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
     return z ^ (z >> 31);
 }
-static double rng_unif(rng_t *r) { return ((rng_next(r) >> 11) + 0.5) * (1.0 / 9007199254740992.0); }
-static double rng_normal(rng_t *r) {
-    double u = rng_unif(r), v = rng_unif(r);
-    return sqrt(-2.0 * log(u)) * cos(6.283185307179586 * v);
+static double unif_at(uint64_t s, uint64_t k) {
+    return ((mix64(s + (k + 1) * 0x9E3779B97F4A7C15ull) >> 11) + 0.5) * (1.0 / 9007199254740992.0);
 }
-/* timm trunc_normal_(std, a=-2, b=2): absolute bounds */
-static float trunc_normal(rng_t *r, double std) {
-    for (;;) {
-        double x = rng_normal(r) * std;
-        if (x >= -2.0 && x <= 2.0) return (float)x;
+
+/* N(0, std) / div, Box-Muller (both outputs used); clamped to timm trunc_normal_'s absolute
+ * bounds [-2, 2], which at std .02 are 100 sigma away */
+static void fill_normal(float *h, size_t n, uint64_t s, double std, double div) {
+    size_t pairs = (n + 1) / 2;
+#pragma omp parallel for schedule(static)
+    for (size_t j = 0; j < pairs; j++) {
+        double u = unif_at(s, 2 * j), v = unif_at(s, 2 * j + 1);
+        double r = sqrt(-2.0 * log(u)) * std, a = 6.283185307179586 * v;
+        double x0 = r * cos(a), x1 = r * sin(a);
+        x0 = x0 < -2 ? -2 : x0 > 2 ? 2 : x0;
+        x1 = x1 < -2 ? -2 : x1 > 2 ? 2 : x1;
+        h[2 * j] = (float)(x0 / div);
+        if (2 * j + 1 < n) h[2 * j + 1] = (float)(x1 / div);
     }
+}
+
+static void fill_uniform(float *h, size_t n, uint64_t s, double bound) {
+#pragma omp parallel for schedule(static)
+    for (size_t k = 0; k < n; k++) h[k] = (float)((2 * unif_at(s, k) - 1) * bound);
 }
 
 static int ends_with(const char *s, const char *suf) {
@@ -177,19 +189,19 @@ int iv2_vit_init_random(iv2_vit *m, uint64_t seed) {
     for (int i = 0; i < m->n_param; i++) {
         const iv2_vit_param *p = &m->param[i];
         /* every tensor has its own stream, so the values do not depend on the table's order */
-        rng_t r = {seed ^ iv2_hash64(p->name, strlen(p->name))};
+        uint64_t r = seed ^ iv2_hash64(p->name, strlen(p->name));
         const char *n = p->name;
         if (strstr(n, "patch_embed.proj.")) {
             /* PyTorch Conv default: kaiming_uniform(a=sqrt 5) = U(-1/sqrt(fan_in), 1/sqrt(fan_in)) */
-            double fan_in = 3.0 * c->tubelet * c->patch * c->patch, bound = 1.0 / sqrt(fan_in);
-            for (size_t k = 0; k < p->numel; k++) h[k] = (float)((2 * rng_unif(&r) - 1) * bound);
+            double fan_in = 3.0 * c->tubelet * c->patch * c->patch;
+            fill_uniform(h, p->numel, r, 1.0 / sqrt(fan_in));
         } else if (!strcmp(n, "pos_embed")) {
             if (c->arch == IV2_VIT_STUDENT)
                 iv2_sincos_3d_table(h, c->width, iv2_vit_grid(c), c->frames / c->tubelet, 1);
             else
-                for (size_t k = 0; k < p->numel; k++) h[k] = trunc_normal(&r, .02);
+                fill_normal(h, p->numel, r, .02, 1);
         } else if (!strcmp(n, "cls_token")) {
-            for (size_t k = 0; k < p->numel; k++) h[k] = trunc_normal(&r, .02);
+            fill_normal(h, p->numel, r, .02, 1);
         } else if (ends_with(n, ".gamma")) {
             for (size_t k = 0; k < p->numel; k++) h[k] = c->ls_init;
         } else if (p->ndim == 2) {
@@ -200,7 +212,7 @@ int iv2_vit_init_random(iv2_vit *m, uint64_t seed) {
             if (c->arch == IV2_VIT_STUDENT && sscanf(n, "blocks.%d.", &bi) == 1 &&
                 (ends_with(n, "attn.proj.weight") || ends_with(n, "mlp.fc2.weight")))
                 div = sqrt(2.0 * (bi + 1));
-            for (size_t k = 0; k < p->numel; k++) h[k] = (float)(trunc_normal(&r, .02) / div);
+            fill_normal(h, p->numel, r, .02, div);
         } else if (ends_with(n, ".weight")) {
             for (size_t k = 0; k < p->numel; k++) h[k] = 1.0f;   /* norms */
         } else {
@@ -413,12 +425,13 @@ int iv2_vit_load_st(iv2_vit *m, iv2_st_file *f, int strict) {
         } else {
             ok = same_shape(t->ndim, t->shape, p->ndim, p->shape);
             shape_str(ws, sizeof ws, p->ndim, p->shape);
-            if (!ok && !strcmp(p->name, "pos_embed") && c->arch == IV2_VIT_INTERNVIT && t->numel % (size_t)C == 0 &&
-                t->shape[t->ndim - 1] == C) {
+            if (!ok && !strcmp(p->name, "pos_embed") && c->arch == IV2_VIT_INTERNVIT && t->ndim >= 1 &&
+                t->shape[t->ndim - 1] == C && t->numel % (size_t)C == 0 && t->numel / (size_t)C > 1 &&
+                t->numel / (size_t)C <= 1 + 1024 * 1024) {
                 /* another grid: bicubic resize of the patch rows (PyTorch semantics) */
                 size_t rows = t->numel / (size_t)C;
                 int g = (int)lround(sqrt((double)(rows - 1)));
-                if (rows > 1 && (size_t)g * g == rows - 1 && g <= 1024) { ok = 1; resize_from = g; }
+                if ((size_t)g * g == rows - 1) { ok = 1; resize_from = g; }
             }
         }
         if (!ok) {

@@ -18,7 +18,7 @@ static void usage(FILE *o) {
             "usage: iv2-weights init --preset P [--config JSON] [--seed S] [--dtype f32|bf16] -o OUT.safetensors\n"
             "       iv2-weights info FILE.safetensors [--model PRESET] [--config JSON]\n"
             "       iv2-weights convert IN.pth -o OUT.safetensors --model internvit|videomae|student|raw\n"
-            "                           [--dtype keep|f32|bf16|f16] [--check PRESET]\n"
+            "                           [--dtype keep|f32|bf16|f16] [--check PRESET [--config JSON]]\n"
             "       iv2-weights plan --preset P [--config JSON] [--batch B] [--tokens N] [--train]\n"
             "\n"
             "Presets: internvit-6b internvit-tiny videomae-g videomae-tiny iv2-1b iv2-6b iv2-s iv2-b iv2-l iv2-tiny.\n"
@@ -139,12 +139,13 @@ static int cmd_info(int argc, char **argv) {
 }
 
 static int cmd_convert(int argc, char **argv) {
-    const char *in = NULL, *out = NULL, *model = NULL, *dts = "keep", *check = NULL;
+    const char *in = NULL, *out = NULL, *model = NULL, *dts = "keep", *check = NULL, *json = NULL;
     for (int i = 2; i < argc; i++) {
         if (!strcmp(argv[i], "-o") || !strcmp(argv[i], "--out")) out = arg_val(argc, argv, &i);
         else if (!strcmp(argv[i], "--model")) model = arg_val(argc, argv, &i);
         else if (!strcmp(argv[i], "--dtype")) dts = arg_val(argc, argv, &i);
         else if (!strcmp(argv[i], "--check")) check = arg_val(argc, argv, &i);
+        else if (!strcmp(argv[i], "--config")) json = arg_val(argc, argv, &i);
         else if (argv[i][0] == '-') return iv2_err("convert: unknown argument '%s'", argv[i]);
         else in = argv[i];
     }
@@ -162,7 +163,7 @@ static int cmd_convert(int argc, char **argv) {
            sum.n_dropped, sum.n_skipped, sum.bytes_out / 1048576.0);
     if (!check) return 0;
     iv2_vit_config c;
-    if (make_config(check, NULL, &c)) return -1;
+    if (make_config(check, json, &c)) return -1;
     return check_load(out, &c);
 }
 

@@ -197,6 +197,7 @@ int iv2_ckpt_load(const char *path, iv2_vit *student, iv2_heads *heads, iv2_opti
             free(m); free(v);
             if (bad) goto out;
         }
+        iv2_optim_sync_master(opt);
     }
     *step = strtoll(ss, NULL, 10);
     if (cfg_json) {

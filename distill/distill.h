@@ -177,6 +177,7 @@ int iv2_loss_check(const iv2_loss *l, int64_t step);   /* NaN / Inf -> -1 with a
 typedef struct iv2_optim_group {   /* one parameter buffer with its table */
     void *params, *grads;
     float *m, *v;                  /* f32 backend buffers */
+    float *master;                 /* f32 master weights when params are not f32 (CUDA bf16); NULL on the CPU */
     size_t n;
     const iv2_dparam *table;
     int n_table;
@@ -192,6 +193,8 @@ typedef struct iv2_optim {
 int iv2_optim_init(iv2_optim *o, iv2_backend *be);
 void iv2_optim_add(iv2_optim *o, void *params, void *grads, size_t n, const iv2_dparam *table, int n_table);
 void iv2_optim_free(iv2_optim *o);
+/* after loading weights into the parameter buffers: refresh the fp32 master copies (no-op on the CPU) */
+void iv2_optim_sync_master(iv2_optim *o);
 /* global L2 norm of all grads (before clipping) */
 double iv2_optim_grad_norm(iv2_optim *o);
 /* torch clip_grad_norm_: coef = min(1, max_norm / (norm + 1e-6)) */
@@ -276,8 +279,8 @@ typedef struct iv2_trainer {
     int clip_out[IV2_DISTILL_MAX_LAYERS], mae_out[IV2_DISTILL_MAX_LAYERS];   /* head -> read-out slot */
     void *out[IV2_DISTILL_MAX_LAYERS * 2], *dout[IV2_DISTILL_MAX_LAYERS * 2], *pooled, *dpooled;
     uint8_t *frames;               /* backend copy of the batch frames */
-    float *drop;                   /* host [depth][B] drop-path scales */
-    const float *drop_override;    /* tests: fixed [depth][B] scales instead of the drawn ones */
+    float *drop;                   /* host [2][depth][B] drop-path scales: attention, MLP branch */
+    const float *drop_override, *drop_mlp_override;   /* tests: fixed [depth][B] scales of each branch */
     int64_t step;                  /* steps done */
     char out_dir[2048];
     char *cfg_json;

@@ -4,6 +4,7 @@
 #include "distill.h"
 #include "err.h"
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
 static int ends_with(const char *s, const char *suf) {
@@ -30,10 +31,34 @@ void iv2_optim_add(iv2_optim *o, void *params, void *grads, size_t n, const iv2_
     g->m = o->be->alloc(o->be, n * sizeof(float));
     g->v = o->be->alloc(o->be, n * sizeof(float));
     if (!g->m || !g->v) iv2_panic("optimiser: cannot allocate %zu moments", n);
+    if (o->be->dtype != IV2_F32) {   /* fp32 master copy of low-precision params */
+        iv2_backend *be = o->be;
+        float *host = iv2_malloc(sizeof(float) * (n ? n : 1));
+        be->download(be, host, params, n);
+        g->master = be->alloc(be, n * sizeof(float));
+        be->upload_raw(be, g->master, host, n * sizeof(float));
+        free(host);
+    }
+}
+
+void iv2_optim_sync_master(iv2_optim *o) {
+    iv2_backend *be = o->be;
+    for (int i = 0; i < o->n_groups; i++) {
+        iv2_optim_group *g = &o->g[i];
+        if (!g->master) continue;
+        float *host = iv2_malloc(sizeof(float) * (g->n ? g->n : 1));
+        be->download(be, host, g->params, g->n);
+        be->upload_raw(be, g->master, host, g->n * sizeof(float));
+        free(host);
+    }
 }
 
 void iv2_optim_free(iv2_optim *o) {
-    for (int i = 0; i < o->n_groups; i++) { o->be->free(o->be, o->g[i].m); o->be->free(o->be, o->g[i].v); }
+    for (int i = 0; i < o->n_groups; i++) {
+        o->be->free(o->be, o->g[i].m);
+        o->be->free(o->be, o->g[i].v);
+        if (o->g[i].master) o->be->free(o->be, o->g[i].master);
+    }
     if (o->acc) o->be->free(o->be, o->acc);
     memset(o, 0, sizeof *o);
 }
@@ -61,7 +86,7 @@ void iv2_optim_step(iv2_optim *o, float lr, const iv2_distill_config *c, int64_t
             const iv2_dparam *p = &g->table[j];
             float wd = p->no_wd ? 0.0f : c->weight_decay;
             /* on the CPU the fp32 params are their own master copy */
-            float *master = be->dtype == IV2_F32 ? (float *)IV2_AT(be, g->params, p->off) : NULL;
+            float *master = g->master ? g->master + p->off : (float *)IV2_AT(be, g->params, p->off);
             be->adamw(be, IV2_AT(be, g->params, p->off), master, IV2_AT(be, g->grads, p->off), g->m + p->off,
                       g->v + p->off, p->n, lr, c->beta1, c->beta2, c->eps, wd, (int)t, grad_scale);
         }

@@ -104,6 +104,31 @@ static void line(canvas *c, int x0, int y0, int x1, int y1, const uint8_t col[3]
     }
 }
 
+/* a 3x5 pixel font for the labels: each glyph 5 rows of 3 bits (MSB left) */
+static const struct { char ch; uint8_t row[5]; } glyphs[] = {
+    {'0', {7, 5, 5, 5, 7}}, {'1', {2, 6, 2, 2, 7}}, {'2', {7, 1, 7, 4, 7}}, {'3', {7, 1, 7, 1, 7}},
+    {'4', {5, 5, 7, 1, 1}}, {'5', {7, 4, 7, 1, 7}}, {'6', {7, 4, 7, 5, 7}}, {'7', {7, 1, 1, 1, 1}},
+    {'8', {7, 5, 7, 5, 7}}, {'9', {7, 5, 7, 1, 7}}, {'.', {0, 0, 0, 0, 2}}, {'-', {0, 0, 7, 0, 0}},
+    {'+', {0, 2, 7, 2, 0}}, {'e', {7, 5, 7, 4, 7}}, {'l', {4, 4, 4, 4, 7}}, {'o', {0, 7, 5, 5, 7}},
+    {'s', {7, 4, 7, 1, 7}}, {'c', {0, 7, 4, 4, 7}}, {'i', {2, 0, 2, 2, 2}}, {'p', {7, 5, 7, 4, 4}},
+    {'f', {3, 4, 7, 4, 4}}, {'n', {0, 6, 5, 5, 5}}, {'a', {0, 7, 1, 7, 7}}, {'m', {0, 7, 7, 5, 5}},
+    {'t', {4, 7, 4, 4, 3}}, {' ', {0, 0, 0, 0, 0}},
+};
+
+/* text at (x, y) (top left), each font pixel drawn as a 2x2 block */
+static void text(canvas *c, int x, int y, const char *s, const uint8_t col[3]) {
+    for (; *s; s++, x += 8) {
+        for (size_t g = 0; g < sizeof glyphs / sizeof *glyphs; g++) {
+            if (glyphs[g].ch != *s) continue;
+            for (int r = 0; r < 5; r++)
+                for (int b = 0; b < 3; b++)
+                    if (glyphs[g].row[r] >> (2 - b) & 1)
+                        for (int k = 0; k < 4; k++) dot(c, x + 2 * b + k % 2, y + 2 * r + k / 2, col);
+            break;
+        }
+    }
+}
+
 #define N_SERIES 4
 static const char *series_key[N_SERIES] = {"loss", "clip", "final", "mae"};
 static const uint8_t series_col[N_SERIES][3] = {{0, 0, 0}, {31, 119, 180}, {214, 39, 40}, {44, 160, 44}};
@@ -147,7 +172,7 @@ int iv2_plot_metrics(const char *metrics_path, const char *png_path, int w, int 
     if (ymax <= 0) ymax = 1;
     canvas c = {iv2_malloc((size_t)w * h * 3), w, h};
     memset(c.px, 255, (size_t)w * h * 3);
-    int L = 40, R = w - 10, T = 10, B = h - 30;   /* plot box */
+    int L = 60, R = w - 10, T = 10, B = h - 40;   /* plot box */
     static const uint8_t grey[3] = {200, 200, 200}, black[3] = {0, 0, 0};
     for (int g = 0; g <= 4; g++) line(&c, L, T + (B - T) * g / 4, R, T + (B - T) * g / 4, grey);   /* y = 0, ymax/4, ... */
     line(&c, L, T, L, B, black);
@@ -163,8 +188,19 @@ int iv2_plot_metrics(const char *metrics_path, const char *png_path, int w, int 
             else dot(&c, qx, qy, series_col[s]);
             px = qx; py = qy;
         }
-        for (int k = 0; k < 12; k++) line(&c, L + 10 + s * 60, h - 12 + k % 2, L + 40 + s * 60, h - 12 + k % 2, series_col[s]);   /* legend swatch */
+        int lx = L + 10 + s * 110;   /* legend: swatch and name */
+        for (int k = 0; k < 3; k++) line(&c, lx, h - 11 + k, lx + 24, h - 11 + k, series_col[s]);
+        text(&c, lx + 30, h - 15, series_key[s], series_col[s]);
     }
+    char lab[32];
+    for (int g = 0; g <= 4; g++) {   /* y labels at the grid lines */
+        snprintf(lab, sizeof lab, "%.3g", ymax * (4 - g) / 4);
+        text(&c, 4, T + (B - T) * g / 4 - 5, lab, black);
+    }
+    snprintf(lab, sizeof lab, "%.0f", x0);
+    text(&c, L, B + 6, lab, black);
+    snprintf(lab, sizeof lab, "step %.0f", x1);
+    text(&c, R - 8 * (int)strlen(lab), B + 6, lab, black);
     int rc = iv2_png_write(png_path, c.px, w, h);
     free(c.px);
     free(xs);

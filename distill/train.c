@@ -90,7 +90,7 @@ int iv2_trainer_init(iv2_trainer *t, const iv2_distill_config *c, int clip_dim, 
     t->pooled = be->alloc(be, (size_t)sb * vc.pool_dim * be->esize);
     t->dpooled = be->alloc(be, (size_t)sb * vc.pool_dim * be->esize);
     t->frames = be->alloc(be, (size_t)sb * vc.frames * vc.img * vc.img * 3);
-    t->drop = iv2_calloc((size_t)vc.depth * B, sizeof(float));
+    t->drop = iv2_calloc((size_t)2 * vc.depth * B, sizeof(float));
     t->cfg_json = iv2_distill_config_to_json(c);
     return 0;
 }
@@ -150,19 +150,23 @@ void iv2_trainer_close(iv2_trainer *t) {
     memset(t, 0, sizeof *t);
 }
 
-/* timm DropPath with dpr = linspace(0, rate, depth): per block and sample keep with 1 - dpr[l],
- * scaled by 1 / keep; drawn from (seed, step, block) so a resumed run draws the same */
+/* timm DropPath with dpr = linspace(0, rate, depth), one draw per branch (the official block
+ * calls DropPath twice): per block, branch and sample keep with 1 - dpr[l], scaled by 1 / keep;
+ * drawn from (seed, step, block, branch) so a resumed run draws the same. Fills t->drop
+ * [2][depth][B] (attention branch, then MLP branch); NULL when there is no drop path. */
 static const float *drop_scales(iv2_trainer *t, int64_t step, int B) {
     int depth = t->student->cfg.depth;
     float rate = t->cfg.drop_path;
     if (t->drop_override) return t->drop_override;
     if (rate <= 0) return NULL;
-    for (int l = 0; l < depth; l++) {
-        double p = depth > 1 ? (double)rate * l / (depth - 1) : rate, keep = 1.0 - p;
-        iv2_rng r;
-        iv2_rng_seed(&r, t->cfg.seed, 0x64726f70 /* "drop" */, (uint64_t)step, (uint64_t)l);
-        for (int s = 0; s < B; s++) t->drop[l * B + s] = p <= 0 ? 1.0f : iv2_rng_uniform(&r) < keep ? (float)(1.0 / keep) : 0.0f;
-    }
+    for (int br = 0; br < 2; br++)
+        for (int l = 0; l < depth; l++) {
+            double p = depth > 1 ? (double)rate * l / (depth - 1) : rate, keep = 1.0 - p;
+            iv2_rng r;
+            iv2_rng_seed(&r, t->cfg.seed, 0x64726f70 /* "drop" */, (uint64_t)step, (uint64_t)(br * depth + l));
+            float *d = t->drop + ((size_t)br * depth + l) * B;
+            for (int s = 0; s < B; s++) d[s] = p <= 0 ? 1.0f : iv2_rng_uniform(&r) < keep ? (float)(1.0 / keep) : 0.0f;
+        }
     return t->drop;
 }
 
@@ -180,6 +184,7 @@ int iv2_trainer_forward_backward(iv2_trainer *t, const iv2_batch *b, int backwar
     memset(&io, 0, sizeof io);
     io.frames = t->frames; io.S = B; io.vis = b->vis; io.n_vis = nv;
     io.drop = drop_scales(t, b->step, B);
+    io.drop_mlp = !io.drop ? NULL : t->drop_override ? t->drop_mlp_override : io.drop + (size_t)vc->depth * B;
     io.n_out = t->n_out;
     for (int i = 0; i < t->n_out; i++) { io.blocks[i] = t->blocks[i]; io.out[i] = t->out[i]; }
     io.pooled = c->use_final ? t->pooled : NULL;

@@ -209,6 +209,13 @@ static char *merged_meta(const char *meta) {
 
 static int cmd_merge(int argc, char **argv) {
     if (argc < 2) return iv2_err("merge: want OUT IN [IN...]");
+    /* LMDB: never open one environment twice in a process */
+    for (int i = 0; i < argc; i++)
+        for (int j = i + 1; j < argc; j++) {
+            char a[4096], b[4096];
+            if (realpath(argv[i], a) && realpath(argv[j], b) && !strcmp(a, b))
+                return iv2_err("merge: %s and %s are the same folder", argv[i], argv[j]);
+        }
     iv2_cache *dst = NULL;
     int rc = 0;
     for (int i = 1; i < argc && !rc; i++) {

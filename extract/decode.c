@@ -636,8 +636,8 @@ int iv2_video_sample(iv2_video *v, double start, double end, const char *source,
             have_crop = 1;
         }
         /* a frame of another size (resolution change mid-stream) keeps the box; parts outside it are black */
-        iv2_resize_bilinear_stride(v->rgb, v->rgb_stride, v->rgb_w, v->rgb_h, r.crop_x, r.crop_y, r.crop_w, r.crop_h,
-                           rgb + slot * plane, size, size, r.flip);
+        iv2_resize_bilinear_stride(v->rgb, v->rgb_stride, v->rgb_w, v->rgb_h, r.crop_x, r.crop_y, r.crop_w,
+                                   r.crop_h, rgb + slot * plane, size, size, r.flip);
     }
     v->n_want = 0;
     if (rec) *rec = r;

@@ -41,7 +41,7 @@ typedef struct iv2_clip_record {
     int stream;                         /* stream index in the container */
     int src_w, src_h;                   /* decoded frame size */
     int crop_x, crop_y, crop_w, crop_h; /* crop box in source pixels (before the flip) */
-    int flip;                           /* 1 = flipped horizontally after the crop */
+    int flip;                           /* 1 = flipped horizontally (after the resize) */
     int size;                           /* output side */
     int deterministic;                  /* 1 = deterministic view */
 } iv2_clip_record;

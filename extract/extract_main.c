@@ -25,14 +25,14 @@ static void usage(FILE *f) {
             "  --shard k/N          only rows r with r mod N = k (0/1)\n"
             "  --device D           cpu (default), cuda, cuda:N\n"
             "  --threads N          decode worker threads (2)\n"
-            "  --compute-threads N  CPU backend threads (0 = all cores)\n"
+            "  --compute-threads N  CPU backend threads (default: the cores left by the decode threads, at least 1)\n"
             "  --seed S             sampling seed (0)\n"
             "  --deterministic      segment-middle frames, centre crop, no flip\n"
             "  --no-flip            no random flips\n"
             "  --batch N            views per write transaction (8)\n"
             "  --queue N            decoded views waiting for the teachers (2 x threads)\n"
             "  --retry-errors       try rows recorded in errors again (default: skip them)\n"
-            "  --max-views N        stop after N new views\n"
+            "  --max-views N        stop after about N new views (whole rows)\n"
             "  --metrics F.jsonl    JSON-lines metrics (one line per write, one summary)\n"
             "Environment: IV2_CACHE_MAX_MAP caps the LMDB map (bytes); IV2_QUIET=1 silences progress.\n");
 }

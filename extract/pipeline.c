@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 #include "cache.h"
 #include "decode.h"
 #include "err.h"
@@ -143,6 +144,24 @@ static void *worker_main(void *arg) {
 }
 
 /* ---------------------------------------------------------------- meta */
+
+/* The memory plan of each teacher on this backend, printed once at start. */
+static void print_memory_plan(const iv2_teachers *ts, const iv2_backend *be) {
+    char line[256];
+    if (ts->ivit) {
+        const iv2_vit *m = ts->ivit;
+        int batch = m->batch > 0 ? m->batch : 8;
+        iv2_vit_plan p = iv2_vit_memory_plan(&m->cfg, be->esize, batch, iv2_vit_tokens(&m->cfg), ts->n_ivit_blocks, 0);
+        iv2_vit_plan_str(&p, line, sizeof line);
+        iv2_info("memory plan, InternViT on %s: %s", be->name, line);
+    }
+    if (ts->mae) {
+        const iv2_vit *m = ts->mae;
+        iv2_vit_plan p = iv2_vit_memory_plan(&m->cfg, be->esize, 1, iv2_vit_tokens(&m->cfg), ts->n_mae_blocks, 0);
+        iv2_vit_plan_str(&p, line, sizeof line);
+        iv2_info("memory plan, VideoMAE on %s: %s", be->name, line);
+    }
+}
 
 static char *build_meta(const iv2_extract_opts *o, const iv2_teachers *ts, const iv2_manifest *m, const iv2_backend *be,
                         const iv2_sample_opts *so) {
@@ -339,11 +358,19 @@ int iv2_extract_run(const iv2_extract_opts *o, iv2_extract_stats *st) {
     if (iv2_manifest_load(&m, o->manifest)) goto out;
     static const uint8_t zero[32];
     if (!memcmp(m.sha256, zero, 32) && iv2_sha256_file(o->manifest, m.sha256)) goto out;
-    be = iv2_backend_create(o->device, o->compute_threads);
+    /* CPU compute threads: by default the cores the decode workers leave free (OpenMP threads
+     * that spin beside busy decoders slow the teachers down many times over) */
+    int ct = o->compute_threads;
+    if (ct <= 0) {
+        long nc = sysconf(_SC_NPROCESSORS_ONLN);
+        ct = nc > o->threads + 1 ? (int)nc - o->threads : 1;
+    }
+    be = iv2_backend_create(o->device, ct);
     if (!be) { iv2_err_ctx("--device %s", o->device); goto out; }
     if (o->internvit && iv2_teachers_load(&rs.ts, be, "internvit", o->internvit)) goto out;
     if (o->videomae && iv2_teachers_load(&rs.ts, be, "videomae", o->videomae)) goto out;
     if (iv2_teachers_set_targets(&rs.ts, o->targets, o->dtype)) goto out;
+    print_memory_plan(&rs.ts, be);
 
     iv2_sample_opts so;
     iv2_sample_opts_default(&so);

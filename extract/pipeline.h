@@ -18,14 +18,14 @@ typedef struct iv2_extract_opts {
     int shard_k, shard_n;       /* rows r with r % n == k (0/1) */
     const char *device;         /* "cpu" (default), "cuda", "cuda:N" */
     int threads;                /* decode worker threads (2) */
-    int compute_threads;        /* backend threads, 0 = all */
+    int compute_threads;        /* CPU backend threads, 0 = cores left by the decoders (>= 1) */
     uint64_t seed;              /* sampling seed (0) */
     int deterministic;          /* segment-middle frames, centre crop, no flip */
     int no_flip;
     int batch;                  /* views per write transaction (8) */
     int queue;                  /* decoded views waiting for the teachers (2 * threads) */
     int retry_errors;           /* rows already in `errors` are tried again (0: skipped) */
-    int64_t max_views;          /* stop after this many new views (0 = all) */
+    int64_t max_views;          /* stop after about this many new views, whole rows (0 = all) */
     const char *metrics;        /* JSON-lines file, NULL = none */
 } iv2_extract_opts;
 

@@ -1,13 +1,15 @@
 /* attention.cu: non-causal multi-head attention without N x N scores in global memory.
  *
  * Forward: a flash-attention-2 style kernel on bf16 tensor cores (mma.sync m16n8k16, fp32
- * accumulate). A block of 4 warps takes 64 queries of one (batch, head); each warp owns 16
+ * accumulate). A block of 4 warps takes 128 queries of one (batch, head); each warp owns 32
  * query rows and keeps its scores, probabilities and output accumulator in registers while
  * it walks the keys 64 at a time with an online softmax. Head dims are padded with zeros in
  * shared memory to the next instantiated width DP (zeros change no dot product).
  *
- * Backward: plain fp32 kernels, one warp per query row (dq) and one per key row (dk, dv),
- * recomputing the probabilities from the saved log-sum-exp. Correct, not yet fast. */
+ * Backward: strided-batched cuBLAS GEMMs over groups of heads with S and P materialised in
+ * scratch (see attention_backward_gemm); IV2_ATTN_SIMPLE=1 selects plain fp32 kernels (one warp
+ * per query row for dq, one per key row for dk and dv) and the unpipelined forward, for
+ * debugging. */
 #include "cuda_common.cuh"
 #include <math.h>
 #include <stdlib.h>
@@ -211,80 +213,100 @@ __device__ __forceinline__ void tile_async(bf16 *s, const bf16 *g, int r0, int r
     }
 }
 
-/* one K/V tile for one warp's 16 query rows: S = Q K^T, online softmax, O += P V. TAIL: the
- * last tile, with kn < BN valid keys (whole key groups past kn are skipped, the rest masked);
- * a separate instantiation so the full tiles keep fully unrolled loops. */
-template <int DP, bool TAIL>
-__device__ __forceinline__ void fa_tile(float (&o)[DP / 8][4], float (&mrow)[2], float (&lrow)[2], const bf16 *qa,
-                                        const bf16 *Ks, const bf16 *Vs, int krow, int kcol, int vrow, int vcol,
-                                        int kn, int t, float sl2) {
+/* one K/V tile for one warp's RT x 16 query rows: S = Q K^T, online softmax, O += P V. Each
+ * K or V fragment loaded with ldmatrix feeds 2 * RT MMAs. TAIL: the last tile, with kn < BN
+ * valid keys (key groups past kn are skipped, the rest masked); a separate instantiation so the
+ * full tiles keep fully unrolled loops. */
+template <int DP, int RT, bool TAIL>
+__device__ __forceinline__ void fa_tile(float (&o)[RT][DP / 8][4], float (&mrow)[RT][2], float (&lrow)[RT][2],
+                                        const bf16 *qa, const bf16 *Ks, const bf16 *Vs, int krow, int kcol, int vrow,
+                                        int vcol, int kn, int t, float sl2) {
     const int SP = DP + 8;
-    float s[BN / 8][4];
+    float s[RT][BN / 8][4];
 #pragma unroll
-    for (int j = 0; j < BN / 8; j++) s[j][0] = s[j][1] = s[j][2] = s[j][3] = 0.f;
+    for (int r = 0; r < RT; r++)
+#pragma unroll
+        for (int j = 0; j < BN / 8; j++) s[r][j][0] = s[r][j][1] = s[r][j][2] = s[r][j][3] = 0.f;
 #pragma unroll
     for (int kk = 0; kk < DP / 16; kk++) {
-        uint32_t a0, a1, a2, a3;
-        ldsm_x4(a0, a1, a2, a3, qa + kk * 16);
+        uint32_t a[RT][4];
+#pragma unroll
+        for (int r = 0; r < RT; r++) ldsm_x4(a[r][0], a[r][1], a[r][2], a[r][3], qa + r * 16 * SP + kk * 16);
 #pragma unroll
         for (int j = 0; j < BN / 8; j += 2) {
-            if (TAIL && j * 8 >= kn) break;   /* the tail tile: skip key groups past Nk */
+            if (TAIL && j * 8 >= kn) break;
             uint32_t b0, b1, b2, b3;
             ldsm_x4(b0, b1, b2, b3, Ks + (j * 8 + krow) * SP + kk * 16 + kcol);
-            mma16816(s[j], a0, a1, a2, a3, b0, b1);
-            mma16816(s[j + 1], a0, a1, a2, a3, b2, b3);
+#pragma unroll
+            for (int r = 0; r < RT; r++) {
+                mma16816(s[r][j], a[r][0], a[r][1], a[r][2], a[r][3], b0, b1);
+                mma16816(s[r][j + 1], a[r][0], a[r][1], a[r][2], a[r][3], b2, b3);
+            }
         }
     }
-    float mx[2] = {mrow[0], mrow[1]};
 #pragma unroll
-    for (int j = 0; j < BN / 8; j++)
+    for (int r = 0; r < RT; r++) {
+        float mx[2] = {mrow[r][0], mrow[r][1]};
 #pragma unroll
-        for (int e = 0; e < 4; e++) {
-            s[j][e] = (!TAIL || j * 8 + 2 * t + (e & 1) < kn) ? s[j][e] * sl2 : -INFINITY;
-            mx[e >> 1] = fmaxf(mx[e >> 1], s[j][e]);
-        }
-    float corr[2];
+        for (int j = 0; j < BN / 8; j++)
 #pragma unroll
-    for (int r = 0; r < 2; r++) {
-        mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffff, mx[r], 1));
-        mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffff, mx[r], 2));
-        corr[r] = exp2f(mrow[r] - mx[r]);
-        mrow[r] = mx[r];
-        lrow[r] *= corr[r];
-    }
+            for (int e = 0; e < 4; e++) {
+                s[r][j][e] = (!TAIL || j * 8 + 2 * t + (e & 1) < kn) ? s[r][j][e] * sl2 : -INFINITY;
+                mx[e >> 1] = fmaxf(mx[e >> 1], s[r][j][e]);
+            }
+        float corr[2];
 #pragma unroll
-    for (int j = 0; j < BN / 8; j++)
-#pragma unroll
-        for (int e = 0; e < 4; e++) {
-            s[j][e] = exp2f(s[j][e] - mrow[e >> 1]);
-            lrow[e >> 1] += s[j][e];
+        for (int h = 0; h < 2; h++) {
+            mx[h] = fmaxf(mx[h], __shfl_xor_sync(0xffffffff, mx[h], 1));
+            mx[h] = fmaxf(mx[h], __shfl_xor_sync(0xffffffff, mx[h], 2));
+            corr[h] = exp2f(mrow[r][h] - mx[h]);
+            mrow[r][h] = mx[h];
+            lrow[r][h] *= corr[h];
         }
 #pragma unroll
-    for (int j = 0; j < DP / 8; j++) {
-        o[j][0] *= corr[0]; o[j][1] *= corr[0];
-        o[j][2] *= corr[1]; o[j][3] *= corr[1];
+        for (int j = 0; j < BN / 8; j++)
+#pragma unroll
+            for (int e = 0; e < 4; e++) {
+                s[r][j][e] = exp2f(s[r][j][e] - mrow[r][e >> 1]);
+                lrow[r][e >> 1] += s[r][j][e];
+            }
+#pragma unroll
+        for (int j = 0; j < DP / 8; j++) {
+            o[r][j][0] *= corr[0]; o[r][j][1] *= corr[0];
+            o[r][j][2] *= corr[1]; o[r][j][3] *= corr[1];
+        }
     }
 #pragma unroll
     for (int kc = 0; kc < BN / 16; kc++) {
         if (TAIL && kc * 16 >= kn) break;   /* their probabilities are 0 */
-        uint32_t a0 = pack_bf16(s[2 * kc][0], s[2 * kc][1]), a1 = pack_bf16(s[2 * kc][2], s[2 * kc][3]);
-        uint32_t a2 = pack_bf16(s[2 * kc + 1][0], s[2 * kc + 1][1]);
-        uint32_t a3 = pack_bf16(s[2 * kc + 1][2], s[2 * kc + 1][3]);
+        uint32_t pa[RT][4];
+#pragma unroll
+        for (int r = 0; r < RT; r++) {
+            pa[r][0] = pack_bf16(s[r][2 * kc][0], s[r][2 * kc][1]);
+            pa[r][1] = pack_bf16(s[r][2 * kc][2], s[r][2 * kc][3]);
+            pa[r][2] = pack_bf16(s[r][2 * kc + 1][0], s[r][2 * kc + 1][1]);
+            pa[r][3] = pack_bf16(s[r][2 * kc + 1][2], s[r][2 * kc + 1][3]);
+        }
 #pragma unroll
         for (int j = 0; j < DP / 8; j += 2) {
             uint32_t b0, b1, b2, b3;
             ldsm_x4_t(b0, b1, b2, b3, Vs + (kc * 16 + vrow) * SP + j * 8 + vcol);
-            mma16816(o[j], a0, a1, a2, a3, b0, b1);
-            mma16816(o[j + 1], a0, a1, a2, a3, b2, b3);
+#pragma unroll
+            for (int r = 0; r < RT; r++) {
+                mma16816(o[r][j], pa[r][0], pa[r][1], pa[r][2], pa[r][3], b0, b1);
+                mma16816(o[r][j + 1], pa[r][0], pa[r][1], pa[r][2], pa[r][3], b2, b3);
+            }
         }
     }
 }
 
-template <int DP, int WARPS>
-__global__ void __launch_bounds__(WARPS * 32, 2) flash_fwd2_kernel(bf16 *out, float *lse, const bf16 *q, const bf16 *k,
-                                                                const bf16 *v, int H, int Nq, int Nk, int D,
-                                                                int q_stride, int kv_stride, int o_stride, float scale) {
-    const int SP = DP + 8, QM = WARPS * 16;
+/* WARPS warps x RT x 16 query rows per block */
+template <int DP, int WARPS, int RT>
+__global__ void __launch_bounds__(WARPS * 32, 2) flash_fwd2_kernel(bf16 *out, float *lse, const bf16 *q,
+                                                                   const bf16 *k, const bf16 *v, int H, int Nq, int Nk,
+                                                                   int D, int q_stride, int kv_stride, int o_stride,
+                                                                   float scale) {
+    const int SP = DP + 8, QM = WARPS * RT * 16;
     extern __shared__ __align__(16) unsigned char smem_raw[];
     bf16 *Qs = (bf16 *)smem_raw, *KV = Qs + QM * SP;   /* KV: [2 stages][K, V][BN][SP] */
     int bh = blockIdx.y, b = bh / H, h = bh % H, q0 = blockIdx.x * QM;
@@ -298,14 +320,20 @@ __global__ void __launch_bounds__(WARPS * 32, 2) flash_fwd2_kernel(bf16 *out, fl
     tile_async<DP>(KV + BN * SP, vb, 0, BN, Nk, D, kv_stride);
     cp_async_commit();
 
-    float o[DP / 8][4];
+    float o[RT][DP / 8][4];
+    float mrow[RT][2], lrow[RT][2];
 #pragma unroll
-    for (int j = 0; j < DP / 8; j++) o[j][0] = o[j][1] = o[j][2] = o[j][3] = 0.f;
-    float mrow[2] = {-INFINITY, -INFINITY}, lrow[2] = {0.f, 0.f};
+    for (int r = 0; r < RT; r++) {
+#pragma unroll
+        for (int j = 0; j < DP / 8; j++) o[r][j][0] = o[r][j][1] = o[r][j][2] = o[r][j][3] = 0.f;
+        mrow[r][0] = mrow[r][1] = -INFINITY;
+        lrow[r][0] = lrow[r][1] = 0.f;
+    }
     const float sl2 = scale * LOG2E;
-    const bool active = q0 + warp * 16 < Nq;
+    const int row0 = q0 + warp * RT * 16;         /* this warp's first query row */
+    const bool active = row0 < Nq;
     /* per-lane ldmatrix addresses: lane l supplies row (l & 7) of 8x8 matrix l >> 3 */
-    const bf16 *qa = Qs + (warp * 16 + (lane & 15)) * SP + (lane >> 4) * 8;
+    const bf16 *qa = Qs + (warp * RT * 16 + (lane & 15)) * SP + (lane >> 4) * 8;
     const int krow = (lane & 7) + ((lane >> 4) << 3), kcol = ((lane >> 3) & 1) * 8;  /* K [key][dim] */
     const int vrow = (lane & 7) + (((lane >> 3) & 1) << 3), vcol = (lane >> 4) * 8;  /* V [key][dim], .trans */
 
@@ -323,52 +351,59 @@ __global__ void __launch_bounds__(WARPS * 32, 2) flash_fwd2_kernel(bf16 *out, fl
         const bf16 *Ks = KV + (it & 1) * 2 * BN * SP, *Vs = Ks + BN * SP;
         int kn = min(BN, Nk - it * BN);   /* valid keys in this tile */
         if (active) {                     /* a warp past the last query row only loads */
-            if (kn == BN) fa_tile<DP, false>(o, mrow, lrow, qa, Ks, Vs, krow, kcol, vrow, vcol, kn, t, sl2);
-            else fa_tile<DP, true>(o, mrow, lrow, qa, Ks, Vs, krow, kcol, vrow, vcol, kn, t, sl2);
+            if (kn == BN) fa_tile<DP, RT, false>(o, mrow, lrow, qa, Ks, Vs, krow, kcol, vrow, vcol, kn, t, sl2);
+            else fa_tile<DP, RT, true>(o, mrow, lrow, qa, Ks, Vs, krow, kcol, vrow, vcol, kn, t, sl2);
         }
         __syncthreads();   /* this stage is refilled on the next iteration */
     }
 #pragma unroll
-    for (int r = 0; r < 2; r++) {
-        lrow[r] += __shfl_xor_sync(0xffffffff, lrow[r], 1);
-        lrow[r] += __shfl_xor_sync(0xffffffff, lrow[r], 2);
-    }
-    int rows[2] = {q0 + warp * 16 + g, q0 + warp * 16 + g + 8};
+    for (int r = 0; r < RT; r++)
 #pragma unroll
-    for (int r = 0; r < 2; r++) {
-        if (rows[r] >= Nq) continue;
-        float inv = 1.f / lrow[r];
-        bf16 *op = out + ((size_t)b * Nq + rows[r]) * o_stride + (size_t)h * D;
+        for (int hh = 0; hh < 2; hh++) {
+            float l = lrow[r][hh];
+            l += __shfl_xor_sync(0xffffffff, l, 1);
+            l += __shfl_xor_sync(0xffffffff, l, 2);
+            int row = row0 + r * 16 + g + hh * 8;
+            if (row >= Nq) continue;
+            float inv = 1.f / l;
+            bf16 *op = out + ((size_t)b * Nq + row) * o_stride + (size_t)h * D;
 #pragma unroll
-        for (int j = 0; j < DP / 8; j++) {
-            int c = j * 8 + 2 * t;
-            if (c < D) *(__nv_bfloat162 *)(op + c) = __floats2bfloat162_rn(o[j][2 * r] * inv, o[j][2 * r + 1] * inv);
+            for (int j = 0; j < DP / 8; j++) {
+                int c = j * 8 + 2 * t;
+                if (c < D)
+                    *(__nv_bfloat162 *)(op + c) = __floats2bfloat162_rn(o[r][j][2 * hh] * inv, o[r][j][2 * hh + 1] * inv);
+            }
+            if (lse && t == 0) lse[((size_t)b * H + h) * Nq + row] = (mrow[r][hh] + log2f(l)) / LOG2E;
         }
-        if (lse && t == 0) lse[((size_t)b * H + h) * Nq + rows[r]] = (mrow[r] + log2f(lrow[r])) / LOG2E;
-    }
 }
 
-template <int DP, int WARPS>
+template <int DP, int WARPS, int RT>
 static void launch_fwd2(cuda_impl *im, bf16 *out, float *lse, const bf16 *q, const bf16 *k, const bf16 *v, int B,
                         int H, int Nq, int Nk, int D, int qs, int ks, int os, float scale) {
-    size_t smem = (size_t)(WARPS * 16 + 4 * BN) * (DP + 8) * sizeof(bf16);
+    size_t smem = (size_t)(WARPS * RT * 16 + 4 * BN) * (DP + 8) * sizeof(bf16);
     static int configured = 0;
     if (!configured) {
-        CUDA_CHECK(cudaFuncSetAttribute(flash_fwd2_kernel<DP, WARPS>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+        CUDA_CHECK(cudaFuncSetAttribute(flash_fwd2_kernel<DP, WARPS, RT>, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                         (int)smem));
         configured = 1;
     }
-    dim3 grid(cdiv(Nq, WARPS * 16), B * H);
-    flash_fwd2_kernel<DP, WARPS><<<grid, WARPS * 32, smem, im->stream>>>(out, lse, q, k, v, H, Nq, Nk, D, qs, ks, os,
-                                                                         scale);
+    dim3 grid(cdiv(Nq, WARPS * RT * 16), B * H);
+    flash_fwd2_kernel<DP, WARPS, RT><<<grid, WARPS * 32, smem, im->stream>>>(out, lse, q, k, v, H, Nq, Nk, D, qs, ks,
+                                                                             os, scale);
     LAUNCH_CHECK();
 }
-/* 8 warps (128 queries) per block for long sequences, 4 for short ones (less padding waste) */
+/* 4 warps of 32 query rows (2 row tiles) per block; one row tile per warp for the widest heads
+ * (register budget) and for single-query calls (the pooling head) */
 template <int DP>
 static void launch_fwd2_any(cuda_impl *im, bf16 *out, float *lse, const bf16 *q, const bf16 *k, const bf16 *v, int B,
                             int H, int Nq, int Nk, int D, int qs, int ks, int os, float scale) {
-    if (Nq >= 1024 && DP <= 128) launch_fwd2<DP, 8>(im, out, lse, q, k, v, B, H, Nq, Nk, D, qs, ks, os, scale);
-    else launch_fwd2<DP, 4>(im, out, lse, q, k, v, B, H, Nq, Nk, D, qs, ks, os, scale);
+    if constexpr (DP <= 128) {
+        if (Nq > 16) {
+            launch_fwd2<DP, 4, 2>(im, out, lse, q, k, v, B, H, Nq, Nk, D, qs, ks, os, scale);
+            return;
+        }
+    }
+    launch_fwd2<DP, 4, 1>(im, out, lse, q, k, v, B, H, Nq, Nk, D, qs, ks, os, scale);
 }
 
 /* probs_mean[b, i, j] = mean_h exp(scale q_i . k_j - lse[b,h,i]) (the pooling head's map; Nq small) */
@@ -557,6 +592,12 @@ static void bgemm(cuda_impl *im, int ta, int tb, int m, int n, int k, const void
                                             C, ctype, ldc, sc, count, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
 }
 
+static size_t bwd_delta_bytes(int B, int H, int Nq) { return ((size_t)B * H * Nq * 4 + 255) / 256 * 256; }
+static size_t bwd_scratch_bytes(int B, int H, int Nq, int Nk) {
+    size_t G = H >= B ? H : B;
+    return bwd_delta_bytes(B, H, Nq) + G * Nq * Nk * 6;
+}
+
 static void attention_backward_gemm(iv2_backend *be, bf16 *dq, bf16 *dk, bf16 *dv, const bf16 *dout, const bf16 *q,
                                     const bf16 *k, const bf16 *v, const float *lse, const float *delta, int B, int H,
                                     int Nq, int Nk, int D, int qs, int ks, int os, float scale) {
@@ -564,13 +605,11 @@ static void attention_backward_gemm(iv2_backend *be, bf16 *dq, bf16 *dk, bf16 *d
     /* group over heads (loop over batch) or over batch (loop over heads), whichever is larger */
     int by_head = H >= B, G = by_head ? H : B, L = by_head ? B : H;
     size_t NN = (size_t)Nq * Nk, n = (size_t)G * NN;
-    /* scratch: S / dP in fp32, then P / dS in bf16 (after the delta array at the front) */
-    size_t dbytes = ((size_t)B * H * Nq * 4 + 255) / 256 * 256;
-    char *scr = (char *)cuda_scratch(be, dbytes + n * 4 + n * 2);
-    float *S = (float *)(scr + dbytes);
-    bf16 *P = (bf16 *)(scr + dbytes + n * 4);
-    (void)delta;
-    const float *dl = (const float *)scr;
+    /* scratch (sized by the caller): delta at the front, then S / dP in fp32, P / dS in bf16 */
+    char *scr = (char *)delta;
+    float *S = (float *)(scr + bwd_delta_bytes(B, H, Nq));
+    bf16 *P = (bf16 *)(scr + bwd_delta_bytes(B, H, Nq) + n * 4);
+    const float *dl = delta;
     for (int l = 0; l < L; l++) {
         int b0 = by_head ? l : 0, h0 = by_head ? 0 : l;
         /* element offsets of this loop step and strides between the G group members */
@@ -605,13 +644,14 @@ static void c_attention_backward(iv2_backend *be, void *dq, void *dk, void *dv, 
     if (D > 32 * MAXD) iv2_panic("cuda attention backward: head dim %d over the limit %d", D, 32 * MAXD);
     if (!lse) iv2_panic("cuda attention backward: the forward's lse is required");
     cuda_impl *im = impl_of(be);
-    float *delta = cuda_scratch(be, (size_t)B * H * Nq * sizeof(float));
+    int simple = getenv("IV2_ATTN_SIMPLE") != NULL;
+    float *delta = cuda_scratch(be, simple ? (size_t)B * H * Nq * sizeof(float) : bwd_scratch_bytes(B, H, Nq, Nk));
     const int wpb = 4;
     int rq = B * H * Nq, rk = B * H * Nk;
     attn_delta_kernel<<<cdiv(rq, wpb), wpb * 32, 0, im->stream>>>(delta, (const bf16 *)dout, (const bf16 *)out, B, H,
                                                                   Nq, D, o_stride);
     LAUNCH_CHECK();
-    if (getenv("IV2_ATTN_SIMPLE") == NULL) {   /* delta stays at the front of the scratch */
+    if (!simple) {   /* delta stays at the front of the scratch */
         attention_backward_gemm(be, (bf16 *)dq, (bf16 *)dk, (bf16 *)dv, (const bf16 *)dout, (const bf16 *)q,
                                 (const bf16 *)k, (const bf16 *)v, lse, delta, B, H, Nq, Nk, D, q_stride, kv_stride,
                                 o_stride, scale);

@@ -1,7 +1,8 @@
 /* matmul.cu: linear layers on cuBLASLt (bf16 in/out, fp32 accumulate), bias fused as an
  * epilogue. Row-major out[M,N] = inp[M,K] @ w[N,K]^T is, in cuBLAS's column-major terms,
- * out^T[N,M] = w^T... so every call below swaps the operands. Shapes cuBLASLt has no
- * algorithm for (odd leading dimensions, unaligned pointers) fall back to cublasGemmEx. */
+ * out^T[N,M] = op(w)[N,K] @ inp^T[K,M], so every call below swaps the operands. Shapes
+ * cuBLASLt has no algorithm for (odd leading dimensions, unaligned pointers) fall back to
+ * cublasGemmEx. */
 #include "cuda_common.cuh"
 #include <string.h>
 

@@ -13,7 +13,9 @@ weights + inputs + expected outputs as small safetensors under tests/goldens/:
                                internvl_clip_vision.py. Weights in transformers-native names
                                (q/k/v split) + clip_projector.* in the original names.
   internvit_rs_w / _io         the same kind of model built at 12px (3x3 position grid) and run
-                               at 8px: transformers resizes the position table bicubically.
+                               at 8px (width 40, mlp 72, pool -> 24); also saved as an official
+                               InternVL-C .pth (internvit_rs_c.pth: {'module': state dict} in the
+                               original names + text-tower keys) for the convert path.: transformers resizes the position table bicubically.
   videomae_w / videomae_io     transformers VideoMAEModel configured as VideoMAEv2-g (q/v bias,
                                eps 1e-6, no mean pooling -> final LayerNorm), width 84, 3 heads,
                                mlp 136, 2 blocks, 4 frames, tubelet 2, 8px.
@@ -136,9 +138,8 @@ def capture_blocks(layers):
 
 
 # ---------------------------------------------------------------- InternViT (transformers)
-def internvit(tag, build_img, run_img, depth, n_frames):
+def internvit(tag, build_img, run_img, depth, n_frames, C=80, H=5, MLP=144, PH=4, PD=48, pth=None):
     from transformers import InternVLVisionConfig, InternVLVisionModel
-    C, H, MLP, PH, PD = 80, 5, 144, 4, 48
     cfg = InternVLVisionConfig(hidden_size=C, num_hidden_layers=depth, num_attention_heads=H,
                                intermediate_size=MLP, image_size=build_img, patch_size=P, norm_type="rms_norm",
                                use_qk_norm=True, attention_bias=False, layer_norm_eps=1e-6, hidden_act="gelu",
@@ -160,6 +161,31 @@ def internvit(tag, build_img, run_img, depth, n_frames):
     w = {k: v for k, v in model.state_dict().items()}
     w.update({"clip_projector." + k: v for k, v in pool.state_dict().items()})
     save(tag + "_w", w)
+    if pth:
+        # the same weights as an official InternVL-C checkpoint: torch.save({'module': ...}) with
+        # the original InternVL names (fused qkv, 2-D patch kernel) and a text tower to drop
+        orig = {}
+        for k, v in w.items():
+            k2 = (k.replace("embeddings.cls_token", "cls_token")
+                   .replace("embeddings.position_embeddings", "pos_embed")
+                   .replace("embeddings.patch_embeddings.projection.", "patch_embed.proj.")
+                   .replace("encoder.layer.", "blocks.")
+                   .replace("attention.projection_layer.", "attn.proj.")
+                   .replace("attention.q_norm.", "attn.q_norm.").replace("attention.k_norm.", "attn.k_norm.")
+                   .replace("layernorm_before.", "norm1.").replace("layernorm_after.", "norm2.")
+                   .replace("lambda_1", "ls1.gamma").replace("lambda_2", "ls2.gamma"))
+            if ".attention.q_proj.weight" in k:
+                pre = k2.split(".attention.")[0]
+                kk = k.replace("q_proj", "k_proj")
+                vv = k.replace("q_proj", "v_proj")
+                orig[pre + ".attn.qkv.weight"] = torch.cat([v, w[kk], w[vv]], 0)
+            elif ".attention.k_proj." in k or ".attention.v_proj." in k:
+                continue
+            else:
+                orig[k2] = v.clone()
+        orig["text_projection"] = torch.randn(4, 4)
+        orig["logit_scale"] = torch.tensor(4.6)
+        torch.save({"module": orig}, os.path.join(OUT, pth))
     io = {"in.frames": fr, "out.pooled": pooled, "out.pool_attn": attn[:, 1:]}
     for i, o in enumerate(outs):
         io["out.block.%d" % i] = o
@@ -237,10 +263,9 @@ class Block(torch.nn.Module):
         self.norm1, self.attn, self.ls1 = RMSNorm(C), Attn(C, H), LS(C)
         self.norm2, self.mlp, self.ls2 = RMSNorm(C), Mlp(C, Hd), LS(C)
 
-    def forward(self, x, s):   # s: per-sample drop-path scale [B]
-        s = s[:, None, None]
-        x = x + s * (self.ls1.gamma * self.attn(self.norm1(x)))
-        return x + s * (self.ls2.gamma * self.mlp(self.norm2(x)))
+    def forward(self, x, s1, s2):   # per-sample drop-path scales [B] of the two branches
+        x = x + s1[:, None, None] * (self.ls1.gamma * self.attn(self.norm1(x)))
+        return x + s2[:, None, None] * (self.ls2.gamma * self.mlp(self.norm2(x)))
 
 
 class PatchEmbed(torch.nn.Module):
@@ -259,8 +284,8 @@ class Student(torch.nn.Module):
         self.blocks = torch.nn.ModuleList([Block(C, H, Hd) for _ in range(depth)])
         self.clip_projector = PoolHead(C, PH, PD)
 
-    def forward(self, video, vis, drop):
-        """video [B,3,T,H,W]; vis [B,n_vis] token indices; drop [depth,B]"""
+    def forward(self, video, vis, drop, drop_mlp):
+        """video [B,3,T,H,W]; vis [B,n_vis] token indices; drop, drop_mlp [depth,B]"""
         x = self.patch_embed.proj(video)                   # B,C,T,g,g
         B, C = x.shape[:2]
         x = x.flatten(2).transpose(1, 2)                   # (t,y,x) raster order
@@ -268,7 +293,7 @@ class Student(torch.nn.Module):
         x = torch.gather(x, 1, vis[:, :, None].expand(-1, -1, C))
         outs = []
         for i, blk in enumerate(self.blocks):
-            x = blk(x, drop[i])
+            x = blk(x, drop[i], drop_mlp[i])
             outs.append(x)
         pooled, _ = self.clip_projector(x)
         return outs, pooled
@@ -284,14 +309,16 @@ def student():
     vis = torch.stack([torch.cat([torch.zeros(1, dtype=torch.long),
                                   torch.randperm(ntok - 1)[:NV - 1].sort().values + 1]) for _ in range(S)])
     drop = torch.full((D, S), 1.0 / 0.8)
-    drop[1, 0] = 0.0   # sample 0 dropped in block 1
-    outs, pooled = model(video, vis, drop)
+    drop[1, 0] = 0.0   # attention branch of sample 0 dropped in block 1
+    drop_mlp = torch.full((D, S), 1.0 / 0.8)
+    drop_mlp[0, 1] = 0.0   # MLP branch of sample 1 dropped in block 0
+    outs, pooled = model(video, vis, drop, drop_mlp)
     R = [torch.randn_like(o) for o in outs]
     Rp = torch.randn_like(pooled)
     loss = sum((o * r).sum() for o, r in zip(outs, R)) + (pooled * Rp).sum()
     loss.backward()
     save("student_w", {k: v for k, v in model.state_dict().items()})
-    io = {"in.frames": fr, "in.vis": vis.to(torch.int32), "in.drop": drop, "out.pooled": pooled,
+    io = {"in.frames": fr, "in.vis": vis.to(torch.int32), "in.drop": drop, "in.drop_mlp": drop_mlp, "out.pooled": pooled,
           "dout.pooled": Rp}
     for i, (o, r) in enumerate(zip(outs, R)):
         io["out.block.%d" % i] = o
@@ -336,9 +363,10 @@ def tables():
 
 if __name__ == "__main__":
     internvit("internvit", IMG, IMG, 2, 3)
-    internvit("internvit_rs", IMG + P, IMG, 1, 2)
+    internvit("internvit_rs", IMG + P, IMG, 1, 2, C=40, MLP=72, PD=24, pth="internvit_rs_c.pth")
     videomae()
     student()
     tables()
-    total = sum(os.path.getsize(os.path.join(OUT, f)) for f in os.listdir(OUT))
+    mine = ("internvit_", "videomae_", "student_", "tables.")
+    total = sum(os.path.getsize(os.path.join(OUT, f)) for f in os.listdir(OUT) if f.startswith(mine))
     print("goldens written to %s (%.1f KiB)" % (OUT, total / 1024))

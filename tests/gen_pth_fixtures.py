@@ -6,7 +6,7 @@ expected outputs are written by safetensors.torch from what torch.load reads bac
 name mapping of iv2_pth_convert restated here, so the C converter is compared with PyTorch's
 own reading of the file. A few broken files are made by hand (same ZIP layout) for the error
 tests. Rerun (only needed when the fixtures change; the outputs are committed):
-    pip install torch safetensors
+    pip install torch safetensors numpy
     python3 tests/gen_pth_fixtures.py
 Deterministic: fixed seeds; the zip writer below uses fixed timestamps.
 """
@@ -18,6 +18,7 @@ import warnings
 import zipfile
 import zlib
 
+import numpy as np
 import torch
 from safetensors.torch import save_file
 
@@ -220,7 +221,7 @@ def main():
     vm = videomae_state_dict(g)
     vm_sd = dict(vm)
     vm_sd["_step"] = 17  # a non-tensor entry inside the state dict
-    import numpy as np  # numpy scalars and arrays are pickled through REDUCE/BUILD of numpy globals
+    # (numpy scalars/arrays, bytes and sets are pickled through REDUCE/BUILD of other globals)
     torch.save({"model": vm_sd, "epoch": 1199, "args": argparse.Namespace(lr=1.5e-4, model="vit_g"),
                 "best": np.float64(0.75), "hist": np.arange(3.0), "note": b"bytes", "flags": {1, 2}},
                P("videomae.pth"))

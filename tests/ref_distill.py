@@ -3,7 +3,7 @@
 
 A tiny stage-1 student (the restated InternVideo2 student of gen_goldens.py: RMSNorm, q/k norm,
 LayerScale, tanh-GELU MLP, CLS, learned pos_embed, visible-token gather, per-sample drop path,
-attention pool) with the stage-1 heads of internvideo2_pretrain.py restated here:
+attention pool; drop path drawn per branch) with the stage-1 heads of internvideo2_pretrain.py restated here:
   clip_decoder.k       Linear(C -> clip_dim) -> LayerNorm(eps 1e-5) -> x / |x|
   mae_decoder.k        Linear(C -> C) -> GELU (exact) -> Linear(C -> mae_dim) -> LayerNorm -> x / |x|
   final_clip_decoder   Linear(pool_dim -> final_dim) -> LayerNorm -> x / |x|
@@ -77,8 +77,8 @@ class Pretrain(gg.Student):
         self.clip_pos_embed = torch.nn.Parameter(torch.zeros(1, 1 + n, C))
         self.mae_pos_embed = torch.nn.Parameter(torch.zeros(1, n, C))
 
-    def loss(self, video, vis, drop, t_clip, t_mae, t_final):
-        outs, pooled = gg.Student.forward(self, video, vis, drop)
+    def loss(self, video, vis, drop, drop_mlp, t_clip, t_mae, t_final):
+        outs, pooled = gg.Student.forward(self, video, vis, drop, drop_mlp)
         cos = lambda u, v: (2 - 2 * (u * v).sum(-1)).mean()
         pos = lambda table, idx: table[0][idx]                      # [B, n, C]
         l_clip = sum(cos(dec(outs[sb] + pos(self.clip_pos_embed, vis)), t_clip[k])
@@ -110,6 +110,9 @@ def main():
     drop = torch.ones(DEPTH, B)
     drop[1, 1] = 0.0             # sample 1 dropped in block 1
     drop[2, 0] = 1.0 / 0.9       # kept with keep-prob 0.9
+    drop_mlp = torch.ones(DEPTH, B)   # the MLP branch draws on its own (timm DropPath twice)
+    drop_mlp[1, 0] = 0.0
+    drop_mlp[2, 1] = 1.0 / 0.8
     t_clip = [unit(B, NV, CLIP_DIM) for _ in CLIP_LAYERS]
     t_mae = [unit(B, NV - 1, MAE_DIM) for _ in MAE_LAYERS]
     t_final = unit(B, FINAL_DIM)
@@ -127,7 +130,7 @@ def main():
         for g in opt.param_groups:
             g["lr"] = lr
         opt.zero_grad()
-        total, (lc, lf, lm) = model.loss(video, vis, drop, t_clip, t_mae, t_final)
+        total, (lc, lf, lm) = model.loss(video, vis, drop, drop_mlp, t_clip, t_mae, t_final)
         total.backward()
         if step == 0:   # gradients before clipping
             io["loss0"] = torch.tensor([total.item(), lc.item(), lf.item(), lm.item()])
@@ -144,6 +147,7 @@ def main():
     io["in.frames"] = fr
     io["in.vis"] = vis.to(torch.int32)
     io["in.drop"] = drop
+    io["in.drop_mlp"] = drop_mlp
     for k in range(len(CLIP_LAYERS)):
         io["t.clip.%d" % k] = t_clip[k]
     for k in range(len(MAE_LAYERS)):

@@ -181,6 +181,15 @@ static void check_threads(const char *video) {
         CHECK(jobs[v].rc == 0, "parallel view %d", v);
     }
     CHECK(!memcmp(serial, par, bytes * 4), "4 parallel decodes equal the serial ones");
+    /* several views through one handle (seeks back and forth, skipped frames) equal fresh opens */
+    iv2_video *v = iv2_video_open(video, &o);
+    CHECK(v != NULL, "%s", iv2_errmsg());
+    for (int k = 0; v && k < 8; k++) {
+        int view = (k * 3) % 4; /* 0 3 2 1 0 3 2 1 */
+        CHECK(iv2_video_sample(v, 0, -1, "", 5, 9, view, &o, t2, NULL) == 0, "%s", iv2_errmsg());
+        CHECK(!memcmp(t2, serial + view * bytes, bytes), "view %d through a reused handle differs", view);
+    }
+    iv2_video_close(v);
     o.threads = 2;
     CHECK(iv2_sample_clip(video, 0, -1, "", 5, 9, 0, &o, t2, NULL) == 0, "%s", iv2_errmsg());
     CHECK(!memcmp(serial, t2, bytes), "2 decoder threads give the same pixels");
@@ -292,6 +301,8 @@ int main(void) {
         {"mpeg2.ts", "-c:v mpeg2video -bf 2 -g 12", 1},
         {"mjpeg.mkv", "-c:v mjpeg -pix_fmt yuvj422p", 1}, /* full range */
         {"x264_10bit.mkv", "-c:v libx264 -bf 2 -g 16 -pix_fmt yuv420p10le -color_primaries bt709 -color_trc bt709 -colorspace bt709", 1},
+        {"odd444.mp4", "-vf scale=175:143 -c:v libx264 -g 30 -pix_fmt yuv444p", 1}, /* odd size, 4:4:4 */
+        {"hevc10.mkv", "-t 1 -c:v libx265 -pix_fmt yuv420p10le -x265-params log-level=none:keyint=10", 1},
     };
     char path[400];
     for (size_t i = 0; i < sizeof gen / sizeof gen[0]; i++) {

@@ -47,6 +47,7 @@ int main(void) {
     if (iv2_trainer_init(&t, &c, dims[0], dims[1], dims[2], nv)) { CHECK(0, "init: %s", iv2_errmsg()); return test_done(); }
     CHECK(iv2_vit_load_st(t.student, &wf, 0) == 0, "student weights: %s", iv2_errmsg());
     CHECK(iv2_heads_load_st(t.heads, &wf) == 0, "head weights: %s", iv2_errmsg());
+    iv2_optim_sync_master(&t.opt);
     int unused = 0;
     for (int i = 0; i < wf.n_tensors; i++) if (!wf.tensors[i].used) { unused++; fprintf(stderr, "unused %s\n", wf.tensors[i].name); }
     CHECK(unused == 0, "every golden weight has a home");
@@ -61,8 +62,9 @@ int main(void) {
     iv2_st_tensor *vt = iv2_st_find(&io, "in.vis");
     b.vis = malloc(vt->nbytes);
     iv2_st_read(&io, vt, b.vis, IV2_I32);
-    float *drop = tensor(&io, "in.drop", NULL);
+    float *drop = tensor(&io, "in.drop", NULL), *drop_mlp = tensor(&io, "in.drop_mlp", NULL);
     t.drop_override = drop;
+    t.drop_mlp_override = drop_mlp;
     char nm[160];
     for (int k = 0; k < c.n_clip; k++) { snprintf(nm, sizeof nm, "t.clip.%d", k); b.clip[k] = tensor(&io, nm, NULL); }
     for (int k = 0; k < c.n_mae; k++) { snprintf(nm, sizeof nm, "t.mae.%d", k); b.mae[k] = tensor(&io, nm, NULL); }
@@ -108,7 +110,7 @@ int main(void) {
         seen++;
     }
     CHECK(seen == t.student->n_param + t.heads->n_table, "weights of every tensor compared");
-    free(loss0); free(gn0); free(losses); free(drop);
+    free(loss0); free(gn0); free(losses); free(drop); free(drop_mlp);
     iv2_batch_free(&b);
     iv2_trainer_close(&t);
     iv2_st_close(&wf);

@@ -24,19 +24,26 @@ static void synth_unit(float *x, int d) {
     for (int i = 0; i < d; i++) x[i] *= inv;
 }
 
-/* feature of token p (patch index) of a view: W [d x 4] applied to (mean R, G, B, 1) + pos term */
-static void synth_feature(float *out, int d, const uint8_t *frames, int S, int p, int layer, uint64_t salt) {
-    int G = S / 14, t = p / (G * G), y = (p / G) % G, x = p % G;
-    double m[3] = {0, 0, 0};
-    for (int yy = 0; yy < 14; yy++)
-        for (int xx = 0; xx < 14; xx++)
-            for (int c = 0; c < 3; c++) m[c] += frames[(((size_t)t * S + y * 14 + yy) * S + x * 14 + xx) * 3 + c];
-    for (int c = 0; c < 3; c++) m[c] = m[c] / (196.0 * 255.0) - 0.5;
+/* patch means of the frames: m[p][3] in [-0.5, 0.5] */
+static void synth_means(double *m, const uint8_t *frames, int S) {
+    int G = S / 14, n = 8 * G * G;
+    for (int p = 0; p < n; p++) {
+        int t = p / (G * G), y = (p / G) % G, x = p % G;
+        double a[3] = {0, 0, 0};
+        for (int yy = 0; yy < 14; yy++)
+            for (int xx = 0; xx < 14; xx++)
+                for (int c = 0; c < 3; c++) a[c] += frames[(((size_t)t * S + y * 14 + yy) * S + x * 14 + xx) * 3 + c];
+        for (int c = 0; c < 3; c++) m[p * 3 + c] = a[c] / (196.0 * 255.0) - 0.5;
+    }
+}
+
+/* feature of token p: a fixed random map W [d x 4] of (patch mean R, G, B, 1) plus a position term, L2 */
+static void synth_feature(float *out, int d, const double *means, int p, int layer, uint64_t salt) {
     for (int i = 0; i < d; i++) {
         iv2_rng r;
         iv2_rng_seed(&r, salt, (uint64_t)layer, (uint64_t)i, 0);
         double v = 0;
-        for (int c = 0; c < 3; c++) v += (iv2_rng_uniform(&r) * 2 - 1) * m[c] * 4;
+        for (int c = 0; c < 3; c++) v += (iv2_rng_uniform(&r) * 2 - 1) * means[p * 3 + c] * 4;
         v += (iv2_rng_uniform(&r) * 2 - 1) * 0.5 + 0.3 * sin(0.7 * i + p * 0.37 + layer);
         out[i] = (float)v;
     }
@@ -65,22 +72,24 @@ static int synth_cache(const char *dir, const synth_spec *sp) {
     for (int i = 0; i < sp->n_mae; i++) vals[sp->n_clip + i] = malloc(sizeof(float) * (size_t)n * sp->mae_dim);
     float *pool = vals[nt - 2] = malloc(sizeof(float) * sp->pool_dim), *attn = vals[nt - 1] = malloc(sizeof(float) * n);
     uint8_t *frames = malloc((size_t)T * S * S * 3);
+    double *means = malloc(sizeof(double) * 3 * n);
     int rc = 0;
     for (int v = 0; v < sp->views && !rc; v++) {
         iv2_rng r;
         iv2_rng_seed(&r, 99, (uint64_t)v, 0, 0);
         for (size_t i = 0; i < (size_t)T * S * S * 3; i++) frames[i] = (uint8_t)(iv2_rng_u64(&r) >> 56);
+        synth_means(means, frames, S);
         for (int i = 0; i < sp->n_clip; i++) {
             float *o = vals[i];
             memset(o, 0, sizeof(float) * sp->clip_dim);
             for (int p = 0; p < n; p++) {
-                synth_feature(o + (size_t)(1 + p) * sp->clip_dim, sp->clip_dim, frames, S, p, i, 1);
+                synth_feature(o + (size_t)(1 + p) * sp->clip_dim, sp->clip_dim, means, p, i, 1);
                 for (int d = 0; d < sp->clip_dim; d++) o[d] += o[(size_t)(1 + p) * sp->clip_dim + d];
             }
             synth_unit(o, sp->clip_dim);   /* CLS: the normalised mean */
         }
         for (int i = 0; i < sp->n_mae; i++)
-            for (int p = 0; p < n; p++) synth_feature(vals[sp->n_clip + i] + (size_t)p * sp->mae_dim, sp->mae_dim, frames, S, p, i, 2);
+            for (int p = 0; p < n; p++) synth_feature(vals[sp->n_clip + i] + (size_t)p * sp->mae_dim, sp->mae_dim, means, p, i, 2);
         for (int d = 0; d < sp->pool_dim; d++) pool[d] = vals[0][d % sp->clip_dim] + 0.1f * (d % 3);
         synth_unit(pool, sp->pool_dim);
         for (int p = 0; p < n; p++) attn[p] = (float)iv2_rng_uniform(&r) / P;
@@ -97,6 +106,7 @@ static int synth_cache(const char *dir, const synth_spec *sp) {
     for (int i = 0; i < nt; i++) free(vals[i]);
     free(vals);
     free(frames);
+    free(means);
     iv2_cache_close(c);
     return rc;
 }

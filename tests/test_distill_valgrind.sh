@@ -21,7 +21,7 @@ rm -f "$out/libd.a" && ar rcs "$out/libd.a" "$out"/obj/*.o || exit 1
 rc=0
 for t in test_distill_units test_distill_heads test_distill_fd test_distill_golden test_distill_train; do
   cc $CF "tests/$t.c" "$out/libd.a" -o "$out/$t" $(pkg-config --libs $PKG) -lm || exit 1
-  IV2_QUIET=1 OMP_NUM_THREADS=1 OPENBLAS_CORETYPE=Prescott valgrind -q --error-exitcode=9 --leak-check=full \
+  IV2_VALGRIND=1 IV2_QUIET=1 OMP_NUM_THREADS=1 OPENBLAS_CORETYPE=Prescott valgrind -q --error-exitcode=9 --leak-check=full \
       --errors-for-leak-kinds=definite,indirect --show-leak-kinds=definite,indirect "$out/$t" >"$out/$t.log" 2>&1
   r=$?
   if [ $r -ne 0 ]; then echo "$t under valgrind: exit $r"; tail -n 30 "$out/$t.log"; rc=1; fi

@@ -3,12 +3,14 @@
  * bicubic-resized position table, transformers VideoMAEModel (as VideoMAEv2-g), and the
  * InternVideo2 student (forward on visible tokens with drop path, and autograd gradients of
  * every parameter); plus the bicubic resize and the 3-D sin-cos table. fp32, 1e-4 relative. */
+#include <unistd.h>
+#include "pth.h"
 #include "test_vit_util.h"
 
 static iv2_backend *be;
 
-/* model from an io golden's config, weights from the matching *_w golden */
-static iv2_vit *golden_model(const char *tag, iv2_st_file *io) {
+/* model from an io golden's config, weights from the matching *_w golden (or from wpath) */
+static iv2_vit *golden_model_w(const char *tag, iv2_st_file *io, const char *wpath) {
     char p[512], w[64];
     iv2_vit_config c;
     if (iv2_st_open(io, golden(tag, p, sizeof p))) { CHECK(0, "%s", iv2_errmsg()); return NULL; }
@@ -16,7 +18,7 @@ static iv2_vit *golden_model(const char *tag, iv2_st_file *io) {
     iv2_vit *m = iv2_vit_create(be, &c);
     CHECK(m != NULL, "%s", iv2_errmsg());
     snprintf(w, sizeof w, "%.*s_w", (int)(strlen(tag) - 3), tag);
-    if (m && iv2_vit_load(m, golden(w, p, sizeof p))) {
+    if (m && iv2_vit_load(m, wpath ? wpath : golden(w, p, sizeof p))) {
         CHECK(0, "load %s: %s", w, iv2_errmsg());
         iv2_vit_free(m);
         m = NULL;
@@ -24,6 +26,8 @@ static iv2_vit *golden_model(const char *tag, iv2_st_file *io) {
     if (!m) iv2_st_close(io);
     return m;
 }
+
+static iv2_vit *golden_model(const char *tag, iv2_st_file *io) { return golden_model_w(tag, io, NULL); }
 
 static void compare_dev(const char *what, iv2_st_file *io, const char *name, const void *dev, size_t n) {
     size_t nw = 0;
@@ -35,9 +39,9 @@ static void compare_dev(const char *what, iv2_st_file *io, const char *name, con
     free(got); free(want);
 }
 
-static void test_internvit(const char *tag) {
+static void test_internvit(const char *tag, const char *wpath) {
     iv2_st_file io;
-    iv2_vit *m = golden_model(tag, &io);
+    iv2_vit *m = golden_model_w(tag, &io, wpath);
     if (!m) return;
     const iv2_vit_config *c = &m->cfg;
     size_t nfr;
@@ -123,11 +127,11 @@ static void test_student(void) {
     nvis = tv->numel;
     int32_t *vis = malloc(tv->nbytes);
     memcpy(vis, tv->data, tv->nbytes);
-    float *drop = st_f32(&io, "in.drop", &ndrop);
+    float *drop = st_f32(&io, "in.drop", &ndrop), *drop_mlp = st_f32(&io, "in.drop_mlp", NULL);
     int NV = (int)(nvis / S);
     size_t n = (size_t)S * NV * C;
     iv2_vit_io x = {0};
-    x.frames = frames; x.S = S; x.vis = vis; x.n_vis = NV; x.drop = drop; x.n_out = c->depth;
+    x.frames = frames; x.S = S; x.vis = vis; x.n_vis = NV; x.drop = drop; x.drop_mlp = drop_mlp; x.n_out = c->depth;
     void *dout[IV2_VIT_MAX_OUT];
     char what[160], name[128];
     for (int k = 0; k < c->depth; k++) {
@@ -186,7 +190,7 @@ static void test_student(void) {
      * the drop scales off the outputs differ from the golden only where drop acted, so compare
      * with a second training forward without drop */
     iv2_vit_io y = x;
-    y.drop = NULL;
+    y.drop = y.drop_mlp = NULL;
     void *inf_out = be->alloc(be, n * be->esize);
     CHECK(iv2_vit_forward_train(m, &y) == 0, "%s", iv2_errmsg());
     float *ref = dl(be, y.out[c->depth - 1], n);
@@ -202,7 +206,7 @@ static void test_student(void) {
 
     for (int k = 0; k < c->depth; k++) { be->free(be, x.out[k]); be->free(be, dout[k]); }
     be->free(be, x.pooled); be->free(be, dpooled); be->free(be, frames);
-    free(vis); free(drop);
+    free(vis); free(drop); free(drop_mlp);
     iv2_vit_free(m);
     iv2_st_close(&io);
 }
@@ -241,8 +245,19 @@ int main(void) {
     be = iv2_backend_create("cpu", 2);
     if (!be) { fprintf(stderr, "%s\n", iv2_errmsg()); return 1; }
     test_tables();
-    test_internvit("internvit_io");
-    test_internvit("internvit_rs_io");
+    test_internvit("internvit_io", NULL);
+    test_internvit("internvit_rs_io", NULL);
+    /* the same weights as an official InternVL-C .pth ({'module': ...}, original names, text
+     * tower), through the converter (common/pth.h) and the loader */
+    char pth[512], conv[512];
+    const char *td = getenv("TMPDIR");
+    snprintf(conv, sizeof conv, "%s/iv2_vit_parity_%d.safetensors", td ? td : "/tmp", (int)getpid());
+    snprintf(pth, sizeof pth, "%s/tests/goldens/internvit_rs_c.pth", getenv("IV2_ROOT") ? getenv("IV2_ROOT") : ".");
+    iv2_pth_summary sum;
+    CHECK(iv2_pth_convert(pth, conv, "internvit", IV2_PTH_KEEP, &sum) == 0, "convert: %s", iv2_errmsg());
+    CHECK(sum.n_dropped == 2, "text tower dropped (%d)", sum.n_dropped);
+    test_internvit("internvit_rs_io", conv);
+    unlink(conv);
     test_videomae();
     test_student();
     iv2_backend_destroy(be);

@@ -32,6 +32,15 @@ echo "$err" | grep -q "unexpected tensors: 'encoder.blocks" || fail "unexpected 
 $W plan --preset internvit-6b | grep -q "weights 22.11 GiB" || fail "plan internvit-6b"
 $W plan --preset videomae-g | grep -q "weights 3.77 GiB" || fail "plan videomae-g"
 
+# an official-format InternVL-C .pth ({'module': ...}, text tower) converts and loads
+$W convert tests/goldens/internvit_rs_c.pth -o "$d/c.safetensors" --model internvit --check internvit-tiny \
+  --config '{"img":8,"patch":4,"width":40,"depth":1,"heads":5,"mlp":72,"pool_heads":4,"pool_dim":24}' \
+  > "$d/conv.txt" 2>&1 || fail "convert: $(cat "$d/conv.txt")"
+grep -q "loads as internvit-tiny" "$d/conv.txt" || fail "convert check: $(cat "$d/conv.txt")"
+err=$($W convert tests/goldens/internvit_rs_c.pth -o "$d/c2.safetensors" --model internvit --check internvit-tiny 2>&1) \
+  && fail "converted file accepted by the wrong config"
+echo "$err" | grep -q "pos_embed\|patch_embed" || fail "wrong-config message: $err"
+
 # bad input: one line, non-zero
 err=$($W init --preset nope -o "$d/x.safetensors" 2>&1) && fail "unknown preset accepted"
 echo "$err" | grep -q "unknown model preset 'nope'" || fail "unknown preset message: $err"

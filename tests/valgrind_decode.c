@@ -55,7 +55,7 @@ int main(int argc, char **argv) {
     char *cli2[] = {"decode", p, "--frame", "7", "--format", "raw", "--out", out, NULL};
     expect(iv2_decode_cli(8, cli2) == 0, "cli frame");
     char *cli3[] = {"decode", p, "--bogus", "1", NULL};
-    expect(iv2_decode_cli(4, cli3) < 0, "cli bad option");
+    expect(iv2_decode_cli(4, cli3) == 1, "cli bad option");
     free(rgb);
     return fails ? 1 : 0;
 }

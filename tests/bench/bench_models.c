@@ -2,7 +2,8 @@
  * tiny presets and at ViT-B width (768, 12 heads, MLP 3072; 2 blocks to keep the run short),
  * with the real 224px token grids; beside the same forwards in PyTorch (transformers
  * InternVLVisionModel / VideoMAEModel, a restated student; sdpa attention, fp32, same thread
- * count) run in the same process tree when `python3 -c 'import torch, transformers'` works.
+ * count), each right after ours in the same run, when `python3 -c 'import torch, transformers'`
+ * works.
  * Medians of IV2_BENCH_REPS runs (default 3) after one warm-up; IV2_THREADS threads (default
  * all cores; IV2_BENCH_TORCH=0 skips PyTorch). Arguments: substrings of the model names to run.
  * Ratio > 1 means ours is faster. */
@@ -128,27 +129,29 @@ static const char *torch_prelude =
     "        return t\n"
     "    return bench(f)\n";
 
-static void run_torch(int threads) {
-    if (system("python3 -c 'import torch, transformers' >/dev/null 2>&1") != 0) {
-        printf("torch/transformers not importable: no PyTorch baseline\n");
-        return;
+static int torch_ok = -1;
+
+/* the same forward of bench b in PyTorch, in its own python process right after ours, so that
+ * both see the same machine load (the machine is shared) */
+static void run_torch(int threads, bench_t *b) {
+    if (torch_ok < 0) {
+        torch_ok = system("python3 -c 'import torch, transformers' >/dev/null 2>&1") == 0;
+        if (!torch_ok) printf("torch/transformers not importable: no PyTorch baseline\n");
     }
+    if (!torch_ok) return;
     char path[] = "/tmp/iv2_bench_models_XXXXXX";
     int fd = mkstemp(path);
     if (fd < 0) return;
     FILE *f = fdopen(fd, "w");
     fprintf(f, torch_prelude, threads, reps);
-    for (int i = 0; i < NB; i++)
-        if (benches[i].ms >= 0) fprintf(f, "print(%d, %s, flush=True)\n", i, benches[i].torch);
+    fprintf(f, "print(%s, flush=True)\n", b->torch);
     fclose(f);
     char cmd[512];
     snprintf(cmd, sizeof cmd, "python3 %s 2>/dev/null", path);
     FILE *p = popen(cmd, "r");
     if (p) {
-        int i;
         double ms;
-        while (fscanf(p, "%d %lf", &i, &ms) == 2)
-            if (i >= 0 && i < NB) benches[i].torch_ms = ms;
+        if (fscanf(p, "%lf", &ms) == 1) b->torch_ms = ms;
         pclose(p);
     }
     unlink(path);
@@ -160,16 +163,20 @@ int main(int argc, char **argv) {
     const char *th = getenv("IV2_THREADS");
     iv2_backend *be = iv2_backend_create("cpu", th ? atoi(th) : 0);
     if (!be) iv2_die("bench_models");
-    printf("CPU backend, %d threads, median of %d forwards (fp32, 224px grids)\n", be->threads, reps);
+    double la[1] = {0};
+    getloadavg(la, 1);
+    printf("CPU backend, %d threads, median of %d forwards (fp32, 224px grids); load average %.1f at start "
+           "(a busy shared machine skews both columns: compare the ratio, rerun when it is high)\n",
+           be->threads, reps, la[0]);
     /* optional arguments: substrings of the model names to run (default all) */
     for (int i = 0; i < NB; i++) {
         int want = argc < 2;
         for (int a = 1; a < argc; a++) want |= strstr(benches[i].name, argv[a]) != NULL;
         if (!want) { benches[i].ms = -1; continue; }
         if (run_ours(be, &benches[i])) iv2_die("bench_models");
+        const char *nt = getenv("IV2_BENCH_TORCH");
+        if (!nt || strcmp(nt, "0")) run_torch(be->threads, &benches[i]);
     }
-    const char *nt = getenv("IV2_BENCH_TORCH");
-    if (!nt || strcmp(nt, "0")) run_torch(be->threads);
     printf("%-26s %8s %10s %12s %10s %12s %8s\n", "model", "tokens", "ours ms", "ours tok/s", "torch ms",
            "torch tok/s", "ratio");
     for (int i = 0; i < NB; i++) {
@@ -182,6 +189,8 @@ int main(int argc, char **argv) {
         else
             printf("%-26s %8.0f %10.1f %12.0f %10s %12s %8s\n", b->name, tok, b->ms, b->tok_s, "-", "-", "-");
     }
+    getloadavg(la, 1);
+    printf("load average %.1f at the end\n", la[0]);
     iv2_backend_destroy(be);
     return 0;
 }

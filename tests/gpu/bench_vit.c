@@ -93,6 +93,66 @@ static double time_model(iv2_backend *be, const char *preset, int depth, int S, 
     return t[reps / 2];
 }
 
+/* the student's training step without the optimiser: forward on n_vis visible tokens (CLS +
+ * 52 patches per frame, as the recipe's mask), backward from random gradients of the last
+ * block's output and the pooled output; median seconds per step */
+static double time_train(iv2_backend *be, const char *preset, int depth, int S, int reps, double *flops, int *nvis_out) {
+    iv2_vit_config cfg;
+    if (iv2_vit_preset(preset, &cfg)) iv2_die("bench_vit");
+    int full = cfg.depth;
+    cfg.depth = depth;
+    cfg.drop_path = 0;
+    iv2_vit *m = iv2_vit_create(be, &cfg);
+    if (!m || iv2_vit_alloc_grads(m)) iv2_die("bench_vit");
+    fill_params(m);
+    int G = iv2_vit_grid(&cfg), per = G * G, T = cfg.frames / cfg.tubelet, keep = 52, nv = 1 + T * keep;
+    int32_t *vis = malloc(sizeof(int32_t) * S * nv);
+    for (int s = 0; s < S; s++) {
+        vis[s * nv] = 0;
+        for (int t = 0; t < T; t++)
+            for (int i = 0; i < keep; i++) vis[s * nv + 1 + t * keep + i] = 1 + t * per + (i * per) / keep + (s % 3);
+    }
+    size_t fb = (size_t)S * cfg.frames * cfg.img * cfg.img * 3;
+    uint8_t *fh = malloc(fb);
+    for (size_t i = 0; i < fb; i++) fh[i] = (uint8_t)(i * 2654435761u >> 24);
+    uint8_t *fr = be->alloc(be, fb);
+    be->upload_raw(be, fr, fh, fb);
+    int C = cfg.width;
+    size_t no = (size_t)S * nv * C, np = (size_t)S * cfg.pool_dim;
+    iv2_vit_io io;
+    memset(&io, 0, sizeof io);
+    io.frames = fr;
+    io.S = S;
+    io.vis = vis;
+    io.n_vis = nv;
+    io.n_out = 1;
+    io.blocks[0] = depth - 1;
+    io.out[0] = be->alloc(be, no * be->esize);
+    io.pooled = be->alloc(be, np * be->esize);
+    void *dout[1] = {be->alloc(be, no * be->esize)}, *dpool = be->alloc(be, np * be->esize);
+    float *h = malloc((no > np ? no : np) * sizeof(float));
+    for (size_t i = 0; i < no; i++) h[i] = ((i * 2654435761u) >> 20) * 1e-7f - 1e-4f;
+    be->upload(be, dout[0], h, no);
+    be->upload(be, dpool, h, np);
+    double t[16];
+    for (int r = -1; r < reps; r++) {
+        be->sync(be);
+        double t0 = iv2_now();
+        if (iv2_vit_forward_train(m, &io) || iv2_vit_backward(m, &io, dout, dpool)) iv2_die("bench_vit");
+        be->sync(be);
+        if (r >= 0) t[r] = iv2_now() - t0;
+    }
+    qsort(t, reps, sizeof(double), cmpd);
+    /* forward + backward = 3x forward FLOPs over the visible tokens */
+    double per_block = (double)nv * (8.0 * C * C + 4.0 * C * cfg.mlp) + 4.0 * (double)nv * nv * C;
+    *flops = 3.0 * S * (full * per_block + 2.0 * (nv - 1) * (3 * cfg.patch * cfg.patch) * C);
+    *nvis_out = nv;
+    be->free(be, io.out[0]); be->free(be, io.pooled); be->free(be, dout[0]); be->free(be, dpool); be->free(be, fr);
+    free(h); free(fh); free(vis);
+    iv2_vit_free(m);
+    return t[reps / 2];
+}
+
 int main(int argc, char **argv) {
     iv2_backend *be = iv2_cuda_backend_create(0);
     if (!be) { printf("skipped: %s\n", iv2_errmsg()); return 77; }
@@ -123,6 +183,18 @@ int main(int argc, char **argv) {
                         ups / b[i].per_view, tf / 1e12, tf / peak, b[i].d1, b[i].d2, t1 * 1e3, t2 * 1e3);
         fflush(stdout);
     }
+    /* the 1B student's training step (issue 8), same extrapolation */
+    int views = getenv("IV2_BENCH_VIEWS") ? atoi(getenv("IV2_BENCH_VIEWS")) : 32, nv = 0;
+    iv2_vit_config sc;
+    iv2_vit_preset("iv2-1b", &sc);
+    double fl, t1 = time_train(be, "iv2-1b", 2, views, 5, &fl, &nv), t2 = time_train(be, "iv2-1b", 6, views, 5, &fl, &nv);
+    double t = t1 + (sc.depth - 2) * (t2 - t1) / 4, tf = fl / t;
+    printf("%-14s %6d %10.2f %9.0f %-2s %12.2f %10.1f %7.1f%%   (train step, fwd+bwd, no optimiser)\n", "iv2-1b train",
+           views, t * 1e3, views * nv / t, "tk", views / t, tf / 1e12, 100 * tf / peak);
+    if (js) fprintf(js, ", {\"model\": \"iv2-1b-train\", \"batch\": %d, \"n_vis\": %d, \"unit\": \"views\", "
+                    "\"ms\": %.3f, \"per_s\": %.2f, \"tokens_per_s\": %.1f, \"tflops\": %.2f, \"mfu\": %.4f, "
+                    "\"ms_timed\": [%.3f, %.3f]}", views, nv, t * 1e3, views / t, views * nv / t, tf / 1e12, tf / peak,
+                    t1 * 1e3, t2 * 1e3);
     if (js) { fprintf(js, "]}\n"); fclose(js); }
     iv2_backend_destroy(be);
     return 0;

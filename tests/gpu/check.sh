@@ -10,8 +10,10 @@
 #             (test_cuda_goldens)
 #   memcheck  compute-sanitizer memcheck on one tiny InternViT forward (and on the op tests)
 #   bench_*   bench_kernels, bench_vit (iv2) and bench_torch.py (PyTorch, same GPU, same run)
-# Ends with a summary table (also $OUT/summary.txt) and the figures ($OUT/*.json).
-# Budget: about 4-5 minutes on an H100; every step has its own time limit.
+# Ends with a report (also $OUT/report.txt), the figures ($OUT/bench_*.json) and the step logs
+# packed into $OUT/logs.tar.gz. Takes about 1 minute on an H100 (build 10 s, tests 10 s,
+# benchmarks 30 s); each step has its own time limit (build 300 s, tests 150 s, benchmarks
+# 120-180 s), so a hang costs at most that step's limit. Exit 0 only when no step failed.
 cd "$(dirname "$0")/../.." || exit 1
 ROOT=$(pwd)
 OUT=${OUT:-$ROOT/build/gpu-check}
@@ -70,6 +72,8 @@ for t in build/gpu/test_*; do
   [ -x "$t" ] || continue
   step "$(basename "$t")" 150 "$t"
 done
+# the debugging path of attention (unpipelined forward, scalar backward) against the CPU too
+[ -x build/gpu/test_cuda_ops ] && step test_cuda_ops_simple_attention 150 env IV2_ATTN_SIMPLE=1 build/gpu/test_cuda_ops
 [ -e build/gpu/test_cuda_ops ] || printf '%-34s %-20s\n' test_cuda_ops "FAIL (not built)" | tee -a "$SUMMARY"
 
 # ---- compute-sanitizer ----
@@ -81,6 +85,9 @@ else
 fi
 
 # ---- benchmarks ----
+for b in bench_kernels bench_vit; do
+  [ -x build/gpu/$b ] || printf '%-34s %-20s\n' $b "FAIL (not built)" | tee -a "$SUMMARY"
+done
 [ -x build/gpu/bench_kernels ] && step bench_kernels 120 build/gpu/bench_kernels "$OUT/bench_kernels.json"
 [ -x build/gpu/bench_vit ] && step bench_vit 150 build/gpu/bench_vit "$OUT/bench_vit.json"
 step bench_torch 180 python3 tests/gpu/bench_torch.py "$OUT/bench_torch.json"

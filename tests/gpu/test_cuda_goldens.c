@@ -105,10 +105,11 @@ static void student(void) {
     int32_t *vis = malloc(tv->nbytes);
     memcpy(vis, tv->data, tv->nbytes);
     float *drop = st_f32(&io, "in.drop", &ndrop);
+    float *drop_mlp = iv2_st_find(&io, "in.drop_mlp") ? st_f32(&io, "in.drop_mlp", NULL) : NULL;
     int NV = (int)(tv->numel / S);
     size_t n = (size_t)S * NV * C;
     iv2_vit_io x = {0};
-    x.frames = frames; x.S = S; x.vis = vis; x.n_vis = NV; x.drop = drop; x.n_out = c->depth;
+    x.frames = frames; x.S = S; x.vis = vis; x.n_vis = NV; x.drop = drop; x.drop_mlp = drop_mlp; x.n_out = c->depth;
     void *dout[IV2_VIT_MAX_OUT];
     char what[160], name[128];
     for (int k = 0; k < c->depth; k++) {
@@ -155,7 +156,7 @@ static void student(void) {
     free(all); free(got);
     for (int k = 0; k < c->depth; k++) { be->free(be, x.out[k]); be->free(be, dout[k]); }
     be->free(be, x.pooled); be->free(be, dpooled); be->free(be, frames);
-    free(vis); free(drop);
+    free(vis); free(drop); free(drop_mlp);
     iv2_vit_free(m);
     iv2_st_close(&io);
 }
