@@ -45,6 +45,20 @@ CUDA_LIBS := build/libiv2.a -L$(CUDA_HOME)/lib64 -L$(CUDA_HOME)/targets/x86_64-l
 KERN_LIB  := build/libkernels.a
 endif
 
+# MPI (data-parallel iv2-distill, distill/dist.c): on when ompi-c is found; MPI=0 forces it off.
+MPI ?= $(shell pkg-config --exists ompi-c 2>/dev/null && echo 1 || echo 0)
+ifeq ($(MPI),1)
+CFLAGS    += -DIV2_MPI $(shell pkg-config --cflags ompi-c 2>/dev/null)
+DIST_LIBS := $(shell pkg-config --libs ompi-c 2>/dev/null)
+endif
+# NCCL (gradient all-reduce on CUDA) with CUDA=1 when nccl.h is found
+ifeq ($(CUDA),1)
+ifneq ($(wildcard $(CUDA_HOME)/include/nccl.h /usr/include/nccl.h),)
+CFLAGS    += -DIV2_NCCL
+DIST_LIBS += -lnccl
+endif
+endif
+
 COMMON_SRC  := $(filter-out %_main.c,$(wildcard common/*.c))
 EXTRACT_SRC := $(filter-out %_main.c,$(wildcard extract/*.c))
 DISTILL_SRC := $(filter-out %_main.c,$(wildcard distill/*.c))
@@ -104,7 +118,7 @@ bin/iv2-extract: build/extract/extract_main.o build/libextract.a $(LIBIV2)
 bin/iv2-cache: build/extract/cache_main.o $(LIBIV2)
 	@mkdir -p bin; $(CC) $(LDFLAGS) $^ -o $@ $(ALL_LIBS)
 bin/iv2-distill: build/distill/distill_main.o build/libdistill.a $(LIBIV2)
-	@mkdir -p bin; $(CC) $(LDFLAGS) $^ -o $@ $(ALL_LIBS)
+	@mkdir -p bin; $(CC) $(LDFLAGS) $^ -o $@ $(ALL_LIBS) $(DIST_LIBS)
 bin/iv2-weights: build/common/weights_main.o $(LIBIV2)
 	@mkdir -p bin; $(CC) $(LDFLAGS) $^ -o $@ $(ALL_LIBS)
 bin/iv2-manifest: build/manifests/manifest_main.o $(LIBIV2)
@@ -114,13 +128,13 @@ bin/iv2-manifest: build/manifests/manifest_main.o $(LIBIV2)
 TEST_LIBS := build/libdistill.a $(if $(filter 1,$(FFMPEG)),build/libextract.a) $(LIBIV2)
 build/tests/%: tests/%.c tests/testutil.h $(TEST_LIBS)
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) $(FF_CFLAGS) -Itests $< $(TEST_LIBS) -o $@ $(LDFLAGS) $(if $(filter 1,$(FFMPEG)),$(FF_LIBS)) $(ALL_LIBS)
+	$(CC) $(CFLAGS) $(FF_CFLAGS) -Itests $< $(TEST_LIBS) -o $@ $(LDFLAGS) $(if $(filter 1,$(FFMPEG)),$(FF_LIBS)) $(ALL_LIBS) $(DIST_LIBS)
 build/bench/%: tests/bench/%.c $(TEST_LIBS)
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) $(FF_CFLAGS) -Itests $< $(TEST_LIBS) -o $@ $(LDFLAGS) $(if $(filter 1,$(FFMPEG)),$(FF_LIBS)) $(ALL_LIBS)
+	$(CC) $(CFLAGS) $(FF_CFLAGS) -Itests $< $(TEST_LIBS) -o $@ $(LDFLAGS) $(if $(filter 1,$(FFMPEG)),$(FF_LIBS)) $(ALL_LIBS) $(DIST_LIBS)
 build/gpu/%: tests/gpu/%.c $(TEST_LIBS)
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) -Itests $< $(TEST_LIBS) -o $@ $(LDFLAGS) $(ALL_LIBS)
+	$(CC) $(CFLAGS) -Itests $< $(TEST_LIBS) -o $@ $(LDFLAGS) $(ALL_LIBS) $(DIST_LIBS)
 
 test: all build/libiv2.a $(TEST_BIN) $(if $(filter 1,$(CUDA)),$(GPU_BIN))
 	@sh tests/run.sh

@@ -50,6 +50,13 @@ struct iv2_backend {
     /* raw bytes host <-> backend (uint8 frames, int32 indices, f32 buffers) */
     void (*upload_raw)(iv2_backend *be, void *dst, const void *src, size_t bytes);
     void (*download_raw)(iv2_backend *be, void *dst, const void *src, size_t bytes);
+    /* host staging memory that transfers fastest (pinned on CUDA, malloc on the CPU); may be
+     * NULL in a backend that has none (callers then use malloc) */
+    void *(*alloc_host)(iv2_backend *be, size_t bytes);
+    void (*free_host)(iv2_backend *be, void *p);
+    /* bytes the backend can still allocate and its total: CUDA cudaMemGetInfo; CPU the available
+     * and the physical RAM (MemAvailable of /proc/meminfo, else sysconf). For memory plans. */
+    void (*mem_info)(iv2_backend *be, size_t *free_bytes, size_t *total_bytes);
     void (*sync)(iv2_backend *be);
     void (*destroy)(iv2_backend *be);
 

@@ -14,8 +14,10 @@
 #include <cblas.h>
 #include <math.h>
 #include <omp.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include "compute.h"
 #include "compute_cpu_impl.h"
 #include "err.h"
@@ -37,6 +39,23 @@ static void cpu_upload(iv2_backend *be, void *dst, const float *src, size_t n) {
 static void cpu_download(iv2_backend *be, float *dst, const void *src, size_t n) { cpu_copy(be, dst, src, n * sizeof(float)); }
 static void cpu_upload_raw(iv2_backend *be, void *dst, const void *src, size_t bytes) { cpu_copy(be, dst, src, bytes); }
 static void cpu_download_raw(iv2_backend *be, void *dst, const void *src, size_t bytes) { cpu_copy(be, dst, src, bytes); }
+static void *cpu_alloc_host(iv2_backend *be, size_t bytes) { return iv2_malloc(bytes ? bytes : 1); }
+static void cpu_free_host(iv2_backend *be, void *p) { free(p); }
+static void cpu_mem_info(iv2_backend *be, size_t *free_bytes, size_t *total_bytes) {
+    long page = sysconf(_SC_PAGESIZE), phys = sysconf(_SC_PHYS_PAGES), av = sysconf(_SC_AVPHYS_PAGES);
+    size_t total = page > 0 && phys > 0 ? (size_t)page * phys : 0, avail = page > 0 && av > 0 ? (size_t)page * av : 0;
+    /* MemAvailable counts reclaimable page cache, which _SC_AVPHYS_PAGES (MemFree) does not */
+    FILE *f = fopen("/proc/meminfo", "r");
+    if (f) {
+        char line[128];
+        unsigned long long kb;
+        while (fgets(line, sizeof line, f))
+            if (sscanf(line, "MemAvailable: %llu kB", &kb) == 1) { avail = (size_t)kb * 1024; break; }
+        fclose(f);
+    }
+    if (free_bytes) *free_bytes = avail;
+    if (total_bytes) *total_bytes = total;
+}
 static void cpu_sync(iv2_backend *be) {}
 static void cpu_destroy(iv2_backend *be) { free(be); }
 
@@ -591,6 +610,9 @@ iv2_backend *iv2_cpu_backend_create(int threads) {
     be->download = cpu_download;
     be->upload_raw = cpu_upload_raw;
     be->download_raw = cpu_download_raw;
+    be->alloc_host = cpu_alloc_host;
+    be->free_host = cpu_free_host;
+    be->mem_info = cpu_mem_info;
     be->sync = cpu_sync;
     be->destroy = cpu_destroy;
 

@@ -18,6 +18,7 @@ if command -v pkg-config >/dev/null 2>&1; then
   check_pc lmdb liblmdb-dev
   check_pc libcjson libcjson-dev
   check_pc openblas libopenblas-dev
+  check_pc ompi-c libopenmpi-dev   # data-parallel iv2-distill (optional at build time: MPI=0)
 else
   need="$need libavformat-dev libavcodec-dev libswscale-dev libavutil-dev liblmdb-dev libcjson-dev libopenblas-dev"
 fi
@@ -26,6 +27,7 @@ check_cmd ffprobe ffmpeg
 check_cmd valgrind valgrind      # leak checks in the suite
 check_cmd mdb_stat lmdb-utils    # cache inspection in tests
 check_cmd clang clang            # the fuzzers (libFuzzer) in tests/fuzz
+check_cmd mpirun openmpi-bin     # tests/test_distill_mpi.c (two ranks on the CPU)
 [ -e /usr/lib/llvm-14/lib/clang/14.0.6/lib/linux/libclang_rt.fuzzer-x86_64.a ] || \
   ls /usr/lib/llvm-*/lib/clang/*/lib/linux/libclang_rt.fuzzer-x86_64.a >/dev/null 2>&1 || need="$need libclang-rt-14-dev"
 [ -z "$need" ] && exit 0

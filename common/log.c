@@ -116,3 +116,12 @@ char *iv2_json_escape(char *buf, size_t cap, const char *s) {
     buf[o] = 0;
     return buf;
 }
+
+void iv2_omp_wait_default(char **argv) {
+    if (getenv("OMP_WAIT_POLICY")) return;
+    const char *pre = getenv("LD_PRELOAD");
+    if (pre && strstr(pre, "vgpreload")) return;   /* valgrind's preload: stay under it */
+    if (setenv("OMP_WAIT_POLICY", "passive", 1)) return;
+    execv("/proc/self/exe", argv);
+    /* exec failed: go on with libgomp's default; the variable still reaches child processes */
+}

@@ -38,6 +38,14 @@ int iv2_metrics_open(iv2_metrics *m, const char *path);
 void iv2_metrics_write(iv2_metrics *m, const char *event, const char *fields_fmt, ...) IV2_PRINTF(3, 4);
 void iv2_metrics_close(iv2_metrics *m);
 
+/* OpenMP threads wait passively (sleep at barriers) unless the user set OMP_WAIT_POLICY: on a
+ * busy machine spinning threads made steps 2-10x slower (docs/architecture.md, Conventions).
+ * libgomp reads its environment when it is loaded, before main, so a setenv would be too late:
+ * this re-executes the tool once (/proc/self/exe) with OMP_WAIT_POLICY=passive. It does nothing
+ * when the variable is set, under valgrind (the new image would run outside it), or when the
+ * exec fails. Call it first thing in a tool's main, before any thread exists. */
+void iv2_omp_wait_default(char **argv);
+
 /* JSON string escaping into buf (always NUL-terminated); returns buf. */
 char *iv2_json_escape(char *buf, size_t cap, const char *s);
 

@@ -1,4 +1,4 @@
-/* teachers.c: load the teachers, pick the targets, turn one clip view into target tensors. */
+/* teachers.c: load the teachers, pick the targets, turn batches of clip views into target tensors. */
 #include "teachers.h"
 #include <math.h>
 #include <stdio.h>
@@ -50,7 +50,7 @@ int iv2_teachers_load(iv2_teachers *ts, iv2_backend *be, const char *which, cons
     if (rc) { iv2_vit_free(m); return iv2_err_ctx("--teacher %s=%s", which, spec); }
     char *sha = is_ivit ? ts->ivit_sha : ts->mae_sha;
     sha[0] = 0;
-    if (!preset) {
+    if (!preset && !ts->no_sha) {
         uint8_t d[32];
         if (iv2_sha256_file(spec, d)) { iv2_vit_free(m); return iv2_err_ctx("--teacher %s=%s", which, spec); }
         iv2_sha256_hex(d, sha);
@@ -124,6 +124,105 @@ static int add_named(iv2_teachers *ts, const char *tok, iv2_dtype dt) {
     return add_blocks(ts, is_ivit, (int)b0, (int)b1, dt);
 }
 
+/* ---------------------------------------------------------------- buffers */
+
+static void *host_alloc(iv2_backend *be, size_t bytes) {
+    return be->alloc_host ? be->alloc_host(be, bytes) : iv2_malloc(bytes ? bytes : 1);
+}
+static void host_free(iv2_backend *be, void *p) {
+    if (!p) return;
+    if (be->free_host) be->free_host(be, p);
+    else free(p);
+}
+
+static void free_buffers(iv2_teachers *ts) {
+    iv2_backend *be = ts->be;
+    if (!be) return;
+    if (ts->d_frames) be->free(be, ts->d_frames);
+    if (ts->d_ivit_frames) be->free(be, ts->d_ivit_frames);
+    for (int k = 0; k < IV2_VIT_MAX_OUT; k++) {
+        if (ts->d_ivit_out[k]) be->free(be, ts->d_ivit_out[k]);
+        if (ts->d_mae_out[k]) be->free(be, ts->d_mae_out[k]);
+        ts->d_ivit_out[k] = ts->d_mae_out[k] = NULL;
+    }
+    if (ts->d_ivit_pool) be->free(be, ts->d_ivit_pool);
+    if (ts->d_ivit_attn) be->free(be, ts->d_ivit_attn);
+    for (int i = 0; i < IV2_CACHE_MAX_TARGETS; i++) { host_free(be, ts->values[i]); ts->values[i] = NULL; }
+    host_free(be, ts->stage);
+    free(ts->host);
+    ts->d_frames = ts->d_ivit_frames = NULL;
+    ts->d_ivit_pool = NULL;
+    ts->d_ivit_attn = NULL;
+    ts->stage = NULL;
+    ts->host = NULL;
+    ts->n_views = 0;
+}
+
+/* backend buffers and host staging for max_views views of the chosen targets */
+static int alloc_buffers(iv2_teachers *ts) {
+    iv2_backend *be = ts->be;
+    free_buffers(ts);
+    int V = ts->max_views > 0 ? ts->max_views : 1;
+    int img = ts->ivit ? ts->ivit->cfg.img : ts->mae->cfg.img;
+    if (ts->ivit && ts->mae && ts->ivit->cfg.img != ts->mae->cfg.img)
+        return iv2_err("teachers take different image sizes (%d, %d)", ts->ivit->cfg.img, ts->mae->cfg.img);
+    size_t fb = (size_t)img * img * 3, hmax = 0;
+    /* A view's targets must not depend on the batch it ran in (a resumed or re-batched extract
+     * stores the same bytes). The CPU runs the teachers one view at a time inside the batch
+     * (OpenBLAS picks other kernels for other row counts: the pool head's GEMMs have one row
+     * per frame). CUDA runs the whole batch in one pass for the GPU's sake, padded to a full
+     * batch so that every call has the same shapes and cuBLASLt the same algorithms. */
+    ts->pad = strcmp(be->name, "cpu") != 0;
+    for (int i = 0; i < ts->n_targets; i++)
+        ts->values[i] = host_alloc(be, sizeof(float) * (size_t)ts->targets[i].tokens * ts->targets[i].dim);
+    ts->d_frames = be->alloc(be, (size_t)V * CLIP_FRAMES * fb);
+    ts->stage = host_alloc(be, (size_t)V * CLIP_FRAMES * fb);
+    memset(ts->stage, 0, (size_t)V * CLIP_FRAMES * fb);   /* padding views read it */
+    if (ts->ivit) {
+        const iv2_vit_config *c = &ts->ivit->cfg;
+        size_t per = (size_t)STUDENT_FRAMES * iv2_vit_tokens(c) * c->width;
+        ts->d_ivit_frames = be->alloc(be, (size_t)V * STUDENT_FRAMES * fb);
+        for (int k = 0; k < ts->n_ivit_blocks; k++) ts->d_ivit_out[k] = be->alloc(be, (size_t)V * per * be->esize);
+        if (c->pool_heads) {
+            ts->d_ivit_pool = be->alloc(be, (size_t)V * STUDENT_FRAMES * c->pool_dim * be->esize);
+            ts->d_ivit_attn = be->alloc(be, sizeof(float) * (size_t)V * STUDENT_FRAMES * iv2_vit_patches(c));
+        }
+        if (per > hmax) hmax = per;
+        ts->ivit->batch = STUDENT_FRAMES * (ts->pad ? V : 1);
+    }
+    if (ts->mae) {
+        const iv2_vit_config *c = &ts->mae->cfg;
+        size_t per = (size_t)iv2_vit_tokens(c) * c->width;
+        for (int k = 0; k < ts->n_mae_blocks; k++) ts->d_mae_out[k] = be->alloc(be, (size_t)V * per * be->esize);
+        ts->mae->batch = ts->pad ? V : 1;
+    }
+    ts->host_cap = hmax + 4096;
+    ts->host = iv2_malloc(sizeof(float) * ts->host_cap);
+    return 0;
+}
+
+int iv2_teachers_set_batch(iv2_teachers *ts, int views) {
+    if (views < 1 || views > 1024) return iv2_err("batch of %d views: want 1..1024", views);
+    ts->max_views = views;
+    return ts->n_targets ? alloc_buffers(ts) : 0;
+}
+
+void iv2_teachers_buffer_bytes(const iv2_teachers *ts, size_t *backend, size_t *host) {
+    int V = ts->max_views > 0 ? ts->max_views : 1;
+    int img = ts->ivit ? ts->ivit->cfg.img : ts->mae->cfg.img;
+    size_t fb = (size_t)img * img * 3, d = (size_t)V * CLIP_FRAMES * fb, h = d, es = ts->be->esize;
+    if (ts->ivit) {
+        const iv2_vit_config *c = &ts->ivit->cfg;
+        d += (size_t)V * STUDENT_FRAMES * fb + (size_t)ts->n_ivit_blocks * V * STUDENT_FRAMES * iv2_vit_tokens(c) * c->width * es;
+        if (c->pool_heads) d += (size_t)V * STUDENT_FRAMES * (c->pool_dim * es + sizeof(float) * iv2_vit_patches(c));
+    }
+    if (ts->mae) d += (size_t)ts->n_mae_blocks * V * iv2_vit_tokens(&ts->mae->cfg) * ts->mae->cfg.width * es;
+    for (int i = 0; i < ts->n_targets; i++) h += sizeof(float) * (size_t)ts->targets[i].tokens * ts->targets[i].dim;
+    h += sizeof(float) * ts->host_cap;
+    if (backend) *backend = d;
+    if (host) *host = h;
+}
+
 static int cmp_int(const void *a, const void *b) { return *(const int *)a - *(const int *)b; }
 
 int iv2_teachers_set_targets(iv2_teachers *ts, const char *list, iv2_dtype dt) {
@@ -163,35 +262,7 @@ int iv2_teachers_set_targets(iv2_teachers *ts, const char *list, iv2_dtype dt) {
     qsort(ts->ivit_blocks, (size_t)ts->n_ivit_blocks, sizeof(int), cmp_int);
     qsort(ts->mae_blocks, (size_t)ts->n_mae_blocks, sizeof(int), cmp_int);
 
-    /* buffers */
-    iv2_backend *be = ts->be;
-    size_t hmax = 0;
-    for (int i = 0; i < ts->n_targets; i++) {
-        ts->values[i] = iv2_malloc(sizeof(float) * (size_t)ts->targets[i].tokens * ts->targets[i].dim);
-    }
-    int img = ts->ivit ? ts->ivit->cfg.img : ts->mae->cfg.img;
-    ts->d_frames = be->alloc(be, (size_t)CLIP_FRAMES * img * img * 3);
-    if (ts->ivit) {
-        const iv2_vit_config *c = &ts->ivit->cfg;
-        if (c->img != img) return iv2_err("teachers take different image sizes (%d, %d)", c->img, img);
-        size_t per = (size_t)STUDENT_FRAMES * iv2_vit_tokens(c) * c->width;
-        for (int k = 0; k < ts->n_ivit_blocks; k++) ts->d_ivit_out[k] = be->alloc(be, per * be->esize);
-        if (c->pool_heads) {
-            ts->d_ivit_pool = be->alloc(be, (size_t)STUDENT_FRAMES * c->pool_dim * be->esize);
-            ts->d_ivit_attn = be->alloc(be, sizeof(float) * STUDENT_FRAMES * iv2_vit_patches(c));
-        }
-        if (per > hmax) hmax = per;
-    }
-    if (ts->mae) {
-        const iv2_vit_config *c = &ts->mae->cfg;
-        if (c->img != img) return iv2_err("teachers take different image sizes (%d, %d)", c->img, img);
-        size_t per = (size_t)iv2_vit_tokens(c) * c->width;
-        for (int k = 0; k < ts->n_mae_blocks; k++) ts->d_mae_out[k] = be->alloc(be, per * be->esize);
-        if (per > hmax) hmax = per;
-    }
-    ts->host_cap = hmax + 4096;
-    ts->host = iv2_malloc(sizeof(float) * ts->host_cap);
-    return 0;
+    return alloc_buffers(ts);
 }
 
 /* ---------------------------------------------------------------- run */
@@ -215,30 +286,64 @@ static int find_target(const iv2_teachers *ts, const char *teacher, const char *
     return -1;
 }
 
-static int run_internvit(iv2_teachers *ts, const uint8_t *frames) {
+static int wants_ivit(const iv2_teachers *ts) {
+    for (int i = 0; i < ts->n_targets; i++)
+        if (!strcmp(ts->targets[i].teacher, "internvit")) return 1;
+    return 0;
+}
+
+int iv2_teachers_run_batch(iv2_teachers *ts, const uint8_t *const *clips, int n) {
+    iv2_backend *be = ts->be;
+    int V = ts->max_views > 0 ? ts->max_views : 1;
+    if (!ts->n_targets || !ts->stage) return iv2_err("teachers: no targets chosen");
+    if (n < 1 || n > V) return iv2_err("teachers: batch of %d views, the buffers hold 1..%d", n, V);
+    int img = ts->ivit ? ts->ivit->cfg.img : ts->mae->cfg.img;
+    size_t fb = (size_t)img * img * 3, cb = CLIP_FRAMES * fb;
+    /* all views' 16 frames staged contiguous (pinned on CUDA) and uploaded in one copy */
+    for (int i = 0; i < n; i++)
+        if (clips[i] != ts->stage + i * cb) memcpy(ts->stage + i * cb, clips[i], cb);
+    int np = ts->pad ? V : n;   /* views sent through the teachers; past n: padding (old frames) */
+    be->upload_raw(be, ts->d_frames, ts->stage, np * cb);
+    ts->n_views = 0;
+    if (ts->ivit && wants_ivit(ts)) {
+        /* InternViT's input: the 8 even frames of every view, gathered on the backend */
+        for (int i = 0; i < np; i++)
+            for (int f = 0; f < STUDENT_FRAMES; f++)
+                be->copy(be, ts->d_ivit_frames + (size_t)(i * STUDENT_FRAMES + f) * fb, ts->d_frames + i * cb + (size_t)(2 * f) * fb, fb);
+        iv2_vit_io io;
+        memset(&io, 0, sizeof io);
+        io.frames = ts->d_ivit_frames;
+        io.S = STUDENT_FRAMES * np;
+        io.n_out = ts->n_ivit_blocks;
+        for (int k = 0; k < io.n_out; k++) { io.blocks[k] = ts->ivit_blocks[k]; io.out[k] = ts->d_ivit_out[k]; }
+        io.pooled = find_target(ts, "internvit", "pool", -1) >= 0 ? ts->d_ivit_pool : NULL;
+        io.pool_attn = find_target(ts, "internvit", "attn", -1) >= 0 ? ts->d_ivit_attn : NULL;
+        if (iv2_vit_forward(ts->ivit, &io)) return iv2_err_ctx("InternViT forward");
+    }
+    if (ts->mae && ts->n_mae_blocks) {
+        const iv2_vit_config *c = &ts->mae->cfg;
+        iv2_vit_io io;
+        memset(&io, 0, sizeof io);
+        io.frames = ts->d_frames;
+        io.S = np;
+        io.n_out = ts->n_mae_blocks;
+        for (int k = 0; k < io.n_out; k++) { io.blocks[k] = ts->mae_blocks[k]; io.out[k] = ts->d_mae_out[k]; }
+        io.final_norm_last = c->final_norm && io.n_out && io.blocks[io.n_out - 1] == c->depth - 1;
+        if (iv2_vit_forward(ts->mae, &io)) return iv2_err_ctx("VideoMAE forward");
+    }
+    ts->n_views = n;
+    return 0;
+}
+
+static void fetch_internvit(iv2_teachers *ts, int v) {
     iv2_backend *be = ts->be;
     const iv2_vit_config *c = &ts->ivit->cfg;
-    size_t fb = (size_t)c->img * c->img * 3;
-    /* the 8 even frames, staged contiguous on the host and uploaded in one copy to the start of
-     * d_frames (VideoMAE uploads all 16 after) */
-    if (!ts->stage) ts->stage = iv2_malloc(STUDENT_FRAMES * fb);
-    for (int f = 0; f < STUDENT_FRAMES; f++) memcpy(ts->stage + f * fb, frames + (size_t)(2 * f) * fb, fb);
-    be->upload_raw(be, ts->d_frames, ts->stage, STUDENT_FRAMES * fb);
-    iv2_vit_io io;
-    memset(&io, 0, sizeof io);
-    io.frames = ts->d_frames;
-    io.S = STUDENT_FRAMES;
-    io.n_out = ts->n_ivit_blocks;
-    for (int k = 0; k < io.n_out; k++) { io.blocks[k] = ts->ivit_blocks[k]; io.out[k] = ts->d_ivit_out[k]; }
-    int ip = find_target(ts, "internvit", "pool", -1), ia = find_target(ts, "internvit", "attn", -1);
-    io.pooled = ip >= 0 ? ts->d_ivit_pool : NULL;
-    io.pool_attn = ia >= 0 ? ts->d_ivit_attn : NULL;
-    if (iv2_vit_forward(ts->ivit, &io)) return iv2_err_ctx("InternViT forward");
     int T = iv2_vit_tokens(c), P = iv2_vit_patches(c), C = c->width;
-    for (int k = 0; k < io.n_out; k++) {
-        int ti = find_target(ts, "internvit", "block", io.blocks[k]);
+    size_t per = (size_t)STUDENT_FRAMES * T * C;   /* one view's frames of one block output */
+    for (int k = 0; k < ts->n_ivit_blocks; k++) {
+        int ti = find_target(ts, "internvit", "block", ts->ivit_blocks[k]);
         float *h = ts->host, *dst = ts->values[ti];
-        be->download(be, h, io.out[k], (size_t)STUDENT_FRAMES * T * C);
+        be->download(be, h, IV2_AT(be, ts->d_ivit_out[k], (size_t)v * per), per);
         /* token 0: CLS averaged over the frames; then the patches of frame f at 1 + f*P */
         for (int j = 0; j < C; j++) {
             double s = 0;
@@ -249,10 +354,11 @@ static int run_internvit(iv2_teachers *ts, const uint8_t *frames) {
             memcpy(dst + (size_t)(1 + f * P) * C, h + ((size_t)f * T + 1) * C, sizeof(float) * (size_t)P * C);
         l2norm_rows(dst, 1 + STUDENT_FRAMES * P, C);
     }
+    int ip = find_target(ts, "internvit", "pool", -1), ia = find_target(ts, "internvit", "attn", -1);
     if (ip >= 0) {
         int D = c->pool_dim;
         float *h = ts->host, *dst = ts->values[ip];
-        be->download(be, h, ts->d_ivit_pool, (size_t)STUDENT_FRAMES * D);
+        be->download(be, h, IV2_AT(be, ts->d_ivit_pool, (size_t)v * STUDENT_FRAMES * D), (size_t)STUDENT_FRAMES * D);
         for (int j = 0; j < D; j++) {
             double s = 0;
             for (int f = 0; f < STUDENT_FRAMES; f++) s += h[(size_t)f * D + j];
@@ -260,37 +366,31 @@ static int run_internvit(iv2_teachers *ts, const uint8_t *frames) {
         }
         l2norm_rows(dst, 1, D);
     }
-    if (ia >= 0) be->download_raw(be, ts->values[ia], ts->d_ivit_attn, sizeof(float) * STUDENT_FRAMES * P);
-    return 0;
+    if (ia >= 0)
+        be->download_raw(be, ts->values[ia], ts->d_ivit_attn + (size_t)v * STUDENT_FRAMES * P, sizeof(float) * STUDENT_FRAMES * P);
 }
 
-static int run_videomae(iv2_teachers *ts, const uint8_t *frames) {
+static void fetch_videomae(iv2_teachers *ts, int v) {
     iv2_backend *be = ts->be;
     const iv2_vit_config *c = &ts->mae->cfg;
-    be->upload_raw(be, ts->d_frames, frames, (size_t)CLIP_FRAMES * c->img * c->img * 3);
-    iv2_vit_io io;
-    memset(&io, 0, sizeof io);
-    io.frames = ts->d_frames;
-    io.S = 1;
-    io.n_out = ts->n_mae_blocks;
-    for (int k = 0; k < io.n_out; k++) { io.blocks[k] = ts->mae_blocks[k]; io.out[k] = ts->d_mae_out[k]; }
-    io.final_norm_last = c->final_norm && io.n_out && io.blocks[io.n_out - 1] == c->depth - 1;
-    if (iv2_vit_forward(ts->mae, &io)) return iv2_err_ctx("VideoMAE forward");
     int N = iv2_vit_tokens(c), C = c->width;
-    for (int k = 0; k < io.n_out; k++) {
-        int ti = find_target(ts, "videomae", "block", io.blocks[k]);
-        be->download(be, ts->values[ti], io.out[k], (size_t)N * C);
+    for (int k = 0; k < ts->n_mae_blocks; k++) {
+        int ti = find_target(ts, "videomae", "block", ts->mae_blocks[k]);
+        be->download(be, ts->values[ti], IV2_AT(be, ts->d_mae_out[k], (size_t)v * N * C), (size_t)N * C);
         l2norm_rows(ts->values[ti], N, C);
     }
+}
+
+int iv2_teachers_fetch(iv2_teachers *ts, int v) {
+    if (v < 0 || v >= ts->n_views) return iv2_err("teachers: fetch of view %d, the last batch had %d", v, ts->n_views);
+    if (ts->ivit && wants_ivit(ts)) fetch_internvit(ts, v);
+    if (ts->mae && ts->n_mae_blocks) fetch_videomae(ts, v);
     return 0;
 }
 
 int iv2_teachers_run(iv2_teachers *ts, const uint8_t *frames) {
-    int any_ivit = 0;
-    for (int i = 0; i < ts->n_targets; i++) any_ivit |= !strcmp(ts->targets[i].teacher, "internvit");
-    if (ts->ivit && any_ivit && run_internvit(ts, frames)) return -1;
-    if (ts->mae && ts->n_mae_blocks && run_videomae(ts, frames)) return -1;
-    return 0;
+    if (iv2_teachers_run_batch(ts, &frames, 1)) return -1;
+    return iv2_teachers_fetch(ts, 0);
 }
 
 char *iv2_teachers_meta_json(const iv2_teachers *ts) {
@@ -314,20 +414,8 @@ char *iv2_teachers_meta_json(const iv2_teachers *ts) {
 }
 
 void iv2_teachers_free(iv2_teachers *ts) {
-    iv2_backend *be = ts->be;
-    if (be) {
-        if (ts->d_frames) be->free(be, ts->d_frames);
-        for (int k = 0; k < IV2_VIT_MAX_OUT; k++) {
-            if (ts->d_ivit_out[k]) be->free(be, ts->d_ivit_out[k]);
-            if (ts->d_mae_out[k]) be->free(be, ts->d_mae_out[k]);
-        }
-        if (ts->d_ivit_pool) be->free(be, ts->d_ivit_pool);
-        if (ts->d_ivit_attn) be->free(be, ts->d_ivit_attn);
-    }
+    free_buffers(ts);
     iv2_vit_free(ts->ivit);
     iv2_vit_free(ts->mae);
-    for (int i = 0; i < ts->n_targets; i++) free(ts->values[i]);
-    free(ts->host);
-    free(ts->stage);
     memset(ts, 0, sizeof *ts);
 }

@@ -111,6 +111,31 @@ typedef struct vit_bwd {
     void *dxm, *dpqn, *dpkn, *dpvn, *dpq, *dpk, *dpv, *dpo;
 } vit_bwd;
 
+/* blocks 0..R-1 of a training forward are recomputed in the backward (m->recompute clamped) */
+static int vit_recompute_blocks(const iv2_vit *m) {
+    int R = m->recompute;
+    return R < 0 ? 0 : R > m->cfg.depth ? m->cfg.depth : R;
+}
+
+/* one block's own activations (not x_in, x_out, nor the shared h1, h2, g) */
+static void block_alloc(alloc_ctx *x, vit_act_block *b, const iv2_vit_config *c, size_t M, int train) {
+    size_t C = c->width, Hm = c->mlp;
+    if (c->qk_norm) {
+        b->q = aelems(x, M * C); b->k = aelems(x, M * C); b->v = aelems(x, M * C);
+        b->qn = aelems(x, M * C); b->kn = aelems(x, M * C);
+        b->rq = af32(x, M); b->rk = af32(x, M);
+    } else {
+        b->qkv = aelems(x, M * 3 * C);
+    }
+    b->a = aelems(x, M * C);
+    b->o = aelems(x, M * C);
+    b->f1 = aelems(x, M * Hm);
+    b->f2 = aelems(x, M * C);
+    b->m1 = af32(x, M); b->r1 = af32(x, M); b->m2 = af32(x, M); b->r2 = af32(x, M);
+    b->lse = af32(x, M * c->heads);
+    if (train) b->x_mid = aelems(x, M * C);
+}
+
 /* sized for S samples of n_tok tokens; train: one activation set per block + backward scratch */
 static int arena_make(iv2_vit *m, vit_arena *a, int S, int n_tok, int train, vit_bwd *bw) {
     iv2_backend *be = m->be;
@@ -119,45 +144,34 @@ static int arena_make(iv2_vit *m, vit_arena *a, int S, int n_tok, int train, vit
     alloc_ctx x = {be, a, 0};
     size_t C = c->width, Hm = c->mlp, P = iv2_vit_patches(c), T = iv2_vit_tokens(c);
     size_t K = 3 * (size_t)c->tubelet * c->patch * c->patch, M = (size_t)S * n_tok;
-    int nh = c->heads;
     a->S = S; a->n_tok = n_tok; a->train = train;
     a->patches = aelems(&x, S * P * K);
     a->pe = aelems(&x, S * P * C);
     a->x_full = aelems(&x, S * T * C);
     a->pidx = abytes(&x, sizeof(int32_t) * S * P);
     a->gidx = abytes(&x, sizeof(int32_t) * M);
-    int nblk = train ? c->depth : 1;
+    int nblk = train ? c->depth : 1, R = train ? vit_recompute_blocks(m) : 0;
+    a->recompute = R;
     a->blk = iv2_calloc((size_t)nblk, sizeof(vit_act_block));
     void *xprev = aelems(&x, M * C);
     /* the normed inputs h1, h2 and the GELU output g are cheap to recompute from x_in, x_mid
      * and f1, so all blocks share one copy and the backward recomputes them (saves 2C + mlp
      * per token and block) */
     void *h1 = aelems(&x, M * C), *h2 = aelems(&x, M * C), *g = train ? aelems(&x, M * Hm) : NULL;
+    /* blocks l < R (recomputed) keep only x_in / x_out and share one set of the rest, which the
+     * backward refills by running the block's forward again just before its backward */
+    vit_act_block work = {0};
+    if (R > 0) block_alloc(&x, &work, c, M, 1);
     for (int l = 0; l < nblk; l++) {
         vit_act_block *b = &a->blk[l];
+        if (l < R) *b = work;
+        else block_alloc(&x, b, c, M, train);
         b->x_in = xprev;
         b->h1 = h1;
-        if (c->qk_norm) {
-            b->q = aelems(&x, M * C); b->k = aelems(&x, M * C); b->v = aelems(&x, M * C);
-            b->qn = aelems(&x, M * C); b->kn = aelems(&x, M * C);
-            b->rq = af32(&x, M); b->rk = af32(&x, M);
-        } else {
-            b->qkv = aelems(&x, M * 3 * C);
-        }
-        b->a = aelems(&x, M * C);
-        b->o = aelems(&x, M * C);
         b->h2 = h2;
-        b->f1 = aelems(&x, M * Hm);
         b->g = train ? g : b->f1;
-        b->f2 = aelems(&x, M * C);
-        b->m1 = af32(&x, M); b->r1 = af32(&x, M); b->m2 = af32(&x, M); b->r2 = af32(&x, M);
-        b->lse = af32(&x, M * nh);
-        if (train) {
-            b->x_mid = aelems(&x, M * C);
-            b->x_out = aelems(&x, M * C);
-        } else {
-            b->x_mid = b->x_out = b->x_in;
-        }
+        if (train) b->x_out = aelems(&x, M * C);
+        else b->x_mid = b->x_out = b->x_in;
         xprev = b->x_out;
     }
     a->xfin = xprev;
@@ -306,8 +320,9 @@ static void block_fwd(iv2_vit *m, const vit_block_off *w, vit_act_block *b, int 
     be->residual(be, b->x_out, b->f2, WO(w->ls2), s2, S, N, C);
 }
 
+/* fresh = 1: b's h1, h2 and g were just recomputed by block_fwd (recomputed block) */
 static void block_bwd(iv2_vit *m, const vit_block_off *w, vit_act_block *b, vit_bwd *d, int S, int N,
-                      const float *s, const float *s2) {
+                      const float *s, const float *s2, int fresh) {
     iv2_backend *be = m->be;
     const iv2_vit_config *c = &m->cfg;
     int C = c->width, M = S * N, nh = c->heads, D = C / nh, Hm = c->mlp;
@@ -316,12 +331,12 @@ static void block_bwd(iv2_vit *m, const vit_block_off *w, vit_act_block *b, vit_
     /* MLP branch: x_out = x_mid + s ls2 f2 */
     be->memset0(be, d->df2, MC);
     be->residual_backward(be, d->df2, GO(w->ls2), d->dx, b->f2, WO(w->ls2), s2, S, N, C);
-    be->gelu(be, b->g, b->f1, (size_t)M * Hm, c->gelu);   /* recompute g */
+    if (!fresh) be->gelu(be, b->g, b->f1, (size_t)M * Hm, c->gelu);   /* recompute g */
     be->memset0(be, d->dg, MH);
     be->matmul_backward(be, d->dg, G(w->fc2_w), G(w->fc2_b), d->df2, b->g, W(w->fc2_w), M, Hm, C);
     be->memset0(be, d->df1, MH);
     be->gelu_backward(be, d->df1, d->dg, b->f1, (size_t)M * Hm, c->gelu);
-    norm_fwd(m, b->h2, b->m2, b->r2, b->x_mid, w->norm2_w, w->norm2_b, M);   /* recompute h2 */
+    if (!fresh) norm_fwd(m, b->h2, b->m2, b->r2, b->x_mid, w->norm2_w, w->norm2_b, M);   /* recompute h2 */
     be->memset0(be, d->dh, MC);
     be->matmul_backward(be, d->dh, G(w->fc1_w), G(w->fc1_b), d->df1, b->h2, W(w->fc1_w), M, C, Hm);
     norm_bwd(m, d->dx, d->dh, b->x_mid, w->norm2_w, w->norm2_b, b->m2, b->r2, M);
@@ -330,7 +345,7 @@ static void block_bwd(iv2_vit *m, const vit_block_off *w, vit_act_block *b, vit_
     be->residual_backward(be, d->dout, GO(w->ls1), d->dx, b->o, WO(w->ls1), s, S, N, C);
     be->memset0(be, d->da, MC);
     be->matmul_backward(be, d->da, G(w->proj_w), G(w->proj_b), d->dout, b->a, W(w->proj_w), M, C, C);
-    norm_fwd(m, b->h1, b->m1, b->r1, b->x_in, w->norm1_w, w->norm1_b, M);   /* recompute h1 */
+    if (!fresh) norm_fwd(m, b->h1, b->m1, b->r1, b->x_in, w->norm1_w, w->norm1_b, M);   /* recompute h1 */
     be->memset0(be, d->dh, MC);
     if (c->qk_norm) {
         be->memset0(be, d->dqn, MC); be->memset0(be, d->dkn, MC); be->memset0(be, d->dv, MC);
@@ -457,7 +472,7 @@ int iv2_vit_forward_train(iv2_vit *m, iv2_vit_io *io) {
     int N = io->vis ? io->n_vis : iv2_vit_tokens(c), S = io->S;
     if (io->final_norm_last) return iv2_err("model %s: training with the final norm on an output is not supported", c->name);
     vit_arena *a = &m->st->tr;
-    if (!a->n_bufs || a->S != S || a->n_tok != N) {
+    if (!a->n_bufs || a->S != S || a->n_tok != N || a->recompute != vit_recompute_blocks(m)) {
         vit_bwd *bw = iv2_calloc(1, sizeof *bw);
         if (arena_make(m, a, S, N, 1, bw)) { free(bw); return -1; }
         a->bwd = bw;
@@ -495,8 +510,11 @@ int iv2_vit_backward(iv2_vit *m, const iv2_vit_io *io, void *const *dout, const 
     for (int l = c->depth - 1; l >= 0; l--) {
         for (; k >= 0 && io->blocks[k] == l; k--)
             if (dout && dout[k]) be->axpy(be, d->dx, dout[k], 1.0f, (size_t)M * C);
-        block_bwd(m, &o->blk[l], &a->blk[l], d, S, N, drop_at(io->drop, l, S),
-                  drop_at(io->drop_mlp ? io->drop_mlp : io->drop, l, S));
+        const float *s1 = drop_at(io->drop, l, S), *s2 = drop_at(io->drop_mlp ? io->drop_mlp : io->drop, l, S);
+        int fresh = l < a->recompute;
+        if (fresh) block_fwd(m, &o->blk[l], &a->blk[l], S, N, s1, s2);   /* same ops: same values */
+        block_bwd(m, &o->blk[l], &a->blk[l], d, S, N, s1, s2, fresh);
+        if (m->grads_ready) m->grads_ready(m->grads_ready_ctx, o->blk[l].norm1_w);   /* blocks >= l done */
     }
     /* embedding: visible rows -> all rows -> position table, CLS, patch-embed GEMM */
     be->memset0(be, d->dfull, (size_t)S * T * C * be->esize);
@@ -506,5 +524,6 @@ int iv2_vit_backward(iv2_vit *m, const iv2_vit_io *io, void *const *dout, const 
         for (int s = 0; s < S; s++) be->axpy(be, G(o->cls), IV2_AT(be, d->dfull, (size_t)s * T * C), 1.0f, C);
     be->gather_rows(be, d->dpe, d->dfull, a->pidx, S * P, C);
     be->matmul_backward(be, NULL, G(o->pe_w), G(o->pe_b), d->dpe, a->patches, W(o->pe_w), S * P, K, C);
+    if (m->grads_ready) m->grads_ready(m->grads_ready_ctx, 0);
     return 0;
 }

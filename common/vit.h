@@ -106,10 +106,15 @@ typedef struct iv2_vit_plan {
     size_t grads;         /* gradient buffer (training only) */
     size_t activations;   /* arena for `batch` samples of `tokens` tokens */
     size_t outputs;       /* caller-side output buffers for the requested blocks */
+    size_t adamw;         /* training: AdamW m, v (f32) and, when esize < 4, the f32 master copy */
     int batch, tokens;
+    int recompute;        /* training: blocks recomputed in the backward (iv2_vit.recompute) */
 } iv2_vit_plan;
-/* train = 1: activations saved for backward (student); 0: inference, one block's scratch. */
+/* train = 1: activations saved for backward (student, no recompute); 0: inference, one block's scratch. */
 iv2_vit_plan iv2_vit_memory_plan(const iv2_vit_config *cfg, size_t esize, int batch, int tokens, int n_out, int train);
+/* Training plan with `recompute` blocks recomputed (iv2_vit.recompute): activations are exactly
+ * the bytes iv2_vit_forward_train's arena allocates (saved activations + backward scratch). */
+iv2_vit_plan iv2_vit_train_plan(const iv2_vit_config *cfg, size_t esize, int batch, int tokens, int recompute);
 /* one line "weights 23.6 GB, activations 290 MB (8 frames x 257 tokens), outputs ..." into buf */
 void iv2_vit_plan_str(const iv2_vit_plan *p, char *buf, size_t cap);
 
@@ -124,7 +129,16 @@ typedef struct iv2_vit {
     void *params;         /* ONE buffer, be->dtype, n_elems */
     void *grads;          /* NULL until iv2_vit_alloc_grads; same layout as params */
     int batch;            /* inference: samples per internal batch (frame batch of InternViT) */
+    int recompute;        /* training: blocks 0..recompute-1 keep only their input in the forward
+                             and are recomputed just before their backward (the official
+                             checkpoint_num); 0 = none, >= depth = all. Same ops in the same order, so
+                             the same gradients (bit for bit on the CPU) */
     struct iv2_vit_state *st;
+    /* optional backward hook (data-parallel gradient buckets, distill/dist.c): called by
+     * iv2_vit_backward when grads[from, n_elems) are final (after each block, then from = 0);
+     * on CUDA they are final in stream order, not yet synchronised. */
+    void (*grads_ready)(void *ctx, size_t from);
+    void *grads_ready_ctx;
 } iv2_vit;
 
 iv2_vit *iv2_vit_create(iv2_backend *be, const iv2_vit_config *cfg);   /* params zeroed */
@@ -187,7 +201,8 @@ typedef struct iv2_vit_io {
 int iv2_vit_forward(iv2_vit *m, iv2_vit_io *io);
 /* Training forward: all S samples at once, activations saved for iv2_vit_backward (the arena
  * is re-made when S or n_tok changes). Same outputs as iv2_vit_forward; final_norm_last is not
- * supported here. Every block runs (the backward needs them all). */
+ * supported here. Every block runs (the backward needs them all). Blocks below m->recompute keep
+ * only their input; the arena is re-made when m->recompute changes. */
 int iv2_vit_forward_train(iv2_vit *m, iv2_vit_io *io);
 /* Backward of the last iv2_vit_forward_train: dout[k] (backend [S][n_tok][width], may be NULL)
  * is the gradient of the loss w.r.t. io->out[k], dpooled ([S][pool_dim], may be NULL) w.r.t.

@@ -213,20 +213,51 @@ static size_t model_params(const iv2_vit_config *c) {
     return n;
 }
 
+/* bytes of one block's own training activations (block_alloc in vit.c) */
+static size_t block_act_bytes(const iv2_vit_config *c, size_t esize, size_t M) {
+    size_t C = c->width, H = c->mlp;
+    size_t e = c->qk_norm ? 5 * C : 3 * C;   /* q, k, v, qn, kn | fused qkv */
+    e += 2 * C + H + C + C;                   /* a, o, f1, f2, x_mid */
+    size_t f = (c->qk_norm ? 2 : 0) + 4 + (size_t)c->heads;   /* rq, rk, norm stats, lse */
+    return M * (e * esize + f * sizeof(float));
+}
+
+/* Mirrors arena_make in vit.c (test_vit_recompute checks the two agree to the byte). */
+iv2_vit_plan iv2_vit_train_plan(const iv2_vit_config *c, size_t esize, int batch, int tokens, int recompute) {
+    iv2_vit_plan p = {0};
+    size_t S = batch, C = c->width, H = c->mlp, M = S * tokens, P = iv2_vit_patches(c), T = iv2_vit_tokens(c);
+    size_t K = 3 * (size_t)c->tubelet * c->patch * c->patch, D = c->depth;
+    size_t R = recompute < 0 ? 0 : (size_t)recompute > D ? D : (size_t)recompute;
+    p.batch = batch; p.tokens = tokens; p.recompute = (int)R;
+    p.weights = model_params(c) * esize;
+    p.grads = p.weights;
+    p.adamw = model_params(c) * sizeof(float) * (esize < sizeof(float) ? 3 : 2);
+    size_t e = S * P * K + S * P * C + S * T * C;      /* patches, patch embeddings, all tokens */
+    e += M * C * (1 + 2) + M * H;                      /* block 0 input, shared h1, h2, g */
+    e += M * C * D;                                    /* every block's output */
+    if (c->pool_heads) e += 4 * S * C + 4 * M * C;
+    /* backward scratch */
+    e += M * C * 12 + 2 * M * H + S * T * C + S * P * C;
+    if (c->pool_heads) e += 4 * S * C + 4 * M * C;
+    size_t f32 = c->pool_heads ? 2 * S + 5 * M + S * c->pool_heads : 0;
+    size_t ints = S * P + M;
+    p.activations = e * esize + f32 * sizeof(float) + ints * sizeof(int32_t) +
+                    block_act_bytes(c, esize, M) * (D - R + (R > 0));
+    return p;
+}
+
 iv2_vit_plan iv2_vit_memory_plan(const iv2_vit_config *c, size_t esize, int batch, int tokens, int n_out, int train) {
     iv2_vit_plan p = {0};
     size_t C = c->width, H = c->mlp, M = (size_t)batch * tokens;
     size_t Pall = (size_t)batch * iv2_vit_patches(c), K = 3 * (size_t)c->tubelet * c->patch * c->patch;
-    p.batch = batch; p.tokens = tokens;
-    p.weights = model_params(c) * esize;
-    p.grads = train ? p.weights : 0;
-    size_t embed = Pall * (K + C) + (size_t)batch * iv2_vit_tokens(c) * C;
-    /* training keeps per block x_in, q, k, v, qn, kn, a, o, x_mid, f1, f2 (h1, h2, g are
-     * recomputed) plus one shared h1/h2/g and the backward scratch (~12 C + 2 mlp) */
-    size_t act = train ? embed + M * ((11 * C + H) * (size_t)c->depth + 2 * C + H + 12 * C + 2 * H)
-                       : embed + M * (9 * C + H);
-    if (c->pool_heads) act += M * 3 * C * 2 + (size_t)batch * 4 * C;
-    p.activations = act * esize + (train ? M * 7 * sizeof(float) * c->depth : M * 7 * sizeof(float));
+    if (train) p = iv2_vit_train_plan(c, esize, batch, tokens, 0);
+    else {
+        p.batch = batch; p.tokens = tokens;
+        p.weights = model_params(c) * esize;
+        size_t act = Pall * (K + C) + (size_t)batch * iv2_vit_tokens(c) * C + M * (9 * C + H);
+        if (c->pool_heads) act += M * 3 * C * 2 + (size_t)batch * 4 * C;
+        p.activations = act * esize + M * 7 * sizeof(float);
+    }
     p.outputs = (size_t)n_out * M * C * esize;
     return p;
 }
@@ -241,9 +272,12 @@ void iv2_vit_plan_str(const iv2_vit_plan *p, char *buf, size_t cap) {
     char w[32], g[32], a[32], o[32];
     human(w, sizeof w, p->weights); human(g, sizeof g, p->grads);
     human(a, sizeof a, p->activations); human(o, sizeof o, p->outputs);
-    if (p->grads)
-        snprintf(buf, cap, "weights %s, grads %s, activations %s (batch %d x %d tokens, saved for backward)", w, g, a,
-                 p->batch, p->tokens);
+    if (p->grads) {
+        char ad[32];
+        human(ad, sizeof ad, p->adamw);
+        snprintf(buf, cap, "weights %s, grads %s, AdamW %s, activations %s (batch %d x %d tokens, saved for backward, "
+                 "%d blocks recomputed)", w, g, ad, a, p->batch, p->tokens, p->recompute);
+    }
     else if (p->outputs)
         snprintf(buf, cap, "weights %s, activations %s (batch %d x %d tokens), outputs %s", w, a, p->batch, p->tokens,
                  o);

@@ -3,12 +3,13 @@
  *   info     list a safetensors file (tensors, dtypes, shapes, parameters, metadata) and, when
  *            a model is named or recorded in the file, check that it loads as that model
  *   convert  an official PyTorch checkpoint (.pth/.bin) to safetensors with our names
- *   plan     the memory plan of a preset */
+ *   plan     the memory plan of a preset (inference, or training with recompute) */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include "compute.h"
 #include "err.h"
+#include "log.h"
 #include "pth.h"
 #include "safetensors.h"
 #include "vit.h"
@@ -19,7 +20,8 @@ static void usage(FILE *o) {
             "       iv2-weights info FILE.safetensors [--model PRESET] [--config JSON]\n"
             "       iv2-weights convert IN.pth -o OUT.safetensors --model internvit|videomae|student|raw\n"
             "                           [--dtype keep|f32|bf16|f16] [--check PRESET [--config JSON]]\n"
-            "       iv2-weights plan --preset P [--config JSON] [--batch B] [--tokens N] [--train]\n"
+            "       iv2-weights plan --preset P [--config JSON] [--batch B] [--tokens N] [--dtype f32|bf16]\n"
+            "                        [--train [--recompute [N|all]] [--mem GIB]]\n"
             "\n"
             "Presets: internvit-6b internvit-tiny videomae-g videomae-tiny iv2-1b iv2-6b iv2-s iv2-b iv2-l iv2-tiny.\n"
             "--config takes JSON overrides of the preset, e.g. '{\"depth\": 2, \"gelu\": \"tanh\"}'.\n"
@@ -28,7 +30,9 @@ static void usage(FILE *o) {
             "info with --model (or a file carrying iv2.config) loads the file into that model and reports\n"
             "every missing, mis-shaped or unexpected tensor.\n"
             "convert maps names (videomae: strips encoder., drops the decoder; internvit: drops the\n"
-            "InternVL-C text tower) and keeps dtypes unless --dtype; --check loads the result as PRESET.\n");
+            "InternVL-C text tower) and keeps dtypes unless --dtype; --check loads the result as PRESET.\n"
+            "plan --train: student training memory (weights, grads, AdamW, activations) with N (or all)\n"
+            "blocks recomputed in the backward; --mem GIB: the largest batch that fits in GIB.\n");
 }
 
 static const char *arg_val(int argc, char **argv, int *i) {
@@ -167,26 +171,79 @@ static int cmd_convert(int argc, char **argv) {
     return check_load(out, &c);
 }
 
+static void human(char *b, size_t cap, size_t x) { snprintf(b, cap, "%.2f GiB", x / 1073741824.0); }
+
+/* the largest batch whose student training (weights, grads, AdamW, activations) fits in mem */
+static int largest_batch(const iv2_vit_config *c, size_t esize, int tokens, int R, size_t mem) {
+    int lo = 0, hi = 1 << 24;
+    while (lo < hi) {
+        int mid = lo + (hi - lo + 1) / 2;
+        iv2_vit_plan p = iv2_vit_train_plan(c, esize, mid, tokens, R);
+        if (p.weights + p.grads + p.adamw + p.activations <= mem) lo = mid;
+        else hi = mid - 1;
+    }
+    return lo;
+}
+
 static int cmd_plan(int argc, char **argv) {
-    const char *preset = NULL, *json = NULL;
-    int batch = 0, tokens = 0, train = 0;
+    const char *preset = NULL, *json = NULL, *dts = "f32";
+    int batch = 0, tokens = 0, train = 0, R = 0;
+    double mem_gib = 0;
     for (int i = 2; i < argc; i++) {
         if (!strcmp(argv[i], "--preset")) preset = arg_val(argc, argv, &i);
         else if (!strcmp(argv[i], "--config")) json = arg_val(argc, argv, &i);
         else if (!strcmp(argv[i], "--batch")) batch = atoi(arg_val(argc, argv, &i));
         else if (!strcmp(argv[i], "--tokens")) tokens = atoi(arg_val(argc, argv, &i));
+        else if (!strcmp(argv[i], "--dtype")) dts = arg_val(argc, argv, &i);
+        else if (!strcmp(argv[i], "--mem")) mem_gib = atof(arg_val(argc, argv, &i));
         else if (!strcmp(argv[i], "--train")) train = 1;
-        else return iv2_err("plan: unknown argument '%s'", argv[i]);
+        else if (!strcmp(argv[i], "--recompute")) {   /* optional value: a block count or "all" (default) */
+            R = 1 << 30;
+            if (i + 1 < argc && argv[i + 1][0] != '-') {
+                const char *v = argv[++i];
+                char *end;
+                long n = strtol(v, &end, 10);
+                if (strcmp(v, "all") && (*end || n < 0)) return iv2_err("plan: --recompute %s (want a block count or all)", v);
+                if (strcmp(v, "all")) R = (int)n;
+            }
+        } else return iv2_err("plan: unknown argument '%s'", argv[i]);
     }
+    iv2_dtype dt;
+    if (iv2_dtype_parse(dts, &dt) || (dt != IV2_F32 && dt != IV2_BF16))
+        return iv2_err("plan: --dtype %s (want f32 for the CPU or bf16 for CUDA)", dts);
+    size_t es = iv2_dtype_size(dt);
     iv2_vit_config c;
     if (make_config(preset, json, &c)) return -1;
     if (batch <= 0) batch = c.arch == IV2_VIT_INTERNVIT ? 8 : 1;
     if (tokens <= 0) tokens = iv2_vit_tokens(&c);
-    print_plan(&c, batch, tokens, train);
+    if (!train) {
+        iv2_vit_plan p = iv2_vit_memory_plan(&c, es, batch, tokens, 0, 0);
+        char line[256];
+        iv2_vit_plan_str(&p, line, sizeof line);
+        printf("%s: %s\n", c.name, line);
+        return 0;
+    }
+    if (R > c.depth) R = c.depth;
+    iv2_vit_plan p = iv2_vit_train_plan(&c, es, batch, tokens, R);
+    iv2_vit_plan p0 = iv2_vit_train_plan(&c, es, batch, tokens, 0), pa = iv2_vit_train_plan(&c, es, batch, tokens, c.depth);
+    char line[320], a0[32], aa[32], tot[32];
+    iv2_vit_plan_str(&p, line, sizeof line);
+    human(a0, sizeof a0, p0.activations); human(aa, sizeof aa, pa.activations);
+    human(tot, sizeof tot, p.weights + p.grads + p.adamw + p.activations);
+    printf("%s (%s): %s\n", c.name, iv2_dtype_name(dt), line);
+    printf("%s: activations %s recomputing none, %s recomputing all %d blocks; total %s (student only, no heads)\n",
+           c.name, a0, aa, c.depth, tot);
+    if (mem_gib > 0) {
+        size_t mem = (size_t)(mem_gib * 1073741824.0);
+        printf("%s: largest batch of %d tokens in %.1f GiB: %d with %d blocks recomputed (%d recomputing none, %d all)\n",
+               c.name, tokens, mem_gib, largest_batch(&c, es, tokens, R, mem), R, largest_batch(&c, es, tokens, 0, mem),
+               largest_batch(&c, es, tokens, c.depth, mem));
+    }
     return 0;
 }
 
 int main(int argc, char **argv) {
+    iv2_omp_wait_default(argv);   /* OMP_WAIT_POLICY=passive unless set (log.h) */
     if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {
         usage(argc < 2 ? stderr : stdout);
         return argc < 2 ? 2 : 0;

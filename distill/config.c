@@ -16,6 +16,7 @@ void iv2_distill_config_default(iv2_distill_config *c) {
     for (int i = 0; i < 6; i++) { c->clip_teacher[i] = 42 + i; c->clip_student[i] = 34 + i; }
     c->n_mae = 4;    /* VideoMAE 36..39 <-> student 36..39 */
     for (int i = 0; i < 4; i++) { c->mae_teacher[i] = 36 + i; c->mae_student[i] = 36 + i; }
+    c->layers_auto = 0;   /* iv2-distill train sets IV2_PAIR_CLIP | IV2_PAIR_MAE: the pairings from the cache */
     c->use_final = 1;
     c->alpha_clip = c->alpha_final = c->alpha_mae = 1.0f;
     c->mask = IV2_MASK_ATTENTION;
@@ -40,6 +41,7 @@ void iv2_distill_config_default(iv2_distill_config *c) {
     c->threads = 0;
     snprintf(c->device, sizeof c->device, "cpu");
     c->prefetch = 1;
+    c->recompute = IV2_RECOMPUTE_AUTO;
 }
 
 static const char *mask_name(iv2_mask_type t) {
@@ -87,14 +89,26 @@ int iv2_distill_config_parse(iv2_distill_config *c, const char *json, const char
             if (!cJSON_IsObject(it) || strlen(s) >= sizeof c->student_json) rc = iv2_err("\"student_overrides\": expected a (small) object");
             else snprintf(c->student_json, sizeof c->student_json, "%s", s);
             cJSON_free(s);
-        } else if (!strcmp(k, "clip_layers")) rc = parse_pairs(it, &c->n_clip, c->clip_teacher, c->clip_student, k);
-        else if (!strcmp(k, "mae_layers")) rc = parse_pairs(it, &c->n_mae, c->mae_teacher, c->mae_student, k);
+        } else if (!strcmp(k, "clip_layers")) {
+            rc = parse_pairs(it, &c->n_clip, c->clip_teacher, c->clip_student, k);
+            c->layers_auto &= ~IV2_PAIR_CLIP;
+        } else if (!strcmp(k, "mae_layers")) {
+            rc = parse_pairs(it, &c->n_mae, c->mae_teacher, c->mae_student, k);
+            c->layers_auto &= ~IV2_PAIR_MAE;
+        }
         else if (!strcmp(k, "use_final")) {
             if (!cJSON_IsBool(it)) rc = iv2_err("\"use_final\": expected true or false");
             else c->use_final = cJSON_IsTrue(it);
         } else if (!strcmp(k, "prefetch")) {
             if (!cJSON_IsBool(it)) rc = iv2_err("\"prefetch\": expected true or false");
             else c->prefetch = cJSON_IsTrue(it);
+        } else if (!strcmp(k, "recompute")) {
+            if (cJSON_IsString(it) && !strcmp(it->valuestring, "auto")) c->recompute = IV2_RECOMPUTE_AUTO;
+            else if (cJSON_IsString(it) && !strcmp(it->valuestring, "all")) c->recompute = IV2_RECOMPUTE_ALL;
+            else if (cJSON_IsNumber(it) && it->valuedouble >= 0 && it->valuedouble < IV2_RECOMPUTE_ALL &&
+                     it->valuedouble == (int)it->valuedouble)
+                c->recompute = (int)it->valuedouble;
+            else rc = iv2_err("\"recompute\": expected \"auto\", \"all\" or a block count >= 0");
         } else if (!strcmp(k, "mask")) {
             const char *s = cJSON_IsString(it) ? it->valuestring : "";
             if (!strcmp(s, "attention")) c->mask = IV2_MASK_ATTENTION;
@@ -151,6 +165,7 @@ int iv2_distill_config_check(const iv2_distill_config *c) {
     if (!(c->drop_path >= 0 && c->drop_path < 1)) return iv2_err("drop_path %g must be in [0, 1)", c->drop_path);
     if (c->n_clip + c->n_mae == 0 && !c->use_final) return iv2_err("no targets: clip_layers, mae_layers and use_final are all empty");
     if (c->keep_ckpt < 1) return iv2_err("keep_ckpt must be >= 1");
+    if (c->log_every < 0) return iv2_err("log_every must be >= 0 (0: a progress line every few seconds)");
     if (c->eval_views < -1) return iv2_err("eval_views must be >= 0 (-1: the whole cache is for eval)");
     return 0;
 }
@@ -197,6 +212,9 @@ char *iv2_distill_config_to_json(const iv2_distill_config *c) {
     cJSON_AddNumberToObject(o, "threads", c->threads);
     cJSON_AddStringToObject(o, "device", c->device);
     cJSON_AddBoolToObject(o, "prefetch", c->prefetch);
+    if (c->recompute == IV2_RECOMPUTE_AUTO) cJSON_AddStringToObject(o, "recompute", "auto");
+    else if (c->recompute >= IV2_RECOMPUTE_ALL) cJSON_AddStringToObject(o, "recompute", "all");
+    else cJSON_AddNumberToObject(o, "recompute", c->recompute);
     char *s = cJSON_PrintUnformatted(o);
     cJSON_Delete(o);
     char *r = iv2_strdup(s);

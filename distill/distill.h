@@ -36,12 +36,18 @@ uint32_t iv2_rng_below(iv2_rng *r, uint32_t n);   /* unbiased [0, n) */
 
 typedef enum { IV2_MASK_ATTENTION = 0, IV2_MASK_RANDOM, IV2_MASK_TUBE } iv2_mask_type;
 
+#define IV2_RECOMPUTE_AUTO (-1)
+#define IV2_RECOMPUTE_ALL 1000000
+
 typedef struct iv2_distill_config {
     char student[32];          /* vit preset: "iv2-1b" */
     char student_json[1024];   /* JSON object of overrides on the preset ("" = none) */
     /* targets: clip_b{clip_teacher[i]} <-> student block clip_student[i]; mae_b{..} likewise */
     int n_clip, clip_teacher[IV2_DISTILL_MAX_LAYERS], clip_student[IV2_DISTILL_MAX_LAYERS];
     int n_mae, mae_teacher[IV2_DISTILL_MAX_LAYERS], mae_student[IV2_DISTILL_MAX_LAYERS];
+    int layers_auto;           /* IV2_PAIR_CLIP | IV2_PAIR_MAE: that pairing comes from the cache
+                                  (iv2_trainer_open); 0 by default, iv2-distill train sets both,
+                                  "clip_layers" / "mae_layers" clear theirs */
     int use_final;             /* clip_pool target through the final head */
     float alpha_clip, alpha_final, alpha_mae;
     iv2_mask_type mask;
@@ -59,10 +65,13 @@ typedef struct iv2_distill_config {
     int keep_ckpt;             /* keep the last N checkpoints */
     int64_t eval_every;        /* steps; 0 = never during training */
     int eval_views;            /* views held out of training for eval (0 = none) */
-    int log_every;             /* steps between progress lines (the JSON line is every step) */
+    int log_every;             /* steps between progress lines, 0 = by time (the JSON line is every step) */
     int threads;               /* 0 = all cores */
     char device[32];           /* "cpu" | "cuda" | "cuda:N" */
     int prefetch;              /* 1 = loader thread builds the next batch */
+    int recompute;             /* student blocks recomputed in the backward (the official checkpoint_num):
+                                  IV2_RECOMPUTE_AUTO (all on CUDA, none on the CPU), 0..depth, or
+                                  IV2_RECOMPUTE_ALL; JSON "auto" | "all" | a count */
 } iv2_distill_config;
 
 void iv2_distill_config_default(iv2_distill_config *c);
@@ -72,6 +81,16 @@ int iv2_distill_config_load(iv2_distill_config *c, const char *path);
 /* Canonical JSON of every field (caller frees). */
 char *iv2_distill_config_to_json(const iv2_distill_config *c);
 int iv2_distill_config_check(const iv2_distill_config *c);
+
+/* Default layer pairing (pairing.c). For each pairing flagged in c->layers_auto, the cache's
+ * clip_b* (mae_b*) targets, ascending by block, pair with the student's last K blocks, ascending
+ * (the recipe: clip_b42..47 <-> 34..39 and mae_b36..39 <-> 36..39 of the 40-block 1B student).
+ * Explicit pairings are kept. -1 when the cache has more such targets than the student has
+ * blocks (or than IV2_DISTILL_MAX_LAYERS). names/n: the cache's target names. */
+enum { IV2_PAIR_CLIP = 1, IV2_PAIR_MAE = 2 };
+int iv2_distill_pair_layers(iv2_distill_config *c, const char *const *names, int n, int student_depth);
+/* "clip_b42->34 ... mae_b39->39" (+ " (from the cache)" per auto pairing) into buf. */
+void iv2_distill_pairing_str(const iv2_distill_config *c, char *buf, size_t cap);
 
 /* The derived run plan. */
 typedef struct iv2_plan {
@@ -101,7 +120,7 @@ int iv2_mask_draw(iv2_mask_type t, const float *attn, int T, int P, float ratio,
 typedef struct iv2_dparam {
     char name[96];
     int ndim;
-    int64_t shape[4];
+    int64_t shape[6];  /* as iv2_vit_param: up to 5-D (the tubelet patch embedding) */
     size_t off, n;     /* elements into the parameter buffer */
     int no_wd;         /* excluded from weight decay */
 } iv2_dparam;
@@ -282,6 +301,7 @@ typedef struct iv2_trainer {
     float *drop;                   /* host [2][depth][B] drop-path scales: attention, MLP branch */
     const float *drop_override, *drop_mlp_override;   /* tests: fixed [depth][B] scales of each branch */
     int64_t step;                  /* steps done */
+    size_t mem_free, mem_total;    /* backend memory before the model was allocated (be->mem_info) */
     char out_dir[2048];
     char *cfg_json;
     /* last step's figures */
@@ -313,7 +333,9 @@ int iv2_trainer_eval(iv2_trainer *t, char **out_json);
 int iv2_png_write(const char *path, const uint8_t *rgb, int w, int h);
 uint32_t iv2_crc32(const uint8_t *p, size_t n, uint32_t crc);
 uint32_t iv2_adler32(const uint8_t *p, size_t n);
-/* Loss curves from a metrics JSON-lines file ("step" events) to a PNG: one polyline per term. */
-int iv2_plot_metrics(const char *metrics_path, const char *png_path, int w, int h);
+/* Loss curves from a metrics JSON-lines file ("step" events) to a w x h PNG: one polyline per
+ * term (total, clip, final, mae; a term 0 throughout is left out), y ticks, step ticks, a title
+ * and a legend in a built-in 5x7 font. log_y: log10 y axis (values <= 0 are not drawn). */
+int iv2_plot_metrics(const char *metrics_path, const char *png_path, int w, int h, int log_y);
 
 #endif

@@ -2,8 +2,9 @@
  *   iv2-distill [train] --cache DIR[,DIR...] --config run.json --out RUN/ [--resume] [--max-steps N]
  *   iv2-distill eval    --cache DIR[,DIR...] (--out RUN/ | --ckpt FILE)
  *   iv2-distill export  (--out RUN/ | --ckpt FILE) --to student.safetensors
- *   iv2-distill plot    --out RUN/ [--png FILE] */
+ *   iv2-distill plot    --out RUN/ [--png FILE] [--size WxH] [--log] */
 #include "distill.h"
+#include "dist.h"
 #include "err.h"
 #include "log.h"
 #include <stdio.h>
@@ -16,7 +17,7 @@ static void usage(FILE *f) {
             "usage: iv2-distill [train] --cache DIR[,DIR...] --config run.json --out RUN/ [--resume] [--max-steps N]\n"
             "       iv2-distill eval    --cache DIR[,DIR...] (--out RUN/ | --ckpt FILE)\n"
             "       iv2-distill export  (--out RUN/ | --ckpt FILE) --to student.safetensors\n"
-            "       iv2-distill plot    --out RUN/ [--png FILE] [--size WxH]\n"
+            "       iv2-distill plot    --out RUN/ [--png FILE] [--size WxH] [--log]\n"
             "\n"
             "train   trains the student against the targets of the cache shards. Defaults are the\n"
             "        InternVideo2-1B stage-1 recipe; run.json overrides them (docs/distill.md).\n"
@@ -27,9 +28,14 @@ static void usage(FILE *f) {
             "eval    cosine of the student's heads to every teacher target, all tokens visible,\n"
             "        over every view of the given cache (a held-out cache), as one JSON line.\n"
             "export  the student without heads, official InternVideo2 names, as safetensors.\n"
-            "plot    the loss curves of RUN/metrics.jsonl as a PNG (default RUN/loss.png).\n"
+            "plot    the loss curves of RUN/metrics.jsonl as a PNG (default RUN/loss.png, 800x500);\n"
+            "        --log draws the y axis in log scale.\n"
             "\n"
-            "options: --device cpu|cuda[:N] and --threads N override the config.\n");
+            "options: --device cpu|cuda[:N] and --threads N override the config.\n"
+            "\n"
+            "data parallel: launched by mpirun or srun, train runs one rank per process (one per GPU;\n"
+            "--device cuda takes the local rank's GPU); batch stays the global batch; rank 0 writes\n"
+            "RUN/. e.g. mpirun -np 8 iv2-distill train ... --device cuda (docs/distill.md).\n");
 }
 
 static const char *arg_val(int argc, char **argv, int *i) {
@@ -58,9 +64,10 @@ static int ckpt_config(const char *path, iv2_distill_config *c) {
 }
 
 int main(int argc, char **argv) {
+    iv2_omp_wait_default(argv);   /* OMP_WAIT_POLICY=passive unless set (log.h) */
     const char *cmd = "train", *cache = NULL, *config = NULL, *out = NULL, *ckpt = NULL, *to = NULL, *png = NULL;
     const char *device = NULL;
-    int resume = 0, threads = -1, W = 800, H = 500;
+    int resume = 0, threads = -1, W = 800, H = 500, log_y = 0;
     long long max_steps = 0;
     int i = 1;
     if (argc > 1 && argv[1][0] != '-') cmd = argv[i++];
@@ -82,6 +89,7 @@ int main(int argc, char **argv) {
                 iv2_die("iv2-distill");
             }
         } else if (!strcmp(a, "--resume")) resume = 1;
+        else if (!strcmp(a, "--log")) log_y = 1;
         else { usage(stderr); iv2_err("unknown argument '%s'", a); iv2_die("iv2-distill"); }
     }
     iv2_distill_config c;
@@ -89,20 +97,31 @@ int main(int argc, char **argv) {
     char path[4096];
     if (!strcmp(cmd, "train")) {
         if (!cache || !out) { usage(stderr); iv2_err("train needs --cache and --out"); iv2_die("iv2-distill"); }
+        c.layers_auto = IV2_PAIR_CLIP | IV2_PAIR_MAE;   /* pairings run.json leaves out come from the cache */
         if (config && iv2_distill_config_load(&c, config)) iv2_die("iv2-distill");
         if (device) snprintf(c.device, sizeof c.device, "%s", device);
         if (threads >= 0) c.threads = threads;
+        /* data parallel when launched by mpirun / srun: one rank per process (docs/distill.md) */
+        if (iv2_dist_init(&argc, &argv)) iv2_die("iv2-distill");
+        iv2_dist_pick_device(c.device, sizeof c.device);
+        c.threads = iv2_dist_pick_threads(c.threads);
         iv2_trainer t;
-        if (iv2_trainer_open(&t, cache, &c, out, resume)) iv2_die("iv2-distill");
+        int orc = iv2_trainer_open(&t, cache, &c, out, resume);
+        if (iv2_dist_agree(orc, "opening the run") || iv2_dist_setup(&t)) iv2_dist_die("iv2-distill");
         snprintf(path, sizeof path, "%s/config.json", out);
-        FILE *f = fopen(path, "w");
+        FILE *f = iv2_dist_rank() == 0 ? fopen(path, "w") : NULL;
         if (f) { fprintf(f, "%s\n", t.cfg_json); fclose(f); }
+        if (iv2_dist_world() > 1)
+            iv2_info("data parallel: %d ranks, %d views each of the global batch %d", iv2_dist_world(),
+                     iv2_dist_local_batch(c.batch), c.batch);
         iv2_info("student %s: %zu parameters, heads %zu; %lld train views, %lld steps (%lld per epoch), warmup %lld, peak lr %.3g",
                  c.student, t.student->n_elems, t.heads->n_params, (long long)t.L.n_train, (long long)t.plan.total_steps,
                  (long long)t.plan.steps_per_epoch, (long long)t.plan.warmup_steps, t.plan.peak_lr);
         int rc = iv2_trainer_run(&t, max_steps);
+        if (rc) iv2_dist_die("iv2-distill");
+        iv2_dist_teardown();
         iv2_trainer_close(&t);
-        if (rc) iv2_die("iv2-distill");
+        iv2_dist_finalize();
         return 0;
     }
     if (!strcmp(cmd, "eval")) {
@@ -147,7 +166,7 @@ int main(int argc, char **argv) {
         char mp[4096], pp[4096];
         snprintf(mp, sizeof mp, "%s/metrics.jsonl", out);
         snprintf(pp, sizeof pp, "%s/loss.png", out);
-        if (iv2_plot_metrics(mp, png ? png : pp, W, H)) iv2_die("iv2-distill");
+        if (iv2_plot_metrics(mp, png ? png : pp, W, H, log_y)) iv2_die("iv2-distill");
         return 0;
     }
     usage(stderr);

@@ -7,6 +7,7 @@
  * slots, the trainer owns one, the thread fills the other. */
 #include "distill.h"
 #include "cache.h"
+#include "dist.h"
 #include "err.h"
 #include <pthread.h>
 #include <stdio.h>
@@ -182,18 +183,20 @@ static int read_sample(iv2_loader *L, iv2_batch *b, int s, int64_t view, int all
 }
 
 int iv2_loader_build(iv2_loader *L, int64_t step, iv2_batch *b) {
-    int B = L->cfg.batch;
+    /* data parallel: rank r takes samples [r*B, (r+1)*B) of the global batch Bg (the same
+     * permutation on every rank; masks drawn from the global sample index) */
+    int Bg = L->cfg.batch, B = iv2_dist_local_batch(Bg), first = iv2_dist_rank() * B;
     if (b->B != B || b->nv != L->nv) return iv2_err("loader: batch buffers are for %d x %d, need %d x %d", b->B, b->nv, B, L->nv);
     int64_t epoch = step / L->steps_per_epoch, i = step % L->steps_per_epoch;
     make_perm(L, epoch);
     float *attn = L->t_attn >= 0 ? iv2_malloc(sizeof(float) * (size_t)L->T * L->P) : NULL;
     int rc = 0;
     for (int s = 0; s < B && !rc; s++) {
-        int64_t view = L->perm[i * B + s];
+        int64_t view = L->perm[i * Bg + first + s];
         b->views[s] = view;
         if (attn && iv2_cache_set_read_rows(L->set, view, L->t_attn, NULL, L->T, attn)) { rc = -1; break; }
         iv2_rng r;
-        iv2_rng_seed(&r, L->cfg.seed, 0x6d61736b /* "mask" */, (uint64_t)step, (uint64_t)s);
+        iv2_rng_seed(&r, L->cfg.seed, 0x6d61736b /* "mask" */, (uint64_t)step, (uint64_t)(first + s));
         if (iv2_mask_draw(L->cfg.mask, attn, L->T, L->P, L->cfg.mask_ratio, &r, b->vis + (size_t)s * L->nv) != L->nv) {
             rc = iv2_err("mask draw failed");
             break;
@@ -246,8 +249,8 @@ static void *prefetch_main(void *arg) {
 
 static int thread_start(iv2_loader *L) {
     struct iv2_loader_thread *th = iv2_calloc(1, sizeof *th);
-    iv2_batch_alloc(&th->slot[0], L, L->cfg.batch, L->nv);
-    iv2_batch_alloc(&th->slot[1], L, L->cfg.batch, L->nv);
+    iv2_batch_alloc(&th->slot[0], L, iv2_dist_local_batch(L->cfg.batch), L->nv);
+    iv2_batch_alloc(&th->slot[1], L, iv2_dist_local_batch(L->cfg.batch), L->nv);
     th->want = th->built = -1;
     pthread_mutex_init(&th->mu, NULL);
     pthread_cond_init(&th->cv, NULL);

@@ -6,6 +6,7 @@
  * coefficient, AdamW with the step's LR. The loader's thread builds the next batch meanwhile. */
 #include "distill.h"
 #include "cache.h"
+#include "dist.h"
 #include "err.h"
 #include "log.h"
 #include <errno.h>
@@ -15,6 +16,9 @@
 #include <string.h>
 #include <sys/stat.h>
 
+/* the optimiser's table copies the student's shapes (up to 5-D) */
+_Static_assert(sizeof ((iv2_dparam *)0)->shape == sizeof ((iv2_vit_param *)0)->shape, "iv2_dparam.shape too small");
+
 static int slot_of(const iv2_trainer *t, int block) {
     for (int i = 0; i < t->n_out; i++) if (t->blocks[i] == block) return i;
     return -1;
@@ -22,7 +26,7 @@ static int slot_of(const iv2_trainer *t, int block) {
 
 /* fields that may change between a run and its resumption */
 static const char *const resume_free[] = {"steps", "epochs", "ckpt_every", "keep_ckpt", "eval_every", "log_every",
-                                          "threads", "prefetch", "device", NULL};
+                                          "threads", "prefetch", "device", "recompute", NULL};
 
 static int student_config(const iv2_distill_config *c, iv2_vit_config *vc) {
     if (iv2_vit_preset(c->student, vc)) return -1;
@@ -38,16 +42,87 @@ static int student_config(const iv2_distill_config *c, iv2_vit_config *vc) {
     return 0;
 }
 
+/* Bytes a run needs at batch B: the model part (student and heads: weights, grads, AdamW) into
+ * *model, and what grows with B (student activations with R blocks recomputed, head scratch,
+ * read-out buffers, frames) as the return value. Mirrors the allocations of iv2_trainer_init. */
+static size_t batch_bytes(const iv2_vit_config *vc, const iv2_heads_dims *hd, size_t head_params, int n_out,
+                          size_t esize, int B, int nv, int R, size_t *model) {
+    iv2_vit_plan p = iv2_vit_train_plan(vc, esize, B, nv, R);
+    size_t opt = sizeof(float) * (esize < sizeof(float) ? 3 : 2);   /* m, v (+ fp32 master) */
+    if (model) *model = p.weights + p.grads + p.adamw + head_params * (2 * esize + opt);
+    size_t ntok = (size_t)hd->T * hd->G * hd->G + 1, rows_v = (size_t)B * nv, eb = rows_v / ntok;
+    eb = eb < 1 ? 1 : eb > (size_t)B ? (size_t)B : eb;
+    size_t rows = rows_v > eb * ntok ? rows_v : eb * ntok, sb = (size_t)B > eb ? (size_t)B : eb;
+    size_t W = hd->C;
+    int dims[] = {hd->clip_dim, hd->mae_dim, hd->final_dim, hd->pool_dim};
+    for (int i = 0; i < 4; i++) if ((size_t)dims[i] > W) W = dims[i];
+    size_t heads = 14 * rows * W * esize + rows * (4 * sizeof(float) + 2 * sizeof(int32_t));
+    size_t readout = (size_t)n_out * (rows + rows_v) * vc->width * esize;
+    size_t other = 2 * sb * vc->pool_dim * esize + sb * vc->frames * vc->img * vc->img * 3;
+    return p.activations + heads + readout + other;
+}
+
+static int largest_batch(const iv2_vit_config *vc, const iv2_heads_dims *hd, size_t head_params, int n_out,
+                         size_t esize, int nv, int R, size_t avail) {
+    size_t model;
+    batch_bytes(vc, hd, head_params, n_out, esize, 1, nv, R, &model);
+    int lo = 0, hi = 1 << 24;   /* the largest B with model + batch_bytes(B) <= avail */
+    while (lo < hi) {
+        int mid = lo + (hi - lo + 1) / 2;
+        if (model + batch_bytes(vc, hd, head_params, n_out, esize, mid, nv, R, NULL) <= avail) lo = mid;
+        else hi = mid - 1;
+    }
+    return lo;
+}
+
+static const char *human(char *b, size_t x) {   /* b: 16 bytes */
+    if (x >= (1ull << 30)) snprintf(b, 16, "%.2f GiB", x / 1073741824.0);
+    else snprintf(b, 16, "%.1f MiB", x / 1048576.0);
+    return b;
+}
+
+/* the memory plan at the start of a run: what the configured batch needs with and without
+ * recompute, and the largest batch that fits in what the backend had free before we started */
+static void print_memory_plan(const iv2_trainer *t, int nv, size_t avail, size_t total) {
+    const iv2_vit_config *vc = &t->student->cfg;
+    const iv2_heads_dims *hd = &t->heads->d;
+    size_t es = t->be->esize, hp = t->heads->n_params, model;
+    int B = iv2_dist_local_batch(t->cfg.batch) /* per rank */, R = t->student->recompute < vc->depth ? t->student->recompute : vc->depth, n = t->n_out;
+    iv2_vit_plan p = iv2_vit_train_plan(vc, es, B, nv, R);
+    size_t act = batch_bytes(vc, hd, hp, n, es, B, nv, R, &model);
+    size_t act0 = batch_bytes(vc, hd, hp, n, es, B, nv, 0, NULL), actall = batch_bytes(vc, hd, hp, n, es, B, nv, vc->depth, NULL);
+    char h[10][16];
+    iv2_info("memory plan (%s, %s): student weights %s, grads %s, AdamW %s; heads %s (params, grads, AdamW); "
+             "student activations %s at batch %d x %d tokens with %d of %d blocks recomputed; with heads scratch and "
+             "read-outs %s (%s recomputing none, %s all); total %s", t->be->name, iv2_dtype_name(t->be->dtype),
+             human(h[0], p.weights), human(h[1], p.grads), human(h[2], p.adamw),
+             human(h[3], model - p.weights - p.grads - p.adamw), human(h[4], p.activations), B, nv, R, vc->depth,
+             human(h[5], act), human(h[6], act0), human(h[7], actall), human(h[8], model + act));
+    if (!avail) { iv2_info("memory plan: the backend does not report its free memory; no largest batch"); return; }
+    int bmax = largest_batch(vc, hd, hp, n, es, nv, R, avail);
+    int b0 = largest_batch(vc, hd, hp, n, es, nv, 0, avail), ball = largest_batch(vc, hd, hp, n, es, nv, vc->depth, avail);
+    iv2_info("memory plan: %s free of %s at start: the largest batch that fits is %d with %d blocks recomputed "
+             "(%d recomputing none, %d recomputing all)", human(h[0], avail), human(h[1], total), bmax, R, b0, ball);
+    if (model + act > avail)
+        iv2_warn("memory plan: batch %d needs %s, more than the %s free", B, human(h[0], model + act), human(h[1], avail));
+}
+
 int iv2_trainer_init(iv2_trainer *t, const iv2_distill_config *c, int clip_dim, int mae_dim, int final_dim, int nv) {
     t->cfg = *c;
     iv2_vit_config vc;
-    if (iv2_distill_config_check(c) || student_config(c, &vc)) return -1;
+    if (iv2_distill_config_check(c) || student_config(c, &vc) || iv2_dist_check_batch(c->batch)) return -1;
     if (!t->be && !(t->be = iv2_backend_create(c->device, c->threads))) return -1;
     iv2_backend *be = t->be;
     int G = iv2_vit_grid(&vc), T = vc.frames / vc.tubelet;
+    size_t mem_free = 0, mem_total = 0;   /* before we allocate anything big (memory plan) */
+    if (be->mem_info) be->mem_info(be, &mem_free, &mem_total);
     t->student = iv2_vit_create(be, &vc);
     if (!t->student || iv2_vit_init_random(t->student, c->seed) || iv2_vit_alloc_grads(t->student)) return -1;
-    int B = c->batch, ntok = 1 + T * G * G, eb = B * nv / ntok;
+    /* auto: all blocks on a GPU (memory is what limits the batch there), none on the CPU (RAM is
+     * rarely the limit and recompute costs a forward of every block) */
+    t->student->recompute = c->recompute != IV2_RECOMPUTE_AUTO ? c->recompute : be->dtype == IV2_F32 ? 0 : vc.depth;
+    if (t->student->recompute > vc.depth) t->student->recompute = vc.depth;
+    int B = iv2_dist_local_batch(c->batch), ntok = 1 + T * G * G, eb = B * nv / ntok;   /* this rank's share */
     eb = eb < 1 ? 1 : eb > B ? B : eb;
     size_t rows = (size_t)B * nv > (size_t)eb * ntok ? (size_t)B * nv : (size_t)eb * ntok;
     iv2_heads_dims hd = {.C = vc.width, .pool_dim = vc.pool_dim, .n_clip = c->n_clip, .clip_dim = clip_dim,
@@ -63,7 +138,7 @@ int iv2_trainer_init(iv2_trainer *t, const iv2_distill_config *c, int clip_dim, 
         iv2_dparam *q = &t->stab[i];
         snprintf(q->name, sizeof q->name, "%s", p->name);
         q->ndim = p->ndim;
-        for (int j = 0; j < p->ndim && j < 4; j++) q->shape[j] = p->shape[j];   /* (moments are stored flat) */
+        for (int j = 0; j < p->ndim; j++) q->shape[j] = p->shape[j];
         q->off = p->offset; q->n = p->numel;
         q->no_wd = p->no_wd || iv2_no_weight_decay(p->name, p->ndim);
     }
@@ -92,19 +167,49 @@ int iv2_trainer_init(iv2_trainer *t, const iv2_distill_config *c, int clip_dim, 
     t->frames = be->alloc(be, (size_t)sb * vc.frames * vc.img * vc.img * 3);
     t->drop = iv2_calloc((size_t)2 * vc.depth * B, sizeof(float));
     t->cfg_json = iv2_distill_config_to_json(c);
+    t->mem_free = mem_free;
+    t->mem_total = mem_total;
     return 0;
 }
 
-int iv2_trainer_open(iv2_trainer *t, const char *cache_dirs, const iv2_distill_config *c, const char *out_dir, int resume) {
+/* The pairings the config leaves to the cache (pairing.c), from the first shard's targets. */
+static int pair_from_cache(iv2_distill_config *c, const char *cache_dirs, int depth) {
+    if (!c->layers_auto) return 0;
+    char dir[4096];
+    size_t n = strcspn(cache_dirs, ",");
+    if (n >= sizeof dir) return iv2_err("cache path too long");
+    memcpy(dir, cache_dirs, n);
+    dir[n] = 0;
+    iv2_cache *cache;
+    if (iv2_cache_open(&cache, dir, IV2_CACHE_RDONLY)) return -1;
+    int nt = iv2_cache_n_targets(cache);
+    const char *names[IV2_CACHE_MAX_TARGETS];
+    for (int i = 0; i < nt && i < IV2_CACHE_MAX_TARGETS; i++) names[i] = iv2_cache_target_at(cache, i)->name;
+    int rc = iv2_distill_pair_layers(c, names, nt < IV2_CACHE_MAX_TARGETS ? nt : IV2_CACHE_MAX_TARGETS, depth);
+    iv2_cache_close(cache);
+    return rc ? iv2_err_ctx("%s: default layer pairing", dir) : 0;
+}
+
+int iv2_trainer_open(iv2_trainer *t, const char *cache_dirs, const iv2_distill_config *c0, const char *out_dir, int resume) {
     memset(t, 0, sizeof *t);
-    t->cfg = *c;
+    iv2_distill_config cfg = *c0, *c = &cfg;
     snprintf(t->out_dir, sizeof t->out_dir, "%s", out_dir);
     iv2_vit_config vc;
-    if (iv2_distill_config_check(c) || student_config(c, &vc)) return iv2_err_ctx("iv2-distill");
+    iv2_distill_config bare = cfg;   /* the student alone: the pairings still to derive left out */
+    if (bare.layers_auto & IV2_PAIR_CLIP) bare.n_clip = 0;
+    if (bare.layers_auto & IV2_PAIR_MAE) bare.n_mae = 0;
+    if (iv2_distill_config_check(c) || student_config(&bare, &vc) || pair_from_cache(c, cache_dirs, vc.depth) ||
+        student_config(c, &vc))
+        return iv2_err_ctx("iv2-distill");
+    t->cfg = *c;
+    char pairing[1024];
+    iv2_distill_pairing_str(c, pairing, sizeof pairing);
+    iv2_info("layer pairing (teacher target -> student block): %s", pairing);
     int G = iv2_vit_grid(&vc), T = vc.frames / vc.tubelet;
     if (iv2_loader_open(&t->L, cache_dirs, c, vc.frames, vc.img, T, G * G)) goto fail;
     if (c->eval_views >= 0 && iv2_plan_make(&t->plan, c, t->L.n_train)) goto fail;
     if (iv2_trainer_init(t, c, t->L.clip_dim, t->L.mae_dim, t->L.final_dim, t->L.nv)) goto fail;
+    print_memory_plan(t, t->L.nv, t->mem_free, t->mem_total);
     if (mkdir(out_dir, 0755) && errno != EEXIST) { iv2_err("%s: cannot create the run folder", out_dir); goto fail; }
     if (resume) {
         char path[4096];
@@ -165,7 +270,11 @@ static const float *drop_scales(iv2_trainer *t, int64_t step, int B) {
             iv2_rng r;
             iv2_rng_seed(&r, t->cfg.seed, 0x64726f70 /* "drop" */, (uint64_t)step, (uint64_t)(br * depth + l));
             float *d = t->drop + ((size_t)br * depth + l) * B;
-            for (int s = 0; s < B; s++) d[s] = p <= 0 ? 1.0f : iv2_rng_uniform(&r) < keep ? (float)(1.0 / keep) : 0.0f;
+            int first = iv2_dist_rank() * B, Bg = B * iv2_dist_world();   /* draws of the global batch, our slice */
+            for (int s = 0; s < Bg; s++) {
+                float v = p <= 0 ? 1.0f : iv2_rng_uniform(&r) < keep ? (float)(1.0 / keep) : 0.0f;
+                if (s >= first && s < first + B) d[s - first] = v;
+            }
         }
     return t->drop;
 }
@@ -208,6 +317,7 @@ int iv2_trainer_forward_backward(iv2_trainer *t, const iv2_batch *b, int backwar
     iv2_loss_total(&L, c);
     t->loss = L;
     if (iv2_loss_check(&L, b->step)) return -1;
+    if (backward && iv2_dist_grads_begin(t)) return -1;   /* heads' grads are final: their bucket starts */
     if (backward && iv2_vit_backward(t->student, &io, t->dout, c->use_final ? t->dpooled : NULL))
         return iv2_err_ctx("step %lld: student backward", (long long)b->step);
     return 0;
@@ -215,7 +325,7 @@ int iv2_trainer_forward_backward(iv2_trainer *t, const iv2_batch *b, int backwar
 
 int iv2_trainer_step(iv2_trainer *t, const iv2_batch *b) {
     const iv2_distill_config *c = &t->cfg;
-    if (iv2_trainer_forward_backward(t, b, 1)) return -1;
+    if (iv2_trainer_forward_backward(t, b, 1) || iv2_dist_grads_end(t)) return -1;   /* averaged over ranks */
     t->grad_norm = iv2_optim_grad_norm(&t->opt);
     if (!isfinite(t->grad_norm)) return iv2_err("step %lld: gradient norm is not finite; stopping, the last good checkpoint is kept", (long long)b->step);
     t->lr = iv2_lr_at(&t->plan, b->step);
@@ -225,8 +335,9 @@ int iv2_trainer_step(iv2_trainer *t, const iv2_batch *b) {
 }
 
 static int save(iv2_trainer *t) {
-    if (iv2_ckpt_save(t->out_dir, t->step, t->student, t->heads, &t->opt, t->cfg_json, t->cfg.keep_ckpt)) return -1;
-    return 0;
+    if (iv2_dist_check_weights(t)) return -1;
+    int rc = iv2_dist_rank() == 0 ? iv2_ckpt_save(t->out_dir, t->step, t->student, t->heads, &t->opt, t->cfg_json, t->cfg.keep_ckpt) : 0;
+    return iv2_dist_bcast_rc(rc, "checkpoint");   /* rank 0 writes; the others learn whether it worked */
 }
 
 int iv2_trainer_run(iv2_trainer *t, int64_t max_steps) {
@@ -236,16 +347,20 @@ int iv2_trainer_run(iv2_trainer *t, int64_t max_steps) {
     char path[2300];
     snprintf(path, sizeof path, "%s/metrics.jsonl", t->out_dir);
     iv2_metrics m;
-    if (iv2_metrics_open(&m, path)) return -1;
+    memset(&m, 0, sizeof m);
+    if (iv2_dist_rank() == 0 && iv2_metrics_open(&m, path)) return -1;   /* only rank 0 writes files */
     if (t->step == 0) {
+        char pairing[1024];
+        iv2_distill_pairing_str(c, pairing, sizeof pairing);
         iv2_metrics_write(&m, "start", "\"config\":%s,\"train_views\":%lld,\"eval_views\":%lld,\"steps\":%lld,"
                           "\"steps_per_epoch\":%lld,\"warmup_steps\":%lld,\"peak_lr\":%.6g,\"student_params\":%zu,"
-                          "\"head_params\":%zu", t->cfg_json, (long long)t->L.n_train, (long long)t->L.n_eval,
+                          "\"head_params\":%zu,\"pairing\":\"%s\"", t->cfg_json, (long long)t->L.n_train, (long long)t->L.n_eval,
                           (long long)t->plan.total_steps, (long long)t->plan.steps_per_epoch,
-                          (long long)t->plan.warmup_steps, t->plan.peak_lr, t->student->n_elems, t->heads->n_params);
+                          (long long)t->plan.warmup_steps, t->plan.peak_lr, t->student->n_elems, t->heads->n_params, pairing);
     }
     iv2_progress pr;
     iv2_progress_start(&pr, "steps", t->plan.total_steps, t->step);
+    if (c->log_every > 0) pr.interval = 0;   /* every log_every steps; 0 = log.h's timing */
     int64_t last_saved = t->step;
     int rc = 0;
     double ema = 0;
@@ -265,12 +380,12 @@ int iv2_trainer_run(iv2_trainer *t, int64_t max_steps) {
                           c->batch / dt, (double)c->batch * t->L.nv / dt, dt, t1 - t0);
         char extra[160];
         snprintf(extra, sizeof extra, "loss %.4f lr %.3g |g| %.3g %.2f views/s", t->loss.total, t->lr, t->grad_norm, c->batch / ema);
-        iv2_progress_update(&pr, t->step, extra);
+        if (c->log_every <= 0 || t->step % c->log_every == 0 || t->step == end) iv2_progress_update(&pr, t->step, extra);
         if (c->ckpt_every > 0 && t->step % c->ckpt_every == 0) {
             if (save(t)) { rc = -1; break; }
             last_saved = t->step;
         }
-        if (c->eval_every > 0 && t->step % c->eval_every == 0 && t->L.n_eval > 0) {
+        if (c->eval_every > 0 && t->step % c->eval_every == 0 && t->L.n_eval > 0 && iv2_dist_rank() == 0) {
             char *js;
             if (iv2_trainer_eval(t, &js)) { rc = -1; break; }
             iv2_metrics_write(&m, "eval", "\"step\":%lld,\"cos\":%s", (long long)t->step, js);

@@ -7,6 +7,7 @@
 #include "cache.h"
 #include "compute.h"
 #include "err.h"
+#include "log.h"
 #include "safetensors.h"
 #include "teachers.h"
 
@@ -303,6 +304,7 @@ out:
 }
 
 int main(int argc, char **argv) {
+    iv2_omp_wait_default(argv);   /* OMP_WAIT_POLICY=passive unless set (log.h) */
     if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) { usage(argc < 2 ? stderr : stdout); return argc < 2; }
     const char *cmd = argv[1];
     int rc;

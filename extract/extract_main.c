@@ -5,6 +5,7 @@
 #include "decode.h"
 #include "dtype.h"
 #include "err.h"
+#include "log.h"
 #include "pipeline.h"
 
 static void usage(FILE *f) {
@@ -23,14 +24,19 @@ static void usage(FILE *f) {
             "  --views K            views per row (1)\n"
             "  --dtype T            storage dtype: bf16 (default), fp16, fp32, int8 (per-token scale)\n"
             "  --shard k/N          only rows r with r mod N = k (0/1)\n"
-            "  --device D           cpu (default), cuda, cuda:N\n"
+            "  --device D           cpu (default), cuda, cuda:N, or a comma list: one teacher set per device\n"
+            "                       on its own thread, e.g. cuda:0,cuda:1 (or cpu,cpu); --devices is the same\n"
+            "  --batch-views B      views per teacher call: InternViT on 8B frames, VideoMAE on B clips\n"
+            "                       (default 1 on the CPU, 8 on CUDA)\n"
             "  --threads N          decode worker threads (2)\n"
-            "  --compute-threads N  CPU backend threads (default: the cores left by the decode threads, at least 1)\n"
+            "  --compute-threads N  CPU backend threads per device (default: the cores left by the decode\n"
+            "                       threads, shared among the devices, at least 1)\n"
             "  --seed S             sampling seed (0)\n"
             "  --deterministic      segment-middle frames, centre crop, no flip\n"
             "  --no-flip            no random flips\n"
             "  --batch N            views per write transaction (8)\n"
-            "  --queue N            decoded views waiting for the teachers (2 x threads)\n"
+            "  --queue N            decoded views waiting for the teachers (2 x threads, at least\n"
+            "                       batch-views x devices)\n"
             "  --retry-errors       try rows recorded in errors again (default: skip them)\n"
             "  --max-views N        stop after about N new views (whole rows)\n"
             "  --metrics F.jsonl    JSON-lines metrics (one line per write, one summary)\n"
@@ -46,6 +52,7 @@ static int parse_int(const char *flag, const char *s, long lo, long hi, long *ou
 }
 
 int main(int argc, char **argv) {
+    iv2_omp_wait_default(argv);   /* OMP_WAIT_POLICY=passive unless set (log.h) */
     if (argc > 1 && !strcmp(argv[1], "decode")) return iv2_decode_cli(argc - 1, argv + 1);
     iv2_extract_opts o;
     iv2_extract_opts_default(&o);
@@ -85,7 +92,8 @@ int main(int argc, char **argv) {
             o.shard_k = k;
             o.shard_n = n;
         }
-        else if (!strcmp(a, "--device")) { NEED(); o.device = val; }
+        else if (!strcmp(a, "--device") || !strcmp(a, "--devices")) { NEED(); o.device = val; }
+        else if (!strcmp(a, "--batch-views")) { NEED(); if (parse_int(a, val, 1, 256, &v)) iv2_die("iv2-extract"); o.batch_views = (int)v; }
         else if (!strcmp(a, "--threads")) { NEED(); if (parse_int(a, val, 1, 256, &v)) iv2_die("iv2-extract"); o.threads = (int)v; }
         else if (!strcmp(a, "--compute-threads")) { NEED(); if (parse_int(a, val, 0, 4096, &v)) iv2_die("iv2-extract"); o.compute_threads = (int)v; }
         else if (!strcmp(a, "--seed")) {

@@ -1,11 +1,16 @@
-/* pipeline.c: manifest -> decode workers -> bounded queue -> teachers -> batched cache writes.
+/* pipeline.c: manifest -> decode workers -> bounded queue -> device threads (teachers on
+ * batches of views) -> bounded queue -> writer (batched cache transactions).
  *
  * Decoding runs ahead on worker threads, each taking whole rows (one open per row for its K
  * views) and pushing decoded views (or the row's error) into a queue of at most o->queue
- * items; the main thread runs the teachers on one view at a time (so a view's targets never
- * depend on what else is in flight), encodes the values to the storage dtype at once, and
- * commits a transaction every o->batch views (or 256 MiB). LMDB content is keyed, so the order
- * in which workers finish does not change what is stored. */
+ * items. One thread per device (--devices cpu,cpu or cuda:0,cuda:1,...) creates its backend,
+ * loads its own copy of the teachers, then pulls up to batch_views views at a time, runs them
+ * through the teachers in one call, post-processes each view's targets, encodes them to the
+ * storage dtype and hands the finished view to the writer through a second bounded queue. The
+ * writer (the calling thread, the only one that touches LMDB) commits a transaction every
+ * o->batch views (or 256 MiB) while the devices work on the next batch. A view's targets do
+ * not depend on the batch it ran in (teachers.h) and LMDB content is keyed, so neither the
+ * order in which workers and devices finish nor the batching changes what is stored. */
 #include "pipeline.h"
 #include <math.h>
 #include <pthread.h>
@@ -35,6 +40,7 @@ void iv2_extract_opts_default(iv2_extract_opts *o) {
     o->device = "cpu";
     o->threads = 2;
     o->batch = 8;
+    o->batch_views = 0;
 }
 
 /* ---------------------------------------------------------------- work and queue */
@@ -87,8 +93,8 @@ static int push(queue *q, item *x) {
 /* 1 = got an item, 0 = all workers finished and the queue is empty */
 static int pop(queue *q, item *x) {
     pthread_mutex_lock(&q->mu);
-    while (q->count == 0 && q->workers_left > 0) pthread_cond_wait(&q->not_empty, &q->mu);
-    if (q->count == 0) { pthread_mutex_unlock(&q->mu); return 0; }
+    while (q->count == 0 && q->workers_left > 0 && !q->stop) pthread_cond_wait(&q->not_empty, &q->mu);
+    if (q->count == 0 || q->stop) { pthread_mutex_unlock(&q->mu); return 0; }
     *x = q->it[q->head];
     q->head = (q->head + 1) % q->cap;
     q->count--;
@@ -145,24 +151,6 @@ static void *worker_main(void *arg) {
 
 /* ---------------------------------------------------------------- meta */
 
-/* The memory plan of each teacher on this backend, printed once at start. */
-static void print_memory_plan(const iv2_teachers *ts, const iv2_backend *be) {
-    char line[256];
-    if (ts->ivit) {
-        const iv2_vit *m = ts->ivit;
-        int batch = m->batch > 0 ? m->batch : 8;
-        iv2_vit_plan p = iv2_vit_memory_plan(&m->cfg, be->esize, batch, iv2_vit_tokens(&m->cfg), ts->n_ivit_blocks, 0);
-        iv2_vit_plan_str(&p, line, sizeof line);
-        iv2_info("memory plan, InternViT on %s: %s", be->name, line);
-    }
-    if (ts->mae) {
-        const iv2_vit *m = ts->mae;
-        iv2_vit_plan p = iv2_vit_memory_plan(&m->cfg, be->esize, 1, iv2_vit_tokens(&m->cfg), ts->n_mae_blocks, 0);
-        iv2_vit_plan_str(&p, line, sizeof line);
-        iv2_info("memory plan, VideoMAE on %s: %s", be->name, line);
-    }
-}
-
 static char *build_meta(const iv2_extract_opts *o, const iv2_teachers *ts, const iv2_manifest *m, const iv2_backend *be,
                         const iv2_sample_opts *so) {
     size_t cap = 65536;
@@ -179,7 +167,7 @@ static char *build_meta(const iv2_extract_opts *o, const iv2_teachers *ts, const
                      so->deterministic ? "segment middle" : "random in segment",
                      so->deterministic ? "centre square of the short side" : "multiscale 1,.875,.75,.66, 13 offsets",
                      so->deterministic ? 0 : so->flip, so->stream, (unsigned long long)o->seed, o->views,
-                     iv2_dtype_name(be->dtype), o->device, o->threads);
+                     iv2_dtype_name(be->dtype), iv2_json_escape(esc, sizeof esc, o->device), o->threads);
     free(teachers);
     n += snprintf(buf + n, cap - (size_t)n, "\"targets\":[");
     for (int i = 0; i < ts->n_targets; i++) {
@@ -198,7 +186,7 @@ static char *build_meta(const iv2_extract_opts *o, const iv2_teachers *ts, const
     return buf;
 }
 
-/* ---------------------------------------------------------------- the run */
+/* ---------------------------------------------------------------- helpers */
 
 static int cmp_key(const void *a, const void *b) {
     const iv2_cache_key *x = a, *y = b;
@@ -217,29 +205,6 @@ static int collect_err(void *ctx, int64_t row, const char *reason) {
 static int cmp_i64(const void *a, const void *b) {
     int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
     return x < y ? -1 : x > y;
-}
-
-/* one pending write: a view's frames and encoded values, or an error */
-typedef struct pending {
-    iv2_cache_entry e[64];
-    void *enc[64][IV2_CACHE_MAX_TARGETS];
-    uint8_t *frames[64];
-    int n;
-    size_t bytes;
-    int64_t err_row[256];
-    char *err_reason[256];
-    int n_err;
-    int work_of_view[64], work_of_err[256];
-} pending;
-
-static void pending_clear(pending *p, int n_targets) {
-    for (int i = 0; i < p->n; i++) {
-        free(p->frames[i]);
-        for (int t = 0; t < n_targets; t++) free(p->enc[i][t]);
-    }
-    for (int i = 0; i < p->n_err; i++) free(p->err_reason[i]);
-    p->n = p->n_err = 0;
-    p->bytes = 0;
 }
 
 /* storage error of a target, measured on a sample of views: cosine of stored vs fp32 tokens */
@@ -261,48 +226,6 @@ static void measure_storage(const iv2_cache_target *t, const void *enc, const fl
     }
 }
 
-typedef struct run_state {
-    const iv2_extract_opts *o;
-    iv2_cache *cache;
-    iv2_teachers ts;
-    work_row *work;
-    iv2_extract_stats *st;
-    iv2_metrics metrics;
-    iv2_progress prog;
-    size_t view_bytes;
-    qstat q[IV2_CACHE_MAX_TARGETS];
-    float *qtmp;
-} run_state;
-
-static int flush(run_state *rs, pending *p) {
-    if (!p->n && !p->n_err) return 0;
-    double t0 = iv2_now();
-    const char *reasons[256];
-    for (int i = 0; i < p->n_err; i++) reasons[i] = p->err_reason[i];
-    int rc = iv2_cache_put(rs->cache, p->e, p->n, p->err_row, reasons, p->n_err);
-    rs->st->t_write += iv2_now() - t0;
-    if (rc) { pending_clear(p, rs->ts.n_targets); return -1; }
-    for (int i = 0; i < p->n; i++) {
-        work_row *w = &rs->work[p->work_of_view[i]];
-        rs->st->views_done++;
-        if (--w->left == 0 && !w->failed) rs->st->rows_done++;
-    }
-    for (int i = 0; i < p->n_err; i++) {
-        work_row *w = &rs->work[p->work_of_err[i]];
-        iv2_warn("%s: row %lld (%s): %s", rs->o->manifest, (long long)w->row->index, w->row->video, p->err_reason[i]);
-        rs->st->rows_failed++;
-    }
-    double el = iv2_now() - rs->prog.t0;
-    iv2_metrics_write(&rs->metrics, "write",
-                      "\"views\":%lld,\"rows_done\":%lld,\"rows_failed\":%lld,\"batch_views\":%d,\"batch_errors\":%d,"
-                      "\"views_per_s\":%.4g,\"t_decode\":%.4g,\"t_teachers\":%.4g,\"t_write\":%.4g",
-                      (long long)rs->st->views_done, (long long)rs->st->rows_done, (long long)rs->st->rows_failed, p->n,
-                      p->n_err, el > 0 ? rs->st->views_done / el : 0.0, rs->st->t_decode, rs->st->t_teachers, rs->st->t_write);
-    iv2_progress_update(&rs->prog, rs->st->views_done, NULL);
-    pending_clear(p, rs->ts.n_targets);
-    return 0;
-}
-
 static void record_to_view(const item *x, int64_t row, iv2_cache_view *v) {
     memset(v, 0, sizeof *v);
     v->row = row;
@@ -321,6 +244,396 @@ static void record_to_view(const item *x, int64_t row, iv2_cache_view *v) {
     v->deterministic = x->rec.deterministic;
 }
 
+/* ---------------------------------------------------------------- finished views -> writer */
+
+/* a finished view (frames and encoded values) or a row's error, on its way to the writer */
+typedef struct done_item {
+    int w, view;               /* view -1: the row failed (reason) */
+    char *reason;
+    iv2_cache_view rec;
+    uint8_t *frames;           /* [8][size][size][3] */
+    void *enc[IV2_CACHE_MAX_TARGETS];
+} done_item;
+
+typedef struct out_queue {
+    pthread_mutex_t mu;
+    pthread_cond_t not_full, not_empty;
+    done_item *it;
+    int cap, head, count;
+    int producers_left;        /* device threads still running */
+    int stop;
+} out_queue;
+
+static void done_free(done_item *d) {
+    free(d->reason);
+    free(d->frames);
+    for (int t = 0; t < IV2_CACHE_MAX_TARGETS; t++) free(d->enc[t]);
+    memset(d, 0, sizeof *d);
+}
+
+static int out_push(out_queue *q, done_item *x) {
+    pthread_mutex_lock(&q->mu);
+    while (q->count == q->cap && !q->stop) pthread_cond_wait(&q->not_full, &q->mu);
+    if (q->stop) { pthread_mutex_unlock(&q->mu); return -1; }
+    q->it[(q->head + q->count) % q->cap] = *x;
+    q->count++;
+    pthread_cond_signal(&q->not_empty);
+    pthread_mutex_unlock(&q->mu);
+    return 0;
+}
+
+/* 1 = got one, 0 = every device finished and the queue is empty (or the run stops) */
+static int out_pop(out_queue *q, done_item *x) {
+    pthread_mutex_lock(&q->mu);
+    while (q->count == 0 && q->producers_left > 0 && !q->stop) pthread_cond_wait(&q->not_empty, &q->mu);
+    if (q->count == 0 || q->stop) { pthread_mutex_unlock(&q->mu); return 0; }
+    *x = q->it[q->head];
+    q->head = (q->head + 1) % q->cap;
+    q->count--;
+    pthread_cond_signal(&q->not_full);
+    pthread_mutex_unlock(&q->mu);
+    return 1;
+}
+
+/* ---------------------------------------------------------------- devices */
+
+#define MAX_DEVICES 64
+
+struct run_state;
+
+typedef struct device {
+    struct run_state *rs;
+    int index;
+    char spec[32];             /* "cpu", "cuda:1", ... */
+    int compute_threads;
+    iv2_backend *be;
+    iv2_teachers ts;
+    pthread_t tid;
+    int started, ready, failed;
+    char err[1024];
+    double t_teachers, t_encode;
+    int64_t views;
+    qstat q[IV2_CACHE_MAX_TARGETS];
+    float *qtmp;
+} device;
+
+typedef struct run_state {
+    const iv2_extract_opts *o;
+    iv2_cache *cache;
+    work_row *work;
+    iv2_extract_stats *st;
+    iv2_metrics metrics;
+    iv2_progress prog;
+    size_t view_bytes, frame_bytes;
+    int batch_views;
+    queue *q;
+    out_queue oq;
+    device dev[MAX_DEVICES];
+    int n_dev;
+    /* start-up handshake: devices report ready, then wait for go (1 run, -1 leave) */
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int n_ready, go;
+    int64_t views_taken;       /* views that left the teachers: every 8th is measured */
+    int failed;                /* a device failed: its err says why */
+    iv2_cache_target targets[IV2_CACHE_MAX_TARGETS];   /* device 0's, kept past the devices' teardown */
+    int n_targets;
+} run_state;
+
+/* stop every stage: decoders, devices and writer return at their next queue operation */
+static void stop_all(run_state *rs) {
+    pthread_mutex_lock(&rs->q->mu);
+    rs->q->stop = 1;
+    pthread_cond_broadcast(&rs->q->not_full);
+    pthread_cond_broadcast(&rs->q->not_empty);
+    pthread_mutex_unlock(&rs->q->mu);
+    pthread_mutex_lock(&rs->oq.mu);
+    rs->oq.stop = 1;
+    pthread_cond_broadcast(&rs->oq.not_full);
+    pthread_cond_broadcast(&rs->oq.not_empty);
+    pthread_mutex_unlock(&rs->oq.mu);
+}
+
+static void device_fail(device *d) {
+    run_state *rs = d->rs;
+    snprintf(d->err, sizeof d->err, "%s", iv2_errmsg());
+    d->failed = 1;
+    pthread_mutex_lock(&rs->mu);
+    rs->failed = 1;
+    pthread_mutex_unlock(&rs->mu);
+    stop_all(rs);
+}
+
+/* backend and teachers, made on the device's own thread (a CUDA device is current per thread) */
+static int device_setup(device *d) {
+    const iv2_extract_opts *o = d->rs->o;
+    d->be = iv2_backend_create(d->spec, d->compute_threads);
+    if (!d->be) return iv2_err_ctx("--device %s", d->spec);
+    d->ts.no_sha = d->index > 0;   /* device 0's checksum goes into the meta */
+    if (o->internvit && iv2_teachers_load(&d->ts, d->be, "internvit", o->internvit)) return -1;
+    if (o->videomae && iv2_teachers_load(&d->ts, d->be, "videomae", o->videomae)) return -1;
+    if (iv2_teachers_set_targets(&d->ts, o->targets, o->dtype)) return -1;
+    int B = o->batch_views > 0 ? o->batch_views : strcmp(d->be->name, "cpu") ? 8 : 1;
+    if (iv2_teachers_set_batch(&d->ts, B)) return -1;
+    return 0;
+}
+
+/* the device's times, under the lock: the writer reads them for its metrics lines */
+static void add_times(device *d, double teachers, double encode) {
+    pthread_mutex_lock(&d->rs->mu);
+    d->t_teachers += teachers;
+    d->t_encode += encode;
+    pthread_mutex_unlock(&d->rs->mu);
+}
+
+/* Teachers on n decoded views, then each view's targets encoded and handed to the writer. */
+static int device_run(device *d, item *xs, int n) {
+    run_state *rs = d->rs;
+    iv2_teachers *ts = &d->ts;
+    const uint8_t *clips[1024];
+    for (int i = 0; i < n; i++) clips[i] = xs[i].rgb;
+    double t0 = iv2_now();
+    if (iv2_teachers_run_batch(ts, clips, n)) {
+        /* a teacher failure is not the rows' fault: stop */
+        iv2_err_ctx("%s: row %lld view %d (batch of %d views)", d->spec, (long long)rs->work[xs[0].w].row->index, xs[0].view, n);
+        return -1;
+    }
+    add_times(d, iv2_now() - t0, 0);
+    size_t fb = rs->frame_bytes;
+    for (int i = 0; i < n; i++) {
+        item *x = &xs[i];
+        t0 = iv2_now();
+        if (iv2_teachers_fetch(ts, i)) return iv2_err_ctx("%s: row %lld view %d", d->spec, (long long)rs->work[x->w].row->index, x->view);
+        double t1 = iv2_now();
+        add_times(d, t1 - t0, 0);
+        done_item dn;
+        memset(&dn, 0, sizeof dn);
+        dn.w = x->w;
+        dn.view = x->view;
+        record_to_view(x, rs->work[x->w].row->index, &dn.rec);
+        dn.frames = iv2_malloc(STUDENT_FRAMES * fb);
+        for (int f = 0; f < STUDENT_FRAMES; f++) memcpy(dn.frames + f * fb, x->rgb + (size_t)(2 * f) * fb, fb);
+        free(x->rgb);
+        x->rgb = NULL;
+        pthread_mutex_lock(&rs->mu);
+        int measure = rs->views_taken++ % 8 == 0;   /* storage error on every 8th view */
+        pthread_mutex_unlock(&rs->mu);
+        for (int t = 0; t < ts->n_targets; t++) {
+            const iv2_cache_target *tg = &ts->targets[t];
+            dn.enc[t] = iv2_malloc(IV2_CACHE_VALUE_HDR + iv2_cache_target_bytes(tg));
+            iv2_cache_encode_value(tg, ts->values[t], dn.enc[t]);
+            if (measure && tg->dtype != IV2_F32) {
+                d->qtmp = iv2_realloc(d->qtmp, sizeof(float) * (size_t)tg->tokens * tg->dim);
+                measure_storage(tg, dn.enc[t], ts->values[t], d->qtmp, &d->q[t]);
+            }
+        }
+        add_times(d, 0, iv2_now() - t1);
+        d->views++;
+        if (out_push(&rs->oq, &dn)) { done_free(&dn); return 1; }   /* the run stops */
+    }
+    return 0;
+}
+
+/* Pull views from the decode queue in batches of batch_views; pass rows' errors on. */
+static void device_loop(device *d) {
+    run_state *rs = d->rs;
+    int B = d->ts.max_views;
+    item *xs = iv2_calloc((size_t)B, sizeof *xs);
+    for (int end = 0; !end;) {
+        int n = 0;
+        item x;
+        while (n < B) {
+            if (!pop(rs->q, &x)) { end = 1; break; }
+            if (x.view >= 0) { xs[n++] = x; continue; }
+            done_item dn;
+            memset(&dn, 0, sizeof dn);
+            dn.w = x.w;
+            dn.view = -1;
+            dn.reason = x.reason;
+            if (out_push(&rs->oq, &dn)) { free(dn.reason); end = 1; break; }
+        }
+        /* a full batch, or the last partial one; none when the run stops */
+        pthread_mutex_lock(&rs->q->mu);
+        int stop = rs->q->stop;
+        pthread_mutex_unlock(&rs->q->mu);
+        if (n && !stop) {
+            int rc = device_run(d, xs, n);
+            if (rc < 0) device_fail(d);
+            if (rc) end = 1;
+        }
+        for (int i = 0; i < n; i++) { free(xs[i].rgb); xs[i].rgb = NULL; }
+    }
+    free(xs);
+}
+
+static void *device_main(void *arg) {
+    device *d = arg;
+    run_state *rs = d->rs;
+    int rc = device_setup(d);
+    if (rc) snprintf(d->err, sizeof d->err, "%s", iv2_errmsg());
+    pthread_mutex_lock(&rs->mu);
+    d->failed = rc != 0;
+    d->ready = 1;
+    rs->n_ready++;
+    pthread_cond_broadcast(&rs->cv);
+    while (!rs->go) pthread_cond_wait(&rs->cv, &rs->mu);
+    int go = rs->go;
+    pthread_mutex_unlock(&rs->mu);
+    if (go > 0 && !rc) device_loop(d);
+    /* teardown here too: the backend belongs to this thread */
+    iv2_teachers_free(&d->ts);
+    if (d->be) iv2_backend_destroy(d->be);
+    d->be = NULL;
+    pthread_mutex_lock(&rs->oq.mu);
+    rs->oq.producers_left--;
+    pthread_cond_broadcast(&rs->oq.not_empty);
+    pthread_mutex_unlock(&rs->oq.mu);
+    return NULL;
+}
+
+/* --device list: "cpu", "cuda", "cuda:N", comma-separated; one kind only */
+static int parse_devices(const iv2_extract_opts *o, run_state *rs, int ct) {
+    char list[1024];
+    snprintf(list, sizeof list, "%s", o->device && *o->device ? o->device : "cpu");
+    int n_cpu = 0;
+    char *save = NULL;
+    for (char *tok = strtok_r(list, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+        while (*tok == ' ') tok++;
+        if (!*tok) continue;
+        if (rs->n_dev == MAX_DEVICES) return iv2_err("--device %s: more than %d devices", o->device, MAX_DEVICES);
+        if (strlen(tok) >= sizeof rs->dev[0].spec) return iv2_err("--device %s: '%s' is too long", o->device, tok);
+        device *d = &rs->dev[rs->n_dev];
+        d->rs = rs;
+        d->index = rs->n_dev++;
+        snprintf(d->spec, sizeof d->spec, "%s", tok);
+        n_cpu += !strcmp(tok, "cpu");
+    }
+    if (!rs->n_dev) return iv2_err("--device '%s': no device named", o->device);
+    if (n_cpu && n_cpu != rs->n_dev)
+        return iv2_err("--device %s: mixes the CPU and CUDA (their targets differ in compute dtype)", o->device);
+    for (int i = 0; i < rs->n_dev; i++) {
+        for (int j = 0; j < i; j++)
+            if (strcmp(rs->dev[i].spec, "cpu") && !strcmp(rs->dev[i].spec, rs->dev[j].spec))
+                return iv2_err("--device %s: %s named twice", o->device, rs->dev[i].spec);
+        /* CPU devices share the cores the decoders leave */
+        rs->dev[i].compute_threads = o->compute_threads > 0 ? o->compute_threads : (ct / rs->n_dev > 0 ? ct / rs->n_dev : 1);
+    }
+    return 0;
+}
+
+/* The memory plan of each device (teachers at the batch it runs), printed once at start. */
+static void print_memory_plan(const run_state *rs) {
+    char line[256], b1[32], b2[32];
+    for (int i = 0; i < rs->n_dev; i++) {
+        const device *d = &rs->dev[i];
+        const iv2_teachers *ts = &d->ts;
+        const iv2_backend *be = d->be;
+        for (int k = 0; k < 2; k++) {
+            const iv2_vit *m = k == 0 ? ts->ivit : ts->mae;
+            if (!m) continue;
+            iv2_vit_plan p = iv2_vit_memory_plan(&m->cfg, be->esize, m->batch, iv2_vit_tokens(&m->cfg), 0, 0);
+            iv2_vit_plan_str(&p, line, sizeof line);
+            iv2_info("memory plan, %s on %s (device %d, batch %d views): %s", k == 0 ? "InternViT" : "VideoMAE", d->spec, i,
+                     ts->max_views, line);
+        }
+        size_t db, hb;
+        iv2_teachers_buffer_bytes(ts, &db, &hb);
+        snprintf(b1, sizeof b1, "%.1f MiB", db / 1048576.0);
+        snprintf(b2, sizeof b2, "%.1f MiB", hb / 1048576.0);
+        iv2_info("memory plan, %s (device %d): frames and outputs for %d views %s, host staging %s%s", d->spec, i,
+                 ts->max_views, b1, b2, be->alloc_host && strcmp(be->name, "cpu") ? " (pinned)" : "");
+    }
+}
+
+/* ---------------------------------------------------------------- writer */
+
+/* views and errors waiting for the next transaction */
+typedef struct pending {
+    done_item v[64];
+    int n;
+    size_t bytes;
+    done_item err[256];
+    int n_err;
+} pending;
+
+static void pending_clear(pending *p) {
+    for (int i = 0; i < p->n; i++) done_free(&p->v[i]);
+    for (int i = 0; i < p->n_err; i++) done_free(&p->err[i]);
+    p->n = p->n_err = 0;
+    p->bytes = 0;
+}
+
+static int flush(run_state *rs, pending *p) {
+    if (!p->n && !p->n_err) return 0;
+    iv2_cache_entry e[64];
+    int64_t err_row[256];
+    const char *reasons[256];
+    for (int i = 0; i < p->n; i++) {
+        memset(&e[i], 0, sizeof e[i]);
+        e[i].view = p->v[i].rec;
+        e[i].frames = p->v[i].frames;
+        e[i].encoded = (const void *const *)p->v[i].enc;
+    }
+    for (int i = 0; i < p->n_err; i++) { err_row[i] = rs->work[p->err[i].w].row->index; reasons[i] = p->err[i].reason; }
+    double t0 = iv2_now();
+    int rc = iv2_cache_put(rs->cache, e, p->n, err_row, reasons, p->n_err);
+    rs->st->t_write += iv2_now() - t0;
+    if (rc) { pending_clear(p); return -1; }
+    for (int i = 0; i < p->n; i++) {
+        work_row *w = &rs->work[p->v[i].w];
+        rs->st->views_done++;
+        if (--w->left == 0 && !w->failed) rs->st->rows_done++;
+    }
+    for (int i = 0; i < p->n_err; i++) {
+        work_row *w = &rs->work[p->err[i].w];
+        iv2_warn("%s: row %lld (%s): %s", rs->o->manifest, (long long)w->row->index, w->row->video, p->err[i].reason);
+        rs->st->rows_failed++;
+    }
+    double el = iv2_now() - rs->prog.t0, tt = 0;
+    pthread_mutex_lock(&rs->mu);
+    for (int i = 0; i < rs->n_dev; i++) tt += rs->dev[i].t_teachers;
+    pthread_mutex_unlock(&rs->mu);
+    pthread_mutex_lock(&rs->q->mu);
+    double td = rs->q->t_decode;
+    pthread_mutex_unlock(&rs->q->mu);
+    iv2_metrics_write(&rs->metrics, "write",
+                      "\"views\":%lld,\"rows_done\":%lld,\"rows_failed\":%lld,\"batch_views\":%d,\"batch_errors\":%d,"
+                      "\"views_per_s\":%.4g,\"t_decode\":%.4g,\"t_teachers\":%.4g,\"t_write\":%.4g",
+                      (long long)rs->st->views_done, (long long)rs->st->rows_done, (long long)rs->st->rows_failed, p->n,
+                      p->n_err, el > 0 ? rs->st->views_done / el : 0.0, td, tt, rs->st->t_write);
+    iv2_progress_update(&rs->prog, rs->st->views_done, NULL);
+    pending_clear(p);
+    return 0;
+}
+
+/* The writer: finished views and errors into transactions of o->batch views. -1 on a cache
+ * error (disk full, map limit). */
+static int write_loop(run_state *rs, pending *p) {
+    const iv2_extract_opts *o = rs->o;
+    done_item x;
+    while (out_pop(&rs->oq, &x)) {
+        work_row *w = &rs->work[x.w];
+        if (x.view < 0) {
+            if (!w->failed) {
+                w->failed = 1;
+                p->err[p->n_err++] = x;
+            } else done_free(&x);
+        } else {
+            p->v[p->n++] = x;
+            p->bytes += rs->view_bytes;
+        }
+        if (p->n >= o->batch || p->bytes >= BATCH_BYTES || p->n_err >= 256 || p->n >= 64)
+            if (flush(rs, p)) return -1;
+    }
+    pthread_mutex_lock(&rs->mu);
+    int failed = rs->failed;
+    pthread_mutex_unlock(&rs->mu);
+    if (failed) return -1;   /* a device failed: what it had not finished is redone on resume */
+    return flush(rs, p);
+}
+
+/* ---------------------------------------------------------------- the run */
+
 static int check_opts(const iv2_extract_opts *o) {
     if (!o->manifest) return iv2_err("--manifest is required");
     if (!o->cache) return iv2_err("--cache is required");
@@ -329,7 +642,33 @@ static int check_opts(const iv2_extract_opts *o) {
     if (o->shard_n < 1 || o->shard_k < 0 || o->shard_k >= o->shard_n) return iv2_err("--shard %d/%d: want k/N with 0 <= k < N", o->shard_k, o->shard_n);
     if (o->threads < 1 || o->threads > 256) return iv2_err("--threads %d: want 1..256", o->threads);
     if (o->batch < 1 || o->batch > 64) return iv2_err("--batch %d: want 1..64", o->batch);
+    if (o->batch_views < 0 || o->batch_views > 256) return iv2_err("--batch-views %d: want 1..256", o->batch_views);
     return 0;
+}
+
+/* start one thread per device and wait until each has its teachers (or failed) */
+static int start_devices(run_state *rs) {
+    for (int i = 0; i < rs->n_dev; i++) {
+        if (pthread_create(&rs->dev[i].tid, NULL, device_main, &rs->dev[i])) iv2_panic("cannot start a device thread");
+        rs->dev[i].started = 1;
+        pthread_mutex_lock(&rs->oq.mu);
+        rs->oq.producers_left++;
+        pthread_mutex_unlock(&rs->oq.mu);
+    }
+    pthread_mutex_lock(&rs->mu);
+    while (rs->n_ready < rs->n_dev) pthread_cond_wait(&rs->cv, &rs->mu);
+    pthread_mutex_unlock(&rs->mu);
+    for (int i = 0; i < rs->n_dev; i++)
+        if (rs->dev[i].failed) return iv2_err("%s", rs->dev[i].err);
+    /* every device made the same teacher set; device 0's speaks for all (meta, sizes) */
+    return 0;
+}
+
+static void release_devices(run_state *rs, int go) {
+    pthread_mutex_lock(&rs->mu);
+    if (!rs->go) rs->go = go;
+    pthread_cond_broadcast(&rs->cv);
+    pthread_mutex_unlock(&rs->mu);
 }
 
 int iv2_extract_run(const iv2_extract_opts *o, iv2_extract_stats *st) {
@@ -337,13 +676,11 @@ int iv2_extract_run(const iv2_extract_opts *o, iv2_extract_stats *st) {
     if (check_opts(o)) return -1;
     double t_start = iv2_now();
     int ret = -1;
-    run_state rs;
-    memset(&rs, 0, sizeof rs);
-    rs.o = o;
-    rs.st = st;
+    run_state *rs = iv2_calloc(1, sizeof *rs);
+    rs->o = o;
+    rs->st = st;
     iv2_manifest m;
     memset(&m, 0, sizeof m);
-    iv2_backend *be = NULL;
     char *meta = NULL;
     iv2_cache_key *done = NULL;
     int64_t n_done = 0;
@@ -351,51 +688,61 @@ int iv2_extract_run(const iv2_extract_opts *o, iv2_extract_stats *st) {
     pending *p = NULL;
     queue q;
     memset(&q, 0, sizeof q);
+    rs->q = &q;
     pthread_t *tid = NULL;
     worker_ctx wc;
     int started = 0;
+    pthread_mutex_init(&q.mu, NULL);
+    pthread_cond_init(&q.not_full, NULL);
+    pthread_cond_init(&q.not_empty, NULL);
+    pthread_mutex_init(&rs->oq.mu, NULL);
+    pthread_cond_init(&rs->oq.not_full, NULL);
+    pthread_cond_init(&rs->oq.not_empty, NULL);
+    pthread_mutex_init(&rs->mu, NULL);
+    pthread_cond_init(&rs->cv, NULL);
 
     if (iv2_manifest_load(&m, o->manifest)) goto out;
     static const uint8_t zero[32];
     if (!memcmp(m.sha256, zero, 32) && iv2_sha256_file(o->manifest, m.sha256)) goto out;
     /* CPU compute threads: by default the cores the decode workers leave free (OpenMP threads
      * that spin beside busy decoders slow the teachers down many times over) */
-    int ct = o->compute_threads;
-    if (ct <= 0) {
-        long nc = sysconf(_SC_NPROCESSORS_ONLN);
-        ct = nc > o->threads + 1 ? (int)nc - o->threads : 1;
-    }
-    be = iv2_backend_create(o->device, ct);
-    if (!be) { iv2_err_ctx("--device %s", o->device); goto out; }
-    if (o->internvit && iv2_teachers_load(&rs.ts, be, "internvit", o->internvit)) goto out;
-    if (o->videomae && iv2_teachers_load(&rs.ts, be, "videomae", o->videomae)) goto out;
-    if (iv2_teachers_set_targets(&rs.ts, o->targets, o->dtype)) goto out;
-    print_memory_plan(&rs.ts, be);
+    long nc = sysconf(_SC_NPROCESSORS_ONLN);
+    int ct = nc > o->threads + 1 ? (int)nc - o->threads : 1;
+    if (parse_devices(o, rs, ct)) goto out;
+    if (start_devices(rs)) goto out;
+    iv2_teachers *ts = &rs->dev[0].ts;
+    iv2_backend *be = rs->dev[0].be;
+    rs->batch_views = ts->max_views;
+    rs->n_targets = ts->n_targets;
+    memcpy(rs->targets, ts->targets, sizeof rs->targets);
+    st->devices = rs->n_dev;
+    st->batch_views = rs->batch_views;
+    print_memory_plan(rs);
 
     iv2_sample_opts so;
     iv2_sample_opts_default(&so);
     so.num_frames = CLIP_FRAMES;
-    so.size = rs.ts.ivit ? rs.ts.ivit->cfg.img : rs.ts.mae->cfg.img;
+    so.size = ts->ivit ? ts->ivit->cfg.img : ts->mae->cfg.img;
     so.deterministic = o->deterministic;
     so.flip = !o->no_flip;
     so.threads = 1;
-    meta = build_meta(o, &rs.ts, &m, be, &so);
-    if (iv2_cache_open(&rs.cache, o->cache, IV2_CACHE_RDWR)) goto out;
-    if (iv2_cache_set_meta(rs.cache, meta)) goto out;
+    meta = build_meta(o, ts, &m, be, &so);
+    if (iv2_cache_open(&rs->cache, o->cache, IV2_CACHE_RDWR)) goto out;
+    if (iv2_cache_set_meta(rs->cache, meta)) goto out;
 
     /* what is left to do */
-    if (iv2_cache_list_views(rs.cache, &done, &n_done)) goto out;
+    if (iv2_cache_list_views(rs->cache, &done, &n_done)) goto out;
     qsort(done, (size_t)n_done, sizeof *done, cmp_key);
-    if (iv2_cache_each_error(rs.cache, collect_err, &er)) goto out;
+    if (iv2_cache_each_error(rs->cache, collect_err, &er)) goto out;
     qsort(er.rows, (size_t)er.n, sizeof *er.rows, cmp_i64);
-    rs.work = iv2_calloc((size_t)m.n_rows + 1, sizeof *rs.work);
+    rs->work = iv2_calloc((size_t)m.n_rows + 1, sizeof *rs->work);
     int n_work = 0;
     int64_t total_views = 0;
     for (int64_t i = 0; i < m.n_rows; i++) {
         const iv2_row *r = &m.rows[i];
         if (r->index % o->shard_n != o->shard_k) continue;
         if (!o->retry_errors && bsearch(&r->index, er.rows, (size_t)er.n, sizeof *er.rows, cmp_i64)) { st->rows_skipped++; continue; }
-        work_row *w = &rs.work[n_work];
+        work_row *w = &rs->work[n_work];
         w->row = r;
         for (int v = 0; v < o->views; v++) {
             iv2_cache_key k = {r->index, (uint32_t)v};
@@ -407,95 +754,46 @@ int iv2_extract_run(const iv2_extract_opts *o, iv2_extract_stats *st) {
         total_views += w->n_need;
         n_work++;
     }
-    if (iv2_metrics_open(&rs.metrics, o->metrics)) goto out;
-    iv2_progress_start(&rs.prog, "views", total_views, 0);
-    for (int i = 0; i < rs.ts.n_targets; i++) rs.view_bytes += IV2_CACHE_VALUE_HDR + iv2_cache_target_bytes(&rs.ts.targets[i]);
-    rs.view_bytes += IV2_CACHE_VIEW_HDR + (size_t)STUDENT_FRAMES * so.size * so.size * 3;
-    iv2_info("%s: %d rows to do (%lld views), %lld skipped; %d targets, %.2f MB per view", o->cache, n_work,
-             (long long)total_views, (long long)st->rows_skipped, rs.ts.n_targets, rs.view_bytes / 1e6);
+    if (iv2_metrics_open(&rs->metrics, o->metrics)) goto out;
+    iv2_progress_start(&rs->prog, "views", total_views, 0);
+    for (int i = 0; i < ts->n_targets; i++) rs->view_bytes += IV2_CACHE_VALUE_HDR + iv2_cache_target_bytes(&ts->targets[i]);
+    rs->frame_bytes = (size_t)so.size * so.size * 3;
+    rs->view_bytes += IV2_CACHE_VIEW_HDR + STUDENT_FRAMES * rs->frame_bytes;
+    iv2_info("%s: %d rows to do (%lld views), %lld skipped; %d targets, %.2f MB per view; %d device%s, %d views per teacher call",
+             o->cache, n_work, (long long)total_views, (long long)st->rows_skipped, ts->n_targets, rs->view_bytes / 1e6,
+             rs->n_dev, rs->n_dev > 1 ? "s" : "", rs->batch_views);
 
-    /* decode workers */
-    pthread_mutex_init(&q.mu, NULL);
-    pthread_cond_init(&q.not_full, NULL);
-    pthread_cond_init(&q.not_empty, NULL);
-    q.cap = o->queue > 0 ? o->queue : 2 * o->threads;
+    /* decode workers: enough queue to fill every device's next batch while it runs this one */
+    int qcap = 2 * o->threads;
+    if (qcap < rs->batch_views * rs->n_dev) qcap = rs->batch_views * rs->n_dev;
+    q.cap = o->queue > 0 ? o->queue : qcap;
     q.it = iv2_calloc((size_t)q.cap, sizeof *q.it);
     q.n_work = n_work;
     q.workers_left = o->threads;
-    wc.q = &q; wc.work = rs.work; wc.o = o; wc.so = so;
+    wc.q = &q; wc.work = rs->work; wc.o = o; wc.so = so;
     tid = iv2_calloc((size_t)o->threads, sizeof *tid);
     for (int i = 0; i < o->threads; i++) {
         if (pthread_create(&tid[i], NULL, worker_main, &wc)) iv2_panic("cannot start decode thread");
         started++;
     }
+    /* finished views wait for the writer: one transaction plus every device's next batch */
+    rs->oq.cap = o->batch + rs->batch_views * rs->n_dev;
+    rs->oq.it = iv2_calloc((size_t)rs->oq.cap, sizeof *rs->oq.it);
+    release_devices(rs, 1);
 
     p = iv2_calloc(1, sizeof *p);
-    size_t fb = (size_t)so.size * so.size * 3;
-    int fatal = 0;
-    item x;
-    int64_t views_taken = 0;
-    while (!fatal && pop(&q, &x)) {
-        work_row *w = &rs.work[x.w];
-        if (x.view < 0) {
-            if (!w->failed) {
-                w->failed = 1;
-                p->err_row[p->n_err] = w->row->index;
-                p->err_reason[p->n_err] = x.reason;
-                p->work_of_err[p->n_err++] = x.w;
-            } else free(x.reason);
-        } else {
-            double t0 = iv2_now();
-            int rc = iv2_teachers_run(&rs.ts, x.rgb);
-            st->t_teachers += iv2_now() - t0;
-            if (rc) {
-                /* a teacher failure is not the row's fault: stop */
-                iv2_err_ctx("row %lld view %d", (long long)w->row->index, x.view);
-                free(x.rgb);
-                fatal = 1;
-                break;
-            }
-            int i = p->n;
-            iv2_cache_entry *e = &p->e[i];
-            memset(e, 0, sizeof *e);
-            record_to_view(&x, w->row->index, &e->view);
-            p->frames[i] = iv2_malloc(STUDENT_FRAMES * fb);
-            for (int f = 0; f < STUDENT_FRAMES; f++) memcpy(p->frames[i] + f * fb, x.rgb + (size_t)(2 * f) * fb, fb);
-            free(x.rgb);
-            e->frames = p->frames[i];
-            for (int t = 0; t < rs.ts.n_targets; t++) {
-                size_t nb = IV2_CACHE_VALUE_HDR + iv2_cache_target_bytes(&rs.ts.targets[t]);
-                p->enc[i][t] = iv2_malloc(nb);
-                iv2_cache_encode_value(&rs.ts.targets[t], rs.ts.values[t], p->enc[i][t]);
-                /* storage error on every 8th view (the summary and metrics report it) */
-                if (views_taken % 8 == 0 && rs.ts.targets[t].dtype != IV2_F32) {
-                    const iv2_cache_target *tg = &rs.ts.targets[t];
-                    rs.qtmp = iv2_realloc(rs.qtmp, sizeof(float) * (size_t)tg->tokens * tg->dim);
-                    measure_storage(tg, p->enc[i][t], rs.ts.values[t], rs.qtmp, &rs.q[t]);
-                }
-            }
-            e->encoded = (const void *const *)p->enc[i];
-            p->work_of_view[i] = x.w;
-            p->n++;
-            p->bytes += rs.view_bytes;
-            views_taken++;
-        }
-        if (p->n >= o->batch || p->bytes >= BATCH_BYTES || p->n_err >= 256 || p->n >= 64) {
-            if (flush(&rs, p)) { fatal = 1; break; }
-        }
-    }
-    if (!fatal && flush(&rs, p)) fatal = 1;
-    ret = fatal ? -1 : 0;
+    ret = write_loop(rs, p);
 
 out:
-    if (started) {
+    {
         char keep[1024];
         snprintf(keep, sizeof keep, "%s", iv2_errmsg());
-        pthread_mutex_lock(&q.mu);
-        q.stop = 1;
-        pthread_cond_broadcast(&q.not_full);
-        pthread_mutex_unlock(&q.mu);
+        if (ret) stop_all(rs);
+        release_devices(rs, -1);   /* devices still waiting for go leave */
         for (int i = 0; i < started; i++) pthread_join(tid[i], NULL);
-        /* drain what the workers left */
+        for (int i = 0; i < rs->n_dev; i++)
+            if (rs->dev[i].started) pthread_join(rs->dev[i].tid, NULL);
+        /* drain what the workers and devices left */
         while (q.count) {
             item y = q.it[q.head];
             q.head = (q.head + 1) % q.cap;
@@ -503,58 +801,86 @@ out:
             free(y.rgb);
             free(y.reason);
         }
-        pthread_mutex_destroy(&q.mu);
-        pthread_cond_destroy(&q.not_full);
-        pthread_cond_destroy(&q.not_empty);
+        while (rs->oq.count) {
+            done_free(&rs->oq.it[rs->oq.head]);
+            rs->oq.head = (rs->oq.head + 1) % rs->oq.cap;
+            rs->oq.count--;
+        }
+        /* a device's own error comes first: the writer only saw the queues stop */
+        for (int i = 0; i < rs->n_dev; i++)
+            if (rs->dev[i].failed && rs->dev[i].err[0] && ret) { snprintf(keep, sizeof keep, "%s", rs->dev[i].err); break; }
         if (ret) iv2_err("%s", keep);
     }
     st->t_decode = q.t_decode;
+    for (int i = 0; i < rs->n_dev; i++) { st->t_teachers += rs->dev[i].t_teachers; st->t_encode += rs->dev[i].t_encode; }
     st->seconds = iv2_now() - t_start;
-    st->bytes_per_view = (double)rs.view_bytes;
+    st->bytes_per_view = (double)rs->view_bytes;
+    /* storage error over all devices */
+    qstat qs[IV2_CACHE_MAX_TARGETS];
+    memset(qs, 0, sizeof qs);
+    for (int i = 0; i < rs->n_dev; i++)
+        for (int t = 0; t < IV2_CACHE_MAX_TARGETS; t++) {
+            const qstat *d = &rs->dev[i].q[t];
+            if (!d->n) continue;
+            if (!qs[t].n || d->worst < qs[t].worst) qs[t].worst = d->worst;
+            qs[t].sum += d->sum;
+            qs[t].n += d->n;
+        }
     if (ret == 0) {
         char extra[256];
         snprintf(extra, sizeof extra, "rows done %lld, failed %lld, skipped %lld", (long long)st->rows_done,
                  (long long)st->rows_failed, (long long)st->rows_skipped);
-        iv2_progress_end(&rs.prog, extra);
+        iv2_progress_end(&rs->prog, extra);
         double vps = st->seconds > 0 ? st->views_done / st->seconds : 0;
         iv2_info("%s: rows done %lld, failed %lld, skipped %lld; views %lld; %.3f MB/view; %.3g views/s "
-                 "(decode %.2f s on %d threads, teachers %.2f s, write %.2f s)",
+                 "(decode %.2f s on %d threads, teachers %.2f s on %d device%s x %d views, encode %.2f s, write %.2f s)",
                  o->cache, (long long)st->rows_done, (long long)st->rows_failed, (long long)st->rows_skipped,
                  (long long)st->views_done, st->bytes_per_view / 1e6, vps, st->t_decode, o->threads, st->t_teachers,
-                 st->t_write);
-        iv2_metrics_write(&rs.metrics, "summary",
+                 rs->n_dev, rs->n_dev > 1 ? "s" : "", rs->batch_views, st->t_encode, st->t_write);
+        for (int i = 0; rs->n_dev > 1 && i < rs->n_dev; i++)
+            iv2_info("  device %d (%s): %lld views, teachers %.2f s, encode %.2f s", i, rs->dev[i].spec,
+                     (long long)rs->dev[i].views, rs->dev[i].t_teachers, rs->dev[i].t_encode);
+        iv2_metrics_write(&rs->metrics, "summary",
                           "\"rows_done\":%lld,\"rows_failed\":%lld,\"rows_skipped\":%lld,\"views\":%lld,"
                           "\"bytes_per_view\":%.0f,\"views_per_s\":%.4g,\"seconds\":%.4g,\"t_decode\":%.4g,"
-                          "\"t_teachers\":%.4g,\"t_write\":%.4g",
+                          "\"t_teachers\":%.4g,\"t_encode\":%.4g,\"t_write\":%.4g,\"devices\":%d,\"batch_views\":%d",
                           (long long)st->rows_done, (long long)st->rows_failed, (long long)st->rows_skipped,
                           (long long)st->views_done, st->bytes_per_view, vps, st->seconds, st->t_decode,
-                          st->t_teachers, st->t_write);
+                          st->t_teachers, st->t_encode, st->t_write, rs->n_dev, rs->batch_views);
     }
     if (ret == 0)
-        for (int t = 0; t < rs.ts.n_targets; t++) {
-            if (!rs.q[t].n) continue;
-            const iv2_cache_target *tg = &rs.ts.targets[t];
+        for (int t = 0; t < IV2_CACHE_MAX_TARGETS; t++) {
+            if (!qs[t].n) continue;
+            const iv2_cache_target *tg = &rs->targets[t];
             iv2_info("storage error %s (%s): mean cosine %.7f, worst %.7f over %lld tokens", tg->name,
-                     iv2_dtype_name(tg->dtype), rs.q[t].sum / rs.q[t].n, rs.q[t].worst, (long long)rs.q[t].n);
-            iv2_metrics_write(&rs.metrics, "storage", "\"target\":\"%s\",\"dtype\":\"%s\",\"mean_cos\":%.9f,\"worst_cos\":%.9f,\"tokens\":%lld",
-                              tg->name, iv2_dtype_name(tg->dtype), rs.q[t].sum / rs.q[t].n, rs.q[t].worst, (long long)rs.q[t].n);
+                     iv2_dtype_name(tg->dtype), qs[t].sum / qs[t].n, qs[t].worst, (long long)qs[t].n);
+            iv2_metrics_write(&rs->metrics, "storage", "\"target\":\"%s\",\"dtype\":\"%s\",\"mean_cos\":%.9f,\"worst_cos\":%.9f,\"tokens\":%lld",
+                              tg->name, iv2_dtype_name(tg->dtype), qs[t].sum / qs[t].n, qs[t].worst, (long long)qs[t].n);
         }
-    free(rs.qtmp);
-    if (p) { pending_clear(p, rs.ts.n_targets); free(p); }
+    for (int i = 0; i < rs->n_dev; i++) free(rs->dev[i].qtmp);
+    if (p) { pending_clear(p); free(p); }
     free(q.it);
+    free(rs->oq.it);
     free(tid);
     free(done);
     free(er.rows);
-    free(rs.work);
+    free(rs->work);
     free(meta);
     {
         char keep[1024];
         snprintf(keep, sizeof keep, "%s", iv2_errmsg());
-        iv2_cache_close(rs.cache);
-        iv2_metrics_close(&rs.metrics);
-        iv2_teachers_free(&rs.ts);
-        if (be) iv2_backend_destroy(be);
+        iv2_cache_close(rs->cache);
+        iv2_metrics_close(&rs->metrics);
         iv2_manifest_free(&m);
+        pthread_mutex_destroy(&q.mu);
+        pthread_cond_destroy(&q.not_full);
+        pthread_cond_destroy(&q.not_empty);
+        pthread_mutex_destroy(&rs->oq.mu);
+        pthread_cond_destroy(&rs->oq.not_full);
+        pthread_cond_destroy(&rs->oq.not_empty);
+        pthread_mutex_destroy(&rs->mu);
+        pthread_cond_destroy(&rs->cv);
+        free(rs);
         if (ret) iv2_err("%s", keep);
     }
     return ret;

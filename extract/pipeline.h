@@ -1,5 +1,6 @@
 /* pipeline.h: iv2-extract's loop: manifest rows -> decode (worker threads, bounded queue) ->
- * teachers -> cache (batched write transactions). Resumable and shardable (docs/cache.md). */
+ * teachers on batches of views (one thread per device) -> writer thread -> cache (batched
+ * write transactions). Resumable and shardable (docs/cache.md). */
 #ifndef IV2_PIPELINE_H
 #define IV2_PIPELINE_H
 #include <stdint.h>
@@ -16,9 +17,12 @@ typedef struct iv2_extract_opts {
     iv2_dtype dtype;            /* storage dtype (bf16) */
     int views;                  /* views per row (1) */
     int shard_k, shard_n;       /* rows r with r % n == k (0/1) */
-    const char *device;         /* "cpu" (default), "cuda", "cuda:N" */
+    const char *device;         /* "cpu" (default), "cuda", "cuda:N", or a comma list of them
+                                   (one teacher set per device, e.g. "cuda:0,cuda:1", "cpu,cpu") */
+    int batch_views;            /* views per teacher call (0: 1 on the CPU, 8 on CUDA) */
     int threads;                /* decode worker threads (2) */
-    int compute_threads;        /* CPU backend threads, 0 = cores left by the decoders (>= 1) */
+    int compute_threads;        /* CPU backend threads per device, 0 = cores left by the decoders,
+                                   shared among the devices (>= 1) */
     uint64_t seed;              /* sampling seed (0) */
     int deterministic;          /* segment-middle frames, centre crop, no flip */
     int no_flip;
@@ -32,7 +36,10 @@ typedef struct iv2_extract_opts {
 typedef struct iv2_extract_stats {
     int64_t rows_done, rows_failed, rows_skipped;   /* skipped: already stored (or already failed) */
     int64_t views_done;
-    double seconds, t_decode, t_teachers, t_write;  /* t_decode summed over workers */
+    double seconds, t_decode, t_teachers, t_write;  /* t_decode summed over workers, t_teachers
+                                                       over devices; t_write: the writer's commits */
+    double t_encode;            /* storage-dtype encoding on the device threads (summed) */
+    int devices, batch_views;
     double bytes_per_view;
 } iv2_extract_stats;
 

@@ -88,6 +88,23 @@ static void c_download_raw(iv2_backend *be, void *dst, const void *src, size_t b
     CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, im->stream));
     CUDA_CHECK(cudaStreamSynchronize(im->stream));
 }
+static void c_mem_info(iv2_backend *be, size_t *free_bytes, size_t *total_bytes) {
+    size_t fr = 0, tot = 0;
+    if (cudaMemGetInfo(&fr, &tot) != cudaSuccess) fr = tot = 0;
+    if (free_bytes) *free_bytes = fr;
+    if (total_bytes) *total_bytes = tot;
+}
+/* pinned host memory: uploads and downloads from it are plain DMA, no bounce buffer */
+static void *c_alloc_host(iv2_backend *be, size_t bytes) {
+    void *p = NULL;
+    cudaError_t e = cudaMallocHost(&p, bytes ? bytes : 16);
+    if (e != cudaSuccess) iv2_panic("cuda:%d: cannot allocate %zu bytes of pinned host memory: %s", be->device, bytes, cudaGetErrorString(e));
+    return p;
+}
+static void c_free_host(iv2_backend *be, void *p) {
+    (void)be;
+    if (p) CUDA_CHECK(cudaFreeHost(p));
+}
 static void c_sync(iv2_backend *be) { CUDA_CHECK(cudaStreamSynchronize(impl_of(be)->stream)); }
 
 static void c_destroy(iv2_backend *be) {
@@ -107,6 +124,9 @@ static void c_destroy(iv2_backend *be) {
     }
     free(be);
 }
+
+/* the backend's stream, for work queued beside it (distill/dist.c: NCCL waits on it) */
+extern "C" void *iv2_cuda_stream(iv2_backend *be) { return (void *)impl_of(be)->stream; }
 
 extern "C" iv2_backend *iv2_cuda_backend_create(int device) {
     int n = 0;
@@ -158,6 +178,9 @@ extern "C" iv2_backend *iv2_cuda_backend_create(int device) {
     be->download = c_download;
     be->upload_raw = c_upload_raw;
     be->download_raw = c_download_raw;
+    be->alloc_host = c_alloc_host;
+    be->free_host = c_free_host;
+    be->mem_info = c_mem_info;
     be->sync = c_sync;
     be->destroy = c_destroy;
     cuda_install_matmul(be);

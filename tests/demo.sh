@@ -57,7 +57,6 @@ echo "== 4. distill (tiny student, $STEPS steps)"
 cat > "$OUT/run.json" <<JSON
 { "student": "iv2-tiny", "batch": 8, "steps": $STEPS, "lr": 3.2e-2, "min_lr": 3.2e-4,
   "warmup_steps": 30, "drop_path": 0.1, "ckpt_every": 100, "eval_views": 4, "eval_every": 100,
-  "clip_layers": [[0,0],[1,1],[2,2],[3,3],[4,4],[5,5]], "mae_layers": [[0,2],[1,3],[2,4],[3,5]],
   "seed": 0 }
 JSON
 bin/iv2-distill --cache "$OUT/cache" --config "$OUT/run.json" --out "$OUT/run" $( [ -d "$OUT/run" ] && echo --resume )

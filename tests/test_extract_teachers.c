@@ -3,7 +3,9 @@
  * resumed extract must store the same bytes), and the token layout of clip_b* against a direct
  * forward. GPU (when the CUDA backend is compiled in and a device answers): every recipe target
  * of both tiny teachers at 224 px on CUDA against the CPU (token cosine mean > 0.999, worst >
- * 0.99; pool attention within 2e-3 absolute), and the time per view on each. */
+ * 0.99; pool attention within 2e-3 absolute), and the time per view on each.
+ * Batches: on the CPU, 3 views in one run_batch give each view the same bytes as alone; on
+ * CUDA, a view in a (padded) batch of 3 gives the same bytes as alone and as its neighbours. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -94,6 +96,39 @@ int main(void) {
     CHECK(iv2_teachers_load(&c, cpu, "videomae", "preset:internvit-tiny") == -1 && strstr(iv2_errmsg(), "not a VideoMAE"), "%s", iv2_errmsg());
     iv2_teachers_free(&c);
 
+    /* batches: 3 views in one run_batch (InternViT on 24 frames, VideoMAE on 3 clips) give
+     * each view the same bytes as running it alone (CPU backend, fp32) */
+    {
+        const int img = 112, cb = 16 * img * img * 3;
+        iv2_teachers s1, s3;
+        memset(&s1, 0, sizeof s1);
+        memset(&s3, 0, sizeof s3);
+        const char *iv = "preset:internvit-tiny:1:{\"img\":112}", *mv = "preset:videomae-tiny:2:{\"img\":112}";
+        CHECK(iv2_teachers_load(&s1, cpu, "internvit", iv) == 0 && iv2_teachers_load(&s1, cpu, "videomae", mv) == 0 &&
+              iv2_teachers_set_targets(&s1, NULL, IV2_F32) == 0, "load 112: %s", iv2_errmsg());
+        CHECK(iv2_teachers_load(&s3, cpu, "internvit", iv) == 0 && iv2_teachers_load(&s3, cpu, "videomae", mv) == 0 &&
+              iv2_teachers_set_batch(&s3, 4) == 0 && iv2_teachers_set_targets(&s3, NULL, IV2_F32) == 0, "load 112 batched: %s", iv2_errmsg());
+        const uint8_t *clips[3] = {clip, clip + cb, clip + 2 * cb};   /* 3 different 112 px clips out of the buffer */
+        CHECK(iv2_teachers_run_batch(&s3, clips, 3) == 0, "run_batch: %s", iv2_errmsg());
+        CHECK(iv2_teachers_run_batch(&s3, clips, 5) == -1 && strstr(iv2_errmsg(), "hold 1..4"), "batch too big: %s", iv2_errmsg());
+        CHECK(iv2_teachers_run_batch(&s3, clips, 3) == 0, "run_batch again: %s", iv2_errmsg());
+        CHECK(iv2_teachers_fetch(&s3, 3) == -1, "fetch past the batch");
+        int same = 1;
+        for (int v = 0; v < 3; v++) {
+            CHECK(iv2_teachers_run(&s1, clips[v]) == 0 && iv2_teachers_fetch(&s3, v) == 0, "view %d", v);
+            for (int t = 0; t < s1.n_targets; t++)
+                if (memcmp(s1.values[t], s3.values[t], sizeof(float) * (size_t)s1.targets[t].tokens * s1.targets[t].dim)) {
+                    double mx = 0; size_t n = (size_t)s1.targets[t].tokens * s1.targets[t].dim;
+                    for (size_t i = 0; i < n; i++) mx = fmax(mx, fabs((double)s1.values[t][i] - s3.values[t][i]) / (fabs((double)s1.values[t][i]) + 1e-30));
+                    printf("view %d target %s differs between batch 1 and 3 max rel %g\n", v, s1.targets[t].name, mx);
+                    same = 0;
+                }
+        }
+        CHECK(same, "batched teachers are not bit-exact with single views on the CPU");
+        iv2_teachers_free(&s1);
+        iv2_teachers_free(&s3);
+    }
+
     /* CUDA against the CPU */
     iv2_backend *gpu = iv2_backend_create("cuda", 0);
     if (!gpu) {
@@ -118,6 +153,42 @@ int main(void) {
             printf("cuda vs cpu %-10s mean cos %.6f worst %.6f max abs %.3g\n", tg->name, sum / tg->tokens, worst, maxabs);
             CHECK(sum / tg->tokens > 0.999 && worst > 0.99, "%s: cuda far from cpu", tg->name);
             if (!strcmp(tg->kind, "attn")) CHECK(maxabs < 2e-3, "clip_attn max abs %g", maxabs);
+        }
+        /* batches on CUDA: padded to the set's batch, so a view's bf16 targets do not depend on
+         * how many views ran with it or where it sat (resumed caches store the same bytes) */
+        {
+            CHECK(iv2_teachers_set_batch(&b, 4) == 0, "cuda batch 4: %s", iv2_errmsg());
+            CHECK(iv2_teachers_run(&b, clip) == 0, "cuda run in a padded batch");
+            size_t n0 = 0;
+            for (int t = 0; t < b.n_targets; t++) n0 += (size_t)b.targets[t].tokens * b.targets[t].dim;
+            float *one = malloc(n0 * sizeof(float)), *o = one;
+            for (int t = 0; t < b.n_targets; t++) {
+                size_t n = (size_t)b.targets[t].tokens * b.targets[t].dim;
+                memcpy(o, b.values[t], n * sizeof(float));
+                o += n;
+            }
+            const uint8_t *three[3] = {clip, clip, clip};
+            CHECK(iv2_teachers_run_batch(&b, three, 3) == 0, "cuda run_batch: %s", iv2_errmsg());
+            int same = 1;
+            for (int v = 0; v < 3; v++) {
+                CHECK(iv2_teachers_fetch(&b, v) == 0, "cuda fetch %d", v);
+                o = one;
+                for (int t = 0; t < b.n_targets; t++) {
+                    size_t n = (size_t)b.targets[t].tokens * b.targets[t].dim;
+                    if (memcmp(o, b.values[t], n * sizeof(float))) { printf("cuda: view %d of 3, %s differs from the view alone\n", v, b.targets[t].name); same = 0; }
+                    o += n;
+                }
+            }
+            CHECK(same, "cuda: a view's targets depend on its batch");
+            free(one);
+            double t4 = iv2_now();
+            const uint8_t *four[4] = {clip, clip, clip, clip};
+            for (int i = 0; i < 5; i++) {
+                iv2_teachers_run_batch(&b, four, 4);
+                for (int v = 0; v < 4; v++) iv2_teachers_fetch(&b, v);
+            }
+            printf("time per view on cuda in batches of 4: %.2f ms\n", (iv2_now() - t4) / 20 * 1e3);
+            CHECK(iv2_teachers_set_batch(&b, 1) == 0, "cuda batch 1");
         }
         double t0 = iv2_now();
         for (int i = 0; i < 5; i++) iv2_teachers_run(&b, clip);
