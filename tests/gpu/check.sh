@@ -72,6 +72,9 @@ for t in build/gpu/test_*; do
   [ -x "$t" ] || continue
   step "$(basename "$t")" 150 "$t"
 done
+# the teacher set of iv2-extract on CUDA vs the CPU (no FFmpeg needed), batched views included
+step build_extract_teachers 200 $MK BASE_CFLAGS="$DEP_CFLAGS" BASE_LIBS="$DEP_LIBS" build/tests/test_extract_teachers
+[ -x build/tests/test_extract_teachers ] && step test_extract_teachers_cuda 150 build/tests/test_extract_teachers
 # the debugging path of attention (unpipelined forward, scalar backward) against the CPU too
 [ -x build/gpu/test_cuda_ops ] && step test_cuda_ops_simple_attention 150 env IV2_ATTN_SIMPLE=1 build/gpu/test_cuda_ops
 [ -e build/gpu/test_cuda_ops ] || printf '%-34s %-20s\n' test_cuda_ops "FAIL (not built)" | tee -a "$SUMMARY"
