@@ -13,7 +13,7 @@
 
 static void usage(FILE *f) {
     fprintf(f,
-            "usage: iv2-cache info DIR                 meta, counts, bytes per target, errors\n"
+            "usage: iv2-cache info DIR [--meta]        meta summary (--meta: the whole record), counts, bytes per target, errors\n"
             "       iv2-cache verify DIR [--stats [--sample N] [--teacher internvit=W] [--device cpu|cuda]]\n"
             "                                           every value's size and checksum, every view has every\n"
             "                                           target; prints a content digest (views, targets, errors).\n"
@@ -32,14 +32,33 @@ static int print_error(void *ctx, int64_t row, const char *reason) {
     return 0;
 }
 
-static int cmd_info(const char *dir) {
+/* One line per top-level meta field; objects and arrays compact, cut at 100 characters
+ * (--meta prints the whole record). */
+static void print_meta_summary(const char *meta) {
+    cJSON *j = cJSON_Parse(meta);
+    if (!j) { printf("meta %s\n", meta); return; }
+    const cJSON *f;
+    cJSON_ArrayForEach(f, j) {
+        if (!strcmp(f->string, "targets")) continue;   /* the table below lists them */
+        char *v = cJSON_PrintUnformatted(f);
+        if (v && strlen(v) > 100) strcpy(v + 96, " ...");
+        printf("  %-18s %s\n", f->string, v ? v : "?");
+        free(v);
+    }
+    cJSON_Delete(j);
+}
+
+static int cmd_info(const char *dir, int full_meta) {
     iv2_cache *c;
     if (iv2_cache_open(&c, dir, IV2_CACHE_RDONLY)) return -1;
-    cJSON *j = cJSON_Parse(iv2_cache_meta(c));
-    char *pretty = j ? cJSON_Print(j) : NULL;
-    printf("cache %s\nmeta %s\n", dir, pretty ? pretty : iv2_cache_meta(c));
-    free(pretty);
-    cJSON_Delete(j);
+    printf("cache %s\n", dir);
+    if (full_meta) {
+        cJSON *j = cJSON_Parse(iv2_cache_meta(c));
+        char *pretty = j ? cJSON_Print(j) : NULL;
+        printf("meta %s\n", pretty ? pretty : iv2_cache_meta(c));
+        free(pretty);
+        cJSON_Delete(j);
+    } else print_meta_summary(iv2_cache_meta(c));
     int64_t nv = iv2_cache_count_views(c), ne = iv2_cache_count_errors(c);
     printf("views %lld\nerrors %lld\n", (long long)nv, (long long)ne);
     size_t total = 0;
@@ -308,7 +327,10 @@ int main(int argc, char **argv) {
     if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) { usage(argc < 2 ? stderr : stdout); return argc < 2; }
     const char *cmd = argv[1];
     int rc;
-    if (!strcmp(cmd, "info")) rc = argc == 3 ? cmd_info(argv[2]) : iv2_err("info: want one cache folder");
+    if (!strcmp(cmd, "info")) {
+        int full = argc == 4 && !strcmp(argv[3], "--meta");
+        rc = argc == 3 || full ? cmd_info(argv[2], full) : iv2_err("info: want one cache folder [--meta]");
+    }
     else if (!strcmp(cmd, "verify")) rc = cmd_verify(argc - 2, argv + 2);
     else if (!strcmp(cmd, "merge")) rc = cmd_merge(argc - 2, argv + 2);
     else if (!strcmp(cmd, "export-view")) rc = cmd_export(argc - 2, argv + 2);

@@ -30,7 +30,7 @@ for spec in \
     dur=$((2 + i % 3))
     # moving content: the sources animate; hue rotation adds colour motion
     ffmpeg -nostdin -loglevel error -y -f lavfi -i "$1" -t $dur -vf "hue=h=t*90,format=yuv420p" \
-      -c:v $2 $( [ $2 = libx264 ] && echo "-g 30 -bf 2" ) $( [ $2 = libvpx-vp9 ] && echo "-b:v 400k -deadline realtime -cpu-used 8" ) \
+      -c:v $2 $( [ $2 = libx264 ] && echo "-g 30 -bf 2" ) $( [ $2 = libx265 ] && echo "-x265-params log-level=error" ) $( [ $2 = libvpx-vp9 ] && echo "-b:v 400k -deadline realtime -cpu-used 8" ) \
       "$f" || { echo "  (skipping $2: encoder not available)"; rm -f "$f"; }
   fi
   i=$((i+1))
