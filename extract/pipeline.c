@@ -43,6 +43,94 @@ void iv2_extract_opts_default(iv2_extract_opts *o) {
     o->batch_views = 0;
 }
 
+/* ---------------------------------------------------------------- bounded queues */
+
+/* A bounded FIFO of fixed-size items between threads. Producers block while it is full,
+ * consumers while it is empty and producers are still running; stop wakes everyone and makes
+ * both sides return at once. The mutex also guards what an owner keeps beside the ring. */
+typedef struct ring {
+    pthread_mutex_t mu;
+    pthread_cond_t not_full, not_empty;
+    char *buf;
+    size_t isz;
+    int cap, head, count;
+    int producers;             /* producers still running */
+    int stop;
+} ring;
+
+static void ring_init(ring *r) {
+    memset(r, 0, sizeof *r);
+    pthread_mutex_init(&r->mu, NULL);
+    pthread_cond_init(&r->not_full, NULL);
+    pthread_cond_init(&r->not_empty, NULL);
+}
+
+static void ring_alloc(ring *r, int cap, size_t isz) {
+    r->cap = cap;
+    r->isz = isz;
+    r->buf = iv2_calloc((size_t)cap, isz);
+}
+
+static void ring_destroy(ring *r) {
+    free(r->buf);
+    pthread_mutex_destroy(&r->mu);
+    pthread_cond_destroy(&r->not_full);
+    pthread_cond_destroy(&r->not_empty);
+}
+
+/* 0 = queued, -1 = the run stops (the item stays the caller's) */
+static int ring_push(ring *r, const void *x) {
+    pthread_mutex_lock(&r->mu);
+    while (r->count == r->cap && !r->stop) pthread_cond_wait(&r->not_full, &r->mu);
+    if (r->stop) { pthread_mutex_unlock(&r->mu); return -1; }
+    memcpy(r->buf + (size_t)((r->head + r->count) % r->cap) * r->isz, x, r->isz);
+    r->count++;
+    pthread_cond_signal(&r->not_empty);
+    pthread_mutex_unlock(&r->mu);
+    return 0;
+}
+
+/* take the oldest item without waiting (caller holds the lock, or every thread is gone) */
+static int ring_take(ring *r, void *x) {
+    if (r->count == 0) return 0;
+    memcpy(x, r->buf + (size_t)r->head * r->isz, r->isz);
+    r->head = (r->head + 1) % r->cap;
+    r->count--;
+    return 1;
+}
+
+/* 1 = got an item, 0 = every producer finished and the ring is empty, or the run stops */
+static int ring_pop(ring *r, void *x) {
+    pthread_mutex_lock(&r->mu);
+    while (r->count == 0 && r->producers > 0 && !r->stop) pthread_cond_wait(&r->not_empty, &r->mu);
+    int got = !r->stop && ring_take(r, x);
+    if (got) pthread_cond_signal(&r->not_full);
+    pthread_mutex_unlock(&r->mu);
+    return got;
+}
+
+static void ring_add_producers(ring *r, int n) {
+    pthread_mutex_lock(&r->mu);
+    r->producers += n;
+    if (r->producers <= 0) pthread_cond_broadcast(&r->not_empty);
+    pthread_mutex_unlock(&r->mu);
+}
+
+static void ring_stop(ring *r) {
+    pthread_mutex_lock(&r->mu);
+    r->stop = 1;
+    pthread_cond_broadcast(&r->not_full);
+    pthread_cond_broadcast(&r->not_empty);
+    pthread_mutex_unlock(&r->mu);
+}
+
+static int ring_stopped(ring *r) {
+    pthread_mutex_lock(&r->mu);
+    int s = r->stop;
+    pthread_mutex_unlock(&r->mu);
+    return s;
+}
+
 /* ---------------------------------------------------------------- work and queue */
 
 typedef struct work_row {
@@ -61,14 +149,10 @@ typedef struct item {
     char *reason;
 } item;
 
+/* decoded views on their way to the devices; the ring's mutex also guards next_work, t_decode */
 typedef struct queue {
-    pthread_mutex_t mu;
-    pthread_cond_t not_full, not_empty;
-    item *it;
-    int cap, head, count;
+    ring r;                    /* of item; producers = decode workers */
     int next_work, n_work;
-    int workers_left;
-    int stop;
     double t_decode;
 } queue;
 
@@ -79,33 +163,9 @@ typedef struct worker_ctx {
     iv2_sample_opts so;
 } worker_ctx;
 
-static int push(queue *q, item *x) {
-    pthread_mutex_lock(&q->mu);
-    while (q->count == q->cap && !q->stop) pthread_cond_wait(&q->not_full, &q->mu);
-    if (q->stop) { pthread_mutex_unlock(&q->mu); return -1; }
-    q->it[(q->head + q->count) % q->cap] = *x;
-    q->count++;
-    pthread_cond_signal(&q->not_empty);
-    pthread_mutex_unlock(&q->mu);
-    return 0;
-}
-
-/* 1 = got an item, 0 = all workers finished and the queue is empty */
-static int pop(queue *q, item *x) {
-    pthread_mutex_lock(&q->mu);
-    while (q->count == 0 && q->workers_left > 0 && !q->stop) pthread_cond_wait(&q->not_empty, &q->mu);
-    if (q->count == 0 || q->stop) { pthread_mutex_unlock(&q->mu); return 0; }
-    *x = q->it[q->head];
-    q->head = (q->head + 1) % q->cap;
-    q->count--;
-    pthread_cond_signal(&q->not_full);
-    pthread_mutex_unlock(&q->mu);
-    return 1;
-}
-
 static void push_error(queue *q, int w, const char *msg) {
     item x = {w, -1, NULL, {0}, iv2_strdup(msg)};
-    if (push(q, &x)) free(x.reason);
+    if (ring_push(&q->r, &x)) free(x.reason);
 }
 
 static void *worker_main(void *arg) {
@@ -114,9 +174,9 @@ static void *worker_main(void *arg) {
     const iv2_extract_opts *o = wc->o;
     size_t clip_bytes = (size_t)CLIP_FRAMES * wc->so.size * wc->so.size * 3;
     for (;;) {
-        pthread_mutex_lock(&q->mu);
-        int w = q->stop ? q->n_work : q->next_work++;
-        pthread_mutex_unlock(&q->mu);
+        pthread_mutex_lock(&q->r.mu);
+        int w = q->r.stop ? q->n_work : q->next_work++;
+        pthread_mutex_unlock(&q->r.mu);
         if (w >= q->n_work) break;
         work_row *wr = &wc->work[w];
         const iv2_row *r = wr->row;
@@ -124,7 +184,7 @@ static void *worker_main(void *arg) {
         iv2_err_clear();
         iv2_video *v = iv2_video_open(r->video, &wc->so);
         if (!v) {
-            pthread_mutex_lock(&q->mu); q->t_decode += iv2_now() - t0; pthread_mutex_unlock(&q->mu);
+            pthread_mutex_lock(&q->r.mu); q->t_decode += iv2_now() - t0; pthread_mutex_unlock(&q->r.mu);
             push_error(q, w, iv2_errmsg());
             continue;
         }
@@ -132,20 +192,17 @@ static void *worker_main(void *arg) {
             item x = {w, (int)wr->need[i], iv2_malloc(clip_bytes), {0}, NULL};
             if (i) t0 = iv2_now();
             int rc = iv2_video_sample(v, r->start, r->end, r->source, o->seed, r->index, x.view, &wc->so, x.rgb, &x.rec);
-            pthread_mutex_lock(&q->mu); q->t_decode += iv2_now() - t0; pthread_mutex_unlock(&q->mu);
+            pthread_mutex_lock(&q->r.mu); q->t_decode += iv2_now() - t0; pthread_mutex_unlock(&q->r.mu);
             if (rc) {
                 free(x.rgb);
                 push_error(q, w, iv2_errmsg());
                 break;
             }
-            if (push(q, &x)) { free(x.rgb); break; }
+            if (ring_push(&q->r, &x)) { free(x.rgb); break; }
         }
         iv2_video_close(v);
     }
-    pthread_mutex_lock(&q->mu);
-    q->workers_left--;
-    pthread_cond_broadcast(&q->not_empty);
-    pthread_mutex_unlock(&q->mu);
+    ring_add_producers(&q->r, -1);
     return NULL;
 }
 
@@ -255,44 +312,12 @@ typedef struct done_item {
     void *enc[IV2_CACHE_MAX_TARGETS];
 } done_item;
 
-typedef struct out_queue {
-    pthread_mutex_t mu;
-    pthread_cond_t not_full, not_empty;
-    done_item *it;
-    int cap, head, count;
-    int producers_left;        /* device threads still running */
-    int stop;
-} out_queue;
 
 static void done_free(done_item *d) {
     free(d->reason);
     free(d->frames);
     for (int t = 0; t < IV2_CACHE_MAX_TARGETS; t++) free(d->enc[t]);
     memset(d, 0, sizeof *d);
-}
-
-static int out_push(out_queue *q, done_item *x) {
-    pthread_mutex_lock(&q->mu);
-    while (q->count == q->cap && !q->stop) pthread_cond_wait(&q->not_full, &q->mu);
-    if (q->stop) { pthread_mutex_unlock(&q->mu); return -1; }
-    q->it[(q->head + q->count) % q->cap] = *x;
-    q->count++;
-    pthread_cond_signal(&q->not_empty);
-    pthread_mutex_unlock(&q->mu);
-    return 0;
-}
-
-/* 1 = got one, 0 = every device finished and the queue is empty (or the run stops) */
-static int out_pop(out_queue *q, done_item *x) {
-    pthread_mutex_lock(&q->mu);
-    while (q->count == 0 && q->producers_left > 0 && !q->stop) pthread_cond_wait(&q->not_empty, &q->mu);
-    if (q->count == 0 || q->stop) { pthread_mutex_unlock(&q->mu); return 0; }
-    *x = q->it[q->head];
-    q->head = (q->head + 1) % q->cap;
-    q->count--;
-    pthread_cond_signal(&q->not_full);
-    pthread_mutex_unlock(&q->mu);
-    return 1;
 }
 
 /* ---------------------------------------------------------------- devices */
@@ -327,7 +352,7 @@ typedef struct run_state {
     size_t view_bytes, frame_bytes;
     int batch_views;
     queue *q;
-    out_queue oq;
+    ring oq;                   /* of done_item; producers = device threads */
     device dev[MAX_DEVICES];
     int n_dev;
     /* start-up handshake: devices report ready, then wait for go (1 run, -1 leave) */
@@ -342,16 +367,8 @@ typedef struct run_state {
 
 /* stop every stage: decoders, devices and writer return at their next queue operation */
 static void stop_all(run_state *rs) {
-    pthread_mutex_lock(&rs->q->mu);
-    rs->q->stop = 1;
-    pthread_cond_broadcast(&rs->q->not_full);
-    pthread_cond_broadcast(&rs->q->not_empty);
-    pthread_mutex_unlock(&rs->q->mu);
-    pthread_mutex_lock(&rs->oq.mu);
-    rs->oq.stop = 1;
-    pthread_cond_broadcast(&rs->oq.not_full);
-    pthread_cond_broadcast(&rs->oq.not_empty);
-    pthread_mutex_unlock(&rs->oq.mu);
+    ring_stop(&rs->q->r);
+    ring_stop(&rs->oq);
 }
 
 static void device_fail(device *d) {
@@ -429,7 +446,7 @@ static int device_run(device *d, item *xs, int n) {
         }
         add_times(d, 0, iv2_now() - t1);
         d->views++;
-        if (out_push(&rs->oq, &dn)) { done_free(&dn); return 1; }   /* the run stops */
+        if (ring_push(&rs->oq, &dn)) { done_free(&dn); return 1; }   /* the run stops */
     }
     return 0;
 }
@@ -443,19 +460,17 @@ static void device_loop(device *d) {
         int n = 0;
         item x;
         while (n < B) {
-            if (!pop(rs->q, &x)) { end = 1; break; }
+            if (!ring_pop(&rs->q->r, &x)) { end = 1; break; }
             if (x.view >= 0) { xs[n++] = x; continue; }
             done_item dn;
             memset(&dn, 0, sizeof dn);
             dn.w = x.w;
             dn.view = -1;
             dn.reason = x.reason;
-            if (out_push(&rs->oq, &dn)) { free(dn.reason); end = 1; break; }
+            if (ring_push(&rs->oq, &dn)) { free(dn.reason); end = 1; break; }
         }
         /* a full batch, or the last partial one; none when the run stops */
-        pthread_mutex_lock(&rs->q->mu);
-        int stop = rs->q->stop;
-        pthread_mutex_unlock(&rs->q->mu);
+        int stop = ring_stopped(&rs->q->r);
         if (n && !stop) {
             int rc = device_run(d, xs, n);
             if (rc < 0) device_fail(d);
@@ -484,10 +499,7 @@ static void *device_main(void *arg) {
     iv2_teachers_free(&d->ts);
     if (d->be) iv2_backend_destroy(d->be);
     d->be = NULL;
-    pthread_mutex_lock(&rs->oq.mu);
-    rs->oq.producers_left--;
-    pthread_cond_broadcast(&rs->oq.not_empty);
-    pthread_mutex_unlock(&rs->oq.mu);
+    ring_add_producers(&rs->oq, -1);
     return NULL;
 }
 
@@ -593,9 +605,9 @@ static int flush(run_state *rs, pending *p) {
     pthread_mutex_lock(&rs->mu);
     for (int i = 0; i < rs->n_dev; i++) tt += rs->dev[i].t_teachers;
     pthread_mutex_unlock(&rs->mu);
-    pthread_mutex_lock(&rs->q->mu);
+    pthread_mutex_lock(&rs->q->r.mu);
     double td = rs->q->t_decode;
-    pthread_mutex_unlock(&rs->q->mu);
+    pthread_mutex_unlock(&rs->q->r.mu);
     iv2_metrics_write(&rs->metrics, "write",
                       "\"views\":%lld,\"rows_done\":%lld,\"rows_failed\":%lld,\"batch_views\":%d,\"batch_errors\":%d,"
                       "\"views_per_s\":%.4g,\"t_decode\":%.4g,\"t_teachers\":%.4g,\"t_write\":%.4g",
@@ -611,7 +623,7 @@ static int flush(run_state *rs, pending *p) {
 static int write_loop(run_state *rs, pending *p) {
     const iv2_extract_opts *o = rs->o;
     done_item x;
-    while (out_pop(&rs->oq, &x)) {
+    while (ring_pop(&rs->oq, &x)) {
         work_row *w = &rs->work[x.w];
         if (x.view < 0) {
             if (!w->failed) {
@@ -651,9 +663,7 @@ static int start_devices(run_state *rs) {
     for (int i = 0; i < rs->n_dev; i++) {
         if (pthread_create(&rs->dev[i].tid, NULL, device_main, &rs->dev[i])) iv2_panic("cannot start a device thread");
         rs->dev[i].started = 1;
-        pthread_mutex_lock(&rs->oq.mu);
-        rs->oq.producers_left++;
-        pthread_mutex_unlock(&rs->oq.mu);
+        ring_add_producers(&rs->oq, 1);
     }
     pthread_mutex_lock(&rs->mu);
     while (rs->n_ready < rs->n_dev) pthread_cond_wait(&rs->cv, &rs->mu);
@@ -692,12 +702,8 @@ int iv2_extract_run(const iv2_extract_opts *o, iv2_extract_stats *st) {
     pthread_t *tid = NULL;
     worker_ctx wc;
     int started = 0;
-    pthread_mutex_init(&q.mu, NULL);
-    pthread_cond_init(&q.not_full, NULL);
-    pthread_cond_init(&q.not_empty, NULL);
-    pthread_mutex_init(&rs->oq.mu, NULL);
-    pthread_cond_init(&rs->oq.not_full, NULL);
-    pthread_cond_init(&rs->oq.not_empty, NULL);
+    ring_init(&q.r);
+    ring_init(&rs->oq);
     pthread_mutex_init(&rs->mu, NULL);
     pthread_cond_init(&rs->cv, NULL);
 
@@ -766,10 +772,9 @@ int iv2_extract_run(const iv2_extract_opts *o, iv2_extract_stats *st) {
     /* decode workers: enough queue to fill every device's next batch while it runs this one */
     int qcap = 2 * o->threads;
     if (qcap < rs->batch_views * rs->n_dev) qcap = rs->batch_views * rs->n_dev;
-    q.cap = o->queue > 0 ? o->queue : qcap;
-    q.it = iv2_calloc((size_t)q.cap, sizeof *q.it);
+    ring_alloc(&q.r, o->queue > 0 ? o->queue : qcap, sizeof(item));
     q.n_work = n_work;
-    q.workers_left = o->threads;
+    q.r.producers = o->threads;
     wc.q = &q; wc.work = rs->work; wc.o = o; wc.so = so;
     tid = iv2_calloc((size_t)o->threads, sizeof *tid);
     for (int i = 0; i < o->threads; i++) {
@@ -777,8 +782,7 @@ int iv2_extract_run(const iv2_extract_opts *o, iv2_extract_stats *st) {
         started++;
     }
     /* finished views wait for the writer: one transaction plus every device's next batch */
-    rs->oq.cap = o->batch + rs->batch_views * rs->n_dev;
-    rs->oq.it = iv2_calloc((size_t)rs->oq.cap, sizeof *rs->oq.it);
+    ring_alloc(&rs->oq, o->batch + rs->batch_views * rs->n_dev, sizeof(done_item));
     release_devices(rs, 1);
 
     p = iv2_calloc(1, sizeof *p);
@@ -794,18 +798,10 @@ out:
         for (int i = 0; i < rs->n_dev; i++)
             if (rs->dev[i].started) pthread_join(rs->dev[i].tid, NULL);
         /* drain what the workers and devices left */
-        while (q.count) {
-            item y = q.it[q.head];
-            q.head = (q.head + 1) % q.cap;
-            q.count--;
-            free(y.rgb);
-            free(y.reason);
-        }
-        while (rs->oq.count) {
-            done_free(&rs->oq.it[rs->oq.head]);
-            rs->oq.head = (rs->oq.head + 1) % rs->oq.cap;
-            rs->oq.count--;
-        }
+        item y;
+        while (ring_take(&q.r, &y)) { free(y.rgb); free(y.reason); }
+        done_item z;
+        while (ring_take(&rs->oq, &z)) done_free(&z);
         /* a device's own error comes first: the writer only saw the queues stop */
         for (int i = 0; i < rs->n_dev; i++)
             if (rs->dev[i].failed && rs->dev[i].err[0] && ret) { snprintf(keep, sizeof keep, "%s", rs->dev[i].err); break; }
@@ -859,8 +855,6 @@ out:
         }
     for (int i = 0; i < rs->n_dev; i++) free(rs->dev[i].qtmp);
     if (p) { pending_clear(p); free(p); }
-    free(q.it);
-    free(rs->oq.it);
     free(tid);
     free(done);
     free(er.rows);
@@ -872,12 +866,8 @@ out:
         iv2_cache_close(rs->cache);
         iv2_metrics_close(&rs->metrics);
         iv2_manifest_free(&m);
-        pthread_mutex_destroy(&q.mu);
-        pthread_cond_destroy(&q.not_full);
-        pthread_cond_destroy(&q.not_empty);
-        pthread_mutex_destroy(&rs->oq.mu);
-        pthread_cond_destroy(&rs->oq.not_full);
-        pthread_cond_destroy(&rs->oq.not_empty);
+        ring_destroy(&q.r);
+        ring_destroy(&rs->oq);
         pthread_mutex_destroy(&rs->mu);
         pthread_cond_destroy(&rs->cv);
         free(rs);
