@@ -5,6 +5,7 @@
  *   pickle  : a stack machine for the opcode subset torch.save emits (pth_pickle.c)
  *   convert : state-dict lookup, name mapping, materialising views, safetensors output */
 #include "pth.h"
+#include "sha256.h"
 #include "pth_pickle.h"
 #include "err.h"
 #include "safetensors.h"
@@ -22,35 +23,6 @@
 /* ------------------------------------------------------------------------------------------ */
 /* CRC-32 (ZIP polynomial), slice-by-8: storages are gigabytes, byte-wise would take minutes. */
 
-static uint32_t crc_tab[8][256];
-static int crc_ready;
-
-static void crc_init(void) {
-    if (crc_ready) return;
-    for (uint32_t i = 0; i < 256; i++) {
-        uint32_t c = i;
-        for (int k = 0; k < 8; k++) c = (c & 1) ? 0xEDB88320u ^ (c >> 1) : c >> 1;
-        crc_tab[0][i] = c;
-    }
-    for (int t = 1; t < 8; t++)
-        for (int i = 0; i < 256; i++) crc_tab[t][i] = (crc_tab[t - 1][i] >> 8) ^ crc_tab[0][crc_tab[t - 1][i] & 0xff];
-    crc_ready = 1;
-}
-
-static uint32_t crc32_buf(const uint8_t *p, size_t n) {
-    crc_init();
-    uint32_t c = 0xFFFFFFFFu;
-    while (n >= 8) {
-        uint32_t lo, hi;
-        memcpy(&lo, p, 4); memcpy(&hi, p + 4, 4);
-        lo ^= c;
-        c = crc_tab[7][lo & 0xff] ^ crc_tab[6][(lo >> 8) & 0xff] ^ crc_tab[5][(lo >> 16) & 0xff] ^ crc_tab[4][lo >> 24] ^
-            crc_tab[3][hi & 0xff] ^ crc_tab[2][(hi >> 8) & 0xff] ^ crc_tab[1][(hi >> 16) & 0xff] ^ crc_tab[0][hi >> 24];
-        p += 8; n -= 8;
-    }
-    while (n--) c = crc_tab[0][(c ^ *p++) & 0xff] ^ (c >> 8);
-    return c ^ 0xFFFFFFFFu;
-}
 
 /* ------------------------------------------------------------------------------------------ */
 /* zip */
@@ -182,7 +154,7 @@ static int zip_read(pth_priv *pv, const uint8_t *b, uint64_t size) {
 
 static int entry_verify(zip_entry *e) {
     if (e->crc_ok) return 0;
-    uint32_t c = crc32_buf(e->data, e->size);
+    uint32_t c = iv2_crc32(e->data, e->size, 0);
 #ifdef FUZZING_BUILD_MODE_UNSAFE_FOR_PRODUCTION
     c = e->crc; /* let fuzzers reach the pickle and the tensor reader behind the checksum */
 #endif

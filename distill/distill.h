@@ -331,7 +331,6 @@ int iv2_trainer_eval(iv2_trainer *t, char **out_json);
 
 /* Minimal PNG writer: 8-bit RGB, stored (uncompressed) deflate blocks, crc32, adler32. */
 int iv2_png_write(const char *path, const uint8_t *rgb, int w, int h);
-uint32_t iv2_crc32(const uint8_t *p, size_t n, uint32_t crc);
 uint32_t iv2_adler32(const uint8_t *p, size_t n);
 /* Loss curves from a metrics JSON-lines file ("step" events) to a w x h PNG: one polyline per
  * term (total, clip, final, mae; a term 0 throughout is left out), y ticks, step ticks, a title

@@ -3,27 +3,12 @@
  * over the raw scanlines), so no zlib is needed. */
 #include "distill.h"
 #include "err.h"
+#include "sha256.h"
 #include <cjson/cJSON.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-uint32_t iv2_crc32(const uint8_t *p, size_t n, uint32_t crc) {
-    static uint32_t table[256];
-    static int ready;
-    if (!ready) {   /* benign race: every thread computes the same table */
-        for (uint32_t i = 0; i < 256; i++) {
-            uint32_t c = i;
-            for (int k = 0; k < 8; k++) c = (c & 1) ? 0xedb88320u ^ (c >> 1) : c >> 1;
-            table[i] = c;
-        }
-        ready = 1;
-    }
-    crc = ~crc;
-    for (size_t i = 0; i < n; i++) crc = table[(crc ^ p[i]) & 0xff] ^ (crc >> 8);
-    return ~crc;
-}
 
 uint32_t iv2_adler32(const uint8_t *p, size_t n) {
     uint32_t a = 1, b = 0;

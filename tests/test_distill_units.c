@@ -4,6 +4,7 @@
  * the PNG writer's checksums (standard check values) and layout. */
 #include "testutil.h"
 #include "distill.h"
+#include "sha256.h"
 #include "err.h"
 #include <stdint.h>
 

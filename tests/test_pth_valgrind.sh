@@ -10,7 +10,7 @@ mkdir -p "$out" || exit 1
 flags="-std=c11 -D_GNU_SOURCE -O1 -g -Icommon -Itests"
 # the reader's own sources first; if their dependencies grew, every library source of common/
 cc $flags $(pkg-config --cflags libcjson) tests/test_pth.c common/pth.c common/pth_pickle.c \
-   common/safetensors.c common/err.c common/dtype.c -o "$out/test_pth" $(pkg-config --libs libcjson) -lm 2>/dev/null ||
+   common/safetensors.c common/sha256.c common/err.c common/dtype.c -o "$out/test_pth" -pthread $(pkg-config --libs libcjson) -lm 2>/dev/null ||
 cc $flags -fopenmp -pthread $(pkg-config --cflags lmdb libcjson openblas) tests/test_pth.c \
    $(ls common/*.c | grep -v '_main\.c$') -o "$out/test_pth" $(pkg-config --libs lmdb libcjson openblas) -lm || exit 1
 IV2_ROOT="$(pwd)" valgrind -q --error-exitcode=9 --leak-check=full --errors-for-leak-kinds=definite,indirect \
