@@ -4,8 +4,9 @@
  * only (rows x Nk floats, e.g. 128 x 2048 = 1 MiB), never all heads' N x N. Scores and the
  * value product are single-threaded OpenBLAS GEMMs that read q, k, v in place through their
  * strides (leading dimension = stride), so a fused qkv buffer needs no copies. The softmax is
- * exact per row (max, exp, sum) since the whole row of one block fits the scratch; lse is kept
- * for the backward, which recomputes the probabilities block by block (flash-attention style). */
+ * exact per row (max, exp, sum) since the whole row of one block fits the scratch; the 1/sum is
+ * applied to the output rows after the value product, not to the scores (one pass fewer). lse is
+ * kept for the backward, which recomputes the probabilities block by block (flash-attention style). */
 #include <cblas.h>
 #include <math.h>
 #include <omp.h>
@@ -21,26 +22,21 @@
 #define ATT_QBLOCK_BWD 128 /* query rows per backward step */
 #endif
 
-/* exp(x) in plain float arithmetic so the loops vectorise (libm expf and floorf are calls):
- * Cephes expf polynomial on x - n ln2, n = round(x / ln2) by the 1.5 * 2^23 trick (exact under
- * round-to-nearest; do not build this file with -ffast-math, which would fold it away), then
- * 2^n from the exponent bits. Within 2 ulp of expf on [-87, 88]; below -87 it gives ~1e-38. */
-static inline float exp_fast(float x) {
-    x = x < -87.0f ? -87.0f : x;
-    x = x > 88.0f ? 88.0f : x;
-    float n = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
-    float r = x - n * 0.693359375f + n * 2.12194440e-4f;
-    float y = 1.9875691500e-4f;
-    y = y * r + 1.3981999507e-3f;
-    y = y * r + 8.3334519073e-3f;
-    y = y * r + 4.1665795894e-2f;
-    y = y * r + 1.6666665459e-1f;
-    y = y * r + 5.0000001201e-1f;
-    y = y * r * r + r + 1.0f;
-    int32_t bits = ((int32_t)n + 127) << 23;
-    float scale;
-    memcpy(&scale, &bits, sizeof scale); /* folded to a register move */
-    return y * scale;
+/* in place: s[j] = exp(s[j] - max), *inv = 1 / sum_j s[j]; returns the log-sum-exp. The forward
+ * applies inv to the rows of P V instead (one pass over the scores fewer). */
+static float softmax_row_unnormalised(float *s, int n, float *inv) {
+    float mx = -INFINITY;
+#pragma omp simd reduction(max : mx)
+    for (int j = 0; j < n; j++) mx = s[j] > mx ? s[j] : mx;
+    float sum = 0.0f;
+#pragma omp simd reduction(+ : sum)
+    for (int j = 0; j < n; j++) {
+        float e = exp_fast(s[j] - mx);
+        s[j] = e;
+        sum += e;
+    }
+    *inv = 1.0f / sum;
+    return mx + logf(sum);
 }
 
 /* in-place softmax of one row of n scores; returns the log-sum-exp */
@@ -67,8 +63,10 @@ typedef struct {
     float scale;
 } att_args;
 
-/* one head h of sample b, query rows [q0, q0+nq): probabilities left in S [nq, Nk] */
-static void att_fwd_block(const att_args *a, float *out, float *lse, int H, int b, int h, int q0, int nq, float *S) {
+/* one head h of sample b, query rows [q0, q0+nq): unnormalised probabilities left in S [nq, Nk],
+ * row i of the probabilities being S[i,:] * inv[i] (the output rows are scaled by inv instead) */
+static void att_fwd_block(const att_args *a, float *out, float *lse, int H, int b, int h, int q0, int nq, float *S,
+                          float *inv) {
     const float *Q = a->q + ((size_t)b * a->Nq + q0) * a->q_stride + (size_t)h * a->D;
     const float *K = a->k + (size_t)b * a->Nk * a->kv_stride + (size_t)h * a->D;
     const float *V = a->v + (size_t)b * a->Nk * a->kv_stride + (size_t)h * a->D;
@@ -76,11 +74,13 @@ static void att_fwd_block(const att_args *a, float *out, float *lse, int H, int 
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, nq, a->Nk, a->D, a->scale, Q, a->q_stride, K, a->kv_stride,
                 0.0f, S, a->Nk);
     for (int i = 0; i < nq; i++) {
-        float l = softmax_row(S + (size_t)i * a->Nk, a->Nk);
+        float l = softmax_row_unnormalised(S + (size_t)i * a->Nk, a->Nk, &inv[i]);
         if (lse) lse[((size_t)b * H + h) * a->Nq + q0 + i] = l;
     }
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, nq, a->D, a->Nk, 1.0f, S, a->Nk, V, a->kv_stride, 0.0f, O,
                 a->o_stride);
+    for (int i = 0; i < nq; i++)
+        for (int d = 0; d < a->D; d++) O[(size_t)i * a->o_stride + d] *= inv[i];
 }
 
 void iv2_cpu_attention(iv2_backend *be, void *out, float *lse, float *probs_mean, const void *q, const void *k,
@@ -97,7 +97,7 @@ void iv2_cpu_attention(iv2_backend *be, void *out, float *lse, float *probs_mean
     if ((double)B * H * Nq * Nk * D < 1e6) nt = 1;
 #pragma omp parallel num_threads(nt)
     {
-        float *S = malloc((size_t)qb * Nk * sizeof(float));
+        float *S = malloc((size_t)qb * Nk * sizeof(float)), inv[ATT_QBLOCK];
         if (!S) iv2_panic("cpu attention: out of memory for %d x %d scores", qb, Nk);
 #pragma omp for schedule(dynamic, 1)
         for (long t = 0; t < ntask; t++) {
@@ -106,14 +106,16 @@ void iv2_cpu_attention(iv2_backend *be, void *out, float *lse, float *probs_mean
                 float *P = probs_mean + ((size_t)b * Nq + q0) * Nk;
                 memset(P, 0, (size_t)nq * Nk * sizeof(float));
                 for (int h = 0; h < H; h++) {
-                    att_fwd_block(&a, out, lse, H, b, h, q0, nq, S);
-                    float w = 1.0f / H;
-                    for (size_t i = 0; i < (size_t)nq * Nk; i++) P[i] += w * S[i];
+                    att_fwd_block(&a, out, lse, H, b, h, q0, nq, S, inv);
+                    for (int i = 0; i < nq; i++) {
+                        float w = inv[i] / H;
+                        for (int j = 0; j < Nk; j++) P[(size_t)i * Nk + j] += w * S[(size_t)i * Nk + j];
+                    }
                 }
             } else {
                 int h = (int)(t % H), rest = (int)(t / H);
                 int b = rest / nqb, q0 = (rest % nqb) * qb, nq = Nq - q0 < qb ? Nq - q0 : qb;
-                att_fwd_block(&a, out, lse, H, b, h, q0, nq, S);
+                att_fwd_block(&a, out, lse, H, b, h, q0, nq, S, inv);
             }
         }
         free(S);

@@ -1,7 +1,31 @@
 /* compute_cpu_impl.h: private to the CPU backend (common/compute_cpu*.c); not a public surface. */
 #ifndef IV2_COMPUTE_CPU_IMPL_H
 #define IV2_COMPUTE_CPU_IMPL_H
+#include <stdint.h>
+#include <string.h>
 #include "compute.h"
+
+/* exp(x) in plain float arithmetic so the loops vectorise (libm expf and floorf are calls):
+ * Cephes expf polynomial on x - n ln2, n = round(x / ln2) by the 1.5 * 2^23 trick (exact under
+ * round-to-nearest; do not build this file with -ffast-math, which would fold it away), then
+ * 2^n from the exponent bits. Within 2 ulp of expf on [-87, 88]; below -87 it gives ~1e-38. */
+static inline float exp_fast(float x) {
+    x = x < -87.0f ? -87.0f : x;
+    x = x > 88.0f ? 88.0f : x;
+    float n = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
+    float r = x - n * 0.693359375f + n * 2.12194440e-4f;
+    float y = 1.9875691500e-4f;
+    y = y * r + 1.3981999507e-3f;
+    y = y * r + 8.3334519073e-3f;
+    y = y * r + 4.1665795894e-2f;
+    y = y * r + 1.6666665459e-1f;
+    y = y * r + 5.0000001201e-1f;
+    y = y * r * r + r + 1.0f;
+    int32_t bits = ((int32_t)n + 127) << 23;
+    float scale;
+    memcpy(&scale, &bits, sizeof scale); /* folded to a register move */
+    return y * scale;
+}
 
 /* threads the backend uses (be->threads, at least 1) */
 int iv2_cpu_threads(const iv2_backend *be);
