@@ -530,25 +530,18 @@ static int read_begin(iv2_cache *c, MDB_txn **txn) {
     return 0;
 }
 
-int64_t iv2_cache_count_views(iv2_cache *c) {
+static int64_t count_entries(iv2_cache *c, MDB_dbi dbi, const char *what) {
     MDB_txn *txn;
     MDB_stat st;
     if (read_begin(c, &txn)) return -1;
-    int rc = mdb_stat(txn, c->dbi_views, &st);
+    int rc = mdb_stat(txn, dbi, &st);
     mdb_txn_abort(txn);
-    if (rc) return mdb_fail(c, "stat views", rc);
+    if (rc) return mdb_fail(c, what, rc);
     return (int64_t)st.ms_entries;
 }
 
-int64_t iv2_cache_count_errors(iv2_cache *c) {
-    MDB_txn *txn;
-    MDB_stat st;
-    if (read_begin(c, &txn)) return -1;
-    int rc = mdb_stat(txn, c->dbi_errors, &st);
-    mdb_txn_abort(txn);
-    if (rc) return mdb_fail(c, "stat errors", rc);
-    return (int64_t)st.ms_entries;
-}
+int64_t iv2_cache_count_views(iv2_cache *c) { return count_entries(c, c->dbi_views, "stat views"); }
+int64_t iv2_cache_count_errors(iv2_cache *c) { return count_entries(c, c->dbi_errors, "stat errors"); }
 
 int iv2_cache_list_views(iv2_cache *c, iv2_cache_key **keys, int64_t *n) {
     *keys = NULL;

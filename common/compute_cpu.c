@@ -344,21 +344,7 @@ static void cpu_residual_backward(iv2_backend *be, void *dy_, void *dgamma_, con
     float *dy = dy_, *dgamma = dgamma_;
     const float *dx = dx_, *y = y_, *gamma = gamma_;
     int nt = nthreads_for(be, (double)B * N * C);
-    if (dy) {
-        for (int b = 0; b < B; b++) {
-            float sb = s ? s[b] : 1.0f;
-            if (sb == 0.0f) continue;
-#pragma omp parallel for num_threads(nt) schedule(static)
-            for (int n = 0; n < N; n++) {
-                float *d = dy + ((size_t)b * N + n) * C;
-                const float *g = dx + ((size_t)b * N + n) * C;
-                if (gamma)
-                    for (int c = 0; c < C; c++) d[c] += sb * gamma[c] * g[c];
-                else
-                    for (int c = 0; c < C; c++) d[c] += sb * g[c];
-            }
-        }
-    }
+    if (dy) cpu_residual(be, dy, dx, gamma, s, B, N, C);   /* dy += s * gamma * dx: the forward's own op */
     if (dgamma) {
         int chunk = ((C + nt - 1) / nt + 15) / 16 * 16;
 #pragma omp parallel for num_threads(nt) schedule(static, 1)
