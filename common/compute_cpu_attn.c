@@ -41,20 +41,10 @@ static float softmax_row_unnormalised(float *s, int n, float *inv) {
 
 /* in-place softmax of one row of n scores; returns the log-sum-exp */
 static float softmax_row(float *s, int n) {
-    float mx = -INFINITY;
-#pragma omp simd reduction(max : mx)
-    for (int j = 0; j < n; j++) mx = s[j] > mx ? s[j] : mx;
-    float sum = 0.0f;
-#pragma omp simd reduction(+ : sum)
-    for (int j = 0; j < n; j++) {
-        float e = exp_fast(s[j] - mx);
-        s[j] = e;
-        sum += e;
-    }
-    float inv = 1.0f / sum;
+    float inv, lse = softmax_row_unnormalised(s, n, &inv);
 #pragma omp simd
     for (int j = 0; j < n; j++) s[j] *= inv;
-    return mx + logf(sum);
+    return lse;
 }
 
 typedef struct {
