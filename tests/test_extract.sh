@@ -11,23 +11,9 @@
 #   - changed settings are refused naming the setting;
 #   - a map that may not grow / a full tmpfs: clear error, cache still valid, resume completes;
 #   - a read-only cache folder: readable, writing refused.
-set -u
-cd "$(dirname "$0")/.." || exit 1
-command -v ffmpeg >/dev/null 2>&1 || { echo "skipped: no ffmpeg CLI"; exit 77; }
-for b in bin/iv2-extract bin/iv2-cache; do [ -x $b ] || { echo "$b missing (run make)"; exit 1; }; done
 T=build/tmp/test_extract
-rm -rf $T
-mkdir -p $T
-export IV2_QUIET=1 OMP_NUM_THREADS=1
-fails=0
-check() { # check "what" command...
-    what=$1; shift
-    if "$@"; then :; else echo "FAIL: $what"; fails=$((fails + 1)); fi
-}
-IVIT='internvit=preset:internvit-tiny:1:{"img":112}'
-MAE='videomae=preset:videomae-tiny:2:{"img":112}'
+. "$(dirname "$0")/extract_common.sh"
 X() { ./bin/iv2-extract --teacher "$IVIT" --teacher "$MAE" --compute-threads 1 --threads 2 --views 2 --seed 7 "$@"; }
-digest() { ./bin/iv2-cache verify "$1" 2>/dev/null | sed -n 's/.*digest \([0-9a-f]*\).*/\1/p'; }
 
 # videos: small sizes, 1-3 s, different rates
 ffmpeg -v error -y -f lavfi -i testsrc=size=64x48:rate=25:duration=2 -pix_fmt yuv420p $T/v0.mp4 || exit 1
