@@ -138,6 +138,11 @@ void iv2_cache_encode_value(const iv2_cache_target *t, const float *src, void *d
     }
     default: iv2_panic("cache: storage dtype %s", iv2_dtype_name(t->dtype));
     }
+    iv2_cache_seal_value(t, dst);
+}
+
+void iv2_cache_seal_value(const iv2_cache_target *t, void *dst) {
+    const uint8_t *pay = (const uint8_t *)dst + IV2_CACHE_VALUE_HDR;
     value_hdr h = {VALUE_MAGIC, (uint8_t)t->dtype, 1, {0, 0}, (uint32_t)t->tokens, (uint32_t)t->dim,
                    iv2_cache_target_bytes(t), 0};
     h.checksum = iv2_hash64(pay, h.payload);

@@ -174,6 +174,10 @@ int iv2_cache_set_read_view(iv2_cache_set *s, int64_t i, iv2_cache_view *v, uint
 /* Encode fp32 [tokens][dim] as a target value (header + payload) into dst of
  * IV2_CACHE_VALUE_HDR + iv2_cache_target_bytes(t) bytes. */
 void iv2_cache_encode_value(const iv2_cache_target *t, const float *src, void *dst);
+/* Write the header (and payload checksum) of a value whose payload, dst + IV2_CACHE_VALUE_HDR,
+ * already holds [tokens][dim] in t->dtype (fp32, bf16, fp16; not int8, whose payload carries
+ * scales): the same bytes iv2_cache_encode_value makes from the fp32 of those values. */
+void iv2_cache_seal_value(const iv2_cache_target *t, void *dst);
 /* Decode a whole value (header + payload, checked against t but not its checksum) to fp32
  * [tokens][dim]; -1 with the reason. */
 int iv2_cache_decode_value(const iv2_cache_target *t, const void *val, size_t size, float *out);

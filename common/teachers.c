@@ -1,6 +1,5 @@
 /* teachers.c: load the teachers, pick the targets, turn batches of clip views into target tensors. */
 #include "teachers.h"
-#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -44,6 +43,8 @@ int iv2_teachers_load(iv2_teachers *ts, iv2_backend *be, const char *which, cons
     if (is_ivit && cfg.frames != 1) return iv2_err("--teacher %s=%s: InternViT must take one frame per sample (frames %d)", which, spec, cfg.frames);
     if (!is_ivit && (cfg.frames != CLIP_FRAMES || cfg.tubelet != 2))
         return iv2_err("--teacher %s=%s: VideoMAE must take 16 frames in tubelets of 2 (frames %d, tubelet %d)", which, spec, cfg.frames, cfg.tubelet);
+    /* the targets' layouts: clip_b* token 0 is the frames' CLS mean, mae_b* has the patches only */
+    if ((cfg.cls != 0) != is_ivit) return iv2_err("--teacher %s=%s: %s must %shave a CLS token", which, spec, is_ivit ? "InternViT" : "VideoMAE", is_ivit ? "" : "not ");
     iv2_vit *m = iv2_vit_create(be, &cfg);
     if (!m) return iv2_err_ctx("--teacher %s=%s", which, spec);
     int rc = preset ? iv2_vit_init_random(m, seed) : iv2_vit_load(m, spec);
@@ -135,27 +136,65 @@ static void host_free(iv2_backend *be, void *p) {
     else free(p);
 }
 
+/* backend and host allocations, counted for the memory plan (iv2_teachers_buffer_bytes) */
+static void *dev_alloc(iv2_teachers *ts, size_t bytes) {
+    ts->backend_bytes += bytes;
+    return ts->be->alloc(ts->be, bytes);
+}
+static void *stage_alloc(iv2_teachers *ts, size_t bytes) {
+    ts->host_bytes += bytes;
+    return host_alloc(ts->be, bytes);
+}
+static void *dev_free(iv2_backend *be, void *p) {
+    if (p) be->free(be, p);
+    return NULL;
+}
+
 static void free_buffers(iv2_teachers *ts) {
     iv2_backend *be = ts->be;
     if (!be) return;
-    if (ts->d_frames) be->free(be, ts->d_frames);
-    if (ts->d_ivit_frames) be->free(be, ts->d_ivit_frames);
+    ts->d_frames = dev_free(be, ts->d_frames);
+    ts->d_ivit_frames = dev_free(be, ts->d_ivit_frames);
     for (int k = 0; k < IV2_VIT_MAX_OUT; k++) {
-        if (ts->d_ivit_out[k]) be->free(be, ts->d_ivit_out[k]);
-        if (ts->d_mae_out[k]) be->free(be, ts->d_mae_out[k]);
-        ts->d_ivit_out[k] = ts->d_mae_out[k] = NULL;
+        ts->d_ivit_out[k] = dev_free(be, ts->d_ivit_out[k]);
+        ts->d_mae_out[k] = dev_free(be, ts->d_mae_out[k]);
     }
-    if (ts->d_ivit_pool) be->free(be, ts->d_ivit_pool);
-    if (ts->d_ivit_attn) be->free(be, ts->d_ivit_attn);
+    ts->d_ivit_pool = dev_free(be, ts->d_ivit_pool);
+    ts->d_ivit_attn = dev_free(be, ts->d_ivit_attn);
+    ts->d_gather = dev_free(be, ts->d_gather);
+    ts->d_cls = dev_free(be, ts->d_cls);
+    ts->d_mean = dev_free(be, ts->d_mean);
+    ts->d_tok_idx = dev_free(be, ts->d_tok_idx);
+    ts->d_cls_idx = dev_free(be, ts->d_cls_idx);
     for (int i = 0; i < IV2_CACHE_MAX_TARGETS; i++) { host_free(be, ts->values[i]); ts->values[i] = NULL; }
     host_free(be, ts->stage);
-    free(ts->host);
-    ts->d_frames = ts->d_ivit_frames = NULL;
-    ts->d_ivit_pool = NULL;
-    ts->d_ivit_attn = NULL;
     ts->stage = NULL;
-    ts->host = NULL;
+    ts->backend_bytes = ts->host_bytes = 0;
     ts->n_views = 0;
+}
+
+/* The row indices of the InternViT post-processing, for V views of raw block outputs
+ * [V][8][T][C]: tok [V][1 + 8P] = the rows of the target (row 0 takes frame 0's CLS row, which
+ * the CLS mean then replaces; frame f's patch p at 1 + f*P + p), cls [V][8] = the CLS rows. */
+static void upload_indices(iv2_teachers *ts, int V, int T, int P) {
+    iv2_backend *be = ts->be;
+    int R = 1 + STUDENT_FRAMES * P;
+    int32_t *tok = iv2_malloc(sizeof(int32_t) * (size_t)V * R), *cls = iv2_malloc(sizeof(int32_t) * V * STUDENT_FRAMES);
+    for (int v = 0; v < V; v++) {
+        int32_t *r = tok + (size_t)v * R;
+        r[0] = v * STUDENT_FRAMES * T;
+        for (int f = 0; f < STUDENT_FRAMES; f++) {
+            int32_t frame = (v * STUDENT_FRAMES + f) * T;
+            cls[v * STUDENT_FRAMES + f] = frame;
+            for (int p = 0; p < P; p++) r[1 + f * P + p] = frame + 1 + p;
+        }
+    }
+    ts->d_tok_idx = dev_alloc(ts, sizeof(int32_t) * (size_t)V * R);
+    ts->d_cls_idx = dev_alloc(ts, sizeof(int32_t) * V * STUDENT_FRAMES);
+    be->upload_raw(be, ts->d_tok_idx, tok, sizeof(int32_t) * (size_t)V * R);
+    be->upload_raw(be, ts->d_cls_idx, cls, sizeof(int32_t) * V * STUDENT_FRAMES);
+    free(tok);
+    free(cls);
 }
 
 /* backend buffers and host staging for max_views views of the chosen targets */
@@ -166,38 +205,45 @@ static int alloc_buffers(iv2_teachers *ts) {
     int img = ts->ivit ? ts->ivit->cfg.img : ts->mae->cfg.img;
     if (ts->ivit && ts->mae && ts->ivit->cfg.img != ts->mae->cfg.img)
         return iv2_err("teachers take different image sizes (%d, %d)", ts->ivit->cfg.img, ts->mae->cfg.img);
-    size_t fb = (size_t)img * img * 3, hmax = 0;
+    size_t fb = (size_t)img * img * 3, es = be->esize;
     /* A view's targets must not depend on the batch it ran in (a resumed or re-batched extract
      * stores the same bytes). The CPU runs the teachers one view at a time inside the batch
      * (OpenBLAS picks other kernels for other row counts: the pool head's GEMMs have one row
      * per frame). CUDA runs the whole batch in one pass for the GPU's sake, padded to a full
-     * batch so that every call has the same shapes and cuBLASLt the same algorithms. */
+     * batch so that every call has the same shapes and cuBLASLt the same algorithms. The
+     * post-processing ops work row by row, so the batch does not change their results. */
     ts->pad = strcmp(be->name, "cpu") != 0;
     for (int i = 0; i < ts->n_targets; i++)
-        ts->values[i] = host_alloc(be, sizeof(float) * (size_t)ts->targets[i].tokens * ts->targets[i].dim);
-    ts->d_frames = be->alloc(be, (size_t)V * CLIP_FRAMES * fb);
-    ts->stage = host_alloc(be, (size_t)V * CLIP_FRAMES * fb);
+        ts->values[i] = stage_alloc(ts, sizeof(float) * (size_t)ts->targets[i].tokens * ts->targets[i].dim);
+    ts->d_frames = dev_alloc(ts, (size_t)V * CLIP_FRAMES * fb);
+    ts->stage = stage_alloc(ts, (size_t)V * CLIP_FRAMES * fb);
     memset(ts->stage, 0, (size_t)V * CLIP_FRAMES * fb);   /* padding views read it */
     if (ts->ivit) {
         const iv2_vit_config *c = &ts->ivit->cfg;
-        size_t per = (size_t)STUDENT_FRAMES * iv2_vit_tokens(c) * c->width;
-        ts->d_ivit_frames = be->alloc(be, (size_t)V * STUDENT_FRAMES * fb);
-        for (int k = 0; k < ts->n_ivit_blocks; k++) ts->d_ivit_out[k] = be->alloc(be, (size_t)V * per * be->esize);
-        if (c->pool_heads) {
-            ts->d_ivit_pool = be->alloc(be, (size_t)V * STUDENT_FRAMES * c->pool_dim * be->esize);
-            ts->d_ivit_attn = be->alloc(be, sizeof(float) * (size_t)V * STUDENT_FRAMES * iv2_vit_patches(c));
+        int T = iv2_vit_tokens(c), P = iv2_vit_patches(c), C = c->width, R = 1 + STUDENT_FRAMES * P;
+        size_t per = (size_t)STUDENT_FRAMES * T * C, mean_dim = 0;
+        ts->d_ivit_frames = dev_alloc(ts, (size_t)V * STUDENT_FRAMES * fb);
+        for (int k = 0; k < ts->n_ivit_blocks; k++) ts->d_ivit_out[k] = dev_alloc(ts, (size_t)V * per * es);
+        if (ts->n_ivit_blocks) {
+            ts->d_gather = dev_alloc(ts, (size_t)V * R * C * es);
+            ts->d_cls = dev_alloc(ts, (size_t)V * STUDENT_FRAMES * C * es);
+            upload_indices(ts, V, T, P);
+            mean_dim = (size_t)C;
         }
-        if (per > hmax) hmax = per;
+        if (c->pool_heads) {
+            ts->d_ivit_pool = dev_alloc(ts, (size_t)V * STUDENT_FRAMES * c->pool_dim * es);
+            ts->d_ivit_attn = dev_alloc(ts, sizeof(float) * (size_t)V * STUDENT_FRAMES * P);
+            if ((size_t)c->pool_dim > mean_dim) mean_dim = (size_t)c->pool_dim;
+        }
+        if (mean_dim) ts->d_mean = dev_alloc(ts, (size_t)V * mean_dim * es);
         ts->ivit->batch = STUDENT_FRAMES * (ts->pad ? V : 1);
     }
     if (ts->mae) {
         const iv2_vit_config *c = &ts->mae->cfg;
         size_t per = (size_t)iv2_vit_tokens(c) * c->width;
-        for (int k = 0; k < ts->n_mae_blocks; k++) ts->d_mae_out[k] = be->alloc(be, (size_t)V * per * be->esize);
+        for (int k = 0; k < ts->n_mae_blocks; k++) ts->d_mae_out[k] = dev_alloc(ts, (size_t)V * per * es);
         ts->mae->batch = ts->pad ? V : 1;
     }
-    ts->host_cap = hmax + 4096;
-    ts->host = iv2_malloc(sizeof(float) * ts->host_cap);
     return 0;
 }
 
@@ -208,19 +254,8 @@ int iv2_teachers_set_batch(iv2_teachers *ts, int views) {
 }
 
 void iv2_teachers_buffer_bytes(const iv2_teachers *ts, size_t *backend, size_t *host) {
-    int V = ts->max_views > 0 ? ts->max_views : 1;
-    int img = ts->ivit ? ts->ivit->cfg.img : ts->mae->cfg.img;
-    size_t fb = (size_t)img * img * 3, d = (size_t)V * CLIP_FRAMES * fb, h = d, es = ts->be->esize;
-    if (ts->ivit) {
-        const iv2_vit_config *c = &ts->ivit->cfg;
-        d += (size_t)V * STUDENT_FRAMES * fb + (size_t)ts->n_ivit_blocks * V * STUDENT_FRAMES * iv2_vit_tokens(c) * c->width * es;
-        if (c->pool_heads) d += (size_t)V * STUDENT_FRAMES * (c->pool_dim * es + sizeof(float) * iv2_vit_patches(c));
-    }
-    if (ts->mae) d += (size_t)ts->n_mae_blocks * V * iv2_vit_tokens(&ts->mae->cfg) * ts->mae->cfg.width * es;
-    for (int i = 0; i < ts->n_targets; i++) h += sizeof(float) * (size_t)ts->targets[i].tokens * ts->targets[i].dim;
-    h += sizeof(float) * ts->host_cap;
-    if (backend) *backend = d;
-    if (host) *host = h;
+    if (backend) *backend = ts->backend_bytes;
+    if (host) *host = ts->host_bytes;
 }
 
 static int cmp_int(const void *a, const void *b) { return *(const int *)a - *(const int *)b; }
@@ -267,17 +302,6 @@ int iv2_teachers_set_targets(iv2_teachers *ts, const char *list, iv2_dtype dt) {
 
 /* ---------------------------------------------------------------- run */
 
-static void l2norm_rows(float *x, int n, int d) {
-    for (int r = 0; r < n; r++) {
-        float *v = x + (size_t)r * d;
-        double s = 0;
-        for (int j = 0; j < d; j++) s += (double)v[j] * v[j];
-        if (s <= 0) continue;   /* a zero row stays zero (the official code has no eps) */
-        float inv = (float)(1.0 / sqrt(s));
-        for (int j = 0; j < d; j++) v[j] *= inv;
-    }
-}
-
 static int find_target(const iv2_teachers *ts, const char *teacher, const char *kind, int block) {
     for (int i = 0; i < ts->n_targets; i++) {
         const iv2_cache_target *t = &ts->targets[i];
@@ -290,6 +314,35 @@ static int wants_ivit(const iv2_teachers *ts) {
     for (int i = 0; i < ts->n_targets; i++)
         if (!strcmp(ts->targets[i].teacher, "internvit")) return 1;
     return 0;
+}
+
+/* The InternViT targets of np views, on the backend, left at the start of their output buffers:
+ * clip_bK [np][1 + 8P][C] = (the 8 frames' CLS mean, the frames' patch rows), each row L2'd;
+ * clip_pool [np][pool_dim] = the 8 frames' pooled mean, L2'd. */
+static void post_internvit(iv2_teachers *ts, int np, int pooled) {
+    iv2_backend *be = ts->be;
+    const iv2_vit_config *c = &ts->ivit->cfg;
+    int C = c->width, R = 1 + STUDENT_FRAMES * iv2_vit_patches(c);
+    for (int k = 0; k < ts->n_ivit_blocks; k++) {
+        void *out = ts->d_ivit_out[k];
+        be->gather_rows(be, ts->d_cls, out, ts->d_cls_idx, np * STUDENT_FRAMES, C);
+        be->mean_rows(be, ts->d_mean, ts->d_cls, np, STUDENT_FRAMES, C);
+        be->gather_rows(be, ts->d_gather, out, ts->d_tok_idx, np * R, C);
+        for (int v = 0; v < np; v++)   /* token 0 (gathered as frame 0's CLS) becomes the mean */
+            be->copy(be, IV2_AT(be, ts->d_gather, (size_t)v * R * C), IV2_AT(be, ts->d_mean, (size_t)v * C), (size_t)C * be->esize);
+        be->l2norm(be, out, NULL, ts->d_gather, np * R, C);
+    }
+    if (pooled) {
+        be->mean_rows(be, ts->d_mean, ts->d_ivit_pool, np, STUDENT_FRAMES, c->pool_dim);
+        be->l2norm(be, ts->d_ivit_pool, NULL, ts->d_mean, np, c->pool_dim);
+    }
+}
+
+/* The VideoMAE targets: every token L2'd in place. */
+static void post_videomae(iv2_teachers *ts, int np) {
+    iv2_backend *be = ts->be;
+    int rows = np * iv2_vit_tokens(&ts->mae->cfg);
+    for (int k = 0; k < ts->n_mae_blocks; k++) be->l2norm(be, ts->d_mae_out[k], NULL, ts->d_mae_out[k], rows, ts->mae->cfg.width);
 }
 
 int iv2_teachers_run_batch(iv2_teachers *ts, const uint8_t *const *clips, int n) {
@@ -319,6 +372,7 @@ int iv2_teachers_run_batch(iv2_teachers *ts, const uint8_t *const *clips, int n)
         io.pooled = find_target(ts, "internvit", "pool", -1) >= 0 ? ts->d_ivit_pool : NULL;
         io.pool_attn = find_target(ts, "internvit", "attn", -1) >= 0 ? ts->d_ivit_attn : NULL;
         if (iv2_vit_forward(ts->ivit, &io)) return iv2_err_ctx("InternViT forward");
+        post_internvit(ts, np, io.pooled != NULL);
     }
     if (ts->mae && ts->n_mae_blocks) {
         const iv2_vit_config *c = &ts->mae->cfg;
@@ -330,61 +384,47 @@ int iv2_teachers_run_batch(iv2_teachers *ts, const uint8_t *const *clips, int n)
         for (int k = 0; k < io.n_out; k++) { io.blocks[k] = ts->mae_blocks[k]; io.out[k] = ts->d_mae_out[k]; }
         io.final_norm_last = c->final_norm && io.n_out && io.blocks[io.n_out - 1] == c->depth - 1;
         if (iv2_vit_forward(ts->mae, &io)) return iv2_err_ctx("VideoMAE forward");
+        post_videomae(ts, np);
     }
     ts->n_views = n;
     return 0;
 }
 
-static void fetch_internvit(iv2_teachers *ts, int v) {
-    iv2_backend *be = ts->be;
-    const iv2_vit_config *c = &ts->ivit->cfg;
-    int T = iv2_vit_tokens(c), P = iv2_vit_patches(c), C = c->width;
-    size_t per = (size_t)STUDENT_FRAMES * T * C;   /* one view's frames of one block output */
-    for (int k = 0; k < ts->n_ivit_blocks; k++) {
-        int ti = find_target(ts, "internvit", "block", ts->ivit_blocks[k]);
-        float *h = ts->host, *dst = ts->values[ti];
-        be->download(be, h, IV2_AT(be, ts->d_ivit_out[k], (size_t)v * per), per);
-        /* token 0: CLS averaged over the frames; then the patches of frame f at 1 + f*P */
-        for (int j = 0; j < C; j++) {
-            double s = 0;
-            for (int f = 0; f < STUDENT_FRAMES; f++) s += h[(size_t)f * T * C + j];
-            dst[j] = (float)(s / STUDENT_FRAMES);
-        }
-        for (int f = 0; f < STUDENT_FRAMES; f++)
-            memcpy(dst + (size_t)(1 + f * P) * C, h + ((size_t)f * T + 1) * C, sizeof(float) * (size_t)P * C);
-        l2norm_rows(dst, 1 + STUDENT_FRAMES * P, C);
-    }
-    int ip = find_target(ts, "internvit", "pool", -1), ia = find_target(ts, "internvit", "attn", -1);
-    if (ip >= 0) {
-        int D = c->pool_dim;
-        float *h = ts->host, *dst = ts->values[ip];
-        be->download(be, h, IV2_AT(be, ts->d_ivit_pool, (size_t)v * STUDENT_FRAMES * D), (size_t)STUDENT_FRAMES * D);
-        for (int j = 0; j < D; j++) {
-            double s = 0;
-            for (int f = 0; f < STUDENT_FRAMES; f++) s += h[(size_t)f * D + j];
-            dst[j] = (float)(s / STUDENT_FRAMES);
-        }
-        l2norm_rows(dst, 1, D);
-    }
-    if (ia >= 0)
-        be->download_raw(be, ts->values[ia], ts->d_ivit_attn + (size_t)v * STUDENT_FRAMES * P, sizeof(float) * STUDENT_FRAMES * P);
+iv2_dtype iv2_teachers_target_dtype(const iv2_teachers *ts, int t) {
+    return strcmp(ts->targets[t].kind, "attn") ? ts->be->dtype : IV2_F32;
 }
 
-static void fetch_videomae(iv2_teachers *ts, int v) {
+/* where target t of view v lies on the backend after run_batch */
+static const void *target_at(const iv2_teachers *ts, int t, int v) {
     iv2_backend *be = ts->be;
-    const iv2_vit_config *c = &ts->mae->cfg;
-    int N = iv2_vit_tokens(c), C = c->width;
-    for (int k = 0; k < ts->n_mae_blocks; k++) {
-        int ti = find_target(ts, "videomae", "block", ts->mae_blocks[k]);
-        be->download(be, ts->values[ti], IV2_AT(be, ts->d_mae_out[k], (size_t)v * N * C), (size_t)N * C);
-        l2norm_rows(ts->values[ti], N, C);
-    }
+    const iv2_cache_target *tg = &ts->targets[t];
+    size_t off = (size_t)v * tg->tokens * tg->dim;
+    if (!strcmp(tg->kind, "attn")) return ts->d_ivit_attn + off;
+    if (!strcmp(tg->kind, "pool")) return IV2_AT(be, ts->d_ivit_pool, off);
+    int ivit = !strcmp(tg->teacher, "internvit"), n = ivit ? ts->n_ivit_blocks : ts->n_mae_blocks;
+    for (int k = 0; k < n; k++)
+        if ((ivit ? ts->ivit_blocks : ts->mae_blocks)[k] == tg->block) return IV2_AT(be, (ivit ? ts->d_ivit_out : ts->d_mae_out)[k], off);
+    return NULL;
+}
+
+int iv2_teachers_fetch_target(iv2_teachers *ts, int v, int t, void *dst, iv2_dtype dt) {
+    if (v < 0 || v >= ts->n_views) return iv2_err("teachers: fetch of view %d, the last batch had %d", v, ts->n_views);
+    if (t < 0 || t >= ts->n_targets) return iv2_err("teachers: no target %d (%d targets)", t, ts->n_targets);
+    iv2_backend *be = ts->be;
+    const iv2_cache_target *tg = &ts->targets[t];
+    const void *src = target_at(ts, t, v);
+    size_t n = (size_t)tg->tokens * tg->dim;
+    iv2_dtype have = iv2_teachers_target_dtype(ts, t);
+    if (!src) return iv2_err("teachers: target %s has no output buffer", tg->name);
+    if (dt == have) be->download_raw(be, dst, src, n * iv2_dtype_size(dt));
+    else if (dt == IV2_F32) be->download(be, dst, src, n);
+    else return iv2_err("teachers: target %s is held as %s, not %s", tg->name, iv2_dtype_name(have), iv2_dtype_name(dt));
+    return 0;
 }
 
 int iv2_teachers_fetch(iv2_teachers *ts, int v) {
-    if (v < 0 || v >= ts->n_views) return iv2_err("teachers: fetch of view %d, the last batch had %d", v, ts->n_views);
-    if (ts->ivit && wants_ivit(ts)) fetch_internvit(ts, v);
-    if (ts->mae && ts->n_mae_blocks) fetch_videomae(ts, v);
+    for (int t = 0; t < ts->n_targets; t++)
+        if (iv2_teachers_fetch_target(ts, v, t, ts->values[t], IV2_F32)) return -1;
     return 0;
 }
 

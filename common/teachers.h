@@ -4,11 +4,13 @@
  * loaded from safetensors or made from a preset with random weights ("preset:NAME[:seed][:{json overrides}]"),
  * and the list of targets to compute (cache.h names: clip_b{K}, clip_pool, clip_attn,
  * mae_b{K}). Views run in batches: iv2_teachers_run_batch sends n views (InternViT on 8n
- * frames, VideoMAE on n clips) through the teachers in one call, then iv2_teachers_fetch(v)
- * turns view v's outputs into one fp32 host tensor per target, post-processed as stored in the
- * cache (token 0 of clip_b* = frame-mean CLS; every token of clip_b*, clip_pool, mae_b*
- * L2-normalised; mae_b{last} after the final LayerNorm; clip_attn raw head-mean pool attention
- * [8][256]). A view's result does not depend on the batch it ran in or its place there, so a
+ * frames, VideoMAE on n clips) through the teachers in one call and post-processes all their
+ * outputs on the backend, with compute.h ops, into the targets as the cache stores them (token
+ * 0 of clip_b* = frame-mean CLS; every token of clip_b*, clip_pool, mae_b* L2-normalised;
+ * mae_b{last} after the final LayerNorm; clip_attn raw head-mean pool attention [8][256]);
+ * then iv2_teachers_fetch(v) downloads view v's targets, one copy per target, as fp32 (or
+ * iv2_teachers_fetch_target as the backend's own dtype, for storage in that dtype).
+ * A view's result does not depend on the batch it ran in or its place there, so a
  * resumed extract stores the same bytes: the CPU runs the views of a batch one at a time (its
  * GEMMs are not bit-exact across row counts; tested), CUDA runs the whole batch at once, always
  * padded to max_views views so that every call has the same shapes. */
@@ -35,13 +37,18 @@ typedef struct iv2_teachers {
     /* backend scratch, for max_views views */
     uint8_t *d_frames;                /* [views][16] frames */
     uint8_t *d_ivit_frames;           /* [views][8] even frames (InternViT input) */
+    /* teacher outputs; after run_batch each holds its targets at its start, [views][tokens][dim]
+     * (clip_b*: [views][1 + 8P][C] over the raw [views][8][T][C]; clip_pool: [views][pool_dim]) */
     void *d_ivit_out[IV2_VIT_MAX_OUT], *d_ivit_pool, *d_mae_out[IV2_VIT_MAX_OUT];
     float *d_ivit_attn;
+    /* post-processing scratch: clip_b* rows gathered before L2 [views][1 + 8P][C], the frames'
+     * CLS rows [views][8][C], frame means [views][max(C, pool_dim)], and the gathers' row indices */
+    void *d_gather, *d_cls, *d_mean;
+    int32_t *d_tok_idx, *d_cls_idx;
     int ivit_blocks[IV2_VIT_MAX_OUT], n_ivit_blocks;
     int mae_blocks[IV2_VIT_MAX_OUT], n_mae_blocks;
-    float *host;                      /* download scratch (one view) */
     uint8_t *stage;                   /* host staging of [views][16] frames (be->alloc_host) */
-    size_t host_cap;
+    size_t backend_bytes, host_bytes; /* what the buffers above (and values) hold: the memory plan */
 } iv2_teachers;
 
 /* Load a teacher: spec is a safetensors path or "preset:NAME[:seed][:{json overrides}]". which is "internvit" or
@@ -61,9 +68,15 @@ int iv2_teachers_set_batch(iv2_teachers *ts, int views);
 int iv2_teachers_run_batch(iv2_teachers *ts, const uint8_t *const *clips, int n);
 /* Fill ts->values with view v (0 <= v < n of the last run_batch). */
 int iv2_teachers_fetch(iv2_teachers *ts, int v);
+/* The dtype target t is held in on the backend: be->dtype, fp32 for clip_attn. */
+iv2_dtype iv2_teachers_target_dtype(const iv2_teachers *ts, int t);
+/* Copy target t of view v to host dst ([tokens][dim]) as dt: IV2_F32, or the dtype the backend
+ * holds it in (then byte for byte, no conversion). One download; -1 for another dtype. */
+int iv2_teachers_fetch_target(iv2_teachers *ts, int v, int t, void *dst, iv2_dtype dt);
 /* One view: run_batch of 1, then fetch. Fills ts->values. */
 int iv2_teachers_run(iv2_teachers *ts, const uint8_t *frames);
-/* Bytes of backend buffers (frames, outputs) and host staging the set holds for its batch. */
+/* Bytes of backend buffers (frames, outputs, post-processing scratch) and host memory (frame
+ * staging, ts->values) the set holds for its batch (0 before set_targets). */
 void iv2_teachers_buffer_bytes(const iv2_teachers *ts, size_t *backend, size_t *host);
 /* JSON object text for the meta "teachers" field (malloc'd). */
 char *iv2_teachers_meta_json(const iv2_teachers *ts);

@@ -419,10 +419,6 @@ static int device_run(device *d, item *xs, int n) {
     size_t fb = rs->frame_bytes;
     for (int i = 0; i < n; i++) {
         item *x = &xs[i];
-        t0 = iv2_now();
-        if (iv2_teachers_fetch(ts, i)) return iv2_err_ctx("%s: row %lld view %d", d->spec, (long long)rs->work[x->w].row->index, x->view);
-        double t1 = iv2_now();
-        add_times(d, t1 - t0, 0);
         done_item dn;
         memset(&dn, 0, sizeof dn);
         dn.w = x->w;
@@ -435,16 +431,30 @@ static int device_run(device *d, item *xs, int n) {
         pthread_mutex_lock(&rs->mu);
         int measure = rs->views_taken++ % 8 == 0;   /* storage error on every 8th view */
         pthread_mutex_unlock(&rs->mu);
+        double t_fetch = 0, t_enc = 0;
         for (int t = 0; t < ts->n_targets; t++) {
             const iv2_cache_target *tg = &ts->targets[t];
-            dn.enc[t] = iv2_malloc(IV2_CACHE_VALUE_HDR + iv2_cache_target_bytes(tg));
-            iv2_cache_encode_value(tg, ts->values[t], dn.enc[t]);
-            if (measure && tg->dtype != IV2_F32) {
-                d->qtmp = iv2_realloc(d->qtmp, sizeof(float) * (size_t)tg->tokens * tg->dim);
-                measure_storage(tg, dn.enc[t], ts->values[t], d->qtmp, &d->q[t]);
+            uint8_t *enc = dn.enc[t] = iv2_malloc(IV2_CACHE_VALUE_HDR + iv2_cache_target_bytes(tg));
+            /* a target the backend holds in the storage dtype (bf16 on CUDA, fp32 on the CPU) is
+             * downloaded straight into the value, the same bytes as through fp32; the views whose
+             * storage error is measured need the fp32 */
+            int raw = tg->dtype == iv2_teachers_target_dtype(ts, t) && !(measure && tg->dtype != IV2_F32);
+            t0 = iv2_now();
+            if (iv2_teachers_fetch_target(ts, i, t, raw ? (void *)(enc + IV2_CACHE_VALUE_HDR) : ts->values[t], raw ? tg->dtype : IV2_F32)) {
+                done_free(&dn);
+                return iv2_err_ctx("%s: row %lld view %d", d->spec, (long long)rs->work[x->w].row->index, x->view);
             }
+            double t1 = iv2_now();
+            t_fetch += t1 - t0;
+            if (raw) iv2_cache_seal_value(tg, enc);
+            else iv2_cache_encode_value(tg, ts->values[t], enc);
+            if (measure && tg->dtype != IV2_F32) {   /* (never raw) */
+                d->qtmp = iv2_realloc(d->qtmp, sizeof(float) * (size_t)tg->tokens * tg->dim);
+                measure_storage(tg, enc, ts->values[t], d->qtmp, &d->q[t]);
+            }
+            t_enc += iv2_now() - t1;
         }
-        add_times(d, 0, iv2_now() - t1);
+        add_times(d, t_fetch, t_enc);
         d->views++;
         if (ring_push(&rs->oq, &dn)) { done_free(&dn); return 1; }   /* the run stops */
     }
@@ -552,7 +562,7 @@ static void print_memory_plan(const run_state *rs) {
         iv2_teachers_buffer_bytes(ts, &db, &hb);
         snprintf(b1, sizeof b1, "%.1f MiB", db / 1048576.0);
         snprintf(b2, sizeof b2, "%.1f MiB", hb / 1048576.0);
-        iv2_info("memory plan, %s (device %d): frames and outputs for %d views %s, host staging %s%s", d->spec, i,
+        iv2_info("memory plan, %s (device %d): frames, outputs and post-processing for %d views %s, host staging and targets %s%s", d->spec, i,
                  ts->max_views, b1, b2, be->alloc_host && strcmp(be->name, "cpu") ? " (pinned)" : "");
     }
 }

@@ -5,7 +5,9 @@
  * of both tiny teachers at 224 px on CUDA against the CPU (token cosine mean > 0.999, worst >
  * 0.99; pool attention within 2e-3 absolute), and the time per view on each.
  * Batches: on the CPU, 3 views in one run_batch give each view the same bytes as alone; on
- * CUDA, a view in a (padded) batch of 3 gives the same bytes as alone and as its neighbours. */
+ * CUDA, a view in a (padded) batch of 3 gives the same bytes as alone and as its neighbours.
+ * Raw fetch (both backends): a target downloaded in the backend's own dtype and sealed as a
+ * cache value is byte for byte the value encoded from its fp32 fetch. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -25,6 +27,24 @@ static int load(iv2_teachers *ts, iv2_backend *be) {
         iv2_teachers_load(ts, be, "videomae", "preset:videomae-tiny:2") || iv2_teachers_set_targets(ts, NULL, IV2_F32))
         return -1;
     return 0;
+}
+
+/* every target of view v fetched in the backend's dtype and sealed = encoded from the fp32 fetch */
+static int raw_equals_f32(iv2_teachers *ts, int v) {
+    int ok = iv2_teachers_fetch(ts, v) == 0;
+    for (int t = 0; ok && t < ts->n_targets; t++) {
+        iv2_cache_target tg = ts->targets[t];
+        tg.dtype = iv2_teachers_target_dtype(ts, t);
+        size_t bytes = IV2_CACHE_VALUE_HDR + iv2_cache_target_bytes(&tg);
+        uint8_t *a = calloc(1, bytes), *b = calloc(1, bytes);
+        if (iv2_teachers_fetch_target(ts, v, t, a + IV2_CACHE_VALUE_HDR, tg.dtype)) ok = 0;
+        iv2_cache_seal_value(&tg, a);
+        iv2_cache_encode_value(&tg, ts->values[t], b);
+        if (memcmp(a, b, bytes)) { printf("%s view %d: raw fetch differs from the fp32 one\n", tg.name, v); ok = 0; }
+        free(a);
+        free(b);
+    }
+    return ok;
 }
 
 int main(void) {
@@ -58,6 +78,8 @@ int main(void) {
     CHECK(iv2_teachers_run(&a, clip) == 0, "run 2");
     for (int t = 0; t < a.n_targets; t++)
         CHECK(!memcmp(keep[t], a.values[t], (size_t)a.targets[t].tokens * a.targets[t].dim * 4), "%s differs between runs", a.targets[t].name);
+    CHECK(raw_equals_f32(&a, 0), "cpu raw fetch: %s", iv2_errmsg());
+    CHECK(iv2_teachers_fetch_target(&a, 0, 0, keep[0], IV2_BF16) == -1 && strstr(iv2_errmsg(), "held as F32"), "%s", iv2_errmsg());
     /* layout: patch tokens of frame f of clip_b2 = the L2-normalised block output of clip frame 2f */
     {
         iv2_vit *m = a.ivit;
@@ -180,6 +202,7 @@ int main(void) {
                 }
             }
             CHECK(same, "cuda: a view's targets depend on its batch");
+            CHECK(raw_equals_f32(&b, 2), "cuda raw fetch: %s", iv2_errmsg());
             free(one);
             double t4 = iv2_now();
             const uint8_t *four[4] = {clip, clip, clip, clip};
