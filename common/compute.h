@@ -17,8 +17,9 @@
  * into input gradients (dinp), as llm.c does; callers zero gradient buffers once per step.
  * This makes residual branches and shared inputs free of extra adds.
  *
- * Streams. Calls are asynchronous on CUDA (one stream per backend); be->sync waits. Reading a
- * buffer on the host goes through be->download, which synchronises. */
+ * Streams. Calls are asynchronous on CUDA (one compute stream per backend); be->sync waits.
+ * Reading a buffer on the host goes through be->download, which synchronises. A second stream,
+ * the copy stream, carries upload_async; events order the two (see "the copy stream" below). */
 #ifndef IV2_COMPUTE_H
 #define IV2_COMPUTE_H
 #include <stddef.h>
@@ -26,6 +27,9 @@
 #include "dtype.h"
 
 typedef struct iv2_backend iv2_backend;
+typedef struct iv2_event iv2_event;   /* a point in a stream's work (a cudaEvent_t on CUDA) */
+
+enum { IV2_STREAM_COMPUTE = 0, IV2_STREAM_COPY = 1 };
 
 #define IV2_AT(be, p, n) ((void *)((char *)(p) + (size_t)(n) * (be)->esize))
 
@@ -59,6 +63,31 @@ struct iv2_backend {
     void (*mem_info)(iv2_backend *be, size_t *free_bytes, size_t *total_bytes);
     void (*sync)(iv2_backend *be);
     void (*destroy)(iv2_backend *be);
+
+    /* ---- the copy stream: uploads that overlap compute ----
+     * upload_async queues a raw host -> backend copy on the copy stream and returns at once. src
+     * must be alloc_host memory (pinned on CUDA; pageable memory would make the copy synchronous)
+     * and must not change until the copy is done. Nothing orders the two streams but events:
+     *   event_record(be, e, IV2_STREAM_COPY)     e marks the copies queued so far;
+     *   event_wait(be, e, IV2_STREAM_COMPUTE)    compute work queued after this call starts once
+     *                                            e is reached: the fence before reading uploads;
+     *   event_record(be, e, IV2_STREAM_COMPUTE), later event_wait(be, e, IV2_STREAM_COPY): the
+     *                                            reverse fence: copies queued after the wait start
+     *                                            once the compute work before the record is done
+     *                                            (so they may overwrite what it read);
+     *   event_sync(be, e)                        the host waits for e (before reusing src);
+     *   event_seconds(be, a, b)                  seconds from a to b, both recorded on the same
+     *                                            stream (waits for b).
+     * A wait refers to the latest record before it; an event never recorded counts as reached.
+     * Call these from one thread. CPU: upload_async is memcpy, the waits are no-ops and an event
+     * records the time, so event_seconds between records around copies is their memcpy time. */
+    void (*upload_async)(iv2_backend *be, void *dst, const void *src, size_t bytes);
+    iv2_event *(*event_create)(iv2_backend *be);
+    void (*event_destroy)(iv2_backend *be, iv2_event *e);
+    void (*event_record)(iv2_backend *be, iv2_event *e, int stream);
+    void (*event_wait)(iv2_backend *be, iv2_event *e, int stream);
+    void (*event_sync)(iv2_backend *be, iv2_event *e);
+    double (*event_seconds)(iv2_backend *be, iv2_event *a, iv2_event *b);
 
     /* ---- forward ops, each with its backward right after ---- */
 

@@ -17,6 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 #include "compute.h"
 #include "compute_cpu_impl.h"
@@ -57,6 +58,20 @@ static void cpu_mem_info(iv2_backend *be, size_t *free_bytes, size_t *total_byte
     if (total_bytes) *total_bytes = total;
 }
 static void cpu_sync(iv2_backend *be) {}
+/* the copy stream on the CPU: copies happen at once, so there is nothing to wait for; an event
+ * is the time it was recorded */
+struct iv2_event { double t; };
+static double cpu_now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+static iv2_event *cpu_event_create(iv2_backend *be) { return iv2_calloc(1, sizeof(iv2_event)); }
+static void cpu_event_destroy(iv2_backend *be, iv2_event *e) { free(e); }
+static void cpu_event_record(iv2_backend *be, iv2_event *e, int stream) { e->t = cpu_now(); }
+static void cpu_event_wait(iv2_backend *be, iv2_event *e, int stream) {}
+static void cpu_event_sync(iv2_backend *be, iv2_event *e) {}
+static double cpu_event_seconds(iv2_backend *be, iv2_event *a, iv2_event *b) { return b->t - a->t; }
 static void cpu_destroy(iv2_backend *be) { free(be); }
 
 int iv2_cpu_threads(const iv2_backend *be) { return be->threads > 0 ? be->threads : 1; }
@@ -602,6 +617,13 @@ iv2_backend *iv2_cpu_backend_create(int threads) {
     be->mem_info = cpu_mem_info;
     be->sync = cpu_sync;
     be->destroy = cpu_destroy;
+    be->upload_async = cpu_upload_raw;
+    be->event_create = cpu_event_create;
+    be->event_destroy = cpu_event_destroy;
+    be->event_record = cpu_event_record;
+    be->event_wait = cpu_event_wait;
+    be->event_sync = cpu_event_sync;
+    be->event_seconds = cpu_event_seconds;
 
     be->matmul = cpu_matmul;
     be->matmul_backward = cpu_matmul_backward;

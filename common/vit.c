@@ -265,7 +265,8 @@ static void norm_bwd(iv2_vit *m, void *dinp, const void *dout, const void *inp, 
 }
 
 /* frames of S samples -> x (gathered visible rows) [S*n_tok, C] */
-static void embed(iv2_vit *m, vit_arena *a, const uint8_t *frames, int S, const int32_t *vis, int n_tok) {
+static void embed(iv2_vit *m, vit_arena *a, const uint8_t *frames, int S, const int32_t *vis, const int32_t *vis_rows,
+                  int n_tok) {
     iv2_backend *be = m->be;
     const iv2_vit_config *c = &m->cfg;
     const vit_off *o = &m->st->off;
@@ -279,13 +280,17 @@ static void embed(iv2_vit *m, vit_arena *a, const uint8_t *frames, int S, const 
         for (int s = 0; s < S; s++) be->axpy(be, IV2_AT(be, a->x_full, (size_t)s * T * C), W(o->cls), 1.0f, C);
     if (c->pos == IV2_POS_LEARNED) be->add_rows(be, a->x_full, W(o->pos), S, T, C);
     else be->add_rows(be, a->x_full, m->st->sincos, S, T, C);
-    /* visible rows (all tokens when vis is NULL) */
-    int32_t *gi = iv2_malloc(sizeof(int32_t) * (size_t)S * n_tok);
-    for (size_t s = 0; s < (size_t)S; s++)
-        for (size_t i = 0; i < (size_t)n_tok; i++)
-            gi[s * n_tok + i] = (int32_t)(s * T + (vis ? vis[s * n_tok + i] : (int32_t)i));
-    be->upload_raw(be, a->gidx, gi, sizeof(int32_t) * (size_t)S * n_tok);
-    free(gi);
+    /* visible rows (all tokens when vis is NULL); the caller's when in backend memory already
+     * (a device-to-device copy queued like the ops: no host wait) */
+    if (vis_rows) be->copy(be, a->gidx, vis_rows, sizeof(int32_t) * (size_t)S * n_tok);
+    else {
+        int32_t *gi = iv2_malloc(sizeof(int32_t) * (size_t)S * n_tok);
+        for (size_t s = 0; s < (size_t)S; s++)
+            for (size_t i = 0; i < (size_t)n_tok; i++)
+                gi[s * n_tok + i] = (int32_t)(s * T + (vis ? vis[s * n_tok + i] : (int32_t)i));
+        be->upload_raw(be, a->gidx, gi, sizeof(int32_t) * (size_t)S * n_tok);
+        free(gi);
+    }
     be->gather_rows(be, a->blk[0].x_in, a->x_full, a->gidx, S * n_tok, C);
 }
 
@@ -452,7 +457,7 @@ int iv2_vit_forward(iv2_vit *m, iv2_vit_io *io) {
     size_t frame_bytes = (size_t)c->frames * c->img * c->img * 3;
     for (int s0 = 0; s0 < io->S; s0 += B) {
         int S = io->S - s0 < B ? io->S - s0 : B;
-        embed(m, a, io->frames + (size_t)s0 * frame_bytes, S, io->vis ? io->vis + (size_t)s0 * N : NULL, N);
+        embed(m, a, io->frames + (size_t)s0 * frame_bytes, S, io->vis ? io->vis + (size_t)s0 * N : NULL, NULL, N);
         vit_act_block *b = &a->blk[0];
         int k = 0;
         for (int l = 0; l <= last; l++) {
@@ -477,7 +482,7 @@ int iv2_vit_forward_train(iv2_vit *m, iv2_vit_io *io) {
         if (arena_make(m, a, S, N, 1, bw)) { free(bw); return -1; }
         a->bwd = bw;
     }
-    embed(m, a, io->frames, S, io->vis, N);
+    embed(m, a, io->frames, S, io->vis, io->vis ? io->vis_rows : NULL, N);
     int k = 0;
     /* all blocks run: the backward expects every block's activations */
     for (int l = 0; l < c->depth; l++) {

@@ -181,6 +181,10 @@ typedef struct iv2_vit_io {
                                 0 = CLS (the official mask always keeps it), patch p = cls + p;
                                 NULL = all tokens */
     int n_vis;
+    const int32_t *vis_rows; /* backend int32 [S][n_vis]: s * iv2_vit_tokens(cfg) + vis[s][i], the
+                                rows of the full token grid kept, already in backend memory (a
+                                training batch copied ahead; vis is still needed, for the checks).
+                                iv2_vit_forward_train only; NULL = made from vis and uploaded */
     const float *drop;       /* HOST [depth][S] drop-path scales (0 or 1/keep), NULL = none;
                                 training only; the attention branch, and the MLP branch too
                                 unless drop_mlp is given */

@@ -1,5 +1,9 @@
 /* checkpoint.c: atomic training checkpoints (see distill.h). Everything is stored in F32, the
- * CPU trainer's own precision, so a resumed CPU run continues bit for bit. */
+ * CPU trainer's own precision, so a resumed CPU run continues bit for bit. On a low-precision
+ * backend (CUDA, bf16) the weights stored are the optimiser's fp32 master copy, and loading
+ * restores that copy from them: a GPU run resumes from exactly the state it saved, a CPU run
+ * resumes a GPU checkpoint without bf16 rounding, and the GPU takes a CPU checkpoint's fp32
+ * weights as its master (its bf16 weights are their rounding). */
 #include "distill.h"
 #include "err.h"
 #include <dirent.h>
@@ -21,6 +25,36 @@ static float *host_copy(iv2_backend *be, const void *buf, size_t n) {
     float *h = iv2_malloc(sizeof(float) * (n ? n : 1));
     be->download(be, h, buf, n);
     return h;
+}
+
+/* the optimiser group that updates this parameter buffer, when it keeps an fp32 master copy */
+static const iv2_optim_group *master_of(const iv2_optim *opt, const void *params) {
+    for (int g = 0; opt && g < opt->n_groups; g++)
+        if (opt->g[g].params == params && opt->g[g].master) return &opt->g[g];
+    return NULL;
+}
+
+/* host F32 copy of the weights in a parameter buffer: the fp32 master copy where there is one */
+static float *weights_copy(iv2_backend *be, const void *params, size_t n, const iv2_optim *opt) {
+    const iv2_optim_group *g = master_of(opt, params);
+    if (!g) return host_copy(be, params, n);
+    float *h = iv2_malloc(sizeof(float) * (n ? n : 1));
+    be->download_raw(be, h, g->master, sizeof(float) * n);
+    return h;
+}
+
+static int load_tensor(iv2_st_file *f, const char *name, int ndim, const int64_t *shape, float *dst);
+
+/* a group's fp32 master copy from the checkpoint's F32 weights (the tensors of its table) */
+static int load_master(iv2_st_file *f, const iv2_optim_group *G, iv2_backend *be) {
+    float *h = iv2_calloc(G->n + 1, sizeof(float));
+    for (int i = 0; i < G->n_table; i++) {
+        const iv2_dparam *p = &G->table[i];
+        if (load_tensor(f, p->name, p->ndim, p->shape, h + p->off)) { free(h); return iv2_err_ctx("master weights"); }
+    }
+    be->upload_raw(be, G->master, h, sizeof(float) * G->n);
+    free(h);
+    return 0;
 }
 
 static int parse_step(const char *name, int64_t *step) {
@@ -62,14 +96,16 @@ int iv2_ckpt_save(const char *dir, int64_t step, iv2_vit *student, iv2_heads *he
     float *bufs[8] = {0};
     int nb = 0;
     if (iv2_vit_save_add(student, &w, IV2_F32, &hold)) { iv2_st_writer_free(&w); return -1; }
+    float *sm = master_of(opt, student->params) ? bufs[nb++] = weights_copy(be, student->params, student->n_elems, opt) : NULL;
     size_t at = 0;
     for (int i = 0; i < student->n_param; i++) {   /* hold is the params back to back, in table order */
         const iv2_vit_param *p = &student->param[i];
+        if (sm) memcpy((char *)hold + at, sm + p->offset, p->numel * sizeof(float));   /* fp32 master, not bf16 */
         digest += tensor_digest(p->name, (const char *)hold + at, p->numel * sizeof(float));
         at += p->numel * sizeof(float);
     }
     if (heads) {
-        float *hp = bufs[nb++] = host_copy(be, heads->params, heads->n_params);
+        float *hp = bufs[nb++] = weights_copy(be, heads->params, heads->n_params, opt);
         for (int i = 0; i < heads->n_table; i++) {
             const iv2_dparam *p = &heads->table[i];
             iv2_st_writer_add(&w, p->name, IV2_F32, p->ndim, p->shape, hp + p->off);
@@ -195,9 +231,8 @@ int iv2_ckpt_load(const char *path, iv2_vit *student, iv2_heads *heads, iv2_opti
                 be->upload_raw(be, G->v, v, sizeof(float) * G->n);
             }
             free(m); free(v);
-            if (bad) goto out;
+            if (bad || (G->master && load_master(&f, G, be))) goto out;
         }
-        iv2_optim_sync_master(opt);
     }
     *step = strtoll(ss, NULL, 10);
     if (cfg_json) {

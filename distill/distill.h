@@ -177,6 +177,17 @@ int iv2_heads_mae(iv2_heads *h, int k, const void *inp, void *dinp, const int32_
                   const float *target, float scale, double *mean_loss, double *mean_cos);
 int iv2_heads_final(iv2_heads *h, const void *inp, void *dinp, int B, const float *target, float scale,
                     double *mean_loss, double *mean_cos);
+/* The same with the inputs in backend memory already (a staged batch: no upload, no check; the
+ * only host wait is the loss rows' readback). M rows; targets in be->dtype, [M][dim].
+ * clip: vis int32 [M] the visible token of each row (the pos-embed rows), M = B * nv.
+ * mae: pos int32 [M] = vis[b][1 + j] - 1 (the pos-embed rows), rows int32 [M] = b * nv + 1 + j
+ * (the rows of inp), M = B * (nv - 1). final: M = B. */
+int iv2_heads_clip_dev(iv2_heads *h, int k, const void *inp, void *dinp, const int32_t *vis, int M,
+                       const void *target, float scale, double *mean_loss, double *mean_cos);
+int iv2_heads_mae_dev(iv2_heads *h, int k, const void *inp, void *dinp, const int32_t *pos, const int32_t *rows,
+                      int M, const void *target, float scale, double *mean_loss, double *mean_cos);
+int iv2_heads_final_dev(iv2_heads *h, const void *inp, void *dinp, int B, const void *target, float scale,
+                        double *mean_loss, double *mean_cos);
 
 /* Load the heads' tensors (official names) from an open safetensors file, marking them used. */
 int iv2_heads_load_st(iv2_heads *h, iv2_st_file *f);
@@ -235,7 +246,20 @@ typedef struct iv2_batch {
     float *clip[IV2_DISTILL_MAX_LAYERS];   /* [B*nv][clip_dim] target rows at vis */
     float *mae[IV2_DISTILL_MAX_LAYERS];    /* [B*(nv-1)][mae_dim] target rows at vis[1:]-1 */
     float *final;                 /* [B][final_dim] */
+    /* A batch for a backend (iv2_batch_alloc_for; the loader's when it has one): frames, vis and
+     * everything below are be->alloc_host memory (pinned on CUDA), in the form the backend reads,
+     * so the trainer moves them with raw copies on the copy stream. */
+    iv2_backend *be;              /* NULL: a plain batch (malloc, f32 targets only) */
+    int32_t *rows;                /* [B][nv] s * (1 + T*P) + vis: the student's rows of the token grid */
+    int32_t *mae_pos;             /* [B][nv-1] vis[1:] - 1: the MAE targets' rows */
+    void *tclip[IV2_DISTILL_MAX_LAYERS], *tmae[IV2_DISTILL_MAX_LAYERS], *tfinal;   /* targets in be->dtype:
+                                     the same buffers as clip/mae/final when that is F32; otherwise
+                                     those are NULL and the rows are converted on the loader thread */
+    float *conv;                  /* f32 rows of one sample's target, before conversion (not F32) */
 } iv2_batch;
+
+/* The index rows of a batch's vis (see iv2_batch): rows [B*nv], mae_pos [B*(nv-1)]; ntok = 1 + T*P. */
+void iv2_batch_index_rows(const int32_t *vis, int B, int nv, int ntok, int32_t *rows, int32_t *mae_pos);
 
 struct iv2_loader_thread;
 
@@ -250,6 +274,8 @@ typedef struct iv2_loader {
     int64_t *perm;                 /* permutation of the current epoch */
     int64_t perm_epoch, steps_per_epoch;
     struct iv2_loader_thread *th;  /* prefetch thread (NULL when off) */
+    iv2_backend *be;               /* set before the first iv2_loader_next: its batches are for this
+                                      backend (iv2_batch_alloc_for); NULL: plain batches */
 } iv2_loader;
 
 /* Open the shards (comma-separated folders) and check them against the config and the student
@@ -258,6 +284,8 @@ typedef struct iv2_loader {
 int iv2_loader_open(iv2_loader *L, const char *dirs, const iv2_distill_config *c, int frames, int size, int T, int P);
 void iv2_loader_close(iv2_loader *L);
 int iv2_batch_alloc(iv2_batch *b, const iv2_loader *L, int B, int nv);
+/* A batch for backend be (pinned host memory, targets in be->dtype); be NULL = iv2_batch_alloc. */
+int iv2_batch_alloc_for(iv2_batch *b, const iv2_loader *L, int B, int nv, iv2_backend *be);
 void iv2_batch_free(iv2_batch *b);
 /* Build the batch of a step synchronously (epoch permutation, masks from (seed, step, sample)). */
 int iv2_loader_build(iv2_loader *L, int64_t step, iv2_batch *b);
@@ -285,6 +313,20 @@ int iv2_ckpt_load(const char *path, iv2_vit *student, iv2_heads *heads, iv2_opti
 
 /* ------------------------------------------------------------------ trainer */
 
+/* One device slot: a batch's inputs in backend memory. The trainer has two, so that batch s+1's
+ * copies (copy stream) fill one while step s computes (compute stream) from the other. */
+typedef struct iv2_dev_batch {
+    int64_t step;                  /* the batch it holds (-1 none), of S views */
+    int S;
+    int B, nv;                     /* batches it takes: at most B views (the local batch), nv tokens */
+    uint8_t *frames;               /* [B][frames][img][img][3] */
+    int32_t *vis, *rows, *mae_pos; /* as in iv2_batch */
+    void *clip[IV2_DISTILL_MAX_LAYERS], *mae[IV2_DISTILL_MAX_LAYERS], *final;   /* targets, be->dtype */
+    int32_t *hvis;                 /* host copy of vis (the student's checks read it) */
+    iv2_event *copy_start, *copied;   /* copy stream: around the slot's copies (copy_s; the fence) */
+    iv2_event *released;           /* compute stream: after the last op reading the slot */
+} iv2_dev_batch;
+
 typedef struct iv2_trainer {
     iv2_distill_config cfg;
     iv2_plan plan;
@@ -297,7 +339,10 @@ typedef struct iv2_trainer {
     int n_out, blocks[IV2_DISTILL_MAX_LAYERS * 2];   /* student blocks read out, ascending */
     int clip_out[IV2_DISTILL_MAX_LAYERS], mae_out[IV2_DISTILL_MAX_LAYERS];   /* head -> read-out slot */
     void *out[IV2_DISTILL_MAX_LAYERS * 2], *dout[IV2_DISTILL_MAX_LAYERS * 2], *pooled, *dpooled;
-    uint8_t *frames;               /* backend copy of the batch frames */
+    uint8_t *frames;               /* backend copy of an eval batch's frames */
+    iv2_dev_batch slot[2];         /* training batches on the device (step s in slot[s % 2]) */
+    int32_t *mae_rows;             /* backend int32 [B*(nv-1)]: b * nv + 1 + j, the MAE heads' rows */
+    int no_stage_ahead;            /* tests: copy each batch at its own step's start, into slot 0 */
     float *drop;                   /* host [2][depth][B] drop-path scales: attention, MLP branch */
     const float *drop_override, *drop_mlp_override;   /* tests: fixed [depth][B] scales of each branch */
     int64_t step;                  /* steps done */
@@ -306,7 +351,7 @@ typedef struct iv2_trainer {
     char *cfg_json;
     /* last step's figures */
     iv2_loss loss;
-    double grad_norm, step_s;
+    double grad_norm, step_s, copy_s;   /* copy_s: the batch's copies on the copy stream */
     float lr;
 } iv2_trainer;
 
@@ -317,11 +362,14 @@ int iv2_trainer_open(iv2_trainer *t, const char *cache_dirs, const iv2_distill_c
  * for targets of the given dims, optimiser and buffers for batches of c->batch x nv tokens. */
 int iv2_trainer_init(iv2_trainer *t, const iv2_distill_config *c, int clip_dim, int mae_dim, int final_dim, int nv);
 void iv2_trainer_close(iv2_trainer *t);
-/* Forward and loss (t->loss), and with backward the gradients of the whole model (zeroed first). */
+/* Forward and loss (t->loss), and with backward the gradients of the whole model (zeroed first).
+ * The batch (any: built by hand or by a loader) goes to slot 0 by synchronous uploads. */
 int iv2_trainer_forward_backward(iv2_trainer *t, const iv2_batch *b, int backward);
 /* One step on a batch: forward, loss, backward, clip, AdamW. Fills t->loss, grad_norm, lr. */
 int iv2_trainer_step(iv2_trainer *t, const iv2_batch *b);
-/* Train to the plan's end (or max_steps more steps when > 0), logging and checkpointing. */
+/* Train to the plan's end (or max_steps more steps when > 0), logging and checkpointing. The
+ * loader's batches go through the two slots: batch s+1 is copied on the copy stream while step s
+ * runs its student backward (train.c). */
 int iv2_trainer_run(iv2_trainer *t, int64_t max_steps);
 /* Held-out eval: mean cosine per target over the eval views, every token visible; one JSON
  * object into out_json (malloc'd, may be NULL). */

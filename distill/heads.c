@@ -146,13 +146,13 @@ void iv2_heads_init(iv2_heads *h, uint64_t seed) {
 #define P(off) IV2_AT(be, h->params, off)
 #define G(off) IV2_AT(be, h->grads, off)
 
-/* out -> loss rows against the target, and the reduction; dout is zeroed then filled */
-static void head_loss(iv2_heads *h, int M, int D, const float *target, float scale, double *mean_loss,
+/* out -> loss rows against the target (backend memory), and the reduction (the one host wait
+ * of a head: its loss rows); dout is zeroed then filled */
+static void head_loss(iv2_heads *h, int M, int D, const void *target, float scale, double *mean_loss,
                       double *mean_cos) {
     iv2_backend *be = h->be;
-    be->upload(be, h->tgt, target, (size_t)M * D);
     be->memset0(be, h->dout, (size_t)M * D * be->esize);
-    be->cos_loss(be, h->loss_rows, h->dout, h->out, h->tgt, M, D, scale);
+    be->cos_loss(be, h->loss_rows, h->dout, h->out, target, M, D, scale);
     float *rows = iv2_malloc(sizeof(float) * (size_t)M);
     be->download_raw(be, rows, h->loss_rows, sizeof(float) * (size_t)M);
     double s = 0;
@@ -184,18 +184,24 @@ static int check_rows(iv2_heads *h, int M, const char *what) {
 int iv2_heads_clip(iv2_heads *h, int k, const void *inp, void *dinp, const int32_t *vis, int B, int nv,
                    const float *target, float scale, double *mean_loss, double *mean_cos) {
     iv2_backend *be = h->be;
-    int C = h->d.C, D = h->d.clip_dim, M = B * nv, ntok = 1 + h->d.T * h->d.G * h->d.G;
+    int M = B * nv, ntok = 1 + h->d.T * h->d.G * h->d.G;
     if (k < 0 || k >= h->d.n_clip) return iv2_err("clip head %d of %d", k, h->d.n_clip);
     if (check_rows(h, M, "clip")) return -1;
-    int32_t *idx = iv2_malloc(sizeof(int32_t) * (size_t)M);
-    for (int i = 0; i < M; i++) {
-        if (vis[i] < 0 || vis[i] >= ntok) { free(idx); return iv2_err("clip head: visible token %d outside 0..%d", vis[i], ntok - 1); }
-        idx[i] = vis[i];
-    }
-    be->upload_raw(be, h->idx_pos, idx, sizeof(int32_t) * (size_t)M);
-    free(idx);
+    for (int i = 0; i < M; i++)
+        if (vis[i] < 0 || vis[i] >= ntok) return iv2_err("clip head: visible token %d outside 0..%d", vis[i], ntok - 1);
+    be->upload_raw(be, h->idx_pos, vis, sizeof(int32_t) * (size_t)M);
+    be->upload(be, h->tgt, target, (size_t)M * h->d.clip_dim);
+    return iv2_heads_clip_dev(h, k, inp, dinp, h->idx_pos, M, h->tgt, scale, mean_loss, mean_cos);
+}
+
+int iv2_heads_clip_dev(iv2_heads *h, int k, const void *inp, void *dinp, const int32_t *vis, int M,
+                       const void *target, float scale, double *mean_loss, double *mean_cos) {
+    iv2_backend *be = h->be;
+    int C = h->d.C, D = h->d.clip_dim;
+    if (k < 0 || k >= h->d.n_clip) return iv2_err("clip head %d of %d", k, h->d.n_clip);
+    if (check_rows(h, M, "clip")) return -1;
     /* forward */
-    be->gather_rows(be, h->pos, P(h->clip_pos), h->idx_pos, M, C);
+    be->gather_rows(be, h->pos, P(h->clip_pos), vis, M, C);
     be->copy(be, h->x, inp, (size_t)M * C * be->esize);
     be->axpy(be, h->x, h->pos, 1.0f, (size_t)M * C);
     be->matmul(be, h->y, h->x, P(h->clip_w[k]), P(h->clip_b[k]), M, C, D);
@@ -207,14 +213,14 @@ int iv2_heads_clip(iv2_heads *h, int k, const void *inp, void *dinp, const int32
     be->memset0(be, h->dx, (size_t)M * C * be->esize);
     be->matmul_backward(be, h->dx, G(h->clip_w[k]), G(h->clip_b[k]), h->dy, h->x, P(h->clip_w[k]), M, C, D);
     be->axpy(be, dinp, h->dx, 1.0f, (size_t)M * C);
-    be->scatter_add_rows(be, G(h->clip_pos), h->dx, h->idx_pos, M, C);
+    be->scatter_add_rows(be, G(h->clip_pos), h->dx, vis, M, C);
     return 0;
 }
 
 int iv2_heads_mae(iv2_heads *h, int k, const void *inp, void *dinp, const int32_t *vis, int B, int nv,
                   const float *target, float scale, double *mean_loss, double *mean_cos) {
     iv2_backend *be = h->be;
-    int C = h->d.C, D = h->d.mae_dim, np = nv - 1, M = B * np, n = h->d.T * h->d.G * h->d.G;
+    int np = nv - 1, M = B * np, n = h->d.T * h->d.G * h->d.G;
     if (k < 0 || k >= h->d.n_mae) return iv2_err("mae head %d of %d", k, h->d.n_mae);
     if (check_rows(h, M, "mae")) return -1;
     int32_t *idx = iv2_malloc(sizeof(int32_t) * (size_t)M * 2), *rows = idx + M;
@@ -228,9 +234,19 @@ int iv2_heads_mae(iv2_heads *h, int k, const void *inp, void *dinp, const int32_
     be->upload_raw(be, h->idx_pos, idx, sizeof(int32_t) * (size_t)M);
     be->upload_raw(be, h->idx_rows, rows, sizeof(int32_t) * (size_t)M);
     free(idx);
+    be->upload(be, h->tgt, target, (size_t)M * h->d.mae_dim);
+    return iv2_heads_mae_dev(h, k, inp, dinp, h->idx_pos, h->idx_rows, M, h->tgt, scale, mean_loss, mean_cos);
+}
+
+int iv2_heads_mae_dev(iv2_heads *h, int k, const void *inp, void *dinp, const int32_t *pos, const int32_t *rows,
+                      int M, const void *target, float scale, double *mean_loss, double *mean_cos) {
+    iv2_backend *be = h->be;
+    int C = h->d.C, D = h->d.mae_dim;
+    if (k < 0 || k >= h->d.n_mae) return iv2_err("mae head %d of %d", k, h->d.n_mae);
+    if (check_rows(h, M, "mae")) return -1;
     /* forward */
-    be->gather_rows(be, h->x, inp, h->idx_rows, M, C);
-    be->gather_rows(be, h->pos, P(h->mae_pos), h->idx_pos, M, C);
+    be->gather_rows(be, h->x, inp, rows, M, C);
+    be->gather_rows(be, h->pos, P(h->mae_pos), pos, M, C);
     be->axpy(be, h->x, h->pos, 1.0f, (size_t)M * C);
     be->matmul(be, h->h1, h->x, P(h->mae_w1[k]), P(h->mae_b1[k]), M, C, C);
     be->gelu(be, h->g1, h->h1, (size_t)M * C, IV2_GELU_ERF);   /* nn.GELU(): exact */
@@ -246,13 +262,21 @@ int iv2_heads_mae(iv2_heads *h, int k, const void *inp, void *dinp, const int32_
     be->gelu_backward(be, h->dh1, h->dg1, h->h1, (size_t)M * C, IV2_GELU_ERF);
     be->memset0(be, h->dx, (size_t)M * C * be->esize);
     be->matmul_backward(be, h->dx, G(h->mae_w1[k]), G(h->mae_b1[k]), h->dh1, h->x, P(h->mae_w1[k]), M, C, C);
-    be->scatter_add_rows(be, G(h->mae_pos), h->dx, h->idx_pos, M, C);
-    be->scatter_add_rows(be, dinp, h->dx, h->idx_rows, M, C);
+    be->scatter_add_rows(be, G(h->mae_pos), h->dx, pos, M, C);
+    be->scatter_add_rows(be, dinp, h->dx, rows, M, C);
     return 0;
 }
 
 int iv2_heads_final(iv2_heads *h, const void *inp, void *dinp, int B, const float *target, float scale,
                     double *mean_loss, double *mean_cos) {
+    if (!h->d.use_final) return iv2_err("final head: not configured");
+    if (check_rows(h, B, "final")) return -1;
+    h->be->upload(h->be, h->tgt, target, (size_t)B * h->d.final_dim);
+    return iv2_heads_final_dev(h, inp, dinp, B, h->tgt, scale, mean_loss, mean_cos);
+}
+
+int iv2_heads_final_dev(iv2_heads *h, const void *inp, void *dinp, int B, const void *target, float scale,
+                        double *mean_loss, double *mean_cos) {
     iv2_backend *be = h->be;
     int Cp = h->d.pool_dim, D = h->d.final_dim;
     if (!h->d.use_final) return iv2_err("final head: not configured");

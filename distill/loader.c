@@ -4,7 +4,9 @@
  * frames, the pool attention, a mask drawn with an RNG seeded by (seed, step, sample), and for
  * the visible tokens only the rows of each target (iv2_cache_read_rows copies out just those
  * rows from the read-only map). A prefetch thread builds step s+1 while step s trains: two
- * slots, the trainer owns one, the thread fills the other. */
+ * slots, the trainer owns one, the thread fills the other. With a backend (L->be) the slots are
+ * pinned and hold the targets in the backend's dtype, converted here on the loader's thread, and
+ * the index rows the device reads, so the trainer's thread only queues raw copies. */
 #include "distill.h"
 #include "cache.h"
 #include "dist.h"
@@ -127,23 +129,67 @@ void iv2_loader_close(iv2_loader *L) {
     memset(L, 0, sizeof *L);
 }
 
-int iv2_batch_alloc(iv2_batch *b, const iv2_loader *L, int B, int nv) {
+int iv2_batch_alloc(iv2_batch *b, const iv2_loader *L, int B, int nv) { return iv2_batch_alloc_for(b, L, B, nv, NULL); }
+
+/* batch memory: the backend's host memory when there is one, else malloc */
+static void *batch_mem(iv2_backend *be, size_t bytes) { return be ? be->alloc_host(be, bytes ? bytes : 1) : iv2_malloc(bytes); }
+static void batch_mem_free(iv2_backend *be, void *p) {
+    if (p && be) be->free_host(be, p);
+    else free(p);
+}
+
+/* a target of n elements: f32 (also set as the backend's form when that is F32), or in be->dtype only */
+static void target_alloc(iv2_batch *b, size_t n, float **f32, void **dev) {
+    iv2_backend *be = b->be;
+    if (!be || be->dtype == IV2_F32) {
+        *f32 = batch_mem(be, sizeof(float) * n);
+        if (be) *dev = *f32;
+    } else *dev = batch_mem(be, be->esize * n);
+}
+
+int iv2_batch_alloc_for(iv2_batch *b, const iv2_loader *L, int B, int nv, iv2_backend *be) {
     memset(b, 0, sizeof *b);
+    if (be && !be->alloc_host) be = NULL;   /* a backend without host memory of its own: plain */
     b->step = -1;
     b->B = B; b->nv = nv;
+    b->be = be;
     b->views = iv2_calloc((size_t)B, sizeof *b->views);
-    b->frames = iv2_malloc((size_t)B * L->frames * L->size * L->size * 3);
-    b->vis = iv2_calloc((size_t)B * nv, sizeof *b->vis);
-    for (int k = 0; k < L->cfg.n_clip; k++) b->clip[k] = iv2_malloc(sizeof(float) * (size_t)B * nv * L->clip_dim);
-    for (int k = 0; k < L->cfg.n_mae; k++) b->mae[k] = iv2_malloc(sizeof(float) * (size_t)B * (nv - 1) * L->mae_dim);
-    if (L->cfg.use_final) b->final = iv2_malloc(sizeof(float) * (size_t)B * L->final_dim);
+    b->frames = batch_mem(be, (size_t)B * L->frames * L->size * L->size * 3);
+    b->vis = batch_mem(be, sizeof(int32_t) * (size_t)B * nv);
+    memset(b->vis, 0, sizeof(int32_t) * (size_t)B * nv);
+    for (int k = 0; k < L->cfg.n_clip; k++) target_alloc(b, (size_t)B * nv * L->clip_dim, &b->clip[k], &b->tclip[k]);
+    for (int k = 0; k < L->cfg.n_mae; k++) target_alloc(b, (size_t)B * (nv - 1) * L->mae_dim, &b->mae[k], &b->tmae[k]);
+    if (L->cfg.use_final) target_alloc(b, (size_t)B * L->final_dim, &b->final, &b->tfinal);
+    if (be) {
+        b->rows = batch_mem(be, sizeof(int32_t) * (size_t)B * nv);
+        b->mae_pos = batch_mem(be, sizeof(int32_t) * (size_t)B * (nv > 1 ? nv - 1 : 1));
+        int D = L->clip_dim > L->mae_dim ? L->clip_dim : L->mae_dim;
+        if (be->dtype != IV2_F32) b->conv = iv2_malloc(sizeof(float) * ((size_t)nv * D + L->final_dim + 1));
+    }
     return 0;
 }
 
 void iv2_batch_free(iv2_batch *b) {
-    free(b->views); free(b->frames); free(b->vis); free(b->final);
-    for (int k = 0; k < IV2_DISTILL_MAX_LAYERS; k++) { free(b->clip[k]); free(b->mae[k]); }
+    iv2_backend *be = b->be;
+    int own_dev = be && be->dtype != IV2_F32;   /* tclip... are buffers of their own, not aliases */
+    free(b->views); free(b->conv);
+    batch_mem_free(be, b->frames); batch_mem_free(be, b->vis); batch_mem_free(be, b->final);
+    batch_mem_free(be, b->rows); batch_mem_free(be, b->mae_pos);
+    if (own_dev) batch_mem_free(be, b->tfinal);
+    for (int k = 0; k < IV2_DISTILL_MAX_LAYERS; k++) {
+        batch_mem_free(be, b->clip[k]); batch_mem_free(be, b->mae[k]);
+        if (own_dev) { batch_mem_free(be, b->tclip[k]); batch_mem_free(be, b->tmae[k]); }
+    }
     memset(b, 0, sizeof *b);
+}
+
+void iv2_batch_index_rows(const int32_t *vis, int B, int nv, int ntok, int32_t *rows, int32_t *mae_pos) {
+    for (int s = 0; s < B; s++)
+        for (int i = 0; i < nv; i++) {
+            int32_t v = vis[(size_t)s * nv + i];
+            rows[(size_t)s * nv + i] = s * ntok + v;
+            if (i > 0) mae_pos[(size_t)s * (nv - 1) + i - 1] = v - 1;   /* the MAE targets have no CLS */
+        }
 }
 
 /* Fisher-Yates over the training views with the epoch's own RNG */
@@ -159,6 +205,20 @@ static void make_perm(iv2_loader *L, int64_t epoch) {
     L->perm_epoch = epoch;
 }
 
+/* n rows of a target (from `rows`, NULL = the first n) of a view into sample s's place in the
+ * batch: f32 straight in, or through b->conv into the backend's dtype */
+static int read_target(iv2_loader *L, iv2_batch *b, int64_t view, int target, const int32_t *rows, int n, int dim,
+                       int s, float *f32, void *dev) {
+    size_t at = (size_t)s * n * dim;
+    if (f32) return iv2_cache_set_read_rows(L->set, view, target, rows, n, f32 + at);
+    if (iv2_cache_set_read_rows(L->set, view, target, rows, n, b->conv)) return -1;
+    iv2_backend *be = b->be;
+    void *dst = (char *)dev + at * be->esize;
+    if (be->dtype == IV2_BF16) iv2_f32_to_bf16_n(dst, b->conv, (size_t)n * dim);
+    else iv2_convert(dst, be->dtype, b->conv, IV2_F32, (size_t)n * dim);
+    return 0;
+}
+
 /* frames + targets of view `view` for sample s of b, whose vis row is filled */
 static int read_sample(iv2_loader *L, iv2_batch *b, int s, int64_t view, int all_tokens) {
     iv2_cache_set *set = L->set;
@@ -167,18 +227,19 @@ static int read_sample(iv2_loader *L, iv2_batch *b, int s, int64_t view, int all
     iv2_cache_view v;
     if (iv2_cache_set_read_view(set, view, &v, b->frames + (size_t)s * L->frames * L->size * L->size * 3)) return -1;
     for (int k = 0; k < L->cfg.n_clip; k++)
-        if (iv2_cache_set_read_rows(set, view, L->t_clip[k], all_tokens ? NULL : vis, nv,
-                                    b->clip[k] + (size_t)s * nv * L->clip_dim)) return -1;
+        if (read_target(L, b, view, L->t_clip[k], all_tokens ? NULL : vis, nv, L->clip_dim, s, b->clip[k], b->tclip[k]))
+            return -1;
     if (L->cfg.n_mae) {
         int32_t *rows = iv2_malloc(sizeof(int32_t) * (size_t)nv);
         for (int j = 1; j < nv; j++) rows[j - 1] = vis[j] - 1;   /* MAE tokens have no CLS */
         for (int k = 0; k < L->cfg.n_mae; k++)
-            if (iv2_cache_set_read_rows(set, view, L->t_mae[k], all_tokens ? NULL : rows, nv - 1,
-                                        b->mae[k] + (size_t)s * (nv - 1) * L->mae_dim)) { free(rows); return -1; }
+            if (read_target(L, b, view, L->t_mae[k], all_tokens ? NULL : rows, nv - 1, L->mae_dim, s, b->mae[k], b->tmae[k])) {
+                free(rows);
+                return -1;
+            }
         free(rows);
     }
-    if (L->cfg.use_final && iv2_cache_set_read_rows(set, view, L->t_pool, NULL, 1, b->final + (size_t)s * L->final_dim))
-        return -1;
+    if (L->cfg.use_final && read_target(L, b, view, L->t_pool, NULL, 1, L->final_dim, s, b->final, b->tfinal)) return -1;
     return 0;
 }
 
@@ -205,6 +266,7 @@ int iv2_loader_build(iv2_loader *L, int64_t step, iv2_batch *b) {
     }
     free(attn);
     if (rc) return iv2_err_ctx("step %lld", (long long)step);
+    if (b->rows) iv2_batch_index_rows(b->vis, B, L->nv, 1 + L->T * L->P, b->rows, b->mae_pos);
     b->step = step;
     return 0;
 }
@@ -249,8 +311,8 @@ static void *prefetch_main(void *arg) {
 
 static int thread_start(iv2_loader *L) {
     struct iv2_loader_thread *th = iv2_calloc(1, sizeof *th);
-    iv2_batch_alloc(&th->slot[0], L, iv2_dist_local_batch(L->cfg.batch), L->nv);
-    iv2_batch_alloc(&th->slot[1], L, iv2_dist_local_batch(L->cfg.batch), L->nv);
+    iv2_batch_alloc_for(&th->slot[0], L, iv2_dist_local_batch(L->cfg.batch), L->nv, L->be);
+    iv2_batch_alloc_for(&th->slot[1], L, iv2_dist_local_batch(L->cfg.batch), L->nv, L->be);
     th->want = th->built = -1;
     pthread_mutex_init(&th->mu, NULL);
     pthread_cond_init(&th->cv, NULL);

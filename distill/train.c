@@ -3,7 +3,14 @@
  * One step: frames of B views -> student forward on the visible tokens (drop path per sample)
  * -> the read-out blocks and the pooled output -> each head's forward, loss rows and backward
  * (heads are independent, so one at a time) -> student backward -> global grad norm, clip
- * coefficient, AdamW with the step's LR. The loader's thread builds the next batch meanwhile. */
+ * coefficient, AdamW with the step's LR. The loader's thread builds the next batch meanwhile.
+ *
+ * The data path (issue 8): the loader's batches are pinned and already in the device's form
+ * (targets in be->dtype, index rows), so moving one to the device is raw copies on the copy
+ * stream into a device slot (iv2_dev_batch). Two slots: once step s's student backward is
+ * queued, batch s+1 is copied into the other slot while the GPU runs that backward; step s+1's
+ * compute waits for those copies (event), and copies into a slot wait until the step that read
+ * it last is done with it (event). */
 #include "distill.h"
 #include "cache.h"
 #include "dist.h"
@@ -44,7 +51,8 @@ static int student_config(const iv2_distill_config *c, iv2_vit_config *vc) {
 
 /* Bytes a run needs at batch B: the model part (student and heads: weights, grads, AdamW) into
  * *model, and what grows with B (student activations with R blocks recomputed, head scratch,
- * read-out buffers, frames) as the return value. Mirrors the allocations of iv2_trainer_init. */
+ * read-out buffers, eval frames, the two device batch slots) as the return value. Mirrors the
+ * allocations of iv2_trainer_init. */
 static size_t batch_bytes(const iv2_vit_config *vc, const iv2_heads_dims *hd, size_t head_params, int n_out,
                           size_t esize, int B, int nv, int R, size_t *model) {
     iv2_vit_plan p = iv2_vit_train_plan(vc, esize, B, nv, R);
@@ -58,8 +66,12 @@ static size_t batch_bytes(const iv2_vit_config *vc, const iv2_heads_dims *hd, si
     for (int i = 0; i < 4; i++) if ((size_t)dims[i] > W) W = dims[i];
     size_t heads = 14 * rows * W * esize + rows * (4 * sizeof(float) + 2 * sizeof(int32_t));
     size_t readout = (size_t)n_out * (rows + rows_v) * vc->width * esize;
-    size_t other = 2 * sb * vc->pool_dim * esize + sb * vc->frames * vc->img * vc->img * 3;
-    return p.activations + heads + readout + other;
+    size_t frames = (size_t)vc->frames * vc->img * vc->img * 3;
+    size_t other = 2 * sb * vc->pool_dim * esize + sb * frames;   /* pooled, dpooled; eval frames */
+    size_t targets = ((size_t)hd->n_clip * rows_v * hd->clip_dim + (size_t)hd->n_mae * (rows_v - B) * hd->mae_dim +
+                      (size_t)(hd->use_final ? B * hd->final_dim : 0)) * esize;
+    size_t slot = B * frames + targets + 3 * rows_v * sizeof(int32_t);   /* one device batch slot */
+    return p.activations + heads + readout + other + 2 * slot + (rows_v - B) * sizeof(int32_t);
 }
 
 static int largest_batch(const iv2_vit_config *vc, const iv2_heads_dims *hd, size_t head_params, int n_out,
@@ -81,6 +93,96 @@ static const char *human(char *b, size_t x) {   /* b: 16 bytes */
     return b;
 }
 
+/* ---- device batch slots ---- */
+
+static int slot_alloc(iv2_trainer *t, iv2_dev_batch *d, int B, int nv, const iv2_heads_dims *hd) {
+    iv2_backend *be = t->be;
+    const iv2_vit_config *vc = &t->student->cfg;
+    size_t rv = (size_t)B * nv, rm = (size_t)B * (nv - 1);
+    d->step = -1;
+    d->B = B; d->nv = nv;
+    d->frames = be->alloc(be, (size_t)B * vc->frames * vc->img * vc->img * 3);
+    d->vis = be->alloc(be, sizeof(int32_t) * rv);
+    d->rows = be->alloc(be, sizeof(int32_t) * rv);
+    d->mae_pos = be->alloc(be, sizeof(int32_t) * (rm ? rm : 1));
+    for (int k = 0; k < hd->n_clip; k++) d->clip[k] = be->alloc(be, rv * hd->clip_dim * be->esize);
+    for (int k = 0; k < hd->n_mae; k++) d->mae[k] = be->alloc(be, rm * hd->mae_dim * be->esize);
+    if (hd->use_final) d->final = be->alloc(be, (size_t)B * hd->final_dim * be->esize);
+    d->hvis = iv2_calloc(rv, sizeof(int32_t));
+    d->copy_start = be->event_create(be);
+    d->copied = be->event_create(be);
+    d->released = be->event_create(be);
+    if (!d->frames || !d->mae_pos || !d->copied || !d->released) return iv2_err("cannot allocate a device batch slot");
+    return 0;
+}
+
+static void slot_free(iv2_backend *be, iv2_dev_batch *d) {
+    void *bufs[] = {d->frames, d->vis, d->rows, d->mae_pos, d->final};
+    for (size_t i = 0; i < sizeof bufs / sizeof *bufs; i++) if (bufs[i]) be->free(be, bufs[i]);
+    for (int k = 0; k < IV2_DISTILL_MAX_LAYERS; k++) {
+        if (d->clip[k]) be->free(be, d->clip[k]);
+        if (d->mae[k]) be->free(be, d->mae[k]);
+    }
+    iv2_event *ev[] = {d->copy_start, d->copied, d->released};
+    for (int i = 0; i < 3; i++) if (ev[i]) be->event_destroy(be, ev[i]);
+    free(d->hvis);
+    memset(d, 0, sizeof *d);
+}
+
+static int slot_check(const iv2_dev_batch *d, const iv2_batch *b) {
+    if (b->B < 1 || b->B > d->B || b->nv != d->nv)
+        return iv2_err("step %lld: a batch of %d views x %d visible tokens, the trainer's are for %d x %d",
+                       (long long)b->step, b->B, b->nv, d->B, d->nv);
+    return 0;
+}
+
+/* Queue the copies of a loader batch (pinned, in the device's form) into slot d on the copy
+ * stream; returns at once. They start once the compute stream is done with d's last batch. */
+static void slot_stage(iv2_trainer *t, iv2_dev_batch *d, const iv2_batch *b) {
+    iv2_backend *be = t->be;
+    const iv2_vit_config *vc = &t->student->cfg;
+    const iv2_heads_dims *hd = &t->heads->d;
+    size_t B = (size_t)b->B, rv = B * b->nv, rm = B * (b->nv - 1), es = be->esize;
+    be->event_wait(be, d->released, IV2_STREAM_COPY);
+    be->event_record(be, d->copy_start, IV2_STREAM_COPY);
+    be->upload_async(be, d->frames, b->frames, B * vc->frames * vc->img * vc->img * 3);
+    be->upload_async(be, d->vis, b->vis, sizeof(int32_t) * rv);
+    be->upload_async(be, d->rows, b->rows, sizeof(int32_t) * rv);
+    be->upload_async(be, d->mae_pos, b->mae_pos, sizeof(int32_t) * rm);
+    for (int k = 0; k < hd->n_clip; k++) be->upload_async(be, d->clip[k], b->tclip[k], rv * hd->clip_dim * es);
+    for (int k = 0; k < hd->n_mae; k++) be->upload_async(be, d->mae[k], b->tmae[k], rm * hd->mae_dim * es);
+    if (hd->use_final) be->upload_async(be, d->final, b->tfinal, B * hd->final_dim * es);
+    be->event_record(be, d->copied, IV2_STREAM_COPY);
+    memcpy(d->hvis, b->vis, sizeof(int32_t) * rv);
+    d->step = b->step;
+    d->S = b->B;
+}
+
+/* A batch built by hand (tests, bench: malloc'd, f32 targets) into slot d with the synchronous
+ * uploads of the compute stream (converting the targets); the index rows are made here. */
+static void slot_load(iv2_trainer *t, iv2_dev_batch *d, const iv2_batch *b) {
+    iv2_backend *be = t->be;
+    const iv2_vit_config *vc = &t->student->cfg;
+    const iv2_heads_dims *hd = &t->heads->d;
+    size_t B = (size_t)b->B, rv = B * b->nv, rm = B * (b->nv - 1);
+    be->event_sync(be, d->copied);   /* no copy of an earlier batch still writing d */
+    be->event_record(be, d->copy_start, IV2_STREAM_COMPUTE);
+    int32_t *idx = iv2_malloc(sizeof(int32_t) * (rv + rm + 1));
+    iv2_batch_index_rows(b->vis, b->B, b->nv, iv2_vit_tokens(vc), idx, idx + rv);
+    be->upload_raw(be, d->frames, b->frames, B * vc->frames * vc->img * vc->img * 3);
+    be->upload_raw(be, d->vis, b->vis, sizeof(int32_t) * rv);
+    be->upload_raw(be, d->rows, idx, sizeof(int32_t) * rv);
+    be->upload_raw(be, d->mae_pos, idx + rv, sizeof(int32_t) * rm);
+    free(idx);
+    for (int k = 0; k < hd->n_clip; k++) be->upload(be, d->clip[k], b->clip[k], rv * hd->clip_dim);
+    for (int k = 0; k < hd->n_mae; k++) be->upload(be, d->mae[k], b->mae[k], rm * hd->mae_dim);
+    if (hd->use_final) be->upload(be, d->final, b->final, B * hd->final_dim);
+    be->event_record(be, d->copied, IV2_STREAM_COMPUTE);   /* in stream order already; for copy_s */
+    memcpy(d->hvis, b->vis, sizeof(int32_t) * rv);
+    d->step = b->step;
+    d->S = b->B;
+}
+
 /* the memory plan at the start of a run: what the configured batch needs with and without
  * recompute, and the largest batch that fits in what the backend had free before we started */
 static void print_memory_plan(const iv2_trainer *t, int nv, size_t avail, size_t total) {
@@ -93,8 +195,8 @@ static void print_memory_plan(const iv2_trainer *t, int nv, size_t avail, size_t
     size_t act0 = batch_bytes(vc, hd, hp, n, es, B, nv, 0, NULL), actall = batch_bytes(vc, hd, hp, n, es, B, nv, vc->depth, NULL);
     char h[10][16];
     iv2_info("memory plan (%s, %s): student weights %s, grads %s, AdamW %s; heads %s (params, grads, AdamW); "
-             "student activations %s at batch %d x %d tokens with %d of %d blocks recomputed; with heads scratch and "
-             "read-outs %s (%s recomputing none, %s all); total %s", t->be->name, iv2_dtype_name(t->be->dtype),
+             "student activations %s at batch %d x %d tokens with %d of %d blocks recomputed; with heads scratch, "
+             "read-outs and 2 batch slots %s (%s recomputing none, %s all); total %s", t->be->name, iv2_dtype_name(t->be->dtype),
              human(h[0], p.weights), human(h[1], p.grads), human(h[2], p.adamw),
              human(h[3], model - p.weights - p.grads - p.adamw), human(h[4], p.activations), B, nv, R, vc->depth,
              human(h[5], act), human(h[6], act0), human(h[7], actall), human(h[8], model + act));
@@ -165,6 +267,14 @@ int iv2_trainer_init(iv2_trainer *t, const iv2_distill_config *c, int clip_dim, 
     t->pooled = be->alloc(be, (size_t)sb * vc.pool_dim * be->esize);
     t->dpooled = be->alloc(be, (size_t)sb * vc.pool_dim * be->esize);
     t->frames = be->alloc(be, (size_t)sb * vc.frames * vc.img * vc.img * 3);
+    if (!be->upload_async || !be->event_create) return iv2_err("backend %s has no copy stream", be->name);
+    for (int i = 0; i < 2; i++) if (slot_alloc(t, &t->slot[i], B, nv, &hd)) return -1;
+    size_t rm = (size_t)B * (nv - 1);
+    int32_t *mr = iv2_malloc(sizeof(int32_t) * (rm + 1));   /* the same for every batch: once, here */
+    for (int b = 0; b < B; b++) for (int j = 0; j < nv - 1; j++) mr[(size_t)b * (nv - 1) + j] = b * nv + 1 + j;
+    t->mae_rows = be->alloc(be, sizeof(int32_t) * (rm + 1));
+    be->upload_raw(be, t->mae_rows, mr, sizeof(int32_t) * rm);
+    free(mr);
     t->drop = iv2_calloc((size_t)2 * vc.depth * B, sizeof(float));
     t->cfg_json = iv2_distill_config_to_json(c);
     t->mem_free = mem_free;
@@ -209,6 +319,7 @@ int iv2_trainer_open(iv2_trainer *t, const char *cache_dirs, const iv2_distill_c
     if (iv2_loader_open(&t->L, cache_dirs, c, vc.frames, vc.img, T, G * G)) goto fail;
     if (c->eval_views >= 0 && iv2_plan_make(&t->plan, c, t->L.n_train)) goto fail;
     if (iv2_trainer_init(t, c, t->L.clip_dim, t->L.mae_dim, t->L.final_dim, t->L.nv)) goto fail;
+    t->L.be = t->be;   /* pinned batches in the backend's form */
     print_memory_plan(t, t->L.nv, t->mem_free, t->mem_total);
     if (mkdir(out_dir, 0755) && errno != EEXIST) { iv2_err("%s: cannot create the run folder", out_dir); goto fail; }
     if (resume) {
@@ -244,6 +355,8 @@ void iv2_trainer_close(iv2_trainer *t) {
         if (t->pooled) be->free(be, t->pooled);
         if (t->dpooled) be->free(be, t->dpooled);
         if (t->frames) be->free(be, t->frames);
+        for (int i = 0; i < 2; i++) slot_free(be, &t->slot[i]);
+        if (t->mae_rows) be->free(be, t->mae_rows);
         if (t->opt.acc) iv2_optim_free(&t->opt);
     }
     iv2_heads_free(t->heads);
@@ -279,58 +392,104 @@ static const float *drop_scales(iv2_trainer *t, int64_t step, int B) {
     return t->drop;
 }
 
-int iv2_trainer_forward_backward(iv2_trainer *t, const iv2_batch *b, int backward) {
+/* Each head's forward, loss rows and backward on slot d's indices and targets. */
+static int heads_loss(iv2_trainer *t, const iv2_dev_batch *d, int backward, iv2_loss *L) {
+    const iv2_distill_config *c = &t->cfg;
+    int B = d->S, nv = d->nv;
+    double ml;
+    float sc = iv2_loss_scale(c->alpha_clip, c->n_clip, (int64_t)B * nv);
+    for (int k = 0; k < c->n_clip; k++) {
+        int o = t->clip_out[k];
+        if (iv2_heads_clip_dev(t->heads, k, t->out[o], backward ? t->dout[o] : NULL, d->vis, B * nv, d->clip[k], sc, &ml, NULL)) return -1;
+        L->clip += ml / c->n_clip;
+    }
+    sc = iv2_loss_scale(c->alpha_mae, c->n_mae, (int64_t)B * (nv - 1));
+    for (int k = 0; k < c->n_mae; k++) {
+        int o = t->mae_out[k];
+        if (iv2_heads_mae_dev(t->heads, k, t->out[o], backward ? t->dout[o] : NULL, d->mae_pos, t->mae_rows, B * (nv - 1),
+                              d->mae[k], sc, &ml, NULL)) return -1;
+        L->mae += ml / c->n_mae;
+    }
+    if (c->use_final) {
+        if (iv2_heads_final_dev(t->heads, t->pooled, backward ? t->dpooled : NULL, B, d->final,
+                                iv2_loss_scale(c->alpha_final, 1, B), &ml, NULL)) return -1;
+        L->final = ml;
+    }
+    return 0;
+}
+
+/* Forward, loss and (with backward) the gradients of the batch in slot d. The compute stream
+ * waits for d's copies before its first op; the heads are the last to read d, so d is released
+ * after them and the next copies into it may run beside the student backward. */
+static int forward_backward(iv2_trainer *t, iv2_dev_batch *d, int backward) {
     iv2_backend *be = t->be;
     const iv2_distill_config *c = &t->cfg;
     const iv2_vit_config *vc = &t->student->cfg;
-    int B = b->B, nv = b->nv, C = vc->width;
+    int B = d->S, nv = d->nv, C = vc->width;
+    int64_t step = d->step;
     iv2_vit_zero_grads(t->student);
     be->memset0(be, t->heads->grads, t->heads->n_params * be->esize);
     for (int i = 0; i < t->n_out; i++) be->memset0(be, t->dout[i], (size_t)B * nv * C * be->esize);
     be->memset0(be, t->dpooled, (size_t)B * vc->pool_dim * be->esize);
-    be->upload_raw(be, t->frames, b->frames, (size_t)B * vc->frames * vc->img * vc->img * 3);
+    be->event_wait(be, d->copied, IV2_STREAM_COMPUTE);   /* the batch is on the device */
     iv2_vit_io io;
     memset(&io, 0, sizeof io);
-    io.frames = t->frames; io.S = B; io.vis = b->vis; io.n_vis = nv;
-    io.drop = drop_scales(t, b->step, B);
+    io.frames = d->frames; io.S = B; io.vis = d->hvis; io.vis_rows = d->rows; io.n_vis = nv;
+    io.drop = drop_scales(t, step, B);
     io.drop_mlp = !io.drop ? NULL : t->drop_override ? t->drop_mlp_override : io.drop + (size_t)vc->depth * B;
     io.n_out = t->n_out;
     for (int i = 0; i < t->n_out; i++) { io.blocks[i] = t->blocks[i]; io.out[i] = t->out[i]; }
     io.pooled = c->use_final ? t->pooled : NULL;
-    if (iv2_vit_forward_train(t->student, &io)) return iv2_err_ctx("step %lld: student forward", (long long)b->step);
+    int rc = iv2_vit_forward_train(t->student, &io) ? iv2_err_ctx("step %lld: student forward", (long long)step) : 0;
     iv2_loss L = {0};
-    double ml;
-    float sc = iv2_loss_scale(c->alpha_clip, c->n_clip, (int64_t)B * nv);
-    for (int k = 0; k < c->n_clip; k++) {
-        if (iv2_heads_clip(t->heads, k, t->out[t->clip_out[k]], backward ? t->dout[t->clip_out[k]] : NULL, b->vis, B, nv, b->clip[k], sc, &ml, NULL)) return -1;
-        L.clip += ml / c->n_clip;
-    }
-    sc = iv2_loss_scale(c->alpha_mae, c->n_mae, (int64_t)B * (nv - 1));
-    for (int k = 0; k < c->n_mae; k++) {
-        if (iv2_heads_mae(t->heads, k, t->out[t->mae_out[k]], backward ? t->dout[t->mae_out[k]] : NULL, b->vis, B, nv, b->mae[k], sc, &ml, NULL)) return -1;
-        L.mae += ml / c->n_mae;
-    }
-    if (c->use_final) {
-        if (iv2_heads_final(t->heads, t->pooled, backward ? t->dpooled : NULL, B, b->final, iv2_loss_scale(c->alpha_final, 1, B), &ml, NULL)) return -1;
-        L.final = ml;
-    }
+    if (!rc) rc = heads_loss(t, d, backward, &L);
+    be->event_record(be, d->released, IV2_STREAM_COMPUTE);   /* even after a failure: no copy may wait on an older point */
+    if (rc) return -1;
     iv2_loss_total(&L, c);
     t->loss = L;
-    if (iv2_loss_check(&L, b->step)) return -1;
+    if (iv2_loss_check(&L, step)) return -1;
     if (backward && iv2_dist_grads_begin(t)) return -1;   /* heads' grads are final: their bucket starts */
     if (backward && iv2_vit_backward(t->student, &io, t->dout, c->use_final ? t->dpooled : NULL))
-        return iv2_err_ctx("step %lld: student backward", (long long)b->step);
+        return iv2_err_ctx("step %lld: student backward", (long long)step);
+    return 0;
+}
+
+int iv2_trainer_forward_backward(iv2_trainer *t, const iv2_batch *b, int backward) {
+    iv2_dev_batch *d = &t->slot[0];
+    if (slot_check(d, b)) return -1;
+    slot_load(t, d, b);
+    return forward_backward(t, d, backward);
+}
+
+/* the rest of a step after its backward: the gradient average over ranks, norm, clip, AdamW */
+static int finish_step(iv2_trainer *t, int64_t step) {
+    const iv2_distill_config *c = &t->cfg;
+    if (iv2_dist_grads_end(t)) return -1;   /* averaged over ranks */
+    t->grad_norm = iv2_optim_grad_norm(&t->opt);
+    if (!isfinite(t->grad_norm)) return iv2_err("step %lld: gradient norm is not finite; stopping, the last good checkpoint is kept", (long long)step);
+    t->lr = iv2_lr_at(&t->plan, step);
+    iv2_optim_step(&t->opt, t->lr, c, step + 1, iv2_clip_coef(t->grad_norm, c->clip_grad));
+    t->step = step + 1;
     return 0;
 }
 
 int iv2_trainer_step(iv2_trainer *t, const iv2_batch *b) {
-    const iv2_distill_config *c = &t->cfg;
-    if (iv2_trainer_forward_backward(t, b, 1) || iv2_dist_grads_end(t)) return -1;   /* averaged over ranks */
-    t->grad_norm = iv2_optim_grad_norm(&t->opt);
-    if (!isfinite(t->grad_norm)) return iv2_err("step %lld: gradient norm is not finite; stopping, the last good checkpoint is kept", (long long)b->step);
-    t->lr = iv2_lr_at(&t->plan, b->step);
-    iv2_optim_step(&t->opt, t->lr, c, b->step + 1, iv2_clip_coef(t->grad_norm, c->clip_grad));
-    t->step = b->step + 1;
+    if (iv2_trainer_forward_backward(t, b, 1)) return -1;
+    return finish_step(t, b->step);
+}
+
+/* The loader's batch of `step` into slot d (copies queued, not waited for); the host's wait for
+ * the loader is added to *wait. The loader's previous batch goes back to its prefetch thread
+ * here, so its copies (into either slot) must be done first. */
+static int fetch(iv2_trainer *t, int64_t step, iv2_dev_batch *d, double *wait) {
+    for (int i = 0; i < 2; i++) t->be->event_sync(t->be, t->slot[i].copied);
+    double t0 = iv2_now();
+    iv2_batch *b;
+    int rc = iv2_loader_next(&t->L, step, &b);
+    *wait += iv2_now() - t0;
+    if (rc || slot_check(d, b)) return -1;
+    if (b->be == t->be && b->rows) slot_stage(t, d, b);
+    else slot_load(t, d, b);   /* a loader without the backend (not the trainer's own) */
     return 0;
 }
 
@@ -338,6 +497,20 @@ static int save(iv2_trainer *t) {
     if (iv2_dist_check_weights(t)) return -1;
     int rc = iv2_dist_rank() == 0 ? iv2_ckpt_save(t->out_dir, t->step, t->student, t->heads, &t->opt, t->cfg_json, t->cfg.keep_ckpt) : 0;
     return iv2_dist_bcast_rc(rc, "checkpoint");   /* rank 0 writes; the others learn whether it worked */
+}
+
+/* End of a run: steps, step time and the fraction of it the host spent waiting for the loader's
+ * batch (with prefetch it should be near 0), and the batches' copy time on the copy stream (run
+ * beside the compute), on stderr and as a "summary" line. */
+static void summary(const iv2_trainer *t, iv2_metrics *m, int64_t steps, double sum_step, double sum_wait,
+                    double sum_copy) {
+    double frac = sum_step > 0 ? sum_wait / sum_step : 0, vps = sum_step > 0 ? (double)t->cfg.batch * steps / sum_step : 0;
+    iv2_info("%lld steps in %.2f s (%.4g s/step, %.4g views/s on %s); waiting for data %.3g s, %.1f%% of step time; "
+             "copies %.3g s on the copy stream", (long long)steps, sum_step, sum_step / steps, vps, t->be->name, sum_wait,
+             100 * frac, sum_copy);
+    iv2_metrics_write(m, "summary", "\"steps\":%lld,\"step_s\":%.6g,\"wait_s\":%.6g,\"wait_frac\":%.4f,\"copy_s\":%.6g,"
+                      "\"views_s\":%.4g,\"device\":\"%s\"", (long long)steps, sum_step, sum_wait, frac, sum_copy, vps,
+                      t->be->name);
 }
 
 int iv2_trainer_run(iv2_trainer *t, int64_t max_steps) {
@@ -361,23 +534,35 @@ int iv2_trainer_run(iv2_trainer *t, int64_t max_steps) {
     iv2_progress pr;
     iv2_progress_start(&pr, "steps", t->plan.total_steps, t->step);
     if (c->log_every > 0) pr.interval = 0;   /* every log_every steps; 0 = log.h's timing */
-    int64_t last_saved = t->step;
+    int64_t last_saved = t->step, first = t->step;
     int rc = 0;
-    double ema = 0;
+    double ema = 0, sum_step = 0, sum_wait = 0, sum_copy = 0;   /* this invocation's step, data-wait, copy time */
+    int ahead = !t->no_stage_ahead;
+    int64_t staged = -1;   /* the step whose batch the last step copied ahead (into slot[step % 2]) */
     while (t->step < end) {
-        double t0 = iv2_now();
-        iv2_batch *b;
-        if (iv2_loader_next(&t->L, t->step, &b)) { rc = -1; break; }
-        double t1 = iv2_now();
-        if (iv2_trainer_step(t, b)) { rc = -1; break; }
+        int64_t s = t->step;
+        double t0 = iv2_now(), wait = 0;   /* the step's time includes its waits for the loader */
+        iv2_dev_batch *d = &t->slot[ahead ? s % 2 : 0];
+        if (staged != s && fetch(t, s, d, &wait)) { rc = -1; break; }
+        if (forward_backward(t, d, 1)) { rc = -1; break; }
+        /* the student backward is queued: copy the next batch into the other slot beside it */
+        if (ahead && s + 1 < end) {
+            if (fetch(t, s + 1, &t->slot[(s + 1) % 2], &wait)) { rc = -1; break; }
+            staged = s + 1;
+        }
+        if (finish_step(t, s)) { rc = -1; break; }
+        t->copy_s = t->be->event_seconds(t->be, d->copy_start, d->copied);   /* done: the step waited for them */
         double dt = iv2_now() - t0;
         ema = ema == 0 ? dt : 0.9 * ema + 0.1 * dt;
-        int64_t s = t->step - 1;
+        sum_step += dt;
+        sum_wait += wait;
+        sum_copy += t->copy_s;
         iv2_metrics_write(&m, "step", "\"step\":%lld,\"epoch\":%lld,\"loss\":%.7g,\"clip\":%.7g,\"final\":%.7g,"
                           "\"mae\":%.7g,\"grad_norm\":%.6g,\"lr\":%.6g,\"views_s\":%.4g,\"tokens_s\":%.4g,"
-                          "\"step_s\":%.4g,\"wait_s\":%.4g", (long long)s, (long long)(s / t->plan.steps_per_epoch),
-                          t->loss.total, t->loss.clip, t->loss.final, t->loss.mae, t->grad_norm, t->lr,
-                          c->batch / dt, (double)c->batch * t->L.nv / dt, dt, t1 - t0);
+                          "\"step_s\":%.4g,\"wait_s\":%.4g,\"wait_frac\":%.4f,\"copy_s\":%.4g", (long long)s,
+                          (long long)(s / t->plan.steps_per_epoch), t->loss.total, t->loss.clip, t->loss.final,
+                          t->loss.mae, t->grad_norm, t->lr, c->batch / dt, (double)c->batch * t->L.nv / dt, dt, wait,
+                          dt > 0 ? wait / dt : 0.0, t->copy_s);
         char extra[160];
         snprintf(extra, sizeof extra, "loss %.4f lr %.3g |g| %.3g %.2f views/s", t->loss.total, t->lr, t->grad_norm, c->batch / ema);
         if (c->log_every <= 0 || t->step % c->log_every == 0 || t->step == end) iv2_progress_update(&pr, t->step, extra);
@@ -394,6 +579,7 @@ int iv2_trainer_run(iv2_trainer *t, int64_t max_steps) {
     }
     if (rc == 0 && t->step != last_saved && save(t)) rc = -1;
     iv2_progress_end(&pr, rc ? "stopped" : "done");
+    if (rc == 0 && t->step > first) summary(t, &m, t->step - first, sum_step, sum_wait, sum_copy);
     iv2_metrics_close(&m);
     return rc;
 }

@@ -1,7 +1,8 @@
 /* cuda_backend.cu: the CUDA implementation of compute.h: creation, memory, transfers.
  * The ops live in matmul.cu, norm.cu, attention.cu and elementwise.cu. Storage is bf16,
  * every reduction accumulates in fp32. All work goes to one stream; only sync, download and
- * the creation/destruction wait on it. */
+ * the creation/destruction wait on it. upload_async goes to a second stream (the copy stream),
+ * ordered against the first only by the events of compute.h. */
 #include "cuda_common.cuh"
 #include <stdlib.h>
 #include <string.h>
@@ -44,6 +45,7 @@ static void *c_alloc(iv2_backend *be, size_t bytes) {
 static void c_free(iv2_backend *be, void *p) {
     if (!p) return;
     CUDA_CHECK(cudaStreamSynchronize(impl_of(be)->stream));  /* pending kernels may still read it */
+    CUDA_CHECK(cudaStreamSynchronize(impl_of(be)->copy_stream));   /* or pending copies write it */
     CUDA_CHECK(cudaFree(p));
 }
 static void c_memset0(iv2_backend *be, void *p, size_t bytes) {
@@ -102,16 +104,47 @@ static void *c_alloc_host(iv2_backend *be, size_t bytes) {
     return p;
 }
 static void c_free_host(iv2_backend *be, void *p) {
-    (void)be;
-    if (p) CUDA_CHECK(cudaFreeHost(p));
+    if (!p) return;
+    CUDA_CHECK(cudaStreamSynchronize(impl_of(be)->copy_stream));   /* a pending copy may read it */
+    CUDA_CHECK(cudaFreeHost(p));
 }
 static void c_sync(iv2_backend *be) { CUDA_CHECK(cudaStreamSynchronize(impl_of(be)->stream)); }
+
+/* ---- the copy stream and its events (compute.h) ---- */
+static cudaStream_t stream_of(iv2_backend *be, int stream) {
+    return stream == IV2_STREAM_COPY ? impl_of(be)->copy_stream : impl_of(be)->stream;
+}
+static void c_upload_async(iv2_backend *be, void *dst, const void *src, size_t bytes) {
+    if (bytes) CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, impl_of(be)->copy_stream));
+}
+static iv2_event *c_event_create(iv2_backend *be) {
+    cudaEvent_t e;
+    CUDA_CHECK(cudaEventCreate(&e));   /* with timing: event_seconds */
+    return (iv2_event *)e;
+}
+static void c_event_destroy(iv2_backend *be, iv2_event *e) {
+    if (e) CUDA_CHECK(cudaEventDestroy((cudaEvent_t)e));
+}
+static void c_event_record(iv2_backend *be, iv2_event *e, int stream) {
+    CUDA_CHECK(cudaEventRecord((cudaEvent_t)e, stream_of(be, stream)));
+}
+static void c_event_wait(iv2_backend *be, iv2_event *e, int stream) {
+    CUDA_CHECK(cudaStreamWaitEvent(stream_of(be, stream), (cudaEvent_t)e, 0));
+}
+static void c_event_sync(iv2_backend *be, iv2_event *e) { CUDA_CHECK(cudaEventSynchronize((cudaEvent_t)e)); }
+static double c_event_seconds(iv2_backend *be, iv2_event *a, iv2_event *b) {
+    float ms = 0;
+    CUDA_CHECK(cudaEventSynchronize((cudaEvent_t)b));
+    CUDA_CHECK(cudaEventElapsedTime(&ms, (cudaEvent_t)a, (cudaEvent_t)b));
+    return ms * 1e-3;
+}
 
 static void c_destroy(iv2_backend *be) {
     if (!be) return;
     cuda_impl *im = impl_of(be);
     if (im) {
-        cudaStreamSynchronize(im->stream);
+        if (im->stream) cudaStreamSynchronize(im->stream);
+        if (im->copy_stream) cudaStreamSynchronize(im->copy_stream);
         cuda_matmul_release(im);
         if (im->workspace) cudaFree(im->workspace);
         if (im->scratch) cudaFree(im->scratch);
@@ -120,6 +153,7 @@ static void c_destroy(iv2_backend *be) {
         if (im->lt) cublasLtDestroy(im->lt);
         if (im->blas) cublasDestroy(im->blas);
         if (im->stream) cudaStreamDestroy(im->stream);
+        if (im->copy_stream) cudaStreamDestroy(im->copy_stream);
         free(im);
     }
     free(be);
@@ -152,7 +186,9 @@ extern "C" iv2_backend *iv2_cuda_backend_create(int device) {
     be->dtype = IV2_BF16;
     be->esize = 2;
     be->device = device;
-    if ((e = cudaStreamCreateWithFlags(&im->stream, cudaStreamNonBlocking)) != cudaSuccess) {
+    im->smem_optin = prop.sharedMemPerBlockOptin;
+    if ((e = cudaStreamCreateWithFlags(&im->stream, cudaStreamNonBlocking)) != cudaSuccess ||
+        (e = cudaStreamCreateWithFlags(&im->copy_stream, cudaStreamNonBlocking)) != cudaSuccess) {
         iv2_err("cuda:%d: cannot create a stream: %s", device, cudaGetErrorString(e));
         c_destroy(be);
         return NULL;
@@ -183,6 +219,13 @@ extern "C" iv2_backend *iv2_cuda_backend_create(int device) {
     be->mem_info = c_mem_info;
     be->sync = c_sync;
     be->destroy = c_destroy;
+    be->upload_async = c_upload_async;
+    be->event_create = c_event_create;
+    be->event_destroy = c_event_destroy;
+    be->event_record = c_event_record;
+    be->event_wait = c_event_wait;
+    be->event_sync = c_event_sync;
+    be->event_seconds = c_event_seconds;
     cuda_install_matmul(be);
     cuda_install_norm(be);
     cuda_install_attention(be);

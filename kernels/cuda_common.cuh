@@ -32,6 +32,7 @@ typedef struct {
 
 typedef struct {
     cudaStream_t stream;
+    cudaStream_t copy_stream;     /* upload_async (compute.h "the copy stream") */
     cublasLtHandle_t lt;
     cublasHandle_t blas;
     void *workspace;              /* cuBLASLt workspace */
@@ -44,6 +45,7 @@ typedef struct {
     int nhostf;
     gemm_cache_entry gemm[GEMM_CACHE];
     int gemm_next;
+    size_t smem_optin;            /* largest dynamic shared memory a block may opt in to */
 } cuda_impl;
 
 static inline cuda_impl *impl_of(iv2_backend *be) { return (cuda_impl *)be->impl; }

@@ -1,6 +1,8 @@
-/* test_distill_train: the trainer end to end on a small synthetic cache: the loss falls; a run
- * stopped and resumed reproduces the uninterrupted run bit for bit; eval; and the bad inputs
- * (missing target, token grid mismatch, corrupt checkpoint, non-finite loss) fail clearly. */
+/* test_distill_train: the trainer end to end on a small synthetic cache: the loss falls; the
+ * data-wait figures (wait_frac per step and per run); a run stopped and resumed reproduces the
+ * uninterrupted run bit for bit; checkpoints store and restore fp32 master weights; eval; and
+ * the bad inputs (missing target, token grid mismatch, corrupt checkpoint, non-finite loss) fail
+ * clearly. */
 #include "testutil.h"
 #include "test_distill_synth.h"
 #include "safetensors.h"
@@ -35,6 +37,33 @@ static int read_losses(const char *out, double *loss, int cap) {
     return n;
 }
 
+static double field(const char *line, const char *key) {   /* "key": number, or NAN */
+    const char *p = strstr(line, key);
+    return p ? atof(p + strlen(key)) : NAN;
+}
+
+/* The data-wait figures of a metrics file: every step line's wait_frac is in [0, 1] and equals
+ * wait_s / step_s; so does each summary line's (one per invocation), whose step counts go into
+ * steps[]. Returns the number of summary lines, -1 at the first bad figure; *n_steps = step lines. */
+static int wait_figures(const char *out, int *n_steps, long long *steps, int cap) {
+    char p[512], line[8192];
+    snprintf(p, sizeof p, "%s/metrics.jsonl", out);
+    FILE *f = fopen(p, "r");
+    int ns = 0, n = 0, bad = 0;
+    while (f && !bad && fgets(line, sizeof line, f)) {
+        int is_step = strstr(line, "\"event\":\"step\"") != NULL, is_sum = strstr(line, "\"event\":\"summary\"") != NULL;
+        if (!is_step && !is_sum) continue;
+        double w = field(line, "\"wait_s\":"), st = field(line, "\"step_s\":"), fr = field(line, "\"wait_frac\":");
+        bad = !(fr >= 0 && fr <= 1 && w >= 0 && st > 0 && fabs(fr - w / st) <= 1e-3);
+        if (bad) fprintf(stderr, "bad wait figures: %s", line);
+        if (is_step) ns++;
+        else if (n < cap) steps[n++] = (long long)field(line, "\"steps\":");
+    }
+    if (f) fclose(f);
+    *n_steps = ns;
+    return bad ? -1 : n;
+}
+
 static int same_tensors(const char *a, const char *b) {
     iv2_st_file fa, fb;
     if (iv2_st_open(&fa, a)) return 0;
@@ -48,6 +77,68 @@ static int same_tensors(const char *a, const char *b) {
     iv2_st_close(&fa);
     iv2_st_close(&fb);
     return same;
+}
+
+/* The fp32 master weights a low-precision backend keeps (CUDA, bf16 params) are what a checkpoint
+ * stores and what loading restores. The CPU has no separate copy, so one is attached here (the
+ * CPU AdamW takes any master pointer) holding values that differ from the params. */
+static void attach_masters(iv2_trainer *t, float delta) {
+    iv2_backend *be = t->be;
+    for (int g = 0; g < t->opt.n_groups; g++) {
+        iv2_optim_group *G = &t->opt.g[g];
+        float *h = malloc(sizeof(float) * G->n);
+        be->download(be, h, G->params, G->n);
+        for (size_t i = 0; i < G->n; i++) h[i] += delta * (float)(i % 7 + 1);
+        G->master = be->alloc(be, sizeof(float) * G->n);   /* freed by iv2_optim_free */
+        be->upload_raw(be, G->master, h, sizeof(float) * G->n);
+        free(h);
+    }
+}
+
+/* group g's master (which = 0) or params (which = 1) equal, bit for bit, the file's F32 tensors */
+static int group_matches_file(iv2_trainer *t, int g, int which, iv2_st_file *f) {
+    const iv2_optim_group *G = &t->opt.g[g];
+    float *h = malloc(sizeof(float) * G->n);
+    if (which == 0) t->be->download_raw(t->be, h, G->master, sizeof(float) * G->n);
+    else t->be->download(t->be, h, G->params, G->n);
+    int same = 1;
+    for (int i = 0; same && i < G->n_table; i++) {
+        const iv2_dparam *p = &G->table[i];
+        iv2_st_tensor *x = iv2_st_find(f, p->name);
+        same = x && x->dtype == IV2_F32 && x->nbytes == p->n * sizeof(float) && !memcmp(x->data, h + p->off, x->nbytes);
+    }
+    free(h);
+    return same;
+}
+
+static void check_master_ckpt(const synth_spec *sp, const iv2_distill_config *c) {
+    char dir[256], path[512];
+    snprintf(dir, sizeof dir, "%s.master", ROOT);
+    snprintf(path, sizeof path, "rm -rf %s", dir);
+    (void)!system(path);
+    int nv = iv2_mask_n_visible(c->mask, 8, (sp->size / 14) * (sp->size / 14), c->mask_ratio);
+    iv2_trainer a, b;
+    memset(&a, 0, sizeof a);
+    memset(&b, 0, sizeof b);
+    CHECK(iv2_trainer_init(&a, c, sp->clip_dim, sp->mae_dim, sp->pool_dim, nv) == 0 &&
+          iv2_trainer_init(&b, c, sp->clip_dim, sp->mae_dim, sp->pool_dim, nv) == 0, "trainers: %s", iv2_errmsg());
+    if (!a.be || !b.be) return;
+    attach_masters(&a, 1e-3f);
+    attach_masters(&b, -2e-3f);   /* something else, to be overwritten by the load */
+    CHECK(iv2_ckpt_save(dir, 7, a.student, a.heads, &a.opt, a.cfg_json, 2) == 0, "save: %s", iv2_errmsg());
+    snprintf(path, sizeof path, "%s/ckpt_00000007.safetensors", dir);
+    iv2_st_file f;
+    if (iv2_st_open(&f, path) == 0) {
+        CHECK(group_matches_file(&a, 0, 0, &f) && group_matches_file(&a, 1, 0, &f), "the checkpoint holds the master weights");
+        CHECK(!group_matches_file(&a, 0, 1, &f), "(not the params, which differ here)");
+        int64_t step = -1;
+        CHECK(iv2_ckpt_load(path, b.student, b.heads, &b.opt, &step, NULL) == 0 && step == 7, "load: %s", iv2_errmsg());
+        CHECK(group_matches_file(&b, 0, 0, &f) && group_matches_file(&b, 1, 0, &f), "loading restores the master weights");
+        CHECK(group_matches_file(&b, 0, 1, &f) && group_matches_file(&b, 1, 1, &f), "and the params from them");
+        iv2_st_close(&f);
+    } else CHECK(0, "open %s: %s", path, iv2_errmsg());
+    iv2_trainer_close(&a);
+    iv2_trainer_close(&b);
 }
 
 int main(void) {
@@ -77,6 +168,11 @@ int main(void) {
     CHECK(n == N, "%d step lines", n);
     double first = (la[0] + la[1] + la[2]) / 3, last = (la[n - 1] + la[n - 2] + la[n - 3]) / 3;
     if (!light) CHECK(last < 0.8 * first, "loss fell from %.4f to %.4f", first, last);
+    int n_steps = 0;
+    long long sum_steps[4] = {0};
+    int n_sum = wait_figures(a, &n_steps, sum_steps, 4);
+    CHECK(n_sum == 1 && n_steps == N && sum_steps[0] == N, "wait_frac in [0,1] per step (%d lines) and in one summary "
+          "of %d steps (%d summaries, %lld steps)", n_steps, N, n_sum, sum_steps[0]);
     if (t.be) {
         char *js = NULL;
         CHECK(iv2_trainer_eval(&t, &js) == 0 && js && strstr(js, "\"clip_b1\"") && strstr(js, "\"mae_b0\"") &&
@@ -94,6 +190,9 @@ int main(void) {
     CHECK(run(cache, &c, b, 0, half, NULL) == 0, "first half: %s", iv2_errmsg());
     CHECK(run(cache, &c, b, 1, 0, NULL) == 0, "resumed half: %s", iv2_errmsg());
     CHECK(read_losses(b, lb, 64) == N, "resumed run has %d steps", N);
+    n_sum = wait_figures(b, &n_steps, sum_steps, 4);
+    CHECK(n_sum == 2 && sum_steps[0] == half && sum_steps[1] == N - half, "a summary per invocation: %d (%lld + %lld steps)",
+          n_sum, sum_steps[0], sum_steps[1]);
     int same = 1;
     for (int i = 0; i < N; i++) same &= la[i] == lb[i];
     CHECK(same, "losses after resume equal the uninterrupted run");
@@ -101,7 +200,10 @@ int main(void) {
     snprintf(p2, sizeof p2, "%s/ckpt_%08d.safetensors", b, N);
     CHECK(same_tensors(path, p2), "final weights and moments bit-identical");
 
-    /* 3. bad inputs */
+    /* 3. the fp32 master weights (CUDA) through a checkpoint */
+    check_master_ckpt(&sp, &c);
+
+    /* 4. bad inputs */
     snprintf(d, sizeof d, "%s.d", ROOT);
     iv2_distill_config e = c;
     e.clip_teacher[1] = 7;
@@ -146,7 +248,7 @@ int main(void) {
     CHECK(iv2_trainer_open(&t2, cnan, &e, d, 1) == 0 && t2.step == 1, "and it loads: %s", iv2_errmsg());
     if (t2.be) iv2_trainer_close(&t2);
 
-    /* 4. the command line: train, plot, export, eval, a bad config */
+    /* 5. the command line: train, plot, export, eval, a bad config */
     if (light) return test_done();
     if (access("bin/iv2-distill", X_OK) != 0) { printf("bin/iv2-distill not built: CLI part skipped\n"); return test_done(); }
     char cfgp[256], cmd[2048], out[256], buf[4096];

@@ -1,7 +1,8 @@
 #!/bin/sh
 # The distill tests under valgrind (memcheck, definite and indirect leaks are errors): units,
 # heads, finite differences, the PyTorch golden, the trainer end to end (loader thread,
-# checkpoints, resume, every bad input) and the loss plot (metrics parsing, PNG). Built here
+# checkpoints, resume, every bad input), the data path's batches and slots and the loss plot
+# (metrics parsing, PNG). Built here
 # without -march=native (valgrind does not know every AVX-512 instruction) with OpenMP on one
 # thread. Skips (77) when valgrind is absent.
 cd "$(dirname "$0")/.." || exit 1
@@ -20,7 +21,7 @@ for s in $srcs; do
 done | sed 's/^cc \(.*\) -> \(.*\)$/\1 \2/' | xargs -r -n 2 -P 2 sh -c "cc $CF -c \$0 -o \$1" || exit 1
 rm -f "$out/libd.a" && ar rcs "$out/libd.a" "$out"/obj/*.o || exit 1
 rc=0
-for t in test_distill_units test_distill_heads test_distill_fd test_distill_golden test_distill_train test_distill_plot; do
+for t in test_distill_units test_distill_heads test_distill_fd test_distill_golden test_distill_train test_distill_slots test_distill_plot; do
   cc $CF "tests/$t.c" "$out/libd.a" -o "$out/$t" $(pkg-config --libs $PKG) -lm || exit 1
   IV2_VALGRIND=1 IV2_QUIET=1 OMP_NUM_THREADS=1 OPENBLAS_CORETYPE=Prescott valgrind -q --error-exitcode=9 --leak-check=full \
       --errors-for-leak-kinds=definite,indirect --show-leak-kinds=definite,indirect "$out/$t" >"$out/$t.log" 2>&1

@@ -2,16 +2,23 @@
 same GPU in the same check: plain PyTorch statements of the InternViT-6B and VideoMAEv2-g blocks
 (bf16, F.scaled_dot_product_attention, eval, no_grad), timed at the same two reduced depths and
 extrapolated to full depth the same way, plus the same GEMM and attention shapes alone.
+The student training step (fwd+bwd) is timed twice: eager, and with torch.compile
+(IV2_BENCH_COMPILE=blocks, the default: each block compiled, one compiled graph serving every
+block and both depths, which keeps the compile time to seconds; =model: the whole student, one
+compile per depth; =0: eager only). A compile that fails is reported and the eager row stands.
 Benchmark baseline only; never needed to build or test iv2.
-    python3 bench_torch.py out.json   (IV2_BENCH_FRAMES, IV2_BENCH_CLIPS, IV2_PEAK_TFLOPS as bench_vit)
+    python3 bench_torch.py out.json   (IV2_BENCH_FRAMES, IV2_BENCH_CLIPS, IV2_BENCH_VIEWS, IV2_PEAK_TFLOPS as bench_vit)
+    python3 bench_torch.py --cpu-smoke   the student step eager and compiled at toy width on the CPU
+                                         (checks the script where there is no GPU; no figures)
 """
 import json, math, os, sys, time
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-dev = "cuda"
+dev = "cpu" if "--cpu-smoke" in sys.argv else "cuda"
 dt = torch.bfloat16
+COMPILE = os.environ.get("IV2_BENCH_COMPILE", "blocks")
 PEAK = float(os.environ.get("IV2_PEAK_TFLOPS", "989")) * 1e12
 
 
@@ -125,32 +132,73 @@ class Student(nn.Module):
         return t, s.pproj(a)
 
 
-def train_time(depth, S):
+def sync():
+    if dev == "cuda":
+        torch.cuda.synchronize()
+
+
+def train_time(depth, S, compile_mode="", dims=(1408, 16, 6144)):
+    """median seconds of one student training step, visible tokens, seconds of the first call
+    (with compile_mode, the compilation)"""
     torch.manual_seed(0)
     with torch.device(dev):
-        m = Student(depth).to(dt)
+        m = Student(depth, *dims).to(dt)
+    if compile_mode == "blocks":  # regional compilation: the blocks share one compiled graph
+        for b in m.blocks:
+            b.compile()
+    elif compile_mode == "model":
+        m = torch.compile(m)
     x = torch.randint(0, 256, (S, 8, 224, 224, 3), dtype=torch.uint8, device=dev)
     per, keep = 256, 52
     idx = [0] + [1 + t * per + (i * per) // keep for t in range(8) for i in range(keep)]
     vis = torch.tensor(idx, device=dev).unsqueeze(0).expand(S, -1).contiguous()
-    g_out = torch.randn(S, len(idx), 1408, device=dev, dtype=dt) * 1e-4
+    g_out = torch.randn(S, len(idx), dims[0], device=dev, dtype=dt) * 1e-4
     g_pool = torch.randn(S, 768, device=dev, dtype=dt) * 1e-4
 
     def step():
         out, pooled = m(x, vis)
         torch.autograd.backward([out, pooled], [g_out, g_pool])
+    t0 = time.perf_counter(); step(); sync(); first = time.perf_counter() - t0
     t = timed(step)
     del m
-    torch.cuda.empty_cache()
-    return t, len(idx)
+    if dev == "cuda":
+        torch.cuda.empty_cache()
+    return t, len(idx), first
 
 
 def timed(fn, reps=5):
-    fn(); torch.cuda.synchronize()
+    fn(); sync()
     ts = []
     for _ in range(reps):
-        t0 = time.perf_counter(); fn(); torch.cuda.synchronize(); ts.append(time.perf_counter() - t0)
+        t0 = time.perf_counter(); fn(); sync(); ts.append(time.perf_counter() - t0)
     return sorted(ts)[len(ts) // 2]
+
+
+def train_rows(views, out, modes, dims=(1408, 16, 6144), depths=(2, 6), full=40):
+    """the student step at two depths, extrapolated to full depth, per mode ("" eager, "blocks" or
+    "model" compiled); a failure is reported and recorded, and the next mode runs"""
+    C, mlp = dims[0], dims[2]
+    d1, d2 = depths
+    for mode in modes:
+        name = "iv2-1b-train" + ("-compiled" if mode else "")
+        try:
+            (t1, nv, c1), (t2, _, c2) = train_time(d1, views, mode, dims), train_time(d2, views, mode, dims)
+        except Exception as e:  # torch.compile may be unavailable (no Triton, no compiler): eager stands
+            msg = " ".join(f"{type(e).__name__}: {e}".split())[:400]
+            print(f"iv2-1b train ({'torch.compile ' + mode if mode else 'eager'}): failed: {msg}", flush=True)
+            out["models"].append({"model": name, "failed": msg})
+            continue
+        t = t1 + (full - d1) * (t2 - t1) / (d2 - d1)
+        fl = 3.0 * views * (full * (nv * (8.0 * C * C + 4.0 * C * mlp) + 4.0 * nv * nv * C) + 2.0 * (nv - 1) * 588 * C)
+        r = {"model": name, "batch": views, "n_vis": nv, "unit": "views", "ms": t * 1e3, "per_s": views / t,
+             "tokens_per_s": views * nv / t, "tflops": fl / t / 1e12, "mfu": fl / t / PEAK,
+             "ms_timed": [t1 * 1e3, t2 * 1e3], "depths_timed": [d1, d2]}
+        if mode:
+            r.update(compile=mode, first_call_s=[c1, c2])
+        out["models"].append(r)
+        how = f"torch.compile {mode}, first calls {c1:.1f} + {c2:.1f} s" if mode else "eager"
+        print(f"{'iv2-1b train':14s} {views:6d} {t*1e3:10.2f} {views*nv/t:9.0f} tk {views/t:12.2f} {fl/t/1e12:10.1f} "
+              f"{100*fl/t/PEAK:7.1f}%   (train step, fwd+bwd, no optimiser, {how})", flush=True)
 
 
 def model_time(kind, depth, S):
@@ -170,7 +218,18 @@ def model_time(kind, depth, S):
     return t
 
 
+def cpu_smoke():
+    """the training rows at toy width on the CPU: the eager and compiled paths run; no figures"""
+    out = {"device": "cpu", "torch": torch.__version__, "models": []}
+    train_rows(2, out, ["", "blocks"], dims=(64, 4, 256), depths=(1, 2), full=4)
+    failed = [m for m in out["models"] if "failed" in m]
+    print(f"cpu smoke: {len(out['models']) - len(failed)} of {len(out['models'])} training rows ran")
+    sys.exit(1 if not out["models"] or out["models"][0].get("failed") else 0)
+
+
 def main():
+    if dev == "cpu":
+        cpu_smoke()
     if not torch.cuda.is_available():
         print("skipped: torch sees no CUDA device")
         sys.exit(77)
@@ -191,18 +250,7 @@ def main():
         print(f"{kind:14s} {S:6d} {t*1e3:10.2f} {S/t:9.1f} {'fr' if per_view == 8 else 'cl'} {S/t/per_view:12.2f} "
               f"{fl/t/1e12:10.1f} {100*fl/t/PEAK:7.1f}%", flush=True)
     views = int(os.environ.get("IV2_BENCH_VIEWS", "32"))
-    try:
-        (t1, nv), (t2, _) = train_time(2, views), train_time(6, views)
-        t = t1 + (40 - 2) * (t2 - t1) / 4
-        C, mlp = 1408, 6144
-        fl = 3.0 * views * (40 * (nv * (8.0 * C * C + 4.0 * C * mlp) + 4.0 * nv * nv * C) + 2.0 * (nv - 1) * 588 * C)
-        out["models"].append({"model": "iv2-1b-train", "batch": views, "n_vis": nv, "unit": "views", "ms": t * 1e3,
-                              "per_s": views / t, "tokens_per_s": views * nv / t, "tflops": fl / t / 1e12,
-                              "mfu": fl / t / PEAK, "ms_timed": [t1 * 1e3, t2 * 1e3]})
-        print(f"{'iv2-1b train':14s} {views:6d} {t*1e3:10.2f} {views*nv/t:9.0f} tk {views/t:12.2f} {fl/t/1e12:10.1f} "
-              f"{100*fl/t/PEAK:7.1f}%   (train step, fwd+bwd, no optimiser, eager)", flush=True)
-    except Exception as e:  # the forward figures above stand on their own
-        print(f"iv2-1b train: failed: {e}", flush=True)
+    train_rows(views, out, [""])   # failures are reported there
     print(f"\n{'GEMM (F.linear, bias)':28s} {'M':>8s} {'K':>8s} {'N':>8s} {'ms':>10s} {'TFLOP/s':>9s}")
     for what, M, K, N in [("internvit-6b qkv", 2056, 3200, 9600), ("internvit-6b proj", 2056, 3200, 3200),
                           ("internvit-6b fc1", 2056, 3200, 12800), ("internvit-6b fc2", 2056, 12800, 3200),
@@ -228,8 +276,13 @@ def main():
         out["attention"].append({"what": what, "B": B, "H": H, "N": N, "D": D, "fwd_ms": tf_ * 1e3,
                                  "fwd_tflops": fl / tf_ / 1e12, "fwdbwd_ms": tb * 1e3, "fwdbwd_tflops": 3.5 * fl / tb / 1e12})
         print(f"{what:28s} {B:4d} {H:4d} {N:6d} {D:4d} {tf_*1e3:10.3f} {fl/tf_/1e12:9.1f} {tb*1e3:12.3f} {3.5*fl/tb/1e12:9.1f}", flush=True)
-    if len(sys.argv) > 1:
+    if len(sys.argv) > 1:  # written before the compile too, so a compile past the time limit keeps the rest
         json.dump(out, open(sys.argv[1], "w"), indent=1)
+    if COMPILE in ("blocks", "model"):  # last: its compile time is the least predictable part
+        print(f"\n{'model (torch)':14s} {'batch':>6s} {'ms/call':>10s} {'units/s':>12s} {'views/s':>12s} {'TFLOP/s':>10s} {'MFU':>8s}")
+        train_rows(views, out, [COMPILE])
+        if len(sys.argv) > 1:
+            json.dump(out, open(sys.argv[1], "w"), indent=1)
 
 
 if __name__ == "__main__":
