@@ -85,6 +85,8 @@ TEST_BIN := $(TEST_C:tests/%.c=build/tests/%)
 ifneq ($(FFMPEG),1)
 TEST_BIN := $(filter-out build/tests/test_decode% build/tests/test_extract%,$(TEST_BIN))
 endif
+# the tensor-core attention kernels, run on the CPU under an emulation of their PTX (tests/emu/)
+TEST_BIN += build/tests/test_attention_emu
 BENCH_C   := $(wildcard tests/bench/bench_*.c)
 BENCH_BIN := $(BENCH_C:tests/bench/%.c=build/bench/%)
 GPU_C     := $(wildcard tests/gpu/test_*.c)
@@ -129,10 +131,13 @@ TEST_LIBS := build/libdistill.a $(if $(filter 1,$(FFMPEG)),build/libextract.a) $
 build/tests/%: tests/%.c tests/testutil.h $(TEST_LIBS)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(FF_CFLAGS) -Itests $< $(TEST_LIBS) -o $@ $(LDFLAGS) $(if $(filter 1,$(FFMPEG)),$(FF_LIBS)) $(ALL_LIBS) $(DIST_LIBS)
+build/tests/test_attention_emu: tests/emu/test_attention_emu.cpp tests/emu/cuda_emu.h kernels/flash_attention.cuh
+	@mkdir -p $(dir $@)
+	$(CXX) -std=c++17 -O2 -g -Wall -Wno-unknown-pragmas -Ikernels -Itests/emu $< -o $@ -lm
 build/bench/%: tests/bench/%.c $(TEST_LIBS)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(FF_CFLAGS) -Itests $< $(TEST_LIBS) -o $@ $(LDFLAGS) $(if $(filter 1,$(FFMPEG)),$(FF_LIBS)) $(ALL_LIBS) $(DIST_LIBS)
-build/gpu/%: tests/gpu/%.c $(TEST_LIBS)
+build/gpu/%: tests/gpu/%.c tests/testutil.h $(wildcard tests/gpu/*.h) $(TEST_LIBS)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -Itests $< $(TEST_LIBS) -o $@ $(LDFLAGS) $(ALL_LIBS) $(DIST_LIBS)
 

@@ -1,35 +1,29 @@
-/* attention.cu: non-causal multi-head attention without N x N scores in global memory.
+/* attention.cu: non-causal multi-head attention without N x N scores in global memory: the
+ * host side (dispatch and launches) and the kernels without tensor cores. The tensor-core
+ * kernels are in flash_attention.cuh.
  *
- * Forward: a flash-attention-2 style kernel on bf16 tensor cores (mma.sync m16n8k16, fp32
- * accumulate). A block of 4 warps takes 128 queries of one (batch, head); each warp owns 32
- * query rows and keeps its scores, probabilities and output accumulator in registers while
- * it walks the keys 64 at a time with an online softmax. Head dims are padded with zeros in
- * shared memory to the next instantiated width DP (zeros change no dot product).
+ * Forward: flash_fwd2_kernel, FlashAttention-2 style on bf16 tensor cores (mma.sync m16n8k16,
+ * fp32 accumulate), for every model's case (D % 8 == 0, 16-byte aligned rows); the
+ * unpipelined flash_fwd_kernel below takes the rest. Head dims are padded with zeros in shared
+ * memory to the next instantiated width DP (zeros change no dot product). IV2_ATTN_FWD=WxR or
+ * auto picks another launch configuration, for tuning (fwd2_choose in flash_attention.cuh).
  *
- * Backward: strided-batched cuBLAS GEMMs over groups of heads with S and P materialised in
- * scratch (see attention_backward_gemm); IV2_ATTN_SIMPLE=1 selects plain fp32 kernels (one warp
- * per query row for dq, one per key row for dk and dv) and the unpipelined forward, for
- * debugging. */
+ * Backward: the fused kernels of flash_attention.cuh (D <= 128, aligned rows), or
+ * strided-batched cuBLAS GEMMs over groups of heads with S and P materialised in scratch
+ * (attention_backward_gemm: larger head dims, odd layouts, and IV2_ATTN_BWD=gemm);
+ * IV2_ATTN_SIMPLE=1 selects plain fp32 kernels (one warp per query row for dq, one per key row
+ * for dk and dv) and the unpipelined forward, for debugging. */
 #include "cuda_common.cuh"
 #include <math.h>
 #include <stdlib.h>
+#include <string.h>
 
-#define BM 64
-#define BN 64
+#include "mma.cuh"
+#include "flash_attention.cuh"
+
+#define BM 64   /* the unpipelined forward: BM queries per block, FA_WARPS warps */
 #define FA_WARPS 4
-#define LOG2E 1.4426950408889634f
 
-__device__ __forceinline__ uint32_t pack_bf16(float lo, float hi) {
-    __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
-    return *(uint32_t *)&v;
-}
-__device__ __forceinline__ void mma16816(float *c, uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3, uint32_t b0,
-                                         uint32_t b1) {
-    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
-                 "{%0,%1,%2,%3};\n"
-                 : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-                 : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
-}
 
 /* rows [r0, r0+64) of a [n, D] head view (row stride `stride`) into smem [64][DP+8], zero-padded */
 template <int DP>
@@ -179,227 +173,57 @@ static void launch_fwd(cuda_impl *im, bf16 *out, float *lse, const bf16 *q, cons
     LAUNCH_CHECK();
 }
 
-/* ---- the pipelined kernel (16-byte aligned rows, D % 8 == 0: every model's case) ----
- * WARPS warps x 16 query rows per block; K/V tiles of BN keys double-buffered in shared memory
- * with cp.async (the next tile loads while this one is used), operands fetched with ldmatrix
- * (.trans for V, so P @ V needs no transposed copy). Rows past N and dims past D are filled
- * with zeros by cp.async's src-size 0. */
-__device__ __forceinline__ void cp_async16(void *smem, const void *gmem, int bytes) {
-    uint32_t s = (uint32_t)__cvta_generic_to_shared(smem);
-    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(s), "l"(gmem), "r"(bytes));
-}
-__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
-template <int n> __device__ __forceinline__ void cp_async_wait() { asm volatile("cp.async.wait_group %0;\n" ::"n"(n)); }
-__device__ __forceinline__ void ldsm_x4(uint32_t &r0, uint32_t &r1, uint32_t &r2, uint32_t &r3, const void *p) {
-    uint32_t s = (uint32_t)__cvta_generic_to_shared(p);
-    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
-                 : "=r"(r0), "=r"(r1), "=r"(r2), "=r"(r3) : "r"(s));
-}
-__device__ __forceinline__ void ldsm_x4_t(uint32_t &r0, uint32_t &r1, uint32_t &r2, uint32_t &r3, const void *p) {
-    uint32_t s = (uint32_t)__cvta_generic_to_shared(p);
-    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
-                 : "=r"(r0), "=r"(r1), "=r"(r2), "=r"(r3) : "r"(s));
-}
-
-/* rows [r0, r0+rows) of a head view into smem [rows][DP+8] with cp.async, zero-filled */
-template <int DP>
-__device__ __forceinline__ void tile_async(bf16 *s, const bf16 *g, int r0, int rows, int n, int D, int stride) {
-    const int SP = DP + 8, cpr = DP / 8;
-    for (int i = threadIdx.x; i < rows * cpr; i += blockDim.x) {
-        int r = i / cpr, c = (i % cpr) * 8;
-        int ok = r0 + r < n && c < D;
-        const bf16 *src = ok ? g + (size_t)(r0 + r) * stride + c : g;
-        cp_async16(s + r * SP + c, src, ok ? 16 : 0);
-    }
-}
-
-/* one K/V tile for one warp's RT x 16 query rows: S = Q K^T, online softmax, O += P V. Each
- * K or V fragment loaded with ldmatrix feeds 2 * RT MMAs. TAIL: the last tile, with kn < BN
- * valid keys (key groups past kn are skipped, the rest masked); a separate instantiation so the
- * full tiles keep fully unrolled loops. */
-template <int DP, int RT, bool TAIL>
-__device__ __forceinline__ void fa_tile(float (&o)[RT][DP / 8][4], float (&mrow)[RT][2], float (&lrow)[RT][2],
-                                        const bf16 *qa, const bf16 *Ks, const bf16 *Vs, int krow, int kcol, int vrow,
-                                        int vcol, int kn, int t, float sl2) {
-    const int SP = DP + 8;
-    float s[RT][BN / 8][4];
-#pragma unroll
-    for (int r = 0; r < RT; r++)
-#pragma unroll
-        for (int j = 0; j < BN / 8; j++) s[r][j][0] = s[r][j][1] = s[r][j][2] = s[r][j][3] = 0.f;
-#pragma unroll
-    for (int kk = 0; kk < DP / 16; kk++) {
-        uint32_t a[RT][4];
-#pragma unroll
-        for (int r = 0; r < RT; r++) ldsm_x4(a[r][0], a[r][1], a[r][2], a[r][3], qa + r * 16 * SP + kk * 16);
-#pragma unroll
-        for (int j = 0; j < BN / 8; j += 2) {
-            if (TAIL && j * 8 >= kn) break;
-            uint32_t b0, b1, b2, b3;
-            ldsm_x4(b0, b1, b2, b3, Ks + (j * 8 + krow) * SP + kk * 16 + kcol);
-#pragma unroll
-            for (int r = 0; r < RT; r++) {
-                mma16816(s[r][j], a[r][0], a[r][1], a[r][2], a[r][3], b0, b1);
-                mma16816(s[r][j + 1], a[r][0], a[r][1], a[r][2], a[r][3], b2, b3);
-            }
-        }
-    }
-#pragma unroll
-    for (int r = 0; r < RT; r++) {
-        float mx[2] = {mrow[r][0], mrow[r][1]};
-#pragma unroll
-        for (int j = 0; j < BN / 8; j++)
-#pragma unroll
-            for (int e = 0; e < 4; e++) {
-                s[r][j][e] = (!TAIL || j * 8 + 2 * t + (e & 1) < kn) ? s[r][j][e] * sl2 : -INFINITY;
-                mx[e >> 1] = fmaxf(mx[e >> 1], s[r][j][e]);
-            }
-        float corr[2];
-#pragma unroll
-        for (int h = 0; h < 2; h++) {
-            mx[h] = fmaxf(mx[h], __shfl_xor_sync(0xffffffff, mx[h], 1));
-            mx[h] = fmaxf(mx[h], __shfl_xor_sync(0xffffffff, mx[h], 2));
-            corr[h] = exp2f(mrow[r][h] - mx[h]);
-            mrow[r][h] = mx[h];
-            lrow[r][h] *= corr[h];
-        }
-#pragma unroll
-        for (int j = 0; j < BN / 8; j++)
-#pragma unroll
-            for (int e = 0; e < 4; e++) {
-                s[r][j][e] = exp2f(s[r][j][e] - mrow[r][e >> 1]);
-                lrow[r][e >> 1] += s[r][j][e];
-            }
-#pragma unroll
-        for (int j = 0; j < DP / 8; j++) {
-            o[r][j][0] *= corr[0]; o[r][j][1] *= corr[0];
-            o[r][j][2] *= corr[1]; o[r][j][3] *= corr[1];
-        }
-    }
-#pragma unroll
-    for (int kc = 0; kc < BN / 16; kc++) {
-        if (TAIL && kc * 16 >= kn) break;   /* their probabilities are 0 */
-        uint32_t pa[RT][4];
-#pragma unroll
-        for (int r = 0; r < RT; r++) {
-            pa[r][0] = pack_bf16(s[r][2 * kc][0], s[r][2 * kc][1]);
-            pa[r][1] = pack_bf16(s[r][2 * kc][2], s[r][2 * kc][3]);
-            pa[r][2] = pack_bf16(s[r][2 * kc + 1][0], s[r][2 * kc + 1][1]);
-            pa[r][3] = pack_bf16(s[r][2 * kc + 1][2], s[r][2 * kc + 1][3]);
-        }
-#pragma unroll
-        for (int j = 0; j < DP / 8; j += 2) {
-            uint32_t b0, b1, b2, b3;
-            ldsm_x4_t(b0, b1, b2, b3, Vs + (kc * 16 + vrow) * SP + j * 8 + vcol);
-#pragma unroll
-            for (int r = 0; r < RT; r++) {
-                mma16816(o[r][j], pa[r][0], pa[r][1], pa[r][2], pa[r][3], b0, b1);
-                mma16816(o[r][j + 1], pa[r][0], pa[r][1], pa[r][2], pa[r][3], b2, b3);
-            }
-        }
-    }
-}
-
-/* WARPS warps x RT x 16 query rows per block */
-template <int DP, int WARPS, int RT>
-__global__ void __launch_bounds__(WARPS * 32, 2) flash_fwd2_kernel(bf16 *out, float *lse, const bf16 *q,
-                                                                   const bf16 *k, const bf16 *v, int H, int Nq, int Nk,
-                                                                   int D, int q_stride, int kv_stride, int o_stride,
-                                                                   float scale) {
-    const int SP = DP + 8, QM = WARPS * RT * 16;
-    extern __shared__ __align__(16) unsigned char smem_raw[];
-    bf16 *Qs = (bf16 *)smem_raw, *KV = Qs + QM * SP;   /* KV: [2 stages][K, V][BN][SP] */
-    int bh = blockIdx.y, b = bh / H, h = bh % H, q0 = blockIdx.x * QM;
-    int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
-    const bf16 *qb = q + (size_t)b * Nq * q_stride + (size_t)h * D;
-    const bf16 *kb = k + (size_t)b * Nk * kv_stride + (size_t)h * D;
-    const bf16 *vb = v + (size_t)b * Nk * kv_stride + (size_t)h * D;
-    int ntiles = (Nk + BN - 1) / BN;
-    tile_async<DP>(Qs, qb, q0, QM, Nq, D, q_stride);
-    tile_async<DP>(KV, kb, 0, BN, Nk, D, kv_stride);
-    tile_async<DP>(KV + BN * SP, vb, 0, BN, Nk, D, kv_stride);
-    cp_async_commit();
-
-    float o[RT][DP / 8][4];
-    float mrow[RT][2], lrow[RT][2];
-#pragma unroll
-    for (int r = 0; r < RT; r++) {
-#pragma unroll
-        for (int j = 0; j < DP / 8; j++) o[r][j][0] = o[r][j][1] = o[r][j][2] = o[r][j][3] = 0.f;
-        mrow[r][0] = mrow[r][1] = -INFINITY;
-        lrow[r][0] = lrow[r][1] = 0.f;
-    }
-    const float sl2 = scale * LOG2E;
-    const int row0 = q0 + warp * RT * 16;         /* this warp's first query row */
-    const bool active = row0 < Nq;
-    /* per-lane ldmatrix addresses: lane l supplies row (l & 7) of 8x8 matrix l >> 3 */
-    const bf16 *qa = Qs + (warp * RT * 16 + (lane & 15)) * SP + (lane >> 4) * 8;
-    const int krow = (lane & 7) + ((lane >> 4) << 3), kcol = ((lane >> 3) & 1) * 8;  /* K [key][dim] */
-    const int vrow = (lane & 7) + (((lane >> 3) & 1) << 3), vcol = (lane >> 4) * 8;  /* V [key][dim], .trans */
-
-    for (int it = 0; it < ntiles; it++) {
-        if (it + 1 < ntiles) {
-            bf16 *nx = KV + ((it + 1) & 1) * 2 * BN * SP;
-            tile_async<DP>(nx, kb, (it + 1) * BN, BN, Nk, D, kv_stride);
-            tile_async<DP>(nx + BN * SP, vb, (it + 1) * BN, BN, Nk, D, kv_stride);
-            cp_async_commit();
-            cp_async_wait<1>();
-        } else {
-            cp_async_wait<0>();
-        }
-        __syncthreads();
-        const bf16 *Ks = KV + (it & 1) * 2 * BN * SP, *Vs = Ks + BN * SP;
-        int kn = min(BN, Nk - it * BN);   /* valid keys in this tile */
-        if (active) {                     /* a warp past the last query row only loads */
-            if (kn == BN) fa_tile<DP, RT, false>(o, mrow, lrow, qa, Ks, Vs, krow, kcol, vrow, vcol, kn, t, sl2);
-            else fa_tile<DP, RT, true>(o, mrow, lrow, qa, Ks, Vs, krow, kcol, vrow, vcol, kn, t, sl2);
-        }
-        __syncthreads();   /* this stage is refilled on the next iteration */
-    }
-#pragma unroll
-    for (int r = 0; r < RT; r++)
-#pragma unroll
-        for (int hh = 0; hh < 2; hh++) {
-            float l = lrow[r][hh];
-            l += __shfl_xor_sync(0xffffffff, l, 1);
-            l += __shfl_xor_sync(0xffffffff, l, 2);
-            int row = row0 + r * 16 + g + hh * 8;
-            if (row >= Nq) continue;
-            float inv = 1.f / l;
-            bf16 *op = out + ((size_t)b * Nq + row) * o_stride + (size_t)h * D;
-#pragma unroll
-            for (int j = 0; j < DP / 8; j++) {
-                int c = j * 8 + 2 * t;
-                if (c < D)
-                    *(__nv_bfloat162 *)(op + c) = __floats2bfloat162_rn(o[r][j][2 * hh] * inv, o[r][j][2 * hh + 1] * inv);
-            }
-            if (lse && t == 0) lse[((size_t)b * H + h) * Nq + row] = (mrow[r][hh] + log2f(l)) / LOG2E;
-        }
-}
 
 template <int DP, int WARPS, int RT>
 static void launch_fwd2(cuda_impl *im, bf16 *out, float *lse, const bf16 *q, const bf16 *k, const bf16 *v, int B,
                         int H, int Nq, int Nk, int D, int qs, int ks, int os, float scale) {
-    size_t smem = (size_t)(WARPS * RT * 16 + 4 * BN) * (DP + 8) * sizeof(bf16);
+    size_t smem = fwd2_smem_bytes<DP, WARPS, RT>();
+    static_assert(fwd2_smem_bytes<DP, WARPS, RT>() <= 227 * 1024, "over the shared memory of one block (sm_90)");
     static int configured = 0;
     if (!configured) {
         CUDA_CHECK(cudaFuncSetAttribute(flash_fwd2_kernel<DP, WARPS, RT>, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                         (int)smem));
         configured = 1;
     }
-    dim3 grid(cdiv(Nq, WARPS * RT * 16), B * H);
+    dim3 grid(cdiv(Nq, fwd2_rows({WARPS, RT})), B * H);
     flash_fwd2_kernel<DP, WARPS, RT><<<grid, WARPS * 32, smem, im->stream>>>(out, lse, q, k, v, H, Nq, Nk, D, qs, ks,
                                                                              os, scale);
     LAUNCH_CHECK();
 }
-/* 4 warps of 32 query rows (2 row tiles) per block; one row tile per warp for the widest heads
- * (register budget) and for single-query calls (the pooling head) */
+
+/* IV2_ATTN_FWD (4x2, 4x1, 8x1, 8x2 or auto; see fwd2_choose), read on every call:
+ * bench_kernels switches it between calls */
+static fwd2_cfg fwd_mode_from_env(void) {
+    const char *s = getenv("IV2_ATTN_FWD");
+    fwd2_cfg mode = {0, 0};
+    if (s && *s && !fwd2_parse(s, &mode))
+        iv2_panic("cuda attention: IV2_ATTN_FWD=%s: expected one of 4x2, 4x1, 8x1, 8x2, auto (or unset)", s);
+    return mode;
+}
+
+/* the configuration of fwd2_choose: by default 4 warps of 32 query rows (2 row tiles) per
+ * block; one row tile per warp for the widest heads (register budget) and for single-query
+ * calls (the pooling head) */
 template <int DP>
 static void launch_fwd2_any(cuda_impl *im, bf16 *out, float *lse, const bf16 *q, const bf16 *k, const bf16 *v, int B,
-                            int H, int Nq, int Nk, int D, int qs, int ks, int os, float scale) {
+                            int H, int Nq, int Nk, int D, int qs, int ks, int os, float scale, fwd2_cfg mode) {
+    fwd2_cfg c = fwd2_choose(mode, DP, Nq);
+    if (!fwd2_built(DP, c))
+        iv2_panic("cuda attention: IV2_ATTN_FWD=%dx%d is not built for head dim %d (8x2 takes head dims up to 96)",
+                  c.warps, c.rt, D);
     if constexpr (DP <= 128) {
-        if (Nq > 16) {
+        if (c.warps == 4 && c.rt == 2) {
             launch_fwd2<DP, 4, 2>(im, out, lse, q, k, v, B, H, Nq, Nk, D, qs, ks, os, scale);
+            return;
+        }
+        if (c.warps == 8 && c.rt == 1) {
+            launch_fwd2<DP, 8, 1>(im, out, lse, q, k, v, B, H, Nq, Nk, D, qs, ks, os, scale);
+            return;
+        }
+    }
+    if constexpr (DP <= 96) {
+        if (c.warps == 8 && c.rt == 2) {
+            launch_fwd2<DP, 8, 2>(im, out, lse, q, k, v, B, H, Nq, Nk, D, qs, ks, os, scale);
             return;
         }
     }
@@ -436,11 +260,16 @@ static void c_attention(iv2_backend *be, void *out, float *lse, float *probs_mea
     const bf16 *Q = (const bf16 *)q, *K = (const bf16 *)k, *V = (const bf16 *)v;
     bf16 *O = (bf16 *)out;
     if (vec && getenv("IV2_ATTN_SIMPLE") == NULL) {
-        if (D <= 32) launch_fwd2_any<32>(im, O, lse, Q, K, V, B, H, Nq, Nk, D, q_stride, kv_stride, o_stride, scale);
-        else if (D <= 64) launch_fwd2_any<64>(im, O, lse, Q, K, V, B, H, Nq, Nk, D, q_stride, kv_stride, o_stride, scale);
-        else if (D <= 96) launch_fwd2_any<96>(im, O, lse, Q, K, V, B, H, Nq, Nk, D, q_stride, kv_stride, o_stride, scale);
-        else if (D <= 128) launch_fwd2_any<128>(im, O, lse, Q, K, V, B, H, Nq, Nk, D, q_stride, kv_stride, o_stride, scale);
-        else if (D <= 256) launch_fwd2_any<256>(im, O, lse, Q, K, V, B, H, Nq, Nk, D, q_stride, kv_stride, o_stride, scale);
+        fwd2_cfg m = fwd_mode_from_env();
+        if (D <= 32) launch_fwd2_any<32>(im, O, lse, Q, K, V, B, H, Nq, Nk, D, q_stride, kv_stride, o_stride, scale, m);
+        else if (D <= 64) launch_fwd2_any<64>(im, O, lse, Q, K, V, B, H, Nq, Nk, D, q_stride, kv_stride, o_stride, scale, m);
+        else if (D <= 96) launch_fwd2_any<96>(im, O, lse, Q, K, V, B, H, Nq, Nk, D, q_stride, kv_stride, o_stride, scale, m);
+        else if (D <= 128) launch_fwd2_any<128>(im, O, lse, Q, K, V, B, H, Nq, Nk, D, q_stride, kv_stride, o_stride, scale, m);
+        /* D <= 256: the pooling head (Nq = 1). The pipelined kernel's 165 KiB of shared memory
+         * exceed an A100's 163 KiB; there the unpipelined one (101 KiB) takes it. */
+        else if (D <= 256 && fwd2_smem_bytes<256, 4, 1>() <= im->smem_optin)
+            launch_fwd2_any<256>(im, O, lse, Q, K, V, B, H, Nq, Nk, D, q_stride, kv_stride, o_stride, scale, m);
+        else if (D <= 256) launch_fwd<256>(im, O, lse, Q, K, V, B, H, Nq, Nk, D, q_stride, kv_stride, o_stride, scale, vec);
         else iv2_panic("cuda attention: head dim %d over the limit 256", D);
     } else if (D <= 32) launch_fwd<32>(im, O, lse, Q, K, V, B, H, Nq, Nk, D, q_stride, kv_stride, o_stride, scale, vec);
     else if (D <= 64) launch_fwd<64>(im, O, lse, Q, K, V, B, H, Nq, Nk, D, q_stride, kv_stride, o_stride, scale, vec);
@@ -563,8 +392,8 @@ __global__ void attn_dkv_kernel(bf16 *dk, bf16 *dv, const bf16 *dout, const bf16
 /* ---- backward on cuBLAS: per group of (batch, head) pairs, S = Q K^T and P = softmax are
  * materialised in scratch (fp32 S, bf16 P; one batch or one head at a time, so scratch is
  * G x Nq x Nk), then dV += P^T dO, dP = dO V^T, dS = P (dP - delta) scale, dQ += dS K,
- * dK += dS^T Q as strided-batched tensor-core GEMMs. The fused (FA2-style) backward that keeps
- * no N x N tile in memory is future work. */
+ * dK += dS^T Q as strided-batched tensor-core GEMMs. Scratch grows with Nq x Nk; the fused
+ * kernels of flash_attention.cuh need none. */
 __global__ void attn_p_kernel(bf16 *P, const float *S, const float *lse, int Nq, int Nk, size_t n, float scale,
                               size_t lse_group_stride, size_t lse_row0) {
     /* S, P: [G][Nq][Nk]; lse of group g, row i at lse[lse_row0 + g * lse_group_stride + i] */
@@ -637,6 +466,44 @@ static void attention_backward_gemm(iv2_backend *be, bf16 *dq, bf16 *dk, bf16 *d
     }
 }
 
+template <int DP>
+static void launch_bwd_fused(cuda_impl *im, bf16 *dq, bf16 *dk, bf16 *dv, const bf16 *dout, const bf16 *q,
+                             const bf16 *k, const bf16 *v, const float *lse, const float *delta, int B, int H, int Nq,
+                             int Nk, int D, int qs, int ks, int os, float scale) {
+    const int M = BWARPS * 16;
+    size_t smem_dq = bwd_dq_smem_bytes<DP>(), smem_dkv = bwd_dkv_smem_bytes<DP>();
+    static int configured = 0;   /* per instantiation */
+    if (!configured) {
+        CUDA_CHECK(cudaFuncSetAttribute(attn_bwd_dq_kernel<DP>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem_dq));
+        CUDA_CHECK(cudaFuncSetAttribute(attn_bwd_dkv_kernel<DP>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                        (int)smem_dkv));
+        configured = 1;
+    }
+    if (dk || dv) {
+        attn_bwd_dkv_kernel<DP><<<dim3(cdiv(Nk, M), B * H), BWARPS * 32, smem_dkv, im->stream>>>(
+            dk, dv, dout, q, k, v, lse, delta, H, Nq, Nk, D, qs, ks, os, scale);
+        LAUNCH_CHECK();
+    }
+    if (dq) {
+        attn_bwd_dq_kernel<DP><<<dim3(cdiv(Nq, M), B * H), BWARPS * 32, smem_dq, im->stream>>>(
+            dq, dout, q, k, v, lse, delta, H, Nq, Nk, D, qs, ks, os, scale);
+        LAUNCH_CHECK();
+    }
+}
+
+/* The fused backward takes every model's case (D <= 128, D % 8 == 0, 16-byte aligned rows);
+ * the GEMM path takes the rest, and everything when IV2_ATTN_BWD=gemm (tests/gpu/check.sh
+ * runs the parity tests both ways). */
+static int use_fused_backward(const void *dq, const void *dk, const void *dv, const void *dout, const void *q,
+                              const void *k, const void *v, int D, int qs, int ks, int os) {
+    const char *m = getenv("IV2_ATTN_BWD");
+    if (m && strcmp(m, "gemm") == 0) return 0;
+    int ok = D <= 128 && D % 8 == 0 && qs % 8 == 0 && ks % 8 == 0 && os % 8 == 0;
+    const void *p[7] = {dq, dk, dv, dout, q, k, v};
+    for (int i = 0; i < 7; i++) ok = ok && (p[i] == NULL || aligned16(p[i]));
+    return ok;
+}
+
 static void c_attention_backward(iv2_backend *be, void *dq, void *dk, void *dv, const void *dout, const void *q,
                                  const void *k, const void *v, const void *out, const float *lse, int B, int H, int Nq,
                                  int Nk, int D, int q_stride, int kv_stride, int o_stride, float scale) {
@@ -645,12 +512,22 @@ static void c_attention_backward(iv2_backend *be, void *dq, void *dk, void *dv, 
     if (!lse) iv2_panic("cuda attention backward: the forward's lse is required");
     cuda_impl *im = impl_of(be);
     int simple = getenv("IV2_ATTN_SIMPLE") != NULL;
-    float *delta = cuda_scratch(be, simple ? (size_t)B * H * Nq * sizeof(float) : bwd_scratch_bytes(B, H, Nq, Nk));
+    int fused = !simple && use_fused_backward(dq, dk, dv, dout, q, k, v, D, q_stride, kv_stride, o_stride);
+    float *delta = cuda_scratch(be, simple || fused ? (size_t)B * H * Nq * sizeof(float) : bwd_scratch_bytes(B, H, Nq, Nk));
     const int wpb = 4;
     int rq = B * H * Nq, rk = B * H * Nk;
     attn_delta_kernel<<<cdiv(rq, wpb), wpb * 32, 0, im->stream>>>(delta, (const bf16 *)dout, (const bf16 *)out, B, H,
                                                                   Nq, D, o_stride);
     LAUNCH_CHECK();
+    if (fused) {
+        const bf16 *G = (const bf16 *)dout, *Q = (const bf16 *)q, *K = (const bf16 *)k, *V = (const bf16 *)v;
+        bf16 *dQ = (bf16 *)dq, *dK = (bf16 *)dk, *dV = (bf16 *)dv;
+        if (D <= 32) launch_bwd_fused<32>(im, dQ, dK, dV, G, Q, K, V, lse, delta, B, H, Nq, Nk, D, q_stride, kv_stride, o_stride, scale);
+        else if (D <= 64) launch_bwd_fused<64>(im, dQ, dK, dV, G, Q, K, V, lse, delta, B, H, Nq, Nk, D, q_stride, kv_stride, o_stride, scale);
+        else if (D <= 96) launch_bwd_fused<96>(im, dQ, dK, dV, G, Q, K, V, lse, delta, B, H, Nq, Nk, D, q_stride, kv_stride, o_stride, scale);
+        else launch_bwd_fused<128>(im, dQ, dK, dV, G, Q, K, V, lse, delta, B, H, Nq, Nk, D, q_stride, kv_stride, o_stride, scale);
+        return;
+    }
     if (!simple) {   /* delta stays at the front of the scratch */
         attention_backward_gemm(be, (bf16 *)dq, (bf16 *)dk, (bf16 *)dv, (const bf16 *)dout, (const bf16 *)q,
                                 (const bf16 *)k, (const bf16 *)v, lse, delta, B, H, Nq, Nk, D, q_stride, kv_stride,

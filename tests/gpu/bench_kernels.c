@@ -1,8 +1,13 @@
 /* bench_kernels: the CUDA backend's GEMM (cuBLASLt) and attention kernels alone, at the shapes
  * of InternViT-6B (8 frames x 257 tokens), VideoMAEv2-g (one 2048-token clip) and the 1B
- * student (417 visible tokens), in TFLOP/s (median of repeated timed calls).
+ * student (417 visible tokens), in TFLOP/s (median of repeated timed calls). The attention
+ * forward is also swept over its launch configurations (IV2_ATTN_FWD, docs/cuda.md), each
+ * output compared bit for bit with the default's.
  *   bench_kernels [out.json]
- * Exit 77 without a CUDA device. */
+ *   bench_kernels --ncu        one attention forward + backward per shape, for Nsight Compute
+ * Exit 77 without a CUDA device, 1 when a configuration's output is wrong (not just rounded
+ * differently) against the default's. */
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -42,6 +47,51 @@ static void attn_bwd_fn(iv2_backend *be, void **b, const int *a) {
                            IV2_AT(be, b[0], 2 * C), b[1], (const float *)b[2], B, H, N, N, D, 3 * C, 3 * C, C, 0.1f);
 }
 
+/* IV2_ATTN_FWD values (fwd2_modes of kernels/flash_attention.cuh); 8x2 is built for head dims
+ * up to 96 only (fwd2_built there) */
+static const char *fwd_cfgs[] = {"4x2", "4x1", "8x1", "8x2", "auto"};
+#define NCFG 5
+/* per configuration: ms per call (< 0: not built), output elements and lse rows that differ
+ * from the default's, and the largest absolute difference */
+struct sweep { double ms[NCFG], maxd[NCFG]; long differ[NCFG]; };
+#define SWEEP_MAXD 0.02   /* beyond bf16 rounding of outputs in [-0.5, 0.5]: a wrong row */
+
+/* count of x[i] != y[i] (bitwise), and the largest |x - y| into *maxd (inf where one is NaN) */
+static long compare(const float *x, const float *y, size_t n, double *maxd) {
+    long nd = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (memcmp(&x[i], &y[i], sizeof(float)) == 0) continue;
+        double d = fabs((double)x[i] - y[i]);
+        nd++;
+        if (!(d <= *maxd)) *maxd = isnan(d) ? INFINITY : d;
+    }
+    return nd;
+}
+
+/* the forward in every configuration, timed, and its output and lse compared with the
+ * default's (ref_out, ref_lse). A query row's arithmetic does not depend on the configuration,
+ * so they are expected bit for bit equal; a difference beyond SWEEP_MAXD is a bug. */
+static void sweep_forward(iv2_backend *be, void **b, const int *a, const float *ref_out, const float *ref_lse,
+                          struct sweep *sw) {
+    size_t no = (size_t)a[0] * a[2] * a[1] * a[3], nl = (size_t)a[0] * a[1] * a[2];
+    float *o = malloc(no * sizeof(float)), *l = malloc(nl * sizeof(float));
+    if (!o || !l) iv2_panic("bench_kernels: out of host memory");
+    for (int c = 0; c < NCFG; c++) {
+        sw->ms[c] = -1;
+        sw->maxd[c] = 0;
+        sw->differ[c] = 0;
+        if (strcmp(fwd_cfgs[c], "8x2") == 0 && a[3] > 96) continue;
+        setenv("IV2_ATTN_FWD", fwd_cfgs[c], 1);
+        sw->ms[c] = time_it(be, attn_fn, b, a, 11, 10) * 1e3;
+        unsetenv("IV2_ATTN_FWD");
+        be->download(be, o, b[1], no);   /* bf16 -> fp32 exactly */
+        be->download_raw(be, l, b[2], nl * sizeof(float));
+        sw->differ[c] = compare(o, ref_out, no, &sw->maxd[c]) + compare(l, ref_lse, nl, &sw->maxd[c]);
+    }
+    free(o);
+    free(l);
+}
+
 static void fill(iv2_backend *be, void *p, size_t n, unsigned seed) {
     float *h = malloc(n * sizeof(float));
     for (size_t i = 0; i < n; i++) { seed = seed * 1664525u + 1013904223u; h[i] = ((seed >> 8) / 16777216.f - .5f); }
@@ -49,9 +99,34 @@ static void fill(iv2_backend *be, void *p, size_t n, unsigned seed) {
     free(h);
 }
 
+/* --ncu: one attention forward and one backward at the VideoMAE clip and student shapes, for
+ * Nsight Compute's detailed sections (check.sh: ncu_attention); nothing timed */
+static int ncu_attention(iv2_backend *be) {
+    int shapes[2][4] = {{4, 16, 2048, 88}, {32, 16, 417, 88}};
+    for (int i = 0; i < 2; i++) {
+        int B = shapes[i][0], H = shapes[i][1], N = shapes[i][2], D = shapes[i][3], C = H * D;
+        void *b[5];
+        b[0] = be->alloc(be, (size_t)B * N * 3 * C * 2);
+        b[1] = be->alloc(be, (size_t)B * N * C * 2);
+        b[2] = be->alloc(be, (size_t)B * H * N * 4);
+        b[3] = be->alloc(be, (size_t)B * N * 3 * C * 2);
+        b[4] = be->alloc(be, (size_t)B * N * C * 2);
+        fill(be, b[0], (size_t)B * N * 3 * C, 3);
+        fill(be, b[4], (size_t)B * N * C, 4);
+        attn_fn(be, b, shapes[i]);
+        attn_bwd_fn(be, b, shapes[i]);
+        be->sync(be);
+        for (int k = 0; k < 5; k++) be->free(be, b[k]);
+    }
+    printf("attention kernels run once at 4x16x2048 and 32x16x417, D 88\n");
+    iv2_backend_destroy(be);
+    return 0;
+}
+
 int main(int argc, char **argv) {
     iv2_backend *be = iv2_cuda_backend_create(0);
     if (!be) { printf("skipped: %s\n", iv2_errmsg()); return 77; }
+    if (argc > 1 && strcmp(argv[1], "--ncu") == 0) return ncu_attention(be);
     FILE *js = argc > 1 ? fopen(argv[1], "w") : NULL;
     if (js) fprintf(js, "{\"gemm\": [");
     struct { const char *what; int M, K, N; } g[] = {
@@ -84,8 +159,11 @@ int main(int argc, char **argv) {
         {"videomae-g (1 clip)", 1, 16, 2048, 88}, {"videomae-g (4 clips)", 4, 16, 2048, 88},
         {"student (32 x 417)", 32, 16, 417, 88}, {"hd64 reference", 4, 16, 2048, 64},
     };
-    printf("\n%-28s %4s %4s %6s %4s %10s %9s %12s %9s\n", "attention (non-causal)", "B", "H", "N", "D", "fwd ms",
-           "TFLOP/s", "bwd ms", "TFLOP/s");
+    enum { NAT = sizeof at / sizeof at[0] };
+    struct sweep sw[NAT];
+    double fwd_ms[NAT];
+    printf("\n%-28s %4s %4s %6s %4s %10s %9s %12s %9s %12s %9s\n", "attention (non-causal)", "B", "H", "N", "D",
+           "fwd ms", "TFLOP/s", "bwd ms", "TFLOP/s", "bwd gemm ms", "TFLOP/s");
     for (size_t i = 0; i < sizeof at / sizeof at[0]; i++) {
         int B = at[i].B, H = at[i].H, N = at[i].N, D = at[i].D, C = H * D;
         void *b[5];
@@ -99,15 +177,66 @@ int main(int argc, char **argv) {
         int a[4] = {B, H, N, D};
         double t = time_it(be, attn_fn, b, a, 9, 5);
         double fl = 4.0 * B * H * (double)N * N * D, tf = fl / t / 1e12;
-        /* the backward is the simple kernel for now: time it once per shape, fewer reps */
-        double tb = time_it(be, attn_bwd_fn, b, a, 3, 1), tfb = 2.5 * fl / tb / 1e12;
-        printf("%-28s %4d %4d %6d %4d %10.3f %9.1f %12.3f %9.1f\n", at[i].what, B, H, N, D, t * 1e3, tf, tb * 1e3, tfb);
-        if (js) fprintf(js, "%s{\"what\": \"%s\", \"B\": %d, \"H\": %d, \"N\": %d, \"D\": %d, \"fwd_ms\": %.4f, "
-                        "\"fwd_tflops\": %.2f, \"bwd_ms\": %.4f, \"bwd_tflops\": %.2f}", i ? ", " : "", at[i].what, B, H, N,
-                        D, t * 1e3, tf, tb * 1e3, tfb);
+        float *ref_out = malloc((size_t)B * N * C * sizeof(float)), *ref_lse = malloc((size_t)B * H * N * sizeof(float));
+        if (!ref_out || !ref_lse) iv2_panic("bench_kernels: out of host memory");
+        be->download(be, ref_out, b[1], (size_t)B * N * C);
+        be->download_raw(be, ref_lse, b[2], (size_t)B * H * N * sizeof(float));
+        sweep_forward(be, b, a, ref_out, ref_lse, &sw[i]);
+        fwd_ms[i] = t * 1e3;
+        free(ref_out);
+        free(ref_lse);
+        /* backward: the default (fused kernels where D <= 128) and the cuBLAS path; TFLOP/s count
+         * the 2.5x forward FLOPs of one backward, whatever a path recomputes */
+        double tb = time_it(be, attn_bwd_fn, b, a, 5, 2), tfb = 2.5 * fl / tb / 1e12;
+        setenv("IV2_ATTN_BWD", "gemm", 1);
+        double tg = time_it(be, attn_bwd_fn, b, a, 3, 1), tfg = 2.5 * fl / tg / 1e12;
+        unsetenv("IV2_ATTN_BWD");
+        printf("%-28s %4d %4d %6d %4d %10.3f %9.1f %12.3f %9.1f %12.3f %9.1f\n", at[i].what, B, H, N, D, t * 1e3, tf,
+               tb * 1e3, tfb, tg * 1e3, tfg);
+        if (js) {
+            fprintf(js, "%s{\"what\": \"%s\", \"B\": %d, \"H\": %d, \"N\": %d, \"D\": %d, \"fwd_ms\": %.4f, "
+                    "\"fwd_tflops\": %.2f, \"bwd_ms\": %.4f, \"bwd_tflops\": %.2f, \"bwd_gemm_ms\": %.4f, "
+                    "\"bwd_gemm_tflops\": %.2f, \"fwd_sweep\": {", i ? ", " : "", at[i].what, B, H, N, D, t * 1e3, tf,
+                    tb * 1e3, tfb, tg * 1e3, tfg);
+            for (int c = 0; c < NCFG; c++) {
+                fprintf(js, "%s\"%s\": ", c ? ", " : "", fwd_cfgs[c]);
+                if (sw[i].ms[c] < 0) fprintf(js, "null");
+                else fprintf(js, "{\"ms\": %.4f, \"tflops\": %.2f, \"differ\": %ld, \"max_abs_diff\": %.3g}",
+                             sw[i].ms[c], fl / (sw[i].ms[c] * 1e-3) / 1e12, sw[i].differ[c],
+                             isinf(sw[i].maxd[c]) ? 1e30 : sw[i].maxd[c]);
+            }
+            fprintf(js, "}}");
+        }
         for (int k = 0; k < 5; k++) be->free(be, b[k]);
     }
+    /* the sweep: 4x2 is the default's configuration, timed again (11 x 10 calls against 9 x 5),
+     * so its column against "default" shows the noise */
+    printf("\nattention forward sweep, TFLOP/s (IV2_ATTN_FWD=WxR: W warps x R 16-row query tiles per warp;\n"
+           "auto: 4x2 or 4x1 by padded query rows; -: not built; *: output differs from the default's)\n");
+    printf("%-28s %8s", "shape", "default");
+    for (int c = 0; c < NCFG; c++) printf(" %8s", fwd_cfgs[c]);
+    printf("  %s\n", "best vs 4x2");
+    for (int i = 0; i < NAT; i++) {
+        double fl = 4.0 * at[i].B * at[i].H * (double)at[i].N * at[i].N * at[i].D;
+        int best = 0;
+        printf("%-28s %8.1f", at[i].what, fl / (fwd_ms[i] * 1e-3) / 1e12);
+        for (int c = 0; c < NCFG; c++) {
+            if (sw[i].ms[c] < 0) { printf(" %8s", "-"); continue; }
+            printf(" %7.1f%c", fl / (sw[i].ms[c] * 1e-3) / 1e12, sw[i].differ[c] ? '*' : ' ');
+            if (sw[i].ms[c] < sw[i].ms[best]) best = c;
+        }
+        printf("  %s x%.2f\n", fwd_cfgs[best], sw[i].ms[0] / sw[i].ms[best]);
+    }
+    int wrong = 0;
+    for (int i = 0; i < NAT; i++)
+        for (int c = 0; c < NCFG; c++) {
+            if (sw[i].differ[c] == 0) continue;
+            int bad = !(sw[i].maxd[c] <= SWEEP_MAXD);
+            printf("%s IV2_ATTN_FWD=%s on %s: %ld values differ from the default's, max |diff| %.3g (limit %g)\n",
+                   bad ? "FAIL" : "note", fwd_cfgs[c], at[i].what, sw[i].differ[c], sw[i].maxd[c], SWEEP_MAXD);
+            wrong += bad;
+        }
     if (js) { fprintf(js, "]}\n"); fclose(js); }
     iv2_backend_destroy(be);
-    return 0;
+    return wrong ? 1 : 0;
 }

@@ -6,6 +6,9 @@
  * H100 SXM dense bf16 peak 989 TFLOP/s (IV2_PEAK_TFLOPS overrides).
  *   bench_vit [out.json]      (IV2_BENCH_FRAMES: InternViT frames per call, default 32;
  *                              IV2_BENCH_CLIPS: VideoMAE clips per call, default 4)
+ *   bench_vit --profile-step  only the student's train step, for Nsight Compute (check.sh,
+ *                              tests/gpu/profile_step.py): iv2-1b at depth 2 (IV2_PROFILE_DEPTH),
+ *                              IV2_BENCH_VIEWS views, 3 identical steps, the last kernels it launches
  * Exit 77 without a CUDA device. */
 #include <stdio.h>
 #include <stdlib.h>
@@ -153,9 +156,31 @@ static double time_train(iv2_backend *be, const char *preset, int depth, int S, 
     return t[reps / 2];
 }
 
+/* 1 warm-up + 2 timed steps (time_train, reps 2) and nothing after them but frees: the profile's
+ * aggregator takes the step as the repeated tail of the kernel sequence, so no profiler API (CUDA
+ * headers) is needed here; 3 steps, not 2, so the last two still match should the first one launch
+ * extra kernels */
+static int profile_step(iv2_backend *be) {
+    int views = getenv("IV2_BENCH_VIEWS") ? atoi(getenv("IV2_BENCH_VIEWS")) : 32;
+    int depth = getenv("IV2_PROFILE_DEPTH") ? atoi(getenv("IV2_PROFILE_DEPTH")) : 2, nv = 0;
+    if (views < 1 || depth < 1) {
+        fprintf(stderr, "bench_vit: IV2_BENCH_VIEWS and IV2_PROFILE_DEPTH must be >= 1\n");
+        return 2;
+    }
+    double fl, t = time_train(be, "iv2-1b", depth, views, 2, &fl, &nv);
+    printf("profile-step: iv2-1b depth %d, %d views x %d visible tokens, 3 train steps (fwd+bwd, no optimiser), "
+           "%.2f ms/step (slower of the last two; inflated under a profiler)\n", depth, views, nv, t * 1e3);
+    return 0;
+}
+
 int main(int argc, char **argv) {
     iv2_backend *be = iv2_cuda_backend_create(0);
     if (!be) { printf("skipped: %s\n", iv2_errmsg()); return 77; }
+    if (argc > 1 && !strcmp(argv[1], "--profile-step")) {
+        int rc = profile_step(be);
+        iv2_backend_destroy(be);
+        return rc;
+    }
     const char *pk = getenv("IV2_PEAK_TFLOPS");
     double peak = (pk ? atof(pk) : 989.0) * 1e12;
     int frames = getenv("IV2_BENCH_FRAMES") ? atoi(getenv("IV2_BENCH_FRAMES")) : 32;

@@ -7,13 +7,22 @@
 #   test_*    every GPU test program (build/gpu/test_*): each kernel vs the CPU backend
 #             (test_cuda_ops), the tiny teachers and student through vit.h GPU vs CPU
 #             (test_cuda_vit), the official-model goldens of tests/goldens/ on the GPU
-#             (test_cuda_goldens)
+#             (test_cuda_goldens); iv2-distill on CUDA against the CPU on a tiny synthetic cache:
+#             the loss curve of 100 steps (test_distill_cuda_curve) and checkpoints moving GPU <-> CPU
+#             (test_distill_cuda_resume), 90 s each
 #   memcheck  compute-sanitizer memcheck on one tiny InternViT forward (and on the op tests)
-#   bench_*   bench_kernels, bench_vit (iv2) and bench_torch.py (PyTorch, same GPU, same run)
-# Ends with a report (also $OUT/report.txt), the figures ($OUT/bench_*.json) and the step logs
-# packed into $OUT/logs.tar.gz. Takes about 1 minute on an H100 (build 10 s, tests 10 s,
-# benchmarks 30 s); each step has its own time limit (build 300 s, tests 150 s, benchmarks
-# 120-180 s), so a hang costs at most that step's limit. Exit 0 only when no step failed.
+#   bench_*   bench_kernels, bench_vit (iv2) and bench_torch.py (PyTorch, same GPU, same run; the
+#             student step eager and with torch.compile)
+#   profile_step  one iv2-1b train step (depth 2, 32 views) under Nsight Compute, kernel durations
+#             only; tests/gpu/profile_step.py makes the per-kernel table (skipped without ncu)
+#   ncu_attention  Nsight Compute's sections (throughput, occupancy, stalls, instruction mix) for
+#             the attention forward and fused backward kernels; the report is ncu_attention.log
+# Ends with a report (also $OUT/report.txt), the figures ($OUT/bench_*.json, profile_step.txt)
+# and the step logs packed into $OUT/logs.tar.gz. Took about 1 minute on an H100 (build 10 s, tests 10 s,
+# benchmarks 30 s) before the trainer tests and the torch.compile row (expected: under 4
+# minutes in all, not yet measured); each step has its own time limit (build 300 s, tests
+# 90-150 s, benchmarks 120-180 s), so a hang costs at most that step's limit. Exit 0 only when
+# no step failed.
 cd "$(dirname "$0")/../.." || exit 1
 ROOT=$(pwd)
 OUT=${OUT:-$ROOT/build/gpu-check}
@@ -70,13 +79,17 @@ step build 300 $MK BASE_CFLAGS="$DEP_CFLAGS" BASE_LIBS="$DEP_LIBS" gpu-tests bui
 # ---- GPU parity tests ----
 for t in build/gpu/test_*; do
   [ -x "$t" ] || continue
-  step "$(basename "$t")" 150 "$t"
+  case $(basename "$t") in test_distill_cuda_*) lim=90 ;; *) lim=150 ;; esac
+  step "$(basename "$t")" $lim "$t"
 done
 # the teacher set of iv2-extract on CUDA vs the CPU (no FFmpeg needed), batched views included
 step build_extract_teachers 200 $MK BASE_CFLAGS="$DEP_CFLAGS" BASE_LIBS="$DEP_LIBS" build/tests/test_extract_teachers
 [ -x build/tests/test_extract_teachers ] && step test_extract_teachers_cuda 150 build/tests/test_extract_teachers
 # the debugging path of attention (unpipelined forward, scalar backward) against the CPU too
 [ -x build/gpu/test_cuda_ops ] && step test_cuda_ops_simple_attention 150 env IV2_ATTN_SIMPLE=1 build/gpu/test_cuda_ops
+# the cuBLAS attention backward (the default is the fused kernels of flash_attention.cuh) too
+[ -x build/gpu/test_cuda_ops ] && step test_cuda_ops_gemm_backward 150 env IV2_ATTN_BWD=gemm build/gpu/test_cuda_ops
+[ -x build/gpu/test_cuda_vit ] && step test_cuda_vit_gemm_backward 150 env IV2_ATTN_BWD=gemm build/gpu/test_cuda_vit
 [ -e build/gpu/test_cuda_ops ] || printf '%-34s %-20s\n' test_cuda_ops "FAIL (not built)" | tee -a "$SUMMARY"
 
 # ---- compute-sanitizer ----
@@ -93,7 +106,32 @@ for b in bench_kernels bench_vit; do
 done
 [ -x build/gpu/bench_kernels ] && step bench_kernels 120 build/gpu/bench_kernels "$OUT/bench_kernels.json"
 [ -x build/gpu/bench_vit ] && step bench_vit 150 build/gpu/bench_vit "$OUT/bench_vit.json"
+# the student step with the cuBLAS attention backward, for the side-by-side figure
+[ -x build/gpu/bench_vit ] && step bench_vit_gemm_backward 150 env IV2_ATTN_BWD=gemm build/gpu/bench_vit \
+  "$OUT/bench_vit_gemm_backward.json"
 step bench_torch 180 python3 tests/gpu/bench_torch.py "$OUT/bench_torch.json"
+
+# ---- where the student step's time goes: one step, kernel by kernel (Nsight Compute) ----
+# one metric (one pass, no replay); clocks and caches left as the benchmarks run them; ncu runs the
+# kernels one at a time, so each duration is the kernel alone. The table: profile_step.txt
+NCU=$(command -v ncu || ls /usr/local/cuda/bin/ncu /usr/local/cuda/nsight-compute*/ncu \
+  /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | tail -n 1)
+if [ -n "$NCU" ] && [ -x build/gpu/bench_vit ]; then
+  step profile_step 120 "$NCU" --metrics gpu__time_duration.sum --clock-control none --cache-control none \
+    --csv --log-file "$OUT/profile_step_ncu.log" build/gpu/bench_vit --profile-step
+  step profile_step_table 30 python3 tests/gpu/profile_step.py "$OUT/profile_step_ncu.log" \
+    --bench-json "$OUT/bench_vit.json" --txt "$OUT/profile_step.txt"
+else
+  printf '%-34s %-20s\n' profile_step "SKIP (no ncu or bench_vit)" | tee -a "$SUMMARY"
+fi
+# why our attention kernels run at the speed they do: throughput, occupancy, stall reasons and
+# instruction mix of the forward and fused backward kernels at the VideoMAE and student shapes
+if [ -n "$NCU" ] && [ -x build/gpu/bench_kernels ] && [ $(( $(date +%s) - T0 )) -lt 300 ]; then
+  step ncu_attention 120 "$NCU" --section SpeedOfLight --section ComputeWorkloadAnalysis \
+    --section MemoryWorkloadAnalysis --section Occupancy --section LaunchStats --section SchedulerStats \
+    --section WarpStateStats --section InstructionStats -k "regex:flash_fwd2|attn_bwd" \
+    build/gpu/bench_kernels --ncu
+fi
 
 # the op tests under memcheck last, if time is left (slow under the sanitizer)
 if command -v compute-sanitizer >/dev/null 2>&1 && [ -x build/gpu/test_cuda_ops ] && \
@@ -105,14 +143,19 @@ fi
 {
   echo
   echo "== figures (device: $(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -n 1))"
-  for b in bench_vit bench_torch bench_kernels; do
+  for b in bench_vit bench_vit_gemm_backward bench_torch bench_kernels; do
     [ -f "$OUT/$b.log" ] && { echo "-- $b"; grep -v '^==' "$OUT/$b.log"; }
   done
+  [ -f "$OUT/profile_step.txt" ] && { echo "-- profile_step: iv2-1b train step at depth 2, 32 views, per kernel" \
+    "(ncu; the step's timeline in profile_step.txt)"; sed '/^-- timeline/,$d' "$OUT/profile_step.txt"; }
   echo "-- parity (relative L2 error GPU vs CPU backend / PyTorch golden; limits in the test headers)"
   for t in test_cuda_vit test_cuda_goldens; do
     [ -f "$OUT/$t.log" ] && grep -E "rel L2|checks" "$OUT/$t.log" | grep -v "grad blocks\|dblocks" | sed "s/^/$t: /"
   done
   [ -f "$OUT/test_cuda_ops.log" ] && grep -E "off;|checks" "$OUT/test_cuda_ops.log" | sed "s/^/test_cuda_ops: /"
+  for t in test_distill_cuda_curve test_distill_cuda_resume; do
+    [ -f "$OUT/$t.log" ] && grep -E "rel diff|differ|steps:|checks" "$OUT/$t.log" | sed "s/^/$t: /"
+  done
   python3 - "$OUT" <<'PY' 2>/dev/null
 import json, os, sys
 o = sys.argv[1]
@@ -125,8 +168,14 @@ if iv and tv:
     tm = {m["model"]: m for m in tv["models"]}
     for m in iv["models"]:
         t = tm.get(m["model"])
-        if t: print(f"{m['model']:14s} iv2 {m['per_s']:8.1f} {m['unit']}/s MFU {100*m['mfu']:5.1f}%   "
+        if t and "per_s" in t: print(f"{m['model']:14s} iv2 {m['per_s']:8.1f} {m['unit']}/s MFU {100*m['mfu']:5.1f}%   "
                     f"torch {t['per_s']:8.1f}/s MFU {100*t['mfu']:5.1f}%   speed-up x{m['per_s']/t['per_s']:.2f}")
+    i, c = next((m for m in iv["models"] if m["model"] == "iv2-1b-train"), None), tm.get("iv2-1b-train-compiled")
+    if i and c and "per_s" in c:
+        print(f"iv2-1b-train   iv2 {i['per_s']:8.1f} views/s   torch.compile ({c['compile']}) {c['per_s']:8.1f}/s "
+              f"MFU {100*c['mfu']:5.1f}%   speed-up x{i['per_s']/c['per_s']:.2f}")
+    elif c:
+        print(f"iv2-1b-train   torch.compile failed: {c.get('failed', '?')[:200]}")
 if ik and tv:
     print("-- kernels, iv2 / torch TFLOP/s")
     for a, b in zip(ik["gemm"], tv["gemm"]):

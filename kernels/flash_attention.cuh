@@ -1,0 +1,524 @@
+/* flash_attention.cuh: the device code of the attention kernels on tensor cores: the
+ * FlashAttention-2 style forward (flash_fwd2_kernel) and the fused backward
+ * (attn_bwd_dq_kernel, attn_bwd_dkv_kernel), forward and backward side by side. Host launch
+ * code is in attention.cu; the forward's launch configurations (fwd2_choose) are here, for both
+ * it and the emulator test. This file uses only bf16 types, math, threadIdx/blockIdx, strcmp and
+ * the wrappers of mma.cuh, so tests/emu/test_attention_emu.cpp compiles it for the host against
+ * an emulation of those wrappers and checks every kernel on the CPU, where no GPU is at hand.
+ * Internal to kernels/. */
+#ifndef IV2_FLASH_ATTENTION_CUH
+#define IV2_FLASH_ATTENTION_CUH
+
+#define BN 64                          /* keys (forward, dq) or queries (dkv) per tile */
+#define LOG2E 1.4426950408889634f
+
+/* dynamic shared memory of each kernel, for the launches here and in the emulator */
+template <int DP, int WARPS, int RT> constexpr size_t fwd2_smem_bytes() {
+    return (size_t)(WARPS * RT * 16 + 4 * BN) * (DP + 8) * 2;
+}
+
+/* ---- the forward's launch configurations (host side; attention.cu and the emulator test) ----
+ * WARPS x RT: warps per block x 16-row query tiles per warp. The default is 4x2, and 4x1 for
+ * DP > 128 (registers) and Nq <= 16 (the pooling head). IV2_ATTN_FWD selects another one for
+ * the calls with DP <= 128 and Nq > 16, for the sweep of tests/gpu/bench_kernels.c. */
+struct fwd2_cfg { int warps, rt; };   /* {0, 0}: the default; {-1, 0}: auto */
+static const char *const fwd2_modes[] = {"4x2", "4x1", "8x1", "8x2", "auto"};
+
+/* blocks per SM each instantiation is compiled for (__launch_bounds__' second argument caps the
+ * registers at 64K / (blocks x threads)). 4 warps: 2 (255 registers). 8 warps x 1 tile at
+ * DP <= 96: 2 (128 registers, no spills; 16 warps per SM). The other 8-warp kernels need more
+ * (8x1 at DP 128: 167; 8x2: 168-255; ptxas spills at 128) and run one block per SM: 8 warps
+ * per SM, as the default's two blocks of 4. */
+template <int DP, int WARPS, int RT> constexpr int fwd2_min_blocks() {
+    return WARPS == 4 || (RT == 1 && DP <= 96) ? 2 : 1;
+}
+
+static inline int fwd2_rows(fwd2_cfg c) { return c.warps * c.rt * 16; }   /* query rows per block */
+
+/* mode from a value of IV2_ATTN_FWD; false for a name not in fwd2_modes */
+static inline bool fwd2_parse(const char *s, fwd2_cfg *mode) {
+    if (strcmp(s, "auto") == 0) { *mode = {-1, 0}; return true; }
+    for (int i = 0; i < 4; i++)   /* the WxR names */
+        if (strcmp(s, fwd2_modes[i]) == 0) { *mode = {fwd2_modes[i][0] - '0', fwd2_modes[i][2] - '0'}; return true; }
+    return false;
+}
+
+/* whether flash_fwd2_kernel<DP, c.warps, c.rt> is instantiated: 4x1 everywhere, 4x2 and 8x1 up
+ * to DP 128, 8x2 up to DP 96 (at DP 128 it needs 136 KiB of shared memory and 255 registers,
+ * and of InternViT's 257 queries it would fill 2 blocks of 256 rows: left out) */
+static inline bool fwd2_built(int DP, fwd2_cfg c) {
+    if (c.warps == 4 && c.rt == 1) return true;
+    if (c.warps == 8 && c.rt == 2) return DP <= 96;
+    return (c.warps == 4 && c.rt == 2) || (c.warps == 8 && c.rt == 1) ? DP <= 128 : false;
+}
+
+/* the configuration a call with Nq queries at padding DP runs under mode. auto: 4x2 or 4x1,
+ * whichever leaves fewer padded query rows in the last block (a tie: 4x2, which loads each K/V
+ * tile once for twice the rows); 257 queries: 4x1 (5 blocks of 64, 80 % of the rows used,
+ * against 67 % in 3 blocks of 128); 417: 4x1 (93 % / 81 %); 2048: 4x2. */
+static inline fwd2_cfg fwd2_choose(fwd2_cfg mode, int DP, int Nq) {
+    if (DP > 128 || Nq <= 16) return {4, 1};
+    if (mode.warps > 0) return mode;
+    if (mode.warps < 0) {
+        int pad64 = (Nq + 63) / 64 * 64 - Nq, pad128 = (Nq + 127) / 128 * 128 - Nq;
+        return pad128 <= pad64 ? fwd2_cfg{4, 2} : fwd2_cfg{4, 1};
+    }
+    return {4, 2};
+}
+
+/* ---- the pipelined kernel (16-byte aligned rows, D % 8 == 0: every model's case) ----
+ * WARPS warps x 16 query rows per block; K/V tiles of BN keys double-buffered in shared memory
+ * with cp.async (the next tile loads while this one is used), operands fetched with ldmatrix
+ * (.trans for V, so P @ V needs no transposed copy). Rows past N and dims past D are filled
+ * with zeros by cp.async's src-size 0. */
+
+/* rows [r0, r0+rows) of a head view into smem [rows][DP+8] with cp.async, zero-filled */
+template <int DP>
+__device__ __forceinline__ void tile_async(bf16 *s, const bf16 *g, int r0, int rows, int n, int D, int stride) {
+    const int SP = DP + 8, cpr = DP / 8;
+    for (int i = threadIdx.x; i < rows * cpr; i += blockDim.x) {
+        int r = i / cpr, c = (i % cpr) * 8;
+        int ok = r0 + r < n && c < D;
+        const bf16 *src = ok ? g + (size_t)(r0 + r) * stride + c : g;
+        cp_async16(s + r * SP + c, src, ok ? 16 : 0);
+    }
+}
+
+/* 2^x in the forward's softmax: the SFU instruction alone (ex2.approx.ftz) saves the range
+ * fix-ups of exp2f, except at DP = 128, where the 32-row-per-warp kernel sits at 255 registers
+ * and anything but the measured instruction mix makes ptxas spill */
+template <int DP> __device__ __forceinline__ float softmax_exp2(float x) {
+    if constexpr (DP >= 128) return exp2f(x);
+    else return ex2(x);
+}
+
+/* one K/V tile for one warp's RT x 16 query rows: S = Q K^T, online softmax, O += P V. Each
+ * K or V fragment loaded with ldmatrix feeds 2 * RT MMAs. TAIL: the last tile, with kn < BN
+ * valid keys (key groups past kn are skipped, the rest masked); a separate instantiation so the
+ * full tiles keep fully unrolled loops. */
+template <int DP, int RT, bool TAIL>
+__device__ __forceinline__ void fa_tile(float (&o)[RT][DP / 8][4], float (&mrow)[RT][2], float (&lrow)[RT][2],
+                                        const bf16 *qa, const bf16 *Ks, const bf16 *Vs, int krow, int kcol, int vrow,
+                                        int vcol, int kn, int t, float sl2) {
+    const int SP = DP + 8;
+    float s[RT][BN / 8][4];
+#pragma unroll
+    for (int r = 0; r < RT; r++)
+#pragma unroll
+        for (int j = 0; j < BN / 8; j++) s[r][j][0] = s[r][j][1] = s[r][j][2] = s[r][j][3] = 0.f;
+#pragma unroll
+    for (int kk = 0; kk < DP / 16; kk++) {
+        uint32_t a[RT][4];
+#pragma unroll
+        for (int r = 0; r < RT; r++) ldsm_x4(a[r][0], a[r][1], a[r][2], a[r][3], qa + r * 16 * SP + kk * 16);
+#pragma unroll
+        for (int j = 0; j < BN / 8; j += 2) {
+            if (TAIL && j * 8 >= kn) break;
+            uint32_t b0, b1, b2, b3;
+            ldsm_x4(b0, b1, b2, b3, Ks + (j * 8 + krow) * SP + kk * 16 + kcol);
+#pragma unroll
+            for (int r = 0; r < RT; r++) {
+                mma16816(s[r][j], a[r][0], a[r][1], a[r][2], a[r][3], b0, b1);
+                mma16816(s[r][j + 1], a[r][0], a[r][1], a[r][2], a[r][3], b2, b3);
+            }
+        }
+    }
+#pragma unroll
+    for (int r = 0; r < RT; r++) {
+        float mx[2] = {mrow[r][0], mrow[r][1]};
+#pragma unroll
+        for (int j = 0; j < BN / 8; j++)
+#pragma unroll
+            for (int e = 0; e < 4; e++) {
+                s[r][j][e] = (!TAIL || j * 8 + 2 * t + (e & 1) < kn) ? s[r][j][e] * sl2 : -INFINITY;
+                mx[e >> 1] = fmaxf(mx[e >> 1], s[r][j][e]);
+            }
+        float corr[2];
+#pragma unroll
+        for (int h = 0; h < 2; h++) {
+            mx[h] = fmaxf(mx[h], __shfl_xor_sync(0xffffffff, mx[h], 1));
+            mx[h] = fmaxf(mx[h], __shfl_xor_sync(0xffffffff, mx[h], 2));
+            corr[h] = softmax_exp2<DP>(mrow[r][h] - mx[h]);
+            mrow[r][h] = mx[h];
+            lrow[r][h] *= corr[h];
+        }
+#pragma unroll
+        for (int j = 0; j < BN / 8; j++)
+#pragma unroll
+            for (int e = 0; e < 4; e++) {
+                s[r][j][e] = softmax_exp2<DP>(s[r][j][e] - mrow[r][e >> 1]);
+                lrow[r][e >> 1] += s[r][j][e];
+            }
+#pragma unroll
+        for (int j = 0; j < DP / 8; j++) {
+            o[r][j][0] *= corr[0]; o[r][j][1] *= corr[0];
+            o[r][j][2] *= corr[1]; o[r][j][3] *= corr[1];
+        }
+    }
+#pragma unroll
+    for (int kc = 0; kc < BN / 16; kc++) {
+        if (TAIL && kc * 16 >= kn) break;   /* their probabilities are 0 */
+        uint32_t pa[RT][4];
+#pragma unroll
+        for (int r = 0; r < RT; r++) {
+            pa[r][0] = pack_bf16(s[r][2 * kc][0], s[r][2 * kc][1]);
+            pa[r][1] = pack_bf16(s[r][2 * kc][2], s[r][2 * kc][3]);
+            pa[r][2] = pack_bf16(s[r][2 * kc + 1][0], s[r][2 * kc + 1][1]);
+            pa[r][3] = pack_bf16(s[r][2 * kc + 1][2], s[r][2 * kc + 1][3]);
+        }
+#pragma unroll
+        for (int j = 0; j < DP / 8; j += 2) {
+            uint32_t b0, b1, b2, b3;
+            ldsm_x4_t(b0, b1, b2, b3, Vs + (kc * 16 + vrow) * SP + j * 8 + vcol);
+#pragma unroll
+            for (int r = 0; r < RT; r++) {
+                mma16816(o[r][j], pa[r][0], pa[r][1], pa[r][2], pa[r][3], b0, b1);
+                mma16816(o[r][j + 1], pa[r][0], pa[r][1], pa[r][2], pa[r][3], b2, b3);
+            }
+        }
+    }
+}
+
+/* WARPS warps x RT x 16 query rows per block */
+template <int DP, int WARPS, int RT>
+__global__ void __launch_bounds__(WARPS * 32, fwd2_min_blocks<DP, WARPS, RT>())
+    flash_fwd2_kernel(bf16 *out, float *lse, const bf16 *q, const bf16 *k, const bf16 *v, int H, int Nq, int Nk, int D,
+                      int q_stride, int kv_stride, int o_stride, float scale) {
+    const int SP = DP + 8, QM = WARPS * RT * 16;
+    extern __shared__ __align__(16) unsigned char smem_raw[];
+    bf16 *Qs = (bf16 *)smem_raw, *KV = Qs + QM * SP;   /* KV: [2 stages][K, V][BN][SP] */
+    int bh = blockIdx.y, b = bh / H, h = bh % H, q0 = blockIdx.x * QM;
+    int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+    const bf16 *qb = q + (size_t)b * Nq * q_stride + (size_t)h * D;
+    const bf16 *kb = k + (size_t)b * Nk * kv_stride + (size_t)h * D;
+    const bf16 *vb = v + (size_t)b * Nk * kv_stride + (size_t)h * D;
+    int ntiles = (Nk + BN - 1) / BN;
+    tile_async<DP>(Qs, qb, q0, QM, Nq, D, q_stride);
+    tile_async<DP>(KV, kb, 0, BN, Nk, D, kv_stride);
+    tile_async<DP>(KV + BN * SP, vb, 0, BN, Nk, D, kv_stride);
+    cp_async_commit();
+
+    float o[RT][DP / 8][4];
+    float mrow[RT][2], lrow[RT][2];
+#pragma unroll
+    for (int r = 0; r < RT; r++) {
+#pragma unroll
+        for (int j = 0; j < DP / 8; j++) o[r][j][0] = o[r][j][1] = o[r][j][2] = o[r][j][3] = 0.f;
+        mrow[r][0] = mrow[r][1] = -INFINITY;
+        lrow[r][0] = lrow[r][1] = 0.f;
+    }
+    const float sl2 = scale * LOG2E;
+    const int row0 = q0 + warp * RT * 16;         /* this warp's first query row */
+    const bool active = row0 < Nq;
+    /* per-lane ldmatrix addresses: lane l supplies row (l & 7) of 8x8 matrix l >> 3 */
+    const bf16 *qa = Qs + (warp * RT * 16 + (lane & 15)) * SP + (lane >> 4) * 8;
+    const int krow = (lane & 7) + ((lane >> 4) << 3), kcol = ((lane >> 3) & 1) * 8;  /* K [key][dim] */
+    const int vrow = (lane & 7) + (((lane >> 3) & 1) << 3), vcol = (lane >> 4) * 8;  /* V [key][dim], .trans */
+
+    for (int it = 0; it < ntiles; it++) {
+        if (it + 1 < ntiles) {
+            bf16 *nx = KV + ((it + 1) & 1) * 2 * BN * SP;
+            tile_async<DP>(nx, kb, (it + 1) * BN, BN, Nk, D, kv_stride);
+            tile_async<DP>(nx + BN * SP, vb, (it + 1) * BN, BN, Nk, D, kv_stride);
+            cp_async_commit();
+            cp_async_wait<1>();
+        } else {
+            cp_async_wait<0>();
+        }
+        __syncthreads();
+        const bf16 *Ks = KV + (it & 1) * 2 * BN * SP, *Vs = Ks + BN * SP;
+        int kn = min(BN, Nk - it * BN);   /* valid keys in this tile */
+        if (active) {                     /* a warp past the last query row only loads */
+            if (kn == BN) fa_tile<DP, RT, false>(o, mrow, lrow, qa, Ks, Vs, krow, kcol, vrow, vcol, kn, t, sl2);
+            else fa_tile<DP, RT, true>(o, mrow, lrow, qa, Ks, Vs, krow, kcol, vrow, vcol, kn, t, sl2);
+        }
+        __syncthreads();   /* this stage is refilled on the next iteration */
+    }
+#pragma unroll
+    for (int r = 0; r < RT; r++)
+#pragma unroll
+        for (int hh = 0; hh < 2; hh++) {
+            float l = lrow[r][hh];
+            l += __shfl_xor_sync(0xffffffff, l, 1);
+            l += __shfl_xor_sync(0xffffffff, l, 2);
+            int row = row0 + r * 16 + g + hh * 8;
+            if (row >= Nq) continue;
+            float inv = 1.f / l;
+            bf16 *op = out + ((size_t)b * Nq + row) * o_stride + (size_t)h * D;
+#pragma unroll
+            for (int j = 0; j < DP / 8; j++) {
+                int c = j * 8 + 2 * t;
+                if (c < D)
+                    *(__nv_bfloat162 *)(op + c) = __floats2bfloat162_rn(o[r][j][2 * hh] * inv, o[r][j][2 * hh + 1] * inv);
+            }
+            if (lse && t == 0) lse[((size_t)b * H + h) * Nq + row] = (mrow[r][hh] + log2f(l)) / LOG2E;
+        }
+}
+
+/* ---- fused backward (FlashAttention-2 style): no N x N tile leaves registers ----
+ * Two kernels recompute P = exp(S scale - lse) tile by tile from the forward's lse on tensor
+ * cores, with the forward's tiles, ldmatrix patterns and cp.async double buffering:
+ *   attn_bwd_dq_kernel   16 query rows per warp, walks the key tiles:    dQ += scale dS K
+ *   attn_bwd_dkv_kernel  16 key rows per warp, walks the query tiles:    dV += P^T dO,
+ *                                                                        dK += scale dS^T Q
+ * where dS = P (dO V^T - delta). S and dO V^T are computed in both (7 tile GEMMs against 5
+ * for one kernel with atomic dQ), which buys deterministic results without atomics or a dQ
+ * accumulator in fp32. P and dS enter the MMAs in bf16, as in the GEMM path. Head dims up to
+ * 128 (the register budget: a warp holds two 16 x DP fp32 accumulators and two 16 x 64 tiles). */
+#define BWARPS 4   /* warps per block: 64 rows of the side a block owns */
+
+/* per-lane ldmatrix offsets of the forward, in one place */
+struct ldsm_lane {
+    int arow, acol;   /* A operand from a row-major [row][k] tile: rows 0..15 of the warp */
+    int krow, kcol;   /* B operand from an [n][k] tile (K or V or Q or dO as stored) */
+    int vrow, vcol;   /* B operand from a [k][n] tile with .trans */
+};
+__device__ __forceinline__ ldsm_lane ldsm_lane_of(int lane) {
+    ldsm_lane l;
+    l.arow = lane & 15; l.acol = (lane >> 4) * 8;
+    l.krow = (lane & 7) + ((lane >> 4) << 3); l.kcol = ((lane >> 3) & 1) * 8;
+    l.vrow = (lane & 7) + (((lane >> 3) & 1) << 3); l.vcol = (lane >> 4) * 8;
+    return l;
+}
+
+/* s[16 x BN] = A[16 x DP] (rows at a) times the BN rows of X ([n][DP] tile)^T, and
+ * d[16 x BN] likewise from a2 and Y: the two products of a backward tile share the loop */
+template <int DP, bool TAIL>
+__device__ __forceinline__ void two_products(float (&s)[BN / 8][4], float (&d)[BN / 8][4], const bf16 *a,
+                                             const bf16 *a2, const bf16 *X, const bf16 *Y, ldsm_lane l, int n) {
+    const int SP = DP + 8;
+#pragma unroll
+    for (int j = 0; j < BN / 8; j++)
+#pragma unroll
+        for (int e = 0; e < 4; e++) s[j][e] = d[j][e] = 0.f;
+#pragma unroll
+    for (int kk = 0; kk < DP / 16; kk++) {
+        uint32_t x0, x1, x2, x3, y0, y1, y2, y3;
+        ldsm_x4(x0, x1, x2, x3, a + kk * 16);
+        ldsm_x4(y0, y1, y2, y3, a2 + kk * 16);
+#pragma unroll
+        for (int j = 0; j < BN / 8; j += 2) {
+            if (TAIL && j * 8 >= n) break;
+            uint32_t b0, b1, b2, b3;
+            ldsm_x4(b0, b1, b2, b3, X + (j * 8 + l.krow) * SP + kk * 16 + l.kcol);
+            mma16816(s[j], x0, x1, x2, x3, b0, b1);
+            mma16816(s[j + 1], x0, x1, x2, x3, b2, b3);
+            ldsm_x4(b0, b1, b2, b3, Y + (j * 8 + l.krow) * SP + kk * 16 + l.kcol);
+            mma16816(d[j], y0, y1, y2, y3, b0, b1);
+            mma16816(d[j + 1], y0, y1, y2, y3, b2, b3);
+        }
+    }
+}
+
+/* acc[16 x DP] += p[16 x BN] (an accumulator, used as the A operand in bf16) times Z ([BN][DP]) */
+template <int DP, bool TAIL>
+__device__ __forceinline__ void acc_product(float (&acc)[DP / 8][4], const float (&p)[BN / 8][4], const bf16 *Z,
+                                            ldsm_lane l, int n) {
+    const int SP = DP + 8;
+#pragma unroll
+    for (int kc = 0; kc < BN / 16; kc++) {
+        if (TAIL && kc * 16 >= n) break;   /* all zero past n */
+        uint32_t a0 = pack_bf16(p[2 * kc][0], p[2 * kc][1]), a1 = pack_bf16(p[2 * kc][2], p[2 * kc][3]);
+        uint32_t a2 = pack_bf16(p[2 * kc + 1][0], p[2 * kc + 1][1]), a3 = pack_bf16(p[2 * kc + 1][2], p[2 * kc + 1][3]);
+#pragma unroll
+        for (int j = 0; j < DP / 8; j += 2) {
+            uint32_t b0, b1, b2, b3;
+            ldsm_x4_t(b0, b1, b2, b3, Z + (kc * 16 + l.vrow) * SP + j * 8 + l.vcol);
+            mma16816(acc[j], a0, a1, a2, a3, b0, b1);
+            mma16816(acc[j + 1], a0, a1, a2, a3, b2, b3);
+        }
+    }
+}
+
+/* dst[16 rows of this warp][D] += mul * acc (bf16 read-modify-write; the backward accumulates) */
+template <int DP>
+__device__ __forceinline__ void add_rows(bf16 *dst, size_t stride, int row0, int nrows, int D, float mul,
+                                         const float (&acc)[DP / 8][4], int g, int t) {
+#pragma unroll
+    for (int hh = 0; hh < 2; hh++) {
+        int row = row0 + g + hh * 8;
+        if (row >= nrows) continue;
+        bf16 *p = dst + (size_t)row * stride;
+#pragma unroll
+        for (int j = 0; j < DP / 8; j++) {
+            int c = j * 8 + 2 * t;
+            if (c >= D) continue;
+            float2 old = __bfloat1622float2(*(const __nv_bfloat162 *)(p + c));
+            *(__nv_bfloat162 *)(p + c) =
+                __floats2bfloat162_rn(old.x + mul * acc[j][2 * hh], old.y + mul * acc[j][2 * hh + 1]);
+        }
+    }
+}
+
+/* one key tile for one warp's 16 query rows: dQ += dS K with dS = P (dO V^T - delta) */
+template <int DP, bool TAIL>
+__device__ __forceinline__ void bwd_dq_tile(float (&acc)[DP / 8][4], const bf16 *qa, const bf16 *ga, const bf16 *Ks,
+                                            const bf16 *Vs, ldsm_lane l, int kn, int t, const float (&lse2)[2],
+                                            const float (&dl)[2], float sl2) {
+    float s[BN / 8][4], dp[BN / 8][4];
+    two_products<DP, TAIL>(s, dp, qa, ga, Ks, Vs, l, kn);
+#pragma unroll
+    for (int j = 0; j < BN / 8; j++)
+#pragma unroll
+        for (int e = 0; e < 4; e++) {
+            /* keys past Nk are zero rows of K and V, so they add nothing to dQ even unmasked;
+             * the mask keeps P itself right */
+            float p = (!TAIL || j * 8 + 2 * t + (e & 1) < kn) ? ex2(fmaf(s[j][e], sl2, -lse2[e >> 1])) : 0.f;
+            s[j][e] = p * (dp[j][e] - dl[e >> 1]);
+        }
+    acc_product<DP, TAIL>(acc, s, Ks, l, kn);
+}
+
+template <int DP>
+__global__ void __launch_bounds__(BWARPS * 32, 2) attn_bwd_dq_kernel(bf16 *dq, const bf16 *dout, const bf16 *q,
+                                                                     const bf16 *k, const bf16 *v, const float *lse,
+                                                                     const float *delta, int H, int Nq, int Nk, int D,
+                                                                     int qs, int ks, int os, float scale) {
+    const int SP = DP + 8, QM = BWARPS * 16;
+    extern __shared__ __align__(16) unsigned char smem_raw[];
+    bf16 *Qs = (bf16 *)smem_raw, *Gs = Qs + QM * SP, *KV = Gs + QM * SP;   /* KV: [2 stages][K, V][BN][SP] */
+    int bh = blockIdx.y, b = bh / H, h = bh % H, q0 = blockIdx.x * QM;
+    int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+    const bf16 *qb = q + (size_t)b * Nq * qs + (size_t)h * D, *gb = dout + (size_t)b * Nq * os + (size_t)h * D;
+    const bf16 *kb = k + (size_t)b * Nk * ks + (size_t)h * D, *vb = v + (size_t)b * Nk * ks + (size_t)h * D;
+    int ntiles = (Nk + BN - 1) / BN;
+    tile_async<DP>(Qs, qb, q0, QM, Nq, D, qs);
+    tile_async<DP>(Gs, gb, q0, QM, Nq, D, os);
+    tile_async<DP>(KV, kb, 0, BN, Nk, D, ks);
+    tile_async<DP>(KV + BN * SP, vb, 0, BN, Nk, D, ks);
+    cp_async_commit();
+
+    const int row0 = q0 + warp * 16;
+    const bool active = row0 < Nq;
+    float lse2[2], dl[2];
+#pragma unroll
+    for (int hh = 0; hh < 2; hh++) {
+        int row = row0 + g + hh * 8;
+        size_t i = ((size_t)b * H + h) * Nq + row;
+        lse2[hh] = row < Nq ? lse[i] * LOG2E : 0.f;
+        dl[hh] = row < Nq ? delta[i] : 0.f;
+    }
+    float acc[DP / 8][4];
+#pragma unroll
+    for (int j = 0; j < DP / 8; j++) acc[j][0] = acc[j][1] = acc[j][2] = acc[j][3] = 0.f;
+    ldsm_lane l = ldsm_lane_of(lane);
+    const bf16 *qa = Qs + (warp * 16 + l.arow) * SP + l.acol, *ga = Gs + (warp * 16 + l.arow) * SP + l.acol;
+    const float sl2 = scale * LOG2E;
+    for (int it = 0; it < ntiles; it++) {
+        if (it + 1 < ntiles) {
+            bf16 *nx = KV + ((it + 1) & 1) * 2 * BN * SP;
+            tile_async<DP>(nx, kb, (it + 1) * BN, BN, Nk, D, ks);
+            tile_async<DP>(nx + BN * SP, vb, (it + 1) * BN, BN, Nk, D, ks);
+            cp_async_commit();
+            cp_async_wait<1>();
+        } else {
+            cp_async_wait<0>();
+        }
+        __syncthreads();
+        const bf16 *Ks = KV + (it & 1) * 2 * BN * SP, *Vs = Ks + BN * SP;
+        int kn = min(BN, Nk - it * BN);
+        if (active) {
+            if (kn == BN) bwd_dq_tile<DP, false>(acc, qa, ga, Ks, Vs, l, kn, t, lse2, dl, sl2);
+            else bwd_dq_tile<DP, true>(acc, qa, ga, Ks, Vs, l, kn, t, lse2, dl, sl2);
+        }
+        __syncthreads();
+    }
+    if (active) add_rows<DP>(dq + (size_t)b * Nq * qs + (size_t)h * D, qs, row0, Nq, D, scale, acc, g, t);
+}
+
+/* one query tile for one warp's 16 key rows: P^T and dS^T, then dV += P^T dO, dK += dS^T Q.
+ * Query columns past Nq carry lse = +inf (so P = 0) and delta = 0. */
+template <int DP, bool TAIL>
+__device__ __forceinline__ void bwd_dkv_tile(float (&dk)[DP / 8][4], float (&dv)[DP / 8][4], const bf16 *ka,
+                                             const bf16 *va, const bf16 *Qs, const bf16 *Gs, const float *lse2s,
+                                             const float *dls, ldsm_lane l, int qn, int t, float sl2) {
+    float s[BN / 8][4], dp[BN / 8][4];
+    two_products<DP, TAIL>(s, dp, ka, va, Qs, Gs, l, qn);   /* S^T = K Q^T, dP^T = V dO^T */
+#pragma unroll
+    for (int j = 0; j < BN / 8; j++)
+#pragma unroll
+        for (int e = 0; e < 4; e++) {
+            int col = j * 8 + 2 * t + (e & 1);
+            float p = ex2(fmaf(s[j][e], sl2, -lse2s[col]));
+            s[j][e] = p;
+            dp[j][e] = p * (dp[j][e] - dls[col]);
+        }
+    acc_product<DP, TAIL>(dv, s, Gs, l, qn);
+    acc_product<DP, TAIL>(dk, dp, Qs, l, qn);
+}
+
+/* lse (in log2 units) and delta of queries [q0, q0+BN) into smem; +inf / 0 past Nq */
+__device__ __forceinline__ void stats_tile(float *dst, const float *lse, const float *delta, int q0, int Nq) {
+    for (int i = threadIdx.x; i < BN; i += blockDim.x) {
+        int qi = q0 + i;
+        dst[i] = qi < Nq ? lse[qi] * LOG2E : INFINITY;
+        dst[BN + i] = qi < Nq ? delta[qi] : 0.f;
+    }
+}
+
+template <int DP>
+__global__ void __launch_bounds__(BWARPS * 32, 2) attn_bwd_dkv_kernel(bf16 *dk, bf16 *dv, const bf16 *dout,
+                                                                      const bf16 *q, const bf16 *k, const bf16 *v,
+                                                                      const float *lse, const float *delta, int H,
+                                                                      int Nq, int Nk, int D, int qs, int ks, int os,
+                                                                      float scale) {
+    const int SP = DP + 8, KM = BWARPS * 16;
+    extern __shared__ __align__(16) unsigned char smem_raw[];
+    bf16 *Ks = (bf16 *)smem_raw, *Vs = Ks + KM * SP, *QG = Vs + KM * SP;   /* QG: [2 stages][Q, dO][BN][SP] */
+    float *ST = (float *)(QG + 4 * BN * SP);                                 /* ST: [2 stages][lse2, delta][BN] */
+    int bh = blockIdx.y, b = bh / H, h = bh % H, k0 = blockIdx.x * KM;
+    int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+    const bf16 *qb = q + (size_t)b * Nq * qs + (size_t)h * D, *gb = dout + (size_t)b * Nq * os + (size_t)h * D;
+    const bf16 *kb = k + (size_t)b * Nk * ks + (size_t)h * D, *vb = v + (size_t)b * Nk * ks + (size_t)h * D;
+    const float *lseb = lse + ((size_t)b * H + h) * Nq, *dlb = delta + ((size_t)b * H + h) * Nq;
+    int ntiles = (Nq + BN - 1) / BN;
+    tile_async<DP>(Ks, kb, k0, KM, Nk, D, ks);
+    tile_async<DP>(Vs, vb, k0, KM, Nk, D, ks);
+    tile_async<DP>(QG, qb, 0, BN, Nq, D, qs);
+    tile_async<DP>(QG + BN * SP, gb, 0, BN, Nq, D, os);
+    cp_async_commit();
+    stats_tile(ST, lseb, dlb, 0, Nq);
+
+    const int row0 = k0 + warp * 16;
+    const bool active = row0 < Nk;
+    float dka[DP / 8][4], dva[DP / 8][4];
+#pragma unroll
+    for (int j = 0; j < DP / 8; j++)
+#pragma unroll
+        for (int e = 0; e < 4; e++) dka[j][e] = dva[j][e] = 0.f;
+    ldsm_lane l = ldsm_lane_of(lane);
+    const bf16 *ka = Ks + (warp * 16 + l.arow) * SP + l.acol, *va = Vs + (warp * 16 + l.arow) * SP + l.acol;
+    const float sl2 = scale * LOG2E;
+    for (int it = 0; it < ntiles; it++) {
+        if (it + 1 < ntiles) {
+            int nxt = (it + 1) & 1;
+            bf16 *nx = QG + nxt * 2 * BN * SP;
+            tile_async<DP>(nx, qb, (it + 1) * BN, BN, Nq, D, qs);
+            tile_async<DP>(nx + BN * SP, gb, (it + 1) * BN, BN, Nq, D, os);
+            cp_async_commit();
+            stats_tile(ST + nxt * 2 * BN, lseb, dlb, (it + 1) * BN, Nq);
+            cp_async_wait<1>();
+        } else {
+            cp_async_wait<0>();
+        }
+        __syncthreads();
+        const bf16 *Qt = QG + (it & 1) * 2 * BN * SP, *Gt = Qt + BN * SP;
+        const float *st = ST + (it & 1) * 2 * BN;
+        int qn = min(BN, Nq - it * BN);
+        if (active) {
+            if (qn == BN) bwd_dkv_tile<DP, false>(dka, dva, ka, va, Qt, Gt, st, st + BN, l, qn, t, sl2);
+            else bwd_dkv_tile<DP, true>(dka, dva, ka, va, Qt, Gt, st, st + BN, l, qn, t, sl2);
+        }
+        __syncthreads();
+    }
+    if (!active) return;
+    size_t off = (size_t)b * Nk * ks + (size_t)h * D;
+    if (dv) add_rows<DP>(dv + off, ks, row0, Nk, D, 1.f, dva, g, t);
+    if (dk) add_rows<DP>(dk + off, ks, row0, Nk, D, scale, dka, g, t);
+}
+
+
+template <int DP> constexpr size_t bwd_dq_smem_bytes() { return (size_t)(2 * BWARPS * 16 + 4 * BN) * (DP + 8) * 2; }
+template <int DP> constexpr size_t bwd_dkv_smem_bytes() { return bwd_dq_smem_bytes<DP>() + 4 * BN * sizeof(float); }
+
+#endif
