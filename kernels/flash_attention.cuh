@@ -84,6 +84,25 @@ __device__ __forceinline__ void tile_async(bf16 *s, const bf16 *g, int r0, int r
     }
 }
 
+/* the double-buffered pipeline of every kernel here: start loading tile it + 1 of two tensors
+ * (BN rows of x and of y, row strides sx and sy) into the other stage of `stages`
+ * ([2][x, y][BN][DP + 8]), then wait until tile it has landed (the caller's __syncthreads makes
+ * it visible to every warp) */
+template <int DP>
+__device__ __forceinline__ void next_tiles(bf16 *stages, const bf16 *x, int sx, const bf16 *y, int sy, int it,
+                                           int ntiles, int n, int D) {
+    const int SP = DP + 8;
+    if (it + 1 < ntiles) {
+        bf16 *nx = stages + ((it + 1) & 1) * 2 * BN * SP;
+        tile_async<DP>(nx, x, (it + 1) * BN, BN, n, D, sx);
+        tile_async<DP>(nx + BN * SP, y, (it + 1) * BN, BN, n, D, sy);
+        cp_async_commit();
+        cp_async_wait<1>();
+    } else {
+        cp_async_wait<0>();
+    }
+}
+
 /* 2^x in the forward's softmax: the SFU instruction alone (ex2.approx.ftz) saves the range
  * fix-ups of exp2f, except at DP = 128, where the 32-row-per-warp kernel sits at 255 registers
  * and anything but the measured instruction mix makes ptxas spill */
@@ -216,15 +235,7 @@ __global__ void __launch_bounds__(WARPS * 32, fwd2_min_blocks<DP, WARPS, RT>())
     const int vrow = (lane & 7) + (((lane >> 3) & 1) << 3), vcol = (lane >> 4) * 8;  /* V [key][dim], .trans */
 
     for (int it = 0; it < ntiles; it++) {
-        if (it + 1 < ntiles) {
-            bf16 *nx = KV + ((it + 1) & 1) * 2 * BN * SP;
-            tile_async<DP>(nx, kb, (it + 1) * BN, BN, Nk, D, kv_stride);
-            tile_async<DP>(nx + BN * SP, vb, (it + 1) * BN, BN, Nk, D, kv_stride);
-            cp_async_commit();
-            cp_async_wait<1>();
-        } else {
-            cp_async_wait<0>();
-        }
+        next_tiles<DP>(KV, kb, kv_stride, vb, kv_stride, it, ntiles, Nk, D);
         __syncthreads();
         const bf16 *Ks = KV + (it & 1) * 2 * BN * SP, *Vs = Ks + BN * SP;
         int kn = min(BN, Nk - it * BN);   /* valid keys in this tile */
@@ -405,15 +416,7 @@ __global__ void __launch_bounds__(BWARPS * 32, 2) attn_bwd_dq_kernel(bf16 *dq, c
     const bf16 *qa = Qs + (warp * 16 + l.arow) * SP + l.acol, *ga = Gs + (warp * 16 + l.arow) * SP + l.acol;
     const float sl2 = scale * LOG2E;
     for (int it = 0; it < ntiles; it++) {
-        if (it + 1 < ntiles) {
-            bf16 *nx = KV + ((it + 1) & 1) * 2 * BN * SP;
-            tile_async<DP>(nx, kb, (it + 1) * BN, BN, Nk, D, ks);
-            tile_async<DP>(nx + BN * SP, vb, (it + 1) * BN, BN, Nk, D, ks);
-            cp_async_commit();
-            cp_async_wait<1>();
-        } else {
-            cp_async_wait<0>();
-        }
+        next_tiles<DP>(KV, kb, ks, vb, ks, it, ntiles, Nk, D);
         __syncthreads();
         const bf16 *Ks = KV + (it & 1) * 2 * BN * SP, *Vs = Ks + BN * SP;
         int kn = min(BN, Nk - it * BN);
@@ -490,17 +493,8 @@ __global__ void __launch_bounds__(BWARPS * 32, 2) attn_bwd_dkv_kernel(bf16 *dk, 
     const bf16 *ka = Ks + (warp * 16 + l.arow) * SP + l.acol, *va = Vs + (warp * 16 + l.arow) * SP + l.acol;
     const float sl2 = scale * LOG2E;
     for (int it = 0; it < ntiles; it++) {
-        if (it + 1 < ntiles) {
-            int nxt = (it + 1) & 1;
-            bf16 *nx = QG + nxt * 2 * BN * SP;
-            tile_async<DP>(nx, qb, (it + 1) * BN, BN, Nq, D, qs);
-            tile_async<DP>(nx + BN * SP, gb, (it + 1) * BN, BN, Nq, D, os);
-            cp_async_commit();
-            stats_tile(ST + nxt * 2 * BN, lseb, dlb, (it + 1) * BN, Nq);
-            cp_async_wait<1>();
-        } else {
-            cp_async_wait<0>();
-        }
+        if (it + 1 < ntiles) stats_tile(ST + ((it + 1) & 1) * 2 * BN, lseb, dlb, (it + 1) * BN, Nq);
+        next_tiles<DP>(QG, qb, qs, gb, os, it, ntiles, Nq, D);
         __syncthreads();
         const bf16 *Qt = QG + (it & 1) * 2 * BN * SP, *Gt = Qt + BN * SP;
         const float *st = ST + (it & 1) * 2 * BN;
