@@ -99,20 +99,27 @@ static void fill(iv2_backend *be, void *p, size_t n, unsigned seed) {
     free(h);
 }
 
+/* the attention benches' buffers: qkv [B,N,3C] (random), out [B,N,C], lse [B,H,N] (f32),
+ * dqkv [B,N,3C], dout [B,N,C] (random) */
+static void attn_buffers(iv2_backend *be, void **b, int B, int H, int N, int D) {
+    size_t C = (size_t)H * D;
+    b[0] = be->alloc(be, (size_t)B * N * 3 * C * 2);
+    b[1] = be->alloc(be, (size_t)B * N * C * 2);
+    b[2] = be->alloc(be, (size_t)B * H * N * 4);
+    b[3] = be->alloc(be, (size_t)B * N * 3 * C * 2);
+    b[4] = be->alloc(be, (size_t)B * N * C * 2);
+    fill(be, b[0], (size_t)B * N * 3 * C, 3);
+    fill(be, b[4], (size_t)B * N * C, 4);
+}
+
 /* --ncu: one attention forward and one backward at the VideoMAE clip and student shapes, for
  * Nsight Compute's detailed sections (check.sh: ncu_attention); nothing timed */
 static int ncu_attention(iv2_backend *be) {
     int shapes[2][4] = {{4, 16, 2048, 88}, {32, 16, 417, 88}};
     for (int i = 0; i < 2; i++) {
-        int B = shapes[i][0], H = shapes[i][1], N = shapes[i][2], D = shapes[i][3], C = H * D;
+        int B = shapes[i][0], H = shapes[i][1], N = shapes[i][2], D = shapes[i][3];
         void *b[5];
-        b[0] = be->alloc(be, (size_t)B * N * 3 * C * 2);
-        b[1] = be->alloc(be, (size_t)B * N * C * 2);
-        b[2] = be->alloc(be, (size_t)B * H * N * 4);
-        b[3] = be->alloc(be, (size_t)B * N * 3 * C * 2);
-        b[4] = be->alloc(be, (size_t)B * N * C * 2);
-        fill(be, b[0], (size_t)B * N * 3 * C, 3);
-        fill(be, b[4], (size_t)B * N * C, 4);
+        attn_buffers(be, b, B, H, N, D);
         attn_fn(be, b, shapes[i]);
         attn_bwd_fn(be, b, shapes[i]);
         be->sync(be);
@@ -167,13 +174,7 @@ int main(int argc, char **argv) {
     for (size_t i = 0; i < sizeof at / sizeof at[0]; i++) {
         int B = at[i].B, H = at[i].H, N = at[i].N, D = at[i].D, C = H * D;
         void *b[5];
-        b[0] = be->alloc(be, (size_t)B * N * 3 * C * 2);
-        b[1] = be->alloc(be, (size_t)B * N * C * 2);
-        b[2] = be->alloc(be, (size_t)B * H * N * 4);
-        b[3] = be->alloc(be, (size_t)B * N * 3 * C * 2);
-        b[4] = be->alloc(be, (size_t)B * N * C * 2);
-        fill(be, b[0], (size_t)B * N * 3 * C, 3);
-        fill(be, b[4], (size_t)B * N * C, 4);
+        attn_buffers(be, b, B, H, N, D);
         int a[4] = {B, H, N, D};
         double t = time_it(be, attn_fn, b, a, 9, 5);
         double fl = 4.0 * B * H * (double)N * N * D, tf = fl / t / 1e12;
