@@ -6,8 +6,9 @@
  * the warp-collective instructions (ldmatrix, ldmatrix.trans, mma.sync.m16n8k16, shfl.xor)
  * are executed once all 32 lanes of a warp have reached them, with the operand layouts of the
  * PTX ISA manual ("Matrix fragments for mma.m16n8k16", "ldmatrix"). __syncthreads waits for
- * every thread of the block. cp.async copies at once (its wait is then a no-op, which can only
- * hide a missing wait, not invent a race the kernels' barriers allow).
+ * every thread of the block. cp.async reads its source at issue and lands at the latest moment
+ * the PTX allows, the cp.async.wait_group that covers its commit group, so a missing or too weak
+ * wait shows as NaN poison.
  *
  * Checks that compute-sanitizer or the hardware would make: ldmatrix rows and cp.async
  * destinations 16-byte aligned and inside the launch's dynamic shared memory; cp.async
@@ -87,6 +88,9 @@ struct lane {
     int m;
     uint32_t r[4];            /* results */
     float d[4];
+    struct copy { void *dst; unsigned char data[16]; int group; };
+    std::vector<copy> copies; /* cp.async issued and not yet landed; group -1: not committed */
+    int groups;               /* cp.async groups committed so far */
 };
 static const int MAXT = 256, STACK = 1 << 16;
 static lane lanes[MAXT];
@@ -247,21 +251,38 @@ static inline float ex2(float x) {   /* ex2.approx.ftz.f32: 2^x, denormal result
     float y = exp2f(x);
     return std::fpclassify(y) == FP_SUBNORMAL ? 0.f : y;
 }
+/* cp.async lands as late as the PTX allows: at the cp.async.wait_group that covers its group
+ * (the source is read at issue), so a missing or too weak wait leaves NaN poison in the tile */
 static inline void cp_async16(void *smem, const void *gmem, int bytes) {
     emu::in_smem(smem, 16, "cp.async destination not 16-byte aligned or outside shared memory");
     if (bytes < 0 || bytes > 16) emu::fail("cp.async src-size out of range");
+    emu::lane::copy c = {smem, {0}, -1};
     if (bytes) {
         const char *g = (const char *)gmem;
         int ok = ((uintptr_t)g & 15) == 0 && bytes == 16;
         int inside = 0;
         for (const emu::range &r : emu::globals) inside |= g >= r.p && g + bytes <= r.p + r.n;
         if (!ok || !inside) emu::fail("cp.async source misaligned or outside every registered buffer");
-        memcpy(smem, gmem, bytes);
+        memcpy(c.data, gmem, bytes);
     }
-    memset((char *)smem + bytes, 0, 16 - bytes);
+    emu::cur->copies.push_back(c);
 }
-static inline void cp_async_commit() {}
-template <int n> static inline void cp_async_wait() {}
+static inline void cp_async_commit() {
+    emu::lane *L = emu::cur;
+    for (auto &c : L->copies)
+        if (c.group < 0) c.group = L->groups;
+    L->groups++;
+}
+/* wait until at most n of the committed groups are pending */
+template <int n> static inline void cp_async_wait() {
+    emu::lane *L = emu::cur;
+    std::vector<emu::lane::copy> keep;
+    for (auto &c : L->copies) {
+        if (c.group >= 0 && c.group < L->groups - n) memcpy(c.dst, c.data, 16);
+        else keep.push_back(c);
+    }
+    L->copies.swap(keep);
+}
 
 /* ---- the test's side ---- */
 static void emu_register(const void *p, size_t bytes) { emu::globals.push_back({(const char *)p, bytes}); }
@@ -287,6 +308,8 @@ static void emu_launch(dim3 grid, unsigned threads, size_t smem_bytes, std::func
                 makecontext(&L->ctx, emu::lane_main, 0);
                 L->state = emu::RUN;
                 L->tid = {t, 0, 0};
+                L->copies.clear();
+                L->groups = 0;
             }
             emu::run_block();
         }
