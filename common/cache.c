@@ -605,9 +605,27 @@ int iv2_cache_read_view(iv2_cache *c, iv2_cache_key key, iv2_cache_view *out, ui
     return 0;
 }
 
-int iv2_cache_read_rows(iv2_cache *c, iv2_cache_key key, int target, const int32_t *rows, int n, float *out) {
+/* token row r of a payload in dtype dt: the stored bytes when dt is the storage dtype (no
+ * decode, no rounding), else decoded to fp32 and, for another dt, converted from there (what a
+ * caller converting fp32 rows gets, bit for bit); tmp: t->dim floats */
+static void copy_row(const iv2_cache_target *t, const uint8_t *pay, int r, iv2_dtype dt, void *out, float *tmp) {
+    size_t d = (size_t)t->dim;
+    if (dt == t->dtype && dt != IV2_I8) {
+        size_t rb = d * iv2_dtype_size(dt);
+        memcpy(out, pay + (size_t)r * rb, rb);
+    } else if (dt == IV2_F32) decode_row(t, pay, r, out);
+    else {
+        decode_row(t, pay, r, tmp);
+        if (dt == IV2_BF16) iv2_f32_to_bf16_n(out, tmp, d);
+        else iv2_convert(out, dt, tmp, IV2_F32, d);
+    }
+}
+
+int iv2_cache_read_rows_as(iv2_cache *c, iv2_cache_key key, int target, const int32_t *rows, int n, iv2_dtype dt, void *out) {
     if (target < 0 || target >= c->n_targets) return iv2_err("cache %s: target index %d out of range (%d targets)", c->dir, target, c->n_targets);
     const iv2_cache_target *t = &c->targets[target];
+    if (dt != IV2_F32 && dt != IV2_BF16 && dt != IV2_F16)
+        return iv2_err("cache %s: target %s: rows cannot be read as %s", c->dir, t->name, iv2_dtype_name(dt));
     MDB_txn *txn;
     uint8_t kb[IV2_CACHE_KEY_SIZE];
     iv2_cache_key_pack(kb, key);
@@ -626,16 +644,24 @@ int iv2_cache_read_rows(iv2_cache *c, iv2_cache_key key, int target, const int32
     }
     const uint8_t *pay = (const uint8_t *)v.mv_data + IV2_CACHE_VALUE_HDR;
     int count = rows ? n : t->tokens;
+    size_t ob = (size_t)t->dim * iv2_dtype_size(dt);   /* bytes of one output row */
+    float *tmp = dt != IV2_F32 && dt != t->dtype ? iv2_malloc(sizeof(float) * (size_t)t->dim) : NULL;
     for (int i = 0; i < count; i++) {
         int r = rows ? rows[i] : i;
         if (r < 0 || r >= t->tokens) {
             mdb_txn_abort(txn);
+            free(tmp);
             return iv2_err("cache %s: target %s: token row %d out of range [0, %d)", c->dir, t->name, r, t->tokens);
         }
-        decode_row(t, pay, r, out + (size_t)i * t->dim);
+        copy_row(t, pay, r, dt, (uint8_t *)out + (size_t)i * ob, tmp);
     }
     mdb_txn_abort(txn);
+    free(tmp);
     return 0;
+}
+
+int iv2_cache_read_rows(iv2_cache *c, iv2_cache_key key, int target, const int32_t *rows, int n, float *out) {
+    return iv2_cache_read_rows_as(c, key, target, rows, n, IV2_F32, out);
 }
 
 int iv2_cache_read_raw(iv2_cache *c, const char *dbname, const uint8_t *key, size_t key_size, void **val, size_t *size) {
@@ -1036,6 +1062,11 @@ void iv2_cache_set_close(iv2_cache_set *s) {
 int iv2_cache_set_read_rows(iv2_cache_set *s, int64_t i, int target, const int32_t *rows, int n, float *out) {
     if (i < 0 || i >= s->n_views) return iv2_err("view %lld out of range (%lld views)", (long long)i, (long long)s->n_views);
     return iv2_cache_read_rows(s->shards[s->view_shard[i]], s->view_key[i], target, rows, n, out);
+}
+
+int iv2_cache_set_read_rows_as(iv2_cache_set *s, int64_t i, int target, const int32_t *rows, int n, iv2_dtype dt, void *out) {
+    if (i < 0 || i >= s->n_views) return iv2_err("view %lld out of range (%lld views)", (long long)i, (long long)s->n_views);
+    return iv2_cache_read_rows_as(s->shards[s->view_shard[i]], s->view_key[i], target, rows, n, dt, out);
 }
 
 int iv2_cache_set_read_view(iv2_cache_set *s, int64_t i, iv2_cache_view *v, uint8_t *frames) {

@@ -115,6 +115,14 @@ int iv2_cache_read_view(iv2_cache *c, iv2_cache_key k, iv2_cache_view *v, uint8_
 /* out[i][:] = fp32 value of token rows[i] of target `target` (index) for view k; rows NULL =
  * all tokens in order (n ignored). Rows are bounds-checked. Only those rows are touched. */
 int iv2_cache_read_rows(iv2_cache *c, iv2_cache_key k, int target, const int32_t *rows, int n, float *out);
+/* The same rows in dtype dt (F32, BF16 or F16; out holds n rows of dim elements of dt): when dt
+ * is the storage dtype the stored bytes are copied as they are (no decode, no conversion);
+ * otherwise each row is decoded to fp32 and converted (iv2_f32_to_bf16_n / iv2_convert), the
+ * bytes a caller converting the fp32 rows would get. The two agree on every value except a
+ * signalling NaN, which the conversion quiets (the writer never stores one). Like
+ * iv2_cache_read_rows it checks the value's header and the row bounds, not the payload checksum
+ * (iv2_cache_verify / iv2_cache_check_value do). */
+int iv2_cache_read_rows_as(iv2_cache *c, iv2_cache_key k, int target, const int32_t *rows, int n, iv2_dtype dt, void *out);
 /* The raw stored value (header + payload) into a malloc'd buffer (verify, merge, export). */
 int iv2_cache_read_raw(iv2_cache *c, const char *dbname, const uint8_t *key, size_t key_size, void **val,
                        size_t *size);
@@ -168,6 +176,7 @@ typedef struct iv2_cache_set {
 int iv2_cache_set_open(iv2_cache_set *s, const char *dirs);
 void iv2_cache_set_close(iv2_cache_set *s);
 int iv2_cache_set_read_rows(iv2_cache_set *s, int64_t i, int target, const int32_t *rows, int n, float *out);
+int iv2_cache_set_read_rows_as(iv2_cache_set *s, int64_t i, int target, const int32_t *rows, int n, iv2_dtype dt, void *out);
 int iv2_cache_set_read_view(iv2_cache_set *s, int64_t i, iv2_cache_view *v, uint8_t *frames);
 
 /* ---- value encoding (exposed for tests) ---- */

@@ -41,6 +41,7 @@ void iv2_distill_config_default(iv2_distill_config *c) {
     c->threads = 0;
     snprintf(c->device, sizeof c->device, "cpu");
     c->prefetch = 1;
+    c->loader_threads = 0;
     c->recompute = IV2_RECOMPUTE_AUTO;
 }
 
@@ -127,7 +128,7 @@ int iv2_distill_config_parse(iv2_distill_config *c, const char *json, const char
         NUM("weight_decay", weight_decay, float) NUM("clip_grad", clip_grad, float) NUM("drop_path", drop_path, float)
         NUM("seed", seed, uint64_t) NUM("ckpt_every", ckpt_every, int64_t) NUM("keep_ckpt", keep_ckpt, int)
         NUM("eval_every", eval_every, int64_t) NUM("eval_views", eval_views, int) NUM("log_every", log_every, int)
-        NUM("threads", threads, int)
+        NUM("threads", threads, int) NUM("loader_threads", loader_threads, int)
         else rc = iv2_err("unknown key \"%s\" (see docs/distill.md)", k);
 #undef NUM
     }
@@ -166,6 +167,7 @@ int iv2_distill_config_check(const iv2_distill_config *c) {
     if (c->n_clip + c->n_mae == 0 && !c->use_final) return iv2_err("no targets: clip_layers, mae_layers and use_final are all empty");
     if (c->keep_ckpt < 1) return iv2_err("keep_ckpt must be >= 1");
     if (c->log_every < 0) return iv2_err("log_every must be >= 0 (0: a progress line every few seconds)");
+    if (c->loader_threads < 0 || c->loader_threads > 64) return iv2_err("loader_threads %d must be in [0, 64] (0 = auto)", c->loader_threads);
     if (c->eval_views < -1) return iv2_err("eval_views must be >= 0 (-1: the whole cache is for eval)");
     return 0;
 }
@@ -212,6 +214,7 @@ char *iv2_distill_config_to_json(const iv2_distill_config *c) {
     cJSON_AddNumberToObject(o, "threads", c->threads);
     cJSON_AddStringToObject(o, "device", c->device);
     cJSON_AddBoolToObject(o, "prefetch", c->prefetch);
+    cJSON_AddNumberToObject(o, "loader_threads", c->loader_threads);
     if (c->recompute == IV2_RECOMPUTE_AUTO) cJSON_AddStringToObject(o, "recompute", "auto");
     else if (c->recompute >= IV2_RECOMPUTE_ALL) cJSON_AddStringToObject(o, "recompute", "all");
     else cJSON_AddNumberToObject(o, "recompute", c->recompute);

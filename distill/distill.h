@@ -69,6 +69,8 @@ typedef struct iv2_distill_config {
     int threads;               /* 0 = all cores */
     char device[32];           /* "cpu" | "cuda" | "cuda:N" */
     int prefetch;              /* 1 = loader thread builds the next batch */
+    int loader_threads;        /* threads building one batch's samples: 0 = auto (4 on CUDA, capped by
+                                  the cores; 1 on the CPU, whose cores train); the batch is the same */
     int recompute;             /* student blocks recomputed in the backward (the official checkpoint_num):
                                   IV2_RECOMPUTE_AUTO (all on CUDA, none on the CPU), 0..depth, or
                                   IV2_RECOMPUTE_ALL; JSON "auto" | "all" | a count */
@@ -254,8 +256,9 @@ typedef struct iv2_batch {
     int32_t *mae_pos;             /* [B][nv-1] vis[1:] - 1: the MAE targets' rows */
     void *tclip[IV2_DISTILL_MAX_LAYERS], *tmae[IV2_DISTILL_MAX_LAYERS], *tfinal;   /* targets in be->dtype:
                                      the same buffers as clip/mae/final when that is F32; otherwise
-                                     those are NULL and the rows are converted on the loader thread */
-    float *conv;                  /* f32 rows of one sample's target, before conversion (not F32) */
+                                     those are NULL and the rows are copied in on the loader's
+                                     threads: the stored bytes when the cache stores be->dtype,
+                                     else converted row by row (iv2_cache_read_rows_as) */
 } iv2_batch;
 
 /* The index rows of a batch's vis (see iv2_batch): rows [B*nv], mae_pos [B*(nv-1)]; ntok = 1 + T*P. */
@@ -276,6 +279,11 @@ typedef struct iv2_loader {
     struct iv2_loader_thread *th;  /* prefetch thread (NULL when off) */
     iv2_backend *be;               /* set before the first iv2_loader_next: its batches are for this
                                       backend (iv2_batch_alloc_for); NULL: plain batches */
+    int threads;                   /* threads building a batch's samples (cfg.loader_threads resolved;
+                                      any count gives the same bytes) */
+    int via_f32;                   /* tests, bench: backend targets through f32 rows and a conversion
+                                      even where the cache stores be->dtype (the path before the raw
+                                      copy; the same bytes) */
 } iv2_loader;
 
 /* Open the shards (comma-separated folders) and check them against the config and the student

@@ -5,8 +5,10 @@
  * the visible tokens only the rows of each target (iv2_cache_read_rows copies out just those
  * rows from the read-only map). A prefetch thread builds step s+1 while step s trains: two
  * slots, the trainer owns one, the thread fills the other. With a backend (L->be) the slots are
- * pinned and hold the targets in the backend's dtype, converted here on the loader's thread, and
- * the index rows the device reads, so the trainer's thread only queues raw copies. */
+ * pinned and hold the targets in the backend's dtype, made here on the loader's thread, and
+ * the index rows the device reads, so the trainer's thread only queues raw copies. A target the
+ * cache stores in that dtype (bf16 cache, bf16 device) is copied row by row as stored, with no
+ * decode and no conversion; the samples of a batch are built on L->threads threads. */
 #include "distill.h"
 #include "cache.h"
 #include "dist.h"
@@ -15,6 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 struct iv2_loader_thread {
     pthread_t tid;
@@ -97,6 +100,11 @@ int iv2_loader_open(iv2_loader *L, const char *dirs, const iv2_distill_config *c
     L->steps_per_epoch = L->n_train / c->batch > 0 ? L->n_train / c->batch : 1;
     L->nv = iv2_mask_n_visible(c->mask, T, P, c->mask_ratio);
     L->perm = iv2_malloc(sizeof *L->perm * (size_t)L->n_train);
+    L->threads = c->loader_threads;
+    if (L->threads <= 0) {   /* auto: a GPU waits for batches that dwarf its step's host work; CPU cores train */
+        long cores = sysconf(_SC_NPROCESSORS_ONLN);
+        L->threads = strncmp(c->device, "cuda", 4) ? 1 : cores < 4 ? (cores > 0 ? (int)cores : 1) : 4;
+    }
     return 0;
 fail:
     iv2_err_ctx("%s", dirs);
@@ -163,8 +171,6 @@ int iv2_batch_alloc_for(iv2_batch *b, const iv2_loader *L, int B, int nv, iv2_ba
     if (be) {
         b->rows = batch_mem(be, sizeof(int32_t) * (size_t)B * nv);
         b->mae_pos = batch_mem(be, sizeof(int32_t) * (size_t)B * (nv > 1 ? nv - 1 : 1));
-        int D = L->clip_dim > L->mae_dim ? L->clip_dim : L->mae_dim;
-        if (be->dtype != IV2_F32) b->conv = iv2_malloc(sizeof(float) * ((size_t)nv * D + L->final_dim + 1));
     }
     return 0;
 }
@@ -172,7 +178,7 @@ int iv2_batch_alloc_for(iv2_batch *b, const iv2_loader *L, int B, int nv, iv2_ba
 void iv2_batch_free(iv2_batch *b) {
     iv2_backend *be = b->be;
     int own_dev = be && be->dtype != IV2_F32;   /* tclip... are buffers of their own, not aliases */
-    free(b->views); free(b->conv);
+    free(b->views);
     batch_mem_free(be, b->frames); batch_mem_free(be, b->vis); batch_mem_free(be, b->final);
     batch_mem_free(be, b->rows); batch_mem_free(be, b->mae_pos);
     if (own_dev) batch_mem_free(be, b->tfinal);
@@ -206,41 +212,124 @@ static void make_perm(iv2_loader *L, int64_t epoch) {
 }
 
 /* n rows of a target (from `rows`, NULL = the first n) of a view into sample s's place in the
- * batch: f32 straight in, or through b->conv into the backend's dtype */
-static int read_target(iv2_loader *L, iv2_batch *b, int64_t view, int target, const int32_t *rows, int n, int dim,
-                       int s, float *f32, void *dev) {
+ * batch: f32 straight in, or in the backend's dtype, as stored bytes when the cache stores that
+ * dtype (iv2_cache_read_rows_as: no decode, no conversion) and converted row by row otherwise.
+ * L->via_f32 (tests, bench): through one sample's f32 rows in conv and a conversion, the path
+ * before the raw copy. */
+static int read_target(iv2_loader *L, iv2_batch *b, float *conv, int64_t view, int target, const int32_t *rows, int n,
+                       int dim, int s, float *f32, void *dev) {
     size_t at = (size_t)s * n * dim;
     if (f32) return iv2_cache_set_read_rows(L->set, view, target, rows, n, f32 + at);
-    if (iv2_cache_set_read_rows(L->set, view, target, rows, n, b->conv)) return -1;
     iv2_backend *be = b->be;
     void *dst = (char *)dev + at * be->esize;
-    if (be->dtype == IV2_BF16) iv2_f32_to_bf16_n(dst, b->conv, (size_t)n * dim);
-    else iv2_convert(dst, be->dtype, b->conv, IV2_F32, (size_t)n * dim);
+    if (!L->via_f32) return iv2_cache_set_read_rows_as(L->set, view, target, rows, n, be->dtype, dst);
+    if (iv2_cache_set_read_rows(L->set, view, target, rows, n, conv)) return -1;
+    if (be->dtype == IV2_BF16) iv2_f32_to_bf16_n(dst, conv, (size_t)n * dim);
+    else iv2_convert(dst, be->dtype, conv, IV2_F32, (size_t)n * dim);
     return 0;
 }
 
 /* frames + targets of view `view` for sample s of b, whose vis row is filled */
-static int read_sample(iv2_loader *L, iv2_batch *b, int s, int64_t view, int all_tokens) {
+static int read_sample(iv2_loader *L, iv2_batch *b, float *conv, int s, int64_t view, int all_tokens) {
     iv2_cache_set *set = L->set;
     int nv = b->nv;
     const int32_t *vis = b->vis + (size_t)s * nv;
     iv2_cache_view v;
     if (iv2_cache_set_read_view(set, view, &v, b->frames + (size_t)s * L->frames * L->size * L->size * 3)) return -1;
     for (int k = 0; k < L->cfg.n_clip; k++)
-        if (read_target(L, b, view, L->t_clip[k], all_tokens ? NULL : vis, nv, L->clip_dim, s, b->clip[k], b->tclip[k]))
+        if (read_target(L, b, conv, view, L->t_clip[k], all_tokens ? NULL : vis, nv, L->clip_dim, s, b->clip[k], b->tclip[k]))
             return -1;
     if (L->cfg.n_mae) {
         int32_t *rows = iv2_malloc(sizeof(int32_t) * (size_t)nv);
         for (int j = 1; j < nv; j++) rows[j - 1] = vis[j] - 1;   /* MAE tokens have no CLS */
         for (int k = 0; k < L->cfg.n_mae; k++)
-            if (read_target(L, b, view, L->t_mae[k], all_tokens ? NULL : rows, nv - 1, L->mae_dim, s, b->mae[k], b->tmae[k])) {
+            if (read_target(L, b, conv, view, L->t_mae[k], all_tokens ? NULL : rows, nv - 1, L->mae_dim, s, b->mae[k], b->tmae[k])) {
                 free(rows);
                 return -1;
             }
         free(rows);
     }
-    if (L->cfg.use_final && read_target(L, b, view, L->t_pool, NULL, 1, L->final_dim, s, b->final, b->tfinal)) return -1;
+    if (L->cfg.use_final && read_target(L, b, conv, view, L->t_pool, NULL, 1, L->final_dim, s, b->final, b->tfinal)) return -1;
     return 0;
+}
+
+/* One worker's share of a batch: samples [s0, s1). Every sample is a pure function of (step,
+ * global sample index) written to its own place in the batch, so how the samples are split over
+ * threads cannot change a byte of the batch. */
+typedef struct build_part {
+    iv2_loader *L;
+    iv2_batch *b;
+    int64_t step;          /* training step; -1: an eval batch */
+    int64_t first;         /* training: global index of the rank's sample 0; eval: first held-out view */
+    int s0, s1;
+    int rc;
+    char err[2048];        /* the failure, from this thread's iv2_errmsg */
+} build_part;
+
+/* training sample s: its view from the epoch's permutation (made by the caller), its mask, its data */
+static int build_train_sample(build_part *p, int s, float *attn, float *conv) {
+    iv2_loader *L = p->L;
+    iv2_batch *b = p->b;
+    int64_t view = L->perm[(p->step % L->steps_per_epoch) * L->cfg.batch + p->first + s];
+    b->views[s] = view;
+    if (attn && iv2_cache_set_read_rows(L->set, view, L->t_attn, NULL, L->T, attn)) return -1;
+    iv2_rng r;
+    iv2_rng_seed(&r, L->cfg.seed, 0x6d61736b /* "mask" */, (uint64_t)p->step, (uint64_t)(p->first + s));
+    if (iv2_mask_draw(L->cfg.mask, attn, L->T, L->P, L->cfg.mask_ratio, &r, b->vis + (size_t)s * L->nv) != L->nv)
+        return iv2_err("mask draw failed");
+    return read_sample(L, b, conv, s, view, 0);
+}
+
+static int build_eval_sample(build_part *p, int s, float *conv) {
+    iv2_batch *b = p->b;
+    int ntok = b->nv;
+    for (int j = 0; j < ntok; j++) b->vis[(size_t)s * ntok + j] = j;
+    b->views[s] = p->L->n_train + p->first + s;
+    if (read_sample(p->L, b, conv, s, b->views[s], 1)) return iv2_err_ctx("eval view %lld", (long long)b->views[s]);
+    return 0;
+}
+
+static void *build_part_main(void *arg) {
+    build_part *p = arg;
+    iv2_loader *L = p->L;
+    iv2_batch *b = p->b;
+    float *attn = p->step >= 0 && L->t_attn >= 0 ? iv2_malloc(sizeof(float) * (size_t)L->T * L->P) : NULL;
+    float *conv = NULL;
+    if (L->via_f32 && b->be && b->be->dtype != IV2_F32) {
+        int D = L->clip_dim > L->mae_dim ? L->clip_dim : L->mae_dim;
+        conv = iv2_malloc(sizeof(float) * ((size_t)b->nv * D + L->final_dim + 1));
+    }
+    p->rc = 0;
+    for (int s = p->s0; s < p->s1 && !p->rc; s++)
+        p->rc = p->step >= 0 ? build_train_sample(p, s, attn, conv) : build_eval_sample(p, s, conv);
+    if (p->rc) snprintf(p->err, sizeof p->err, "%s", iv2_errmsg());
+    free(attn);
+    free(conv);
+    return NULL;
+}
+
+/* samples [0, B) of b on L->threads threads (contiguous shares; this thread takes the first).
+ * On failure the error is that of the lowest failing sample, as one thread would report it. */
+static int build_samples(iv2_loader *L, iv2_batch *b, int64_t step, int64_t first, int B) {
+    int n = L->threads < 1 ? 1 : L->threads > B ? B : L->threads;
+    build_part *parts = iv2_calloc((size_t)n, sizeof *parts);
+    pthread_t *tid = iv2_calloc((size_t)n, sizeof *tid);
+    int *started = iv2_calloc((size_t)n, sizeof *started);
+    for (int j = 0; j < n; j++) {
+        parts[j] = (build_part){.L = L, .b = b, .step = step, .first = first, .s0 = (int)((int64_t)B * j / n),
+                                .s1 = (int)((int64_t)B * (j + 1) / n)};
+        if (j > 0) started[j] = pthread_create(&tid[j], NULL, build_part_main, &parts[j]) == 0;
+    }
+    build_part_main(&parts[0]);
+    for (int j = 1; j < n; j++) {
+        if (started[j]) pthread_join(tid[j], NULL);
+        else build_part_main(&parts[j]);   /* no thread to be had: do its share here */
+    }
+    int rc = 0;
+    for (int j = 0; j < n && !rc; j++)
+        if (parts[j].rc) rc = iv2_err("%s", parts[j].err);
+    free(parts); free(tid); free(started);
+    return rc;
 }
 
 int iv2_loader_build(iv2_loader *L, int64_t step, iv2_batch *b) {
@@ -248,24 +337,8 @@ int iv2_loader_build(iv2_loader *L, int64_t step, iv2_batch *b) {
      * permutation on every rank; masks drawn from the global sample index) */
     int Bg = L->cfg.batch, B = iv2_dist_local_batch(Bg), first = iv2_dist_rank() * B;
     if (b->B != B || b->nv != L->nv) return iv2_err("loader: batch buffers are for %d x %d, need %d x %d", b->B, b->nv, B, L->nv);
-    int64_t epoch = step / L->steps_per_epoch, i = step % L->steps_per_epoch;
-    make_perm(L, epoch);
-    float *attn = L->t_attn >= 0 ? iv2_malloc(sizeof(float) * (size_t)L->T * L->P) : NULL;
-    int rc = 0;
-    for (int s = 0; s < B && !rc; s++) {
-        int64_t view = L->perm[i * Bg + first + s];
-        b->views[s] = view;
-        if (attn && iv2_cache_set_read_rows(L->set, view, L->t_attn, NULL, L->T, attn)) { rc = -1; break; }
-        iv2_rng r;
-        iv2_rng_seed(&r, L->cfg.seed, 0x6d61736b /* "mask" */, (uint64_t)step, (uint64_t)(first + s));
-        if (iv2_mask_draw(L->cfg.mask, attn, L->T, L->P, L->cfg.mask_ratio, &r, b->vis + (size_t)s * L->nv) != L->nv) {
-            rc = iv2_err("mask draw failed");
-            break;
-        }
-        rc = read_sample(L, b, s, view, 0);
-    }
-    free(attn);
-    if (rc) return iv2_err_ctx("step %lld", (long long)step);
+    make_perm(L, step / L->steps_per_epoch);
+    if (build_samples(L, b, step, first, B)) return iv2_err_ctx("step %lld", (long long)step);
     if (b->rows) iv2_batch_index_rows(b->vis, B, L->nv, 1 + L->T * L->P, b->rows, b->mae_pos);
     b->step = step;
     return 0;
@@ -277,11 +350,7 @@ int iv2_loader_build_eval(iv2_loader *L, int64_t first, iv2_batch *b) {
     int B = b->B;
     if (first + B > L->n_eval) B = (int)(L->n_eval - first);
     if (B < 1) return iv2_err("eval: no held-out views from %lld", (long long)first);
-    for (int s = 0; s < B; s++) {
-        for (int j = 0; j < ntok; j++) b->vis[(size_t)s * ntok + j] = j;
-        b->views[s] = L->n_train + first + s;
-        if (read_sample(L, b, s, b->views[s], 1)) return iv2_err_ctx("eval view %lld", (long long)b->views[s]);
-    }
+    if (build_samples(L, b, -1, first, B)) return -1;
     return B;
 }
 

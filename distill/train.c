@@ -33,7 +33,7 @@ static int slot_of(const iv2_trainer *t, int block) {
 
 /* fields that may change between a run and its resumption */
 static const char *const resume_free[] = {"steps", "epochs", "ckpt_every", "keep_ckpt", "eval_every", "log_every",
-                                          "threads", "prefetch", "device", "recompute", NULL};
+                                          "threads", "prefetch", "loader_threads", "device", "recompute", NULL};
 
 static int student_config(const iv2_distill_config *c, iv2_vit_config *vc) {
     if (iv2_vit_preset(c->student, vc)) return -1;

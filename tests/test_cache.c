@@ -2,7 +2,8 @@
  * Round trips per storage dtype against the fp32 source (bit-exact for fp32, dtype error
  * otherwise, int8 against a naive per-token quantiser), selected rows, verify + digest, refusal
  * of changed meta naming the field, the map limit (full => clear error, cache still valid),
- * read-only opens of a read-only folder, merge of shards and the shard set. */
+ * read-only opens of a read-only folder, merge of shards and the shard set; rows read as another
+ * dtype (the stored bytes when it is the storage dtype, else the fp32 rows converted). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -63,6 +64,80 @@ static int fill(iv2_cache *c, int64_t r0, int64_t r1, int step) {
     return 0;
 }
 
+/* iv2_cache_read_rows_as: in the storage dtype, the stored bytes of the rows (the raw copy); in
+ * any other float dtype, the fp32 rows converted; int8 out is refused; rows are bounds-checked */
+static void check_rows_as(iv2_cache *c, iv2_cache_key k, const char *dt) {
+    for (int t = 0; t < 3; t++) {
+        const iv2_cache_target *tg = iv2_cache_target_at(c, t);
+        int D = tg->dim;
+        int32_t rows[3] = {TOK[t] - 1, 0, 1};
+        float f[3 * 24], f32[3 * 24];
+        uint16_t b[3 * 24], h[3 * 24], wb[3 * 24], wh[3 * 24];
+        CHECK(iv2_cache_read_rows(c, k, t, rows, 3, f) == 0, "rows f32");
+        CHECK(iv2_cache_read_rows_as(c, k, t, rows, 3, IV2_F32, f32) == 0 && !memcmp(f, f32, sizeof(float) * 3 * D),
+              "%s %s: rows as F32 == iv2_cache_read_rows", dt, tg->name);
+        CHECK(iv2_cache_read_rows_as(c, k, t, rows, 3, IV2_BF16, b) == 0 && iv2_cache_read_rows_as(c, k, t, rows, 3, IV2_F16, h) == 0,
+              "rows as bf16 / fp16: %s", iv2_errmsg());
+        iv2_f32_to_bf16_n(wb, f, (size_t)3 * D);
+        iv2_convert(wh, IV2_F16, f, IV2_F32, (size_t)3 * D);
+        CHECK(!memcmp(b, wb, 2 * 3 * D) && !memcmp(h, wh, 2 * 3 * D), "%s %s: rows as bf16 / fp16 == the fp32 rows converted",
+              dt, tg->name);
+        if (tg->dtype != IV2_I8) {   /* the raw copy: the stored payload bytes of those rows */
+            uint8_t key[IV2_CACHE_KEY_SIZE], out[3 * 24 * 4];
+            iv2_cache_key_pack(key, k);
+            char db[40];
+            snprintf(db, sizeof db, "t:%s", tg->name);
+            void *raw;
+            size_t n, rb = (size_t)D * iv2_dtype_size(tg->dtype);
+            CHECK(iv2_cache_read_raw(c, db, key, sizeof key, &raw, &n) == 0, "raw value");
+            CHECK(iv2_cache_read_rows_as(c, k, t, rows, 3, tg->dtype, out) == 0, "rows as stored");
+            int same = 1;
+            for (int i = 0; i < 3; i++) same &= !memcmp(out + i * rb, (uint8_t *)raw + IV2_CACHE_VALUE_HDR + rows[i] * rb, rb);
+            CHECK(same, "%s %s: rows in the storage dtype are the stored bytes", dt, tg->name);
+            free(raw);
+        }
+        int32_t bad = TOK[t];
+        CHECK(iv2_cache_read_rows_as(c, k, t, &bad, 1, IV2_BF16, b) == -1 && strstr(iv2_errmsg(), "out of range"),
+              "bounds as bf16: %s", iv2_errmsg());
+        CHECK(iv2_cache_read_rows_as(c, k, t, rows, 1, IV2_I8, b) == -1 && strstr(iv2_errmsg(), "cannot be read as I8"),
+              "int8 out refused: %s", iv2_errmsg());
+    }
+}
+
+/* the one value where the raw copy and f32 + conversion differ: a signalling NaN stored bf16
+ * (the writer never stores one; the conversion quiets it) */
+static void check_snan(void) {
+    const char *dir = "build/tmp/test_cache_snan";
+    if (system("rm -rf build/tmp/test_cache_snan")) {}
+    iv2_cache *c;
+    CHECK(iv2_cache_open(&c, dir, IV2_CACHE_RDWR) == 0, "open: %s", iv2_errmsg());
+    CHECK(iv2_cache_set_meta(c, "{\"format\":1,\"targets\":[{\"name\":\"clip_b0\",\"teacher\":\"internvit\",\"kind\":"
+                             "\"block\",\"block\":0,\"tokens\":2,\"dim\":4,\"dtype\":\"bf16\",\"post\":\"l2\"}]}") == 0,
+          "meta: %s", iv2_errmsg());
+    const iv2_cache_target *tg = iv2_cache_target_at(c, 0);
+    uint8_t val[IV2_CACHE_VALUE_HDR + 16], fr[NSTU * SIZE * SIZE * 3] = {0};
+    uint16_t pay[8] = {0x3f80, 0x7f81 /* sNaN */, 0xbf80, 0x0001, 0x4000, 0x7fc0, 0xff81, 0x8000};
+    memcpy(val + IV2_CACHE_VALUE_HDR, pay, sizeof pay);
+    iv2_cache_seal_value(tg, val);
+    const void *enc[1] = {val};
+    iv2_cache_entry e;
+    memset(&e, 0, sizeof e);
+    e.view.num_frames = 4; e.view.n_student = NSTU; e.view.size = SIZE;
+    e.frames = fr;
+    e.encoded = enc;
+    CHECK(iv2_cache_put(c, &e, 1, NULL, NULL, 0) == 0, "put: %s", iv2_errmsg());
+    iv2_cache_key k = {0, 0};
+    uint16_t raw[8], conv[8];
+    float f[8];
+    CHECK(iv2_cache_read_rows_as(c, k, 0, NULL, 0, IV2_BF16, raw) == 0 && iv2_cache_read_rows(c, k, 0, NULL, 0, f) == 0, "read");
+    iv2_f32_to_bf16_n(conv, f, 8);
+    CHECK(!memcmp(raw, pay, sizeof pay), "raw bf16 rows keep every stored bit, the sNaN too");
+    int diff = 0;
+    for (int i = 0; i < 8; i++) diff += raw[i] != conv[i];
+    CHECK(diff == 2 && conv[1] == 0x7fc1 && conv[6] == 0xffc1, "f32 + conversion differs only in the quieted sNaNs (%d)", diff);
+    iv2_cache_close(c);
+}
+
 static void check_roundtrip(const char *dt, float rtol, float atol) {
     char dir[256], m[2048];
     snprintf(dir, sizeof dir, "build/tmp/test_cache_%s", dt);
@@ -114,6 +189,7 @@ static void check_roundtrip(const char *dt, float rtol, float atol) {
     CHECK(iv2_cache_read_rows(c, k, 0, &bad, 1, sel) == -1 && strstr(iv2_errmsg(), "out of range"), "bounds: %s", iv2_errmsg());
     iv2_cache_key nok = {99, 0};
     CHECK(iv2_cache_read_rows(c, nok, 0, NULL, 0, got) == -1 && strstr(iv2_errmsg(), "row 99"), "missing: %s", iv2_errmsg());
+    check_rows_as(c, k, dt);
     /* view record */
     iv2_cache_view v;
     uint8_t fr[NSTU * SIZE * SIZE * 3];
@@ -132,6 +208,7 @@ int main(void) {
     check_roundtrip("bf16", 1.0f / 256, 1e-30f);
     check_roundtrip("fp16", 1.0f / 2048, 1e-4f);
     check_roundtrip("int8", 0, 0);
+    check_snan();
 
     /* verify finds a byte flipped inside a stored value (on disk, behind LMDB's back) */
     {

@@ -2,7 +2,9 @@
  * - The loader's batches for a backend: the same frames, masks and targets as a plain batch of
  *   the same step; the index rows (student rows s*(1+T*P)+vis, MAE rows vis-1) right; on a
  *   backend storing bf16 (the CPU backend relabelled, for its host memory) the targets are the
- *   f32 rows rounded to bf16 and no f32 copy is kept.
+ *   f32 rows rounded to bf16 and no f32 copy is kept; the raw row copy (a target stored bf16)
+ *   gives the bytes of the path through f32 and a conversion; the samples built on 3 threads
+ *   give the bytes of one thread, and a run with loader_threads 3 equals one with 1.
  * - A run copying batch s+1 ahead into the other device slot while step s computes equals, loss
  *   for loss and bit for bit in the final weights and moments, a run that copies each batch at
  *   its own step into one slot (t.no_stage_ahead), so a slot mix-up fails; with eval between
@@ -83,6 +85,22 @@ static int train(const char *cache, const iv2_distill_config *c, const char *out
     return rc;
 }
 
+/* every byte a batch holds (es: bytes per target element: 4 plain / F32, 2 bf16) */
+static int same_batch(const iv2_loader *L, const iv2_batch *a, const iv2_batch *b, int es) {
+    size_t rv = (size_t)a->B * a->nv, rm = (size_t)a->B * (a->nv - 1);
+    int same = a->step == b->step && !memcmp(a->views, b->views, sizeof(int64_t) * a->B) &&
+               !memcmp(a->frames, b->frames, (size_t)a->B * L->frames * L->size * L->size * 3) &&
+               !memcmp(a->vis, b->vis, rv * 4) && (!a->rows || (!memcmp(a->rows, b->rows, rv * 4) &&
+                                                              !memcmp(a->mae_pos, b->mae_pos, rm * 4)));
+    for (int k = 0; k < L->cfg.n_clip; k++)
+        same &= !memcmp(a->tclip[k] ? a->tclip[k] : a->clip[k], b->tclip[k] ? b->tclip[k] : b->clip[k], rv * L->clip_dim * es);
+    for (int k = 0; k < L->cfg.n_mae; k++)
+        same &= !memcmp(a->tmae[k] ? a->tmae[k] : a->mae[k], b->tmae[k] ? b->tmae[k] : b->mae[k], rm * L->mae_dim * es);
+    if (L->cfg.use_final)
+        same &= !memcmp(a->tfinal ? a->tfinal : a->final, b->tfinal ? b->tfinal : b->final, (size_t)a->B * L->final_dim * es);
+    return same;
+}
+
 /* 1. backend batches against plain ones */
 static void check_batches(const char *cache, const iv2_distill_config *c) {
     iv2_loader L;
@@ -128,6 +146,25 @@ static void check_batches(const char *cache, const iv2_distill_config *c) {
     for (int i = 0; i < B * 16; i++) bf_ok &= x[i] == iv2_f32_to_bf16(p.final[i]);
     CHECK(f32_ok, "F32 backend: the targets are the plain batch's, in one buffer");
     CHECK(bf_ok, "bf16 backend: the targets are the f32 rows rounded to bf16, no f32 copy kept");
+    /* the raw path (clip_b* stored bf16: the stored bytes copied) against the path through f32
+     * rows and a conversion (L.via_f32), and the samples built on 3 threads against one, for the
+     * plain, F32 and bf16 batches: the same bytes everywhere */
+    iv2_batch hc, p3, f3, h3;
+    iv2_batch_alloc_for(&hc, &L, B, nv, bf);
+    iv2_batch_alloc(&p3, &L, B, nv);
+    iv2_batch_alloc_for(&f3, &L, B, nv, cpu);
+    iv2_batch_alloc_for(&h3, &L, B, nv, bf);
+    L.via_f32 = 1;
+    CHECK(iv2_loader_build(&L, 3, &hc) == 0, "build through f32: %s", iv2_errmsg());
+    L.via_f32 = 0;
+    L.threads = 3;
+    CHECK(iv2_loader_build(&L, 3, &p3) == 0 && iv2_loader_build(&L, 3, &f3) == 0 && iv2_loader_build(&L, 3, &h3) == 0,
+          "build on 3 threads: %s", iv2_errmsg());
+    L.threads = 1;
+    CHECK(same_batch(&L, &h, &hc, 2), "bf16 batch: raw rows == f32 rows converted, byte for byte");
+    CHECK(same_batch(&L, &p, &p3, 4) && same_batch(&L, &f, &f3, 4) && same_batch(&L, &h, &h3, 2),
+          "3 loader threads == 1: plain, F32 and bf16 batches byte for byte");
+    iv2_batch_free(&hc); iv2_batch_free(&p3); iv2_batch_free(&f3); iv2_batch_free(&h3);
     iv2_batch_free(&p); iv2_batch_free(&f); iv2_batch_free(&h);
     iv2_backend_destroy(cpu); iv2_backend_destroy(bf);
     iv2_loader_close(&L);
@@ -182,6 +219,17 @@ int main(void) {
     CHECK(same_tensors(pa, pb), "final weights and moments bit-identical (slots vs one slot)");
     snprintf(pb, sizeof pb, "%s/ckpt_%08d.safetensors", d, N);
     CHECK(same_tensors(pa, pb), "final weights and moments bit-identical (prefetch off)");
+    char g[256];
+    snprintf(g, sizeof g, "%s.threads", ROOT);
+    e = c;
+    e.loader_threads = 3;   /* training and eval batches built on 3 threads */
+    run_out rg;
+    CHECK(train(cache, &e, g, 0) == 0 && read_run(g, &rg) == 0, "run with 3 loader threads: %s", iv2_errmsg());
+    same = rg.n == ra.n && rg.n_eval == ra.n_eval;
+    for (int i = 0; same && i < ra.n; i++) same = ra.loss[i] == rg.loss[i] && ra.gnorm[i] == rg.gnorm[i];
+    for (int i = 0; same && i < ra.n_eval; i++) same = ra.eval_cos[i] == rg.eval_cos[i];
+    snprintf(pb, sizeof pb, "%s/ckpt_%08d.safetensors", g, N);
+    CHECK(same && same_tensors(pa, pb), "3 loader threads: every loss, eval figure and final tensor bit-identical");
 
     /* 3. the copy figures */
     CHECK(ra.copy_ok && rb.copy_ok && rd.copy_ok, "copy_s in [0, step_s] on every step line");

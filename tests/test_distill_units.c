@@ -26,14 +26,18 @@ static void test_config(void) {
     CHECK(iv2_distill_config_parse(&c, "{\"bacth\": 8}", "run.json") == -1 && strstr(iv2_errmsg(), "bacth"), "unknown key named: %s", iv2_errmsg());
     CHECK(iv2_distill_config_parse(&c, "{\"mask_ratio\": 1.5}", "run.json") == -1, "ratio range");
     CHECK(iv2_distill_config_parse(&c, "{\"batch\": ", "run.json") == -1, "bad json");
+    CHECK(c.loader_threads == 0, "loader_threads: auto by default");
+    iv2_distill_config_default(&c);
+    CHECK(iv2_distill_config_parse(&c, "{\"loader_threads\": 65}", "run.json") == -1 && strstr(iv2_errmsg(), "loader_threads"),
+          "loader_threads range: %s", iv2_errmsg());
     /* round trip */
     iv2_distill_config a, b;
     iv2_distill_config_default(&a);
-    a.batch = 3; a.mask = IV2_MASK_RANDOM; a.n_mae = 1;
+    a.batch = 3; a.mask = IV2_MASK_RANDOM; a.n_mae = 1; a.loader_threads = 6;
     char *js = iv2_distill_config_to_json(&a);
     iv2_distill_config_default(&b);
     CHECK(iv2_distill_config_parse(&b, js, "rt") == 0 && b.batch == 3 && b.mask == IV2_MASK_RANDOM && b.n_mae == 1 &&
-          b.n_clip == 6, "round trip %s", js);
+          b.n_clip == 6 && b.loader_threads == 6, "round trip %s", js);
     free(js);
     /* schedule: 10 steps, 3 warmup, peak 0.001*8/256, min 0.0001*8/256 */
     iv2_distill_config_parse(&c, "{\"batch\": 8, \"steps\": 10, \"warmup_steps\": 3, \"lr\": 0.001, \"min_lr\": 0.0001}", "t");

@@ -9,6 +9,7 @@
 #include "testutil.h"
 #include "test_distill_synth.h"
 #include "log.h"
+#include <sys/statvfs.h>
 
 static int cmp_d(const void *a, const void *b) { double x = *(const double *)a, y = *(const double *)b; return x < y ? -1 : x > y; }
 
@@ -74,8 +75,173 @@ static double torch_step(const spec *s, int B, int threads, int steps) {
     return st;
 }
 
+/* ---- the loader at recipe size ----
+ * A cache with the 1B recipe's targets (clip_b42..47 [2049][3200], mae_b36..39 [2048][1408],
+ * clip_pool [768], all bf16; clip_attn [8][256] fp32; 8 frames of 224^2), batch = its views,
+ * batches for a bf16 device (the CPU backend relabelled, as test_distill_slots does): the path
+ * before (every target through f32 rows and a conversion, one thread) against the raw row copy
+ * on 1..n threads, alternating, on the same steps; the batches' bytes compared. */
+
+static int recipe_cache(const char *dir, int views) {
+    char cmd[600];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+    if (system(cmd)) return iv2_err("cannot clear %s", dir);
+    iv2_cache *c;
+    if (iv2_cache_open(&c, dir, IV2_CACHE_RDWR)) return -1;
+    char meta[8192];
+    int k = snprintf(meta, sizeof meta, "{\"format\":1,\"synthetic\":true,\"targets\":[");
+    for (int i = 0; i < 6; i++)
+        k += snprintf(meta + k, sizeof meta - k, "{\"name\":\"clip_b%d\",\"teacher\":\"internvit\",\"kind\":\"block\",\"block\":%d,\"tokens\":2049,\"dim\":3200,\"dtype\":\"bf16\",\"post\":\"l2\"},", 42 + i, 42 + i);
+    for (int i = 0; i < 4; i++)
+        k += snprintf(meta + k, sizeof meta - k, "{\"name\":\"mae_b%d\",\"teacher\":\"videomae\",\"kind\":\"block\",\"block\":%d,\"tokens\":2048,\"dim\":1408,\"dtype\":\"bf16\",\"post\":\"l2\"},", 36 + i, 36 + i);
+    snprintf(meta + k, sizeof meta - k, "{\"name\":\"clip_pool\",\"teacher\":\"internvit\",\"kind\":\"pool\",\"tokens\":1,\"dim\":768,\"dtype\":\"bf16\",\"post\":\"l2\"},"
+             "{\"name\":\"clip_attn\",\"teacher\":\"internvit\",\"kind\":\"attn\",\"tokens\":8,\"dim\":256,\"dtype\":\"fp32\",\"post\":\"none\"}]}");
+    if (iv2_cache_set_meta(c, meta)) { iv2_cache_close(c); return -1; }
+    int nt = iv2_cache_n_targets(c);
+    void **enc = calloc((size_t)nt, sizeof *enc);
+    float *x = malloc(sizeof(float) * 2049 * 3200);
+    iv2_rng r;
+    iv2_rng_seed(&r, 5, 6, 7, 8);
+    for (int t = 0; t < nt; t++) {   /* one value per target, stored under every view */
+        const iv2_cache_target *tg = iv2_cache_target_at(c, t);
+        size_t n = (size_t)tg->tokens * tg->dim;
+        for (size_t i = 0; i < n; i++) x[i] = (float)(iv2_rng_uniform(&r) - 0.5) * 0.05f;
+        enc[t] = malloc(IV2_CACHE_VALUE_HDR + iv2_cache_target_bytes(tg));
+        iv2_cache_encode_value(tg, x, enc[t]);
+    }
+    uint8_t *frames = malloc(8 * 224 * 224 * 3);
+    for (size_t i = 0; i < 8 * 224 * 224 * 3; i++) frames[i] = (uint8_t)(iv2_rng_u64(&r) >> 56);
+    int rc = 0;
+    for (int v = 0; v < views && !rc; v++) {
+        iv2_cache_entry e;
+        memset(&e, 0, sizeof e);
+        e.view.row = v; e.view.num_frames = 16; e.view.size = 224; e.view.n_student = 8;
+        e.view.src_w = e.view.src_h = e.view.crop_w = e.view.crop_h = 224;
+        e.frames = frames;
+        e.encoded = (const void *const *)enc;
+        rc = iv2_cache_put(c, &e, 1, NULL, NULL, 0);
+    }
+    for (int t = 0; t < nt; t++) free(enc[t]);
+    free(enc); free(x); free(frames);
+    iv2_cache_close(c);
+    return rc;
+}
+
+/* the target bytes of two bf16 batches equal, and their frames and masks */
+static int same_batch(const iv2_loader *L, const iv2_batch *a, const iv2_batch *b) {
+    size_t rv = (size_t)a->B * a->nv, rm = (size_t)a->B * (a->nv - 1);
+    int same = !memcmp(a->frames, b->frames, (size_t)a->B * 8 * 224 * 224 * 3) && !memcmp(a->vis, b->vis, rv * 4) &&
+               !memcmp(a->rows, b->rows, rv * 4) && !memcmp(a->tfinal, b->tfinal, (size_t)a->B * L->final_dim * 2);
+    for (int k = 0; k < L->cfg.n_clip; k++) same &= !memcmp(a->tclip[k], b->tclip[k], rv * L->clip_dim * 2);
+    for (int k = 0; k < L->cfg.n_mae; k++) same &= !memcmp(a->tmae[k], b->tmae[k], rm * L->mae_dim * 2);
+    return same;
+}
+
+static void bench_loader_recipe(void) {
+    int views = getenv("BENCH_LOADER_VIEWS") ? atoi(getenv("BENCH_LOADER_VIEWS")) : 64;
+    if (views < 1) return;   /* BENCH_LOADER_VIEWS=0: skip */
+    int maxth = getenv("BENCH_LOADER_THREADS") ? atoi(getenv("BENCH_LOADER_THREADS")) : 4;
+    if (maxth < 1 || maxth > 64) maxth = 4;
+    const char *dir = "build/tmp/bench_loader_recipe.cache";
+    double per_view = 6.0 * 2049 * 3200 * 2 + 4.0 * 2048 * 1408 * 2 + 768 * 2 + 2048 * 4 + 8 * 224 * 224 * 3;
+    struct statvfs fs;
+    if (statvfs("build", &fs) == 0 && (double)fs.f_bavail * fs.f_frsize < 20e9 + views * per_view) {
+        printf("loader at recipe size: skipped, %.1f GB free, want 20 GB + the %.1f GB cache (BENCH_LOADER_VIEWS=%d)\n",
+               (double)fs.f_bavail * fs.f_frsize / 1e9, views * per_view / 1e9, views);
+        return;
+    }
+    double t0 = iv2_now();
+    if (recipe_cache(dir, views)) { printf("loader at recipe size: cannot make the cache: %s\n", iv2_errmsg()); return; }
+    double t_write = iv2_now() - t0;
+    iv2_distill_config c;
+    iv2_distill_config_default(&c);   /* the recipe's pairs: clip_b42..47, mae_b36..39, use_final, attention mask */
+    c.batch = views;
+    iv2_loader L;
+    if (iv2_loader_open(&L, dir, &c, 8, 224, 8, 256)) { printf("loader at recipe size: %s\n", iv2_errmsg()); return; }
+    iv2_backend *bf = iv2_cpu_backend_create(1);
+    bf->dtype = IV2_BF16;   /* only its host memory is used: batches in the form a bf16 device reads */
+    bf->esize = 2;
+    int B = views, nv = L.nv;
+    double vals = (double)B * ((double)nv * 3200 * 6 + (double)(nv - 1) * 1408 * 4 + 768);
+    /* configurations: 0 = before (f32 rows + conversion, 1 thread); then the raw copy on 1, 2, 4.. threads */
+    int nconf = 1, th[8] = {1};
+    for (int t = 1; t <= maxth && nconf < 8; t *= 2) th[nconf++] = t;
+    iv2_batch bs[8];
+    for (int i = 0; i < nconf; i++) iv2_batch_alloc_for(&bs[i], &L, B, nv, bf);
+    for (int s = 0; s < 3; s++) {   /* warm-up: map the cache's pages */
+        L.via_f32 = 0; L.threads = maxth;
+        if (iv2_loader_build(&L, s, &bs[1])) { printf("loader at recipe size: %s\n", iv2_errmsg()); goto done; }
+    }
+    int rounds = getenv("BENCH_ROUNDS") ? atoi(getenv("BENCH_ROUNDS")) : 3;
+    if (rounds < 1 || rounds > 15) rounds = 3;
+    double ts[8][16];
+    int same = 1;
+    for (int r = 0; r < rounds; r++) {
+        for (int j = 0; j < nconf; j++) {
+            int i = (j + r) % nconf;   /* rotate the order: a page fault left over hits each alike */
+            L.via_f32 = i == 0; L.threads = th[i];
+            double a = iv2_now();
+            if (iv2_loader_build(&L, 100 + r, &bs[i])) { printf("loader at recipe size: %s\n", iv2_errmsg()); goto done; }
+            ts[i][r] = iv2_now() - a;
+        }
+        for (int i = 1; i < nconf; i++) same &= same_batch(&L, &bs[0], &bs[i]);
+    }
+    /* a cold map: the first batch after opening the cache (its pages in the page cache, not yet in
+     * this process's page tables), as at the start of a run */
+    double cold[8];
+    for (int i = 0; i < nconf; i++) {
+        iv2_loader_close(&L);
+        if (iv2_loader_open(&L, dir, &c, 8, 224, 8, 256)) { printf("loader at recipe size: %s\n", iv2_errmsg()); goto done; }
+        L.via_f32 = i == 0; L.threads = th[i];
+        double a = iv2_now();
+        if (iv2_loader_build(&L, 200, &bs[i])) { printf("loader at recipe size: %s\n", iv2_errmsg()); goto done; }
+        cold[i] = iv2_now() - a;
+    }
+    /* what verifying every value's checksum on read would cost: the whole payloads of one view */
+    double hash_view = 0;
+    iv2_cache *c0 = L.set->shards[0];
+    for (int t = 0; t < iv2_cache_n_targets(c0); t++) {
+        uint8_t key[IV2_CACHE_KEY_SIZE];
+        iv2_cache_key_pack(key, L.set->view_key[0]);
+        char db[64];
+        snprintf(db, sizeof db, "t:%s", iv2_cache_target_at(c0, t)->name);
+        void *val;
+        size_t n;
+        if (iv2_cache_read_raw(c0, db, key, sizeof key, &val, &n)) continue;
+        double a = iv2_now();   /* the hashing only, not the copy out */
+        (void)iv2_hash64((uint8_t *)val + IV2_CACHE_VALUE_HDR, n - IV2_CACHE_VALUE_HDR);
+        hash_view += iv2_now() - a;
+        free(val);
+    }
+    printf("loader at recipe size: %d views x (6 clip [417][3200] + 4 mae [416][1408] + pool 768, bf16 in the cache) per batch,"
+           " %d visible tokens, batches for a bf16 device; cache %.1f GB written in %.1f s; median of %d rounds\n",
+           B, nv, views * per_view / 1e9, t_write, rounds);
+    printf("%-28s %9s %10s %12s %9s %8s %12s\n", "path", "s/batch", "batches/s", "Mvalues/s", "GB/s out", "speedup", "cold s/batch");
+    double base = 0;
+    for (int i = 0; i < nconf; i++) {
+        qsort(ts[i], (size_t)rounds, sizeof ts[i][0], cmp_d);
+        double m = ts[i][rounds / 2];
+        if (!i) base = m;
+        char name[64];
+        if (!i) snprintf(name, sizeof name, "before: f32 + convert, 1 th");
+        else snprintf(name, sizeof name, "raw bf16 rows, %d thread%s", th[i], th[i] > 1 ? "s" : "");
+        printf("%-28s %9.3f %10.2f %12.0f %9.2f %7.2fx %12.3f\n", name, m, 1 / m, vals / m / 1e6, vals * 2 / m / 1e9, base / m, cold[i]);
+    }
+    printf("(cold: the first batch after opening the cache, its pages faulted into the map)\n");
+    printf("same batch bytes on every path: %s; a checksum of every value read (whole payloads, %.0f MB/view) would add"
+           " %.3f s/batch on one thread\n", same ? "yes" : "NO", (per_view - 8 * 224 * 224 * 3) / 1e6, hash_view * B);
+done:
+    for (int i = 0; i < nconf; i++) iv2_batch_free(&bs[i]);
+    iv2_backend_destroy(bf);
+    iv2_loader_close(&L);
+    char cmd[600];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+    (void)!system(cmd);
+}
+
 int main(void) {
     iv2_set_quiet(1);
+    if (getenv("BENCH_LOADER_ONLY")) { bench_loader_recipe(); return 0; }
     int steps = getenv("BENCH_STEPS") ? atoi(getenv("BENCH_STEPS")) : 3;
     int threads = getenv("BENCH_THREADS") ? atoi(getenv("BENCH_THREADS")) : (int)sysconf(_SC_NPROCESSORS_ONLN);
     int B = 2, nv = iv2_mask_n_visible(IV2_MASK_ATTENTION, 8, 256, 0.8f);
@@ -128,5 +294,6 @@ int main(void) {
            B, rate, tiny_step > 0 ? 1 / tiny_step : 0, tiny_step > 0 ? rate * tiny_step : 0);
     iv2_batch_free(&b);
     iv2_loader_close(&L);
+    bench_loader_recipe();
     return 0;
 }
