@@ -10,6 +10,9 @@
  * the PTX allows, the cp.async.wait_group that covers its commit group, so a missing or too weak
  * wait shows as NaN poison.
  *
+ * Shared-memory races between barriers are reported (see `chunk` below): what compute-sanitizer's
+ * racecheck would find on the GPU, found here deterministically.
+ *
  * Checks that compute-sanitizer or the hardware would make: ldmatrix rows and cp.async
  * destinations 16-byte aligned and inside the launch's dynamic shared memory; cp.async
  * sources inside a buffer the test registered (emu_register); a warp whose lanes disagree on
@@ -116,6 +119,32 @@ static void wait_collective(int op) {
     cur->state = COLL;
     yield_to_scheduler();
 }
+/* Shared-memory races between barriers, on 16-byte chunks (what ldmatrix rows and cp.async
+ * move; the kernels' few plain shared loads and stores are not tracked). The epoch is the number
+ * of __syncthreads passed. A read (ldmatrix) of a chunk written in the same epoch, or while a
+ * cp.async to it is in flight, is a race (the writes are visible to other threads only after a
+ * barrier); a write (cp.async issue or landing) to a chunk another warp read in the same epoch
+ * is a race (that warp may not have read it yet on the GPU). */
+struct chunk { int w_epoch, pending, r_epoch; uint32_t r_warps; };
+static chunk chunks[256 * 1024 / 16];
+static int epoch = 1;
+[[noreturn]] static void race(const char *what, size_t c, int warp) {
+    fprintf(stderr, "cuda_emu: shared-memory race: %s (bytes %zu..%zu, warp %d, barrier epoch %d)\n", what, c * 16,
+            c * 16 + 15, warp, epoch);
+    exit(1);
+}
+static size_t chunk_of(const void *p) { return (size_t)((const unsigned char *)p - emu_smem_raw) / 16; }
+static void smem_read(const void *p, int warp) {
+    chunk &c = chunks[chunk_of(p)];
+    if (c.pending || c.w_epoch == epoch) race("a warp reads a tile written since the last barrier", chunk_of(p), warp);
+    if (c.r_epoch != epoch) { c.r_epoch = epoch; c.r_warps = 0; }
+    c.r_warps |= 1u << warp;
+}
+static void smem_write_check(const void *p, int warp) {
+    const chunk &c = chunks[chunk_of(p)];
+    if (c.r_epoch == epoch && (c.r_warps & ~(1u << warp)))
+        race("a cp.async overwrites a tile another warp read since the last barrier", chunk_of(p), warp);
+}
 static void in_smem(const void *p, size_t n, const char *what) {
     const unsigned char *c = (const unsigned char *)p;
     if (((uintptr_t)p & 15) != 0) fail(what);
@@ -131,7 +160,10 @@ static void run_collective(lane *W) {
         if (W[l].op != op || (op == OP_SHFL && W[l].m != W[0].m)) fail("lanes of a warp reach different collectives");
     n_collectives++;
     if (op == OP_LDSM || op == OP_LDSM_T) {
-        for (int l = 0; l < 32; l++) in_smem(W[l].addr, 16, "ldmatrix row not 16-byte aligned or outside shared memory");
+        for (int l = 0; l < 32; l++) {
+            in_smem(W[l].addr, 16, "ldmatrix row not 16-byte aligned or outside shared memory");
+            smem_read(W[l].addr, (int)(W[0].tid.x / 32));
+        }
         for (int l = 0; l < 32; l++)
             for (int j = 0; j < 4; j++) {
                 uint32_t lo, hi;
@@ -205,6 +237,7 @@ static void run_block() {
         if (nbar + ndone != nthreads) fail("deadlock: a warp's lanes diverge around a collective");
         for (unsigned t = 0; t < nthreads; t++)
             if (lanes[t].state == BAR) lanes[t].state = RUN;
+        epoch++;
     }
 }
 }  /* namespace emu */
@@ -256,6 +289,9 @@ static inline float ex2(float x) {   /* ex2.approx.ftz.f32: 2^x, denormal result
 static inline void cp_async16(void *smem, const void *gmem, int bytes) {
     emu::in_smem(smem, 16, "cp.async destination not 16-byte aligned or outside shared memory");
     if (bytes < 0 || bytes > 16) emu::fail("cp.async src-size out of range");
+    int warp = (int)(emu::cur->tid.x / 32);
+    emu::smem_write_check(smem, warp);
+    emu::chunks[emu::chunk_of(smem)].pending++;
     emu::lane::copy c = {smem, {0}, -1};
     if (bytes) {
         const char *g = (const char *)gmem;
@@ -278,7 +314,13 @@ template <int n> static inline void cp_async_wait() {
     emu::lane *L = emu::cur;
     std::vector<emu::lane::copy> keep;
     for (auto &c : L->copies) {
-        if (c.group >= 0 && c.group < L->groups - n) memcpy(c.dst, c.data, 16);
+        if (c.group >= 0 && c.group < L->groups - n) {
+            emu::chunk &k = emu::chunks[emu::chunk_of(c.dst)];
+            emu::smem_write_check(c.dst, (int)(L->tid.x / 32));
+            k.pending--;
+            k.w_epoch = emu::epoch;
+            memcpy(c.dst, c.data, 16);
+        }
         else keep.push_back(c);
     }
     L->copies.swap(keep);
@@ -299,6 +341,8 @@ static void emu_launch(dim3 grid, unsigned threads, size_t smem_bytes, std::func
         for (unsigned bx = 0; bx < grid.x; bx++) {
             blockIdx = {bx, by, 0};
             memset(emu::smem, 0xff, smem_bytes);
+            memset(emu::chunks, 0, sizeof emu::chunks);
+            emu::epoch = 1;
             for (unsigned t = 0; t < threads; t++) {
                 emu::lane *L = &emu::lanes[t];
                 getcontext(&L->ctx);
