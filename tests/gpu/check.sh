@@ -96,6 +96,9 @@ step build_extract_teachers 200 $MK BASE_CFLAGS="$DEP_CFLAGS" BASE_LIBS="$DEP_LI
 if command -v compute-sanitizer >/dev/null 2>&1 && [ -x build/gpu/test_cuda_vit ]; then
   step memcheck_tiny_forward 120 compute-sanitizer --tool memcheck --leak-check full --error-exitcode 3 \
     build/gpu/test_cuda_vit --tiny-forward
+  # shared-memory hazards of the real hardware (tests/emu checks the same on the CPU)
+  step racecheck_tiny_forward 120 compute-sanitizer --tool racecheck --racecheck-report hazard --error-exitcode 3 \
+    build/gpu/test_cuda_vit --tiny-forward
 else
   printf '%-34s %-20s\n' memcheck_tiny_forward "SKIP (no compute-sanitizer or test)" | tee -a "$SUMMARY"
 fi
