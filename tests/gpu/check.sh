@@ -141,6 +141,12 @@ if command -v compute-sanitizer >/dev/null 2>&1 && [ -x build/gpu/test_cuda_ops 
    [ $(( $(date +%s) - T0 )) -lt 270 ]; then
   step memcheck_ops 60 compute-sanitizer --tool memcheck --error-exitcode 3 build/gpu/test_cuda_ops
 fi
+# and every op (the fused attention backward included) under racecheck, if time is still left
+if command -v compute-sanitizer >/dev/null 2>&1 && [ -x build/gpu/test_cuda_ops ] && \
+   [ $(( $(date +%s) - T0 )) -lt 360 ]; then
+  step racecheck_ops 90 compute-sanitizer --tool racecheck --racecheck-report hazard --error-exitcode 3 \
+    build/gpu/test_cuda_ops
+fi
 
 # ---- summary ----
 {
