@@ -341,11 +341,13 @@ static void test_attention(int B, int H, int Nq, int Nk, int D, int fused, int w
     check_grad(what, out, NULL, od, c.on, 1e-4f, 2e-5f);
     check_grad("attention lse", lse, NULL, ld, (size_t)B * H * Nq, 1e-5f, 1e-5f);
     if (with_pm) check_grad("attention probs_mean", pm, NULL, pmd, (size_t)B * Nq * Nk, 1e-4f, 1e-6f);
-    /* the one-thread backend agrees */
+    /* the one-thread backend agrees (on the same path: with probs_mean the forward takes another) */
     float *out1 = calloc(c.on + 1, sizeof(float));
-    be1->attention(be1, out1, NULL, NULL, qf, kf, vf, B, H, Nq, Nk, D, c.qs, c.kvs, c.os, (float)c.scale);
+    float *pm1 = with_pm ? malloc((size_t)B * Nq * Nk * sizeof(float)) : NULL;
+    be1->attention(be1, out1, NULL, pm1, qf, kf, vf, B, H, Nq, Nk, D, c.qs, c.kvs, c.os, (float)c.scale);
     t_allclose("attention 1 thread vs 3", out1, out, c.on, 1e-6f, 1e-7f);
     free(out1);
+    free(pm1);
 
     /* backward: G nonzero only where out is written */
     float *G = calloc(c.on + 1, sizeof(float));
@@ -732,6 +734,14 @@ int main(void) {
     test_attention(1, 2, 150, 131, 20, 0, 1, 0);
     test_attention(2, 3, 200, 200, 13, 1, 1, 0);
     test_attention(1, 5, 257, 257, 10, 1, 0, 0);
+    /* the AVX-512 tiled forward (compute_cpu_attn.c; without probs_mean): keys a whole number
+     * of 48-key panels (96) or not (150: 3 panels + 16-key ones, the last partial); D 88 (5.5
+     * vectors), 100 (two column passes, the last with a half vector), 32 (whole vectors);
+     * query rows not a multiple of the 8- and 4-row tiles; one query row */
+    test_attention(1, 2, 70, 96, 100, 0, 0, 0);
+    test_attention(2, 2, 37, 150, 88, 0, 0, 0);
+    test_attention(1, 3, 130, 130, 32, 1, 0, 0);
+    test_attention(2, 2, 1, 50, 24, 0, 0, 0);
 
     test_gelu(IV2_GELU_ERF);
     test_gelu(IV2_GELU_TANH);

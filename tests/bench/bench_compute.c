@@ -1,9 +1,11 @@
 /* bench_compute.c: CPU backend speed at ViT shapes.
  * GEMM GFLOP/s (be->matmul: OpenMP panels over single-threaded OpenBLAS) beside one multi-threaded
- * cblas_sgemm call and a naive triple loop; attention (2048 tokens, 16 heads, D 88, fused qkv)
- * forward and backward beside a naive per-query loop; the same ops in PyTorch on this CPU when
+ * cblas_sgemm call and a naive triple loop; attention (2048 tokens, 16 heads, D 88, fused qkv;
+ * batches at the student's 417 tokens and InternViT-6B's 257 tokens, D 128) forward and backward
+ * beside a naive per-query loop; the same ops in PyTorch on this CPU when
  * `python3 -c 'import torch'` works. Medians of several runs; ratios against each baseline.
- *   IV2_BENCH_REPS=n  runs per figure (default 3)   IV2_THREADS=n  threads (default all cores) */
+ *   IV2_BENCH_REPS=n  runs per figure (default 3)   IV2_THREADS=n  threads (default all cores)
+ *   IV2_BENCH_ONLY=attention  the attention rows only */
 #include <cblas.h>
 #include <math.h>
 #include <omp.h>
@@ -116,19 +118,20 @@ static void bench_gemm(iv2_backend *be, const char *name, int M, int K, int N) {
     free(x); free(w); free(b); free(out);
 }
 
-static void bench_attention(iv2_backend *be, int N, int H, int D) {
+static void bench_attention(iv2_backend *be, int B, int N, int H, int D) {
     int C = H * D;
-    float *qkv = frand((size_t)N * 3 * C), *out = malloc((size_t)N * C * sizeof(float));
-    float *lse = malloc((size_t)H * N * sizeof(float)), *dout = frand((size_t)N * C);
-    float *dqkv = calloc((size_t)N * 3 * C, sizeof(float));
+    size_t BN = (size_t)B * N;
+    float *qkv = frand(BN * 3 * C), *out = malloc(BN * C * sizeof(float));
+    float *lse = malloc((size_t)B * H * N * sizeof(float)), *dout = frand(BN * C);
+    float *dqkv = calloc(BN * 3 * C, sizeof(float));
     float scale = 1.0f / sqrtf((float)D);
     double tf[16], tb[16];
     for (int r = 0; r < reps; r++) {
         double t0 = iv2_now();
-        be->attention(be, out, lse, NULL, qkv, qkv + C, qkv + 2 * C, 1, H, N, N, D, 3 * C, 3 * C, C, scale);
+        be->attention(be, out, lse, NULL, qkv, qkv + C, qkv + 2 * C, B, H, N, N, D, 3 * C, 3 * C, C, scale);
         tf[r] = iv2_now() - t0;
         t0 = iv2_now();
-        be->attention_backward(be, dqkv, dqkv + C, dqkv + 2 * C, dout, qkv, qkv + C, qkv + 2 * C, out, lse, 1, H, N,
+        be->attention_backward(be, dqkv, dqkv + C, dqkv + 2 * C, dout, qkv, qkv + C, qkv + 2 * C, out, lse, B, H, N,
                                N, D, 3 * C, 3 * C, C, scale);
         tb[r] = iv2_now() - t0;
     }
@@ -136,17 +139,19 @@ static void bench_attention(iv2_backend *be, int N, int H, int D) {
     int nq = 32;
     double t0 = iv2_now();
     naive_attention(out, qkv, N, H, D, nq, scale);
-    double naive = (iv2_now() - t0) * N / nq;
-    double flop = 4.0 * H * (double)N * N * D;
-    printf("attention %d tokens x %d heads, D %d: forward %.1f ms (%.1f GFLOP/s, %.0f tokens/s) | naive %.0f ms, ours x%.1f"
+    double naive = (iv2_now() - t0) * BN / nq;
+    double flop = 4.0 * B * H * (double)N * N * D;
+    if (B > 1) printf("attention %d x ", B);
+    else printf("attention ");
+    printf("%d tokens x %d heads, D %d: forward %.1f ms (%.1f GFLOP/s, %.0f tokens/s) | naive %.0f ms, ours x%.1f"
            " | backward %.1f ms (%.1f GFLOP/s, %.2fx the forward's time)",
-           N, H, D, fwd * 1e3, flop / fwd * 1e-9, N / fwd, naive * 1e3, naive / fwd, bwd * 1e3, 2 * flop / bwd * 1e-9,
+           N, H, D, fwd * 1e3, flop / fwd * 1e-9, BN / fwd, naive * 1e3, naive / fwd, bwd * 1e3, 2 * flop / bwd * 1e-9,
            bwd / fwd);
     char setup[640];
     double tms;
     snprintf(setup, sizeof setup,
-             "import torch.nn.functional as F\nq=torch.randn(1,%d,%d,%d); k=torch.randn(1,%d,%d,%d); v=torch.randn(1,%d,%d,%d)\n"
-             "def f(): F.scaled_dot_product_attention(q,k,v)", H, N, D, H, N, D, H, N, D);
+             "import torch.nn.functional as F\nq=torch.randn(%d,%d,%d,%d); k=torch.randn(%d,%d,%d,%d); v=torch.randn(%d,%d,%d,%d)\n"
+             "def f(): F.scaled_dot_product_attention(q,k,v)", B, H, N, D, B, H, N, D, B, H, N, D);
     if (torch_time(setup, &tms) == 0) printf(" | torch sdpa forward %.1f ms, ours x%.2f", tms, tms * 1e-3 / fwd);
     else printf(" | torch: not importable");
     printf("\n");
@@ -156,7 +161,8 @@ static void bench_attention(iv2_backend *be, int N, int H, int D) {
 
 int main(int argc, char **argv) {
     if (argc > 1 && (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h"))) {
-        printf("usage: bench_compute   (env IV2_BENCH_REPS=n runs per figure, IV2_THREADS=n threads)\n");
+        printf("usage: bench_compute   (env IV2_BENCH_REPS=n runs per figure, IV2_THREADS=n threads,\n"
+               "                        IV2_BENCH_ONLY=attention for the attention rows only)\n");
         return 0;
     }
     if (getenv("IV2_BENCH_REPS")) reps = atoi(getenv("IV2_BENCH_REPS"));
@@ -173,13 +179,19 @@ int main(int argc, char **argv) {
            "'ours xR' = the other's time / ours, so R > 1 means ours is faster)\n",
            be->threads, openblas_get_config(), load, reps);
     /* ViT-B (768/3072) and the 1B student / VideoMAE-g width (1408/6144), 2048 tokens */
-    bench_gemm(be, "vitb.qkv", 2048, 768, 2304);
-    bench_gemm(be, "vitb.fc2", 2048, 3072, 768);
-    bench_gemm(be, "1b.qkv", 2048, 1408, 4224);
-    bench_gemm(be, "1b.fc1", 2048, 1408, 6144);
-    bench_gemm(be, "1b.fc2", 2048, 6144, 1408);
-    bench_gemm(be, "pool.q", 8, 1408, 1408);
-    bench_attention(be, 2048, 16, 88);
+    /* IV2_BENCH_ONLY=attention: the attention rows alone */
+    const char *only = getenv("IV2_BENCH_ONLY");
+    int gemms = !only || strcmp(only, "attention") != 0;
+    if (gemms) bench_gemm(be, "vitb.qkv", 2048, 768, 2304);
+    if (gemms) bench_gemm(be, "vitb.fc2", 2048, 3072, 768);
+    if (gemms) bench_gemm(be, "1b.qkv", 2048, 1408, 4224);
+    if (gemms) bench_gemm(be, "1b.fc1", 2048, 1408, 6144);
+    if (gemms) bench_gemm(be, "1b.fc2", 2048, 6144, 1408);
+    if (gemms) bench_gemm(be, "pool.q", 8, 1408, 1408);
+    bench_attention(be, 1, 2048, 16, 88);
+    /* the student's training shape (iv2-1b, 417 visible tokens) and InternViT-6B frames (257 tokens, D 128) */
+    bench_attention(be, 4, 417, 16, 88);
+    bench_attention(be, 4, 257, 25, 128);
     iv2_backend_destroy(be);
     return 0;
 }
