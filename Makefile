@@ -141,6 +141,22 @@ build/gpu/%: tests/gpu/%.c tests/testutil.h $(wildcard tests/gpu/*.h) $(TEST_LIB
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -Itests $< $(TEST_LIBS) -o $@ $(LDFLAGS) $(ALL_LIBS) $(DIST_LIBS)
 
+# dist.c's NCCL path on the CPU (tests/test_distill_nccl_mock.c): dist.c compiled with IV2_CUDA and
+# IV2_NCCL against tests/mock_nccl/ (first on the include path of these objects only), linked into
+# a test-only iv2-distill. Not with CUDA=1 (the real backend defines iv2_cuda_stream).
+ifeq ($(MPI)$(CUDA),10)
+MOCK_NCCL_H := tests/mock_nccl/nccl.h tests/mock_nccl/cuda_runtime.h $(wildcard common/*.h distill/*.h)
+build/tests/mock_nccl/dist.o: distill/dist.c $(MOCK_NCCL_H)
+	@mkdir -p $(dir $@)
+	$(CC) -Itests/mock_nccl $(CFLAGS) -DIV2_CUDA -DIV2_NCCL -c $< -o $@
+build/tests/mock_nccl/mock_nccl.o: tests/mock_nccl/mock_nccl.c $(MOCK_NCCL_H)
+	@mkdir -p $(dir $@)
+	$(CC) -Itests/mock_nccl $(CFLAGS) -c $< -o $@
+build/tests/mock_nccl/iv2-distill: build/distill/distill_main.o build/tests/mock_nccl/dist.o build/tests/mock_nccl/mock_nccl.o build/libdistill.a $(LIBIV2)
+	$(CC) $(LDFLAGS) -Wl,--wrap=iv2_dist_setup $^ -o $@ $(ALL_LIBS) $(DIST_LIBS)
+build/tests/test_distill_nccl_mock: build/tests/mock_nccl/iv2-distill
+endif
+
 test: all build/libiv2.a $(TEST_BIN) $(if $(filter 1,$(CUDA)),$(GPU_BIN))
 	@sh tests/run.sh
 

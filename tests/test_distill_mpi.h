@@ -30,6 +30,11 @@ typedef struct parity_tol {
 static char mpirun[256];
 static char bin[4096], work[4096];   /* absolute bin/iv2-distill; the run's own temp folder (cwd) */
 static const char *dev_arg = "";   /* " --device cuda" on the GPU */
+#ifndef DISTILL_BIN
+#define DISTILL_BIN "bin/iv2-distill"   /* the includer may name another build of the tool */
+#endif
+/* the includer's extra checks on the 2-rank log (run before the temp folder is removed) */
+static void (*parity_two_log_check)(const char *log);
 
 /* the loss, clip, mae, final and grad_norm of each "step" line of a metrics file; returns lines */
 static int read_steps(const char *dir, double (*v)[5], int cap, int *n_start) {
@@ -120,7 +125,7 @@ static int mpi_parity(const char *device, const parity_tol *tol) {
     snprintf(mpirun, sizeof mpirun, "mpirun %s--oversubscribe --mca btl self,vader --mca btl_vader_single_copy_mechanism none",
              getuid() == 0 ? "--allow-run-as-root " : "");
     /* a folder of our own (several suites may run at once), entered: paths below are relative */
-    if (!realpath("bin/iv2-distill", bin)) { CHECK(0, "bin/iv2-distill: no such file"); return 0; }
+    if (!realpath(DISTILL_BIN, bin)) { CHECK(0, DISTILL_BIN ": no such file"); return 0; }
     if (!getcwd(work, sizeof work) || strlen(work) > sizeof work - 64) { CHECK(0, "cwd"); return 0; }
     strcat(work, "/" TMP_BASE "/tmp_distill_mpi_XXXXXX");
     if (!mkdtemp(work) || chdir(work)) { CHECK(0, "cannot make and enter %s", work); return 0; }
@@ -147,6 +152,7 @@ static int mpi_parity(const char *device, const parity_tol *tol) {
         }
     CHECK(na > 1 && a[na - 1][0] != a[0][0], "the loss moves (%g -> %g)", na > 0 ? a[0][0] : 0, na > 0 ? a[na - 1][0] : 0);
     CHECK(log_has(ROOT ".two.log", "rank 1: ([89]|[1-9][0-9]+) student gradient buckets"), "the gradients went in >= 2 buckets per step (" ROOT ".two.log)");
+    if (parity_two_log_check) parity_two_log_check(ROOT ".two.log");
     CHECK(count_files(ROOT ".two", "ckpt_") == 1 && count_files(ROOT ".one", "ckpt_") == 1, "one checkpoint each");
     CHECK(count_files(ROOT ".two", "metrics") == 1 && count_files(ROOT ".two", "config.json") == 1, "one metrics file, one config");
     double worst = 0;
