@@ -57,22 +57,6 @@ static int read_run(const char *dir, run_out *r) {
     return 0;
 }
 
-/* every tensor of two checkpoints equal byte for byte (weights, heads, AdamW moments) */
-static int same_tensors(const char *a, const char *b) {
-    iv2_st_file fa, fb;
-    if (iv2_st_open(&fa, a)) return 0;
-    if (iv2_st_open(&fb, b)) { iv2_st_close(&fa); return 0; }
-    int same = fa.n_tensors == fb.n_tensors && fa.n_tensors > 0;
-    for (int i = 0; same && i < fa.n_tensors; i++) {
-        iv2_st_tensor *x = &fa.tensors[i], *y = iv2_st_find(&fb, x->name);
-        same = y && x->nbytes == y->nbytes && !memcmp(x->data, y->data, x->nbytes);
-        if (!same) fprintf(stderr, "tensor %s differs\n", x->name);
-    }
-    iv2_st_close(&fa);
-    iv2_st_close(&fb);
-    return same;
-}
-
 static int train(const char *cache, const iv2_distill_config *c, const char *out, int no_stage_ahead) {
     char cmd[600];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", out);

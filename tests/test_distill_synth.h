@@ -7,6 +7,7 @@
 #include "cache.h"
 #include "distill.h"
 #include "err.h"
+#include "safetensors.h"
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -129,5 +130,20 @@ static void synth_config(iv2_distill_config *c, const synth_spec *sp, int batch)
     c->ckpt_every = 0;
     c->keep_ckpt = 2;
     c->threads = 1;
+}
+/* every tensor of two checkpoints equal byte for byte (weights, heads, AdamW moments) */
+static inline int same_tensors(const char *a, const char *b) {
+    iv2_st_file fa, fb;
+    if (iv2_st_open(&fa, a)) return 0;
+    if (iv2_st_open(&fb, b)) { iv2_st_close(&fa); return 0; }
+    int same = fa.n_tensors == fb.n_tensors && fa.n_tensors > 0;
+    for (int i = 0; same && i < fa.n_tensors; i++) {
+        iv2_st_tensor *x = &fa.tensors[i], *y = iv2_st_find(&fb, x->name);
+        same = y && x->nbytes == y->nbytes && !memcmp(x->data, y->data, x->nbytes);
+        if (!same) fprintf(stderr, "tensor %s differs\n", x->name);
+    }
+    iv2_st_close(&fa);
+    iv2_st_close(&fb);
+    return same;
 }
 #endif

@@ -64,21 +64,6 @@ static int wait_figures(const char *out, int *n_steps, long long *steps, int cap
     return bad ? -1 : n;
 }
 
-static int same_tensors(const char *a, const char *b) {
-    iv2_st_file fa, fb;
-    if (iv2_st_open(&fa, a)) return 0;
-    if (iv2_st_open(&fb, b)) { iv2_st_close(&fa); return 0; }
-    int same = fa.n_tensors == fb.n_tensors && fa.n_tensors > 0;
-    for (int i = 0; same && i < fa.n_tensors; i++) {
-        iv2_st_tensor *x = &fa.tensors[i], *y = iv2_st_find(&fb, x->name);
-        same = y && y->nbytes == x->nbytes && !memcmp(x->data, y->data, x->nbytes);
-        if (!same) fprintf(stderr, "tensor %s differs\n", x->name);
-    }
-    iv2_st_close(&fa);
-    iv2_st_close(&fb);
-    return same;
-}
-
 /* The fp32 master weights a low-precision backend keeps (CUDA, bf16 params) are what a checkpoint
  * stores and what loading restores. The CPU has no separate copy, so one is attached here (the
  * CPU AdamW takes any master pointer) holding values that differ from the params. */
