@@ -11,8 +11,7 @@ int main(void) {
     printf("skipped: built without MPI (install libopenmpi-dev and rebuild)\n");
     return 77;
 #endif
-    if (system("command -v mpirun >/dev/null 2>&1") != 0) { printf("skipped: mpirun not on PATH\n"); return 77; }
-    if (access("bin/iv2-distill", X_OK) != 0) { printf("skipped: bin/iv2-distill not built\n"); return 77; }
+    if (parity_unrunnable("")) return 77;
     const parity_tol tol = {.loss_rtol = 2e-5, .w_rtol = 1e-3f, .w_atol = 2e-5f, .resume_rtol = 0};
     mpi_parity("", &tol);
     return test_done();

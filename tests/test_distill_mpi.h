@@ -36,6 +36,13 @@ static const char *dev_arg = "";   /* " --device cuda" on the GPU */
 /* the includer's extra checks on the 2-rank log (run before the temp folder is removed) */
 static void (*parity_two_log_check)(const char *log);
 
+/* 77, with the reason printed, where this machine cannot run two ranks of DISTILL_BIN; else 0 */
+static int parity_unrunnable(const char *how_to_build) {
+    if (system("command -v mpirun >/dev/null 2>&1") != 0) { printf("skipped: mpirun not on PATH\n"); return 77; }
+    if (access(DISTILL_BIN, X_OK) != 0) { printf("skipped: " DISTILL_BIN " not built%s\n", how_to_build); return 77; }
+    return 0;
+}
+
 /* the loss, clip, mae, final and grad_norm of each "step" line of a metrics file; returns lines */
 static int read_steps(const char *dir, double (*v)[5], int cap, int *n_start) {
     char path[512], line[65536];

@@ -57,8 +57,7 @@ int main(void) {
     printf("skipped: built without MPI (install libopenmpi-dev and rebuild)\n");
     return 77;
 #endif
-    if (system("command -v mpirun >/dev/null 2>&1") != 0) { printf("skipped: mpirun not on PATH\n"); return 77; }
-    if (access(DISTILL_BIN, X_OK) != 0) { printf("skipped: " DISTILL_BIN " not built (MPI=1, CUDA=0 builds it)\n"); return 77; }
+    if (parity_unrunnable(" (MPI=1, CUDA=0 builds it)")) return 77;
     const parity_tol tol = {.loss_rtol = 2e-5, .w_rtol = 1e-3f, .w_atol = 2e-5f, .resume_rtol = 0};   /* test_distill_mpi's */
     parity_two_log_check = check_mock_counts;
     char root[4096];

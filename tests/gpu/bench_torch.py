@@ -92,13 +92,17 @@ class Model(nn.Module):
             t = b(t)
         if not s.iv:
             return s.norm(t)
-        # attention pooling head: one query (mean of tokens), 16 heads
-        B, N, C = t.shape
-        q = s.wq(s.pq(t.mean(1, keepdim=True))).view(B, 1, 16, C // 16).transpose(1, 2)
-        k = s.wk(s.pk(t)).view(B, N, 16, C // 16).transpose(1, 2)
-        v = s.wv(s.pv(t)).view(B, N, 16, C // 16).transpose(1, 2)
-        a = F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(B, C)
-        return t, s.pproj(a)
+        return t, attn_pool(s, t)
+
+
+def attn_pool(s, t):
+    """the attention-pool head of InternViT-6B and the student: one query (the mean token), 16 heads"""
+    B, N, C = t.shape
+    q = s.wq(s.pq(t.mean(1, keepdim=True))).view(B, 1, 16, C // 16).transpose(1, 2)
+    k = s.wk(s.pk(t)).view(B, N, 16, C // 16).transpose(1, 2)
+    v = s.wv(s.pv(t)).view(B, N, 16, C // 16).transpose(1, 2)
+    a = F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(B, C)
+    return s.pproj(a)
 
 
 class Student(nn.Module):
@@ -124,12 +128,7 @@ class Student(nn.Module):
         t = torch.gather(t, 1, vis.unsqueeze(-1).expand(-1, -1, t.shape[-1]))
         for b in s.blocks:
             t = b(t)
-        B, N, C = t.shape
-        q = s.wq(s.pq(t.mean(1, keepdim=True))).view(B, 1, 16, C // 16).transpose(1, 2)
-        k = s.wk(s.pk(t)).view(B, N, 16, C // 16).transpose(1, 2)
-        v = s.wv(s.pv(t)).view(B, N, 16, C // 16).transpose(1, 2)
-        a = F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(B, C)
-        return t, s.pproj(a)
+        return t, attn_pool(s, t)
 
 
 def sync():

@@ -21,8 +21,7 @@ int main(void) {
     printf("skipped: needs a CUDA=1 build with MPI and NCCL\n");
     return 77;
 #endif
-    if (system("command -v mpirun >/dev/null 2>&1") != 0) { printf("skipped: mpirun not on PATH\n"); return 77; }
-    if (access("bin/iv2-distill", X_OK) != 0) { printf("skipped: bin/iv2-distill not built\n"); return 77; }
+    if (parity_unrunnable("")) return 77;
     int n = gpu_count();
     if (n < 2) { printf("skipped: %d GPU(s), NCCL parity needs 2\n", n); return 77; }
     const parity_tol tol = {.loss_rtol = 2e-2, .w_rtol = 5e-2f, .w_atol = 2e-3f, .resume_rtol = 2e-2};
