@@ -455,6 +455,8 @@ int iv2_cache_open(iv2_cache **out, const char *dir, int mode) {
     if (mm && *mm) c->max_map = (size_t)strtoull(mm, NULL, 10);
     char path[4200];
     struct stat st;
+    /* a file where the folder should be: say so (LMDB would say "Not a directory", or nothing) */
+    if (stat(dir, &st) == 0 && !S_ISDIR(st.st_mode)) { iv2_err("cache %s is a file, not a folder", dir); goto fail; }
     snprintf(path, sizeof path, "%s/data.mdb", dir);
     int exists = stat(path, &st) == 0;
     if (!c->rdwr && !exists) { iv2_err("no cache in %s (no data.mdb)", dir); goto fail; }

@@ -6,8 +6,8 @@
  *   views    key = iv2_cache_key (12 bytes: row u64 BE, view u32 BE) -> view record:
  *            IV2_CACHE_VIEW_HDR bytes of header (iv2_cache_view, little-endian) followed by the
  *            student's frames uint8 [n_student][size][size][3] (8 x 224 x 224 x 3).
- *   t:<name> one database per target, same keys -> a 32-byte header (magic, dtype, tokens, dim,
- *            payload bytes, checksum = iv2_hash64 of the payload) then the payload:
+ *   t:<name> one database per target, same keys -> a 32-byte header (magic, dtype, version 1,
+ *            tokens, dim, payload bytes, checksum = iv2_hash64 of the payload) then the payload:
  *            bf16/fp16/fp32: [tokens][dim]; int8: fp32 scale[tokens] then int8 [tokens][dim],
  *            value = q * scale (scale = max|x| / 127 per token).
  *   errors   key = row u64 BE -> reason text (no NUL).
@@ -83,7 +83,7 @@ void iv2_cache_close(iv2_cache *c);
 const char *iv2_cache_dir(const iv2_cache *c);
 
 /* Map size limit for read-write opens (the map doubles on MDB_MAP_FULL up to this; default
- * 1 TiB; env IV2_CACHE_MAX_MAP (bytes) overrides). Initial map: max(file size, 64 MiB). */
+ * 1 TiB; env IV2_CACHE_MAX_MAP (bytes) overrides). Initial map: max(file size, 256 MiB). */
 void iv2_cache_set_max_map(iv2_cache *c, size_t bytes);
 
 /* ---- meta ---- */

@@ -190,7 +190,7 @@ int iv2_ckpt_load(const char *path, iv2_vit *student, iv2_heads *heads, iv2_opti
     if (iv2_st_open(&f, path)) return iv2_err_ctx("corrupt or unreadable checkpoint");
     int rc = -1;
     const char *ss = iv2_st_meta(&f, "iv2.step"), *ds = iv2_st_meta(&f, "iv2.digest");
-    if (!ss || !ds) { iv2_err("%s: not an iv2-distill checkpoint (no iv2.step / iv2.digest metadata)", path); goto out; }
+    if (!ss || !ds) { iv2_err("not an iv2-distill checkpoint (no iv2.step / iv2.digest metadata)"); goto out; }
     /* the digest over every tensor, independent of file order */
     uint64_t want = strtoull(ds, NULL, 16), got = 0;
     for (int i = 0; i < f.n_tensors; i++) {
@@ -200,7 +200,7 @@ int iv2_ckpt_load(const char *path, iv2_vit *student, iv2_heads *heads, iv2_opti
         got += tensor_digest(t->name, tmp, t->nbytes);
         free(tmp);
     }
-    if (got != want) { iv2_err("%s: corrupt checkpoint (checksum %016" PRIx64 ", recorded %016" PRIx64 ")", path, got, want); goto out; }
+    if (got != want) { iv2_err("corrupt checkpoint (checksum %016" PRIx64 ", recorded %016" PRIx64 ")", got, want); goto out; }
     if (iv2_vit_load_st(student, &f, 0)) goto out;
     iv2_backend *be = student->be;
     if (heads) {

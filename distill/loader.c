@@ -82,7 +82,7 @@ int iv2_loader_open(iv2_loader *L, const char *dirs, const iv2_distill_config *c
         if (check_shape(iv2_cache_target_at(c0, L->t_attn), T, P, "attention mask")) goto fail;
         if (iv2_cache_target_at(c0, L->t_attn)->dim != P) { iv2_err("target clip_attn has dim %d, the grid has %d patches per frame", iv2_cache_target_at(c0, L->t_attn)->dim, P); goto fail; }
     }
-    if (L->set->n_views < 1) { iv2_err("cache %s holds no views", dirs); goto fail; }
+    if (L->set->n_views < 1) { iv2_err("the cache holds no views (iv2-cache info lists the rows that failed)"); goto fail; }
     iv2_cache_view v;
     if (iv2_cache_set_read_view(L->set, 0, &v, NULL)) goto fail;
     if (v.n_student != frames || v.size != size) {

@@ -310,7 +310,7 @@ int iv2_trainer_open(iv2_trainer *t, const char *cache_dirs, const iv2_distill_c
     if (bare.layers_auto & IV2_PAIR_MAE) bare.n_mae = 0;
     if (iv2_distill_config_check(c) || student_config(&bare, &vc) || pair_from_cache(c, cache_dirs, vc.depth) ||
         student_config(c, &vc))
-        return iv2_err_ctx("iv2-distill");
+        return -1;   /* the tool's die() names iv2-distill */
     t->cfg = *c;
     char pairing[1024];
     iv2_distill_pairing_str(c, pairing, sizeof pairing);
@@ -342,7 +342,6 @@ int iv2_trainer_open(iv2_trainer *t, const char *cache_dirs, const iv2_distill_c
     }
     return 0;
 fail:
-    iv2_err_ctx("iv2-distill");
     iv2_trainer_close(t);
     return -1;
 }
@@ -565,7 +564,8 @@ int iv2_trainer_run(iv2_trainer *t, int64_t max_steps) {
                           dt > 0 ? wait / dt : 0.0, t->copy_s);
         char extra[160];
         snprintf(extra, sizeof extra, "loss %.4f lr %.3g |g| %.3g %.2f views/s", t->loss.total, t->lr, t->grad_norm, c->batch / ema);
-        if (c->log_every <= 0 || t->step % c->log_every == 0 || t->step == end) iv2_progress_update(&pr, t->step, extra);
+        if (iv2_dist_rank() == 0 && (c->log_every <= 0 || t->step % c->log_every == 0 || t->step == end))
+            iv2_progress_update(&pr, t->step, extra);   /* rank 0 alone prints progress (docs/distill.md) */
         if (c->ckpt_every > 0 && t->step % c->ckpt_every == 0) {
             if (save(t)) { rc = -1; break; }
             last_saved = t->step;
@@ -578,7 +578,7 @@ int iv2_trainer_run(iv2_trainer *t, int64_t max_steps) {
         }
     }
     if (rc == 0 && t->step != last_saved && save(t)) rc = -1;
-    iv2_progress_end(&pr, rc ? "stopped" : "done");
+    if (iv2_dist_rank() == 0) iv2_progress_end(&pr, rc ? "stopped" : "done");
     if (rc == 0 && t->step > first) summary(t, &m, t->step - first, sum_step, sum_wait, sum_copy);
     iv2_metrics_close(&m);
     return rc;

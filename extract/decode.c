@@ -5,6 +5,7 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include <libavutil/imgutils.h>
 #include <libavutil/pixdesc.h>
@@ -230,7 +231,9 @@ iv2_video *iv2_video_open(const char *path, const iv2_sample_opts *o) {
         if (ret == AVERROR(ENOENT)) iv2_err("%s: no such file", path);
         else if (ret == AVERROR_INVALIDDATA) {
             const char *fmt = probe_format(path);
-            if (fmt) iv2_err("%s: damaged or truncated file (%s container unreadable)", path, fmt);
+            struct stat st;
+            if (stat(path, &st) == 0 && S_ISREG(st.st_mode) && st.st_size == 0) iv2_err("%s: empty file (0 bytes)", path);
+            else if (fmt) iv2_err("%s: damaged or truncated file (%s container unreadable)", path, fmt);
             else iv2_err("%s: not a video (no known container format)", path);
         }
         else av_fail(v, "cannot open", ret);

@@ -271,6 +271,17 @@ int main(void) {
     CHECK(r0.digest == r1.digest && r1.views == 10, "rerun changed content");
     iv2_cache_close(c);
 
+    /* a file given as the cache folder: a clear error for both modes, the file untouched */
+    {
+        FILE *fp = fopen("build/tmp/test_cache_file", "w");
+        if (fp) { fputs("x", fp); fclose(fp); }
+        CHECK(iv2_cache_open(&c, "build/tmp/test_cache_file", IV2_CACHE_RDWR) == -1 && strstr(iv2_errmsg(), "not a folder"),
+              "file as cache (rw): %s", iv2_errmsg());
+        CHECK(iv2_cache_open(&c, "build/tmp/test_cache_file", IV2_CACHE_RDONLY) == -1 && strstr(iv2_errmsg(), "not a folder"),
+              "file as cache (ro): %s", iv2_errmsg());
+        remove("build/tmp/test_cache_file");
+    }
+
     /* map limit: a map that may not grow fails clearly and keeps the cache valid */
     if (system("rm -rf build/tmp/test_cache_full")) {}
     setenv("IV2_CACHE_MAX_MAP", "1048576", 1);

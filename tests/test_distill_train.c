@@ -193,6 +193,8 @@ int main(void) {
     iv2_distill_config e = c;
     e.clip_teacher[1] = 7;
     CHECK(run(cache, &e, d, 0, 1, NULL) == -1 && strstr(iv2_errmsg(), "clip_b7"), "missing target: %s", iv2_errmsg());
+    /* the tool prefixes "iv2-distill: error: " itself; the library message must not repeat it */
+    CHECK(strncmp(iv2_errmsg(), "iv2-distill", 11) != 0, "no tool name in the library message: %s", iv2_errmsg());
     e = c;
     snprintf(e.student_json, sizeof e.student_json, "{\"img\": 84}");
     CHECK(run(cache, &e, d, 0, 1, NULL) == -1 && strstr(iv2_errmsg(), "mismatch"), "grid mismatch: %s", iv2_errmsg());
@@ -201,6 +203,10 @@ int main(void) {
     if (f) { fseek(f, -100, SEEK_END); int ch = fgetc(f); fseek(f, -100, SEEK_END); fputc(ch ^ 0x55, f); fclose(f); }
     e = c; e.epochs = c.epochs + 1;
     CHECK(run(cache, &e, b, 1, 0, NULL) == -1 && strstr(iv2_errmsg(), "corrupt"), "corrupt checkpoint: %s", iv2_errmsg());
+    {   /* the message names the file once, not "ckpt: ckpt: corrupt ..." */
+        const char *m = iv2_errmsg(), *at = strstr(m, p2);
+        CHECK(at && !strstr(at + strlen(p2), p2), "corrupt checkpoint names the file once: %s", m);
+    }
     /* non-finite loss: a NaN in a target; the run stops, the checkpoint before stays */
     e = c; e.ckpt_every = 1; e.eval_views = 0;
     {   /* a view of step 1's batch that step 0 does not use, so step 0 succeeds and checkpoints */
