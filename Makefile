@@ -14,7 +14,8 @@ CC       ?= cc
 NVCC     ?= nvcc
 CUDA     ?= 0
 FFMPEG   ?= 1
-CUDA_ARCH ?= 80 90
+# 90a: Hopper's arch-specific code (wgmma) for H100/H200; 80 covers A100 and runs elsewhere
+CUDA_ARCH ?= 80 90a
 OPT      ?= -O3
 CFLAGS   ?= $(OPT) -g -march=native
 CFLAGS   += -std=c11 -D_GNU_SOURCE -Wall -Wextra -Wno-unused-parameter -fopenmp -pthread -Icommon -Iextract -Idistill -Ikernels
@@ -39,7 +40,8 @@ CFLAGS += $(BASE_CFLAGS)
 ifeq ($(CUDA),1)
 CUDA_HOME ?= $(patsubst %/bin/nvcc,%,$(shell which $(NVCC)))
 CFLAGS    += -DIV2_CUDA -I$(CUDA_HOME)/include
-NVFLAGS   ?= -O3 -std=c++17 -lineinfo -Icommon -Ikernels $(foreach a,$(CUDA_ARCH),-gencode arch=compute_$(a),code=sm_$(a)) -Xcompiler -fPIC,-Wall
+NVFLAGS   ?= -O3 -std=c++17 -lineinfo -Icommon -Ikernels $(foreach a,$(CUDA_ARCH),-gencode arch=compute_$(a),code=sm_$(a)) \
+             $(if $(filter 90a,$(CUDA_ARCH)),-DIV2_WGMMA) -Xcompiler -fPIC,-Wall
 # libkernels.a needs libiv2.a (errors, dtypes) again after it: static libraries link in order
 CUDA_LIBS := build/libiv2.a -L$(CUDA_HOME)/lib64 -L$(CUDA_HOME)/targets/x86_64-linux/lib -lcublasLt -lcublas -lcudart -lstdc++
 KERN_LIB  := build/libkernels.a
@@ -86,11 +88,13 @@ ifneq ($(FFMPEG),1)
 TEST_BIN := $(filter-out build/tests/test_decode% build/tests/test_extract%,$(TEST_BIN))
 endif
 # the tensor-core attention kernels, run on the CPU under an emulation of their PTX (tests/emu/)
-TEST_BIN += build/tests/test_attention_emu
+TEST_BIN += build/tests/test_attention_emu build/tests/test_wgmma_emu
 BENCH_C   := $(wildcard tests/bench/bench_*.c)
 BENCH_BIN := $(BENCH_C:tests/bench/%.c=build/bench/%)
 GPU_C     := $(wildcard tests/gpu/test_*.c)
 GPU_BIN   := $(GPU_C:tests/gpu/%.c=build/gpu/%)
+GPU_CU    := $(wildcard tests/gpu/test_*.cu)   # device-code probes, nvcc alone
+GPU_BIN   += $(GPU_CU:tests/gpu/%.cu=build/gpu/%)
 
 .PHONY: all deps test bench demo clean fuzz gpu-tests
 all: $(TOOLS)
@@ -134,9 +138,15 @@ build/tests/%: tests/%.c tests/testutil.h $(TEST_LIBS)
 build/tests/test_attention_emu: tests/emu/test_attention_emu.cpp tests/emu/cuda_emu.h kernels/flash_attention.cuh
 	@mkdir -p $(dir $@)
 	$(CXX) -std=c++17 -O2 -g -Wall -Wno-unknown-pragmas -Ikernels -Itests/emu $< -o $@ -lm
+build/tests/test_wgmma_emu: tests/emu/test_wgmma_emu.cpp tests/emu/cuda_emu.h
+	@mkdir -p $(dir $@)
+	$(CXX) -std=c++17 -O2 -g -Wall -Wno-unknown-pragmas -Itests/emu $< -o $@ -lm
 build/bench/%: tests/bench/%.c $(TEST_LIBS)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(FF_CFLAGS) -Itests $< $(TEST_LIBS) -o $@ $(LDFLAGS) $(if $(filter 1,$(FFMPEG)),$(FF_LIBS)) $(ALL_LIBS) $(DIST_LIBS)
+build/gpu/%: tests/gpu/%.cu $(wildcard kernels/*.cuh)
+	@mkdir -p $(dir $@)
+	$(NVCC) $(NVFLAGS) $< -o $@
 build/gpu/%: tests/gpu/%.c tests/testutil.h $(wildcard tests/gpu/*.h) $(TEST_LIBS)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -Itests $< $(TEST_LIBS) -o $@ $(LDFLAGS) $(ALL_LIBS) $(DIST_LIBS)

@@ -183,6 +183,7 @@ void iv2_backend_destroy(iv2_backend *be);
 iv2_backend *iv2_cpu_backend_create(int threads);
 #ifdef IV2_CUDA
 iv2_backend *iv2_cuda_backend_create(int device);   /* kernels/ */
+int iv2_cuda_has_wgmma(iv2_backend *be);   /* the Hopper kernels (IV2_ATTN_FWD=wg64|wg128) run on be */
 #endif
 
 #endif

@@ -161,6 +161,7 @@ static void c_destroy(iv2_backend *be) {
 
 /* the backend's stream, for work queued beside it (distill/dist.c: NCCL waits on it) */
 extern "C" void *iv2_cuda_stream(iv2_backend *be) { return (void *)impl_of(be)->stream; }
+extern "C" int iv2_cuda_has_wgmma(iv2_backend *be) { return impl_of(be)->wgmma; }
 
 extern "C" iv2_backend *iv2_cuda_backend_create(int device) {
     int n = 0;
@@ -187,6 +188,9 @@ extern "C" iv2_backend *iv2_cuda_backend_create(int device) {
     be->esize = 2;
     be->device = device;
     im->smem_optin = prop.sharedMemPerBlockOptin;
+#ifdef IV2_WGMMA   /* the Makefile defines it when CUDA_ARCH has 90a: sm_90a code runs on 9.0 only */
+    im->wgmma = prop.major == 9 && prop.minor == 0;
+#endif
     if ((e = cudaStreamCreateWithFlags(&im->stream, cudaStreamNonBlocking)) != cudaSuccess ||
         (e = cudaStreamCreateWithFlags(&im->copy_stream, cudaStreamNonBlocking)) != cudaSuccess) {
         iv2_err("cuda:%d: cannot create a stream: %s", device, cudaGetErrorString(e));

@@ -46,6 +46,7 @@ typedef struct {
     gemm_cache_entry gemm[GEMM_CACHE];
     int gemm_next;
     size_t smem_optin;            /* largest dynamic shared memory a block may opt in to */
+    int wgmma;                    /* the sm_90a kernels run here: built with IV2_WGMMA, compute capability 9.0 */
 } cuda_impl;
 
 static inline cuda_impl *impl_of(iv2_backend *be) { return (cuda_impl *)be->impl; }

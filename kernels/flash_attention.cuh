@@ -20,9 +20,15 @@ template <int DP, int WARPS, int RT> constexpr size_t fwd2_smem_bytes() {
 /* ---- the forward's launch configurations (host side; attention.cu and the emulator test) ----
  * WARPS x RT: warps per block x 16-row query tiles per warp. The default is 4x2, and 4x1 for
  * DP > 128 (registers) and Nq <= 16 (the pooling head). IV2_ATTN_FWD selects another one for
- * the calls with DP <= 128 and Nq > 16, for the sweep of tests/gpu/bench_kernels.c. */
-struct fwd2_cfg { int warps, rt; };   /* {0, 0}: the default; {-1, 0}: auto */
-static const char *const fwd2_modes[] = {"4x2", "4x1", "8x1", "8x2", "auto"};
+ * the calls with DP <= 128 and Nq > 16, for the sweep of tests/gpu/bench_kernels.c. TN > 0:
+ * the Hopper kernel flash_fwd3_kernel (wgmma) with WARPS / 4 warpgroups of 64 query rows
+ * (RT = 1: 16 rows per warp) and K/V tiles of TN keys; only in builds for sm_90a, on
+ * compute capability 9.0 (attention.cu checks). */
+struct fwd2_cfg { int warps, rt, tn; };   /* {0, 0, 0}: the default; {-1, 0, 0}: auto */
+static const struct { const char *name; fwd2_cfg cfg; } fwd2_named[] = {
+    {"4x2", {4, 2, 0}}, {"4x1", {4, 1, 0}}, {"8x1", {8, 1, 0}}, {"8x2", {8, 2, 0}}, {"auto", {-1, 0, 0}},
+    {"wg64", {8, 1, 64}}, {"wg128", {8, 1, 128}}};
+static const int fwd2_nmodes = sizeof fwd2_named / sizeof fwd2_named[0];
 
 /* blocks per SM each instantiation is compiled for (__launch_bounds__' second argument caps the
  * registers at 64K / (blocks x threads)). 4 warps: 2 (255 registers). 8 warps x 1 tile at
@@ -35,18 +41,19 @@ template <int DP, int WARPS, int RT> constexpr int fwd2_min_blocks() {
 
 static inline int fwd2_rows(fwd2_cfg c) { return c.warps * c.rt * 16; }   /* query rows per block */
 
-/* mode from a value of IV2_ATTN_FWD; false for a name not in fwd2_modes */
+/* mode from a value of IV2_ATTN_FWD; false for a name not in fwd2_named */
 static inline bool fwd2_parse(const char *s, fwd2_cfg *mode) {
-    if (strcmp(s, "auto") == 0) { *mode = {-1, 0}; return true; }
-    for (int i = 0; i < 4; i++)   /* the WxR names */
-        if (strcmp(s, fwd2_modes[i]) == 0) { *mode = {fwd2_modes[i][0] - '0', fwd2_modes[i][2] - '0'}; return true; }
+    for (int i = 0; i < fwd2_nmodes; i++)
+        if (strcmp(s, fwd2_named[i].name) == 0) { *mode = fwd2_named[i].cfg; return true; }
     return false;
 }
 
-/* whether flash_fwd2_kernel<DP, c.warps, c.rt> is instantiated: 4x1 everywhere, 4x2 and 8x1 up
+/* whether the kernel of configuration c is instantiated for DP: 4x1 everywhere, 4x2 and 8x1 up
  * to DP 128, 8x2 up to DP 96 (at DP 128 it needs 136 KiB of shared memory and 255 registers,
- * and of InternViT's 257 queries it would fill 2 blocks of 256 rows: left out) */
+ * and of InternViT's 257 queries it would fill 2 blocks of 256 rows: left out); wgmma up to
+ * DP 128 */
 static inline bool fwd2_built(int DP, fwd2_cfg c) {
+    if (c.tn > 0) return c.warps == 8 && c.rt == 1 && (c.tn == 64 || c.tn == 128) && DP <= 128;
     if (c.warps == 4 && c.rt == 1) return true;
     if (c.warps == 8 && c.rt == 2) return DP <= 96;
     return (c.warps == 4 && c.rt == 2) || (c.warps == 8 && c.rt == 1) ? DP <= 128 : false;
@@ -57,13 +64,13 @@ static inline bool fwd2_built(int DP, fwd2_cfg c) {
  * tile once for twice the rows); 257 queries: 4x1 (5 blocks of 64, 80 % of the rows used,
  * against 67 % in 3 blocks of 128); 417: 4x1 (93 % / 81 %); 2048: 4x2. */
 static inline fwd2_cfg fwd2_choose(fwd2_cfg mode, int DP, int Nq) {
-    if (DP > 128 || Nq <= 16) return {4, 1};
+    if (DP > 128 || Nq <= 16) return {4, 1, 0};
     if (mode.warps > 0) return mode;
     if (mode.warps < 0) {
         int pad64 = (Nq + 63) / 64 * 64 - Nq, pad128 = (Nq + 127) / 128 * 128 - Nq;
-        return pad128 <= pad64 ? fwd2_cfg{4, 2} : fwd2_cfg{4, 1};
+        return pad128 <= pad64 ? fwd2_cfg{4, 2, 0} : fwd2_cfg{4, 1, 0};
     }
-    return {4, 2};
+    return {4, 2, 0};
 }
 
 /* ---- the pipelined kernel (16-byte aligned rows, D % 8 == 0: every model's case) ----
@@ -72,30 +79,44 @@ static inline fwd2_cfg fwd2_choose(fwd2_cfg mode, int DP, int Nq) {
  * (.trans for V, so P @ V needs no transposed copy). Rows past N and dims past D are filled
  * with zeros by cp.async's src-size 0. */
 
-/* rows [r0, r0+rows) of a head view into smem [rows][DP+8] with cp.async, zero-filled */
-template <int DP>
+/* row pitch of a staged tile, in elements: rows padded by 8 for ldmatrix (no bank conflicts),
+ * or CM: wgmma's core-matrix layout, unpadded (cm_offset) */
+template <int DP, bool CM> __host__ __device__ constexpr int tile_pitch() { return CM ? DP : DP + 8; }
+
+/* element (r, c) of a [rows][DP] tile in wgmma's canonical no-swizzle K-major layout: 8 x 8
+ * "core matrices" of 128 contiguous bytes (8 rows of 16 bytes), the DP / 8 of one 8-row group
+ * side by side (LBO = 128 bytes between neighbours along c), groups DP * 16 bytes apart (SBO) */
+template <int DP> __device__ __forceinline__ int cm_offset(int r, int c) {
+    return (r >> 3) * (DP * 8) + (c >> 3) * 64 + (r & 7) * 8 + (c & 7);
+}
+
+/* rows [r0, r0+rows) of a head view into smem with cp.async, zero-filled: [rows][DP+8], or in
+ * the core-matrix layout (CM; rows a multiple of 8), where 8 neighbouring threads fill one core
+ * matrix (8 rows of 16 bytes: contiguous in shared memory, no bank conflicts) */
+template <int DP, bool CM = false>
 __device__ __forceinline__ void tile_async(bf16 *s, const bf16 *g, int r0, int rows, int n, int D, int stride) {
     const int SP = DP + 8, cpr = DP / 8;
     for (int i = threadIdx.x; i < rows * cpr; i += blockDim.x) {
-        int r = i / cpr, c = (i % cpr) * 8;
+        int r = CM ? i / (8 * cpr) * 8 + (i & 7) : i / cpr;
+        int c = CM ? (i >> 3) % cpr * 8 : (i % cpr) * 8;
         int ok = r0 + r < n && c < D;
         const bf16 *src = ok ? g + (size_t)(r0 + r) * stride + c : g;
-        cp_async16(s + r * SP + c, src, ok ? 16 : 0);
+        cp_async16(s + (CM ? cm_offset<DP>(r, c) : r * SP + c), src, ok ? 16 : 0);
     }
 }
 
 /* the double-buffered pipeline of every kernel here: start loading tile it + 1 of two tensors
- * (BN rows of x and of y, row strides sx and sy) into the other stage of `stages`
- * ([2][x, y][BN][DP + 8]), then wait until tile it has landed (the caller's __syncthreads makes
+ * (TN rows of x and of y, row strides sx and sy) into the other stage of `stages`
+ * ([2][x, y][TN][pitch]), then wait until tile it has landed (the caller's __syncthreads makes
  * it visible to every warp) */
-template <int DP>
+template <int DP, bool CM = false, int TN = BN>
 __device__ __forceinline__ void next_tiles(bf16 *stages, const bf16 *x, int sx, const bf16 *y, int sy, int it,
                                            int ntiles, int n, int D) {
-    const int SP = DP + 8;
+    const int SP = tile_pitch<DP, CM>();
     if (it + 1 < ntiles) {
-        bf16 *nx = stages + ((it + 1) & 1) * 2 * BN * SP;
-        tile_async<DP>(nx, x, (it + 1) * BN, BN, n, D, sx);
-        tile_async<DP>(nx + BN * SP, y, (it + 1) * BN, BN, n, D, sy);
+        bf16 *nx = stages + ((it + 1) & 1) * 2 * TN * SP;
+        tile_async<DP, CM>(nx, x, (it + 1) * TN, TN, n, D, sx);
+        tile_async<DP, CM>(nx + TN * SP, y, (it + 1) * TN, TN, n, D, sy);
         cp_async_commit();
         cp_async_wait<1>();
     } else {
@@ -264,6 +285,146 @@ __global__ void __launch_bounds__(WARPS * 32, fwd2_min_blocks<DP, WARPS, RT>())
             }
             if (lse && t == 0) lse[((size_t)b * H + h) * Nq + row] = (mrow[r][hh] + log2f(l)) / LOG2E;
         }
+}
+
+/* ---- forward on Hopper's warpgroup MMA (sm_90a): flash_fwd3_kernel ----
+ * The algorithm of flash_fwd2_kernel, with the tensor-core work moved to wgmma: a warpgroup (4
+ * warps) owns 64 query rows; NWG warpgroups share each K/V tile of TN keys, double-buffered with
+ * cp.async as above but stored in the core-matrix layout wgmma reads (cm_offset). Per tile, a
+ * warpgroup issues S = Q K^T as DP / 16 wgmmas with both operands in shared memory (K-major
+ * descriptors of the Q and K tiles), runs the online softmax on S in registers, and issues
+ * O += P V as TN / 16 wgmmas with P from registers (the S accumulator's layout per warp is
+ * mma.m16n8k16's A layout, as in the mma.sync kernel) and V through an MN-major descriptor of
+ * the same tile layout: element (key, d) of V is element (k = key, n = d), so V needs neither a
+ * transposed copy nor ldmatrix. Each product is one commit group, waited for at once (the
+ * overlap of one tile's softmax with the next tile's MMAs is left for a measured version).
+ * Accumulators: S TN / 2 and O DP / 2 fp32 per thread. */
+template <int DP, int TN, int NWG> constexpr size_t fwd3_smem_bytes() {
+    return (size_t)(NWG * 64 + 4 * TN) * DP * 2;
+}
+
+/* descriptor of a no-swizzle operand at p: lbo and sbo in bytes (PTX ISA, "Matrix Descriptor
+ * Format": address, LBO and SBO in units of 16 bytes; swizzle mode 0 and base offset 0) */
+__device__ __forceinline__ uint64_t wg_desc(const void *p, uint32_t lbo, uint32_t sbo) {
+    return (uint64_t)((smem_addr(p) >> 4) & 0x3fff) | (uint64_t)((lbo >> 4) & 0x3fff) << 16 |
+           (uint64_t)((sbo >> 4) & 0x3fff) << 32;
+}
+
+/* one K/V tile for one warpgroup: S = Q K^T, online softmax, O += P V. Per thread, S and O hold
+ * rows g and g + 8 of the warp's 16 (index 4j + e: column 8j + 2t + (e & 1), row g + 8 (e >> 1)).
+ * TAIL: kn < TN valid keys; the masked ones get probability 0 (and V's rows past Nk are zeros).
+ * Every 16-key step of P V is issued even in the tail: a branch inside the chain of wgmmas makes
+ * ptxas serialise all of them (warning C7520). */
+template <int DP, int TN, bool TAIL>
+__device__ __forceinline__ void fa3_tile(float (&o)[DP / 2], float (&mrow)[2], float (&lrow)[2], const bf16 *Qw,
+                                         const bf16 *Ks, const bf16 *Vs, int kn, int t, float sl2) {
+    float s[TN / 2];
+#pragma unroll
+    for (int i = 0; i < TN / 2; i++) s[i] = 0.f;
+    wgmma_fence();   /* s and o were last touched by ordinary instructions */
+#pragma unroll
+    for (int kk = 0; kk < DP / 16; kk++)   /* 16 dims per step: 2 core matrices along k */
+        wgmma_ss<TN, 0>(s, wg_desc(Qw + kk * 128, 128, DP * 16), wg_desc(Ks + kk * 128, 128, DP * 16), kk);
+    wgmma_commit();
+    wgmma_wait<0>();
+    wgmma_pin(s);
+    float mx[2] = {mrow[0], mrow[1]};
+#pragma unroll
+    for (int i = 0; i < TN / 2; i++) {
+        s[i] = (!TAIL || (i >> 2) * 8 + 2 * t + (i & 1) < kn) ? s[i] * sl2 : -INFINITY;
+        mx[(i >> 1) & 1] = fmaxf(mx[(i >> 1) & 1], s[i]);
+    }
+    float corr[2];
+#pragma unroll
+    for (int h = 0; h < 2; h++) {
+        mx[h] = fmaxf(mx[h], __shfl_xor_sync(0xffffffff, mx[h], 1));
+        mx[h] = fmaxf(mx[h], __shfl_xor_sync(0xffffffff, mx[h], 2));
+        corr[h] = ex2(mrow[h] - mx[h]);
+        mrow[h] = mx[h];
+        lrow[h] *= corr[h];
+    }
+#pragma unroll
+    for (int i = 0; i < TN / 2; i++) {
+        s[i] = ex2(s[i] - mrow[(i >> 1) & 1]);
+        lrow[(i >> 1) & 1] += s[i];
+    }
+#pragma unroll
+    for (int i = 0; i < DP / 2; i++) o[i] *= corr[(i >> 1) & 1];
+    /* P in bf16 as the A operand, 16 keys per step: n8 blocks 2kc (k 0..7) and 2kc + 1 (k 8..15) */
+    uint32_t pa[TN / 16][4];
+#pragma unroll
+    for (int kc = 0; kc < TN / 16; kc++) {
+        pa[kc][0] = pack_bf16(s[8 * kc + 0], s[8 * kc + 1]);
+        pa[kc][1] = pack_bf16(s[8 * kc + 2], s[8 * kc + 3]);
+        pa[kc][2] = pack_bf16(s[8 * kc + 4], s[8 * kc + 5]);
+        pa[kc][3] = pack_bf16(s[8 * kc + 6], s[8 * kc + 7]);
+    }
+    wgmma_fence();   /* o rescaled, pa written */
+#pragma unroll
+    for (int kc = 0; kc < TN / 16; kc++) {
+        /* V rows 16kc..16kc+15 as B = [k = key][n = dim], MN-major: 8-dim groups 128 bytes apart
+         * (SBO), 8-key groups DP * 16 bytes apart (LBO) */
+        wgmma_rs<DP, 1>(o, pa[kc][0], pa[kc][1], pa[kc][2], pa[kc][3], wg_desc(Vs + kc * 16 * DP, DP * 16, 128), 1);
+    }
+    wgmma_commit();
+    wgmma_wait<0>();
+    wgmma_pin(o);
+}
+
+/* TN = 64 fits in 128 registers (ptxas -v, sm_90a: 96-128), so two blocks share an SM; TN = 128
+ * needs 157-167 and runs one block (8 warps) per SM */
+template <int DP, int TN, int NWG>
+__global__ void __launch_bounds__(NWG * 128, TN == 64 ? 2 : 1)
+    flash_fwd3_kernel(bf16 *out, float *lse, const bf16 *q, const bf16 *k, const bf16 *v, int H, int Nq, int Nk,
+                      int D, int q_stride, int kv_stride, int o_stride, float scale) {
+    const int QM = NWG * 64;
+    extern __shared__ __align__(16) unsigned char smem_raw[];
+    bf16 *Qs = (bf16 *)smem_raw, *KV = Qs + QM * DP;   /* KV: [2 stages][K, V][TN][DP], core matrices */
+    int bh = blockIdx.y, b = bh / H, h = bh % H, q0 = blockIdx.x * QM;
+    int wg = threadIdx.x >> 7, warp = (threadIdx.x >> 5) & 3, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+    const bf16 *qb = q + (size_t)b * Nq * q_stride + (size_t)h * D;
+    const bf16 *kb = k + (size_t)b * Nk * kv_stride + (size_t)h * D;
+    const bf16 *vb = v + (size_t)b * Nk * kv_stride + (size_t)h * D;
+    int ntiles = (Nk + TN - 1) / TN;
+    tile_async<DP, true>(Qs, qb, q0, QM, Nq, D, q_stride);
+    tile_async<DP, true>(KV, kb, 0, TN, Nk, D, kv_stride);
+    tile_async<DP, true>(KV + TN * DP, vb, 0, TN, Nk, D, kv_stride);
+    cp_async_commit();
+
+    float o[DP / 2], mrow[2] = {-INFINITY, -INFINITY}, lrow[2] = {0.f, 0.f};
+#pragma unroll
+    for (int i = 0; i < DP / 2; i++) o[i] = 0.f;
+    const float sl2 = scale * LOG2E;
+    const bf16 *Qw = Qs + wg * 64 * DP;       /* this warpgroup's 64 rows: 8 row groups */
+    const bool active = q0 + wg * 64 < Nq;    /* a warpgroup past the last query only loads */
+    for (int it = 0; it < ntiles; it++) {
+        next_tiles<DP, true, TN>(KV, kb, kv_stride, vb, kv_stride, it, ntiles, Nk, D);
+        fence_proxy_async();   /* this thread's cp.async writes, visible to wgmma (async proxy) */
+        __syncthreads();
+        const bf16 *Ks = KV + (it & 1) * 2 * TN * DP, *Vs = Ks + TN * DP;
+        int kn = min(TN, Nk - it * TN);
+        if (active) {
+            if (kn == TN) fa3_tile<DP, TN, false>(o, mrow, lrow, Qw, Ks, Vs, kn, t, sl2);
+            else fa3_tile<DP, TN, true>(o, mrow, lrow, Qw, Ks, Vs, kn, t, sl2);
+        }
+        __syncthreads();   /* this stage is refilled on the next iteration */
+    }
+#pragma unroll
+    for (int hh = 0; hh < 2; hh++) {
+        float l = lrow[hh];
+        l += __shfl_xor_sync(0xffffffff, l, 1);
+        l += __shfl_xor_sync(0xffffffff, l, 2);
+        int row = q0 + wg * 64 + warp * 16 + g + hh * 8;
+        if (row >= Nq) continue;
+        float inv = 1.f / l;
+        bf16 *op = out + ((size_t)b * Nq + row) * o_stride + (size_t)h * D;
+#pragma unroll
+        for (int j = 0; j < DP / 8; j++) {
+            int c = j * 8 + 2 * t;
+            if (c < D) *(__nv_bfloat162 *)(op + c) = __floats2bfloat162_rn(o[4 * j + 2 * hh] * inv, o[4 * j + 2 * hh + 1] * inv);
+        }
+        if (lse && t == 0) lse[((size_t)b * H + h) * Nq + row] = (mrow[hh] + log2f(l)) / LOG2E;
+    }
 }
 
 /* ---- fused backward (FlashAttention-2 style): no N x N tile leaves registers ----

@@ -1,6 +1,6 @@
 #!/bin/sh
 # test_cuda_build: when nvcc is on PATH, compile the CUDA backend (kernels/) and the GPU tests and
-# benchmarks (tests/gpu/) for one architecture, so a CUDA build break fails the suite on machines
+# benchmarks (tests/gpu/) for one architecture (sm_90a: the Hopper kernels too), so a CUDA build break fails the suite on machines
 # without a GPU. Skipped (77) without nvcc. Builds in a copy of the sources under build/cuda/ so
 # the CPU build's objects in build/ are never compiled with -DIV2_CUDA (make does not track flags).
 # Also runs the GPU test programs, which must skip (77) or pass here.
@@ -16,7 +16,7 @@ for d in Makefile common extract distill kernels manifests tests; do
 done
 cd "$W" || exit 1
 log="$W/build.log"
-if ! nice make -s -j2 SKIP_DEPS=1 FFMPEG=0 CUDA=1 CUDA_ARCH="${CUDA_ARCH:-90}" gpu-tests \
+if ! nice make -s -j2 SKIP_DEPS=1 FFMPEG=0 CUDA=1 CUDA_ARCH="${CUDA_ARCH:-90a}" gpu-tests \
       $(for f in tests/gpu/bench_*.c; do [ -e "$f" ] && echo "build/gpu/$(basename "$f" .c)"; done) >"$log" 2>&1; then
   echo "CUDA build failed (log: $log):"
   grep -E "error|Error" "$log" | head -n 30
@@ -33,4 +33,4 @@ for t in build/gpu/test_*; do
   case $rc in 0|77) ;; *) echo "$t: exit $rc"; tail -n 5 "$W/logs/$(basename "$t").log"; fail=1 ;; esac
 done
 [ $fail -eq 0 ] || exit 1
-echo "CUDA backend and GPU tests build (sm_${CUDA_ARCH:-90}); GPU tests skip or pass here"
+echo "CUDA backend and GPU tests build (sm_${CUDA_ARCH:-90a}); GPU tests skip or pass here"

@@ -8,7 +8,8 @@
  * Nq != Nk, tails shorter than a tile, one query (the pooling head), a fused qkv buffer with
  * row stride 3C, and gradients accumulated onto existing values. The forward also runs in
  * every configuration IV2_ATTN_FWD selects (4x2, 4x1, 8x1, 8x2, auto), each checked against the
- * reference and bit for bit against the default. The launch geometry, shared-memory sizes and
+ * reference and bit for bit against the default, and as the Hopper kernel (wg64, wg128:
+ * wgmma under the emulation of cuda_emu.h), checked against the reference. The launch geometry, shared-memory sizes and
  * the choice of configuration are the ones attention.cu uses (helpers of flash_attention.cuh).
  *
  * Limits: bf16 inputs, P and dS rounded to bf16 inside the kernels as on the GPU, so per tensor
@@ -50,6 +51,17 @@ template <int DP>
 static void launch_fwd2(fwd2_cfg c, bf16 *out, float *lse, const bf16 *q, const bf16 *k, const bf16 *v, int B, int H,
                         int Nq, int Nk, int D, int qs, int ks, int os, float scale) {
     dim3 grid = {(unsigned)((Nq + fwd2_rows(c) - 1) / fwd2_rows(c)), (unsigned)(B * H), 1};
+    if constexpr (DP <= 128) {   /* the Hopper kernel: 2 warpgroups, as attention.cu's launch_fwd3 */
+        if (c.tn == 64 || c.tn == 128) {   /* fwd2_rows: 128 query rows per block */
+            if (c.tn == 64)
+                emu_launch(grid, 256, fwd3_smem_bytes<DP, 64, 2>(),
+                           [&] { flash_fwd3_kernel<DP, 64, 2>(out, lse, q, k, v, H, Nq, Nk, D, qs, ks, os, scale); });
+            else
+                emu_launch(grid, 256, fwd3_smem_bytes<DP, 128, 2>(),
+                           [&] { flash_fwd3_kernel<DP, 128, 2>(out, lse, q, k, v, H, Nq, Nk, D, qs, ks, os, scale); });
+            return;
+        }
+    }
 #define FWD2(W, R)                                                                                                 \
     emu_launch(grid, W * 32, fwd2_smem_bytes<DP, W, R>(),                                                          \
                [&] { flash_fwd2_kernel<DP, W, R>(out, lse, q, k, v, H, Nq, Nk, D, qs, ks, os, scale); })
@@ -138,13 +150,14 @@ template <int DP> static void run_shape(const shape &s) {
     /* ---- every IV2_ATTN_FWD configuration (where it applies: DP <= 128, Nq > 16): right, and
      * bit for bit the default's (a query row's arithmetic does not depend on which warp or row
      * tile holds it); outputs start as NaN so that a row no block writes fails ---- */
-    for (const char *name : fwd2_modes) {
+    for (int mi = 0; mi < fwd2_nmodes; mi++) {
         if (DP > 128 || Nq <= 16) break;
-        fwd2_cfg mode = {0, 0}, c;
+        const char *name = fwd2_named[mi].name;
+        fwd2_cfg mode = {0, 0, 0}, c;
         fwd2_parse(name, &mode);
         c = fwd2_choose(mode, DP, Nq);
         if (!fwd2_built(DP, c)) {
-            printf("skip IV2_ATTN_FWD=%-4s at DP %d: not built\n", name, DP);
+            printf("skip IV2_ATTN_FWD=%-5s at DP %d: not built\n", name, DP);
             continue;
         }
         std::vector<bf16> out2(out.size(), bf16{0x7fc0});
@@ -159,10 +172,11 @@ template <int DP> static void run_shape(const shape &s) {
         for (size_t r = 0; r < (size_t)B * Nq; r++)
             for (int cc = 0; cc < C; cc++) diff += out2[r * os + cc].u != out[r * os + cc].u;
         diff += memcmp(lse2.data(), lse.data(), lse.size() * sizeof(float)) != 0;
-        snprintf(what, sizeof what, "forward IV2_ATTN_FWD=%-4s (%dx%d) Nq%d Nk%d D%d: out, lse", name, c.warps, c.rt,
+        snprintf(what, sizeof what, "forward IV2_ATTN_FWD=%-5s (%dx%d) Nq%d Nk%d D%d: out, lse", name, c.warps, c.rt,
                  Nq, Nk, D);
         check(e2 <= 1e-2 && l2 <= 1e-3, "rel L2 %.2e, lse %.1e", what, e2, l2);
-        snprintf(what, sizeof what, "forward IV2_ATTN_FWD=%-4s (%dx%d) Nq%d Nk%d D%d: = default", name, c.warps, c.rt,
+        if (c.tn > 0) continue;   /* wgmma: another summation order and exp, so not bit for bit */
+        snprintf(what, sizeof what, "forward IV2_ATTN_FWD=%-5s (%dx%d) Nq%d Nk%d D%d: = default", name, c.warps, c.rt,
                  Nq, Nk, D);
         check(diff == 0, "%.0f differ (limit %.0f)", what, (double)diff, 0);
     }
@@ -246,6 +260,13 @@ static void check_choice(void) {
     for (const char *n : badnames) bad += fwd2_parse(n, &m);
     bad += !fwd2_parse("8x1", &m) || m.warps != 8 || m.rt != 1;
     bad += fwd2_built(128, {8, 2}) || !fwd2_built(96, {8, 2}) || fwd2_built(256, {4, 2}) || !fwd2_built(256, {4, 1});
+    /* the Hopper kernel: named, built up to DP 128, chosen only where the mma.sync kernels would be */
+    bad += !fwd2_parse("wg128", &m) || m.warps != 8 || m.rt != 1 || m.tn != 128;
+    bad += !fwd2_parse("wg64", &m) || m.tn != 64 || fwd2_parse("wg32", &m) || fwd2_parse("wg", &m);
+    bad += !fwd2_built(128, {8, 1, 128}) || !fwd2_built(32, {8, 1, 64}) || fwd2_built(256, {8, 1, 128}) ||
+           fwd2_built(96, {8, 1, 32}) || fwd2_built(96, {4, 2, 128});
+    bad += fwd2_choose({8, 1, 128}, 96, 2048).tn != 128 || fwd2_choose({8, 1, 128}, 96, 1).tn != 0 ||
+           fwd2_choose({8, 1, 64}, 256, 65).tn != 0 || fwd2_choose({0, 0, 0}, 96, 2048).tn != 0;
     check(bad == 0, "%.0f wrong (limit %.0f)", "forward configuration choice (default, auto, names, built)", bad, 0);
 }
 
@@ -257,6 +278,7 @@ int main(void) {
         {1, 2, 1, 77, 32, 0},      /* one query: the pooling head */
         {1, 1, 65, 65, 200, 1},    /* the 6B pooling head's dim: forward only */
         {1, 1, 257, 257, 128, 1},  /* InternViT's tokens: auto takes 4x1; 1 row in the last block */
+        {1, 2, 130, 130, 32, 1},   /* the smallest padding, past one 128-row block (wg: a lone warpgroup) */
     };
     check_choice();
     for (const shape &s : shapes) run(s);

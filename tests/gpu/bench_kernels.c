@@ -47,10 +47,11 @@ static void attn_bwd_fn(iv2_backend *be, void **b, const int *a) {
                            IV2_AT(be, b[0], 2 * C), b[1], (const float *)b[2], B, H, N, N, D, 3 * C, 3 * C, C, 0.1f);
 }
 
-/* IV2_ATTN_FWD values (fwd2_modes of kernels/flash_attention.cuh); 8x2 is built for head dims
- * up to 96 only (fwd2_built there) */
-static const char *fwd_cfgs[] = {"4x2", "4x1", "8x1", "8x2", "auto"};
-#define NCFG 5
+/* IV2_ATTN_FWD values (fwd2_named of kernels/flash_attention.cuh); 8x2 is built for head dims
+ * up to 96 only (fwd2_built there); wg64 and wg128 (the Hopper kernel) need an sm_90a build on
+ * compute capability 9.0 */
+static const char *fwd_cfgs[] = {"4x2", "4x1", "8x1", "8x2", "auto", "wg64", "wg128"};
+#define NCFG 7
 /* per configuration: ms per call (< 0: not built), output elements and lse rows that differ
  * from the default's, and the largest absolute difference */
 struct sweep { double ms[NCFG], maxd[NCFG]; long differ[NCFG]; };
@@ -81,6 +82,7 @@ static void sweep_forward(iv2_backend *be, void **b, const int *a, const float *
         sw->maxd[c] = 0;
         sw->differ[c] = 0;
         if (strcmp(fwd_cfgs[c], "8x2") == 0 && a[3] > 96) continue;
+        if (strncmp(fwd_cfgs[c], "wg", 2) == 0 && !iv2_cuda_has_wgmma(be)) continue;
         setenv("IV2_ATTN_FWD", fwd_cfgs[c], 1);
         sw->ms[c] = time_it(be, attn_fn, b, a, 11, 10) * 1e3;
         unsetenv("IV2_ATTN_FWD");
@@ -112,8 +114,9 @@ static void attn_buffers(iv2_backend *be, void **b, int B, int H, int N, int D) 
     fill(be, b[4], (size_t)B * N * C, 4);
 }
 
-/* --ncu: one attention forward and one backward at the VideoMAE clip and student shapes, for
- * Nsight Compute's detailed sections (check.sh: ncu_attention); nothing timed */
+/* --ncu: one attention forward and one backward (and the wg128 forward on Hopper) at the
+ * VideoMAE clip and student shapes, for Nsight Compute's detailed sections (check.sh:
+ * ncu_attention); nothing timed */
 static int ncu_attention(iv2_backend *be) {
     int shapes[2][4] = {{4, 16, 2048, 88}, {32, 16, 417, 88}};
     for (int i = 0; i < 2; i++) {
@@ -122,6 +125,11 @@ static int ncu_attention(iv2_backend *be) {
         attn_buffers(be, b, B, H, N, D);
         attn_fn(be, b, shapes[i]);
         attn_bwd_fn(be, b, shapes[i]);
+        if (iv2_cuda_has_wgmma(be)) {   /* and the Hopper forward (flash_fwd3_kernel) */
+            setenv("IV2_ATTN_FWD", "wg128", 1);
+            attn_fn(be, b, shapes[i]);
+            unsetenv("IV2_ATTN_FWD");
+        }
         be->sync(be);
         for (int k = 0; k < 5; k++) be->free(be, b[k]);
     }
@@ -213,7 +221,8 @@ int main(int argc, char **argv) {
     /* the sweep: 4x2 is the default's configuration, timed again (11 x 10 calls against 9 x 5),
      * so its column against "default" shows the noise */
     printf("\nattention forward sweep, TFLOP/s (IV2_ATTN_FWD=WxR: W warps x R 16-row query tiles per warp;\n"
-           "auto: 4x2 or 4x1 by padded query rows; -: not built; *: output differs from the default's)\n");
+           "auto: 4x2 or 4x1 by padded query rows; wgT: Hopper wgmma, 2 warpgroups, T keys per tile;\n"
+           "-: not built or not this GPU; *: output differs from the default's)\n");
     printf("%-28s %8s", "shape", "default");
     for (int c = 0; c < NCFG; c++) printf(" %8s", fwd_cfgs[c]);
     printf("  %s\n", "best vs 4x2");

@@ -3,16 +3,18 @@
 #   sh tests/gpu/check.sh            logs and figures go to $OUT (default build/gpu-check)
 # Steps, each logged to $OUT/<step>.log, none stopping the others:
 #   env       nvidia-smi, nvcc, compute-sanitizer, torch versions
-#   build     make SKIP_DEPS=1 FFMPEG=0 CUDA=1 CUDA_ARCH=90 with LMDB/cJSON/OpenBLAS from .deps/*.deb
+#   build     make SKIP_DEPS=1 FFMPEG=0 CUDA=1 CUDA_ARCH=90a with LMDB/cJSON/OpenBLAS from .deps/*.deb
 #   test_*    every GPU test program (build/gpu/test_*): each kernel vs the CPU backend
 #             (test_cuda_ops), the tiny teachers and student through vit.h GPU vs CPU
 #             (test_cuda_vit), the official-model goldens of tests/goldens/ on the GPU
 #             (test_cuda_goldens); iv2-distill on CUDA against the CPU on a tiny synthetic cache:
 #             the loss curve of 100 steps (test_distill_cuda_curve) and checkpoints moving GPU <-> CPU
-#             (test_distill_cuda_resume), 90 s each
+#             (test_distill_cuda_resume), 90 s each; the Hopper forward's wgmma building blocks
+#             (test_wgmma_probe) and the op/ViT/golden tests again with it (IV2_ATTN_FWD=wg128, wg64)
 #   memcheck  compute-sanitizer memcheck on one tiny InternViT forward (and on the op tests)
-#   bench_*   bench_kernels, bench_vit (iv2) and bench_torch.py (PyTorch, same GPU, same run; the
-#             student step eager and with torch.compile)
+#   bench_*   bench_kernels, bench_vit (iv2; again with the cuBLAS attention backward and with the
+#             wgmma forward) and bench_torch.py (PyTorch, same GPU, same run; the student step
+#             eager and with torch.compile)
 #   profile_step  one iv2-1b train step (depth 2, 32 views) under Nsight Compute, kernel durations
 #             only; tests/gpu/profile_step.py makes the per-kernel table (skipped without ncu)
 #   ncu_attention  Nsight Compute's sections (throughput, occupancy, stalls, instruction mix) for
@@ -72,7 +74,7 @@ env_info > "$OUT/env.log" 2>&1
 printf '%-34s %-20s\n' env "see env.log" >> "$SUMMARY"
 
 # ---- build (make -k: one broken target must not hide the others) ----
-MK="make -k -j$(nproc) SKIP_DEPS=1 FFMPEG=0 CUDA=1 CUDA_ARCH=90"
+MK="make -k -j$(nproc) SKIP_DEPS=1 FFMPEG=0 CUDA=1 CUDA_ARCH=90a"
 step build 300 $MK BASE_CFLAGS="$DEP_CFLAGS" BASE_LIBS="$DEP_LIBS" gpu-tests build/gpu/bench_kernels \
   build/gpu/bench_vit
 
@@ -90,6 +92,13 @@ step build_extract_teachers 200 $MK BASE_CFLAGS="$DEP_CFLAGS" BASE_LIBS="$DEP_LI
 # the cuBLAS attention backward (the default is the fused kernels of flash_attention.cuh) too
 [ -x build/gpu/test_cuda_ops ] && step test_cuda_ops_gemm_backward 150 env IV2_ATTN_BWD=gemm build/gpu/test_cuda_ops
 [ -x build/gpu/test_cuda_vit ] && step test_cuda_vit_gemm_backward 150 env IV2_ATTN_BWD=gemm build/gpu/test_cuda_vit
+# the Hopper forward on wgmma (IV2_ATTN_FWD=wg128 | wg64; not the default until it passes here)
+for m in wg128 wg64; do
+  [ -x build/gpu/test_cuda_ops ] && step test_cuda_ops_fwd_$m 150 env IV2_ATTN_FWD=$m build/gpu/test_cuda_ops
+done
+[ -x build/gpu/test_cuda_vit ] && step test_cuda_vit_fwd_wg128 150 env IV2_ATTN_FWD=wg128 build/gpu/test_cuda_vit
+[ -x build/gpu/test_cuda_goldens ] && step test_cuda_goldens_fwd_wg128 150 env IV2_ATTN_FWD=wg128 \
+  build/gpu/test_cuda_goldens
 [ -e build/gpu/test_cuda_ops ] || printf '%-34s %-20s\n' test_cuda_ops "FAIL (not built)" | tee -a "$SUMMARY"
 
 # ---- compute-sanitizer ----
@@ -99,6 +108,8 @@ if command -v compute-sanitizer >/dev/null 2>&1 && [ -x build/gpu/test_cuda_vit 
   # shared-memory hazards of the real hardware (tests/emu checks the same on the CPU)
   step racecheck_tiny_forward 120 compute-sanitizer --tool racecheck --racecheck-report hazard --error-exitcode 3 \
     build/gpu/test_cuda_vit --tiny-forward
+  step racecheck_tiny_forward_wg128 120 env IV2_ATTN_FWD=wg128 compute-sanitizer --tool racecheck \
+    --racecheck-report hazard --error-exitcode 3 build/gpu/test_cuda_vit --tiny-forward
 else
   printf '%-34s %-20s\n' memcheck_tiny_forward "SKIP (no compute-sanitizer or test)" | tee -a "$SUMMARY"
 fi
@@ -112,6 +123,9 @@ done
 # the student step with the cuBLAS attention backward, for the side-by-side figure
 [ -x build/gpu/bench_vit ] && step bench_vit_gemm_backward 150 env IV2_ATTN_BWD=gemm build/gpu/bench_vit \
   "$OUT/bench_vit_gemm_backward.json"
+# the forward models with the Hopper attention forward (wgmma), beside bench_vit's default
+[ -x build/gpu/bench_vit ] && step bench_vit_fwd_wg128 150 env IV2_ATTN_FWD=wg128 build/gpu/bench_vit \
+  "$OUT/bench_vit_fwd_wg128.json"
 step bench_torch 180 python3 tests/gpu/bench_torch.py "$OUT/bench_torch.json"
 
 # ---- where the student step's time goes: one step, kernel by kernel (Nsight Compute) ----
@@ -132,7 +146,7 @@ fi
 if [ -n "$NCU" ] && [ -x build/gpu/bench_kernels ] && [ $(( $(date +%s) - T0 )) -lt 300 ]; then
   step ncu_attention 120 "$NCU" --section SpeedOfLight --section ComputeWorkloadAnalysis \
     --section MemoryWorkloadAnalysis --section Occupancy --section LaunchStats --section SchedulerStats \
-    --section WarpStateStats --section InstructionStats -k "regex:flash_fwd2|attn_bwd" \
+    --section WarpStateStats --section InstructionStats -k "regex:flash_fwd|attn_bwd" \
     build/gpu/bench_kernels --ncu
 fi
 
@@ -152,7 +166,7 @@ fi
 {
   echo
   echo "== figures (device: $(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -n 1))"
-  for b in bench_vit bench_vit_gemm_backward bench_torch bench_kernels; do
+  for b in bench_vit bench_vit_gemm_backward bench_vit_fwd_wg128 bench_torch bench_kernels; do
     [ -f "$OUT/$b.log" ] && { echo "-- $b"; grep -v '^==' "$OUT/$b.log"; }
   done
   [ -f "$OUT/profile_step.txt" ] && { echo "-- profile_step: iv2-1b train step at depth 2, 32 views, per kernel" \
