@@ -191,32 +191,32 @@ static void launch_fwd2(cuda_impl *im, bf16 *out, float *lse, const bf16 *q, con
     LAUNCH_CHECK();
 }
 
-/* the Hopper forward (wgmma): NWG = 2 warpgroups of 64 query rows, K/V tiles of TN keys */
-template <int DP, int TN>
+/* the Hopper forward (wgmma): NWG = 2 warpgroups of 64 query rows, K/V tiles of TN keys;
+ * PIPE: flash_fwd3p_kernel (three stages, softmax overlapping the previous tile's P V) */
+template <int DP, int TN, bool PIPE>
 static void launch_fwd3(cuda_impl *im, bf16 *out, float *lse, const bf16 *q, const bf16 *k, const bf16 *v, int B,
                         int H, int Nq, int Nk, int D, int qs, int ks, int os, float scale) {
     const int NWG = 2;
-    size_t smem = fwd3_smem_bytes<DP, TN, NWG>();
-    static_assert(fwd3_smem_bytes<DP, TN, NWG>() <= 227 * 1024, "over the shared memory of one block (sm_90)");
+    constexpr size_t smem = PIPE ? fwd3p_smem_bytes<DP, TN, NWG>() : fwd3_smem_bytes<DP, TN, NWG>();
+    static_assert(smem <= 227 * 1024, "over the shared memory of one block (sm_90)");
+    auto kernel = PIPE ? flash_fwd3p_kernel<DP, TN, NWG> : flash_fwd3_kernel<DP, TN, NWG>;
     static int configured = 0;
     if (!configured) {
-        CUDA_CHECK(cudaFuncSetAttribute(flash_fwd3_kernel<DP, TN, NWG>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                        (int)smem));
+        CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
         configured = 1;
     }
     dim3 grid(cdiv(Nq, NWG * 64), B * H);
-    flash_fwd3_kernel<DP, TN, NWG><<<grid, NWG * 128, smem, im->stream>>>(out, lse, q, k, v, H, Nq, Nk, D, qs, ks, os,
-                                                                         scale);
+    kernel<<<grid, NWG * 128, smem, im->stream>>>(out, lse, q, k, v, H, Nq, Nk, D, qs, ks, os, scale);
     LAUNCH_CHECK();
 }
 
-/* IV2_ATTN_FWD (4x2, 4x1, 8x1, 8x2, auto, wg64 or wg128; see fwd2_choose), read on every call:
+/* IV2_ATTN_FWD (4x2, 4x1, 8x1, 8x2, auto, wg64, wg128, wg64p, wg128p; see fwd2_choose), read on each call:
  * bench_kernels switches it between calls */
 static fwd2_cfg fwd_mode_from_env(void) {
     const char *s = getenv("IV2_ATTN_FWD");
-    fwd2_cfg mode = {0, 0, 0};
+    fwd2_cfg mode = {0, 0, 0, 0};
     if (s && *s && !fwd2_parse(s, &mode))
-        iv2_panic("cuda attention: IV2_ATTN_FWD=%s: expected one of 4x2, 4x1, 8x1, 8x2, auto, wg64, wg128 (or unset)",
+        iv2_panic("cuda attention: IV2_ATTN_FWD=%s: expected one of 4x2, 4x1, 8x1, 8x2, auto, wg64, wg128, wg64p, wg128p (or unset)",
                   s);
     return mode;
 }
@@ -232,15 +232,14 @@ static void launch_fwd2_any(cuda_impl *im, bf16 *out, float *lse, const bf16 *q,
         iv2_panic("cuda attention: IV2_ATTN_FWD=%dx%d is not built for head dim %d (8x2 takes head dims up to 96)",
                   c.warps, c.rt, D);
     if (c.tn > 0 && !im->wgmma)
-        iv2_panic("cuda attention: IV2_ATTN_FWD=wg%d needs a build with CUDA_ARCH 90a and a compute capability 9.0 "
-                  "GPU (H100, H200)", c.tn);
+        iv2_panic("cuda attention: IV2_ATTN_FWD=wg%d%s needs a build with CUDA_ARCH 90a and a compute capability "
+                  "9.0 GPU (H100, H200)", c.tn, c.pipe ? "p" : "");
     if constexpr (DP <= 128) {
-        if (c.tn == 64) {
-            launch_fwd3<DP, 64>(im, out, lse, q, k, v, B, H, Nq, Nk, D, qs, ks, os, scale);
-            return;
-        }
-        if (c.tn == 128) {
-            launch_fwd3<DP, 128>(im, out, lse, q, k, v, B, H, Nq, Nk, D, qs, ks, os, scale);
+        if (c.tn > 0) {
+            if (c.tn == 64 && !c.pipe) launch_fwd3<DP, 64, false>(im, out, lse, q, k, v, B, H, Nq, Nk, D, qs, ks, os, scale);
+            if (c.tn == 128 && !c.pipe) launch_fwd3<DP, 128, false>(im, out, lse, q, k, v, B, H, Nq, Nk, D, qs, ks, os, scale);
+            if (c.tn == 64 && c.pipe) launch_fwd3<DP, 64, true>(im, out, lse, q, k, v, B, H, Nq, Nk, D, qs, ks, os, scale);
+            if (c.tn == 128 && c.pipe) launch_fwd3<DP, 128, true>(im, out, lse, q, k, v, B, H, Nq, Nk, D, qs, ks, os, scale);
             return;
         }
         if (c.warps == 4 && c.rt == 2) {

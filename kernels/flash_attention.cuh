@@ -21,13 +21,14 @@ template <int DP, int WARPS, int RT> constexpr size_t fwd2_smem_bytes() {
  * WARPS x RT: warps per block x 16-row query tiles per warp. The default is 4x2, and 4x1 for
  * DP > 128 (registers) and Nq <= 16 (the pooling head). IV2_ATTN_FWD selects another one for
  * the calls with DP <= 128 and Nq > 16, for the sweep of tests/gpu/bench_kernels.c. TN > 0:
- * the Hopper kernel flash_fwd3_kernel (wgmma) with WARPS / 4 warpgroups of 64 query rows
- * (RT = 1: 16 rows per warp) and K/V tiles of TN keys; only in builds for sm_90a, on
- * compute capability 9.0 (attention.cu checks). */
-struct fwd2_cfg { int warps, rt, tn; };   /* {0, 0, 0}: the default; {-1, 0, 0}: auto */
+ * the Hopper kernels (wgmma) with WARPS / 4 warpgroups of 64 query rows (RT = 1: 16 rows per
+ * warp) and K/V tiles of TN keys, flash_fwd3_kernel or, PIPE, flash_fwd3p_kernel; only in
+ * builds for sm_90a, on compute capability 9.0 (attention.cu checks). */
+struct fwd2_cfg { int warps, rt, tn, pipe; };   /* {0, 0, 0, 0}: the default; {-1, 0, 0, 0}: auto */
 static const struct { const char *name; fwd2_cfg cfg; } fwd2_named[] = {
-    {"4x2", {4, 2, 0}}, {"4x1", {4, 1, 0}}, {"8x1", {8, 1, 0}}, {"8x2", {8, 2, 0}}, {"auto", {-1, 0, 0}},
-    {"wg64", {8, 1, 64}}, {"wg128", {8, 1, 128}}};
+    {"4x2", {4, 2, 0, 0}},    {"4x1", {4, 1, 0, 0}},     {"8x1", {8, 1, 0, 0}},    {"8x2", {8, 2, 0, 0}},
+    {"auto", {-1, 0, 0, 0}},  {"wg64", {8, 1, 64, 0}},   {"wg128", {8, 1, 128, 0}}, {"wg64p", {8, 1, 64, 1}},
+    {"wg128p", {8, 1, 128, 1}}};
 static const int fwd2_nmodes = sizeof fwd2_named / sizeof fwd2_named[0];
 
 /* blocks per SM each instantiation is compiled for (__launch_bounds__' second argument caps the
@@ -64,13 +65,13 @@ static inline bool fwd2_built(int DP, fwd2_cfg c) {
  * tile once for twice the rows); 257 queries: 4x1 (5 blocks of 64, 80 % of the rows used,
  * against 67 % in 3 blocks of 128); 417: 4x1 (93 % / 81 %); 2048: 4x2. */
 static inline fwd2_cfg fwd2_choose(fwd2_cfg mode, int DP, int Nq) {
-    if (DP > 128 || Nq <= 16) return {4, 1, 0};
+    if (DP > 128 || Nq <= 16) return {4, 1, 0, 0};
     if (mode.warps > 0) return mode;
     if (mode.warps < 0) {
         int pad64 = (Nq + 63) / 64 * 64 - Nq, pad128 = (Nq + 127) / 128 * 128 - Nq;
-        return pad128 <= pad64 ? fwd2_cfg{4, 2, 0} : fwd2_cfg{4, 1, 0};
+        return pad128 <= pad64 ? fwd2_cfg{4, 2, 0, 0} : fwd2_cfg{4, 1, 0, 0};
     }
-    return {4, 2, 0};
+    return {4, 2, 0, 0};
 }
 
 /* ---- the pipelined kernel (16-byte aligned rows, D % 8 == 0: every model's case) ----
@@ -106,15 +107,15 @@ __device__ __forceinline__ void tile_async(bf16 *s, const bf16 *g, int r0, int r
 }
 
 /* the double-buffered pipeline of every kernel here: start loading tile it + 1 of two tensors
- * (TN rows of x and of y, row strides sx and sy) into the other stage of `stages`
- * ([2][x, y][TN][pitch]), then wait until tile it has landed (the caller's __syncthreads makes
- * it visible to every warp) */
-template <int DP, bool CM = false, int TN = BN>
+ * (TN rows of x and of y, row strides sx and sy) into its stage of `stages`
+ * ([STAGES][x, y][TN][pitch], tile i in stage i % STAGES), then wait until tile it has landed
+ * (the caller's __syncthreads makes it visible to every warp) */
+template <int DP, bool CM = false, int TN = BN, int STAGES = 2>
 __device__ __forceinline__ void next_tiles(bf16 *stages, const bf16 *x, int sx, const bf16 *y, int sy, int it,
                                            int ntiles, int n, int D) {
     const int SP = tile_pitch<DP, CM>();
     if (it + 1 < ntiles) {
-        bf16 *nx = stages + ((it + 1) & 1) * 2 * TN * SP;
+        bf16 *nx = stages + ((it + 1) % STAGES) * 2 * TN * SP;
         tile_async<DP, CM>(nx, x, (it + 1) * TN, TN, n, D, sx);
         tile_async<DP, CM>(nx + TN * SP, y, (it + 1) * TN, TN, n, D, sy);
         cp_async_commit();
@@ -296,9 +297,10 @@ __global__ void __launch_bounds__(WARPS * 32, fwd2_min_blocks<DP, WARPS, RT>())
  * O += P V as TN / 16 wgmmas with P from registers (the S accumulator's layout per warp is
  * mma.m16n8k16's A layout, as in the mma.sync kernel) and V through an MN-major descriptor of
  * the same tile layout: element (key, d) of V is element (k = key, n = d), so V needs neither a
- * transposed copy nor ldmatrix. Each product is one commit group, waited for at once (the
- * overlap of one tile's softmax with the next tile's MMAs is left for a measured version).
- * Accumulators: S TN / 2 and O DP / 2 fp32 per thread. */
+ * transposed copy nor ldmatrix. flash_fwd3_kernel waits for each product at once;
+ * flash_fwd3p_kernel overlaps a tile's softmax with the previous tile's P V (FlashAttention-3's
+ * intra-warpgroup pipelining). Accumulators: S TN / 2 and O DP / 2 fp32 per thread. Not yet
+ * done: TMA loads, producer warps, ping-pong of the two warpgroups. */
 template <int DP, int TN, int NWG> constexpr size_t fwd3_smem_bytes() {
     return (size_t)(NWG * 64 + 4 * TN) * DP * 2;
 }
@@ -310,31 +312,42 @@ __device__ __forceinline__ uint64_t wg_desc(const void *p, uint32_t lbo, uint32_
            (uint64_t)((sbo >> 4) & 0x3fff) << 32;
 }
 
-/* one K/V tile for one warpgroup: S = Q K^T, online softmax, O += P V. Per thread, S and O hold
+/* The steps of a K/V tile for one warpgroup, shared by both kernels. Per thread, S and O hold
  * rows g and g + 8 of the warp's 16 (index 4j + e: column 8j + 2t + (e & 1), row g + 8 (e >> 1)).
- * TAIL: kn < TN valid keys; the masked ones get probability 0 (and V's rows past Nk are zeros).
- * Every 16-key step of P V is issued even in the tail: a branch inside the chain of wgmmas makes
- * ptxas serialise all of them (warning C7520). */
-template <int DP, int TN, bool TAIL>
-__device__ __forceinline__ void fa3_tile(float (&o)[DP / 2], float (&mrow)[2], float (&lrow)[2], const bf16 *Qw,
-                                         const bf16 *Ks, const bf16 *Vs, int kn, int t, float sl2) {
-    float s[TN / 2];
+ * The issue steps only issue (the caller fences, commits and waits). */
+
+/* issue S = Q K^T: DP / 16 wgmmas, both operands K-major in shared memory (16 dims per step: 2
+ * core matrices along k) */
+template <int DP, int TN>
+__device__ __forceinline__ void fa3_issue_scores(float (&s)[TN / 2], const bf16 *Qw, const bf16 *Ks) {
 #pragma unroll
-    for (int i = 0; i < TN / 2; i++) s[i] = 0.f;
-    wgmma_fence();   /* s and o were last touched by ordinary instructions */
-#pragma unroll
-    for (int kk = 0; kk < DP / 16; kk++)   /* 16 dims per step: 2 core matrices along k */
+    for (int kk = 0; kk < DP / 16; kk++)
         wgmma_ss<TN, 0>(s, wg_desc(Qw + kk * 128, 128, DP * 16), wg_desc(Ks + kk * 128, 128, DP * 16), kk);
-    wgmma_commit();
-    wgmma_wait<0>();
-    wgmma_pin(s);
+}
+
+/* issue O += P V: TN / 16 wgmmas, P from registers, V rows 16kc.. as B = [k = key][n = dim],
+ * MN-major: 8-dim groups 128 bytes apart (SBO), 8-key groups DP * 16 bytes apart (LBO). Every
+ * step is issued, even past the last key of a tail tile (P is 0 there, V's rows zeros): a branch
+ * inside the chain of wgmmas makes ptxas serialise all of them (warning C7520). */
+template <int DP, int TN>
+__device__ __forceinline__ void fa3_issue_pv(float (&o)[DP / 2], const uint32_t (&pa)[TN / 16][4], const bf16 *Vs) {
+#pragma unroll
+    for (int kc = 0; kc < TN / 16; kc++)
+        wgmma_rs<DP, 1>(o, pa[kc][0], pa[kc][1], pa[kc][2], pa[kc][3], wg_desc(Vs + kc * 16 * DP, DP * 16, 128), 1);
+}
+
+/* online softmax of a finished S in place (S becomes P, unnormalised), the running max and sum
+ * updated; returns in corr the factor by which O must be rescaled. TAIL: keys from kn on are
+ * masked. */
+template <int TN, bool TAIL>
+__device__ __forceinline__ void fa3_softmax(float (&s)[TN / 2], float (&mrow)[2], float (&lrow)[2], float (&corr)[2],
+                                            int kn, int t, float sl2) {
     float mx[2] = {mrow[0], mrow[1]};
 #pragma unroll
     for (int i = 0; i < TN / 2; i++) {
         s[i] = (!TAIL || (i >> 2) * 8 + 2 * t + (i & 1) < kn) ? s[i] * sl2 : -INFINITY;
         mx[(i >> 1) & 1] = fmaxf(mx[(i >> 1) & 1], s[i]);
     }
-    float corr[2];
 #pragma unroll
     for (int h = 0; h < 2; h++) {
         mx[h] = fmaxf(mx[h], __shfl_xor_sync(0xffffffff, mx[h], 1));
@@ -348,10 +361,22 @@ __device__ __forceinline__ void fa3_tile(float (&o)[DP / 2], float (&mrow)[2], f
         s[i] = ex2(s[i] - mrow[(i >> 1) & 1]);
         lrow[(i >> 1) & 1] += s[i];
     }
+}
+template <int TN>
+__device__ __forceinline__ void fa3_softmax_any(float (&s)[TN / 2], float (&mrow)[2], float (&lrow)[2],
+                                                float (&corr)[2], int kn, int t, float sl2) {
+    if (kn == TN) fa3_softmax<TN, false>(s, mrow, lrow, corr, kn, t, sl2);
+    else fa3_softmax<TN, true>(s, mrow, lrow, corr, kn, t, sl2);
+}
+
+template <int DP> __device__ __forceinline__ void fa3_rescale(float (&o)[DP / 2], const float (&corr)[2]) {
 #pragma unroll
     for (int i = 0; i < DP / 2; i++) o[i] *= corr[(i >> 1) & 1];
-    /* P in bf16 as the A operand, 16 keys per step: n8 blocks 2kc (k 0..7) and 2kc + 1 (k 8..15) */
-    uint32_t pa[TN / 16][4];
+}
+
+/* P in bf16 as the A operand, 16 keys per step: n8 blocks 2kc (k 0..7) and 2kc + 1 (k 8..15) of
+ * the S accumulator are, per warp, mma.m16n8k16's A fragment */
+template <int TN> __device__ __forceinline__ void fa3_pack(uint32_t (&pa)[TN / 16][4], const float (&s)[TN / 2]) {
 #pragma unroll
     for (int kc = 0; kc < TN / 16; kc++) {
         pa[kc][0] = pack_bf16(s[8 * kc + 0], s[8 * kc + 1]);
@@ -359,72 +384,173 @@ __device__ __forceinline__ void fa3_tile(float (&o)[DP / 2], float (&mrow)[2], f
         pa[kc][2] = pack_bf16(s[8 * kc + 4], s[8 * kc + 5]);
         pa[kc][3] = pack_bf16(s[8 * kc + 6], s[8 * kc + 7]);
     }
-    wgmma_fence();   /* o rescaled, pa written */
+}
+
+/* S = Q K^T of one tile, issued and waited for, then its softmax (the first tile of the
+ * pipelined kernel, every tile of the plain one) */
+template <int DP, int TN>
+__device__ __forceinline__ void fa3_scores_softmax(float (&s)[TN / 2], float (&mrow)[2], float (&lrow)[2],
+                                                   float (&corr)[2], const bf16 *Qw, const bf16 *Ks, int kn, int t,
+                                                   float sl2) {
 #pragma unroll
-    for (int kc = 0; kc < TN / 16; kc++) {
-        /* V rows 16kc..16kc+15 as B = [k = key][n = dim], MN-major: 8-dim groups 128 bytes apart
-         * (SBO), 8-key groups DP * 16 bytes apart (LBO) */
-        wgmma_rs<DP, 1>(o, pa[kc][0], pa[kc][1], pa[kc][2], pa[kc][3], wg_desc(Vs + kc * 16 * DP, DP * 16, 128), 1);
-    }
+    for (int i = 0; i < TN / 2; i++) s[i] = 0.f;
+    wgmma_fence();   /* s was last touched by ordinary instructions */
+    fa3_issue_scores<DP, TN>(s, Qw, Ks);
+    wgmma_commit();
+    wgmma_wait<0>();
+    wgmma_pin(s);
+    fa3_softmax_any<TN>(s, mrow, lrow, corr, kn, t, sl2);
+}
+
+/* O += P V issued and waited for */
+template <int DP, int TN>
+__device__ __forceinline__ void fa3_pv_wait(float (&o)[DP / 2], const uint32_t (&pa)[TN / 16][4], const bf16 *Vs) {
+    wgmma_fence();   /* o rescaled, pa written */
+    fa3_issue_pv<DP, TN>(o, pa, Vs);
     wgmma_commit();
     wgmma_wait<0>();
     wgmma_pin(o);
 }
 
-/* TN = 64 fits in 128 registers (ptxas -v, sm_90a: 96-128), so two blocks share an SM; TN = 128
- * needs 157-167 and runs one block (8 warps) per SM */
-template <int DP, int TN, int NWG>
-__global__ void __launch_bounds__(NWG * 128, TN == 64 ? 2 : 1)
-    flash_fwd3_kernel(bf16 *out, float *lse, const bf16 *q, const bf16 *k, const bf16 *v, int H, int Nq, int Nk,
-                      int D, int q_stride, int kv_stride, int o_stride, float scale) {
-    const int QM = NWG * 64;
-    extern __shared__ __align__(16) unsigned char smem_raw[];
-    bf16 *Qs = (bf16 *)smem_raw, *KV = Qs + QM * DP;   /* KV: [2 stages][K, V][TN][DP], core matrices */
-    int bh = blockIdx.y, b = bh / H, h = bh % H, q0 = blockIdx.x * QM;
-    int wg = threadIdx.x >> 7, warp = (threadIdx.x >> 5) & 3, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
-    const bf16 *qb = q + (size_t)b * Nq * q_stride + (size_t)h * D;
-    const bf16 *kb = k + (size_t)b * Nk * kv_stride + (size_t)h * D;
-    const bf16 *vb = v + (size_t)b * Nk * kv_stride + (size_t)h * D;
-    int ntiles = (Nk + TN - 1) / TN;
-    tile_async<DP, true>(Qs, qb, q0, QM, Nq, D, q_stride);
-    tile_async<DP, true>(KV, kb, 0, TN, Nk, D, kv_stride);
-    tile_async<DP, true>(KV + TN * DP, vb, 0, TN, Nk, D, kv_stride);
-    cp_async_commit();
-
-    float o[DP / 2], mrow[2] = {-INFINITY, -INFINITY}, lrow[2] = {0.f, 0.f};
-#pragma unroll
-    for (int i = 0; i < DP / 2; i++) o[i] = 0.f;
-    const float sl2 = scale * LOG2E;
-    const bf16 *Qw = Qs + wg * 64 * DP;       /* this warpgroup's 64 rows: 8 row groups */
-    const bool active = q0 + wg * 64 < Nq;    /* a warpgroup past the last query only loads */
-    for (int it = 0; it < ntiles; it++) {
-        next_tiles<DP, true, TN>(KV, kb, kv_stride, vb, kv_stride, it, ntiles, Nk, D);
-        fence_proxy_async();   /* this thread's cp.async writes, visible to wgmma (async proxy) */
-        __syncthreads();
-        const bf16 *Ks = KV + (it & 1) * 2 * TN * DP, *Vs = Ks + TN * DP;
-        int kn = min(TN, Nk - it * TN);
-        if (active) {
-            if (kn == TN) fa3_tile<DP, TN, false>(o, mrow, lrow, Qw, Ks, Vs, kn, t, sl2);
-            else fa3_tile<DP, TN, true>(o, mrow, lrow, Qw, Ks, Vs, kn, t, sl2);
-        }
-        __syncthreads();   /* this stage is refilled on the next iteration */
-    }
+/* the epilogue of both kernels: O / l into out (bf16), and lse */
+template <int DP>
+__device__ __forceinline__ void fa3_store(bf16 *out, float *lse, const float (&o)[DP / 2], const float (&mrow)[2],
+                                          const float (&lrow)[2], int b, int h, int H, int Nq, int D, int o_stride,
+                                          int row0, int g, int t) {
 #pragma unroll
     for (int hh = 0; hh < 2; hh++) {
         float l = lrow[hh];
         l += __shfl_xor_sync(0xffffffff, l, 1);
         l += __shfl_xor_sync(0xffffffff, l, 2);
-        int row = q0 + wg * 64 + warp * 16 + g + hh * 8;
+        int row = row0 + g + hh * 8;
         if (row >= Nq) continue;
         float inv = 1.f / l;
         bf16 *op = out + ((size_t)b * Nq + row) * o_stride + (size_t)h * D;
 #pragma unroll
         for (int j = 0; j < DP / 8; j++) {
             int c = j * 8 + 2 * t;
-            if (c < D) *(__nv_bfloat162 *)(op + c) = __floats2bfloat162_rn(o[4 * j + 2 * hh] * inv, o[4 * j + 2 * hh + 1] * inv);
+            if (c < D)
+                *(__nv_bfloat162 *)(op + c) = __floats2bfloat162_rn(o[4 * j + 2 * hh] * inv, o[4 * j + 2 * hh + 1] * inv);
         }
         if (lse && t == 0) lse[((size_t)b * H + h) * Nq + row] = (mrow[hh] + log2f(l)) / LOG2E;
     }
+}
+
+/* the set-up both kernels share: head views, first loads (Q and K/V tile 0, one commit group) */
+struct fa3_block {
+    int b, h, q0, wg, warp, g, t;
+    const bf16 *kb, *vb;
+};
+template <int DP, int TN, int NWG>
+__device__ __forceinline__ fa3_block fa3_begin(bf16 *Qs, bf16 *KV, const bf16 *q, const bf16 *k, const bf16 *v, int H,
+                                               int Nq, int Nk, int D, int q_stride, int kv_stride) {
+    fa3_block B;
+    int bh = blockIdx.y, lane = threadIdx.x & 31;
+    B.b = bh / H; B.h = bh % H; B.q0 = blockIdx.x * NWG * 64;
+    B.wg = threadIdx.x >> 7; B.warp = (threadIdx.x >> 5) & 3; B.g = lane >> 2; B.t = lane & 3;
+    const bf16 *qb = q + (size_t)B.b * Nq * q_stride + (size_t)B.h * D;
+    B.kb = k + (size_t)B.b * Nk * kv_stride + (size_t)B.h * D;
+    B.vb = v + (size_t)B.b * Nk * kv_stride + (size_t)B.h * D;
+    tile_async<DP, true>(Qs, qb, B.q0, NWG * 64, Nq, D, q_stride);
+    tile_async<DP, true>(KV, B.kb, 0, TN, Nk, D, kv_stride);
+    tile_async<DP, true>(KV + TN * DP, B.vb, 0, TN, Nk, D, kv_stride);
+    cp_async_commit();
+    return B;
+}
+
+/* flash_fwd3_kernel: per tile, S, softmax, P V in sequence (two K/V stages). TN = 64 fits in
+ * 128 registers (ptxas -v, sm_90a: 96-128), so two blocks share an SM; TN = 128 needs more and
+ * runs one block (8 warps) per SM. */
+template <int DP, int TN, int NWG>
+__global__ void __launch_bounds__(NWG * 128, TN == 64 ? 2 : 1)
+    flash_fwd3_kernel(bf16 *out, float *lse, const bf16 *q, const bf16 *k, const bf16 *v, int H, int Nq, int Nk,
+                      int D, int q_stride, int kv_stride, int o_stride, float scale) {
+    extern __shared__ __align__(16) unsigned char smem_raw[];
+    bf16 *Qs = (bf16 *)smem_raw, *KV = Qs + NWG * 64 * DP;   /* KV: [2 stages][K, V][TN][DP], core matrices */
+    fa3_block B = fa3_begin<DP, TN, NWG>(Qs, KV, q, k, v, H, Nq, Nk, D, q_stride, kv_stride);
+    float o[DP / 2], mrow[2] = {-INFINITY, -INFINITY}, lrow[2] = {0.f, 0.f}, s[TN / 2], corr[2];
+    uint32_t pa[TN / 16][4];
+#pragma unroll
+    for (int i = 0; i < DP / 2; i++) o[i] = 0.f;
+    const float sl2 = scale * LOG2E;
+    const bf16 *Qw = Qs + B.wg * 64 * DP;        /* this warpgroup's 64 rows: 8 row groups */
+    const bool active = B.q0 + B.wg * 64 < Nq;   /* a warpgroup past the last query only loads */
+    const int ntiles = (Nk + TN - 1) / TN;
+    for (int it = 0; it < ntiles; it++) {
+        next_tiles<DP, true, TN>(KV, B.kb, kv_stride, B.vb, kv_stride, it, ntiles, Nk, D);
+        fence_proxy_async();   /* this thread's cp.async writes, visible to wgmma (async proxy) */
+        __syncthreads();
+        const bf16 *Ks = KV + (it & 1) * 2 * TN * DP, *Vs = Ks + TN * DP;
+        if (active) {
+            fa3_scores_softmax<DP, TN>(s, mrow, lrow, corr, Qw, Ks, min(TN, Nk - it * TN), B.t, sl2);
+            fa3_rescale<DP>(o, corr);
+            fa3_pack<TN>(pa, s);
+            fa3_pv_wait<DP, TN>(o, pa, Vs);
+        }
+        __syncthreads();   /* this stage is refilled on the next iteration */
+    }
+    fa3_store<DP>(out, lse, o, mrow, lrow, B.b, B.h, H, Nq, D, o_stride, B.q0 + B.wg * 64 + B.warp * 16, B.g, B.t);
+}
+
+/* flash_fwd3p_kernel: the same with FlashAttention-3's overlap inside a warpgroup: tile it's
+ * S = Q K^T and tile it-1's O += P V are issued together (two commit groups); the softmax of S
+ * runs while P V is still on the tensor cores (wait_group 1), then O is rescaled once P V has
+ * landed (wait_group 0). A tile's V is read one iteration after its K, so K/V tiles take three
+ * stages: tile it + 1 loads while it and it - 1 are in use. Registers: S, O and the previous P
+ * (TN / 2 + DP / 2 fp32 + TN / 8 words); one block per SM. */
+template <int DP, int TN, int NWG> constexpr size_t fwd3p_smem_bytes() {
+    return (size_t)(NWG * 64 + 6 * TN) * DP * 2;
+}
+template <int DP, int TN, int NWG>
+__global__ void __launch_bounds__(NWG * 128, 1)
+    flash_fwd3p_kernel(bf16 *out, float *lse, const bf16 *q, const bf16 *k, const bf16 *v, int H, int Nq, int Nk,
+                       int D, int q_stride, int kv_stride, int o_stride, float scale) {
+    extern __shared__ __align__(16) unsigned char smem_raw[];
+    bf16 *Qs = (bf16 *)smem_raw, *KV = Qs + NWG * 64 * DP;   /* KV: [3 stages][K, V][TN][DP] */
+    fa3_block B = fa3_begin<DP, TN, NWG>(Qs, KV, q, k, v, H, Nq, Nk, D, q_stride, kv_stride);
+    float o[DP / 2], mrow[2] = {-INFINITY, -INFINITY}, lrow[2] = {0.f, 0.f}, s[TN / 2], corr[2];
+    uint32_t pa[TN / 16][4];
+#pragma unroll
+    for (int i = 0; i < DP / 2; i++) o[i] = 0.f;
+    const float sl2 = scale * LOG2E;
+    const bf16 *Qw = Qs + B.wg * 64 * DP;
+    const bool active = B.q0 + B.wg * 64 < Nq;
+    const int ntiles = (Nk + TN - 1) / TN;
+    const size_t stage = (size_t)2 * TN * DP;
+    /* tile 0: its S and softmax alone */
+    next_tiles<DP, true, TN, 3>(KV, B.kb, kv_stride, B.vb, kv_stride, 0, ntiles, Nk, D);
+    fence_proxy_async();
+    __syncthreads();
+    if (active) {
+        fa3_scores_softmax<DP, TN>(s, mrow, lrow, corr, Qw, KV, min(TN, Nk), B.t, sl2);
+        fa3_pack<TN>(pa, s);   /* o is still 0: nothing to rescale */
+    }
+    __syncthreads();
+    for (int it = 1; it < ntiles; it++) {
+        next_tiles<DP, true, TN, 3>(KV, B.kb, kv_stride, B.vb, kv_stride, it, ntiles, Nk, D);
+        fence_proxy_async();
+        __syncthreads();
+        const bf16 *Ks = KV + (it % 3) * stage, *Vp = KV + ((it - 1) % 3) * stage + TN * DP;
+        if (active) {
+#pragma unroll
+            for (int i = 0; i < TN / 2; i++) s[i] = 0.f;
+            wgmma_fence();   /* s read, pa and o written by ordinary instructions */
+            fa3_issue_scores<DP, TN>(s, Qw, Ks);
+            wgmma_commit();
+            fa3_issue_pv<DP, TN>(o, pa, Vp);
+            wgmma_commit();
+            wgmma_wait<1>();   /* S has landed; P V may still run */
+            wgmma_pin(s);
+            fa3_softmax_any<TN>(s, mrow, lrow, corr, min(TN, Nk - it * TN), B.t, sl2);
+            wgmma_wait<0>();
+            wgmma_pin(o);
+            fa3_rescale<DP>(o, corr);
+            fa3_pack<TN>(pa, s);
+        }
+        __syncthreads();   /* tile it - 1's stage is refilled on the next iteration */
+    }
+    if (active) fa3_pv_wait<DP, TN>(o, pa, KV + ((ntiles - 1) % 3) * stage + TN * DP);
+    fa3_store<DP>(out, lse, o, mrow, lrow, B.b, B.h, H, Nq, D, o_stride, B.q0 + B.wg * 64 + B.warp * 16, B.g, B.t);
 }
 
 /* ---- fused backward (FlashAttention-2 style): no N x N tile leaves registers ----

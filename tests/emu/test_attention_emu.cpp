@@ -8,8 +8,8 @@
  * Nq != Nk, tails shorter than a tile, one query (the pooling head), a fused qkv buffer with
  * row stride 3C, and gradients accumulated onto existing values. The forward also runs in
  * every configuration IV2_ATTN_FWD selects (4x2, 4x1, 8x1, 8x2, auto), each checked against the
- * reference and bit for bit against the default, and as the Hopper kernel (wg64, wg128:
- * wgmma under the emulation of cuda_emu.h), checked against the reference. The launch geometry, shared-memory sizes and
+ * reference and bit for bit against the default, and as the Hopper kernels (wg64, wg128, and
+ * pipelined wg64p, wg128p: wgmma under the emulation of cuda_emu.h), against the reference. The launch geometry, shared-memory sizes and
  * the choice of configuration are the ones attention.cu uses (helpers of flash_attention.cuh).
  *
  * Limits: bf16 inputs, P and dS rounded to bf16 inside the kernels as on the GPU, so per tensor
@@ -51,14 +51,15 @@ template <int DP>
 static void launch_fwd2(fwd2_cfg c, bf16 *out, float *lse, const bf16 *q, const bf16 *k, const bf16 *v, int B, int H,
                         int Nq, int Nk, int D, int qs, int ks, int os, float scale) {
     dim3 grid = {(unsigned)((Nq + fwd2_rows(c) - 1) / fwd2_rows(c)), (unsigned)(B * H), 1};
-    if constexpr (DP <= 128) {   /* the Hopper kernel: 2 warpgroups, as attention.cu's launch_fwd3 */
-        if (c.tn == 64 || c.tn == 128) {   /* fwd2_rows: 128 query rows per block */
-            if (c.tn == 64)
-                emu_launch(grid, 256, fwd3_smem_bytes<DP, 64, 2>(),
-                           [&] { flash_fwd3_kernel<DP, 64, 2>(out, lse, q, k, v, H, Nq, Nk, D, qs, ks, os, scale); });
-            else
-                emu_launch(grid, 256, fwd3_smem_bytes<DP, 128, 2>(),
-                           [&] { flash_fwd3_kernel<DP, 128, 2>(out, lse, q, k, v, H, Nq, Nk, D, qs, ks, os, scale); });
+    if constexpr (DP <= 128) {   /* the Hopper kernels: 2 warpgroups, as attention.cu's launch_fwd3 */
+        if (c.tn > 0) {              /* fwd2_rows: 128 query rows per block */
+#define FWD3(TN, KERNEL, BYTES)                                                                                   \
+    emu_launch(grid, 256, BYTES<DP, TN, 2>(), [&] { KERNEL<DP, TN, 2>(out, lse, q, k, v, H, Nq, Nk, D, qs, ks, os, scale); })
+            if (c.tn == 64 && !c.pipe) FWD3(64, flash_fwd3_kernel, fwd3_smem_bytes);
+            else if (c.tn == 128 && !c.pipe) FWD3(128, flash_fwd3_kernel, fwd3_smem_bytes);
+            else if (c.tn == 64) FWD3(64, flash_fwd3p_kernel, fwd3p_smem_bytes);
+            else FWD3(128, flash_fwd3p_kernel, fwd3p_smem_bytes);
+#undef FWD3
             return;
         }
     }
@@ -150,14 +151,15 @@ template <int DP> static void run_shape(const shape &s) {
     /* ---- every IV2_ATTN_FWD configuration (where it applies: DP <= 128, Nq > 16): right, and
      * bit for bit the default's (a query row's arithmetic does not depend on which warp or row
      * tile holds it); outputs start as NaN so that a row no block writes fails ---- */
+    std::vector<bf16> wg_out[2];   /* wg64's and wg128's outputs */
     for (int mi = 0; mi < fwd2_nmodes; mi++) {
         if (DP > 128 || Nq <= 16) break;
         const char *name = fwd2_named[mi].name;
-        fwd2_cfg mode = {0, 0, 0}, c;
+        fwd2_cfg mode = {0, 0, 0, 0}, c;
         fwd2_parse(name, &mode);
         c = fwd2_choose(mode, DP, Nq);
         if (!fwd2_built(DP, c)) {
-            printf("skip IV2_ATTN_FWD=%-5s at DP %d: not built\n", name, DP);
+            printf("skip IV2_ATTN_FWD=%-6s at DP %d: not built\n", name, DP);
             continue;
         }
         std::vector<bf16> out2(out.size(), bf16{0x7fc0});
@@ -172,11 +174,20 @@ template <int DP> static void run_shape(const shape &s) {
         for (size_t r = 0; r < (size_t)B * Nq; r++)
             for (int cc = 0; cc < C; cc++) diff += out2[r * os + cc].u != out[r * os + cc].u;
         diff += memcmp(lse2.data(), lse.data(), lse.size() * sizeof(float)) != 0;
-        snprintf(what, sizeof what, "forward IV2_ATTN_FWD=%-5s (%dx%d) Nq%d Nk%d D%d: out, lse", name, c.warps, c.rt,
+        snprintf(what, sizeof what, "forward IV2_ATTN_FWD=%-6s (%dx%d) Nq%d Nk%d D%d: out, lse", name, c.warps, c.rt,
                  Nq, Nk, D);
         check(e2 <= 1e-2 && l2 <= 1e-3, "rel L2 %.2e, lse %.1e", what, e2, l2);
-        if (c.tn > 0) continue;   /* wgmma: another summation order and exp, so not bit for bit */
-        snprintf(what, sizeof what, "forward IV2_ATTN_FWD=%-5s (%dx%d) Nq%d Nk%d D%d: = default", name, c.warps, c.rt,
+        if (c.tn > 0) {   /* wgmma: another summation order and exp, so not bit for bit the default; the
+                           * pipelined kernels do the same arithmetic as the plain ones, in another order */
+            std::vector<bf16> &plain = wg_out[c.tn == 128];
+            if (!c.pipe) { plain = out2; continue; }
+            size_t d2 = 0;
+            for (size_t i = 0; i < out2.size(); i++) d2 += out2[i].u != plain[i].u;
+            snprintf(what, sizeof what, "forward IV2_ATTN_FWD=%-6s Nq%d Nk%d D%d: = wg%d", name, Nq, Nk, D, c.tn);
+            check(!plain.empty() && d2 == 0, "%.0f differ (limit %.0f)", what, (double)d2, 0);
+            continue;
+        }
+        snprintf(what, sizeof what, "forward IV2_ATTN_FWD=%-6s (%dx%d) Nq%d Nk%d D%d: = default", name, c.warps, c.rt,
                  Nq, Nk, D);
         check(diff == 0, "%.0f differ (limit %.0f)", what, (double)diff, 0);
     }
@@ -261,7 +272,8 @@ static void check_choice(void) {
     bad += !fwd2_parse("8x1", &m) || m.warps != 8 || m.rt != 1;
     bad += fwd2_built(128, {8, 2}) || !fwd2_built(96, {8, 2}) || fwd2_built(256, {4, 2}) || !fwd2_built(256, {4, 1});
     /* the Hopper kernel: named, built up to DP 128, chosen only where the mma.sync kernels would be */
-    bad += !fwd2_parse("wg128", &m) || m.warps != 8 || m.rt != 1 || m.tn != 128;
+    bad += !fwd2_parse("wg128", &m) || m.warps != 8 || m.rt != 1 || m.tn != 128 || m.pipe;
+    bad += !fwd2_parse("wg128p", &m) || m.tn != 128 || !m.pipe || !fwd2_parse("wg64p", &m) || m.tn != 64 || !m.pipe;
     bad += !fwd2_parse("wg64", &m) || m.tn != 64 || fwd2_parse("wg32", &m) || fwd2_parse("wg", &m);
     bad += !fwd2_built(128, {8, 1, 128}) || !fwd2_built(32, {8, 1, 64}) || fwd2_built(256, {8, 1, 128}) ||
            fwd2_built(96, {8, 1, 32}) || fwd2_built(96, {4, 2, 128});

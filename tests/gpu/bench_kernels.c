@@ -48,10 +48,10 @@ static void attn_bwd_fn(iv2_backend *be, void **b, const int *a) {
 }
 
 /* IV2_ATTN_FWD values (fwd2_named of kernels/flash_attention.cuh); 8x2 is built for head dims
- * up to 96 only (fwd2_built there); wg64 and wg128 (the Hopper kernel) need an sm_90a build on
- * compute capability 9.0 */
-static const char *fwd_cfgs[] = {"4x2", "4x1", "8x1", "8x2", "auto", "wg64", "wg128"};
-#define NCFG 7
+ * up to 96 only (fwd2_built there); wg* (the Hopper kernels) need an sm_90a build on compute
+ * capability 9.0 */
+static const char *fwd_cfgs[] = {"4x2", "4x1", "8x1", "8x2", "auto", "wg64", "wg128", "wg64p", "wg128p"};
+#define NCFG 9
 /* per configuration: ms per call (< 0: not built), output elements and lse rows that differ
  * from the default's, and the largest absolute difference */
 struct sweep { double ms[NCFG], maxd[NCFG]; long differ[NCFG]; };
@@ -221,7 +221,8 @@ int main(int argc, char **argv) {
     /* the sweep: 4x2 is the default's configuration, timed again (11 x 10 calls against 9 x 5),
      * so its column against "default" shows the noise */
     printf("\nattention forward sweep, TFLOP/s (IV2_ATTN_FWD=WxR: W warps x R 16-row query tiles per warp;\n"
-           "auto: 4x2 or 4x1 by padded query rows; wgT: Hopper wgmma, 2 warpgroups, T keys per tile;\n"
+           "auto: 4x2 or 4x1 by padded query rows; wgT[p]: Hopper wgmma, 2 warpgroups, T keys per tile,\n"
+           "p: softmax overlapping the previous tile's P V;\n"
            "-: not built or not this GPU; *: output differs from the default's)\n");
     printf("%-28s %8s", "shape", "default");
     for (int c = 0; c < NCFG; c++) printf(" %8s", fwd_cfgs[c]);

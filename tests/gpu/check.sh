@@ -10,8 +10,9 @@
 #             (test_cuda_goldens); iv2-distill on CUDA against the CPU on a tiny synthetic cache:
 #             the loss curve of 100 steps (test_distill_cuda_curve) and checkpoints moving GPU <-> CPU
 #             (test_distill_cuda_resume), 90 s each; the Hopper forward's wgmma building blocks
-#             (test_wgmma_probe) and the op/ViT/golden tests again with it (IV2_ATTN_FWD=wg128, wg64)
-#   memcheck  compute-sanitizer memcheck on one tiny InternViT forward (and on the op tests)
+#             (test_wgmma_probe) and the op/ViT/golden tests again with it (IV2_ATTN_FWD=wg128 etc.)
+#   memcheck  compute-sanitizer memcheck on one tiny InternViT forward, on the extract teachers test
+#             (and on the op tests); racecheck on the tiny forward (default and wg128p)
 #   bench_*   bench_kernels, bench_vit (iv2; again with the cuBLAS attention backward and with the
 #             wgmma forward) and bench_torch.py (PyTorch, same GPU, same run; the student step
 #             eager and with torch.compile)
@@ -92,8 +93,9 @@ step build_extract_teachers 200 $MK BASE_CFLAGS="$DEP_CFLAGS" BASE_LIBS="$DEP_LI
 # the cuBLAS attention backward (the default is the fused kernels of flash_attention.cuh) too
 [ -x build/gpu/test_cuda_ops ] && step test_cuda_ops_gemm_backward 150 env IV2_ATTN_BWD=gemm build/gpu/test_cuda_ops
 [ -x build/gpu/test_cuda_vit ] && step test_cuda_vit_gemm_backward 150 env IV2_ATTN_BWD=gemm build/gpu/test_cuda_vit
-# the Hopper forward on wgmma (IV2_ATTN_FWD=wg128 | wg64; not the default until it passes here)
-for m in wg128 wg64; do
+# the Hopper forwards on wgmma (IV2_ATTN_FWD=wg128, wg64, and pipelined wg128p, wg64p; not the
+# default until they pass here)
+for m in wg128 wg64 wg128p wg64p; do
   [ -x build/gpu/test_cuda_ops ] && step test_cuda_ops_fwd_$m 150 env IV2_ATTN_FWD=$m build/gpu/test_cuda_ops
 done
 [ -x build/gpu/test_cuda_vit ] && step test_cuda_vit_fwd_wg128 150 env IV2_ATTN_FWD=wg128 build/gpu/test_cuda_vit
@@ -108,7 +110,11 @@ if command -v compute-sanitizer >/dev/null 2>&1 && [ -x build/gpu/test_cuda_vit 
   # shared-memory hazards of the real hardware (tests/emu checks the same on the CPU)
   step racecheck_tiny_forward 120 compute-sanitizer --tool racecheck --racecheck-report hazard --error-exitcode 3 \
     build/gpu/test_cuda_vit --tiny-forward
-  step racecheck_tiny_forward_wg128 120 env IV2_ATTN_FWD=wg128 compute-sanitizer --tool racecheck \
+  # the teachers' forward and target post-processing of iv2-extract (its GPU half; this machine has
+  # no FFmpeg for the decoding half)
+  [ -x build/tests/test_extract_teachers ] && step memcheck_extract_teachers 150 compute-sanitizer --tool memcheck \
+    --leak-check full --error-exitcode 3 build/tests/test_extract_teachers
+  step racecheck_tiny_forward_wg128p 120 env IV2_ATTN_FWD=wg128p compute-sanitizer --tool racecheck \
     --racecheck-report hazard --error-exitcode 3 build/gpu/test_cuda_vit --tiny-forward
 else
   printf '%-34s %-20s\n' memcheck_tiny_forward "SKIP (no compute-sanitizer or test)" | tee -a "$SUMMARY"
@@ -123,9 +129,13 @@ done
 # the student step with the cuBLAS attention backward, for the side-by-side figure
 [ -x build/gpu/bench_vit ] && step bench_vit_gemm_backward 150 env IV2_ATTN_BWD=gemm build/gpu/bench_vit \
   "$OUT/bench_vit_gemm_backward.json"
-# the forward models with the Hopper attention forward (wgmma), beside bench_vit's default
-[ -x build/gpu/bench_vit ] && step bench_vit_fwd_wg128 150 env IV2_ATTN_FWD=wg128 build/gpu/bench_vit \
-  "$OUT/bench_vit_fwd_wg128.json"
+# the forward models with the fastest Hopper attention forward (wgmma) of bench_kernels' sweep
+# (tests/gpu/best_fwd.py; none when a wg configuration was wrong), beside bench_vit's default
+WG=$( [ -f "$OUT/bench_kernels.json" ] && python3 tests/gpu/best_fwd.py "$OUT/bench_kernels.json" 2>/dev/null )
+if [ -n "$WG" ] && [ -x build/gpu/bench_vit ]; then
+  step bench_vit_fwd_wg 150 env IV2_ATTN_FWD="$WG" build/gpu/bench_vit "$OUT/bench_vit_fwd_wg.json"
+  echo "IV2_ATTN_FWD=$WG" >> "$OUT/bench_vit_fwd_wg.log"
+fi
 step bench_torch 180 python3 tests/gpu/bench_torch.py "$OUT/bench_torch.json"
 
 # ---- where the student step's time goes: one step, kernel by kernel (Nsight Compute) ----
@@ -166,7 +176,7 @@ fi
 {
   echo
   echo "== figures (device: $(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -n 1))"
-  for b in bench_vit bench_vit_gemm_backward bench_vit_fwd_wg128 bench_torch bench_kernels; do
+  for b in bench_vit bench_vit_gemm_backward bench_vit_fwd_wg bench_torch bench_kernels; do
     [ -f "$OUT/$b.log" ] && { echo "-- $b"; grep -v '^==' "$OUT/$b.log"; }
   done
   [ -f "$OUT/profile_step.txt" ] && { echo "-- profile_step: iv2-1b train step at depth 2, 32 views, per kernel" \
