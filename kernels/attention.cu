@@ -216,8 +216,8 @@ static fwd2_cfg fwd_mode_from_env(void) {
     const char *s = getenv("IV2_ATTN_FWD");
     fwd2_cfg mode = {0, 0, 0, 0};
     if (s && *s && !fwd2_parse(s, &mode))
-        iv2_panic("cuda attention: IV2_ATTN_FWD=%s: expected one of 4x2, 4x1, 8x1, 8x2, auto, wg64, wg128, wg64p, wg128p (or unset)",
-                  s);
+        iv2_panic("cuda attention: IV2_ATTN_FWD=%s: expected one of 4x2, 4x1, 8x1, 8x2, auto, wg64, wg128, wg64p, "
+                  "wg128p (or unset)", s);
     return mode;
 }
 
@@ -236,10 +236,12 @@ static void launch_fwd2_any(cuda_impl *im, bf16 *out, float *lse, const bf16 *q,
                   "9.0 GPU (H100, H200)", c.tn, c.pipe ? "p" : "");
     if constexpr (DP <= 128) {
         if (c.tn > 0) {
-            if (c.tn == 64 && !c.pipe) launch_fwd3<DP, 64, false>(im, out, lse, q, k, v, B, H, Nq, Nk, D, qs, ks, os, scale);
-            if (c.tn == 128 && !c.pipe) launch_fwd3<DP, 128, false>(im, out, lse, q, k, v, B, H, Nq, Nk, D, qs, ks, os, scale);
-            if (c.tn == 64 && c.pipe) launch_fwd3<DP, 64, true>(im, out, lse, q, k, v, B, H, Nq, Nk, D, qs, ks, os, scale);
-            if (c.tn == 128 && c.pipe) launch_fwd3<DP, 128, true>(im, out, lse, q, k, v, B, H, Nq, Nk, D, qs, ks, os, scale);
+#define FWD3_ARGS im, out, lse, q, k, v, B, H, Nq, Nk, D, qs, ks, os, scale
+            if (c.tn == 64 && !c.pipe) launch_fwd3<DP, 64, false>(FWD3_ARGS);
+            if (c.tn == 128 && !c.pipe) launch_fwd3<DP, 128, false>(FWD3_ARGS);
+            if (c.tn == 64 && c.pipe) launch_fwd3<DP, 64, true>(FWD3_ARGS);
+            if (c.tn == 128 && c.pipe) launch_fwd3<DP, 128, true>(FWD3_ARGS);
+#undef FWD3_ARGS
             return;
         }
         if (c.warps == 4 && c.rt == 2) {
@@ -521,17 +523,51 @@ static void launch_bwd_fused(cuda_impl *im, bf16 *dq, bf16 *dk, bf16 *dv, const 
     }
 }
 
-/* The fused backward takes every model's case (D <= 128, D % 8 == 0, 16-byte aligned rows);
+/* the Hopper fused backward (wgmma): BWG warpgroups of 64 rows per block, in both kernels */
+template <int DP>
+static void launch_bwd3(cuda_impl *im, bf16 *dq, bf16 *dk, bf16 *dv, const bf16 *dout, const bf16 *q, const bf16 *k,
+                        const bf16 *v, const float *lse, const float *delta, int B, int H, int Nq, int Nk, int D,
+                        int qs, int ks, int os, float scale) {
+    const int M = BWG * 64;
+    constexpr size_t smem_dq = bwd3_dq_smem_bytes<DP>(), smem_dkv = bwd3_dkv_smem_bytes<DP>();
+    static_assert(smem_dkv <= 227 * 1024, "over the shared memory of one block (sm_90)");
+    static int configured = 0;   /* per instantiation */
+    if (!configured) {
+        CUDA_CHECK(cudaFuncSetAttribute(attn_bwd3_dq_kernel<DP>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                        (int)smem_dq));
+        CUDA_CHECK(cudaFuncSetAttribute(attn_bwd3_dkv_kernel<DP>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                        (int)smem_dkv));
+        configured = 1;
+    }
+    if (dk || dv) {
+        attn_bwd3_dkv_kernel<DP><<<dim3(cdiv(Nk, M), B * H), BWG * 128, smem_dkv, im->stream>>>(
+            dk, dv, dout, q, k, v, lse, delta, H, Nq, Nk, D, qs, ks, os, scale);
+        LAUNCH_CHECK();
+    }
+    if (dq) {
+        attn_bwd3_dq_kernel<DP><<<dim3(cdiv(Nq, M), B * H), BWG * 128, smem_dq, im->stream>>>(
+            dq, dout, q, k, v, lse, delta, H, Nq, Nk, D, qs, ks, os, scale);
+        LAUNCH_CHECK();
+    }
+}
+
+/* Which backward runs: 0 the GEMM path, 1 the fused mma.sync kernels, 2 the fused wgmma ones.
+ * The fused backward takes every model's case (D <= 128, D % 8 == 0, 16-byte aligned rows);
  * the GEMM path takes the rest, and everything when IV2_ATTN_BWD=gemm (tests/gpu/check.sh
- * runs the parity tests both ways). */
-static int use_fused_backward(const void *dq, const void *dk, const void *dv, const void *dout, const void *q,
-                              const void *k, const void *v, int D, int qs, int ks, int os) {
+ * runs the parity tests both ways). IV2_ATTN_BWD=wg selects the Hopper kernels for the fused
+ * cases (not yet the default: they have not run on a GPU). */
+static int backward_path(const cuda_impl *im, const void *dq, const void *dk, const void *dv, const void *dout,
+                         const void *q, const void *k, const void *v, int D, int qs, int ks, int os) {
     const char *m = getenv("IV2_ATTN_BWD");
     if (m && strcmp(m, "gemm") == 0) return 0;
+    int wg = m && strcmp(m, "wg") == 0;
+    if (m && *m && !wg) iv2_panic("cuda attention: IV2_ATTN_BWD=%s: expected gemm or wg (or unset)", m);
+    if (wg && !im->wgmma)
+        iv2_panic("cuda attention: IV2_ATTN_BWD=wg needs a build with CUDA_ARCH 90a and a compute capability 9.0 GPU");
     int ok = D <= 128 && D % 8 == 0 && qs % 8 == 0 && ks % 8 == 0 && os % 8 == 0;
     const void *p[7] = {dq, dk, dv, dout, q, k, v};
     for (int i = 0; i < 7; i++) ok = ok && (p[i] == NULL || aligned16(p[i]));
-    return ok;
+    return ok ? 1 + wg : 0;
 }
 
 static void c_attention_backward(iv2_backend *be, void *dq, void *dk, void *dv, const void *dout, const void *q,
@@ -542,7 +578,8 @@ static void c_attention_backward(iv2_backend *be, void *dq, void *dk, void *dv, 
     if (!lse) iv2_panic("cuda attention backward: the forward's lse is required");
     cuda_impl *im = impl_of(be);
     int simple = getenv("IV2_ATTN_SIMPLE") != NULL;
-    int fused = !simple && use_fused_backward(dq, dk, dv, dout, q, k, v, D, q_stride, kv_stride, o_stride);
+    int path = simple ? 0 : backward_path(im, dq, dk, dv, dout, q, k, v, D, q_stride, kv_stride, o_stride);
+    int fused = path > 0;
     float *delta = cuda_scratch(be, simple || fused ? (size_t)B * H * Nq * sizeof(float) : bwd_scratch_bytes(B, H, Nq, Nk));
     const int wpb = 4;
     int rq = B * H * Nq, rk = B * H * Nk;
@@ -552,10 +589,19 @@ static void c_attention_backward(iv2_backend *be, void *dq, void *dk, void *dv, 
     if (fused) {
         const bf16 *G = (const bf16 *)dout, *Q = (const bf16 *)q, *K = (const bf16 *)k, *V = (const bf16 *)v;
         bf16 *dQ = (bf16 *)dq, *dK = (bf16 *)dk, *dV = (bf16 *)dv;
-        if (D <= 32) launch_bwd_fused<32>(im, dQ, dK, dV, G, Q, K, V, lse, delta, B, H, Nq, Nk, D, q_stride, kv_stride, o_stride, scale);
-        else if (D <= 64) launch_bwd_fused<64>(im, dQ, dK, dV, G, Q, K, V, lse, delta, B, H, Nq, Nk, D, q_stride, kv_stride, o_stride, scale);
-        else if (D <= 96) launch_bwd_fused<96>(im, dQ, dK, dV, G, Q, K, V, lse, delta, B, H, Nq, Nk, D, q_stride, kv_stride, o_stride, scale);
-        else launch_bwd_fused<128>(im, dQ, dK, dV, G, Q, K, V, lse, delta, B, H, Nq, Nk, D, q_stride, kv_stride, o_stride, scale);
+#define BWD_ARGS im, dQ, dK, dV, G, Q, K, V, lse, delta, B, H, Nq, Nk, D, q_stride, kv_stride, o_stride, scale
+        if (path == 2) {
+            if (D <= 32) launch_bwd3<32>(BWD_ARGS);
+            else if (D <= 64) launch_bwd3<64>(BWD_ARGS);
+            else if (D <= 96) launch_bwd3<96>(BWD_ARGS);
+            else launch_bwd3<128>(BWD_ARGS);
+            return;
+        }
+        if (D <= 32) launch_bwd_fused<32>(BWD_ARGS);
+        else if (D <= 64) launch_bwd_fused<64>(BWD_ARGS);
+        else if (D <= 96) launch_bwd_fused<96>(BWD_ARGS);
+        else launch_bwd_fused<128>(BWD_ARGS);
+#undef BWD_ARGS
         return;
     }
     if (!simple) {   /* delta stays at the front of the scratch */

@@ -314,26 +314,33 @@ __device__ __forceinline__ uint64_t wg_desc(const void *p, uint32_t lbo, uint32_
 
 /* The steps of a K/V tile for one warpgroup, shared by both kernels. Per thread, S and O hold
  * rows g and g + 8 of the warp's 16 (index 4j + e: column 8j + 2t + (e & 1), row g + 8 (e >> 1)).
- * The issue steps only issue (the caller fences, commits and waits). */
+ * wg_abt and wg_pz only issue (the caller fences, commits and waits). */
 
-/* issue S = Q K^T: DP / 16 wgmmas, both operands K-major in shared memory (16 dims per step: 2
- * core matrices along k) */
+/* no-swizzle descriptors of a [rows][DP] core-matrix tile at p (cm_offset): read K-major (rows
+ * = M or N, DP = k), or MN-major ([k = row][n = DP]: 8-row groups are k, DP * 16 bytes apart
+ * (LBO); 8-column groups are n, 128 bytes apart (SBO)) */
+template <int DP> __device__ __forceinline__ uint64_t desc_k(const bf16 *p) { return wg_desc(p, 128, DP * 16); }
+template <int DP> __device__ __forceinline__ uint64_t desc_mn(const bf16 *p) { return wg_desc(p, DP * 16, 128); }
+
+/* issue d[64 x TN] = A B^T for A the 64 rows at a and B the TN rows at b, both [row][DP] tiles
+ * read K-major (S = Q K^T, dP = dO V^T, S^T = K Q^T, ...): DP / 16 wgmmas, 16 dims (2 core
+ * matrices) per step */
 template <int DP, int TN>
-__device__ __forceinline__ void fa3_issue_scores(float (&s)[TN / 2], const bf16 *Qw, const bf16 *Ks) {
+__device__ __forceinline__ void wg_abt(float (&d)[TN / 2], const bf16 *a, const bf16 *b) {
 #pragma unroll
-    for (int kk = 0; kk < DP / 16; kk++)
-        wgmma_ss<TN, 0>(s, wg_desc(Qw + kk * 128, 128, DP * 16), wg_desc(Ks + kk * 128, 128, DP * 16), kk);
+    for (int kk = 0; kk < DP / 16; kk++) wgmma_ss<TN, 0>(d, desc_k<DP>(a + kk * 128), desc_k<DP>(b + kk * 128), kk);
 }
 
-/* issue O += P V: TN / 16 wgmmas, P from registers, V rows 16kc.. as B = [k = key][n = dim],
- * MN-major: 8-dim groups 128 bytes apart (SBO), 8-key groups DP * 16 bytes apart (LBO). Every
- * step is issued, even past the last key of a tail tile (P is 0 there, V's rows zeros): a branch
- * inside the chain of wgmmas makes ptxas serialise all of them (warning C7520). */
+/* issue acc[64 x DP] += P Z for P [64 x TN] in registers (A operands, 16 columns per step) and Z
+ * the TN rows at z of a [row][DP] tile, read MN-major ([k = row][n = dim]: O += P V, dQ += dS K,
+ * dV += P^T dO, dK += dS^T Q): TN / 16 wgmmas. Every step is issued, even past the last row of a
+ * tail tile (P is 0 there, Z's rows zeros): a branch inside the chain of wgmmas makes ptxas
+ * serialise all of them (warning C7520). */
 template <int DP, int TN>
-__device__ __forceinline__ void fa3_issue_pv(float (&o)[DP / 2], const uint32_t (&pa)[TN / 16][4], const bf16 *Vs) {
+__device__ __forceinline__ void wg_pz(float (&acc)[DP / 2], const uint32_t (&pa)[TN / 16][4], const bf16 *z) {
 #pragma unroll
     for (int kc = 0; kc < TN / 16; kc++)
-        wgmma_rs<DP, 1>(o, pa[kc][0], pa[kc][1], pa[kc][2], pa[kc][3], wg_desc(Vs + kc * 16 * DP, DP * 16, 128), 1);
+        wgmma_rs<DP, 1>(acc, pa[kc][0], pa[kc][1], pa[kc][2], pa[kc][3], desc_mn<DP>(z + kc * 16 * DP), 1);
 }
 
 /* online softmax of a finished S in place (S becomes P, unnormalised), the running max and sum
@@ -374,9 +381,9 @@ template <int DP> __device__ __forceinline__ void fa3_rescale(float (&o)[DP / 2]
     for (int i = 0; i < DP / 2; i++) o[i] *= corr[(i >> 1) & 1];
 }
 
-/* P in bf16 as the A operand, 16 keys per step: n8 blocks 2kc (k 0..7) and 2kc + 1 (k 8..15) of
- * the S accumulator are, per warp, mma.m16n8k16's A fragment */
-template <int TN> __device__ __forceinline__ void fa3_pack(uint32_t (&pa)[TN / 16][4], const float (&s)[TN / 2]) {
+/* an accumulator in bf16 as A operands, 16 columns per step: n8 blocks 2kc (k 0..7) and 2kc + 1
+ * (k 8..15) of a wgmma accumulator are, per warp, mma.m16n8k16's A fragment */
+template <int TN> __device__ __forceinline__ void wg_pack(uint32_t (&pa)[TN / 16][4], const float (&s)[TN / 2]) {
 #pragma unroll
     for (int kc = 0; kc < TN / 16; kc++) {
         pa[kc][0] = pack_bf16(s[8 * kc + 0], s[8 * kc + 1]);
@@ -395,7 +402,7 @@ __device__ __forceinline__ void fa3_scores_softmax(float (&s)[TN / 2], float (&m
 #pragma unroll
     for (int i = 0; i < TN / 2; i++) s[i] = 0.f;
     wgmma_fence();   /* s was last touched by ordinary instructions */
-    fa3_issue_scores<DP, TN>(s, Qw, Ks);
+    wg_abt<DP, TN>(s, Qw, Ks);
     wgmma_commit();
     wgmma_wait<0>();
     wgmma_pin(s);
@@ -406,7 +413,7 @@ __device__ __forceinline__ void fa3_scores_softmax(float (&s)[TN / 2], float (&m
 template <int DP, int TN>
 __device__ __forceinline__ void fa3_pv_wait(float (&o)[DP / 2], const uint32_t (&pa)[TN / 16][4], const bf16 *Vs) {
     wgmma_fence();   /* o rescaled, pa written */
-    fa3_issue_pv<DP, TN>(o, pa, Vs);
+    wg_pz<DP, TN>(o, pa, Vs);
     wgmma_commit();
     wgmma_wait<0>();
     wgmma_pin(o);
@@ -484,7 +491,7 @@ __global__ void __launch_bounds__(NWG * 128, TN == 64 ? 2 : 1)
         if (active) {
             fa3_scores_softmax<DP, TN>(s, mrow, lrow, corr, Qw, Ks, min(TN, Nk - it * TN), B.t, sl2);
             fa3_rescale<DP>(o, corr);
-            fa3_pack<TN>(pa, s);
+            wg_pack<TN>(pa, s);
             fa3_pv_wait<DP, TN>(o, pa, Vs);
         }
         __syncthreads();   /* this stage is refilled on the next iteration */
@@ -523,7 +530,7 @@ __global__ void __launch_bounds__(NWG * 128, 1)
     __syncthreads();
     if (active) {
         fa3_scores_softmax<DP, TN>(s, mrow, lrow, corr, Qw, KV, min(TN, Nk), B.t, sl2);
-        fa3_pack<TN>(pa, s);   /* o is still 0: nothing to rescale */
+        wg_pack<TN>(pa, s);   /* o is still 0: nothing to rescale */
     }
     __syncthreads();
     for (int it = 1; it < ntiles; it++) {
@@ -535,9 +542,9 @@ __global__ void __launch_bounds__(NWG * 128, 1)
 #pragma unroll
             for (int i = 0; i < TN / 2; i++) s[i] = 0.f;
             wgmma_fence();   /* s read, pa and o written by ordinary instructions */
-            fa3_issue_scores<DP, TN>(s, Qw, Ks);
+            wg_abt<DP, TN>(s, Qw, Ks);
             wgmma_commit();
-            fa3_issue_pv<DP, TN>(o, pa, Vp);
+            wg_pz<DP, TN>(o, pa, Vp);
             wgmma_commit();
             wgmma_wait<1>();   /* S has landed; P V may still run */
             wgmma_pin(s);
@@ -545,7 +552,7 @@ __global__ void __launch_bounds__(NWG * 128, 1)
             wgmma_wait<0>();
             wgmma_pin(o);
             fa3_rescale<DP>(o, corr);
-            fa3_pack<TN>(pa, s);
+            wg_pack<TN>(pa, s);
         }
         __syncthreads();   /* tile it - 1's stage is refilled on the next iteration */
     }
@@ -631,7 +638,7 @@ __device__ __forceinline__ void acc_product(float (&acc)[DP / 8][4], const float
 /* dst[16 rows of this warp][D] += mul * acc (bf16 read-modify-write; the backward accumulates) */
 template <int DP>
 __device__ __forceinline__ void add_rows(bf16 *dst, size_t stride, int row0, int nrows, int D, float mul,
-                                         const float (&acc)[DP / 8][4], int g, int t) {
+                                         const float *acc, int g, int t) {   /* acc[j][e] at 4j + e */
 #pragma unroll
     for (int hh = 0; hh < 2; hh++) {
         int row = row0 + g + hh * 8;
@@ -643,7 +650,7 @@ __device__ __forceinline__ void add_rows(bf16 *dst, size_t stride, int row0, int
             if (c >= D) continue;
             float2 old = __bfloat1622float2(*(const __nv_bfloat162 *)(p + c));
             *(__nv_bfloat162 *)(p + c) =
-                __floats2bfloat162_rn(old.x + mul * acc[j][2 * hh], old.y + mul * acc[j][2 * hh + 1]);
+                __floats2bfloat162_rn(old.x + mul * acc[4 * j + 2 * hh], old.y + mul * acc[4 * j + 2 * hh + 1]);
         }
     }
 }
@@ -713,7 +720,7 @@ __global__ void __launch_bounds__(BWARPS * 32, 2) attn_bwd_dq_kernel(bf16 *dq, c
         }
         __syncthreads();
     }
-    if (active) add_rows<DP>(dq + (size_t)b * Nq * qs + (size_t)h * D, qs, row0, Nq, D, scale, acc, g, t);
+    if (active) add_rows<DP>(dq + (size_t)b * Nq * qs + (size_t)h * D, qs, row0, Nq, D, scale, acc[0], g, t);
 }
 
 /* one query tile for one warp's 16 key rows: P^T and dS^T, then dV += P^T dO, dK += dS^T Q.
@@ -794,12 +801,177 @@ __global__ void __launch_bounds__(BWARPS * 32, 2) attn_bwd_dkv_kernel(bf16 *dk, 
     }
     if (!active) return;
     size_t off = (size_t)b * Nk * ks + (size_t)h * D;
-    if (dv) add_rows<DP>(dv + off, ks, row0, Nk, D, 1.f, dva, g, t);
-    if (dk) add_rows<DP>(dk + off, ks, row0, Nk, D, scale, dka, g, t);
+    if (dv) add_rows<DP>(dv + off, ks, row0, Nk, D, 1.f, dva[0], g, t);
+    if (dk) add_rows<DP>(dk + off, ks, row0, Nk, D, scale, dka[0], g, t);
 }
 
 
 template <int DP> constexpr size_t bwd_dq_smem_bytes() { return (size_t)(2 * BWARPS * 16 + 4 * BN) * (DP + 8) * 2; }
 template <int DP> constexpr size_t bwd_dkv_smem_bytes() { return bwd_dq_smem_bytes<DP>() + 4 * BN * sizeof(float); }
+
+/* ---- fused backward on Hopper's wgmma (sm_90a; IV2_ATTN_BWD=wg) ----
+ * The two kernels above with their products on wgmma: a warpgroup owns 64 rows (queries for
+ * dq, keys for dkv; BWG warpgroups per block) and walks the other side's tiles of BN rows,
+ * double-buffered with cp.async. Every tile is stored in the core-matrix layout, so the same
+ * tile is a K-major operand of the score products (S = Q K^T and dP = dO V^T in dq; S^T = K Q^T
+ * and dP^T = V dO^T in dkv, one commit group) and an MN-major B operand of the
+ * accumulating ones (dQ += dS K; dV += P^T dO, dK += dS^T Q), like V in the forward; P and dS
+ * enter as register A operands in bf16, as in the mma.sync kernels. In dkv, the dS^T arithmetic
+ * runs while dV's wgmmas are on the tensor cores. Results are added to dq/dk/dv in bf16 as
+ * above. */
+#define BWG 2   /* warpgroups per block */
+template <int DP> constexpr size_t bwd3_dq_smem_bytes() { return (size_t)(2 * BWG * 64 + 4 * BN) * DP * 2; }
+template <int DP> constexpr size_t bwd3_dkv_smem_bytes() { return bwd3_dq_smem_bytes<DP>() + 4 * BN * sizeof(float); }
+
+/* dS = P (dP - delta) in place of S, P = 2^(S scale log2e - lse log2e) (rows g, g + 8: lse2[h],
+ * dl[h]); TAIL: keys from kn on get P = 0 */
+template <bool TAIL>
+__device__ __forceinline__ void wg_ds_rows(float (&s)[BN / 2], const float (&dp)[BN / 2], const float (&lse2)[2],
+                                           const float (&dl)[2], int kn, int t, float sl2) {
+#pragma unroll
+    for (int i = 0; i < BN / 2; i++) {
+        int h = (i >> 1) & 1;
+        float p = (!TAIL || (i >> 2) * 8 + 2 * t + (i & 1) < kn) ? ex2(fmaf(s[i], sl2, -lse2[h])) : 0.f;
+        s[i] = p * (dp[i] - dl[h]);
+    }
+}
+
+template <int DP>
+__global__ void __launch_bounds__(BWG * 128, 1) attn_bwd3_dq_kernel(bf16 *dq, const bf16 *dout, const bf16 *q,
+                                                                    const bf16 *k, const bf16 *v, const float *lse,
+                                                                    const float *delta, int H, int Nq, int Nk, int D,
+                                                                    int qs, int ks, int os, float scale) {
+    const int QM = BWG * 64;
+    extern __shared__ __align__(16) unsigned char smem_raw[];
+    bf16 *Qs = (bf16 *)smem_raw, *Gs = Qs + QM * DP, *KV = Gs + QM * DP;   /* KV: [2 stages][K, V][BN][DP] */
+    int bh = blockIdx.y, b = bh / H, h = bh % H, q0 = blockIdx.x * QM;
+    int wg = threadIdx.x >> 7, warp = (threadIdx.x >> 5) & 3, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+    const bf16 *qb = q + (size_t)b * Nq * qs + (size_t)h * D, *gb = dout + (size_t)b * Nq * os + (size_t)h * D;
+    const bf16 *kb = k + (size_t)b * Nk * ks + (size_t)h * D, *vb = v + (size_t)b * Nk * ks + (size_t)h * D;
+    int ntiles = (Nk + BN - 1) / BN;
+    tile_async<DP, true>(Qs, qb, q0, QM, Nq, D, qs);
+    tile_async<DP, true>(Gs, gb, q0, QM, Nq, D, os);
+    tile_async<DP, true>(KV, kb, 0, BN, Nk, D, ks);
+    tile_async<DP, true>(KV + BN * DP, vb, 0, BN, Nk, D, ks);
+    cp_async_commit();
+
+    const int row0 = q0 + wg * 64 + warp * 16;
+    const bool active = q0 + wg * 64 < Nq;   /* warpgroup-uniform */
+    float lse2[2], dl[2];
+#pragma unroll
+    for (int hh = 0; hh < 2; hh++) {
+        int row = row0 + g + hh * 8;
+        size_t i = ((size_t)b * H + h) * Nq + row;
+        lse2[hh] = row < Nq ? lse[i] * LOG2E : 0.f;
+        dl[hh] = row < Nq ? delta[i] : 0.f;
+    }
+    float acc[DP / 2], s[BN / 2], dp[BN / 2];
+    uint32_t pa[BN / 16][4];
+#pragma unroll
+    for (int i = 0; i < DP / 2; i++) acc[i] = 0.f;
+    const bf16 *Qw = Qs + wg * 64 * DP, *Gw = Gs + wg * 64 * DP;
+    const float sl2 = scale * LOG2E;
+    for (int it = 0; it < ntiles; it++) {
+        next_tiles<DP, true, BN>(KV, kb, ks, vb, ks, it, ntiles, Nk, D);
+        fence_proxy_async();
+        __syncthreads();
+        const bf16 *Ks = KV + (it & 1) * 2 * BN * DP, *Vs = Ks + BN * DP;
+        int kn = min(BN, Nk - it * BN);
+        if (active) {
+#pragma unroll
+            for (int i = 0; i < BN / 2; i++) s[i] = dp[i] = 0.f;
+            wgmma_fence();
+            wg_abt<DP, BN>(s, Qw, Ks);    /* S = Q K^T */
+            wg_abt<DP, BN>(dp, Gw, Vs);   /* dP = dO V^T */
+            wgmma_commit();
+            wgmma_wait<0>();
+            wgmma_pin(s);
+            wgmma_pin(dp);
+            if (kn == BN) wg_ds_rows<false>(s, dp, lse2, dl, kn, t, sl2);
+            else wg_ds_rows<true>(s, dp, lse2, dl, kn, t, sl2);
+            wg_pack<BN>(pa, s);
+            wgmma_fence();
+            wg_pz<DP, BN>(acc, pa, Ks);   /* dQ += dS K */
+            wgmma_commit();
+            wgmma_wait<0>();
+            wgmma_pin(acc);
+        }
+        __syncthreads();   /* this stage is refilled on the next iteration */
+    }
+    if (active) add_rows<DP>(dq + (size_t)b * Nq * qs + (size_t)h * D, qs, row0, Nq, D, scale, acc, g, t);
+}
+
+template <int DP>
+__global__ void __launch_bounds__(BWG * 128, 1) attn_bwd3_dkv_kernel(bf16 *dk, bf16 *dv, const bf16 *dout,
+                                                                     const bf16 *q, const bf16 *k, const bf16 *v,
+                                                                     const float *lse, const float *delta, int H,
+                                                                     int Nq, int Nk, int D, int qs, int ks, int os,
+                                                                     float scale) {
+    const int KM = BWG * 64;
+    extern __shared__ __align__(16) unsigned char smem_raw[];
+    bf16 *Ks = (bf16 *)smem_raw, *Vs = Ks + KM * DP, *QG = Vs + KM * DP;   /* QG: [2 stages][Q, dO][BN][DP] */
+    float *ST = (float *)(QG + 4 * BN * DP);                                 /* ST: [2 stages][lse2, delta][BN] */
+    int bh = blockIdx.y, b = bh / H, h = bh % H, k0 = blockIdx.x * KM;
+    int wg = threadIdx.x >> 7, warp = (threadIdx.x >> 5) & 3, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+    const bf16 *qb = q + (size_t)b * Nq * qs + (size_t)h * D, *gb = dout + (size_t)b * Nq * os + (size_t)h * D;
+    const bf16 *kb = k + (size_t)b * Nk * ks + (size_t)h * D, *vb = v + (size_t)b * Nk * ks + (size_t)h * D;
+    const float *lseb = lse + ((size_t)b * H + h) * Nq, *dlb = delta + ((size_t)b * H + h) * Nq;
+    int ntiles = (Nq + BN - 1) / BN;
+    tile_async<DP, true>(Ks, kb, k0, KM, Nk, D, ks);
+    tile_async<DP, true>(Vs, vb, k0, KM, Nk, D, ks);
+    tile_async<DP, true>(QG, qb, 0, BN, Nq, D, qs);
+    tile_async<DP, true>(QG + BN * DP, gb, 0, BN, Nq, D, os);
+    cp_async_commit();
+    stats_tile(ST, lseb, dlb, 0, Nq);
+
+    const int row0 = k0 + wg * 64 + warp * 16;
+    const bool active = k0 + wg * 64 < Nk;
+    float dka[DP / 2], dva[DP / 2], s[BN / 2], dp[BN / 2];
+    uint32_t pp[BN / 16][4], pd[BN / 16][4];
+#pragma unroll
+    for (int i = 0; i < DP / 2; i++) dka[i] = dva[i] = 0.f;
+    const bf16 *Kw = Ks + wg * 64 * DP, *Vw = Vs + wg * 64 * DP;
+    const float sl2 = scale * LOG2E;
+    for (int it = 0; it < ntiles; it++) {
+        if (it + 1 < ntiles) stats_tile(ST + ((it + 1) & 1) * 2 * BN, lseb, dlb, (it + 1) * BN, Nq);
+        next_tiles<DP, true, BN>(QG, qb, qs, gb, os, it, ntiles, Nq, D);
+        fence_proxy_async();
+        __syncthreads();
+        const bf16 *Qt = QG + (it & 1) * 2 * BN * DP, *Gt = Qt + BN * DP;
+        const float *st = ST + (it & 1) * 2 * BN;   /* lse2 and delta of the tile's queries (+inf, 0 past Nq) */
+        if (active) {
+#pragma unroll
+            for (int i = 0; i < BN / 2; i++) s[i] = dp[i] = 0.f;
+            wgmma_fence();
+            wg_abt<DP, BN>(s, Kw, Qt);    /* S^T = K Q^T */
+            wg_abt<DP, BN>(dp, Vw, Gt);   /* dP^T = V dO^T */
+            wgmma_commit();
+            wgmma_wait<0>();
+            wgmma_pin(s);
+            wgmma_pin(dp);
+#pragma unroll
+            for (int i = 0; i < BN / 2; i++) s[i] = ex2(fmaf(s[i], sl2, -st[(i >> 2) * 8 + 2 * t + (i & 1)]));
+            wg_pack<BN>(pp, s);
+            wgmma_fence();
+            wg_pz<DP, BN>(dva, pp, Gt);   /* dV += P^T dO, while dS^T is computed */
+            wgmma_commit();
+#pragma unroll
+            for (int i = 0; i < BN / 2; i++) dp[i] = s[i] * (dp[i] - st[BN + (i >> 2) * 8 + 2 * t + (i & 1)]);
+            wg_pack<BN>(pd, dp);
+            wgmma_fence();
+            wg_pz<DP, BN>(dka, pd, Qt);   /* dK += dS^T Q */
+            wgmma_commit();
+            wgmma_wait<0>();
+            wgmma_pin(dva);
+            wgmma_pin(dka);
+        }
+        __syncthreads();
+    }
+    if (!active) return;
+    size_t off = (size_t)b * Nk * ks + (size_t)h * D;
+    if (dv) add_rows<DP>(dv + off, ks, row0, Nk, D, 1.f, dva, g, t);
+    if (dk) add_rows<DP>(dk + off, ks, row0, Nk, D, scale, dka, g, t);
+}
+
 
 #endif

@@ -3,14 +3,16 @@
  * against attention computed in double precision here.
  *
  * The forward kernel passed the GPU parity tests on an H100, so its agreement here checks the
- * emulation; the fused backward kernels (attn_bwd_dq_kernel, attn_bwd_dkv_kernel) are then
- * checked on every shape class the models use: head dims 32/64/88/128 (padded to 32/64/96/128),
- * Nq != Nk, tails shorter than a tile, one query (the pooling head), a fused qkv buffer with
- * row stride 3C, and gradients accumulated onto existing values. The forward also runs in
- * every configuration IV2_ATTN_FWD selects (4x2, 4x1, 8x1, 8x2, auto), each checked against the
- * reference and bit for bit against the default, and as the Hopper kernels (wg64, wg128, and
- * pipelined wg64p, wg128p: wgmma under the emulation of cuda_emu.h), against the reference. The launch geometry, shared-memory sizes and
- * the choice of configuration are the ones attention.cu uses (helpers of flash_attention.cuh).
+ * emulation; the fused backward kernels (attn_bwd_dq_kernel, attn_bwd_dkv_kernel, and the Hopper
+ * ones on wgmma, attn_bwd3_dq_kernel, attn_bwd3_dkv_kernel) are then checked on every shape
+ * class the models use: head dims 32/64/88/128 (padded to 32/64/96/128), Nq != Nk, tails
+ * shorter than a tile, one query (the pooling head), a fused qkv buffer with row stride 3C, and
+ * gradients accumulated onto existing values. The forward also runs in every configuration
+ * IV2_ATTN_FWD selects (4x2, 4x1, 8x1, 8x2, auto), each checked against the reference and bit
+ * for bit against the default, and as the Hopper kernels (wg64, wg128, and pipelined wg64p,
+ * wg128p: wgmma under the emulation of cuda_emu.h), against the reference. The launch
+ * geometry, shared-memory sizes and the choice of configuration are the ones attention.cu uses
+ * (helpers of flash_attention.cuh).
  *
  * Limits: bf16 inputs, P and dS rounded to bf16 inside the kernels as on the GPU, so per tensor
  * relative L2 error <= 1e-2 (forward) and <= 2e-2 (gradients), and lse within 1e-3 absolute. */
@@ -53,8 +55,9 @@ static void launch_fwd2(fwd2_cfg c, bf16 *out, float *lse, const bf16 *q, const 
     dim3 grid = {(unsigned)((Nq + fwd2_rows(c) - 1) / fwd2_rows(c)), (unsigned)(B * H), 1};
     if constexpr (DP <= 128) {   /* the Hopper kernels: 2 warpgroups, as attention.cu's launch_fwd3 */
         if (c.tn > 0) {              /* fwd2_rows: 128 query rows per block */
-#define FWD3(TN, KERNEL, BYTES)                                                                                   \
-    emu_launch(grid, 256, BYTES<DP, TN, 2>(), [&] { KERNEL<DP, TN, 2>(out, lse, q, k, v, H, Nq, Nk, D, qs, ks, os, scale); })
+#define FWD3(TN, KERNEL, BYTES)                                                                         \
+    emu_launch(grid, 256, BYTES<DP, TN, 2>(),                                                                 \
+               [&] { KERNEL<DP, TN, 2>(out, lse, q, k, v, H, Nq, Nk, D, qs, ks, os, scale); })
             if (c.tn == 64 && !c.pipe) FWD3(64, flash_fwd3_kernel, fwd3_smem_bytes);
             else if (c.tn == 128 && !c.pipe) FWD3(128, flash_fwd3_kernel, fwd3_smem_bytes);
             else if (c.tn == 64) FWD3(64, flash_fwd3p_kernel, fwd3p_smem_bytes);
@@ -192,53 +195,74 @@ template <int DP> static void run_shape(const shape &s) {
         check(diff == 0, "%.0f differ (limit %.0f)", what, (double)diff, 0);
     }
     if (D > 128) return;   /* the fused backward takes D <= 128; the GEMM path the rest */
+    if constexpr (DP <= 128) {   /* not even instantiated past the backward kernels' head dims */
 
-    /* ---- fused backward, as launch_bwd_fused, onto existing gradients ---- */
-    for (int b = 0; b < B; b++)   /* delta from the bf16 forward output, as attn_delta_kernel */
-        for (int h = 0; h < H; h++)
-            for (int i = 0; i < Nq; i++) {
-                float d = 0;
-                for (int c = 0; c < D; c++) {
-                    size_t o = ((size_t)b * Nq + i) * os + h * D + c;
-                    d += f(dout[o]) * f(out[o]);
+        /* ---- fused backward, as launch_bwd_fused, onto existing gradients ---- */
+        for (int b = 0; b < B; b++)   /* delta from the bf16 forward output, as attn_delta_kernel */
+            for (int h = 0; h < H; h++)
+                for (int i = 0; i < Nq; i++) {
+                    float d = 0;
+                    for (int c = 0; c < D; c++) {
+                        size_t o = ((size_t)b * Nq + i) * os + h * D + c;
+                        d += f(dout[o]) * f(out[o]);
+                    }
+                    delta[((size_t)b * H + h) * Nq + i] = d;
                 }
-                delta[((size_t)b * H + h) * Nq + i] = d;
+        const std::vector<bf16> dkv0 = rand_bf16((size_t)B * Nk * ks, 0.05f);
+        const std::vector<bf16> dqsep0 = rand_bf16((size_t)B * Nq * C, 0.05f);
+        const bf16 *dq0 = s.fused_qkv ? dkv0.data() : dqsep0.data(), *dk0 = dkv0.data() + C, *dv0 = dkv0.data() + 2 * C;
+        /* the backward of one kernel pair (mma.sync as launch_bwd_fused, wgmma as launch_bwd3) onto
+         * copies of the same existing gradients, checked against the reference increments */
+        for (int hopper = 0; hopper < 2; hopper++) {
+            std::vector<bf16> dkv = dkv0, dqsep = dqsep0;
+            bf16 *dq = s.fused_qkv ? dkv.data() : dqsep.data(), *dk = dkv.data() + C, *dv = dkv.data() + 2 * C;
+            const bf16 *G = dout.data();
+            const float *L = lse.data(), *dl = delta.data();
+            auto blocks = [&](int n, int m) { return dim3{(unsigned)((n + m - 1) / m), (unsigned)(B * H), 1}; };
+            if (!hopper) {
+                const int M = BWARPS * 16;
+                emu_launch(blocks(Nk, M), BWARPS * 32, bwd_dkv_smem_bytes<DP>(), [&] {
+                    attn_bwd_dkv_kernel<DP>(dk, dv, G, q, k, v, L, dl, H, Nq, Nk, D, qs, ks, os, scale);
+                });
+                emu_launch(blocks(Nq, M), BWARPS * 32, bwd_dq_smem_bytes<DP>(), [&] {
+                    attn_bwd_dq_kernel<DP>(dq, G, q, k, v, L, dl, H, Nq, Nk, D, qs, ks, os, scale);
+                });
+            } else {
+                const int M = BWG * 64;
+                emu_launch(blocks(Nk, M), BWG * 128, bwd3_dkv_smem_bytes<DP>(), [&] {
+                    attn_bwd3_dkv_kernel<DP>(dk, dv, G, q, k, v, L, dl, H, Nq, Nk, D, qs, ks, os, scale);
+                });
+                emu_launch(blocks(Nq, M), BWG * 128, bwd3_dq_smem_bytes<DP>(), [&] {
+                    attn_bwd3_dq_kernel<DP>(dq, G, q, k, v, L, dl, H, Nq, Nk, D, qs, ks, os, scale);
+                });
             }
-    std::vector<bf16> dkv = rand_bf16((size_t)B * Nk * ks, 0.05f), dqsep = rand_bf16((size_t)B * Nq * C, 0.05f);
-    std::vector<bf16> dkv0 = dkv, dqsep0 = dqsep;
-    bf16 *dq = s.fused_qkv ? dkv.data() : dqsep.data(), *dk = dkv.data() + C, *dv = dkv.data() + 2 * C;
-    const bf16 *dq0 = s.fused_qkv ? dkv0.data() : dqsep0.data(), *dk0 = dkv0.data() + C, *dv0 = dkv0.data() + 2 * C;
-    const int M = BWARPS * 16;
-    emu_launch({(unsigned)((Nk + M - 1) / M), (unsigned)(B * H), 1}, BWARPS * 32, bwd_dkv_smem_bytes<DP>(), [&] {
-        attn_bwd_dkv_kernel<DP>(dk, dv, dout.data(), q, k, v, lse.data(), delta.data(), H, Nq, Nk, D, qs, ks, os, scale);
-    });
-    emu_launch({(unsigned)((Nq + M - 1) / M), (unsigned)(B * H), 1}, BWARPS * 32, bwd_dq_smem_bytes<DP>(), [&] {
-        attn_bwd_dq_kernel<DP>(dq, dout.data(), q, k, v, lse.data(), delta.data(), H, Nq, Nk, D, qs, ks, os, scale);
-    });
-    struct { const char *name; const bf16 *g, *g0; int rows, stride; std::vector<double> *ref; } gr[3] = {
-        {"dq", dq, dq0, Nq, qs, &dq_ref}, {"dk", dk, dk0, Nk, ks, &dk_ref}, {"dv", dv, dv0, Nk, ks, &dv_ref}};
-    for (auto &t : gr) {
-        size_t n = (size_t)B * t.rows * C;
-        std::vector<double> want(n);
-        std::vector<float> have(n);
-        for (size_t r = 0; r < (size_t)B * t.rows; r++)
-            for (int c = 0; c < C; c++) {
-                want[r * C + c] = (double)f(t.g0[r * t.stride + c]) + (*t.ref)[r * C + c];
-                have[r * C + c] = f(t.g[r * t.stride + c]);
+            struct { const char *name; const bf16 *g, *g0; int rows, stride; std::vector<double> *ref; } gr[3] = {
+                {"dq", dq, dq0, Nq, qs, &dq_ref}, {"dk", dk, dk0, Nk, ks, &dk_ref}, {"dv", dv, dv0, Nk, ks, &dv_ref}};
+            for (auto &t : gr) {
+                size_t n = (size_t)B * t.rows * C;
+                std::vector<double> want(n);
+                std::vector<float> have(n);
+                for (size_t r = 0; r < (size_t)B * t.rows; r++)
+                    for (int c = 0; c < C; c++) {
+                        want[r * C + c] = (double)f(t.g0[r * t.stride + c]) + (*t.ref)[r * C + c];
+                        have[r * C + c] = f(t.g[r * t.stride + c]);
+                    }
+                snprintf(what, sizeof what, "backward%s %s  B%d H%d Nq%d Nk%d D%d%s", hopper ? " wg" : "", t.name, B, H, Nq,
+                         Nk, D, s.fused_qkv ? " (fused qkv)" : "");
+                double err = rel_l2(want, have);
+                check(err <= 2e-2, "rel L2 %.2e (limit %.0e)", what, err, 2e-2);
             }
-        snprintf(what, sizeof what, "backward %s  B%d H%d Nq%d Nk%d D%d%s", t.name, B, H, Nq, Nk, D,
-                 s.fused_qkv ? " (fused qkv)" : "");
-        double err = rel_l2(want, have);
-        check(err <= 2e-2, "rel L2 %.2e (limit %.0e)", what, err, 2e-2);
-    }
-    /* columns of other heads' or other tensors' slots were not touched: in the fused buffer
-     * nothing outside [q|k|v] exists; with q apart, the q slot of dkv must be unchanged */
-    if (!s.fused_qkv) {
-        size_t changed = 0;
-        for (size_t r = 0; r < (size_t)B * Nk; r++)
-            for (int c = 0; c < C; c++) changed += dkv[r * ks + c].u != dkv0[r * ks + c].u;
-        snprintf(what, sizeof what, "backward leaves other columns alone  B%d H%d Nq%d Nk%d D%d", B, H, Nq, Nk, D);
-        check(changed == 0, "%.0f changed (limit %.0f)", what, (double)changed, 0);
+            /* columns of other heads' or other tensors' slots were not touched: in the fused buffer
+             * nothing outside [q|k|v] exists; with q apart, the q slot of dkv must be unchanged */
+            if (!s.fused_qkv) {
+                size_t changed = 0;
+                for (size_t r = 0; r < (size_t)B * Nk; r++)
+                    for (int c = 0; c < C; c++) changed += dkv[r * ks + c].u != dkv0[r * ks + c].u;
+                snprintf(what, sizeof what, "backward%s leaves other columns alone  B%d H%d Nq%d Nk%d D%d",
+                         hopper ? " wg" : "", B, H, Nq, Nk, D);
+                check(changed == 0, "%.0f changed (limit %.0f)", what, (double)changed, 0);
+            }
+        }
     }
 }
 

@@ -114,7 +114,7 @@ static void attn_buffers(iv2_backend *be, void **b, int B, int H, int N, int D) 
     fill(be, b[4], (size_t)B * N * C, 4);
 }
 
-/* --ncu: one attention forward and one backward (and the wg128 forward on Hopper) at the
+/* --ncu: one attention forward and one backward (and the wgmma ones on Hopper) at the
  * VideoMAE clip and student shapes, for Nsight Compute's detailed sections (check.sh:
  * ncu_attention); nothing timed */
 static int ncu_attention(iv2_backend *be) {
@@ -125,10 +125,13 @@ static int ncu_attention(iv2_backend *be) {
         attn_buffers(be, b, B, H, N, D);
         attn_fn(be, b, shapes[i]);
         attn_bwd_fn(be, b, shapes[i]);
-        if (iv2_cuda_has_wgmma(be)) {   /* and the Hopper forward (flash_fwd3_kernel) */
-            setenv("IV2_ATTN_FWD", "wg128", 1);
+        if (iv2_cuda_has_wgmma(be)) {   /* and the Hopper kernels: forward (pipelined) and backward */
+            setenv("IV2_ATTN_FWD", "wg128p", 1);
             attn_fn(be, b, shapes[i]);
             unsetenv("IV2_ATTN_FWD");
+            setenv("IV2_ATTN_BWD", "wg", 1);
+            attn_bwd_fn(be, b, shapes[i]);
+            unsetenv("IV2_ATTN_BWD");
         }
         be->sync(be);
         for (int k = 0; k < 5; k++) be->free(be, b[k]);
@@ -177,8 +180,8 @@ int main(int argc, char **argv) {
     enum { NAT = sizeof at / sizeof at[0] };
     struct sweep sw[NAT];
     double fwd_ms[NAT];
-    printf("\n%-28s %4s %4s %6s %4s %10s %9s %12s %9s %12s %9s\n", "attention (non-causal)", "B", "H", "N", "D",
-           "fwd ms", "TFLOP/s", "bwd ms", "TFLOP/s", "bwd gemm ms", "TFLOP/s");
+    printf("\n%-28s %4s %4s %6s %4s %10s %9s %12s %9s %12s %9s %12s %9s\n", "attention (non-causal)", "B", "H", "N",
+           "D", "fwd ms", "TFLOP/s", "bwd ms", "TFLOP/s", "bwd gemm ms", "TFLOP/s", "bwd wg ms", "TFLOP/s");
     for (size_t i = 0; i < sizeof at / sizeof at[0]; i++) {
         int B = at[i].B, H = at[i].H, N = at[i].N, D = at[i].D, C = H * D;
         void *b[5];
@@ -200,13 +203,21 @@ int main(int argc, char **argv) {
         setenv("IV2_ATTN_BWD", "gemm", 1);
         double tg = time_it(be, attn_bwd_fn, b, a, 3, 1), tfg = 2.5 * fl / tg / 1e12;
         unsetenv("IV2_ATTN_BWD");
-        printf("%-28s %4d %4d %6d %4d %10.3f %9.1f %12.3f %9.1f %12.3f %9.1f\n", at[i].what, B, H, N, D, t * 1e3, tf,
-               tb * 1e3, tfb, tg * 1e3, tfg);
+        double tw = -1, tfw = 0;   /* the Hopper fused backward (IV2_ATTN_BWD=wg), where it runs */
+        if (iv2_cuda_has_wgmma(be)) {
+            setenv("IV2_ATTN_BWD", "wg", 1);
+            tw = time_it(be, attn_bwd_fn, b, a, 5, 2);
+            tfw = 2.5 * fl / tw / 1e12;
+            unsetenv("IV2_ATTN_BWD");
+        }
+        printf("%-28s %4d %4d %6d %4d %10.3f %9.1f %12.3f %9.1f %12.3f %9.1f %12.3f %9.1f\n", at[i].what, B, H, N, D,
+               t * 1e3, tf, tb * 1e3, tfb, tg * 1e3, tfg, tw * 1e3, tfw);
         if (js) {
             fprintf(js, "%s{\"what\": \"%s\", \"B\": %d, \"H\": %d, \"N\": %d, \"D\": %d, \"fwd_ms\": %.4f, "
                     "\"fwd_tflops\": %.2f, \"bwd_ms\": %.4f, \"bwd_tflops\": %.2f, \"bwd_gemm_ms\": %.4f, "
-                    "\"bwd_gemm_tflops\": %.2f, \"fwd_sweep\": {", i ? ", " : "", at[i].what, B, H, N, D, t * 1e3, tf,
-                    tb * 1e3, tfb, tg * 1e3, tfg);
+                    "\"bwd_gemm_tflops\": %.2f, \"bwd_wg_ms\": %.4f, \"bwd_wg_tflops\": %.2f, \"fwd_sweep\": {",
+                    i ? ", " : "", at[i].what, B, H, N, D, t * 1e3, tf, tb * 1e3, tfb, tg * 1e3, tfg,
+                    tw < 0 ? -1.0 : tw * 1e3, tfw);   /* -1: not run (no wgmma) */
             for (int c = 0; c < NCFG; c++) {
                 fprintf(js, "%s\"%s\": ", c ? ", " : "", fwd_cfgs[c]);
                 if (sw[i].ms[c] < 0) fprintf(js, "null");

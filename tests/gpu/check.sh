@@ -10,11 +10,12 @@
 #             (test_cuda_goldens); iv2-distill on CUDA against the CPU on a tiny synthetic cache:
 #             the loss curve of 100 steps (test_distill_cuda_curve) and checkpoints moving GPU <-> CPU
 #             (test_distill_cuda_resume), 90 s each; the Hopper forward's wgmma building blocks
-#             (test_wgmma_probe) and the op/ViT/golden tests again with it (IV2_ATTN_FWD=wg128 etc.)
+#             (test_wgmma_probe) and the op/ViT/golden tests again with the wgmma forward
+#             (IV2_ATTN_FWD=wg128 etc.) and the wgmma backward (IV2_ATTN_BWD=wg)
 #   memcheck  compute-sanitizer memcheck on one tiny InternViT forward, on the extract teachers test
 #             (and on the op tests); racecheck on the tiny forward (default and wg128p)
-#   bench_*   bench_kernels, bench_vit (iv2; again with the cuBLAS attention backward and with the
-#             wgmma forward) and bench_torch.py (PyTorch, same GPU, same run; the student step
+#   bench_*   bench_kernels, bench_vit (iv2; again with the cuBLAS attention backward, the wgmma
+#             backward and the wgmma forward) and bench_torch.py (PyTorch, same GPU, same run; the student step
 #             eager and with torch.compile)
 #   profile_step  one iv2-1b train step (depth 2, 32 views) under Nsight Compute, kernel durations
 #             only; tests/gpu/profile_step.py makes the per-kernel table (skipped without ncu)
@@ -99,6 +100,10 @@ for m in wg128 wg64 wg128p wg64p; do
   [ -x build/gpu/test_cuda_ops ] && step test_cuda_ops_fwd_$m 150 env IV2_ATTN_FWD=$m build/gpu/test_cuda_ops
 done
 [ -x build/gpu/test_cuda_vit ] && step test_cuda_vit_fwd_wg128 150 env IV2_ATTN_FWD=wg128 build/gpu/test_cuda_vit
+# the Hopper fused backward on wgmma (IV2_ATTN_BWD=wg; not the default until it passes here)
+[ -x build/gpu/test_cuda_ops ] && step test_cuda_ops_bwd_wg 150 env IV2_ATTN_BWD=wg build/gpu/test_cuda_ops
+[ -x build/gpu/test_cuda_vit ] && step test_cuda_vit_bwd_wg 150 env IV2_ATTN_BWD=wg build/gpu/test_cuda_vit
+[ -x build/gpu/test_cuda_goldens ] && step test_cuda_goldens_bwd_wg 150 env IV2_ATTN_BWD=wg build/gpu/test_cuda_goldens
 [ -x build/gpu/test_cuda_goldens ] && step test_cuda_goldens_fwd_wg128 150 env IV2_ATTN_FWD=wg128 \
   build/gpu/test_cuda_goldens
 [ -e build/gpu/test_cuda_ops ] || printf '%-34s %-20s\n' test_cuda_ops "FAIL (not built)" | tee -a "$SUMMARY"
@@ -129,6 +134,9 @@ done
 # the student step with the cuBLAS attention backward, for the side-by-side figure
 [ -x build/gpu/bench_vit ] && step bench_vit_gemm_backward 150 env IV2_ATTN_BWD=gemm build/gpu/bench_vit \
   "$OUT/bench_vit_gemm_backward.json"
+# the student step with the Hopper fused backward, beside bench_vit's default (mma.sync) backward
+[ -x build/gpu/bench_vit ] && step bench_vit_bwd_wg 150 env IV2_ATTN_BWD=wg build/gpu/bench_vit \
+  "$OUT/bench_vit_bwd_wg.json"
 # the forward models with the fastest Hopper attention forward (wgmma) of bench_kernels' sweep
 # (tests/gpu/best_fwd.py; none when a wg configuration was wrong), beside bench_vit's default
 WG=$( [ -f "$OUT/bench_kernels.json" ] && python3 tests/gpu/best_fwd.py "$OUT/bench_kernels.json" 2>/dev/null )
@@ -176,7 +184,7 @@ fi
 {
   echo
   echo "== figures (device: $(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -n 1))"
-  for b in bench_vit bench_vit_gemm_backward bench_vit_fwd_wg bench_torch bench_kernels; do
+  for b in bench_vit bench_vit_gemm_backward bench_vit_bwd_wg bench_vit_fwd_wg bench_torch bench_kernels; do
     [ -f "$OUT/$b.log" ] && { echo "-- $b"; grep -v '^==' "$OUT/$b.log"; }
   done
   [ -f "$OUT/profile_step.txt" ] && { echo "-- profile_step: iv2-1b train step at depth 2, 32 views, per kernel" \
