@@ -220,6 +220,32 @@ __device__ __forceinline__ void fa_tile(float (&o)[RT][DP / 8][4], float (&mrow)
     }
 }
 
+/* the forward's epilogue, for one warp's 16 query rows (rows row0 + g and + 8 of this thread):
+ * O / l into out in bf16 and the lse; o[4j + e] is column 8j + 2t + (e & 1) of row g + 8 (e >> 1),
+ * the accumulator layout of mma.m16n8 and of wgmma alike */
+template <int DP>
+__device__ __forceinline__ void store_rows(bf16 *out, float *lse, const float *o, const float (&mrow)[2],
+                                           const float (&lrow)[2], int b, int h, int H, int Nq, int D, int o_stride,
+                                           int row0, int g, int t) {
+#pragma unroll
+    for (int hh = 0; hh < 2; hh++) {
+        float l = lrow[hh];
+        l += __shfl_xor_sync(0xffffffff, l, 1);
+        l += __shfl_xor_sync(0xffffffff, l, 2);
+        int row = row0 + g + hh * 8;
+        if (row >= Nq) continue;
+        float inv = 1.f / l;
+        bf16 *op = out + ((size_t)b * Nq + row) * o_stride + (size_t)h * D;
+#pragma unroll
+        for (int j = 0; j < DP / 8; j++) {
+            int c = j * 8 + 2 * t;
+            if (c < D)
+                *(__nv_bfloat162 *)(op + c) = __floats2bfloat162_rn(o[4 * j + 2 * hh] * inv, o[4 * j + 2 * hh + 1] * inv);
+        }
+        if (lse && t == 0) lse[((size_t)b * H + h) * Nq + row] = (mrow[hh] + log2f(l)) / LOG2E;
+    }
+}
+
 /* WARPS warps x RT x 16 query rows per block */
 template <int DP, int WARPS, int RT>
 __global__ void __launch_bounds__(WARPS * 32, fwd2_min_blocks<DP, WARPS, RT>())
@@ -269,23 +295,7 @@ __global__ void __launch_bounds__(WARPS * 32, fwd2_min_blocks<DP, WARPS, RT>())
     }
 #pragma unroll
     for (int r = 0; r < RT; r++)
-#pragma unroll
-        for (int hh = 0; hh < 2; hh++) {
-            float l = lrow[r][hh];
-            l += __shfl_xor_sync(0xffffffff, l, 1);
-            l += __shfl_xor_sync(0xffffffff, l, 2);
-            int row = row0 + r * 16 + g + hh * 8;
-            if (row >= Nq) continue;
-            float inv = 1.f / l;
-            bf16 *op = out + ((size_t)b * Nq + row) * o_stride + (size_t)h * D;
-#pragma unroll
-            for (int j = 0; j < DP / 8; j++) {
-                int c = j * 8 + 2 * t;
-                if (c < D)
-                    *(__nv_bfloat162 *)(op + c) = __floats2bfloat162_rn(o[r][j][2 * hh] * inv, o[r][j][2 * hh + 1] * inv);
-            }
-            if (lse && t == 0) lse[((size_t)b * H + h) * Nq + row] = (mrow[r][hh] + log2f(l)) / LOG2E;
-        }
+        store_rows<DP>(out, lse, o[r][0], mrow[r], lrow[r], b, h, H, Nq, D, o_stride, row0 + r * 16, g, t);
 }
 
 /* ---- forward on Hopper's warpgroup MMA (sm_90a): flash_fwd3_kernel ----
@@ -419,30 +429,6 @@ __device__ __forceinline__ void fa3_pv_wait(float (&o)[DP / 2], const uint32_t (
     wgmma_pin(o);
 }
 
-/* the epilogue of both kernels: O / l into out (bf16), and lse */
-template <int DP>
-__device__ __forceinline__ void fa3_store(bf16 *out, float *lse, const float (&o)[DP / 2], const float (&mrow)[2],
-                                          const float (&lrow)[2], int b, int h, int H, int Nq, int D, int o_stride,
-                                          int row0, int g, int t) {
-#pragma unroll
-    for (int hh = 0; hh < 2; hh++) {
-        float l = lrow[hh];
-        l += __shfl_xor_sync(0xffffffff, l, 1);
-        l += __shfl_xor_sync(0xffffffff, l, 2);
-        int row = row0 + g + hh * 8;
-        if (row >= Nq) continue;
-        float inv = 1.f / l;
-        bf16 *op = out + ((size_t)b * Nq + row) * o_stride + (size_t)h * D;
-#pragma unroll
-        for (int j = 0; j < DP / 8; j++) {
-            int c = j * 8 + 2 * t;
-            if (c < D)
-                *(__nv_bfloat162 *)(op + c) = __floats2bfloat162_rn(o[4 * j + 2 * hh] * inv, o[4 * j + 2 * hh + 1] * inv);
-        }
-        if (lse && t == 0) lse[((size_t)b * H + h) * Nq + row] = (mrow[hh] + log2f(l)) / LOG2E;
-    }
-}
-
 /* the set-up both kernels share: head views, first loads (Q and K/V tile 0, one commit group) */
 struct fa3_block {
     int b, h, q0, wg, warp, g, t;
@@ -496,7 +482,7 @@ __global__ void __launch_bounds__(NWG * 128, TN == 64 ? 2 : 1)
         }
         __syncthreads();   /* this stage is refilled on the next iteration */
     }
-    fa3_store<DP>(out, lse, o, mrow, lrow, B.b, B.h, H, Nq, D, o_stride, B.q0 + B.wg * 64 + B.warp * 16, B.g, B.t);
+    store_rows<DP>(out, lse, o, mrow, lrow, B.b, B.h, H, Nq, D, o_stride, B.q0 + B.wg * 64 + B.warp * 16, B.g, B.t);
 }
 
 /* flash_fwd3p_kernel: the same with FlashAttention-3's overlap inside a warpgroup: tile it's
@@ -557,7 +543,7 @@ __global__ void __launch_bounds__(NWG * 128, 1)
         __syncthreads();   /* tile it - 1's stage is refilled on the next iteration */
     }
     if (active) fa3_pv_wait<DP, TN>(o, pa, KV + ((ntiles - 1) % 3) * stage + TN * DP);
-    fa3_store<DP>(out, lse, o, mrow, lrow, B.b, B.h, H, Nq, D, o_stride, B.q0 + B.wg * 64 + B.warp * 16, B.g, B.t);
+    store_rows<DP>(out, lse, o, mrow, lrow, B.b, B.h, H, Nq, D, o_stride, B.q0 + B.wg * 64 + B.warp * 16, B.g, B.t);
 }
 
 /* ---- fused backward (FlashAttention-2 style): no N x N tile leaves registers ----
