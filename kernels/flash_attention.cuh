@@ -322,17 +322,17 @@ __device__ __forceinline__ uint64_t wg_desc(const void *p, uint32_t lbo, uint32_
            (uint64_t)((sbo >> 4) & 0x3fff) << 32;
 }
 
-/* The steps of a K/V tile for one warpgroup, shared by both kernels. Per thread, S and O hold
- * rows g and g + 8 of the warp's 16 (index 4j + e: column 8j + 2t + (e & 1), row g + 8 (e >> 1)).
- * wg_abt and wg_pz only issue (the caller fences, commits and waits). */
-
 /* no-swizzle descriptors of a [rows][DP] core-matrix tile at p (cm_offset): read K-major (rows
  * = M or N, DP = k), or MN-major ([k = row][n = DP]: 8-row groups are k, DP * 16 bytes apart
  * (LBO); 8-column groups are n, 128 bytes apart (SBO)) */
 template <int DP> __device__ __forceinline__ uint64_t desc_k(const bf16 *p) { return wg_desc(p, 128, DP * 16); }
 template <int DP> __device__ __forceinline__ uint64_t desc_mn(const bf16 *p) { return wg_desc(p, DP * 16, 128); }
 
-/* issue d[64 x TN] = A B^T for A the 64 rows at a and B the TN rows at b, both [row][DP] tiles
+/* The two wgmma products every Hopper kernel here is made of. They only issue: the caller
+ * fences, commits and waits. Per thread, an accumulator holds rows g and g + 8 of the warp's
+ * 16 (index 4j + e: column 8j + 2t + (e & 1), row g + 8 (e >> 1)).
+ *
+ * issue d[64 x TN] = A B^T for A the 64 rows at a and B the TN rows at b, both [row][DP] tiles
  * read K-major (S = Q K^T, dP = dO V^T, S^T = K Q^T, ...): DP / 16 wgmmas, 16 dims (2 core
  * matrices) per step */
 template <int DP, int TN>
@@ -352,6 +352,8 @@ __device__ __forceinline__ void wg_pz(float (&acc)[DP / 2], const uint32_t (&pa)
     for (int kc = 0; kc < TN / 16; kc++)
         wgmma_rs<DP, 1>(acc, pa[kc][0], pa[kc][1], pa[kc][2], pa[kc][3], desc_mn<DP>(z + kc * 16 * DP), 1);
 }
+
+/* The forward's steps of a K/V tile for one warpgroup, shared by both forward kernels. */
 
 /* online softmax of a finished S in place (S becomes P, unnormalised), the running max and sum
  * updated; returns in corr the factor by which O must be rescaled. TAIL: keys from kn on are
