@@ -5,7 +5,9 @@
  * what the tiny trainer consumes. Per run: the median over a few steps after one warm-up step;
  * C and PyTorch runs alternate for BENCH_ROUNDS rounds and each side reports the median of its
  * runs, so load from other processes on a shared machine hits both alike.
- * BENCH_STEPS (default 3), BENCH_ROUNDS (default 3), BENCH_THREADS (default: all cores). */
+ * BENCH_STEPS (default 3), BENCH_ROUNDS (default 3), BENCH_THREADS (default: all cores);
+ * BENCH_LOADER_ONLY=1: the loader at recipe size alone; BENCH_LOADER_DISK=1 (root): also its
+ * first batch with the page cache dropped. */
 #include "testutil.h"
 #include "test_distill_synth.h"
 #include "log.h"
@@ -197,6 +199,21 @@ static void bench_loader_recipe(void) {
         if (iv2_loader_build(&L, 200, &bs[i])) { printf("loader at recipe size: %s\n", iv2_errmsg()); goto done; }
         cold[i] = iv2_now() - a;
     }
+    /* BENCH_LOADER_DISK=1 (root: it empties the whole machine's page cache): the first batch with
+     * the cache on disk only, as in a run over a corpus larger than memory */
+    double disk = -1;
+    FILE *dc = getenv("BENCH_LOADER_DISK") ? fopen("/proc/sys/vm/drop_caches", "w") : NULL;
+    if (dc) {
+        iv2_loader_close(&L);
+        sync();
+        fputs("1", dc);
+        fclose(dc);
+        if (iv2_loader_open(&L, dir, &c, 8, 224, 8, 256)) { printf("loader at recipe size: %s\n", iv2_errmsg()); goto done; }
+        L.threads = th[nconf - 1];
+        double a = iv2_now();
+        if (iv2_loader_build(&L, 300, &bs[nconf - 1])) { printf("loader at recipe size: %s\n", iv2_errmsg()); goto done; }
+        disk = iv2_now() - a;
+    }
     /* what verifying every value's checksum on read would cost: the whole payloads of one view */
     double hash_view = 0;
     iv2_cache *c0 = L.set->shards[0];
@@ -228,6 +245,7 @@ static void bench_loader_recipe(void) {
         printf("%-28s %9.3f %10.2f %12.0f %9.2f %7.2fx %12.3f\n", name, m, 1 / m, vals / m / 1e6, vals * 2 / m / 1e9, base / m, cold[i]);
     }
     printf("(cold: the first batch after opening the cache, its pages faulted into the map)\n");
+    if (disk >= 0) printf("from disk (page cache dropped), raw bf16 rows, %d threads: %.3f s/batch\n", th[nconf - 1], disk);
     printf("same batch bytes on every path: %s; a checksum of every value read (whole payloads, %.0f MB/view) would add"
            " %.3f s/batch on one thread\n", same ? "yes" : "NO", (per_view - 8 * 224 * 224 * 3) / 1e6, hash_view * B);
 done:
