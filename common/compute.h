@@ -82,6 +82,11 @@ struct iv2_backend {
      * Call these from one thread. CPU: upload_async is memcpy, the waits are no-ops and an event
      * records the time, so event_seconds between records around copies is their memcpy time. */
     void (*upload_async)(iv2_backend *be, void *dst, const void *src, size_t bytes);
+    /* download_async queues a raw backend -> host copy on the compute stream, after the work
+     * queued there so far, and returns at once: the device keeps computing what is queued next
+     * while the host works on an earlier result. dst must be alloc_host memory; read it only
+     * after event_sync of an event recorded on IV2_STREAM_COMPUTE after this call. CPU: memcpy. */
+    void (*download_async)(iv2_backend *be, void *dst, const void *src, size_t bytes);
     iv2_event *(*event_create)(iv2_backend *be);
     void (*event_destroy)(iv2_backend *be, iv2_event *e);
     void (*event_record)(iv2_backend *be, iv2_event *e, int stream);

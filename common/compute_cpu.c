@@ -618,6 +618,7 @@ iv2_backend *iv2_cpu_backend_create(int threads) {
     be->sync = cpu_sync;
     be->destroy = cpu_destroy;
     be->upload_async = cpu_upload_raw;
+    be->download_async = cpu_download_raw;
     be->event_create = cpu_event_create;
     be->event_destroy = cpu_event_destroy;
     be->event_record = cpu_event_record;

@@ -422,6 +422,32 @@ int iv2_teachers_fetch_target(iv2_teachers *ts, int v, int t, void *dst, iv2_dty
     return 0;
 }
 
+/* the host block of fetch_async: per target, max_views views' values in the backend dtype */
+static size_t host_target_bytes(const iv2_teachers *ts, int t) {
+    const iv2_cache_target *tg = &ts->targets[t];
+    return (size_t)tg->tokens * tg->dim * iv2_dtype_size(iv2_teachers_target_dtype(ts, t));
+}
+size_t iv2_teachers_batch_bytes(const iv2_teachers *ts) {
+    size_t n = 0;
+    for (int t = 0; t < ts->n_targets; t++) n += (size_t)ts->max_views * host_target_bytes(ts, t);
+    return n;
+}
+const void *iv2_teachers_host_target(const iv2_teachers *ts, const void *host, int v, int t) {
+    size_t off = 0;
+    for (int i = 0; i < t; i++) off += (size_t)ts->max_views * host_target_bytes(ts, i);
+    return (const uint8_t *)host + off + (size_t)v * host_target_bytes(ts, t);
+}
+int iv2_teachers_fetch_async(iv2_teachers *ts, void *host) {
+    iv2_backend *be = ts->be;
+    for (int t = 0; t < ts->n_targets; t++) {
+        const void *src = target_at(ts, t, 0);   /* the views of a target are contiguous from view 0 */
+        if (!src) return iv2_err("teachers: target %s has no output buffer", ts->targets[t].name);
+        be->download_async(be, (void *)iv2_teachers_host_target(ts, host, 0, t), src,
+                           (size_t)ts->n_views * host_target_bytes(ts, t));
+    }
+    return 0;
+}
+
 int iv2_teachers_fetch(iv2_teachers *ts, int v) {
     for (int t = 0; t < ts->n_targets; t++)
         if (iv2_teachers_fetch_target(ts, v, t, ts->values[t], IV2_F32)) return -1;

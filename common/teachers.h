@@ -9,7 +9,9 @@
  * 0 of clip_b* = frame-mean CLS; every token of clip_b*, clip_pool, mae_b* L2-normalised;
  * mae_b{last} after the final LayerNorm; clip_attn raw head-mean pool attention [8][256]);
  * then iv2_teachers_fetch(v) downloads view v's targets, one copy per target, as fp32 (or
- * iv2_teachers_fetch_target as the backend's own dtype, for storage in that dtype).
+ * iv2_teachers_fetch_target as the backend's own dtype, for storage in that dtype), or
+ * iv2_teachers_fetch_async queues the whole batch's targets into host memory without waiting
+ * (iv2-extract: the host encodes batch i while the device computes batch i + 1).
  * A view's result does not depend on the batch it ran in or its place there, so a
  * resumed extract stores the same bytes: the CPU runs the views of a batch one at a time (its
  * GEMMs are not bit-exact across row counts; tested), CUDA runs the whole batch at once, always
@@ -70,6 +72,14 @@ int iv2_teachers_run_batch(iv2_teachers *ts, const uint8_t *const *clips, int n)
 int iv2_teachers_fetch(iv2_teachers *ts, int v);
 /* The dtype target t is held in on the backend: be->dtype, fp32 for clip_attn. */
 iv2_dtype iv2_teachers_target_dtype(const iv2_teachers *ts, int t);
+/* All targets of the last run_batch's views, downloaded without waiting (be->download_async:
+ * one copy per target, queued after the batch's work), so the host can work on them while the
+ * next batch runs. host: alloc_host memory of iv2_teachers_batch_bytes(ts) bytes; it may be read
+ * only after an event recorded on the compute stream after this call has been synced. View v's
+ * target t is then at iv2_teachers_host_target(ts, host, v, t), in iv2_teachers_target_dtype. */
+size_t iv2_teachers_batch_bytes(const iv2_teachers *ts);
+int iv2_teachers_fetch_async(iv2_teachers *ts, void *host);
+const void *iv2_teachers_host_target(const iv2_teachers *ts, const void *host, int v, int t);
 /* Copy target t of view v to host dst ([tokens][dim]) as dt: IV2_F32, or the dtype the backend
  * holds it in (then byte for byte, no conversion). One download; -1 for another dtype. */
 int iv2_teachers_fetch_target(iv2_teachers *ts, int v, int t, void *dst, iv2_dtype dt);

@@ -5,8 +5,10 @@
  * views) and pushing decoded views (or the row's error) into a queue of at most o->queue
  * items. One thread per device (--devices cpu,cpu or cuda:0,cuda:1,...) creates its backend,
  * loads its own copy of the teachers, then pulls up to batch_views views at a time, runs them
- * through the teachers in one call, post-processes each view's targets, encodes them to the
- * storage dtype and hands the finished view to the writer through a second bounded queue. The
+ * through the teachers in one call, post-processes each view's targets, downloads them without
+ * waiting (into one of two host blocks), and, while the device computes the next batch, encodes
+ * the previous batch's targets to the storage dtype and hands each finished view to the writer
+ * through a second bounded queue. The
  * writer (the calling thread, the only one that touches LMDB) commits a transaction every
  * o->batch views (or 256 MiB) while the devices work on the next batch. A view's targets do
  * not depend on the batch it ran in (teachers.h) and LMDB content is keyed, so neither the
@@ -340,6 +342,11 @@ typedef struct device {
     int64_t views;
     qstat q[IV2_CACHE_MAX_TARGETS];
     float *qtmp;
+    /* two host blocks for the targets' downloads (pinned on CUDA) and the events that say a
+     * block has landed: batch i downloads into block i % 2 while batch i - 1's block is encoded */
+    void *host[2];
+    iv2_event *landed[2];
+    size_t host_bytes;
 } device;
 
 typedef struct run_state {
@@ -392,7 +399,27 @@ static int device_setup(device *d) {
     if (iv2_teachers_set_targets(&d->ts, o->targets, o->dtype)) return -1;
     int B = o->batch_views > 0 ? o->batch_views : strcmp(d->be->name, "cpu") ? 8 : 1;
     if (iv2_teachers_set_batch(&d->ts, B)) return -1;
+    d->host_bytes = iv2_teachers_batch_bytes(&d->ts);
+    for (int k = 0; k < 2; k++) {
+        d->host[k] = d->be->alloc_host(d->be, d->host_bytes);
+        d->landed[k] = d->be->event_create(d->be);
+        if (!d->host[k] || !d->landed[k])
+            return iv2_err("--device %s: no host memory for the targets' downloads (%.0f MiB)", d->spec,
+                           d->host_bytes / 1048576.0);
+    }
     return 0;
+}
+
+static void device_teardown(device *d) {
+    iv2_teachers_free(&d->ts);
+    for (int k = 0; k < 2 && d->be; k++) {
+        if (d->host[k]) d->be->free_host(d->be, d->host[k]);
+        if (d->landed[k]) d->be->event_destroy(d->be, d->landed[k]);
+        d->host[k] = NULL;
+        d->landed[k] = NULL;
+    }
+    if (d->be) iv2_backend_destroy(d->be);
+    d->be = NULL;
 }
 
 /* the device's times, under the lock: the writer reads them for its metrics lines */
@@ -403,19 +430,34 @@ static void add_times(device *d, double teachers, double encode) {
     pthread_mutex_unlock(&d->rs->mu);
 }
 
-/* Teachers on n decoded views, then each view's targets encoded and handed to the writer. */
-static int device_run(device *d, item *xs, int n) {
+/* Teachers on n decoded views, and their targets' downloads into host block k, queued: on CUDA
+ * this returns while the GPU works (the only wait is the frames' upload, behind the previous
+ * batch's downloads). */
+static int device_launch(device *d, item *xs, int n, int k) {
     run_state *rs = d->rs;
     iv2_teachers *ts = &d->ts;
     const uint8_t *clips[1024];
     for (int i = 0; i < n; i++) clips[i] = xs[i].rgb;
     double t0 = iv2_now();
-    if (iv2_teachers_run_batch(ts, clips, n)) {
+    if (iv2_teachers_run_batch(ts, clips, n) || iv2_teachers_fetch_async(ts, d->host[k])) {
         /* a teacher failure is not the rows' fault: stop */
         iv2_err_ctx("%s: row %lld view %d (batch of %d views)", d->spec, (long long)rs->work[xs[0].w].row->index, xs[0].view, n);
         return -1;
     }
+    d->be->event_record(d->be, d->landed[k], IV2_STREAM_COMPUTE);
     add_times(d, iv2_now() - t0, 0);
+    return 0;
+}
+
+/* Once host block k has landed: each of the n views' targets encoded (or, when the backend
+ * holds them in the storage dtype, copied as they are and sealed) and handed to the writer,
+ * with the student's frames. */
+static int device_drain(device *d, item *xs, int n, int k) {
+    run_state *rs = d->rs;
+    iv2_teachers *ts = &d->ts;
+    double t0 = iv2_now();
+    d->be->event_sync(d->be, d->landed[k]);
+    add_times(d, iv2_now() - t0, 0);   /* waiting for the device counts as teacher time */
     size_t fb = rs->frame_bytes;
     for (int i = 0; i < n; i++) {
         item *x = &xs[i];
@@ -431,47 +473,53 @@ static int device_run(device *d, item *xs, int n) {
         pthread_mutex_lock(&rs->mu);
         int measure = rs->views_taken++ % 8 == 0;   /* storage error on every 8th view */
         pthread_mutex_unlock(&rs->mu);
-        double t_fetch = 0, t_enc = 0;
+        t0 = iv2_now();
         for (int t = 0; t < ts->n_targets; t++) {
             const iv2_cache_target *tg = &ts->targets[t];
+            const void *src = iv2_teachers_host_target(ts, d->host[k], i, t);
+            iv2_dtype have = iv2_teachers_target_dtype(ts, t);
+            size_t nv = (size_t)tg->tokens * tg->dim;
             uint8_t *enc = dn.enc[t] = iv2_malloc(IV2_CACHE_VALUE_HDR + iv2_cache_target_bytes(tg));
             /* a target the backend holds in the storage dtype (bf16 on CUDA, fp32 on the CPU) is
-             * downloaded straight into the value, the same bytes as through fp32; the views whose
-             * storage error is measured need the fp32 */
-            int raw = tg->dtype == iv2_teachers_target_dtype(ts, t) && !(measure && tg->dtype != IV2_F32);
-            t0 = iv2_now();
-            if (iv2_teachers_fetch_target(ts, i, t, raw ? (void *)(enc + IV2_CACHE_VALUE_HDR) : ts->values[t], raw ? tg->dtype : IV2_F32)) {
-                done_free(&dn);
-                return iv2_err_ctx("%s: row %lld view %d", d->spec, (long long)rs->work[x->w].row->index, x->view);
+             * stored as downloaded, the same bytes as through fp32; the views whose storage error
+             * is measured need the fp32 (bf16 -> fp32 is exact) */
+            if (tg->dtype == have && !(measure && tg->dtype != IV2_F32)) {
+                memcpy(enc + IV2_CACHE_VALUE_HDR, src, nv * iv2_dtype_size(have));
+                iv2_cache_seal_value(tg, enc);
+                continue;
             }
-            double t1 = iv2_now();
-            t_fetch += t1 - t0;
-            if (raw) iv2_cache_seal_value(tg, enc);
-            else iv2_cache_encode_value(tg, ts->values[t], enc);
-            if (measure && tg->dtype != IV2_F32) {   /* (never raw) */
-                d->qtmp = iv2_realloc(d->qtmp, sizeof(float) * (size_t)tg->tokens * tg->dim);
+            iv2_convert(ts->values[t], IV2_F32, src, have, nv);
+            iv2_cache_encode_value(tg, ts->values[t], enc);
+            if (measure && tg->dtype != IV2_F32) {
+                d->qtmp = iv2_realloc(d->qtmp, sizeof(float) * nv);
                 measure_storage(tg, enc, ts->values[t], d->qtmp, &d->q[t]);
             }
-            t_enc += iv2_now() - t1;
         }
-        add_times(d, t_fetch, t_enc);
+        add_times(d, 0, iv2_now() - t0);
         d->views++;
         if (ring_push(&rs->oq, &dn)) { done_free(&dn); return 1; }   /* the run stops */
     }
     return 0;
 }
 
-/* Pull views from the decode queue in batches of batch_views; pass rows' errors on. */
+static void free_items(item *xs, int n) {
+    for (int i = 0; i < n; i++) { free(xs[i].rgb); xs[i].rgb = NULL; }
+}
+
+/* Pull views from the decode queue in batches of batch_views; pass rows' errors on. Two batches
+ * are in flight: batch i is launched (teachers and downloads queued), then batch i - 1 is
+ * drained (encoded and handed to the writer) while the device computes batch i. */
 static void device_loop(device *d) {
     run_state *rs = d->rs;
     int B = d->ts.max_views;
-    item *xs = iv2_calloc((size_t)B, sizeof *xs);
-    for (int end = 0; !end;) {
+    item *xs[2] = {iv2_calloc((size_t)B, sizeof(item)), iv2_calloc((size_t)B, sizeof(item))};
+    int cur = 0, n_prev = 0;
+    for (int end = 0; !end || n_prev;) {
         int n = 0;
         item x;
-        while (n < B) {
+        while (!end && n < B) {
             if (!ring_pop(&rs->q->r, &x)) { end = 1; break; }
-            if (x.view >= 0) { xs[n++] = x; continue; }
+            if (x.view >= 0) { xs[cur][n++] = x; continue; }
             done_item dn;
             memset(&dn, 0, sizeof dn);
             dn.w = x.w;
@@ -480,15 +528,25 @@ static void device_loop(device *d) {
             if (ring_push(&rs->oq, &dn)) { free(dn.reason); end = 1; break; }
         }
         /* a full batch, or the last partial one; none when the run stops */
-        int stop = ring_stopped(&rs->q->r);
-        if (n && !stop) {
-            int rc = device_run(d, xs, n);
+        int launched = 0;
+        if (n && !ring_stopped(&rs->q->r)) {
+            int rc = device_launch(d, xs[cur], n, cur);
             if (rc < 0) device_fail(d);
             if (rc) end = 1;
+            else launched = 1;
         }
-        for (int i = 0; i < n; i++) { free(xs[i].rgb); xs[i].rgb = NULL; }
+        if (n_prev) {
+            int rc = device_drain(d, xs[!cur], n_prev, !cur);
+            if (rc < 0) device_fail(d);
+            if (rc) end = 1;
+            free_items(xs[!cur], n_prev);
+        }
+        if (!launched) free_items(xs[cur], n);
+        n_prev = launched ? n : 0;
+        cur = !cur;
     }
-    free(xs);
+    free(xs[0]);
+    free(xs[1]);
 }
 
 static void *device_main(void *arg) {
@@ -505,10 +563,7 @@ static void *device_main(void *arg) {
     int go = rs->go;
     pthread_mutex_unlock(&rs->mu);
     if (go > 0 && !rc) device_loop(d);
-    /* teardown here too: the backend belongs to this thread */
-    iv2_teachers_free(&d->ts);
-    if (d->be) iv2_backend_destroy(d->be);
-    d->be = NULL;
+    device_teardown(d);   /* here too: the backend belongs to this thread */
     ring_add_producers(&rs->oq, -1);
     return NULL;
 }
@@ -545,7 +600,7 @@ static int parse_devices(const iv2_extract_opts *o, run_state *rs, int ct) {
 
 /* The memory plan of each device (teachers at the batch it runs), printed once at start. */
 static void print_memory_plan(const run_state *rs) {
-    char line[256], b1[32], b2[32];
+    char line[256], b1[32], b2[32], b3[32];
     for (int i = 0; i < rs->n_dev; i++) {
         const device *d = &rs->dev[i];
         const iv2_teachers *ts = &d->ts;
@@ -562,8 +617,10 @@ static void print_memory_plan(const run_state *rs) {
         iv2_teachers_buffer_bytes(ts, &db, &hb);
         snprintf(b1, sizeof b1, "%.1f MiB", db / 1048576.0);
         snprintf(b2, sizeof b2, "%.1f MiB", hb / 1048576.0);
-        iv2_info("memory plan, %s (device %d): frames, outputs and post-processing for %d views %s, host staging and targets %s%s", d->spec, i,
-                 ts->max_views, b1, b2, be->alloc_host && strcmp(be->name, "cpu") ? " (pinned)" : "");
+        snprintf(b3, sizeof b3, "%.1f MiB", 2 * d->host_bytes / 1048576.0);
+        iv2_info("memory plan, %s (device %d): frames, outputs and post-processing for %d views %s, host staging and "
+                 "targets %s, downloads of two batches %s%s", d->spec, i, ts->max_views, b1, b2, b3,
+                 be->alloc_host && strcmp(be->name, "cpu") ? " (pinned)" : "");
     }
 }
 

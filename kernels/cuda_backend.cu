@@ -117,6 +117,9 @@ static cudaStream_t stream_of(iv2_backend *be, int stream) {
 static void c_upload_async(iv2_backend *be, void *dst, const void *src, size_t bytes) {
     if (bytes) CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, impl_of(be)->copy_stream));
 }
+static void c_download_async(iv2_backend *be, void *dst, const void *src, size_t bytes) {
+    if (bytes) CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, impl_of(be)->stream));
+}
 static iv2_event *c_event_create(iv2_backend *be) {
     cudaEvent_t e;
     CUDA_CHECK(cudaEventCreate(&e));   /* with timing: event_seconds */
@@ -224,6 +227,7 @@ extern "C" iv2_backend *iv2_cuda_backend_create(int device) {
     be->sync = c_sync;
     be->destroy = c_destroy;
     be->upload_async = c_upload_async;
+    be->download_async = c_download_async;
     be->event_create = c_event_create;
     be->event_destroy = c_event_destroy;
     be->event_record = c_event_record;
