@@ -273,6 +273,42 @@ static void test_patchify(int T, int p, int tt) {
     G->free(G, fg); C->free(C, fc); free(fr); drop(&o);
 }
 
+/* the asynchronous transfers and their ordering (compute.h, "the copy stream"): an upload on
+ * the copy stream reaches compute work queued after an event wait; a download_async takes the
+ * buffer as the compute stream has it at that point, not as later work leaves it. 64 MiB, so an
+ * ordering mistake shows as a race. */
+static void test_async_transfers(void) {
+    const size_t n = 16u << 20, bytes = n * sizeof(uint32_t);
+    uint32_t *h1 = G->alloc_host(G, bytes), *h2 = G->alloc_host(G, bytes), *got = G->alloc_host(G, bytes);
+    void *a = G->alloc(G, bytes), *b = G->alloc(G, bytes);
+    iv2_event *e = G->event_create(G);
+    for (size_t i = 0; i < n; i++) { h1[i] = (uint32_t)(i * 2654435761u); h2[i] = ~h1[i]; }
+    /* upload h1 into a on the copy stream; compute copies a to b after the wait */
+    G->upload_async(G, a, h1, bytes);
+    G->event_record(G, e, IV2_STREAM_COPY);
+    G->event_wait(G, e, IV2_STREAM_COMPUTE);
+    G->copy(G, b, a, bytes);
+    G->download_raw(G, got, b, bytes);
+    CHECK(!memcmp(got, h1, bytes), "upload_async then copy after event_wait: b != the uploaded bytes");
+    /* a = h1 (b); download a; then overwrite a with h2: the download must hold h1 */
+    G->upload_raw(G, b, h2, bytes);   /* b = h2 now */
+    G->upload_raw(G, a, h1, bytes);
+    memset(got, 0, bytes);
+    G->download_async(G, got, a, bytes);
+    G->copy(G, a, b, bytes);          /* queued after the download */
+    G->event_record(G, e, IV2_STREAM_COMPUTE);
+    G->event_sync(G, e);
+    CHECK(!memcmp(got, h1, bytes), "download_async: got the buffer as later work left it");
+    G->download_raw(G, got, a, bytes);
+    CHECK(!memcmp(got, h2, bytes), "the copy queued after download_async did not run");
+    G->event_destroy(G, e);
+    G->free(G, a);
+    G->free(G, b);
+    G->free_host(G, h1);
+    G->free_host(G, h2);
+    G->free_host(G, got);
+}
+
 static void test_adamw(void) {
     size_t n = 5000;
     pair p = mk(n, 1), gr = mk(n, 1), m = mkf(n), v = mkf(n), master = mkf(n);
@@ -319,6 +355,7 @@ int main(void) {
     test_attention(2, 2, 100, 100, 20, 1, 0);   /* D % 8 != 0: the unpipelined kernel */
     test_attention(1, 4, 1100, 1100, 88, 1, 0); /* long sequence: 8 warps per block */
     test_adamw();
+    test_async_transfers();
     G->sync(G);
     iv2_backend_destroy(G);
     iv2_backend_destroy(C);
