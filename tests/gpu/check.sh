@@ -15,8 +15,9 @@
 #   memcheck  compute-sanitizer memcheck on one tiny InternViT forward, on the extract teachers test
 #             (and on the op tests); racecheck on the tiny forward (default and wg128p)
 #   bench_*   bench_kernels, bench_vit (iv2; again with the cuBLAS attention backward, the wgmma
-#             backward and the wgmma forward) and bench_torch.py (PyTorch, same GPU, same run; the student step
-#             eager and with torch.compile)
+#             backward and the wgmma forward), bench_extract (iv2-extract's teachers, downloads,
+#             encoding and LMDB writes at full size, views/s per stage) and bench_torch.py
+#             (PyTorch, same GPU, same run; the student step eager and with torch.compile)
 #   profile_step  one iv2-1b train step (depth 2, 32 views) under Nsight Compute, kernel durations
 #             only; tests/gpu/profile_step.py makes the per-kernel table (skipped without ncu)
 #   ncu_attention  Nsight Compute's sections (throughput, occupancy, stalls, instruction mix) for
@@ -88,7 +89,7 @@ printf '%-34s %-20s\n' env "see env.log" >> "$SUMMARY"
 # ---- build (make -k: one broken target must not hide the others) ----
 MK="make -k -j$(nproc) SKIP_DEPS=1 FFMPEG=0 CUDA=1 CUDA_ARCH=90a"
 step build 300 $MK BASE_CFLAGS="$DEP_CFLAGS" BASE_LIBS="$DEP_LIBS" gpu-tests build/gpu/bench_kernels \
-  build/gpu/bench_vit
+  build/gpu/bench_vit build/gpu/bench_extract
 
 # ---- GPU parity tests ----
 for t in build/gpu/test_*; do
@@ -136,9 +137,8 @@ for b in bench_kernels bench_vit; do
 done
 [ -x build/gpu/bench_kernels ] && step bench_kernels 120 build/gpu/bench_kernels "$OUT/bench_kernels.json"
 [ -x build/gpu/bench_vit ] && step bench_vit 150 build/gpu/bench_vit "$OUT/bench_vit.json"
-# the student step with the cuBLAS attention backward, for the side-by-side figure
-[ -x build/gpu/bench_vit ] && step bench_vit_gemm_backward 150 env IV2_ATTN_BWD=gemm build/gpu/bench_vit \
-  "$OUT/bench_vit_gemm_backward.json"
+# the baseline beside it, then the variants, then extract: the most needed figures first
+step bench_torch 180 python3 tests/gpu/bench_torch.py "$OUT/bench_torch.json"
 # the student step with the Hopper fused backward, beside bench_vit's default (mma.sync) backward
 [ -x build/gpu/bench_vit ] && step bench_vit_bwd_wg 150 env IV2_ATTN_BWD=wg build/gpu/bench_vit \
   "$OUT/bench_vit_bwd_wg.json"
@@ -149,7 +149,12 @@ if [ -n "$WG" ] && [ -x build/gpu/bench_vit ]; then
   step bench_vit_fwd_wg 150 env IV2_ATTN_FWD="$WG" build/gpu/bench_vit "$OUT/bench_vit_fwd_wg.json"
   echo "IV2_ATTN_FWD=$WG" >> "$OUT/bench_vit_fwd_wg.log"
 fi
-step bench_torch 180 python3 tests/gpu/bench_torch.py "$OUT/bench_torch.json"
+# the student step with the cuBLAS attention backward, for the side-by-side figure
+[ -x build/gpu/bench_vit ] && step bench_vit_gemm_backward 150 env IV2_ATTN_BWD=gemm build/gpu/bench_vit \
+  "$OUT/bench_vit_gemm_backward.json"
+# extract's GPU half at full size (teachers, downloads, encoding, LMDB writes under build/tmp), per stage
+if [ -x build/gpu/bench_extract ]; then step bench_extract 180 build/gpu/bench_extract "$OUT/bench_extract.json"
+else printf '%-34s %-20s\n' bench_extract "SKIP (not built)" | tee -a "$SUMMARY"; fi
 
 # ---- shared-memory hazards of the real hardware (tests/emu checks the same on the CPU), after
 # the figures: the default kernels and the pipelined Hopper forward ----
@@ -198,7 +203,7 @@ fi
 {
   echo
   echo "== figures (device: $(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -n 1))"
-  for b in bench_vit bench_vit_gemm_backward bench_vit_bwd_wg bench_vit_fwd_wg bench_torch bench_kernels; do
+  for b in bench_vit bench_extract bench_vit_gemm_backward bench_vit_bwd_wg bench_vit_fwd_wg bench_torch bench_kernels; do
     [ -f "$OUT/$b.log" ] && { echo "-- $b"; grep -v '^==' "$OUT/$b.log"; }
   done
   [ -f "$OUT/profile_step.txt" ] && { echo "-- profile_step: iv2-1b train step at depth 2, 32 views, per kernel" \
