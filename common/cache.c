@@ -367,6 +367,20 @@ static const cJSON *json_at(const cJSON *root, const char *path) {
     return j;
 }
 
+size_t iv2_cache_targets_json(char *buf, size_t cap, size_t at, const iv2_cache_target *t, int n) {
+    at += (size_t)snprintf(buf + at, at < cap ? cap - at : 0, "\"targets\":[");
+    for (int i = 0; i < n; i++) {
+        const char *dt = t[i].dtype == IV2_BF16 ? "bf16" : t[i].dtype == IV2_F16 ? "fp16" : t[i].dtype == IV2_I8 ? "int8" : "fp32";
+        at += (size_t)snprintf(buf + at, at < cap ? cap - at : 0,
+                               "%s{\"name\":\"%s\",\"teacher\":\"%s\",\"kind\":\"%s\",\"block\":%d,\"tokens\":%d,"
+                               "\"dim\":%d,\"dtype\":\"%s\",\"post\":\"%s\"}",
+                               i ? "," : "", t[i].name, t[i].teacher, t[i].kind, t[i].block, t[i].tokens, t[i].dim, dt,
+                               t[i].post);
+    }
+    at += (size_t)snprintf(buf + at, at < cap ? cap - at : 0, "]");
+    return at;
+}
+
 int iv2_cache_meta_compare(const char *a, const char *b, const char *const *ignore) {
     cJSON *ja = cJSON_Parse(a), *jb = cJSON_Parse(b);
     int rc = 0;

@@ -97,6 +97,9 @@ int iv2_cache_set_meta(iv2_cache *c, const char *json);
 /* Compare two meta texts with the same rules (ignore: extra keys to ignore, NULL-terminated, on
  * top of the free ones). 0 = same, -1 with the first differing field named in iv2_err. */
 int iv2_cache_meta_compare(const char *a, const char *b, const char *const *ignore);
+/* Append meta's target list, "targets":[{name, teacher, kind, block, tokens, dim, dtype, post},
+ * ...], for n targets at buf[at] (snprintf rules: returns the new length). */
+size_t iv2_cache_targets_json(char *buf, size_t cap, size_t at, const iv2_cache_target *t, int n);
 
 int iv2_cache_n_targets(const iv2_cache *c);
 const iv2_cache_target *iv2_cache_target_at(const iv2_cache *c, int i);

@@ -228,16 +228,8 @@ static char *build_meta(const iv2_extract_opts *o, const iv2_teachers *ts, const
                      so->deterministic ? 0 : so->flip, so->stream, (unsigned long long)o->seed, o->views,
                      iv2_dtype_name(be->dtype), iv2_json_escape(esc, sizeof esc, o->device), o->threads);
     free(teachers);
-    n += snprintf(buf + n, cap - (size_t)n, "\"targets\":[");
-    for (int i = 0; i < ts->n_targets; i++) {
-        const iv2_cache_target *t = &ts->targets[i];
-        const char *dt = t->dtype == IV2_BF16 ? "bf16" : t->dtype == IV2_F16 ? "fp16" : t->dtype == IV2_I8 ? "int8" : "fp32";
-        n += snprintf(buf + n, cap - (size_t)n,
-                      "%s{\"name\":\"%s\",\"teacher\":\"%s\",\"kind\":\"%s\",\"block\":%d,\"tokens\":%d,\"dim\":%d,"
-                      "\"dtype\":\"%s\",\"post\":\"%s\"}",
-                      i ? "," : "", t->name, t->teacher, t->kind, t->block, t->tokens, t->dim, dt, t->post);
-    }
-    n += snprintf(buf + n, cap - (size_t)n, "],\"manifest_path\":\"%s\",\"manifest_sha256\":\"%s\",\"manifest_rows\":%lld,",
+    n = (int)iv2_cache_targets_json(buf, cap, (size_t)n, ts->targets, ts->n_targets);
+    n += snprintf(buf + n, cap - (size_t)n, ",\"manifest_path\":\"%s\",\"manifest_sha256\":\"%s\",\"manifest_rows\":%lld,",
                   iv2_json_escape(esc, sizeof esc, m->path), sha, (long long)m->n_rows);
     n += snprintf(buf + n, cap - (size_t)n, "\"paths\":{\"internvit\":\"%s\",", iv2_json_escape(esc, sizeof esc, o->internvit ? o->internvit : ""));
     n += snprintf(buf + n, cap - (size_t)n, "\"videomae\":\"%s\"},", iv2_json_escape(esc, sizeof esc, o->videomae ? o->videomae : ""));

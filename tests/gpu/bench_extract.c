@@ -76,18 +76,11 @@ static char *bench_meta(const iv2_teachers *ts, int img) {
     size_t cap = 65536;
     char *buf = malloc(cap), *teachers = iv2_teachers_meta_json(ts);
     int n = snprintf(buf, cap, "{\"format\":%d,\"tool_version\":\"bench_extract\",\"teachers\":%s,"
-                     "\"sampling\":{\"num_frames\":%d,\"size\":%d},\"views\":1,\"targets\":[",
+                     "\"sampling\":{\"num_frames\":%d,\"size\":%d},\"views\":1,",
                      IV2_CACHE_FORMAT, teachers, CLIP_FRAMES, img);
     free(teachers);
-    for (int i = 0; i < ts->n_targets; i++) {
-        const iv2_cache_target *t = &ts->targets[i];
-        const char *dt = t->dtype == IV2_BF16 ? "bf16" : t->dtype == IV2_F16 ? "fp16" : t->dtype == IV2_I8 ? "int8" : "fp32";
-        n += snprintf(buf + n, cap - (size_t)n,
-                      "%s{\"name\":\"%s\",\"teacher\":\"%s\",\"kind\":\"%s\",\"block\":%d,\"tokens\":%d,\"dim\":%d,"
-                      "\"dtype\":\"%s\",\"post\":\"%s\"}",
-                      i ? "," : "", t->name, t->teacher, t->kind, t->block, t->tokens, t->dim, dt, t->post);
-    }
-    snprintf(buf + n, cap - (size_t)n, "]}");
+    n = (int)iv2_cache_targets_json(buf, cap, (size_t)n, ts->targets, ts->n_targets);
+    snprintf(buf + n, cap - (size_t)n, "}");
     return buf;
 }
 
