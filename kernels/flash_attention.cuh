@@ -643,6 +643,17 @@ __device__ __forceinline__ void add_rows(bf16 *dst, size_t stride, int row0, int
     }
 }
 
+/* lse (in log2 units) and delta of this thread's query rows r and r + 8 of one head (0 past Nq) */
+__device__ __forceinline__ void row_stats(float (&lse2)[2], float (&dl)[2], const float *lse, const float *delta, int r,
+                                          int Nq) {
+#pragma unroll
+    for (int hh = 0; hh < 2; hh++) {
+        int row = r + hh * 8;
+        lse2[hh] = row < Nq ? lse[row] * LOG2E : 0.f;
+        dl[hh] = row < Nq ? delta[row] : 0.f;
+    }
+}
+
 /* one key tile for one warp's 16 query rows: dQ += dS K with dS = P (dO V^T - delta) */
 template <int DP, bool TAIL>
 __device__ __forceinline__ void bwd_dq_tile(float (&acc)[DP / 8][4], const bf16 *qa, const bf16 *ga, const bf16 *Ks,
@@ -684,13 +695,7 @@ __global__ void __launch_bounds__(BWARPS * 32, 2) attn_bwd_dq_kernel(bf16 *dq, c
     const int row0 = q0 + warp * 16;
     const bool active = row0 < Nq;
     float lse2[2], dl[2];
-#pragma unroll
-    for (int hh = 0; hh < 2; hh++) {
-        int row = row0 + g + hh * 8;
-        size_t i = ((size_t)b * H + h) * Nq + row;
-        lse2[hh] = row < Nq ? lse[i] * LOG2E : 0.f;
-        dl[hh] = row < Nq ? delta[i] : 0.f;
-    }
+    row_stats(lse2, dl, lse + ((size_t)b * H + h) * Nq, delta + ((size_t)b * H + h) * Nq, row0 + g, Nq);
     float acc[DP / 8][4];
 #pragma unroll
     for (int j = 0; j < DP / 8; j++) acc[j][0] = acc[j][1] = acc[j][2] = acc[j][3] = 0.f;
@@ -846,13 +851,7 @@ __global__ void __launch_bounds__(BWG * 128, 1) attn_bwd3_dq_kernel(bf16 *dq, co
     const int row0 = q0 + wg * 64 + warp * 16;
     const bool active = q0 + wg * 64 < Nq;   /* warpgroup-uniform */
     float lse2[2], dl[2];
-#pragma unroll
-    for (int hh = 0; hh < 2; hh++) {
-        int row = row0 + g + hh * 8;
-        size_t i = ((size_t)b * H + h) * Nq + row;
-        lse2[hh] = row < Nq ? lse[i] * LOG2E : 0.f;
-        dl[hh] = row < Nq ? delta[i] : 0.f;
-    }
+    row_stats(lse2, dl, lse + ((size_t)b * H + h) * Nq, delta + ((size_t)b * H + h) * Nq, row0 + g, Nq);
     float acc[DP / 2], s[BN / 2], dp[BN / 2];
     uint32_t pa[BN / 16][4];
 #pragma unroll
