@@ -14,8 +14,10 @@ CC       ?= cc
 NVCC     ?= nvcc
 CUDA     ?= 0
 FFMPEG   ?= 1
-# 90a: Hopper's arch-specific code (wgmma) for H100/H200; 80 covers A100 and runs elsewhere
+# 90a: Hopper's arch-specific code (wgmma) for H100/H200; 80 covers A100 and the other 8.x GPUs.
+# CUDA_PTX: PTX the driver compiles for newer GPUs (Blackwell), without the Hopper-only kernels
 CUDA_ARCH ?= 80 90a
+CUDA_PTX  ?= 90
 OPT      ?= -O3
 CFLAGS   ?= $(OPT) -g -march=native
 CFLAGS   += -std=c11 -D_GNU_SOURCE -Wall -Wextra -Wno-unused-parameter -fopenmp -pthread -Icommon -Iextract -Idistill -Ikernels
@@ -41,6 +43,7 @@ ifeq ($(CUDA),1)
 CUDA_HOME ?= $(patsubst %/bin/nvcc,%,$(shell which $(NVCC)))
 CFLAGS    += -DIV2_CUDA -I$(CUDA_HOME)/include
 NVFLAGS   ?= -O3 -std=c++17 -lineinfo -Icommon -Ikernels $(foreach a,$(CUDA_ARCH),-gencode arch=compute_$(a),code=sm_$(a)) \
+             $(foreach a,$(CUDA_PTX),-gencode arch=compute_$(a),code=compute_$(a)) \
              $(if $(filter 90a,$(CUDA_ARCH)),-DIV2_WGMMA) -Xcompiler -fPIC,-Wall
 # libkernels.a needs libiv2.a (errors, dtypes) again after it: static libraries link in order
 CUDA_LIBS := build/libiv2.a -L$(CUDA_HOME)/lib64 -L$(CUDA_HOME)/targets/x86_64-linux/lib -lcublasLt -lcublas -lcudart -lstdc++

@@ -16,7 +16,7 @@ for d in Makefile common extract distill kernels manifests tests; do
 done
 cd "$W" || exit 1
 log="$W/build.log"
-if ! nice make -s -j2 SKIP_DEPS=1 FFMPEG=0 CUDA=1 CUDA_ARCH="${CUDA_ARCH:-90a}" gpu-tests \
+if ! nice make -s -j2 SKIP_DEPS=1 FFMPEG=0 CUDA=1 CUDA_ARCH="${CUDA_ARCH:-90a}" CUDA_PTX= gpu-tests \
       $(for f in tests/gpu/bench_*.c; do [ -e "$f" ] && echo "build/gpu/$(basename "$f" .c)"; done) >"$log" 2>&1; then
   echo "CUDA build failed (log: $log):"
   grep -E "error|Error" "$log" | head -n 30

@@ -87,7 +87,7 @@ env_info > "$OUT/env.log" 2>&1
 printf '%-34s %-20s\n' env "see env.log" >> "$SUMMARY"
 
 # ---- build (make -k: one broken target must not hide the others) ----
-MK="make -k -j$(nproc) SKIP_DEPS=1 FFMPEG=0 CUDA=1 CUDA_ARCH=90a"
+MK="make -k -j$(nproc) SKIP_DEPS=1 FFMPEG=0 CUDA=1 CUDA_ARCH=90a CUDA_PTX="
 step build 300 $MK BASE_CFLAGS="$DEP_CFLAGS" BASE_LIBS="$DEP_LIBS" gpu-tests build/gpu/bench_kernels \
   build/gpu/bench_vit build/gpu/bench_extract
 
