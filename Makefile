@@ -73,6 +73,14 @@ EXTRACT_OBJ := $(EXTRACT_SRC:%.c=build/%.o)
 DISTILL_OBJ := $(DISTILL_SRC:%.c=build/%.o)
 KERN_OBJ    := $(KERN_SRC:%.cu=build/%.o)
 
+# Objects depend on the flags they were built with: build/flags holds the last ones and changes
+# (so everything is rebuilt) when they do, e.g. between `make` and `make CUDA=1` in one tree.
+BUILD_FLAGS := $(CC) $(CFLAGS) $(FF_CFLAGS) $(if $(filter 1,$(CUDA)),$(NVCC) $(NVFLAGS))
+ifneq ($(MAKECMDGOALS),clean)
+_flags := $(shell mkdir -p build && printf '%s\n' '$(subst ','\'',$(BUILD_FLAGS))' > build/flags.new && \
+            { cmp -s build/flags.new build/flags || cp build/flags.new build/flags; }; rm -f build/flags.new)
+endif
+
 LIBIV2 := build/libiv2.a $(KERN_LIB)
 ALL_LIBS := $(BASE_LIBS) $(CUDA_LIBS)
 
@@ -105,11 +113,11 @@ all: $(TOOLS)
 deps:
 	@sh $(SETUP)
 
-build/%.o: %.c $(wildcard common/*.h extract/*.h distill/*.h kernels/*.h)
+build/%.o: %.c $(wildcard common/*.h extract/*.h distill/*.h kernels/*.h) build/flags
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(if $(findstring extract/,$<),$(FF_CFLAGS)) -c $< -o $@
 
-build/kernels/%.o: kernels/%.cu $(wildcard kernels/*.h kernels/*.cuh common/*.h)
+build/kernels/%.o: kernels/%.cu $(wildcard kernels/*.h kernels/*.cuh common/*.h) build/flags
 	@mkdir -p $(dir $@)
 	$(NVCC) $(NVFLAGS) -c $< -o $@
 

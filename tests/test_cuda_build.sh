@@ -1,8 +1,9 @@
 #!/bin/sh
 # test_cuda_build: when nvcc is on PATH, compile the CUDA backend (kernels/) and the GPU tests and
-# benchmarks (tests/gpu/) for one architecture (sm_90a: the Hopper kernels too), so a CUDA build break fails the suite on machines
-# without a GPU. Skipped (77) without nvcc. Builds in a copy of the sources under build/cuda/ so
-# the CPU build's objects in build/ are never compiled with -DIV2_CUDA (make does not track flags).
+# benchmarks (tests/gpu/) for one architecture (sm_90a: the Hopper kernels too), so a CUDA build
+# break fails the suite on machines without a GPU. Skipped (77) without nvcc. Builds in a copy of the sources under build/cuda/, so
+# the CPU build in build/ stays as it is (build/flags would have make rebuild either build from
+# scratch each time the other ran).
 # Also runs the GPU test programs, which must skip (77) or pass here.
 command -v nvcc >/dev/null 2>&1 || { echo "skipped: nvcc not on PATH"; exit 77; }
 cd "$(dirname "$0")/.." || exit 1
