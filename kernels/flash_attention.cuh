@@ -435,6 +435,8 @@ __device__ __forceinline__ void fa3_pv_wait(float (&o)[DP / 2], const uint32_t (
 struct fa3_block {
     int b, h, q0, wg, warp, g, t;
     const bf16 *kb, *vb;
+    const bf16 *Qw;   /* this warpgroup's 64 query rows in shared memory: 8 row groups */
+    bool active;      /* false for a warpgroup past the last query: it only loads */
 };
 template <int DP, int TN, int NWG>
 __device__ __forceinline__ fa3_block fa3_begin(bf16 *Qs, bf16 *KV, const bf16 *q, const bf16 *k, const bf16 *v, int H,
@@ -446,6 +448,8 @@ __device__ __forceinline__ fa3_block fa3_begin(bf16 *Qs, bf16 *KV, const bf16 *q
     const bf16 *qb = q + (size_t)B.b * Nq * q_stride + (size_t)B.h * D;
     B.kb = k + (size_t)B.b * Nk * kv_stride + (size_t)B.h * D;
     B.vb = v + (size_t)B.b * Nk * kv_stride + (size_t)B.h * D;
+    B.Qw = Qs + B.wg * 64 * DP;
+    B.active = B.q0 + B.wg * 64 < Nq;
     tile_async<DP, true>(Qs, qb, B.q0, NWG * 64, Nq, D, q_stride);
     tile_async<DP, true>(KV, B.kb, 0, TN, Nk, D, kv_stride);
     tile_async<DP, true>(KV + TN * DP, B.vb, 0, TN, Nk, D, kv_stride);
@@ -468,8 +472,8 @@ __global__ void __launch_bounds__(NWG * 128, TN == 64 ? 2 : 1)
 #pragma unroll
     for (int i = 0; i < DP / 2; i++) o[i] = 0.f;
     const float sl2 = scale * LOG2E;
-    const bf16 *Qw = Qs + B.wg * 64 * DP;        /* this warpgroup's 64 rows: 8 row groups */
-    const bool active = B.q0 + B.wg * 64 < Nq;   /* a warpgroup past the last query only loads */
+    const bf16 *Qw = B.Qw;
+    const bool active = B.active;
     const int ntiles = (Nk + TN - 1) / TN;
     for (int it = 0; it < ntiles; it++) {
         next_tiles<DP, true, TN>(KV, B.kb, kv_stride, B.vb, kv_stride, it, ntiles, Nk, D);
@@ -508,8 +512,8 @@ __global__ void __launch_bounds__(NWG * 128, 1)
 #pragma unroll
     for (int i = 0; i < DP / 2; i++) o[i] = 0.f;
     const float sl2 = scale * LOG2E;
-    const bf16 *Qw = Qs + B.wg * 64 * DP;
-    const bool active = B.q0 + B.wg * 64 < Nq;
+    const bf16 *Qw = B.Qw;
+    const bool active = B.active;
     const int ntiles = (Nk + TN - 1) / TN;
     const size_t stage = (size_t)2 * TN * DP;
     /* tile 0: its S and softmax alone */
