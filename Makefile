@@ -98,8 +98,9 @@ TEST_BIN := $(TEST_C:tests/%.c=build/tests/%)
 ifneq ($(FFMPEG),1)
 TEST_BIN := $(filter-out build/tests/test_decode% build/tests/test_extract%,$(TEST_BIN))
 endif
-# the tensor-core attention kernels, run on the CPU under an emulation of their PTX (tests/emu/)
-TEST_BIN += build/tests/test_attention_emu build/tests/test_wgmma_emu
+# the tensor-core attention kernels and the norm / elementwise backward kernels, run on the CPU
+# under an emulation of CUDA and their PTX (tests/emu/)
+TEST_BIN += build/tests/test_attention_emu build/tests/test_wgmma_emu build/tests/test_kernels_emu
 BENCH_C   := $(wildcard tests/bench/bench_*.c)
 BENCH_BIN := $(BENCH_C:tests/bench/%.c=build/bench/%)
 GPU_C     := $(wildcard tests/gpu/test_*.c)
@@ -149,6 +150,10 @@ build/tests/%: tests/%.c tests/testutil.h $(TEST_LIBS)
 build/tests/test_attention_emu: tests/emu/test_attention_emu.cpp tests/emu/cuda_emu.h kernels/flash_attention.cuh
 	@mkdir -p $(dir $@)
 	$(CXX) -std=c++17 -O2 -g -Wall -Wno-unknown-pragmas -Ikernels -Itests/emu $< -o $@ -lm
+build/tests/test_kernels_emu: tests/emu/test_kernels_emu.cpp tests/emu/cuda_emu.h kernels/cuda_device.cuh \
+                             kernels/norm.cuh kernels/elementwise.cuh common/compute.h
+	@mkdir -p $(dir $@)
+	$(CXX) -std=c++17 -O2 -g -Wall -Wno-unknown-pragmas -fno-strict-aliasing -Ikernels -Icommon -Itests/emu $< -o $@ -lm
 build/tests/test_wgmma_emu: tests/emu/test_wgmma_emu.cpp tests/emu/cuda_emu.h
 	@mkdir -p $(dir $@)
 	$(CXX) -std=c++17 -O2 -g -Wall -Wno-unknown-pragmas -Itests/emu $< -o $@ -lm

@@ -191,6 +191,9 @@ extern "C" iv2_backend *iv2_cuda_backend_create(int device) {
     be->esize = 2;
     be->device = device;
     im->smem_optin = prop.sharedMemPerBlockOptin;
+    im->sms = prop.multiProcessorCount;
+    const char *vb = getenv("IV2_VEC_BWD");   /* 0: the scalar backward kernels, for side-by-side timing */
+    im->vec_bwd = !(vb && !strcmp(vb, "0"));
 #ifdef IV2_WGMMA   /* the Makefile defines it when CUDA_ARCH has 90a: sm_90a code runs on 9.0 only */
     im->wgmma = prop.major == 9 && prop.minor == 0;
 #endif

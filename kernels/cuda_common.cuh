@@ -13,6 +13,7 @@ extern "C" {
 }
 
 typedef __nv_bfloat16 bf16;
+#include "cuda_device.cuh"
 
 /* A CUDA failure inside an op is a bug or a lost device: there is no way to return an error
  * through the void ops of compute.h, so we stop with the call site and CUDA's reason. */
@@ -46,6 +47,9 @@ typedef struct {
     gemm_cache_entry gemm[GEMM_CACHE];
     int gemm_next;
     size_t smem_optin;            /* largest dynamic shared memory a block may opt in to */
+    int sms;                      /* streaming multiprocessors */
+    int norm_bwd_blocks[9];       /* resident blocks per SM of norm_backward8_kernel<VPL> (0: not asked yet) */
+    int vec_bwd;                  /* the 16-byte-vector backward kernels (norm, GELU, residual, bias); IV2_VEC_BWD=0: the scalar ones */
     int wgmma;                    /* the sm_90a kernels run here: built with IV2_WGMMA, compute capability 9.0 */
 } cuda_impl;
 
@@ -54,44 +58,7 @@ float *cuda_scratch(iv2_backend *be, size_t bytes);   /* cuda_backend.cu */
 
 static inline unsigned cdiv(size_t a, size_t b) { return (unsigned)((a + b - 1) / b); }
 
-__device__ __forceinline__ float ld(const bf16 *p) { return __bfloat162float(*p); }
-__device__ __forceinline__ void st(bf16 *p, float v) { *p = __float2bfloat16(v); }
-
-/* 8 bf16 (16 bytes) <-> 8 floats; callers check 16-byte alignment */
-__device__ __forceinline__ void ld8(const bf16 *p, float *f) {
-    uint4 u = *(const uint4 *)p;
-    const __nv_bfloat162 *h = (const __nv_bfloat162 *)&u;
-#pragma unroll
-    for (int k = 0; k < 4; k++) { float2 v = __bfloat1622float2(h[k]); f[2 * k] = v.x; f[2 * k + 1] = v.y; }
-}
-__device__ __forceinline__ void st8(bf16 *p, const float *f) {
-    uint4 u;
-    __nv_bfloat162 *h = (__nv_bfloat162 *)&u;
-#pragma unroll
-    for (int k = 0; k < 4; k++) h[k] = __floats2bfloat162_rn(f[2 * k], f[2 * k + 1]);
-    *(uint4 *)p = u;
-}
 static inline int al16(const void *p) { return p == NULL || ((uintptr_t)p & 15) == 0; }
-
-__device__ __forceinline__ float warp_sum(float v) {
-    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffff, v, o);
-    return v;
-}
-__device__ __forceinline__ float warp_max(float v) {
-    for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffff, v, o));
-    return v;
-}
-/* sum over a block of up to 1024 threads (blockDim.x a multiple of 32); every thread gets it */
-__device__ __forceinline__ float block_sum(float v) {
-    __shared__ float red[32];
-    int lane = threadIdx.x & 31, w = threadIdx.x >> 5, nw = blockDim.x >> 5;
-    v = warp_sum(v);
-    __syncthreads();
-    if (lane == 0) red[w] = v;
-    __syncthreads();
-    v = lane < nw ? red[lane] : 0.f;
-    return warp_sum(v);
-}
 
 /* op families, one .cu file each; they fill their slots of the backend table */
 void cuda_install_matmul(iv2_backend *be);
@@ -99,5 +66,6 @@ void cuda_install_norm(iv2_backend *be);
 void cuda_install_attention(iv2_backend *be);
 void cuda_install_elementwise(iv2_backend *be);
 void cuda_matmul_release(cuda_impl *im);
+void cuda_bias_grad(iv2_backend *be, void *dbias, const void *dout, int M, int N);   /* dbias += column sums of dout[M][N] */
 
 #endif

@@ -111,39 +111,14 @@ static void c_matmul(iv2_backend *be, void *out, const void *inp, const void *w,
     gemm(be, (bf16 *)out, (const bf16 *)w, (const bf16 *)inp, (const bf16 *)bias, N, M, K, 1, 0, K, K, N, 0.f);
 }
 
-/* dbias[j] += sum_i dout[i, j]: one thread per column, rows split over blockIdx.y, fp32 atomics
- * into scratch, then one pass that adds into the bf16 gradient. */
-__global__ void colsum_kernel(float *acc, const bf16 *dout, int M, int N, int rows_per) {
-    int j = blockIdx.x * blockDim.x + threadIdx.x;
-    if (j >= N) return;
-    int r0 = blockIdx.y * rows_per, r1 = min(M, r0 + rows_per);
-    float s = 0.f;
-    for (int i = r0; i < r1; i++) s += ld(dout + (size_t)i * N + j);
-    atomicAdd(acc + j, s);
-}
-__global__ void add_f32_to_bf16_kernel(bf16 *dst, const float *src, int n) {
-    int i = blockIdx.x * blockDim.x + threadIdx.x;
-    if (i < n) st(dst + i, ld(dst + i) + src[i]);
-}
-
 static void c_matmul_backward(iv2_backend *be, void *dinp, void *dw, void *dbias, const void *dout, const void *inp,
                               const void *w, int M, int K, int N) {
     if (M <= 0) return;
-    cuda_impl *im = impl_of(be);
     /* dinp^T[K,M] += (w stored K x N) @ (dout stored N x M) */
     if (dinp) gemm(be, (bf16 *)dinp, (const bf16 *)w, (const bf16 *)dout, NULL, K, M, N, 0, 0, K, N, K, 1.f);
     /* dw^T[K,N] += (inp stored K x M) @ (dout stored N x M)^T */
     if (dw) gemm(be, (bf16 *)dw, (const bf16 *)inp, (const bf16 *)dout, NULL, K, N, M, 0, 1, K, N, K, 1.f);
-    if (dbias) {
-        float *acc = cuda_scratch(be, (size_t)N * 4);
-        CUDA_CHECK(cudaMemsetAsync(acc, 0, (size_t)N * 4, im->stream));
-        int rows_per = 64;
-        dim3 grid(cdiv(N, 128), cdiv(M, rows_per));
-        colsum_kernel<<<grid, 128, 0, im->stream>>>(acc, (const bf16 *)dout, M, N, rows_per);
-        LAUNCH_CHECK();
-        add_f32_to_bf16_kernel<<<cdiv(N, 256), 256, 0, im->stream>>>((bf16 *)dbias, acc, N);
-        LAUNCH_CHECK();
-    }
+    if (dbias) cuda_bias_grad(be, dbias, dout, M, N);   /* elementwise.cu */
 }
 
 void cuda_matmul_release(cuda_impl *im) { memset(im->gemm, 0, sizeof im->gemm); }

@@ -1,133 +1,15 @@
-/* norm.cu: RMSNorm, LayerNorm and L2 normalisation over the last dim, forward and backward.
- * One block per row in the forward; the backward walks ROWS rows per block so the weight
- * gradients are summed in registers and added to an fp32 scratch with few atomics. */
+/* norm.cu: RMSNorm, LayerNorm and L2 normalisation over the last dim, forward and backward: the
+ * launches (the kernels are in norm.cuh). One block per row in the forward; the backward takes
+ * one warp per row on 16-byte vectors where the width allows (norm_backward8_kernel), else the
+ * scalar kernel with ROWS rows per block; both sum the weight gradients in registers and add
+ * them to an fp32 scratch with few atomics. */
 #include "cuda_common.cuh"
+#include "norm.cuh"
 
-#define NORM_THREADS 256
-#define ROWS 16          /* rows per block in the backward */
-#define MAXPER 16        /* columns per thread in the backward: C <= 4096 */
-
-__global__ void rmsnorm_kernel(bf16 *out, float *rstd, const bf16 *inp, const bf16 *w, int C, float eps) {
-    const bf16 *x = inp + (size_t)blockIdx.x * C;
-    bf16 *y = out + (size_t)blockIdx.x * C;
-    float ss = 0.f;
-    for (int c = threadIdx.x; c < C; c += blockDim.x) { float v = ld(x + c); ss += v * v; }
-    float r = rsqrtf(block_sum(ss) / C + eps);
-    for (int c = threadIdx.x; c < C; c += blockDim.x) st(y + c, ld(x + c) * r * (w ? ld(w + c) : 1.f));
-    if (rstd && threadIdx.x == 0) rstd[blockIdx.x] = r;
-}
-
-__global__ void layernorm_kernel(bf16 *out, float *mean, float *rstd, const bf16 *inp, const bf16 *w, const bf16 *b,
-                                 int C, float eps) {
-    const bf16 *x = inp + (size_t)blockIdx.x * C;
-    bf16 *y = out + (size_t)blockIdx.x * C;
-    float s = 0.f;
-    for (int c = threadIdx.x; c < C; c += blockDim.x) s += ld(x + c);
-    float mu = block_sum(s) / C;
-    float ss = 0.f;
-    for (int c = threadIdx.x; c < C; c += blockDim.x) { float d = ld(x + c) - mu; ss += d * d; }
-    float r = rsqrtf(block_sum(ss) / C + eps);
-    for (int c = threadIdx.x; c < C; c += blockDim.x)
-        st(y + c, (ld(x + c) - mu) * r * (w ? ld(w + c) : 1.f) + (b ? ld(b + c) : 0.f));
-    if (threadIdx.x == 0) {
-        if (mean) mean[blockIdx.x] = mu;
-        if (rstd) rstd[blockIdx.x] = r;
-    }
-}
-
-/* forward with the row in registers: 16-byte loads, one read of the input (C % 8 == 0,
- * C <= 8 * VPT * blockDim). mean == NULL && !ln selects RMSNorm. */
-#define VPT 4
-__global__ void norm8_kernel(bf16 *out, float *mean, float *rstd, const bf16 *inp, const bf16 *w, const bf16 *b, int C,
-                             float eps, int ln) {
-    const bf16 *x = inp + (size_t)blockIdx.x * C;
-    bf16 *y = out + (size_t)blockIdx.x * C;
-    int C8 = C / 8;
-    float v[VPT][8];
-    float s = 0.f;
-#pragma unroll
-    for (int u = 0; u < VPT; u++) {
-        int c8 = threadIdx.x + u * blockDim.x;
-        if (c8 < C8) {
-            ld8(x + 8 * c8, v[u]);
-#pragma unroll
-            for (int k = 0; k < 8; k++) s += v[u][k];
-        }
-    }
-    float mu = ln ? block_sum(s) / C : 0.f;
-    float ss = 0.f;
-#pragma unroll
-    for (int u = 0; u < VPT; u++) {
-        int c8 = threadIdx.x + u * blockDim.x;
-        if (c8 < C8)
-#pragma unroll
-            for (int k = 0; k < 8; k++) { float d = v[u][k] - mu; ss += d * d; }
-    }
-    float r = rsqrtf(block_sum(ss) / C + eps);
-#pragma unroll
-    for (int u = 0; u < VPT; u++) {
-        int c8 = threadIdx.x + u * blockDim.x;
-        if (c8 < C8) {
-            float wf[8], bf[8], o[8];
-            if (w) ld8(w + 8 * c8, wf);
-            if (b) ld8(b + 8 * c8, bf);
-#pragma unroll
-            for (int k = 0; k < 8; k++) o[k] = (v[u][k] - mu) * r * (w ? wf[k] : 1.f) + (b ? bf[k] : 0.f);
-            st8(y + 8 * c8, o);
-        }
-    }
-    if (threadIdx.x == 0) {
-        if (mean) mean[blockIdx.x] = mu;
-        if (rstd) rstd[blockIdx.x] = r;
-    }
-}
 static int norm8_ok(const void *out, const void *inp, const void *w, const void *b, int C) {
     return C % 8 == 0 && C <= 8 * VPT * 128 && al16(out) && al16(inp) && al16(w) && al16(b);
 }
 static int norm8_threads(int C) { int c8 = C / 8; return c8 <= 128 ? 64 : 128; }
-
-/* shared by both backwards: mean (NULL for RMSNorm) selects the LayerNorm formula.
- * dinp += rstd * (dn - [mean(dn)] - xhat * mean(dn * xhat)), dn = dout * w, xhat = (x - mu) * rstd
- * dw += dout * xhat, db += dout (accumulated in f32 scratch acc[0..C) and acc[C..2C)). */
-__global__ void norm_backward_kernel(bf16 *dinp, float *acc, const bf16 *dout, const bf16 *inp, const bf16 *w,
-                                     const float *mean, const float *rstd, int M, int C) {
-    float dwp[MAXPER], dbp[MAXPER];
-    for (int j = 0; j < MAXPER; j++) dwp[j] = dbp[j] = 0.f;
-    int r0 = blockIdx.x * ROWS, r1 = min(M, r0 + ROWS);
-    for (int row = r0; row < r1; row++) {
-        const bf16 *x = inp + (size_t)row * C, *dy = dout + (size_t)row * C;
-        float mu = mean ? mean[row] : 0.f, r = rstd[row];
-        float s1 = 0.f, s2 = 0.f;
-        for (int c = threadIdx.x, j = 0; c < C; c += blockDim.x, j++) {
-            float xh = (ld(x + c) - mu) * r, g = ld(dy + c), dn = g * (w ? ld(w + c) : 1.f);
-            s1 += dn;
-            s2 += dn * xh;
-            dwp[j] += g * xh;
-            dbp[j] += g;
-        }
-        s1 = block_sum(s1) / C;
-        s2 = block_sum(s2) / C;
-        if (!mean) s1 = 0.f;
-        if (dinp) {
-            bf16 *dx = dinp + (size_t)row * C;
-            for (int c = threadIdx.x; c < C; c += blockDim.x) {
-                float xh = (ld(x + c) - mu) * r, dn = ld(dy + c) * (w ? ld(w + c) : 1.f);
-                st(dx + c, ld(dx + c) + r * (dn - s1 - xh * s2));
-            }
-        }
-    }
-    for (int c = threadIdx.x, j = 0; c < C; c += blockDim.x, j++) {
-        atomicAdd(acc + c, dwp[j]);
-        atomicAdd(acc + C + c, dbp[j]);
-    }
-}
-
-__global__ void add_acc_kernel(bf16 *dw, bf16 *db, const float *acc, int C) {
-    int c = blockIdx.x * blockDim.x + threadIdx.x;
-    if (c >= C) return;
-    if (dw) st(dw + c, ld(dw + c) + acc[c]);
-    if (db) st(db + c, ld(db + c) + acc[C + c]);
-}
 
 static int threads_for(int C) { return C >= 1024 ? 256 : C >= 256 ? 128 : 64; }
 
@@ -153,8 +35,27 @@ static void norm_backward(iv2_backend *be, void *dinp, void *dw, void *db, const
     int nt = C > 64 * MAXPER ? NORM_THREADS : 64;
     float *acc = cuda_scratch(be, (size_t)2 * C * 4);
     CUDA_CHECK(cudaMemsetAsync(acc, 0, (size_t)2 * C * 4, im->stream));
-    norm_backward_kernel<<<cdiv(M, ROWS), nt, 0, im->stream>>>((bf16 *)dinp, acc, (const bf16 *)dout,
-                                                               (const bf16 *)inp, (const bf16 *)w, mean, rstd, M, C);
+    int vpl = cdiv(C / 8, 32);
+    if (im->vec_bwd && C % 8 == 0 && vpl <= 8 && al16(dinp) && al16(dout) && al16(inp) && al16(w)) {
+        vpl = vpl <= 1 ? 1 : vpl <= 2 ? 2 : vpl <= 4 ? 4 : vpl <= 6 ? 6 : 8;
+        void (*k)(bf16 *, float *, const bf16 *, const bf16 *, const bf16 *, const float *, const float *, int, int,
+                  int) = vpl == 1 ? norm_backward8_kernel<1> : vpl == 2 ? norm_backward8_kernel<2>
+                       : vpl == 4 ? norm_backward8_kernel<4> : vpl == 6 ? norm_backward8_kernel<6>
+                                                             : norm_backward8_kernel<8>;
+        size_t smem = (size_t)2 * C * 4;
+        /* one wave of blocks: each SM holds as many as its registers allow (3 at VPL 6), and more
+         * rows per block means fewer atomics on acc */
+        if (!im->norm_bwd_blocks[vpl])
+            CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&im->norm_bwd_blocks[vpl], k, 128, smem));
+        int blocks = im->sms * (im->norm_bwd_blocks[vpl] > 0 ? im->norm_bwd_blocks[vpl] : 1);
+        int rows = (int)cdiv(M, blocks);
+        if (rows < 4) rows = 4;
+        k<<<cdiv(M, rows), 128, smem, im->stream>>>((bf16 *)dinp, acc, (const bf16 *)dout, (const bf16 *)inp,
+                                                    (const bf16 *)w, mean, rstd, M, C, rows);
+    } else
+        norm_backward_kernel<<<cdiv(M, ROWS), nt, 0, im->stream>>>((bf16 *)dinp, acc, (const bf16 *)dout,
+                                                                   (const bf16 *)inp, (const bf16 *)w, mean, rstd, M,
+                                                                   C);
     LAUNCH_CHECK();
     if (dw || db) {
         add_acc_kernel<<<cdiv(C, 256), 256, 0, im->stream>>>((bf16 *)dw, (bf16 *)db, acc, C);
@@ -184,26 +85,6 @@ static void c_layernorm(iv2_backend *be, void *out, float *mean, float *rstd, co
 static void c_layernorm_backward(iv2_backend *be, void *dinp, void *dw, void *db, const void *dout, const void *inp,
                                  const void *w, const float *mean, const float *rstd, int M, int C) {
     norm_backward(be, dinp, dw, db, dout, inp, w, mean, rstd, M, C);
-}
-
-/* out = x / ||x|| (no eps, as the official code) */
-__global__ void l2norm_kernel(bf16 *out, float *norm, const bf16 *inp, int C) {
-    const bf16 *x = inp + (size_t)blockIdx.x * C;
-    float ss = 0.f;
-    for (int c = threadIdx.x; c < C; c += blockDim.x) { float v = ld(x + c); ss += v * v; }
-    float n = sqrtf(block_sum(ss));
-    for (int c = threadIdx.x; c < C; c += blockDim.x) st(out + (size_t)blockIdx.x * C + c, ld(x + c) / n);
-    if (norm && threadIdx.x == 0) norm[blockIdx.x] = n;
-}
-/* dinp += (dout - out * <dout, out>) / norm */
-__global__ void l2norm_backward_kernel(bf16 *dinp, const bf16 *dout, const bf16 *out, const float *norm, int C) {
-    size_t o = (size_t)blockIdx.x * C;
-    float s = 0.f;
-    for (int c = threadIdx.x; c < C; c += blockDim.x) s += ld(dout + o + c) * ld(out + o + c);
-    s = block_sum(s);
-    float inv = 1.f / norm[blockIdx.x];
-    for (int c = threadIdx.x; c < C; c += blockDim.x)
-        st(dinp + o + c, ld(dinp + o + c) + (ld(dout + o + c) - ld(out + o + c) * s) * inv);
 }
 
 static void c_l2norm(iv2_backend *be, void *out, float *norm, const void *inp, int M, int C) {

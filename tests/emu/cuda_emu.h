@@ -1,5 +1,6 @@
-/* cuda_emu.h: enough of CUDA to run the tensor-core kernels of kernels/flash_attention.cuh on
- * the CPU, instruction for instruction, where there is no GPU.
+/* cuda_emu.h: enough of CUDA to run the tensor-core kernels of kernels/flash_attention.cuh, and
+ * the plain ones of kernels/norm.cuh and kernels/elementwise.cuh (grid-stride loops, shuffles,
+ * block sums, float atomics), on the CPU, instruction for instruction, where there is no GPU.
  *
  * It stands in for cuda_bf16.h and kernels/mma.cuh: every CUDA thread is a fiber (ucontext)
  * with its own registers and stack, a block's threads run one at a time on one OS thread, and
@@ -43,6 +44,9 @@
 #define __launch_bounds__(...)
 #define __shared__
 #define __align__(n)
+/* kernels/cuda_device.cuh's __shared__ arrays inside device functions (block_sum): one block
+ * runs at a time, its threads on one OS thread, so a static is the block's shared array */
+#define IV2_BLOCK_SHARED static
 #pragma GCC diagnostic ignored "-Wunknown-pragmas"
 
 using std::min;
@@ -52,6 +56,7 @@ using std::max;
 struct __nv_bfloat16 { uint16_t u; };
 struct __nv_bfloat162 { __nv_bfloat16 x, y; };
 struct float2 { float x, y; };
+struct uint4 { unsigned x, y, z, w; };
 typedef __nv_bfloat16 bf16;
 static inline float __bfloat162float(bf16 h) {
     uint32_t u = (uint32_t)h.u << 16;
@@ -451,7 +456,7 @@ static void run_block() {
 }
 }  /* namespace emu */
 
-static dim3 blockIdx, blockDim;
+static dim3 blockIdx, blockDim, gridDim;
 #define threadIdx (emu::cur->tid)
 
 static inline void __syncthreads() {
@@ -465,6 +470,15 @@ static inline float __shfl_xor_sync(unsigned mask, float v, int m) {
     emu::wait_collective(emu::OP_SHFL);
     return emu::cur->d[0];
 }
+
+/* atomics: threads switch only at collectives, so a plain read-modify-write is atomic here */
+static inline float atomicAdd(float *p, float v) { float o = *p; *p = o + v; return o; }
+static inline bf16 atomicAdd(bf16 *p, bf16 v) {
+    bf16 o = *p;
+    *p = __float2bfloat16(__bfloat162float(o) + __bfloat162float(v));
+    return o;
+}
+static inline float rsqrtf(float x) { return 1.f / sqrtf(x); }
 
 /* ---- kernels/mma.cuh, emulated ---- */
 static inline uint32_t pack_bf16(float lo, float hi) {
@@ -584,7 +598,7 @@ template <int n> static inline void cp_async_wait() {
 }
 
 /* ---- the test's side ---- */
-static void emu_register(const void *p, size_t bytes) { emu::globals.push_back({(const char *)p, bytes}); }
+[[maybe_unused]] static void emu_register(const void *p, size_t bytes) { emu::globals.push_back({(const char *)p, bytes}); }
 
 /* kernel<<<grid, threads, smem_bytes>>>(args...) as emu_launch(grid, threads, smem_bytes, [&] { kernel(args...); }) */
 static void emu_launch(dim3 grid, unsigned threads, size_t smem_bytes, std::function<void()> fn) {
@@ -594,6 +608,7 @@ static void emu_launch(dim3 grid, unsigned threads, size_t smem_bytes, std::func
     emu::nthreads = threads;
     emu::smem_bytes = smem_bytes;
     blockDim = {threads, 1, 1};
+    gridDim = grid;
     for (unsigned by = 0; by < grid.y; by++)
         for (unsigned bx = 0; bx < grid.x; bx++) {
             blockIdx = {bx, by, 0};

@@ -102,6 +102,8 @@ step build_extract_teachers 200 $MK BASE_CFLAGS="$DEP_CFLAGS" BASE_LIBS="$DEP_LI
 [ -x build/tests/test_extract_teachers ] && step test_extract_teachers_cuda 150 build/tests/test_extract_teachers
 # the debugging path of attention (unpipelined forward, scalar backward) against the CPU too
 [ -x build/gpu/test_cuda_ops ] && step test_cuda_ops_simple_attention 150 env IV2_ATTN_SIMPLE=1 build/gpu/test_cuda_ops
+# the scalar norm / GELU / residual / bias-gradient backward kernels (the default takes 16-byte vectors)
+[ -x build/gpu/test_cuda_ops ] && step test_cuda_ops_scalar_bwd 150 env IV2_VEC_BWD=0 build/gpu/test_cuda_ops
 # the cuBLAS attention backward (the default is the fused kernels of flash_attention.cuh) too
 [ -x build/gpu/test_cuda_ops ] && step test_cuda_ops_gemm_backward 150 env IV2_ATTN_BWD=gemm build/gpu/test_cuda_ops
 [ -x build/gpu/test_cuda_vit ] && step test_cuda_vit_gemm_backward 150 env IV2_ATTN_BWD=gemm build/gpu/test_cuda_vit
@@ -152,6 +154,9 @@ fi
 # the student step with the cuBLAS attention backward, for the side-by-side figure
 [ -x build/gpu/bench_vit ] && step bench_vit_gemm_backward 150 env IV2_ATTN_BWD=gemm build/gpu/bench_vit \
   "$OUT/bench_vit_gemm_backward.json"
+# the student step with the scalar norm / GELU / residual / bias backward kernels, beside bench_vit
+[ -x build/gpu/bench_vit ] && step bench_vit_scalar_bwd 150 env IV2_VEC_BWD=0 build/gpu/bench_vit \
+  "$OUT/bench_vit_scalar_bwd.json"
 # extract's GPU half at full size (teachers, downloads, encoding, LMDB writes under build/tmp), per stage
 if [ -x build/gpu/bench_extract ]; then step bench_extract 180 build/gpu/bench_extract "$OUT/bench_extract.json"
 else printf '%-34s %-20s\n' bench_extract "SKIP (not built)" | tee -a "$SUMMARY"; fi
@@ -203,7 +208,8 @@ fi
 {
   echo
   echo "== figures (device: $(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -n 1))"
-  for b in bench_vit bench_extract bench_vit_gemm_backward bench_vit_bwd_wg bench_vit_fwd_wg bench_torch bench_kernels; do
+  for b in bench_vit bench_extract bench_vit_gemm_backward bench_vit_scalar_bwd bench_vit_bwd_wg bench_vit_fwd_wg \
+           bench_torch bench_kernels; do
     [ -f "$OUT/$b.log" ] && { echo "-- $b"; grep -v '^==' "$OUT/$b.log"; }
   done
   [ -f "$OUT/profile_step.txt" ] && { echo "-- profile_step: iv2-1b train step at depth 2, 32 views, per kernel" \

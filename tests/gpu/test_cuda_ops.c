@@ -175,8 +175,8 @@ static void test_attention(int B, int H, int Nq, int Nk, int D, int fused, int p
     drop(&qkv); drop(&qs); drop(&o); drop(&lse); drop(&pm);
 }
 
-static void test_elementwise(void) {
-    int B = 3, N = 67, Cc = 200;
+/* Cc % 8 == 0: the 16-byte-vector kernels (IV2_VEC_BWD=0 forces the scalar ones); else the scalar ones */
+static void test_elementwise(int B, int N, int Cc) {
     size_t n = (size_t)B * N * Cc;
     pair x = mk(n, 3), y = mk(n, 1), o = mk(n, 1), dx = mk(n, 1), dout = mk(n, 1);
     for (int kind = 0; kind < 2; kind++) {
@@ -219,6 +219,7 @@ static void test_elementwise(void) {
     cmp("axpy", o, 1e-2f, 1e-2f);
     /* gather / scatter with a repeated index */
     int32_t idx[7] = {0, 5, 6, 66, 100, 5, 200}, *ig = G->alloc(G, sizeof idx), *ic = C->alloc(C, sizeof idx);
+    for (int k = 0; k < 7; k++) idx[k] %= B * N;   /* rows of x; 5 stays repeated */
     G->upload_raw(G, ig, idx, sizeof idx);
     C->upload_raw(C, ic, idx, sizeof idx);
     pair go = mk(7 * (size_t)Cc, 1);
@@ -339,11 +340,14 @@ int main(void) {
     test_matmul(130, 588, 96, 1);     /* patch embedding: K = 3*14*14, unaligned rows */
     test_matmul(64, 1408, 1408, 0);
     test_matmul(1, 128, 768, 1);      /* pooled projection, one row */
+    test_matmul(45, 64, 100, 1);      /* N % 8 != 0: the scalar bias-gradient sum */
     test_norms(70, 96);
     test_norms(33, 1408);
     test_norms(9, 3200);
     test_norms(7, 100);               /* C % 8 != 0: the scalar kernels */
-    test_elementwise();
+    test_elementwise(3, 67, 200);
+    test_elementwise(3, 67, 1408);    /* the student's width: 176 vectors, the last block of 64 partly idle */
+    test_elementwise(2, 13, 100);     /* C % 8 != 0: the scalar kernels */
     test_patchify(2, 14, 1);
     test_patchify(4, 16, 2);
     test_attention(2, 3, 257, 257, 32, 1, 0);   /* tiny InternViT frame */

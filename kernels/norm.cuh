@@ -1,0 +1,228 @@
+/* norm.cuh: the device code of RMSNorm, LayerNorm and L2 normalisation over the last dim,
+ * forward and backward side by side; host launches in norm.cu. Device code only (see
+ * cuda_device.cuh), so tests/emu/test_kernels_emu.cpp runs these kernels on the CPU too.
+ * Internal to kernels/. */
+#ifndef IV2_NORM_CUH
+#define IV2_NORM_CUH
+
+#define NORM_THREADS 256
+#define ROWS 16          /* rows per block in the backward */
+#define MAXPER 16        /* columns per thread in the backward: C <= 4096 */
+
+__global__ void rmsnorm_kernel(bf16 *out, float *rstd, const bf16 *inp, const bf16 *w, int C, float eps) {
+    const bf16 *x = inp + (size_t)blockIdx.x * C;
+    bf16 *y = out + (size_t)blockIdx.x * C;
+    float ss = 0.f;
+    for (int c = threadIdx.x; c < C; c += blockDim.x) { float v = ld(x + c); ss += v * v; }
+    float r = rsqrtf(block_sum(ss) / C + eps);
+    for (int c = threadIdx.x; c < C; c += blockDim.x) st(y + c, ld(x + c) * r * (w ? ld(w + c) : 1.f));
+    if (rstd && threadIdx.x == 0) rstd[blockIdx.x] = r;
+}
+
+__global__ void layernorm_kernel(bf16 *out, float *mean, float *rstd, const bf16 *inp, const bf16 *w, const bf16 *b,
+                                 int C, float eps) {
+    const bf16 *x = inp + (size_t)blockIdx.x * C;
+    bf16 *y = out + (size_t)blockIdx.x * C;
+    float s = 0.f;
+    for (int c = threadIdx.x; c < C; c += blockDim.x) s += ld(x + c);
+    float mu = block_sum(s) / C;
+    float ss = 0.f;
+    for (int c = threadIdx.x; c < C; c += blockDim.x) { float d = ld(x + c) - mu; ss += d * d; }
+    float r = rsqrtf(block_sum(ss) / C + eps);
+    for (int c = threadIdx.x; c < C; c += blockDim.x)
+        st(y + c, (ld(x + c) - mu) * r * (w ? ld(w + c) : 1.f) + (b ? ld(b + c) : 0.f));
+    if (threadIdx.x == 0) {
+        if (mean) mean[blockIdx.x] = mu;
+        if (rstd) rstd[blockIdx.x] = r;
+    }
+}
+
+/* forward with the row in registers: 16-byte loads, one read of the input (C % 8 == 0,
+ * C <= 8 * VPT * blockDim). mean == NULL && !ln selects RMSNorm. */
+#define VPT 4
+__global__ void norm8_kernel(bf16 *out, float *mean, float *rstd, const bf16 *inp, const bf16 *w, const bf16 *b, int C,
+                             float eps, int ln) {
+    const bf16 *x = inp + (size_t)blockIdx.x * C;
+    bf16 *y = out + (size_t)blockIdx.x * C;
+    int C8 = C / 8;
+    float v[VPT][8];
+    float s = 0.f;
+#pragma unroll
+    for (int u = 0; u < VPT; u++) {
+        int c8 = threadIdx.x + u * blockDim.x;
+        if (c8 < C8) {
+            ld8(x + 8 * c8, v[u]);
+#pragma unroll
+            for (int k = 0; k < 8; k++) s += v[u][k];
+        }
+    }
+    float mu = ln ? block_sum(s) / C : 0.f;
+    float ss = 0.f;
+#pragma unroll
+    for (int u = 0; u < VPT; u++) {
+        int c8 = threadIdx.x + u * blockDim.x;
+        if (c8 < C8)
+#pragma unroll
+            for (int k = 0; k < 8; k++) { float d = v[u][k] - mu; ss += d * d; }
+    }
+    float r = rsqrtf(block_sum(ss) / C + eps);
+#pragma unroll
+    for (int u = 0; u < VPT; u++) {
+        int c8 = threadIdx.x + u * blockDim.x;
+        if (c8 < C8) {
+            float wf[8], bf[8], o[8];
+            if (w) ld8(w + 8 * c8, wf);
+            if (b) ld8(b + 8 * c8, bf);
+#pragma unroll
+            for (int k = 0; k < 8; k++) o[k] = (v[u][k] - mu) * r * (w ? wf[k] : 1.f) + (b ? bf[k] : 0.f);
+            st8(y + 8 * c8, o);
+        }
+    }
+    if (threadIdx.x == 0) {
+        if (mean) mean[blockIdx.x] = mu;
+        if (rstd) rstd[blockIdx.x] = r;
+    }
+}
+/* shared by both backwards: mean (NULL for RMSNorm) selects the LayerNorm formula.
+ * dinp += rstd * (dn - [mean(dn)] - xhat * mean(dn * xhat)), dn = dout * w, xhat = (x - mu) * rstd
+ * dw += dout * xhat, db += dout (accumulated in f32 scratch acc[0..C) and acc[C..2C)). */
+__global__ void norm_backward_kernel(bf16 *dinp, float *acc, const bf16 *dout, const bf16 *inp, const bf16 *w,
+                                     const float *mean, const float *rstd, int M, int C) {
+    float dwp[MAXPER], dbp[MAXPER];
+    for (int j = 0; j < MAXPER; j++) dwp[j] = dbp[j] = 0.f;
+    int r0 = blockIdx.x * ROWS, r1 = min(M, r0 + ROWS);
+    for (int row = r0; row < r1; row++) {
+        const bf16 *x = inp + (size_t)row * C, *dy = dout + (size_t)row * C;
+        float mu = mean ? mean[row] : 0.f, r = rstd[row];
+        float s1 = 0.f, s2 = 0.f;
+        for (int c = threadIdx.x, j = 0; c < C; c += blockDim.x, j++) {
+            float xh = (ld(x + c) - mu) * r, g = ld(dy + c), dn = g * (w ? ld(w + c) : 1.f);
+            s1 += dn;
+            s2 += dn * xh;
+            dwp[j] += g * xh;
+            dbp[j] += g;
+        }
+        s1 = block_sum(s1) / C;
+        s2 = block_sum(s2) / C;
+        if (!mean) s1 = 0.f;
+        if (dinp) {
+            bf16 *dx = dinp + (size_t)row * C;
+            for (int c = threadIdx.x; c < C; c += blockDim.x) {
+                float xh = (ld(x + c) - mu) * r, dn = ld(dy + c) * (w ? ld(w + c) : 1.f);
+                st(dx + c, ld(dx + c) + r * (dn - s1 - xh * s2));
+            }
+        }
+    }
+    for (int c = threadIdx.x, j = 0; c < C; c += blockDim.x, j++) {
+        atomicAdd(acc + c, dwp[j]);
+        atomicAdd(acc + C + c, dbp[j]);
+    }
+}
+
+/* The same backward, one warp per row on 16-byte vectors (C % 8 == 0, C <= 256 * VPL): a lane
+ * owns the columns of vectors lane, lane + 32, ... (VPL of them), for every row, so it sums the
+ * weight and bias gradients of those columns in registers over all the rows its warp takes, and
+ * the row's two means need only warp shuffles, no block barrier. The block's warps then add their
+ * sums in shared memory ([2][C] floats, dynamic) and the block adds those to acc, one atomic per
+ * column. The second pass re-reads the row from L1. */
+template <int VPL>
+__global__ void __launch_bounds__(128) norm_backward8_kernel(bf16 *dinp, float *acc, const bf16 *dout,
+                                                             const bf16 *inp, const bf16 *w, const float *mean,
+                                                             const float *rstd, int M, int C, int rows_per_block) {
+    extern __shared__ __align__(16) unsigned char smem_raw[];
+    float *part = (float *)smem_raw;
+    int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nw = blockDim.x >> 5, C8 = C / 8;
+    float dwp[VPL][8], dbp[VPL][8];
+#pragma unroll
+    for (int u = 0; u < VPL; u++)
+#pragma unroll
+        for (int k = 0; k < 8; k++) dwp[u][k] = dbp[u][k] = 0.f;
+    for (int i = threadIdx.x; i < 2 * C; i += blockDim.x) part[i] = 0.f;
+    int r0 = blockIdx.x * rows_per_block, r1 = min(M, r0 + rows_per_block);
+    for (int row = r0 + warp; row < r1; row += nw) {
+        const bf16 *x = inp + (size_t)row * C, *dy = dout + (size_t)row * C;
+        float mu = mean ? mean[row] : 0.f, r = rstd[row];
+        float s1 = 0.f, s2 = 0.f;
+#pragma unroll
+        for (int u = 0; u < VPL; u++) {
+            int c8 = lane + 32 * u;
+            if (c8 < C8) {
+                float xv[8], g[8], wv[8];
+                ld8(x + 8 * c8, xv);
+                ld8(dy + 8 * c8, g);
+                if (w) ld8(w + 8 * c8, wv);
+#pragma unroll
+                for (int k = 0; k < 8; k++) {
+                    float xh = (xv[k] - mu) * r, dn = g[k] * (w ? wv[k] : 1.f);
+                    s1 += dn;
+                    s2 += dn * xh;
+                    dwp[u][k] += g[k] * xh;
+                    dbp[u][k] += g[k];
+                }
+            }
+        }
+        s1 = mean ? warp_sum(s1) / C : 0.f;
+        s2 = warp_sum(s2) / C;
+        if (!dinp) continue;
+        bf16 *dx = dinp + (size_t)row * C;
+#pragma unroll
+        for (int u = 0; u < VPL; u++) {
+            int c8 = lane + 32 * u;
+            if (c8 < C8) {
+                float xv[8], g[8], wv[8], o[8];
+                ld8(x + 8 * c8, xv);
+                ld8(dy + 8 * c8, g);
+                if (w) ld8(w + 8 * c8, wv);
+                ld8(dx + 8 * c8, o);
+#pragma unroll
+                for (int k = 0; k < 8; k++) {
+                    float xh = (xv[k] - mu) * r, dn = g[k] * (w ? wv[k] : 1.f);
+                    o[k] += r * (dn - s1 - xh * s2);
+                }
+                st8(dx + 8 * c8, o);
+            }
+        }
+    }
+    __syncthreads();
+#pragma unroll
+    for (int u = 0; u < VPL; u++) {
+        int c8 = lane + 32 * u;
+        if (c8 < C8)
+#pragma unroll
+            for (int k = 0; k < 8; k++) {
+                atomicAdd(part + 8 * c8 + k, dwp[u][k]);
+                atomicAdd(part + C + 8 * c8 + k, dbp[u][k]);
+            }
+    }
+    __syncthreads();
+    for (int i = threadIdx.x; i < 2 * C; i += blockDim.x) atomicAdd(acc + i, part[i]);
+}
+
+__global__ void add_acc_kernel(bf16 *dw, bf16 *db, const float *acc, int C) {
+    int c = blockIdx.x * blockDim.x + threadIdx.x;
+    if (c >= C) return;
+    if (dw) st(dw + c, ld(dw + c) + acc[c]);
+    if (db) st(db + c, ld(db + c) + acc[C + c]);
+}
+
+/* out = x / ||x|| (no eps, as the official code) */
+__global__ void l2norm_kernel(bf16 *out, float *norm, const bf16 *inp, int C) {
+    const bf16 *x = inp + (size_t)blockIdx.x * C;
+    float ss = 0.f;
+    for (int c = threadIdx.x; c < C; c += blockDim.x) { float v = ld(x + c); ss += v * v; }
+    float n = sqrtf(block_sum(ss));
+    for (int c = threadIdx.x; c < C; c += blockDim.x) st(out + (size_t)blockIdx.x * C + c, ld(x + c) / n);
+    if (norm && threadIdx.x == 0) norm[blockIdx.x] = n;
+}
+/* dinp += (dout - out * <dout, out>) / norm */
+__global__ void l2norm_backward_kernel(bf16 *dinp, const bf16 *dout, const bf16 *out, const float *norm, int C) {
+    size_t o = (size_t)blockIdx.x * C;
+    float s = 0.f;
+    for (int c = threadIdx.x; c < C; c += blockDim.x) s += ld(dout + o + c) * ld(out + o + c);
+    s = block_sum(s);
+    float inv = 1.f / norm[blockIdx.x];
+    for (int c = threadIdx.x; c < C; c += blockDim.x)
+        st(dinp + o + c, ld(dinp + o + c) + (ld(dout + o + c) - ld(out + o + c) * s) * inv);
+}
+
+#endif

@@ -1,0 +1,226 @@
+/* test_kernels_emu: the memory-bound backward kernels of kernels/norm.cuh and
+ * kernels/elementwise.cuh, run on the CPU under tests/emu/cuda_emu.h, against their formulas
+ * computed here in double precision:
+ *   LayerNorm / RMSNorm backward  dinp += rstd (dn - mean(dn) - xhat mean(dn xhat)), dn = dout w,
+ *                                 dw = sum dout xhat, db = sum dout (fp32 sums in acc);
+ *   GELU backward                 dinp += dout gelu'(inp), erf and tanh forms;
+ *   residual backward             dy += s gamma dx, dgamma = sum s dx y;
+ *   column sums (bias gradients)  acc[j] = sum_i dout[i, j].
+ * Each runs as the 16-byte-vector kernel (norm_backward8_kernel at every VPL the launch picks,
+ * gelu_backward8_kernel, residual_backward8_kernel, colsum8_kernel) and as the scalar kernel it
+ * stands beside, with the launch geometry of norm.cu / elementwise.cu, on the student's width
+ * 1408 and on widths that leave lanes or vectors idle. Gradients land on nonzero values, as they
+ * accumulate in the models.
+ * Limits: bf16 outputs relative L2 <= 1e-2 (one bf16 rounding is 2^-9); fp32 sums <= 1e-4. */
+#include "cuda_emu.h"
+extern "C" {
+#include "compute.h"
+}
+#include "cuda_device.cuh"
+#include "norm.cuh"
+#include "elementwise.cuh"
+
+static int n_pass, n_fail;
+static uint32_t rng = 2024;
+static float frand() { rng = rng * 1664525u + 1013904223u; return (rng >> 8) / 16777216.f * 2.f - 1.f; }
+static std::vector<bf16> rand_bf16(size_t n, float amp) {
+    std::vector<bf16> v(n);
+    for (auto &x : v) x = __float2bfloat16(frand() * amp);
+    return v;
+}
+static double f(bf16 h) { return __bfloat162float(h); }
+
+static void check(const char *what, const std::vector<double> &want, const float *got, size_t n, double lim) {
+    double num = 0, den = 0;
+    for (size_t i = 0; i < n; i++) {
+        double d = got[i] - want[i];
+        num += d * d;
+        den += want[i] * want[i];
+    }
+    double err = sqrt(num / (den > 0 ? den : 1));
+    bool ok = err <= lim && std::isfinite(err);
+    printf("%s %-62s rel L2 %.2e (limit %.0e)\n", ok ? "ok  " : "FAIL", what, err, lim);
+    ok ? n_pass++ : n_fail++;
+}
+static void check_bf16(const char *what, const std::vector<double> &want, const std::vector<bf16> &got, double lim) {
+    std::vector<float> g(got.size());
+    for (size_t i = 0; i < got.size(); i++) g[i] = __bfloat162float(got[i]);
+    check(what, want, g.data(), g.size(), lim);
+}
+
+/* ---- LayerNorm / RMSNorm backward ---- */
+static void test_norm_backward(int M, int C, bool ln, bool with_w, bool with_dinp) {
+    std::vector<bf16> x = rand_bf16((size_t)M * C, 2.f), dy = rand_bf16((size_t)M * C, 1.f);
+    std::vector<bf16> w = rand_bf16(C, 1.f), dx0 = rand_bf16((size_t)M * C, 1.f);
+    std::vector<float> mean(M), rstd(M);
+    for (int r = 0; r < M; r++) {
+        double mu = 0, ss = 0;
+        for (int c = 0; c < C; c++) mu += f(x[(size_t)r * C + c]);
+        mu = ln ? mu / C : 0;
+        for (int c = 0; c < C; c++) { double d = f(x[(size_t)r * C + c]) - mu; ss += d * d; }
+        mean[r] = (float)mu;
+        rstd[r] = (float)(1 / sqrt(ss / C + 1e-6));
+    }
+    std::vector<double> dx_want((size_t)M * C), acc_want(2 * (size_t)C, 0.0);
+    for (int r = 0; r < M; r++) {
+        double mu = mean[r], rs = rstd[r], s1 = 0, s2 = 0;
+        for (int c = 0; c < C; c++) {
+            size_t i = (size_t)r * C + c;
+            double xh = (f(x[i]) - mu) * rs, dn = f(dy[i]) * (with_w ? f(w[c]) : 1);
+            s1 += dn;
+            s2 += dn * xh;
+            acc_want[c] += f(dy[i]) * xh;
+            acc_want[C + c] += f(dy[i]);
+        }
+        s1 = ln ? s1 / C : 0;
+        s2 /= C;
+        for (int c = 0; c < C; c++) {
+            size_t i = (size_t)r * C + c;
+            double xh = (f(x[i]) - mu) * rs, dn = f(dy[i]) * (with_w ? f(w[c]) : 1);
+            dx_want[i] = f(dx0[i]) + rs * (dn - s1 - xh * s2);
+        }
+    }
+    const bf16 *wp = with_w ? w.data() : NULL;
+    const float *mp = ln ? mean.data() : NULL;
+    for (int vec = 0; vec < 2; vec++) {
+        std::vector<bf16> dx = dx0;
+        std::vector<float> acc(2 * (size_t)C, 0.f);
+        bf16 *dxp = with_dinp ? dx.data() : NULL;
+        int vpl = (C / 8 + 31) / 32;
+        if (vec) {   /* as norm.cu: VPL rounded up to an instantiation, 128 threads, rows per block */
+            vpl = vpl <= 1 ? 1 : vpl <= 2 ? 2 : vpl <= 4 ? 4 : vpl <= 6 ? 6 : 8;
+            int rows = 5;   /* the launch takes M / (a wave of blocks); 5 leaves warps idle and a tail block */
+            dim3 grid = {(unsigned)((M + rows - 1) / rows), 1, 1};
+            size_t smem = (size_t)2 * C * 4;
+            emu_launch(grid, 128, smem, [&] {
+                switch (vpl) {
+                case 1: norm_backward8_kernel<1>(dxp, acc.data(), dy.data(), x.data(), wp, mp, rstd.data(), M, C, rows); break;
+                case 2: norm_backward8_kernel<2>(dxp, acc.data(), dy.data(), x.data(), wp, mp, rstd.data(), M, C, rows); break;
+                case 4: norm_backward8_kernel<4>(dxp, acc.data(), dy.data(), x.data(), wp, mp, rstd.data(), M, C, rows); break;
+                case 6: norm_backward8_kernel<6>(dxp, acc.data(), dy.data(), x.data(), wp, mp, rstd.data(), M, C, rows); break;
+                default: norm_backward8_kernel<8>(dxp, acc.data(), dy.data(), x.data(), wp, mp, rstd.data(), M, C, rows); break;
+                }
+            });
+        } else {
+            int nt = C > 64 * MAXPER ? NORM_THREADS : 64;
+            dim3 grid = {(unsigned)((M + ROWS - 1) / ROWS), 1, 1};
+            emu_launch(grid, nt, 0, [&] { norm_backward_kernel(dxp, acc.data(), dy.data(), x.data(), wp, mp, rstd.data(), M, C); });
+        }
+        char what[160];
+        const char *name = vec ? "norm_backward8" : "norm_backward (scalar)";
+        char vp[16] = "";
+        if (vec) snprintf(vp, sizeof vp, " VPL %d", vpl);
+        snprintf(what, sizeof what, "%s %s %dx%d%s%s", name, ln ? "LN" : "RMS", M, C, vp, with_w ? "" : " no weight");
+        if (with_dinp) {
+            char w2[192];
+            snprintf(w2, sizeof w2, "%s dinp", what);
+            check_bf16(w2, dx_want, dx, 1e-2);
+        }
+        char w3[192];
+        snprintf(w3, sizeof w3, "%s dw, db sums", what);
+        check(w3, acc_want, acc.data(), acc.size(), 1e-4);
+    }
+}
+
+/* ---- GELU backward ---- */
+static double gelu_grad_ref(double x, int kind) {
+    if (kind == IV2_GELU_TANH) {
+        const double k = sqrt(2.0 / M_PI), u = k * (x + 0.044715 * x * x * x), t = tanh(u);
+        return 0.5 * (1 + t) + 0.5 * x * (1 - t * t) * k * (1 + 3 * 0.044715 * x * x);
+    }
+    return 0.5 * (1 + erf(x / sqrt(2.0))) + x * exp(-0.5 * x * x) / sqrt(2 * M_PI);
+}
+static void test_gelu_backward(size_t n, int kind) {
+    std::vector<bf16> x = rand_bf16(n, 4.f), g = rand_bf16(n, 1.f), d0 = rand_bf16(n, 1.f);
+    std::vector<double> want(n);
+    for (size_t i = 0; i < n; i++) want[i] = f(d0[i]) + f(g[i]) * gelu_grad_ref(f(x[i]), kind);
+    for (int vec = 0; vec < 2; vec++) {
+        std::vector<bf16> d = d0;
+        dim3 grid = {3, 1, 1};   /* fewer threads than elements: the grid-stride loop */
+        if (vec) emu_launch(grid, 64, 0, [&] { gelu_backward8_kernel(d.data(), g.data(), x.data(), n / 8, kind); });
+        else emu_launch(grid, 64, 0, [&] { gelu_backward_kernel(d.data(), g.data(), x.data(), n, kind); });
+        char what[128];
+        snprintf(what, sizeof what, "%s %s n %zu", vec ? "gelu_backward8" : "gelu_backward (scalar)",
+                 kind == IV2_GELU_TANH ? "tanh" : "erf", n);
+        check_bf16(what, want, d, 1e-2);
+    }
+}
+
+/* ---- residual backward: dy += s[b] gamma dx, dgamma = sum s[b] dx y ---- */
+static void test_residual_backward(int B, int N, int C, bool with_gamma, bool with_s) {
+    size_t n = (size_t)B * N * C;
+    std::vector<bf16> dx = rand_bf16(n, 1.f), y = rand_bf16(n, 1.f), dy0 = rand_bf16(n, 1.f), gam = rand_bf16(C, 0.5f);
+    float sv[3] = {0.f, 1.25f, 0.8f};
+    sarg s;
+    for (int b = 0; b < SCHUNK; b++) s.s[b] = with_s ? sv[b % 3] : 1.f;
+    std::vector<double> dy_want(n), acc_want(C, 0.0);
+    for (size_t i = 0; i < n; i++) {
+        int c = (int)(i % C), b = (int)(i / ((size_t)N * C));
+        double sc = s.s[b], g = with_gamma ? f(gam[c]) : 1;
+        dy_want[i] = f(dy0[i]) + sc * g * f(dx[i]);
+        acc_want[c] += sc * f(dx[i]) * f(y[i]);
+    }
+    const bf16 *gp = with_gamma ? gam.data() : NULL;
+    for (int vec = 0; vec < 2; vec++) {
+        std::vector<bf16> dy = dy0;
+        std::vector<float> acc(C, 0.f);
+        int rows_per = 4;   /* elementwise.cu takes 64; 4 splits these few rows over blockIdx.y */
+        if (vec) {
+            dim3 grid = {(unsigned)((C / 8 + 63) / 64), (unsigned)((B * N + rows_per - 1) / rows_per), 1};
+            emu_launch(grid, 64, 0, [&] {
+                residual_backward8_kernel(dy.data(), acc.data(), dx.data(), y.data(), gp, s, with_s, N, C / 8, B, rows_per);
+            });
+        } else {
+            dim3 grid = {(unsigned)((C + 127) / 128), (unsigned)((B * N + rows_per - 1) / rows_per), 1};
+            emu_launch(grid, 128, 0, [&] {
+                residual_backward_kernel(dy.data(), acc.data(), dx.data(), y.data(), gp, s, with_s, N, C, B, rows_per);
+            });
+        }
+        char what[160];
+        snprintf(what, sizeof what, "%s %dx%dx%d%s%s", vec ? "residual_backward8" : "residual_backward (scalar)", B, N,
+                 C, with_gamma ? " gamma" : "", with_s ? " s" : "");
+        char w1[192], w2[192];
+        snprintf(w1, sizeof w1, "%s dy", what);
+        snprintf(w2, sizeof w2, "%s dgamma sums", what);
+        check_bf16(w1, dy_want, dy, 1e-2);
+        check(w2, acc_want, acc.data(), C, 1e-4);
+    }
+}
+
+/* ---- column sums ---- */
+static void test_colsum(int M, int N) {
+    std::vector<bf16> d = rand_bf16((size_t)M * N, 1.f);
+    std::vector<double> want(N, 0.0);
+    for (size_t i = 0; i < (size_t)M * N; i++) want[i % N] += f(d[i]);
+    for (int vec = 0; vec < 2; vec++) {
+        std::vector<float> acc(N, 0.f);
+        int rows_per = 64;   /* as elementwise.cu */
+        if (vec) {
+            dim3 grid = {(unsigned)((N / 8 + 63) / 64), (unsigned)((M + rows_per - 1) / rows_per), 1};
+            emu_launch(grid, 64, 0, [&] { colsum8_kernel(acc.data(), d.data(), M, N / 8, rows_per); });
+        } else {
+            dim3 grid = {(unsigned)((N + 127) / 128), (unsigned)((M + rows_per - 1) / rows_per), 1};
+            emu_launch(grid, 128, 0, [&] { colsum_kernel(acc.data(), d.data(), M, N, rows_per); });
+        }
+        char what[128];
+        snprintf(what, sizeof what, "%s %dx%d", vec ? "colsum8" : "colsum (scalar)", M, N);
+        check(what, want, acc.data(), N, 1e-4);
+    }
+}
+
+int main() {
+    test_norm_backward(37, 1408, true, true, true);    /* the student's LayerNorm: VPL 6, lanes 16..31 idle in the last vector */
+    test_norm_backward(21, 1408, false, true, true);   /* RMSNorm (q/k norms of the teachers' layout) */
+    test_norm_backward(19, 96, true, true, true);      /* VPL 1, 12 of 32 lanes busy */
+    test_norm_backward(23, 520, true, false, true);    /* 65 vectors: VPL 3 runs as 4; no weight */
+    test_norm_backward(9, 2048, true, true, false);    /* VPL 8; weight gradients only (no dinp) */
+    test_norm_backward(13, 768, false, true, true);    /* VPL 3 -> 4 */
+    test_gelu_backward(8 * 300, IV2_GELU_ERF);
+    test_gelu_backward(8 * 300, IV2_GELU_TANH);
+    test_residual_backward(3, 5, 1408, true, true);
+    test_residual_backward(2, 7, 200, false, false);
+    test_colsum(130, 1408);
+    test_colsum(70, 200);
+    printf("%d checks, %d failed\n", n_pass + n_fail, n_fail);
+    return n_fail ? 1 : 0;
+}
