@@ -375,6 +375,9 @@ void iv2_trainer_close(iv2_trainer *t);
 int iv2_trainer_forward_backward(iv2_trainer *t, const iv2_batch *b, int backward);
 /* One step on a batch: forward, loss, backward, clip, AdamW. Fills t->loss, grad_norm, lr. */
 int iv2_trainer_step(iv2_trainer *t, const iv2_batch *b);
+/* One more step on the batch already in slot 0 (put there by iv2_trainer_step or
+ * iv2_trainer_forward_backward), numbered `step`: the step's compute alone, for benchmarks. */
+int iv2_trainer_step_loaded(iv2_trainer *t, int64_t step);
 /* Train to the plan's end (or max_steps more steps when > 0), logging and checkpointing. The
  * loader's batches go through the two slots: batch s+1 is copied on the copy stream while step s
  * runs its student backward (train.c). */

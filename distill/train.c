@@ -477,6 +477,13 @@ int iv2_trainer_step(iv2_trainer *t, const iv2_batch *b) {
     return finish_step(t, b->step);
 }
 
+int iv2_trainer_step_loaded(iv2_trainer *t, int64_t step) {
+    iv2_dev_batch *d = &t->slot[0];
+    d->step = step;
+    if (forward_backward(t, d, 1)) return -1;
+    return finish_step(t, step);
+}
+
 /* The loader's batch of `step` into slot d (copies queued, not waited for); the host's wait for
  * the loader is added to *wait. The loader's previous batch goes back to its prefetch thread
  * here, so its copies (into either slot) must be done first. */

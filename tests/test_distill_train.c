@@ -126,6 +126,39 @@ static void check_master_ckpt(const synth_spec *sp, const iv2_distill_config *c)
     iv2_trainer_close(&b);
 }
 
+/* iv2_trainer_step_loaded (bench_vit's whole-step timing) is a step: after a first step, stepping
+ * again on the loaded batch leaves the state a second iv2_trainer_step on that batch leaves */
+static void check_step_loaded(const char *cache, const synth_spec *sp, const iv2_distill_config *c) {
+    int nv = iv2_mask_n_visible(c->mask, 8, (sp->size / 14) * (sp->size / 14), c->mask_ratio);
+    iv2_loader L;
+    iv2_batch bt;
+    iv2_trainer a, b;
+    memset(&a, 0, sizeof a);
+    memset(&b, 0, sizeof b);
+    if (iv2_loader_open(&L, cache, c, 8, sp->size, 8, (sp->size / 14) * (sp->size / 14))) {
+        CHECK(0, "loader: %s", iv2_errmsg());
+        return;
+    }
+    iv2_batch_alloc(&bt, &L, c->batch, nv);
+    CHECK(iv2_loader_build(&L, 0, &bt) == 0, "batch: %s", iv2_errmsg());
+    CHECK(iv2_trainer_init(&a, c, sp->clip_dim, sp->mae_dim, sp->pool_dim, nv) == 0 &&
+          iv2_trainer_init(&b, c, sp->clip_dim, sp->mae_dim, sp->pool_dim, nv) == 0, "trainers: %s", iv2_errmsg());
+    if (a.be && b.be) {
+        CHECK(iv2_trainer_step(&a, &bt) == 0 && iv2_trainer_step(&b, &bt) == 0, "first steps: %s", iv2_errmsg());
+        bt.step = 1;
+        CHECK(iv2_trainer_step(&a, &bt) == 0 && iv2_trainer_step_loaded(&b, 1) == 0, "second steps: %s", iv2_errmsg());
+        size_t bytes = a.student->n_elems * a.be->esize;
+        CHECK(a.loss.total == b.loss.total && a.grad_norm == b.grad_norm && a.step == 2 && b.step == 2 &&
+              memcmp(a.student->params, b.student->params, bytes) == 0,
+              "step_loaded = step on the same batch (loss %.6f / %.6f, grad norm %.6f / %.6f)", a.loss.total,
+              b.loss.total, a.grad_norm, b.grad_norm);
+    }
+    iv2_trainer_close(&a);
+    iv2_trainer_close(&b);
+    iv2_batch_free(&bt);
+    iv2_loader_close(&L);
+}
+
 int main(void) {
     iv2_set_quiet(1);
     char cache[256], cnan[256], a[256], b[256], d[256], path[512], p2[512];
@@ -185,8 +218,9 @@ int main(void) {
     snprintf(p2, sizeof p2, "%s/ckpt_%08d.safetensors", b, N);
     CHECK(same_tensors(path, p2), "final weights and moments bit-identical");
 
-    /* 3. the fp32 master weights (CUDA) through a checkpoint */
+    /* 3. the fp32 master weights (CUDA) through a checkpoint; a step on the loaded batch */
     check_master_ckpt(&sp, &c);
+    check_step_loaded(cache, &sp, &c);
 
     /* 4. bad inputs */
     snprintf(d, sizeof d, "%s.d", ROOT);

@@ -2,7 +2,8 @@
 same GPU in the same check: plain PyTorch statements of the InternViT-6B and VideoMAEv2-g blocks
 (bf16, F.scaled_dot_product_attention, eval, no_grad), timed at the same two reduced depths and
 extrapolated to full depth the same way, plus the same GEMM and attention shapes alone.
-The student training step (fwd+bwd) is timed twice: eager, and with torch.compile
+The whole training step (student, the recipe's heads and loss, clipping, AdamW: bench_vit's
+"step" row) is timed eager under bf16 autocast. The student training step (fwd+bwd) is timed twice: eager, and with torch.compile
 (IV2_BENCH_COMPILE=blocks, the default: each block compiled, one compiled graph serving every
 block and both depths, which keeps the compile time to seconds; =model: the whole student, one
 compile per depth; =0: eager only). A compile that fails is reported and the eager row stands.
@@ -200,6 +201,95 @@ def train_rows(views, out, modes, dims=(1408, 16, 6144), depths=(2, 6), full=40)
               f"{100*fl/t/PEAK:7.1f}%   (train step, fwd+bwd, no optimiser, {how})", flush=True)
 
 
+class Head(nn.Module):
+    """a stage-1 decoder (tests/ref_distill.py): Linear (or Linear-GELU-Linear) -> LayerNorm -> x / |x|"""
+    def __init__(s, i, o, mlp=False):
+        super().__init__()
+        s.head = nn.Sequential(nn.Linear(i, i), nn.GELU(), nn.Linear(i, o)) if mlp else nn.Linear(i, o)
+        s.norm = nn.LayerNorm(o, eps=1e-5)
+
+    def forward(s, x):
+        x = s.norm(s.head(x))
+        return x / x.norm(dim=-1, keepdim=True)
+
+
+class Pretrain(nn.Module):
+    """the student with the recipe's heads and loss, as iv2-distill's step: 6 CLIP decoders
+    (C -> clip_dim) and 4 MAE decoders (C -> C -> mae_dim) on the last block's visible tokens plus
+    their position tables, the final decoder on the pooled output; 2 - 2 cos, mean per term,
+    alphas 1 (the config's defaults)"""
+    def __init__(s, depth, dims=(1408, 16, 6144), heads=(3200, 1408, 768), n_clip=6, n_mae=4):
+        super().__init__()
+        C = dims[0]
+        s.student = Student(depth, *dims)
+        s.clip = nn.ModuleList(Head(C, heads[0]) for _ in range(n_clip))
+        s.mae = nn.ModuleList(Head(C, heads[1], True) for _ in range(n_mae))
+        s.final = Head(768, heads[2])
+        s.clip_pos = nn.Parameter(torch.zeros(1, 1 + 8 * 256, C))
+        s.mae_pos = nn.Parameter(torch.zeros(1, 8 * 256, C))
+
+    def forward(s, x, vis, t_clip, t_mae, t_final):
+        out, pooled = s.student(x, vis)
+        cos = lambda u, v: (2 - 2 * (u * v).sum(-1)).mean()
+        pc, pm = s.clip_pos[0][vis], s.mae_pos[0][vis[:, 1:] - 1]
+        lc = sum(cos(h(out + pc), t) for h, t in zip(s.clip, t_clip)) / len(s.clip)
+        lm = sum(cos(h(out[:, 1:] + pm), t) for h, t in zip(s.mae, t_mae)) / len(s.mae)
+        return lc + cos(s.final(pooled), t_final) + lm
+
+
+def step_time(depth, S, dims=(1408, 16, 6144), heads=(3200, 1408, 768)):
+    """median seconds of the whole training step as bench_vit's "step" row: forward, heads and loss
+    under bf16 autocast (fp32 weights: the master copy), backward, clip_grad_norm_ (3.0), AdamW
+    (fused on the GPU: one kernel for all tensors), as PyTorch mixed-precision training runs it"""
+    torch.manual_seed(0)
+    with torch.device(dev):
+        m = Pretrain(depth, dims, heads)
+    opt = torch.optim.AdamW(m.parameters(), lr=1e-4, betas=(0.9, 0.98), eps=1e-6, weight_decay=0.05,
+                            fused=dev == "cuda")
+    x = torch.randint(0, 256, (S, 8, 224, 224, 3), dtype=torch.uint8, device=dev)
+    per, keep = 256, 52
+    idx = [0] + [1 + t * per + (i * per) // keep for t in range(8) for i in range(keep)]
+    vis = torch.tensor(idx, device=dev).unsqueeze(0).expand(S, -1).contiguous()
+    unit = lambda *sh: F.normalize(torch.randn(*sh, device=dev), dim=-1).to(dt)
+    tc = [unit(S, len(idx), heads[0]) for _ in m.clip]
+    tm = [unit(S, len(idx) - 1, heads[1]) for _ in m.mae]
+    tf_ = unit(S, heads[2])
+
+    def step():
+        opt.zero_grad(set_to_none=True)
+        with torch.autocast(dev, dtype=dt):
+            loss = m(x, vis, tc, tm, tf_)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(m.parameters(), 3.0)
+        opt.step()
+    t = timed(step)
+    del m, opt
+    if dev == "cuda":
+        torch.cuda.empty_cache()
+    return t, len(idx)
+
+
+def step_row(views, out, dims=(1408, 16, 6144), heads=(3200, 1408, 768), depths=(2, 6), full=40):
+    """the whole step at two depths, extrapolated as the other rows; a failure (memory) is recorded"""
+    C, mlp = dims[0], dims[2]
+    d1, d2 = depths
+    try:
+        (t1, nv), (t2, _) = step_time(d1, views, dims, heads), step_time(d2, views, dims, heads)
+    except Exception as e:
+        msg = " ".join(f"{type(e).__name__}: {e}".split())[:400]
+        print(f"iv2-1b step: failed: {msg}", flush=True)
+        out["models"].append({"model": "iv2-1b-step", "failed": msg})
+        return
+    t = t1 + (full - d1) * (t2 - t1) / (d2 - d1)
+    hf = 6 * 2.0 * nv * C * heads[0] + 4 * 2.0 * (nv - 1) * (C * C + C * heads[1]) + 2.0 * 768 * heads[2]
+    fl = 3.0 * views * (full * (nv * (8.0 * C * C + 4.0 * C * mlp) + 4.0 * nv * nv * C) + 2.0 * (nv - 1) * 588 * C + hf)
+    out["models"].append({"model": "iv2-1b-step", "batch": views, "n_vis": nv, "unit": "views", "ms": t * 1e3,
+                          "per_s": views / t, "tokens_per_s": views * nv / t, "tflops": fl / t / 1e12,
+                          "mfu": fl / t / PEAK, "ms_timed": [t1 * 1e3, t2 * 1e3], "depths_timed": [d1, d2]})
+    print(f"{'iv2-1b step':14s} {views:6d} {t*1e3:10.2f} {views*nv/t:9.0f} tk {views/t:12.2f} {fl/t/1e12:10.1f} "
+          f"{100*fl/t/PEAK:7.1f}%   (whole step: + heads, loss, clip, AdamW; autocast bf16, eager)", flush=True)
+
+
 def model_time(kind, depth, S):
     torch.manual_seed(0)
     with torch.device(dev):  # initialise on the GPU: CPU init of 6B-size layers takes minutes
@@ -221,6 +311,7 @@ def cpu_smoke():
     """the training rows at toy width on the CPU: the eager and compiled paths run; no figures"""
     out = {"device": "cpu", "torch": torch.__version__, "models": []}
     train_rows(2, out, ["", "blocks"], dims=(64, 4, 256), depths=(1, 2), full=4)
+    step_row(2, out, dims=(64, 4, 256), heads=(24, 16, 8), depths=(1, 2), full=4)
     failed = [m for m in out["models"] if "failed" in m]
     print(f"cpu smoke: {len(out['models']) - len(failed)} of {len(out['models'])} training rows ran")
     sys.exit(1 if not out["models"] or out["models"][0].get("failed") else 0)
@@ -250,6 +341,7 @@ def main():
               f"{fl/t/1e12:10.1f} {100*fl/t/PEAK:7.1f}%", flush=True)
     views = int(os.environ.get("IV2_BENCH_VIEWS", "32"))
     train_rows(views, out, [""])   # failures are reported there
+    step_row(views, out)
     print(f"\n{'GEMM (F.linear, bias)':28s} {'M':>8s} {'K':>8s} {'N':>8s} {'ms':>10s} {'TFLOP/s':>9s}")
     for what, M, K, N in [("internvit-6b qkv", 2056, 3200, 9600), ("internvit-6b proj", 2056, 3200, 3200),
                           ("internvit-6b fc1", 2056, 3200, 12800), ("internvit-6b fc2", 2056, 12800, 3200),

@@ -5,7 +5,13 @@
  * and the pooling head are in both measurements. MFU = model FLOPs / time / peak, with the
  * H100 SXM dense bf16 peak 989 TFLOP/s (IV2_PEAK_TFLOPS overrides).
  *   bench_vit [out.json]      (IV2_BENCH_FRAMES: InternViT frames per call, default 32;
- *                              IV2_BENCH_CLIPS: VideoMAE clips per call, default 4)
+ *                              IV2_BENCH_CLIPS: VideoMAE clips per call, default 4;
+ *                              IV2_BENCH_VIEWS: student views per step, default 32;
+ *                              IV2_BENCH_STEP=0: no whole-step rows; IV2_BENCH_STEP_VIEWS: views of
+ *                              the whole step with every block recomputed, default 64, 0: none)
+ * The student's training step twice: the ViT alone (forward + backward, no heads or optimiser, as
+ * bench_torch's "train" row) and the whole step of iv2-distill (heads, loss, clipping, AdamW).
+ *   bench_vit --step-smoke    the whole-step code at toy size on the CPU (no GPU needed)
  *   bench_vit --profile-step  only the student's train step, for Nsight Compute (check.sh,
  *                              tests/gpu/profile_step.py): iv2-1b at depth 2 (IV2_PROFILE_DEPTH),
  *                              IV2_BENCH_VIEWS views, 3 identical steps, the last kernels it launches
@@ -17,6 +23,8 @@
 #include "err.h"
 #include "log.h"
 #include "vit.h"
+#include "distill.h"
+#include <math.h>
 
 static int cmpd(const void *a, const void *b) {
     double x = *(const double *)a, y = *(const double *)b;
@@ -156,6 +164,99 @@ static double time_train(iv2_backend *be, const char *preset, int depth, int S, 
     return t[reps / 2];
 }
 
+/* The whole training step of iv2-distill, the figure issue 8 asks for: the student's forward on
+ * the visible tokens, the recipe's heads and loss (6 CLIP decoders C -> clip_dim, 4 MAE decoders
+ * C -> C -> mae_dim, the final decoder pool_dim -> final_dim; 2 - 2 cos per row), the student's
+ * backward, the gradient norm and clipping, and AdamW (fp32 master weights and moments), through
+ * distill/'s trainer (iv2_trainer_step_loaded) on a batch already on the device: in a run the
+ * next batch's copies overlap the step (docs/distill.md, "The data path"). The student is built at
+ * depth `depth` with every head reading its last block, so the heads' time is the same at both
+ * timed depths and the extrapolation to full depth keeps it once. c: the run config (batch,
+ * recompute, heads); b: the batch. Median seconds per step. */
+static double time_full_step(iv2_distill_config c, int depth, const iv2_batch *b, int reps, const int dims[3]) {
+    snprintf(c.student_json, sizeof c.student_json, "{\"depth\": %d}", depth);
+    for (int k = 0; k < c.n_clip; k++) c.clip_student[k] = depth - 1;
+    for (int k = 0; k < c.n_mae; k++) c.mae_student[k] = depth - 1;
+    iv2_trainer tr;
+    memset(&tr, 0, sizeof tr);
+    iv2_set_quiet(1);   /* the trainer's memory plan */
+    if (iv2_trainer_init(&tr, &c, dims[0], dims[1], dims[2], b->nv)) iv2_die("bench_vit: trainer");
+    iv2_set_quiet(0);
+    /* the first step loads the batch (synchronous uploads, not timed), then steps on it */
+    if (iv2_trainer_step(&tr, b)) iv2_die("bench_vit: step");
+    double t[16];
+    for (int r = 0; r < reps; r++) {
+        tr.be->sync(tr.be);
+        double t0 = iv2_now();
+        if (iv2_trainer_step_loaded(&tr, r + 1)) iv2_die("bench_vit: step");
+        tr.be->sync(tr.be);
+        t[r] = iv2_now() - t0;
+    }
+    qsort(t, reps, sizeof(double), cmpd);
+    iv2_trainer_close(&tr);
+    return t[reps / 2];
+}
+
+/* the whole step at depths 2 and 6, extrapolated to full depth (views/s, tokens/s, MFU; FLOPs of
+ * the model, not of the recomputation); a batch by hand: frames, the visible tokens as the
+ * recipe's mask keeps them (52 per frame and the CLS), targets of a cheap pattern */
+static void full_step_row(const char *device, const char *preset, int S, int recompute, const int dims[3], double peak,
+                          FILE *js) {
+    iv2_distill_config c;
+    iv2_distill_config_default(&c);
+    snprintf(c.device, sizeof c.device, "%s", device);
+    snprintf(c.student, sizeof c.student, "%s", preset);
+    c.layers_auto = 0;
+    c.batch = S;
+    c.steps = 1000;
+    c.drop_path = 0;
+    c.recompute = recompute;
+    c.prefetch = 0;
+    iv2_vit_config vc;
+    if (iv2_vit_preset(preset, &vc)) iv2_die("bench_vit");
+    int G = iv2_vit_grid(&vc), T = vc.frames / vc.tubelet, P = G * G, C = vc.width;
+    int nv = iv2_mask_n_visible(c.mask, T, P, c.mask_ratio), keep = (nv - 1) / T;
+    iv2_batch b;
+    memset(&b, 0, sizeof b);
+    b.B = S; b.nv = nv; b.step = 0;
+    size_t fb = (size_t)S * vc.frames * vc.img * vc.img * 3, rv = (size_t)S * nv, rm = (size_t)S * (nv - 1);
+    b.frames = malloc(fb);
+    for (size_t i = 0; i < fb; i++) b.frames[i] = (uint8_t)(i * 2654435761u >> 24);
+    b.vis = malloc(sizeof(int32_t) * rv);
+    for (int s = 0; s < S; s++) {
+        b.vis[(size_t)s * nv] = 0;
+        for (int t = 0; t < T; t++)
+            for (int i = 0; i < keep; i++) b.vis[(size_t)s * nv + 1 + t * keep + i] = 1 + t * P + (i * P) / keep + (s % 3);
+    }
+    float *tg[2 * IV2_DISTILL_MAX_LAYERS + 1];
+    size_t tn[2 * IV2_DISTILL_MAX_LAYERS + 1];
+    int nt = 0;
+    for (int k = 0; k < c.n_clip; k++) { tn[nt] = rv * dims[0]; tg[nt++] = b.clip[k] = malloc(sizeof(float) * rv * dims[0]); }
+    for (int k = 0; k < c.n_mae; k++) { tn[nt] = rm * dims[1]; tg[nt++] = b.mae[k] = malloc(sizeof(float) * rm * dims[1]); }
+    tn[nt] = (size_t)S * dims[2];
+    tg[nt++] = b.final = malloc(sizeof(float) * S * dims[2]);
+    for (int i = 0; i < nt; i++)
+        for (size_t j = 0; j < tn[i]; j++) tg[i][j] = (float)((j * 2654435761u >> 22) & 1023) * (1.f / 16384) - 1.f / 32;
+    double t1 = time_full_step(c, 2, &b, 5, dims), t2 = time_full_step(c, 6, &b, 5, dims);
+    double t = t1 + (vc.depth - 2) * (t2 - t1) / 4;
+    double per_block = (double)nv * (8.0 * C * C + 4.0 * C * vc.mlp) + 4.0 * (double)nv * nv * C;
+    double heads = c.n_clip * 2.0 * nv * C * dims[0] + c.n_mae * 2.0 * (nv - 1) * ((double)C * C + (double)C * dims[1]) +
+                   2.0 * vc.pool_dim * dims[2];
+    double fl = 3.0 * S * (vc.depth * per_block + 2.0 * (nv - 1) * (3 * vc.patch * vc.patch) * C + heads), tf = fl / t;
+    char name[40];
+    snprintf(name, sizeof name, "%s step", preset);
+    printf("%-14s %6d %10.2f %9.0f %-2s %12.2f %10.1f %7.1f%%   (whole step: + heads, loss, clip, AdamW; recompute %s)\n",
+           name, S, t * 1e3, S * nv / t, "tk", S / t, tf / 1e12, 100 * tf / peak, recompute ? "all" : "none");
+    if (js) fprintf(js, ", {\"model\": \"%s-step%s\", \"batch\": %d, \"n_vis\": %d, \"unit\": \"views\", "
+                    "\"ms\": %.3f, \"per_s\": %.2f, \"tokens_per_s\": %.1f, \"tflops\": %.2f, \"mfu\": %.4f, "
+                    "\"recompute\": %d, \"ms_timed\": [%.3f, %.3f]}", preset, recompute ? "-recompute" : "", S, nv,
+                    t * 1e3, S / t, S * nv / t, tf / 1e12, tf / peak, recompute ? 1 : 0, t1 * 1e3, t2 * 1e3);
+    fflush(stdout);
+    for (int i = 0; i < nt; i++) free(tg[i]);
+    free(b.frames);
+    free(b.vis);
+}
+
 /* 1 warm-up + 2 timed steps (time_train, reps 2) and nothing after them but frees: the profile's
  * aggregator takes the step as the repeated tail of the kernel sequence, so no profiler API (CUDA
  * headers) is needed here; 3 steps, not 2, so the last two still match should the first one launch
@@ -174,7 +275,12 @@ static int profile_step(iv2_backend *be) {
 }
 
 int main(int argc, char **argv) {
-    iv2_backend *be = iv2_cuda_backend_create(0);
+    if (argc > 1 && !strcmp(argv[1], "--step-smoke")) {   /* the whole-step path on the CPU, tiny (no GPU needed) */
+        const int dims[3] = {24, 16, 8};
+        full_step_row("cpu", "iv2-tiny", 2, 0, dims, 1e12, NULL);
+        return 0;
+    }
+    iv2_backend *be = iv2_backend_create("cuda:0", 0);
     if (!be) { printf("skipped: %s\n", iv2_errmsg()); return 77; }
     if (argc > 1 && !strcmp(argv[1], "--profile-step")) {
         int rc = profile_step(be);
@@ -220,6 +326,18 @@ int main(int argc, char **argv) {
                     "\"ms\": %.3f, \"per_s\": %.2f, \"tokens_per_s\": %.1f, \"tflops\": %.2f, \"mfu\": %.4f, "
                     "\"ms_timed\": [%.3f, %.3f]}", views, nv, t * 1e3, views / t, views * nv / t, tf / 1e12, tf / peak,
                     t1 * 1e3, t2 * 1e3);
+    /* the whole step of iv2-distill (IV2_BENCH_STEP=0 skips it: the variant runs of check.sh):
+     * the recipe's heads at the teachers' widths (InternViT-6B 3200, VideoMAEv2-g 1408, the 6B
+     * pool 768), at the same batch without recomputation, and at IV2_BENCH_STEP_VIEWS views
+     * (default 64; 0 skips) with every block recomputed, as the official recipe checkpoints and
+     * as iv2-distill does on a GPU by default (its memory plan prints the largest batch that fits) */
+    const char *st = getenv("IV2_BENCH_STEP");
+    if (!st || strcmp(st, "0")) {
+        const int dims[3] = {3200, 1408, 768};
+        full_step_row("cuda", "iv2-1b", views, 0, dims, peak, js);
+        int sv = getenv("IV2_BENCH_STEP_VIEWS") ? atoi(getenv("IV2_BENCH_STEP_VIEWS")) : 64;
+        if (sv > 0) full_step_row("cuda", "iv2-1b", sv, IV2_RECOMPUTE_ALL, dims, peak, js);
+    }
     if (js) { fprintf(js, "]}\n"); fclose(js); }
     iv2_backend_destroy(be);
     return 0;

@@ -138,24 +138,24 @@ for b in bench_kernels bench_vit; do
   [ -x build/gpu/$b ] || printf '%-34s %-20s\n' $b "FAIL (not built)" | tee -a "$SUMMARY"
 done
 [ -x build/gpu/bench_kernels ] && step bench_kernels 120 build/gpu/bench_kernels "$OUT/bench_kernels.json"
-[ -x build/gpu/bench_vit ] && step bench_vit 150 build/gpu/bench_vit "$OUT/bench_vit.json"
+[ -x build/gpu/bench_vit ] && step bench_vit 200 build/gpu/bench_vit "$OUT/bench_vit.json"
 # the baseline beside it, then the variants, then extract: the most needed figures first
 step bench_torch 180 python3 tests/gpu/bench_torch.py "$OUT/bench_torch.json"
 # the student step with the Hopper fused backward, beside bench_vit's default (mma.sync) backward
-[ -x build/gpu/bench_vit ] && step bench_vit_bwd_wg 150 env IV2_ATTN_BWD=wg build/gpu/bench_vit \
+[ -x build/gpu/bench_vit ] && step bench_vit_bwd_wg 150 env IV2_BENCH_STEP=0 IV2_ATTN_BWD=wg build/gpu/bench_vit \
   "$OUT/bench_vit_bwd_wg.json"
 # the forward models with the fastest Hopper attention forward (wgmma) of bench_kernels' sweep
 # (tests/gpu/best_fwd.py; none when a wg configuration was wrong), beside bench_vit's default
 WG=$( [ -f "$OUT/bench_kernels.json" ] && python3 tests/gpu/best_fwd.py "$OUT/bench_kernels.json" 2>/dev/null )
 if [ -n "$WG" ] && [ -x build/gpu/bench_vit ]; then
-  step bench_vit_fwd_wg 150 env IV2_ATTN_FWD="$WG" build/gpu/bench_vit "$OUT/bench_vit_fwd_wg.json"
+  step bench_vit_fwd_wg 150 env IV2_BENCH_STEP=0 IV2_ATTN_FWD="$WG" build/gpu/bench_vit "$OUT/bench_vit_fwd_wg.json"
   echo "IV2_ATTN_FWD=$WG" >> "$OUT/bench_vit_fwd_wg.log"
 fi
 # the student step with the cuBLAS attention backward, for the side-by-side figure
-[ -x build/gpu/bench_vit ] && step bench_vit_gemm_backward 150 env IV2_ATTN_BWD=gemm build/gpu/bench_vit \
+[ -x build/gpu/bench_vit ] && step bench_vit_gemm_backward 150 env IV2_BENCH_STEP=0 IV2_ATTN_BWD=gemm build/gpu/bench_vit \
   "$OUT/bench_vit_gemm_backward.json"
 # the student step with the scalar norm / GELU / residual / bias backward kernels, beside bench_vit
-[ -x build/gpu/bench_vit ] && step bench_vit_scalar_bwd 150 env IV2_VEC_BWD=0 build/gpu/bench_vit \
+[ -x build/gpu/bench_vit ] && step bench_vit_scalar_bwd 150 env IV2_BENCH_STEP=0 IV2_VEC_BWD=0 build/gpu/bench_vit \
   "$OUT/bench_vit_scalar_bwd.json"
 # extract's GPU half at full size (teachers, downloads, encoding, LMDB writes under build/tmp), per stage
 if [ -x build/gpu/bench_extract ]; then step bench_extract 180 build/gpu/bench_extract "$OUT/bench_extract.json"
@@ -230,7 +230,7 @@ def load(n):
     except Exception: return None
 iv, tv, ik = load("bench_vit.json"), load("bench_torch.json"), load("bench_kernels.json")
 if iv and tv:
-    print("-- iv2 vs PyTorch, full-depth forward (extrapolated from depths 2 and 6)")
+    print("-- iv2 vs PyTorch at full depth (extrapolated from depths 2 and 6); iv2-1b-step: the whole training step")
     tm = {m["model"]: m for m in tv["models"]}
     for m in iv["models"]:
         t = tm.get(m["model"])

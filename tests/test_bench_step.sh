@@ -1,0 +1,17 @@
+#!/bin/sh
+# test_bench_step: the whole-training-step rows of tests/gpu/bench_vit.c (issue 8's figure: the
+# student, the recipe's heads and loss, clipping and AdamW through distill/'s trainer, at two
+# depths extrapolated to full depth) run at toy size on the CPU, so the benchmark's code cannot rot
+# between GPU runs: one row, of the batch asked for, positive figures, views/s consistent with
+# ms/step. (That a step on the loaded batch is a real step: test_distill_train.)
+cd "$(dirname "$0")/.." || exit 1
+make -s build/gpu/bench_vit >/dev/null 2>&1 || { echo "FAIL: cannot build build/gpu/bench_vit"; exit 1; }
+out=$(build/gpu/bench_vit --step-smoke 2>&1) || { echo "FAIL: bench_vit --step-smoke: $out"; exit 1; }
+echo "$out"
+echo "$out" | awk '
+  /^iv2-tiny step/ { n++; views = $3; ms = $4; tok = $5; vps = $7
+    if (ms <= 0 || tok <= 0 || vps <= 0) { print "FAIL: non-positive figures"; bad = 1 }
+    if (views != 2) { print "FAIL: batch " views; bad = 1 }
+    d = vps - views * 1000 / ms; if (d < 0) d = -d
+    if (d > 0.02 * vps) { print "FAIL: views/s " vps " disagrees with ms/step " ms; bad = 1 } }
+  END { if (n != 1) { print "FAIL: " n " step rows"; bad = 1 }; exit bad }'
