@@ -102,6 +102,18 @@ struct iv2_backend {
     void (*matmul_backward)(iv2_backend *be, void *dinp, void *dw, void *dbias, const void *dout, const void *inp,
                             const void *w, int M, int K, int N);
 
+    /* Optional (NULL where a backend has none; vit.c then runs matmul + gelu and matmul_backward +
+     * gelu_backward): the MLP's first layer with the tanh GELU fused into the GEMMs.
+     *   matmul_gelu: pre[M,N] = inp[M,K] @ w[N,K]^T + bias[N]; out = gelu_tanh(pre) (pre is kept
+     *     for the backward).
+     *   matmul_backward_gelu, for y = out @ w^T + b with out = gelu_tanh(pre) (inp = out [M,K]):
+     *     dpre[M,K] = (dout @ w) * gelu_tanh'(pre), written, not added; dw[N,K] += dout^T @ inp;
+     *     dbias[N] += colsum(dout) (dw, dbias may be NULL). */
+    void (*matmul_gelu)(iv2_backend *be, void *out, void *pre, const void *inp, const void *w, const void *bias, int M,
+                        int K, int N);
+    void (*matmul_backward_gelu)(iv2_backend *be, void *dpre, void *dw, void *dbias, const void *dout, const void *inp,
+                                 const void *w, const void *pre, int M, int K, int N);
+
     /* RMSNorm over the last dim: out = inp * rsqrt(mean(inp^2) + eps) * w. rstd (f32 [M]) saved when not NULL. */
     void (*rmsnorm)(iv2_backend *be, void *out, float *rstd, const void *inp, const void *w, int M, int C, float eps);
     void (*rmsnorm_backward)(iv2_backend *be, void *dinp, void *dw, const void *dout, const void *inp, const void *w,

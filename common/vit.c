@@ -318,8 +318,12 @@ static void block_fwd(iv2_vit *m, const vit_block_off *w, vit_act_block *b, int 
     if (b->x_mid != b->x_in) be->copy(be, b->x_mid, b->x_in, (size_t)M * C * be->esize);
     be->residual(be, b->x_mid, b->o, WO(w->ls1), s, S, N, C);
     norm_fwd(m, b->h2, b->m2, b->r2, b->x_mid, w->norm2_w, w->norm2_b, M);
-    be->matmul(be, b->f1, b->h2, W(w->fc1_w), W(w->fc1_b), M, C, c->mlp);
-    be->gelu(be, b->g, b->f1, (size_t)M * c->mlp, c->gelu);
+    if (be->matmul_gelu && c->gelu == IV2_GELU_TANH)   /* the student's MLP on CUDA: GELU in the GEMM's epilogue */
+        be->matmul_gelu(be, b->g, b->f1, b->h2, W(w->fc1_w), W(w->fc1_b), M, C, c->mlp);
+    else {
+        be->matmul(be, b->f1, b->h2, W(w->fc1_w), W(w->fc1_b), M, C, c->mlp);
+        be->gelu(be, b->g, b->f1, (size_t)M * c->mlp, c->gelu);
+    }
     be->matmul(be, b->f2, b->g, W(w->fc2_w), W(w->fc2_b), M, c->mlp, C);
     if (b->x_out != b->x_mid) be->copy(be, b->x_out, b->x_mid, (size_t)M * C * be->esize);
     be->residual(be, b->x_out, b->f2, WO(w->ls2), s2, S, N, C);
@@ -337,10 +341,14 @@ static void block_bwd(iv2_vit *m, const vit_block_off *w, vit_act_block *b, vit_
     be->memset0(be, d->df2, MC);
     be->residual_backward(be, d->df2, GO(w->ls2), d->dx, b->f2, WO(w->ls2), s2, S, N, C);
     if (!fresh) be->gelu(be, b->g, b->f1, (size_t)M * Hm, c->gelu);   /* recompute g */
-    be->memset0(be, d->dg, MH);
-    be->matmul_backward(be, d->dg, G(w->fc2_w), G(w->fc2_b), d->df2, b->g, W(w->fc2_w), M, Hm, C);
-    be->memset0(be, d->df1, MH);
-    be->gelu_backward(be, d->df1, d->dg, b->f1, (size_t)M * Hm, c->gelu);
+    if (be->matmul_backward_gelu && c->gelu == IV2_GELU_TANH)   /* df1 straight from the fc2 dgrad's epilogue */
+        be->matmul_backward_gelu(be, d->df1, G(w->fc2_w), G(w->fc2_b), d->df2, b->g, W(w->fc2_w), b->f1, M, Hm, C);
+    else {
+        be->memset0(be, d->dg, MH);
+        be->matmul_backward(be, d->dg, G(w->fc2_w), G(w->fc2_b), d->df2, b->g, W(w->fc2_w), M, Hm, C);
+        be->memset0(be, d->df1, MH);
+        be->gelu_backward(be, d->df1, d->dg, b->f1, (size_t)M * Hm, c->gelu);
+    }
     if (!fresh) norm_fwd(m, b->h2, b->m2, b->r2, b->x_mid, w->norm2_w, w->norm2_b, M);   /* recompute h2 */
     be->memset0(be, d->dh, MC);
     be->matmul_backward(be, d->dh, G(w->fc1_w), G(w->fc1_b), d->df1, b->h2, W(w->fc1_w), M, C, Hm);

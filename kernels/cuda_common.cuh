@@ -26,7 +26,7 @@ typedef __nv_bfloat16 bf16;
 
 #define GEMM_CACHE 64
 typedef struct {
-    int valid, m, n, k, ta, tb, epi, beta1, align[4];
+    int valid, m, n, k, ta, tb, epi, beta1, align[5];   /* epi: matmul.cu's EPI_*; align: a, b, d, bias, aux */
     cublasLtMatmulAlgo_t algo;
     int ok;                       /* 0: cuBLASLt found no algorithm, use cublasGemmEx */
 } gemm_cache_entry;
@@ -49,6 +49,7 @@ typedef struct {
     size_t smem_optin;            /* largest dynamic shared memory a block may opt in to */
     int sms;                      /* streaming multiprocessors */
     int norm_bwd_blocks[9];       /* resident blocks per SM of norm_backward8_kernel<VPL> (0: not asked yet) */
+    int gelu_fusion;              /* the tanh GELU fused into the MLP's GEMMs (matmul_gelu); IV2_GELU_FUSION=0: off */
     int vec_bwd;                  /* the 16-byte-vector backward kernels (norm, GELU, residual, bias); IV2_VEC_BWD=0: the scalar ones */
     int wgmma;                    /* the sm_90a kernels run here: built with IV2_WGMMA, compute capability 9.0 */
 } cuda_impl;
@@ -66,6 +67,7 @@ void cuda_install_norm(iv2_backend *be);
 void cuda_install_attention(iv2_backend *be);
 void cuda_install_elementwise(iv2_backend *be);
 void cuda_matmul_release(cuda_impl *im);
-void cuda_bias_grad(iv2_backend *be, void *dbias, const void *dout, int M, int N);   /* dbias += column sums of dout[M][N] */
+void cuda_bias_grad(iv2_backend *be, void *dbias, const void *dout, int M, int N);
+void cuda_gelu_grad_scale(iv2_backend *be, void *x, const void *pre, size_t n);   /* x *= gelu_tanh'(pre) */   /* dbias += column sums of dout[M][N] */
 
 #endif

@@ -31,6 +31,14 @@ static void c_gelu_backward(iv2_backend *be, void *dinp, const void *dout, const
                                                                   (const bf16 *)inp, n, kind);
     LAUNCH_CHECK();
 }
+void cuda_gelu_grad_scale(iv2_backend *be, void *x, const void *pre, size_t n) {
+    if (!n) return;
+    if (n % 8 == 0 && al16(x) && al16(pre))
+        gelu_grad_scale8_kernel<<<GRID(n / 8), NT, 0, impl_of(be)->stream>>>((bf16 *)x, (const bf16 *)pre, n / 8);
+    else
+        gelu_grad_scale_kernel<<<GRID(n), NT, 0, impl_of(be)->stream>>>((bf16 *)x, (const bf16 *)pre, n);
+    LAUNCH_CHECK();
+}
 /* ---- residual with LayerScale and drop-path scale ---- */
 static void c_residual(iv2_backend *be, void *x, const void *y, const void *gamma, const float *s, int B, int N,
                        int C) {

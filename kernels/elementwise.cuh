@@ -42,6 +42,20 @@ __global__ void gelu_backward8_kernel(bf16 *dinp, const bf16 *dout, const bf16 *
         st8(dinp + 8 * i, d);
     }
 }
+/* x *= gelu_tanh'(pre): the unfused end of matmul_backward_gelu (matmul.cu), scalar and 8 wide */
+__global__ void gelu_grad_scale_kernel(bf16 *x, const bf16 *pre, size_t n) {
+    FOR_N(i, n) st(x + i, ld(x + i) * gelu_grad(ld(pre + i), IV2_GELU_TANH));
+}
+__global__ void gelu_grad_scale8_kernel(bf16 *x, const bf16 *pre, size_t n8) {
+    FOR_N(i, n8) {
+        float v[8], p[8];
+        ld8(x + 8 * i, v);
+        ld8(pre + 8 * i, p);
+#pragma unroll
+        for (int k = 0; k < 8; k++) v[k] *= gelu_grad(p[k], IV2_GELU_TANH);
+        st8(x + 8 * i, v);
+    }
+}
 /* 8 elements per thread where the buffers allow 16-byte access (every model's case) */
 __global__ void gelu8_kernel(bf16 *out, const bf16 *inp, size_t n8, int kind) {
     FOR_N(i, n8) {

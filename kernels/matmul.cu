@@ -1,5 +1,5 @@
 /* matmul.cu: linear layers on cuBLASLt (bf16 in/out, fp32 accumulate), bias fused as an
- * epilogue. Row-major out[M,N] = inp[M,K] @ w[N,K]^T is, in cuBLAS's column-major terms,
+ * epilogue, and the MLP's tanh GELU fused into its GEMMs (matmul_gelu, matmul_backward_gelu). Row-major out[M,N] = inp[M,K] @ w[N,K]^T is, in cuBLAS's column-major terms,
  * out^T[N,M] = op(w)[N,K] @ inp^T[K,M], so every call below swaps the operands. Shapes
  * cuBLASLt has no algorithm for (odd leading dimensions, unaligned pointers) fall back to
  * cublasGemmEx. */
@@ -20,14 +20,21 @@ __global__ void fill_bias_kernel(bf16 *d, const bf16 *bias, int m, int n, int ld
     if (i < (size_t)m * n) d[(i / m) * ldd + i % m] = bias[i % m];
 }
 
-/* column-major D[m,n] = alpha op(A)[m,k] op(B)[k,n] + beta D (+ bias[m]); all bf16.
- * lda/ldb/ldd are the column-major leading dimensions. */
-static void gemm(iv2_backend *be, bf16 *d, const bf16 *a, const bf16 *b, const bf16 *bias, int m, int n, int k,
-                 int ta, int tb, int lda, int ldb, int ldd, float beta) {
+/* the epilogues gemm_lt runs (cuBLASLt's GELU is the tanh form) */
+enum { EPI_NONE, EPI_BIAS, EPI_GELU_AUX_BIAS, EPI_DGELU };
+
+/* column-major D[m,n] = alpha op(A)[m,k] op(B)[k,n] + beta D, then the epilogue: EPI_BIAS
+ * D += bias[m]; EPI_GELU_AUX_BIAS aux = D + bias[m], D = gelu_tanh(aux); EPI_DGELU (beta 0)
+ * D = D * gelu_tanh'(aux). aux is [m,n] with leading dimension ldd. All bf16; lda/ldb/ldd are the
+ * column-major leading dimensions. Returns 0 when cuBLASLt has no algorithm for it (nothing
+ * done), else 1. */
+static int gemm_lt(iv2_backend *be, bf16 *d, const bf16 *a, const bf16 *b, const bf16 *bias, bf16 *aux, int epi,
+                   int m, int n, int k, int ta, int tb, int lda, int ldb, int ldd, float beta) {
     cuda_impl *im = impl_of(be);
     float alpha = 1.f;
-    int al[4] = {align_of(a, lda), align_of(b, ldb), align_of(d, ldd), bias ? align_of(bias, 0) : 256};
-    int epi = bias ? 1 : 0, beta1 = beta != 0.f;
+    int al[5] = {align_of(a, lda), align_of(b, ldb), align_of(d, ldd), bias ? align_of(bias, 0) : 256,
+                 aux ? align_of(aux, ldd) : 256};
+    int beta1 = beta != 0.f;
     gemm_cache_entry *ce = NULL;
     for (int i = 0; i < GEMM_CACHE; i++) {
         gemm_cache_entry *c = &im->gemm[i];
@@ -40,8 +47,15 @@ static void gemm(iv2_backend *be, bf16 *d, const bf16 *a, const bf16 *b, const b
     CUBLAS_CHECK(cublasLtMatmulDescCreate(&op, CUBLAS_COMPUTE_32F, CUDA_R_32F));
     CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_TRANSA, &opa, sizeof opa));
     CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_TRANSB, &opb, sizeof opb));
-    cublasLtEpilogue_t ep = bias ? CUBLASLT_EPILOGUE_BIAS : CUBLASLT_EPILOGUE_DEFAULT;
+    cublasLtEpilogue_t ep = epi == EPI_BIAS ? CUBLASLT_EPILOGUE_BIAS : epi == EPI_GELU_AUX_BIAS ?
+                            CUBLASLT_EPILOGUE_GELU_AUX_BIAS : epi == EPI_DGELU ? CUBLASLT_EPILOGUE_DGELU :
+                            CUBLASLT_EPILOGUE_DEFAULT;
     CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_EPILOGUE, &ep, sizeof ep));
+    if (aux) {
+        int64_t ld64 = ldd;
+        CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_POINTER, &aux, sizeof aux));
+        CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_LD, &ld64, sizeof ld64));
+    }
     if (bias) {
         cudaDataType_t bt = CUDA_R_16BF;
         CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, &bt, sizeof bt));
@@ -85,7 +99,16 @@ static void gemm(iv2_backend *be, bf16 *d, const bf16 *a, const bf16 *b, const b
     cublasLtMatrixLayoutDestroy(la);
     cublasLtMatrixLayoutDestroy(lb);
     cublasLtMatrixLayoutDestroy(ld);
-    if (done) return;
+    return done;
+}
+
+/* gemm_lt with no epilogue or the bias one, and cublasGemmEx where cuBLASLt has no algorithm */
+static void gemm(iv2_backend *be, bf16 *d, const bf16 *a, const bf16 *b, const bf16 *bias, int m, int n, int k,
+                 int ta, int tb, int lda, int ldb, int ldd, float beta) {
+    if (gemm_lt(be, d, a, b, bias, NULL, bias ? EPI_BIAS : EPI_NONE, m, n, k, ta, tb, lda, ldb, ldd, beta)) return;
+    cuda_impl *im = impl_of(be);
+    float alpha = 1.f;
+    cublasOperation_t opa = ta ? CUBLAS_OP_T : CUBLAS_OP_N, opb = tb ? CUBLAS_OP_T : CUBLAS_OP_N;
     /* fallback: plain cuBLAS, bias written by a kernel first (beta = 1 then keeps it) */
     if (bias) {
         fill_bias_kernel<<<cdiv((size_t)m * n, 256), 256, 0, im->stream>>>(d, bias, m, n, ldd);
@@ -121,9 +144,43 @@ static void c_matmul_backward(iv2_backend *be, void *dinp, void *dw, void *dbias
     if (dbias) cuda_bias_grad(be, dbias, dout, M, N);   /* elementwise.cu */
 }
 
+/* pre[M,N] = inp @ w^T + bias, out = gelu_tanh(pre) in the GEMM's epilogue (the MLP's first
+ * layer with the student's tanh GELU: no separate pass over pre); unfused where cuBLASLt has no
+ * algorithm for the epilogue or the rows are not 16-byte aligned */
+static void c_matmul_gelu(iv2_backend *be, void *out, void *pre, const void *inp, const void *w, const void *bias,
+                          int M, int K, int N) {
+    if (M <= 0 || N <= 0) return;
+    if (!bias || align_of(out, N) < 16 || align_of(pre, N) < 16 || align_of(bias, 0) < 16 ||
+        !gemm_lt(be, (bf16 *)out, (const bf16 *)w, (const bf16 *)inp, (const bf16 *)bias, (bf16 *)pre,
+                 EPI_GELU_AUX_BIAS, N, M, K, 1, 0, K, K, N, 0.f)) {
+        c_matmul(be, pre, inp, w, bias, M, K, N);
+        be->gelu(be, out, pre, (size_t)M * N, IV2_GELU_TANH);
+    }
+}
+
+/* The backward of out = gelu_tanh(pre) followed by a linear layer y = out @ w^T + b:
+ * dpre[M,K] = (dout @ w) * gelu_tanh'(pre) written (not added) in the dgrad GEMM's epilogue,
+ * so dout @ w never goes through memory; dw += dout^T @ out (inp = out), dbias += colsum(dout).
+ * Unfused (the GEMM, then a pass scaling by gelu') where cuBLASLt has no algorithm for it. */
+static void c_matmul_backward_gelu(iv2_backend *be, void *dpre, void *dw, void *dbias, const void *dout,
+                                   const void *inp, const void *w, const void *pre, int M, int K, int N) {
+    if (M <= 0) return;
+    if (align_of(dpre, K) < 16 || align_of(pre, K) < 16 ||
+        !gemm_lt(be, (bf16 *)dpre, (const bf16 *)w, (const bf16 *)dout, NULL, (bf16 *)pre, EPI_DGELU, K, M, N, 0, 0,
+                 K, N, K, 0.f)) {
+        gemm(be, (bf16 *)dpre, (const bf16 *)w, (const bf16 *)dout, NULL, K, M, N, 0, 0, K, N, K, 0.f);
+        cuda_gelu_grad_scale(be, dpre, pre, (size_t)M * K);   /* elementwise.cu */
+    }
+    c_matmul_backward(be, NULL, dw, dbias, dout, inp, w, M, K, N);
+}
+
 void cuda_matmul_release(cuda_impl *im) { memset(im->gemm, 0, sizeof im->gemm); }
 
 void cuda_install_matmul(iv2_backend *be) {
     be->matmul = c_matmul;
     be->matmul_backward = c_matmul_backward;
+    if (impl_of(be)->gelu_fusion) {
+        be->matmul_gelu = c_matmul_gelu;
+        be->matmul_backward_gelu = c_matmul_backward_gelu;
+    }
 }

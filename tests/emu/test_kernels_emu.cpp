@@ -3,7 +3,7 @@
  * computed here in double precision:
  *   LayerNorm / RMSNorm backward  dinp += rstd (dn - mean(dn) - xhat mean(dn xhat)), dn = dout w,
  *                                 dw = sum dout xhat, db = sum dout (fp32 sums in acc);
- *   GELU backward                 dinp += dout gelu'(inp), erf and tanh forms;
+ *   GELU backward                 dinp += dout gelu'(inp), erf and tanh forms; x *= gelu_tanh'(pre);
  *   residual backward             dy += s gamma dx, dgamma = sum s dx y;
  *   column sums (bias gradients)  acc[j] = sum_i dout[i, j].
  * Each runs as the 16-byte-vector kernel (norm_backward8_kernel at every VPL the launch picks,
@@ -146,6 +146,22 @@ static void test_gelu_backward(size_t n, int kind) {
     }
 }
 
+/* x *= gelu_tanh'(pre): the unfused end of matmul_backward_gelu */
+static void test_gelu_grad_scale(size_t n) {
+    std::vector<bf16> pre = rand_bf16(n, 4.f), x0 = rand_bf16(n, 1.f);
+    std::vector<double> want(n);
+    for (size_t i = 0; i < n; i++) want[i] = f(x0[i]) * gelu_grad_ref(f(pre[i]), IV2_GELU_TANH);
+    for (int vec = 0; vec < 2; vec++) {
+        std::vector<bf16> x = x0;
+        dim3 grid = {2, 1, 1};
+        if (vec) emu_launch(grid, 64, 0, [&] { gelu_grad_scale8_kernel(x.data(), pre.data(), n / 8); });
+        else emu_launch(grid, 64, 0, [&] { gelu_grad_scale_kernel(x.data(), pre.data(), n); });
+        char what[96];
+        snprintf(what, sizeof what, "%s n %zu", vec ? "gelu_grad_scale8" : "gelu_grad_scale (scalar)", n);
+        check_bf16(what, want, x, 1e-2);
+    }
+}
+
 /* ---- residual backward: dy += s[b] gamma dx, dgamma = sum s[b] dx y ---- */
 static void test_residual_backward(int B, int N, int C, bool with_gamma, bool with_s) {
     size_t n = (size_t)B * N * C;
@@ -217,6 +233,7 @@ int main() {
     test_norm_backward(13, 768, false, true, true);    /* VPL 3 -> 4 */
     test_gelu_backward(8 * 300, IV2_GELU_ERF);
     test_gelu_backward(8 * 300, IV2_GELU_TANH);
+    test_gelu_grad_scale(8 * 250);
     test_residual_backward(3, 5, 1408, true, true);
     test_residual_backward(2, 7, 200, false, false);
     test_colsum(130, 1408);

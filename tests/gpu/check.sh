@@ -102,8 +102,12 @@ step build_extract_teachers 200 $MK BASE_CFLAGS="$DEP_CFLAGS" BASE_LIBS="$DEP_LI
 [ -x build/tests/test_extract_teachers ] && step test_extract_teachers_cuda 150 build/tests/test_extract_teachers
 # the debugging path of attention (unpipelined forward, scalar backward) against the CPU too
 [ -x build/gpu/test_cuda_ops ] && step test_cuda_ops_simple_attention 150 env IV2_ATTN_SIMPLE=1 build/gpu/test_cuda_ops
-# the scalar norm / GELU / residual / bias-gradient backward kernels (the default takes 16-byte vectors)
-[ -x build/gpu/test_cuda_ops ] && step test_cuda_ops_scalar_bwd 150 env IV2_VEC_BWD=0 build/gpu/test_cuda_ops
+# the scalar norm / GELU / residual / bias-gradient backward kernels (the default takes 16-byte
+# vectors) and the MLP's GELU unfused (the default fuses it into the GEMMs' epilogues)
+[ -x build/gpu/test_cuda_ops ] && step test_cuda_ops_unfused 150 env IV2_VEC_BWD=0 IV2_GELU_FUSION=0 \
+  build/gpu/test_cuda_ops
+[ -x build/gpu/test_cuda_vit ] && step test_cuda_vit_unfused 150 env IV2_VEC_BWD=0 IV2_GELU_FUSION=0 \
+  build/gpu/test_cuda_vit
 # the cuBLAS attention backward (the default is the fused kernels of flash_attention.cuh) too
 [ -x build/gpu/test_cuda_ops ] && step test_cuda_ops_gemm_backward 150 env IV2_ATTN_BWD=gemm build/gpu/test_cuda_ops
 [ -x build/gpu/test_cuda_vit ] && step test_cuda_vit_gemm_backward 150 env IV2_ATTN_BWD=gemm build/gpu/test_cuda_vit
@@ -154,9 +158,10 @@ fi
 # the student step with the cuBLAS attention backward, for the side-by-side figure
 [ -x build/gpu/bench_vit ] && step bench_vit_gemm_backward 150 env IV2_BENCH_STEP=0 IV2_ATTN_BWD=gemm build/gpu/bench_vit \
   "$OUT/bench_vit_gemm_backward.json"
-# the student step with the scalar norm / GELU / residual / bias backward kernels, beside bench_vit
-[ -x build/gpu/bench_vit ] && step bench_vit_scalar_bwd 150 env IV2_BENCH_STEP=0 IV2_VEC_BWD=0 build/gpu/bench_vit \
-  "$OUT/bench_vit_scalar_bwd.json"
+# the student step with the scalar norm / GELU / residual / bias backward kernels and the GELU
+# unfused (the kernels before 2026-11-26 late), beside bench_vit
+[ -x build/gpu/bench_vit ] && step bench_vit_unfused 150 env IV2_BENCH_STEP=0 IV2_VEC_BWD=0 IV2_GELU_FUSION=0 \
+  build/gpu/bench_vit "$OUT/bench_vit_unfused.json"
 # extract's GPU half at full size (teachers, downloads, encoding, LMDB writes under build/tmp), per stage
 if [ -x build/gpu/bench_extract ]; then step bench_extract 180 build/gpu/bench_extract "$OUT/bench_extract.json"
 else printf '%-34s %-20s\n' bench_extract "SKIP (not built)" | tee -a "$SUMMARY"; fi
@@ -208,7 +213,7 @@ fi
 {
   echo
   echo "== figures (device: $(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -n 1))"
-  for b in bench_vit bench_extract bench_vit_gemm_backward bench_vit_scalar_bwd bench_vit_bwd_wg bench_vit_fwd_wg \
+  for b in bench_vit bench_extract bench_vit_gemm_backward bench_vit_unfused bench_vit_bwd_wg bench_vit_fwd_wg \
            bench_torch bench_kernels; do
     [ -f "$OUT/$b.log" ] && { echo "-- $b"; grep -v '^==' "$OUT/$b.log"; }
   done

@@ -87,6 +87,35 @@ static void test_matmul(int M, int K, int N, int bias) {
     drop(&x); drop(&wt); drop(&b); drop(&o); drop(&dout); drop(&dx); drop(&dw); drop(&db);
 }
 
+/* the MLP's fused tanh GELU (matmul_gelu, matmul_backward_gelu; CUDA only) against the CPU's
+ * matmul + gelu and matmul_backward + gelu_backward: fc1 [M,K] -> [M,H], gelu, fc2 -> [M,N] */
+static void test_matmul_gelu(int M, int K, int H, int N) {
+    if (!G->matmul_gelu || !G->matmul_backward_gelu) { printf("matmul_gelu: not installed (IV2_GELU_FUSION=0)\n"); return; }
+    char w[96];
+    pair x = mk((size_t)M * K, 1), w1 = mk((size_t)H * K, 0.2f), b1 = mk(H, 1), pre = mk((size_t)M * H, 1);
+    pair g = mk((size_t)M * H, 1);
+    G->matmul_gelu(G, g.g, pre.g, x.g, w1.g, b1.g, M, K, H);
+    C->matmul(C, pre.c, x.c, w1.c, b1.c, M, K, H);
+    C->gelu(C, g.c, pre.c, (size_t)M * H, IV2_GELU_TANH);
+    float at = 2e-2f * sqrtf((float)K) / 16.f * 2.f;
+    snprintf(w, sizeof w, "matmul_gelu pre %dx%dx%d", M, K, H); cmp(w, pre, 2e-2f, at);
+    snprintf(w, sizeof w, "matmul_gelu out %dx%dx%d", M, K, H); cmp(w, g, 2e-2f, at);
+    /* backward of fc2 (w2 [N,H]) into the GELU: the GPU writes dpre, the CPU accumulates into zeros */
+    pair w2 = mk((size_t)N * H, 0.2f), dout = mk((size_t)M * N, 1), dpre = mk((size_t)M * H, 1);
+    pair dw = mk((size_t)N * H, 1), db = mk(N, 1), dg = mk((size_t)M * H, 1);
+    G->matmul_backward_gelu(G, dpre.g, dw.g, db.g, dout.g, g.g, w2.g, pre.g, M, H, N);
+    C->memset0(C, dg.c, (size_t)M * H * C->esize);
+    C->matmul_backward(C, dg.c, dw.c, db.c, dout.c, g.c, w2.c, M, H, N);
+    C->memset0(C, dpre.c, (size_t)M * H * C->esize);
+    C->gelu_backward(C, dpre.c, dg.c, pre.c, (size_t)M * H, IV2_GELU_TANH);
+    float ah = 2e-2f * sqrtf((float)H) / 16.f * 2.f;
+    snprintf(w, sizeof w, "matmul_backward_gelu dpre %dx%dx%d", M, H, N); cmp(w, dpre, 2e-2f, ah + 3e-2f);
+    snprintf(w, sizeof w, "matmul_backward_gelu dw %dx%dx%d", M, H, N); cmp(w, dw, 2e-2f, 2e-2f * sqrtf((float)M) / 8.f + 3e-2f);
+    snprintf(w, sizeof w, "matmul_backward_gelu dbias %dx%dx%d", M, H, N); cmp(w, db, 2e-2f, 2e-2f * sqrtf((float)M) / 8.f + 3e-2f);
+    drop(&x); drop(&w1); drop(&b1); drop(&pre); drop(&g); drop(&w2); drop(&dout); drop(&dpre); drop(&dw); drop(&db);
+    drop(&dg);
+}
+
 static void test_norms(int M, int Cc) {
     char w[96];
     pair x = mk((size_t)M * Cc, 2), wt = mk(Cc, 1), b = mk(Cc, 1), o = mk((size_t)M * Cc, 1);
@@ -341,6 +370,8 @@ int main(void) {
     test_matmul(64, 1408, 1408, 0);
     test_matmul(1, 128, 768, 1);      /* pooled projection, one row */
     test_matmul(45, 64, 100, 1);      /* N % 8 != 0: the scalar bias-gradient sum */
+    test_matmul_gelu(130, 96, 384, 96);     /* the student's MLP shape at toy width */
+    test_matmul_gelu(37, 64, 100, 64);      /* H % 8 != 0: the unfused path */
     test_norms(70, 96);
     test_norms(33, 1408);
     test_norms(9, 3200);
