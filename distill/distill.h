@@ -160,6 +160,7 @@ typedef struct iv2_heads {
 } iv2_heads;
 
 iv2_heads *iv2_heads_create(iv2_backend *be, const iv2_heads_dims *d);
+size_t iv2_heads_count_params(const iv2_heads_dims *d);   /* what iv2_heads_create would allocate, per buffer */
 void iv2_heads_free(iv2_heads *h);
 /* trunc_normal(0.02) Linear weights, zero biases, LN 1/0, 3-D sin-cos pos embeds (CLS row 0). */
 void iv2_heads_init(iv2_heads *h, uint64_t seed);
@@ -378,6 +379,11 @@ int iv2_trainer_step(iv2_trainer *t, const iv2_batch *b);
 /* One more step on the batch already in slot 0 (put there by iv2_trainer_step or
  * iv2_trainer_forward_backward), numbered `step`: the step's compute alone, for benchmarks. */
 int iv2_trainer_step_loaded(iv2_trainer *t, int64_t step);
+/* The largest batch (per rank) whose memory plan fits in avail bytes: the config's student at its
+ * depth, heads for targets of the given dims and nv visible tokens, `recompute` blocks recomputed,
+ * esize-byte activations (what iv2-distill's memory plan prints; bench_vit sizes its batch with it). */
+int iv2_distill_largest_batch(const iv2_distill_config *c, int clip_dim, int mae_dim, int final_dim, int nv,
+                              int recompute, size_t esize, size_t avail);
 /* Train to the plan's end (or max_steps more steps when > 0), logging and checkpointing. The
  * loader's batches go through the two slots: batch s+1 is copied on the copy stream while step s
  * runs its student backward (train.c). */

@@ -62,6 +62,15 @@ static void layout(iv2_heads *h) {
     if (d->n_mae) h->mae_pos = add_param(h, "mae_pos_embed", 3, 1, n, d->C);
 }
 
+size_t iv2_heads_count_params(const iv2_heads_dims *d) {
+    iv2_heads h;
+    memset(&h, 0, sizeof h);
+    h.d = *d;
+    layout(&h);
+    free(h.table);
+    return h.n_params;
+}
+
 static int imax(int a, int b) { return a > b ? a : b; }
 
 iv2_heads *iv2_heads_create(iv2_backend *be, const iv2_heads_dims *d) {

@@ -87,6 +87,23 @@ static int largest_batch(const iv2_vit_config *vc, const iv2_heads_dims *hd, siz
     return lo;
 }
 
+int iv2_distill_largest_batch(const iv2_distill_config *c, int clip_dim, int mae_dim, int final_dim, int nv,
+                              int recompute, size_t esize, size_t avail) {
+    iv2_vit_config vc;
+    if (student_config(c, &vc)) return -1;
+    int G = iv2_vit_grid(&vc), T = vc.frames / vc.tubelet, n_out = 0, seen[2 * IV2_DISTILL_MAX_LAYERS];
+    for (int k = 0; k < c->n_clip + c->n_mae; k++) {   /* read-out blocks: the union of both pairings */
+        int blk = k < c->n_clip ? c->clip_student[k] : c->mae_student[k - c->n_clip], dup = 0;
+        for (int i = 0; i < n_out; i++) dup |= seen[i] == blk;
+        if (!dup) seen[n_out++] = blk;
+    }
+    iv2_heads_dims hd = {.C = vc.width, .pool_dim = vc.pool_dim, .n_clip = c->n_clip, .clip_dim = clip_dim,
+                         .n_mae = c->n_mae, .mae_dim = mae_dim, .use_final = c->use_final, .final_dim = final_dim,
+                         .T = T, .G = G, .max_rows = 1};
+    int R = recompute < 0 ? 0 : recompute > vc.depth ? vc.depth : recompute;
+    return largest_batch(&vc, &hd, iv2_heads_count_params(&hd), n_out, esize, nv, R, avail);
+}
+
 static const char *human(char *b, size_t x) {   /* b: 16 bytes */
     if (x >= (1ull << 30)) snprintf(b, 16, "%.2f GiB", x / 1073741824.0);
     else snprintf(b, 16, "%.1f MiB", x / 1048576.0);
@@ -201,8 +218,10 @@ static void print_memory_plan(const iv2_trainer *t, int nv, size_t avail, size_t
              human(h[3], model - p.weights - p.grads - p.adamw), human(h[4], p.activations), B, nv, R, vc->depth,
              human(h[5], act), human(h[6], act0), human(h[7], actall), human(h[8], model + act));
     if (!avail) { iv2_info("memory plan: the backend does not report its free memory; no largest batch"); return; }
-    int bmax = largest_batch(vc, hd, hp, n, es, nv, R, avail);
-    int b0 = largest_batch(vc, hd, hp, n, es, nv, 0, avail), ball = largest_batch(vc, hd, hp, n, es, nv, vc->depth, avail);
+    const iv2_distill_config *c = &t->cfg;
+    int bmax = iv2_distill_largest_batch(c, hd->clip_dim, hd->mae_dim, hd->final_dim, nv, R, es, avail);
+    int b0 = iv2_distill_largest_batch(c, hd->clip_dim, hd->mae_dim, hd->final_dim, nv, 0, es, avail);
+    int ball = iv2_distill_largest_batch(c, hd->clip_dim, hd->mae_dim, hd->final_dim, nv, vc->depth, es, avail);
     iv2_info("memory plan: %s free of %s at start: the largest batch that fits is %d with %d blocks recomputed "
              "(%d recomputing none, %d recomputing all)", human(h[0], avail), human(h[1], total), bmax, R, b0, ball);
     if (model + act > avail)

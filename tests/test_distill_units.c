@@ -136,6 +136,39 @@ static void test_optim(void) {
     be->destroy(be);
 }
 
+/* the heads' parameter count (what the memory plan charges for them) by the formula of the
+ * official decoders, and against what iv2_heads_create allocates; the largest batch that fits:
+ * none in nothing, never fewer with more memory or with blocks recomputed, more with recompute */
+static void test_memory_plan(void) {
+    iv2_heads_dims d = {.C = 1408, .pool_dim = 768, .n_clip = 6, .clip_dim = 3200, .n_mae = 4, .mae_dim = 1408,
+                        .use_final = 1, .final_dim = 768, .T = 8, .G = 16, .max_rows = 1};
+    size_t C = 1408, n = 8 * 256;
+    size_t want = 6 * (3200 * C + 3 * 3200) + 4 * (C * C + C + 1408 * C + 3 * 1408) + (768 * 768 + 3 * 768) +
+                  (1 + n) * C + n * C;
+    CHECK(iv2_heads_count_params(&d) == want, "recipe heads: %zu params, want %zu", iv2_heads_count_params(&d), want);
+    iv2_heads_dims t = {.C = 32, .pool_dim = 16, .n_clip = 2, .clip_dim = 20, .n_mae = 1, .mae_dim = 12,
+                        .use_final = 1, .final_dim = 10, .T = 4, .G = 2, .max_rows = 8};
+    iv2_backend *be = iv2_cpu_backend_create(1);
+    iv2_heads *h = iv2_heads_create(be, &t);
+    CHECK(h && h->n_params == iv2_heads_count_params(&t), "count = what iv2_heads_create allocates");
+    iv2_heads_free(h);
+    be->destroy(be);
+    iv2_distill_config c;
+    iv2_distill_config_default(&c);   /* the recipe: iv2-1b, 6 clip + 4 mae heads + final */
+    int nv = 417, last = -1, mono = 1;
+    for (double gib = 20; gib <= 80; gib += 10) {
+        int b = iv2_distill_largest_batch(&c, 3200, 1408, 768, nv, 40, 2, (size_t)(gib * 1073741824.0));
+        mono &= b >= last;
+        last = b;
+    }
+    size_t g80 = (size_t)80 << 30;
+    int none = iv2_distill_largest_batch(&c, 3200, 1408, 768, nv, 0, 2, g80);
+    int all = iv2_distill_largest_batch(&c, 3200, 1408, 768, nv, 40, 2, g80);
+    CHECK(iv2_distill_largest_batch(&c, 3200, 1408, 768, nv, 40, 2, 0) == 0, "nothing fits in 0 bytes");
+    CHECK(mono && none > 0 && all > none, "largest batch in 80 GiB: %d recomputing none, %d all (monotone in memory: %d)",
+          none, all, mono);
+}
+
 static void test_png(void) {
     CHECK(iv2_crc32((const uint8_t *)"123456789", 9, 0) == 0xCBF43926u, "crc32 check value");
     CHECK(iv2_adler32((const uint8_t *)"Wikipedia", 9) == 0x11E60398u, "adler32 check value");
@@ -189,6 +222,7 @@ int main(void) {
     test_config();
     test_masks();
     test_optim();
+    test_memory_plan();
     test_png();
     return test_done();
 }

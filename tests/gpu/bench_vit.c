@@ -8,7 +8,8 @@
  *                              IV2_BENCH_CLIPS: VideoMAE clips per call, default 4;
  *                              IV2_BENCH_VIEWS: student views per step, default 32;
  *                              IV2_BENCH_STEP=0: no whole-step rows; IV2_BENCH_STEP_VIEWS: views of
- *                              the whole step with every block recomputed, default 64, 0: none)
+ *                              the whole step with every block recomputed, default the largest
+ *                              batch that fits (memory plan) up to 128, 0: none)
  * The student's training step twice: the ViT alone (forward + backward, no heads or optimiser, as
  * bench_torch's "train" row) and the whole step of iv2-distill (heads, loss, clipping, AdamW).
  *   bench_vit --step-smoke    the whole-step code at toy size on the CPU (no GPU needed)
@@ -329,13 +330,26 @@ int main(int argc, char **argv) {
     /* the whole step of iv2-distill (IV2_BENCH_STEP=0 skips it: the variant runs of check.sh):
      * the recipe's heads at the teachers' widths (InternViT-6B 3200, VideoMAEv2-g 1408, the 6B
      * pool 768), at the same batch without recomputation, and at IV2_BENCH_STEP_VIEWS views
-     * (default 64; 0 skips) with every block recomputed, as the official recipe checkpoints and
+     * (default: the largest batch that fits, up to 128; 0 skips) with every block recomputed, as the official recipe checkpoints and
      * as iv2-distill does on a GPU by default (its memory plan prints the largest batch that fits) */
     const char *st = getenv("IV2_BENCH_STEP");
     if (!st || strcmp(st, "0")) {
         const int dims[3] = {3200, 1408, 768};
         full_step_row("cuda", "iv2-1b", views, 0, dims, peak, js);
-        int sv = getenv("IV2_BENCH_STEP_VIEWS") ? atoi(getenv("IV2_BENCH_STEP_VIEWS")) : 64;
+        /* the largest batch that fits at full depth with every block recomputed (the trainer's
+         * memory plan, in what is free now less 2 GiB for the trainer's own CUDA context), timed
+         * at up to 128 views: the host batch of f32 targets is 41 MB a view, and the GEMMs are
+         * as large at 128 views as at 300 */
+        iv2_distill_config rc;
+        iv2_distill_config_default(&rc);
+        size_t fr = 0, tot = 0;
+        if (be->mem_info) be->mem_info(be, &fr, &tot);
+        int nvr = iv2_mask_n_visible(rc.mask, 8, 256, rc.mask_ratio);
+        int fit = fr > ((size_t)2 << 30) ? iv2_distill_largest_batch(&rc, dims[0], dims[1], dims[2], nvr,
+                                                                       IV2_RECOMPUTE_ALL, be->esize, fr - ((size_t)2 << 30)) : 0;
+        int sv = getenv("IV2_BENCH_STEP_VIEWS") ? atoi(getenv("IV2_BENCH_STEP_VIEWS")) : fit < 128 ? fit : 128;
+        printf("iv2-1b step: the largest batch that fits with every block recomputed: %d views (memory plan, %.1f GiB "
+               "free); timed at %d\n", fit, fr / 1073741824.0, sv);
         if (sv > 0) full_step_row("cuda", "iv2-1b", sv, IV2_RECOMPUTE_ALL, dims, peak, js);
     }
     if (js) { fprintf(js, "]}\n"); fclose(js); }
