@@ -105,7 +105,7 @@ struct iv2_backend {
     /* Optional (NULL where a backend has none; vit.c then runs matmul + gelu and matmul_backward +
      * gelu_backward): the MLP's first layer with the tanh GELU fused into the GEMMs.
      *   matmul_gelu: pre[M,N] = inp[M,K] @ w[N,K]^T + bias[N]; out = gelu_tanh(pre) (pre is kept
-     *     for the backward).
+     *     for the backward; out == pre is allowed, then only out is kept).
      *   matmul_backward_gelu, for y = out @ w^T + b with out = gelu_tanh(pre) (inp = out [M,K]):
      *     dpre[M,K] = (dout @ w) * gelu_tanh'(pre), written, not added; dw[N,K] += dout^T @ inp;
      *     dbias[N] += colsum(dout) (dw, dbias may be NULL). */

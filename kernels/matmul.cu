@@ -146,11 +146,12 @@ static void c_matmul_backward(iv2_backend *be, void *dinp, void *dw, void *dbias
 
 /* pre[M,N] = inp @ w^T + bias, out = gelu_tanh(pre) in the GEMM's epilogue (the MLP's first
  * layer with the student's tanh GELU: no separate pass over pre); unfused where cuBLASLt has no
- * algorithm for the epilogue or the rows are not 16-byte aligned */
+ * algorithm for the epilogue or the rows are not 16-byte aligned, and where out == pre (inference,
+ * vit.c's g = f1): the epilogue would write D and the aux buffer to the same address */
 static void c_matmul_gelu(iv2_backend *be, void *out, void *pre, const void *inp, const void *w, const void *bias,
                           int M, int K, int N) {
     if (M <= 0 || N <= 0) return;
-    if (!bias || align_of(out, N) < 16 || align_of(pre, N) < 16 || align_of(bias, 0) < 16 ||
+    if (!bias || out == pre || align_of(out, N) < 16 || align_of(pre, N) < 16 || align_of(bias, 0) < 16 ||
         !gemm_lt(be, (bf16 *)out, (const bf16 *)w, (const bf16 *)inp, (const bf16 *)bias, (bf16 *)pre,
                  EPI_GELU_AUX_BIAS, N, M, K, 1, 0, K, K, N, 0.f)) {
         c_matmul(be, pre, inp, w, bias, M, K, N);

@@ -100,6 +100,12 @@ static void test_matmul_gelu(int M, int K, int H, int N) {
     float at = 2e-2f * sqrtf((float)K) / 16.f * 2.f;
     snprintf(w, sizeof w, "matmul_gelu pre %dx%dx%d", M, K, H); cmp(w, pre, 2e-2f, at);
     snprintf(w, sizeof w, "matmul_gelu out %dx%dx%d", M, K, H); cmp(w, g, 2e-2f, at);
+    /* in place, as the inference arena calls it (g = f1): out == pre */
+    pair ip = mk((size_t)M * H, 1);
+    G->matmul_gelu(G, ip.g, ip.g, x.g, w1.g, b1.g, M, K, H);
+    C->copy(C, ip.c, g.c, (size_t)M * H * C->esize);
+    snprintf(w, sizeof w, "matmul_gelu out == pre %dx%dx%d", M, K, H); cmp(w, ip, 2e-2f, at);
+    drop(&ip);
     /* backward of fc2 (w2 [N,H]) into the GELU: the GPU writes dpre, the CPU accumulates into zeros */
     pair w2 = mk((size_t)N * H, 0.2f), dout = mk((size_t)M * N, 1), dpre = mk((size_t)M * H, 1);
     pair dw = mk((size_t)N * H, 1), db = mk(N, 1), dg = mk((size_t)M * H, 1);
