@@ -247,6 +247,20 @@ if iv and tv:
               f"MFU {100*c['mfu']:5.1f}%   speed-up x{i['per_s']/c['per_s']:.2f}")
     elif c:
         print(f"iv2-1b-train   torch.compile failed: {c.get('failed', '?')[:200]}")
+if iv:
+    # each variant run of bench_vit against the default run, row by row: the decisions of
+    # docs/cuda.md ("The next GPU session") read from here (time ratio < 1: the variant is faster)
+    base = {m["model"]: m for m in iv["models"] if "ms" in m}
+    for v, what in [("bench_vit_unfused", "scalar backward kernels, GELU unfused (IV2_VEC_BWD=0 IV2_GELU_FUSION=0)"),
+                    ("bench_vit_bwd_wg", "wgmma attention backward (IV2_ATTN_BWD=wg)"),
+                    ("bench_vit_fwd_wg", "wgmma attention forward (IV2_ATTN_FWD=best_fwd.py's pick)"),
+                    ("bench_vit_gemm_backward", "cuBLAS attention backward (IV2_ATTN_BWD=gemm)")]:
+        vj = load(v + ".json")
+        if not vj: continue
+        print(f"-- {v}: {what}; ms variant / ms default")
+        for m in vj["models"]:
+            b = base.get(m["model"])
+            if b and "ms" in m: print(f"   {m['model']:22s} {m['ms']:9.2f} / {b['ms']:9.2f} = {m['ms']/b['ms']:.3f}")
 if ik and tv:
     print("-- kernels, iv2 / torch TFLOP/s")
     for a, b in zip(ik["gemm"], tv["gemm"]):
