@@ -236,8 +236,11 @@ static void full_step_row(const char *device, const char *preset, int S, int rec
     for (int k = 0; k < c.n_mae; k++) { tn[nt] = rm * dims[1]; tg[nt++] = b.mae[k] = malloc(sizeof(float) * rm * dims[1]); }
     tn[nt] = (size_t)S * dims[2];
     tg[nt++] = b.final = malloc(sizeof(float) * S * dims[2]);
-    for (int i = 0; i < nt; i++)
-        for (size_t j = 0; j < tn[i]; j++) tg[i][j] = (float)((j * 2654435761u >> 22) & 1023) * (1.f / 16384) - 1.f / 32;
+    for (int i = 0; i < nt; i++) {   /* 41 MB a view: filled on every core */
+        float *p = tg[i];
+#pragma omp parallel for schedule(static)
+        for (size_t j = 0; j < tn[i]; j++) p[j] = (float)((j * 2654435761u >> 22) & 1023) * (1.f / 16384) - 1.f / 32;
+    }
     double t1 = time_full_step(c, 2, &b, 5, dims), t2 = time_full_step(c, 6, &b, 5, dims);
     double t = t1 + (vc.depth - 2) * (t2 - t1) / 4;
     double per_block = (double)nv * (8.0 * C * C + 4.0 * C * vc.mlp) + 4.0 * (double)nv * nv * C;
