@@ -1,8 +1,8 @@
 /* norm.cu: RMSNorm, LayerNorm and L2 normalisation over the last dim, forward and backward: the
  * launches (the kernels are in norm.cuh). One block per row in the forward; the backward takes
- * one warp per row on 16-byte vectors where the width allows (norm_backward8_kernel), else the
- * scalar kernel with ROWS rows per block; both sum the weight gradients in registers and add
- * them to an fp32 scratch with few atomics. */
+ * one warp per row on 16-byte vectors where the width allows (norm_backward8_kernel up to
+ * C = 2048, norm_backward_wide_kernel beyond), else the scalar kernel with ROWS rows per block;
+ * all sum the weight gradients per block and add them to an fp32 scratch with few atomics. */
 #include "cuda_common.cuh"
 #include "norm.cuh"
 
@@ -27,35 +27,50 @@ static void c_rmsnorm(iv2_backend *be, void *out, float *rstd, const void *inp, 
     LAUNCH_CHECK();
 }
 
+/* rows per block for one wave of the warp-per-row backward kernels: each SM holds as many blocks
+ * as registers and shared memory allow (3 at C = 1408), and more rows per block means fewer
+ * atomics on acc. The occupancy query is cached per kernel slot and shared-memory size. */
+static int norm_rows_per_block(cuda_impl *im, int slot, const void *kernel, size_t smem, int M) {
+    if (im->norm_bwd_smem[slot] != smem || !im->norm_bwd_blocks[slot]) {
+        CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&im->norm_bwd_blocks[slot], kernel, 128, smem));
+        im->norm_bwd_smem[slot] = smem;
+    }
+    int blocks = im->sms * (im->norm_bwd_blocks[slot] > 0 ? im->norm_bwd_blocks[slot] : 1);
+    int rows = (int)cdiv(M, blocks);
+    return rows < 4 ? 4 : rows;
+}
+
 static void norm_backward(iv2_backend *be, void *dinp, void *dw, void *db, const void *dout, const void *inp,
                           const void *w, const float *mean, const float *rstd, int M, int C) {
     if (M <= 0) return;
     cuda_impl *im = impl_of(be);
-    if (C > NORM_THREADS * MAXPER) iv2_panic("cuda norm backward: width %d over the limit %d", C, NORM_THREADS * MAXPER);
-    int nt = C > 64 * MAXPER ? NORM_THREADS : 64;
     float *acc = cuda_scratch(be, (size_t)2 * C * 4);
     CUDA_CHECK(cudaMemsetAsync(acc, 0, (size_t)2 * C * 4, im->stream));
+    size_t smem = (size_t)2 * C * 4;   /* the block's [2][C] sums (the warp-per-row kernels) */
+    int vec = im->vec_bwd && C % 8 == 0 && al16(dinp) && al16(dout) && al16(inp) && al16(w);
     int vpl = cdiv(C / 8, 32);
-    if (im->vec_bwd && C % 8 == 0 && vpl <= 8 && al16(dinp) && al16(dout) && al16(inp) && al16(w)) {
+    if (vec && vpl <= 8) {   /* the columns' sums in registers */
         vpl = vpl <= 1 ? 1 : vpl <= 2 ? 2 : vpl <= 4 ? 4 : vpl <= 6 ? 6 : 8;
         void (*k)(bf16 *, float *, const bf16 *, const bf16 *, const bf16 *, const float *, const float *, int, int,
                   int) = vpl == 1 ? norm_backward8_kernel<1> : vpl == 2 ? norm_backward8_kernel<2>
                        : vpl == 4 ? norm_backward8_kernel<4> : vpl == 6 ? norm_backward8_kernel<6>
                                                              : norm_backward8_kernel<8>;
-        size_t smem = (size_t)2 * C * 4;
-        /* one wave of blocks: each SM holds as many as its registers allow (3 at VPL 6), and more
-         * rows per block means fewer atomics on acc */
-        if (!im->norm_bwd_blocks[vpl])
-            CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&im->norm_bwd_blocks[vpl], k, 128, smem));
-        int blocks = im->sms * (im->norm_bwd_blocks[vpl] > 0 ? im->norm_bwd_blocks[vpl] : 1);
-        int rows = (int)cdiv(M, blocks);
-        if (rows < 4) rows = 4;
+        int rows = norm_rows_per_block(im, vpl, (const void *)k, smem, M);
         k<<<cdiv(M, rows), 128, smem, im->stream>>>((bf16 *)dinp, acc, (const bf16 *)dout, (const bf16 *)inp,
                                                     (const bf16 *)w, mean, rstd, M, C, rows);
-    } else
+    } else if (vec && smem <= 48 * 1024) {   /* wider rows, C <= 6144: the sums in shared memory */
+        int rows = norm_rows_per_block(im, 0, (const void *)norm_backward_wide_kernel, smem, M);
+        norm_backward_wide_kernel<<<cdiv(M, rows), 128, smem, im->stream>>>((bf16 *)dinp, acc, (const bf16 *)dout,
+                                                                            (const bf16 *)inp, (const bf16 *)w, mean,
+                                                                            rstd, M, C, rows);
+    } else {
+        if (C > NORM_THREADS * MAXPER)
+            iv2_panic("cuda norm backward: width %d over the limit %d", C, NORM_THREADS * MAXPER);
+        int nt = C > 64 * MAXPER ? NORM_THREADS : 64;
         norm_backward_kernel<<<cdiv(M, ROWS), nt, 0, im->stream>>>((bf16 *)dinp, acc, (const bf16 *)dout,
                                                                    (const bf16 *)inp, (const bf16 *)w, mean, rstd, M,
                                                                    C);
+    }
     LAUNCH_CHECK();
     if (dw || db) {
         add_acc_kernel<<<cdiv(C, 256), 256, 0, im->stream>>>((bf16 *)dw, (bf16 *)db, acc, C);

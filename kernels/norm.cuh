@@ -198,6 +198,60 @@ __global__ void __launch_bounds__(128) norm_backward8_kernel(bf16 *dinp, float *
     for (int i = threadIdx.x; i < 2 * C; i += blockDim.x) atomicAdd(acc + i, part[i]);
 }
 
+/* The same for rows wider than norm_backward8_kernel's registers hold (C > 2048: the 6B student,
+ * the CLIP heads at 3200): one warp per row on 16-byte vectors, a runtime loop over the row's
+ * vectors, and the weight and bias gradients summed in the block's shared memory ([2][C] floats,
+ * dynamic) with shared atomics, since a lane can no longer keep its columns' sums in registers;
+ * then one global atomic per column per block, as above. */
+__global__ void __launch_bounds__(128) norm_backward_wide_kernel(bf16 *dinp, float *acc, const bf16 *dout,
+                                                                const bf16 *inp, const bf16 *w, const float *mean,
+                                                                const float *rstd, int M, int C, int rows_per_block) {
+    extern __shared__ __align__(16) unsigned char smem_raw[];
+    float *part = (float *)smem_raw;
+    int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nw = blockDim.x >> 5, C8 = C / 8;
+    for (int i = threadIdx.x; i < 2 * C; i += blockDim.x) part[i] = 0.f;
+    __syncthreads();
+    int r0 = blockIdx.x * rows_per_block, r1 = min(M, r0 + rows_per_block);
+    for (int row = r0 + warp; row < r1; row += nw) {
+        const bf16 *x = inp + (size_t)row * C, *dy = dout + (size_t)row * C;
+        float mu = mean ? mean[row] : 0.f, r = rstd[row];
+        float s1 = 0.f, s2 = 0.f;
+        for (int c8 = lane; c8 < C8; c8 += 32) {
+            float xv[8], g[8], wv[8];
+            ld8(x + 8 * c8, xv);
+            ld8(dy + 8 * c8, g);
+            if (w) ld8(w + 8 * c8, wv);
+#pragma unroll
+            for (int k = 0; k < 8; k++) {
+                float xh = (xv[k] - mu) * r, dn = g[k] * (w ? wv[k] : 1.f);
+                s1 += dn;
+                s2 += dn * xh;
+                atomicAdd(part + 8 * c8 + k, g[k] * xh);
+                atomicAdd(part + C + 8 * c8 + k, g[k]);
+            }
+        }
+        s1 = mean ? warp_sum(s1) / C : 0.f;
+        s2 = warp_sum(s2) / C;
+        if (!dinp) continue;
+        bf16 *dx = dinp + (size_t)row * C;
+        for (int c8 = lane; c8 < C8; c8 += 32) {
+            float xv[8], g[8], wv[8], o[8];
+            ld8(x + 8 * c8, xv);
+            ld8(dy + 8 * c8, g);
+            if (w) ld8(w + 8 * c8, wv);
+            ld8(dx + 8 * c8, o);
+#pragma unroll
+            for (int k = 0; k < 8; k++) {
+                float xh = (xv[k] - mu) * r, dn = g[k] * (w ? wv[k] : 1.f);
+                o[k] += r * (dn - s1 - xh * s2);
+            }
+            st8(dx + 8 * c8, o);
+        }
+    }
+    __syncthreads();
+    for (int i = threadIdx.x; i < 2 * C; i += blockDim.x) atomicAdd(acc + i, part[i]);
+}
+
 __global__ void add_acc_kernel(bf16 *dw, bf16 *db, const float *acc, int C) {
     int c = blockIdx.x * blockDim.x + threadIdx.x;
     if (c >= C) return;

@@ -6,8 +6,8 @@
  *   GELU backward                 dinp += dout gelu'(inp), erf and tanh forms; x *= gelu_tanh'(pre);
  *   residual backward             dy += s gamma dx, dgamma = sum s dx y;
  *   column sums (bias gradients)  acc[j] = sum_i dout[i, j].
- * Each runs as the 16-byte-vector kernel (norm_backward8_kernel at every VPL the launch picks,
- * gelu_backward8_kernel, residual_backward8_kernel, colsum8_kernel) and as the scalar kernel it
+ * Each runs as the 16-byte-vector kernel (norm_backward8_kernel at every VPL the launch picks
+ * and norm_backward_wide_kernel beside it, alone above C = 2048; gelu_backward8_kernel, residual_backward8_kernel, colsum8_kernel) and as the scalar kernel it
  * stands beside, with the launch geometry of norm.cu / elementwise.cu, on the student's width
  * 1408 and on widths that leave lanes or vectors idle. Gradients land on nonzero values, as they
  * accumulate in the models.
@@ -82,12 +82,19 @@ static void test_norm_backward(int M, int C, bool ln, bool with_w, bool with_din
     }
     const bf16 *wp = with_w ? w.data() : NULL;
     const float *mp = ln ? mean.data() : NULL;
-    for (int vec = 0; vec < 2; vec++) {
+    for (int vec = 0; vec < 3; vec++) {   /* scalar, registers (C <= 2048), shared sums (any C % 8 == 0) */
+        int vpl = (C / 8 + 31) / 32;
+        if (vec == 1 && vpl > 8) continue;
         std::vector<bf16> dx = dx0;
         std::vector<float> acc(2 * (size_t)C, 0.f);
         bf16 *dxp = with_dinp ? dx.data() : NULL;
-        int vpl = (C / 8 + 31) / 32;
-        if (vec) {   /* as norm.cu: VPL rounded up to an instantiation, 128 threads, rows per block */
+        if (vec == 2) {   /* as norm.cu's wide path: 128 threads, rows per block */
+            int rows = 3;
+            dim3 grid = {(unsigned)((M + rows - 1) / rows), 1, 1};
+            emu_launch(grid, 128, (size_t)2 * C * 4, [&] {
+                norm_backward_wide_kernel(dxp, acc.data(), dy.data(), x.data(), wp, mp, rstd.data(), M, C, rows);
+            });
+        } else if (vec) {   /* as norm.cu: VPL rounded up to an instantiation, 128 threads, rows per block */
             vpl = vpl <= 1 ? 1 : vpl <= 2 ? 2 : vpl <= 4 ? 4 : vpl <= 6 ? 6 : 8;
             int rows = 5;   /* the launch takes M / (a wave of blocks); 5 leaves warps idle and a tail block */
             dim3 grid = {(unsigned)((M + rows - 1) / rows), 1, 1};
@@ -107,9 +114,9 @@ static void test_norm_backward(int M, int C, bool ln, bool with_w, bool with_din
             emu_launch(grid, nt, 0, [&] { norm_backward_kernel(dxp, acc.data(), dy.data(), x.data(), wp, mp, rstd.data(), M, C); });
         }
         char what[160];
-        const char *name = vec ? "norm_backward8" : "norm_backward (scalar)";
+        const char *name = vec == 2 ? "norm_backward_wide" : vec ? "norm_backward8" : "norm_backward (scalar)";
         char vp[16] = "";
-        if (vec) snprintf(vp, sizeof vp, " VPL %d", vpl);
+        if (vec == 1) snprintf(vp, sizeof vp, " VPL %d", vpl);
         snprintf(what, sizeof what, "%s %s %dx%d%s%s", name, ln ? "LN" : "RMS", M, C, vp, with_w ? "" : " no weight");
         if (with_dinp) {
             char w2[192];
@@ -231,6 +238,8 @@ int main() {
     test_norm_backward(23, 520, true, false, true);    /* 65 vectors: VPL 3 runs as 4; no weight */
     test_norm_backward(9, 2048, true, true, false);    /* VPL 8; weight gradients only (no dinp) */
     test_norm_backward(13, 768, false, true, true);    /* VPL 3 -> 4 */
+    test_norm_backward(11, 3200, true, true, true);    /* the 6B student's and the CLIP heads' width: wide only */
+    test_norm_backward(7, 3200, false, true, false);   /* RMSNorm, weight gradient only */
     test_gelu_backward(8 * 300, IV2_GELU_ERF);
     test_gelu_backward(8 * 300, IV2_GELU_TANH);
     test_gelu_grad_scale(8 * 250);
