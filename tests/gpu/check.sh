@@ -11,13 +11,16 @@
 #             the loss curve of 100 steps (test_distill_cuda_curve) and checkpoints moving GPU <-> CPU
 #             (test_distill_cuda_resume), 90 s each; the Hopper forward's wgmma building blocks
 #             (test_wgmma_probe) and the op/ViT/golden tests again with the wgmma forward
-#             (IV2_ATTN_FWD=wg128 etc.) and the wgmma backward (IV2_ATTN_BWD=wg)
+#             (IV2_ATTN_FWD=wg128 etc.) and the wgmma backward (IV2_ATTN_BWD=wg), and with the
+#             scalar backward kernels and the GELU unfused (IV2_VEC_BWD=0 IV2_GELU_FUSION=0)
 #   memcheck  compute-sanitizer memcheck on one tiny InternViT forward, on the extract teachers test
 #             (and on the op tests); racecheck on the tiny forward (default and wg128p)
-#   bench_*   bench_kernels, bench_vit (iv2; again with the cuBLAS attention backward, the wgmma
-#             backward and the wgmma forward), bench_extract (iv2-extract's teachers, downloads,
+#   bench_*   bench_kernels, bench_vit (iv2, incl. the whole training step of iv2-distill; again
+#             with the cuBLAS attention backward, the wgmma backward, the wgmma forward, and the
+#             unfused kernels), bench_extract (iv2-extract's teachers, downloads,
 #             encoding and LMDB writes at full size, views/s per stage) and bench_torch.py
-#             (PyTorch, same GPU, same run; the student step eager and with torch.compile)
+#             (PyTorch, same GPU, same run; the student step eager and with torch.compile, the
+#             whole step eager under bf16 autocast)
 #   profile_step  one iv2-1b train step (depth 2, 32 views) under Nsight Compute, kernel durations
 #             only; tests/gpu/profile_step.py makes the per-kernel table (skipped without ncu)
 #   ncu_attention  Nsight Compute's sections (throughput, occupancy, stalls, instruction mix) for
