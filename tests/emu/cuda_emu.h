@@ -261,7 +261,7 @@ struct wg_desc { uint32_t start, lbo, sbo; };
 static wg_desc wg_decode(uint64_t desc, int wg) {
     if (desc >> 62) wg_fail(wg, "swizzled matrix descriptor (only the no-swizzle mode is emulated)");
     if ((desc >> 49) & 7) wg_fail(wg, "matrix descriptor with a non-zero base offset (not emulated)");
-    if (desc & 0x3ffc0000c000c000ull) wg_fail(wg, "matrix descriptor with reserved bits set (address or offset not (x & 0x3FFFF) >> 4)");
+    if (desc & 0x3ff1c000c000c000ull) wg_fail(wg, "matrix descriptor with reserved bits set (address or offset not (x & 0x3FFFF) >> 4)");
     return {(uint32_t)(desc & 0x3fff) << 4, (uint32_t)((desc >> 16) & 0x3fff) << 4, (uint32_t)((desc >> 32) & 0x3fff) << 4};
 }
 /* byte offset of element (mn, k) of a 16-deep operand in the canonical no-swizzle layouts, T = 8

@@ -7,7 +7,7 @@
  *      same core-matrix tile, m64 n96 k16 (LBO = D * 16 bytes between 8-key groups, SBO = 128
  *      bytes between 8-dim groups, the PTX ISA's canonical layout). If that fails, the same
  *      product is tried with LBO and SBO swapped and the result says which reading the hardware
- *      has, for the fix in fa3_tile.
+ *      has, for the fix in desc_mn (and the emulation of tests/emu).
  * Exit 77 without a compute capability 9.0 GPU or without a build for sm_90a. */
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
@@ -127,14 +127,14 @@ template <int DP> static void test_rs(void) {
     bf16 hp[64 * 16], hv[16 * DP];
     for (auto &x : hp) x = rnd();
     for (auto &x : hv) x = rnd();
-    double e = run_rs<DP>(hp, hv, DP * 16, 128);   /* as fa3_tile issues it */
+    double e = run_rs<DP>(hp, hv, DP * 16, 128);   /* as desc_mn builds it for wg_pz */
     char what[96];
     snprintf(what, sizeof what, "O = P V: wgmma_rs m64n%dk16, V MN-major (LBO %d, SBO 128)", DP, DP * 16);
     report(e <= 1e-5, what, e);
     if (e > 1e-5) {
         double e2 = run_rs<DP>(hp, hv, 128, DP * 16);
         printf("note the same product with LBO and SBO swapped: max rel err %.2e: %s\n", e2,
-               e2 <= 1e-5 ? "the hardware reads MN-major LBO/SBO the other way round: swap them in fa3_tile"
+               e2 <= 1e-5 ? "the hardware reads MN-major LBO/SBO the other way round: swap them in desc_mn and in tests/emu"
                           : "not the descriptor offsets either");
     }
 }
