@@ -191,7 +191,17 @@ struct iv2_backend {
      * master, m, v are f32. On the CPU master may equal param. t is the 1-based step. */
     void (*adamw)(iv2_backend *be, void *param, float *master, const void *grad, float *m, float *v, size_t n,
                   float lr, float b1, float b2, float eps, float wd, int t, float grad_scale);
+    /* Optional (NULL: call adamw per tensor): the same step over many tensors of one buffer in one
+     * launch. chunks is backend memory (upload_raw of n_chunks iv2_adamw_chunk, made once) naming
+     * pieces of the buffer by element offset, at most IV2_ADAMW_CHUNK elements each; wd applies to
+     * the pieces whose no_wd is 0. Element for element the arithmetic of adamw. */
+    void (*adamw_chunks)(iv2_backend *be, void *param, float *master, const void *grad, float *m, float *v,
+                         const void *chunks, int n_chunks, float lr, float b1, float b2, float eps, float wd, int t,
+                         float grad_scale);
 };
+
+#define IV2_ADAMW_CHUNK 65536
+typedef struct { uint64_t off; uint32_t n, no_wd; } iv2_adamw_chunk;   /* a piece of a parameter buffer */
 
 /* Backends. iv2_backend_create("cpu" | "cuda" | "cuda:N", threads) returns NULL with iv2_err set
  * when the backend is not compiled in or not available. */

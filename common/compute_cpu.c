@@ -567,7 +567,20 @@ static void cpu_sumsq(iv2_backend *be, float *acc, const void *x_, size_t n) {
 
 /* torch.optim.AdamW (foreach=False, amsgrad=False, maximize=False), step by step in its order:
  * p *= 1 - lr wd; m.lerp_(g, 1-b1); v = v b2 + (1-b2) g g;
- * p -= lr/bc1 * m / (sqrt(v)/sqrt(bc2) + eps) */
+ * p -= lr/bc1 * m / (sqrt(v)/sqrt(bc2) + eps). One element; cpu_adamw and cpu_adamw_chunks share it. */
+static inline void adamw_one(float *param, float *master, const float *grad, float *m, float *v, size_t i, float b1,
+                             float b2, float eps, float step, float bc2s, float decay, float grad_scale) {
+    float g = grad[i] * grad_scale;
+    float p = master[i] * decay;
+    float mi = m[i] + (1.0f - b1) * (g - m[i]);
+    float vi = v[i] * b2 + (1.0f - b2) * g * g;
+    p -= step * mi / (sqrtf(vi) / bc2s + eps);
+    m[i] = mi;
+    v[i] = vi;
+    master[i] = p;
+    param[i] = p;
+}
+
 static void cpu_adamw(iv2_backend *be, void *param_, float *master, const void *grad_, float *m, float *v, size_t n,
                       float lr, float b1, float b2, float eps, float wd, int t, float grad_scale) {
     float *param = param_;
@@ -576,16 +589,22 @@ static void cpu_adamw(iv2_backend *be, void *param_, float *master, const void *
     float step = lr / bc1, bc2s = sqrtf(bc2), decay = 1.0f - lr * wd;
     int nt = nthreads_for(be, (double)n * 4);
 #pragma omp parallel for num_threads(nt) schedule(static)
-    for (size_t i = 0; i < n; i++) {
-        float g = grad[i] * grad_scale;
-        float p = master[i] * decay;
-        float mi = m[i] + (1.0f - b1) * (g - m[i]);
-        float vi = v[i] * b2 + (1.0f - b2) * g * g;
-        p -= step * mi / (sqrtf(vi) / bc2s + eps);
-        m[i] = mi;
-        v[i] = vi;
-        master[i] = p;
-        param[i] = p;
+    for (size_t i = 0; i < n; i++) adamw_one(param, master, grad, m, v, i, b1, b2, eps, step, bc2s, decay, grad_scale);
+}
+
+/* every tensor of a buffer in one call: the chunks spread over the threads */
+static void cpu_adamw_chunks(iv2_backend *be, void *param, float *master, const void *grad, float *m, float *v,
+                             const void *chunks_, int n_chunks, float lr, float b1, float b2, float eps, float wd,
+                             int t, float grad_scale) {
+    const iv2_adamw_chunk *ch = chunks_;
+    float bc1 = 1.0f - powf(b1, (float)t), bc2 = 1.0f - powf(b2, (float)t);
+    float step = lr / bc1, bc2s = sqrtf(bc2), decay = 1.0f - lr * wd;
+    int nt = nthreads_for(be, (double)n_chunks * IV2_ADAMW_CHUNK * 4);
+#pragma omp parallel for num_threads(nt) schedule(dynamic, 1)
+    for (int c = 0; c < n_chunks; c++) {
+        float d = ch[c].no_wd ? 1.0f : decay;
+        for (size_t i = ch[c].off; i < ch[c].off + ch[c].n; i++)
+            adamw_one(param, master, grad, m, v, i, b1, b2, eps, step, bc2s, d, grad_scale);
     }
 }
 
@@ -651,5 +670,6 @@ iv2_backend *iv2_cpu_backend_create(int threads) {
     be->cos_loss = cpu_cos_loss;
     be->sumsq = cpu_sumsq;
     be->adamw = cpu_adamw;
+    be->adamw_chunks = cpu_adamw_chunks;
     return be;
 }

@@ -214,6 +214,8 @@ typedef struct iv2_optim_group {   /* one parameter buffer with its table */
     size_t n;
     const iv2_dparam *table;
     int n_table;
+    void *chunks;                  /* backend iv2_adamw_chunk table of the buffer (be->adamw_chunks), or NULL */
+    int n_chunks;
 } iv2_optim_group;
 
 typedef struct iv2_optim {

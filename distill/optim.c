@@ -31,6 +31,24 @@ void iv2_optim_add(iv2_optim *o, void *params, void *grads, size_t n, const iv2_
     g->m = o->be->alloc(o->be, n * sizeof(float));
     g->v = o->be->alloc(o->be, n * sizeof(float));
     if (!g->m || !g->v) iv2_panic("optimiser: cannot allocate %zu moments", n);
+    if (o->be->adamw_chunks) {   /* one launch per step for the whole buffer: its tensors cut in pieces */
+        int cap = 0;
+        iv2_adamw_chunk *ch = NULL;
+        for (int j = 0; j < n_table; j++)
+            for (size_t at = 0; at < table[j].n; at += IV2_ADAMW_CHUNK) {
+                if (g->n_chunks == cap) { cap = cap ? 2 * cap : 256; ch = iv2_realloc(ch, sizeof *ch * (size_t)cap); }
+                size_t left = table[j].n - at;
+                ch[g->n_chunks++] = (iv2_adamw_chunk){.off = table[j].off + at,
+                                                      .n = (uint32_t)(left < IV2_ADAMW_CHUNK ? left : IV2_ADAMW_CHUNK),
+                                                      .no_wd = (uint32_t)table[j].no_wd};
+            }
+        if (g->n_chunks) {
+            g->chunks = o->be->alloc(o->be, sizeof *ch * (size_t)g->n_chunks);
+            if (!g->chunks) iv2_panic("optimiser: cannot allocate %d chunks", g->n_chunks);
+            o->be->upload_raw(o->be, g->chunks, ch, sizeof *ch * (size_t)g->n_chunks);
+        }
+        free(ch);
+    }
     if (o->be->dtype != IV2_F32) {   /* fp32 master copy of low-precision params */
         iv2_backend *be = o->be;
         float *host = iv2_malloc(sizeof(float) * (n ? n : 1));
@@ -58,6 +76,7 @@ void iv2_optim_free(iv2_optim *o) {
         o->be->free(o->be, o->g[i].m);
         o->be->free(o->be, o->g[i].v);
         if (o->g[i].master) o->be->free(o->be, o->g[i].master);
+        if (o->g[i].chunks) o->be->free(o->be, o->g[i].chunks);
     }
     if (o->acc) o->be->free(o->be, o->acc);
     memset(o, 0, sizeof *o);
@@ -82,6 +101,12 @@ void iv2_optim_step(iv2_optim *o, float lr, const iv2_distill_config *c, int64_t
     iv2_backend *be = o->be;
     for (int i = 0; i < o->n_groups; i++) {
         iv2_optim_group *g = &o->g[i];
+        if (g->chunks) {   /* every tensor in one launch (CUDA) */
+            float *master = g->master ? g->master : (float *)g->params;
+            be->adamw_chunks(be, g->params, master, g->grads, g->m, g->v, g->chunks, g->n_chunks, lr, c->beta1,
+                             c->beta2, c->eps, c->weight_decay, (int)t, grad_scale);
+            continue;
+        }
         for (int j = 0; j < g->n_table; j++) {
             const iv2_dparam *p = &g->table[j];
             float wd = p->no_wd ? 0.0f : c->weight_decay;

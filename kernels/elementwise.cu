@@ -194,6 +194,17 @@ static void c_adamw(iv2_backend *be, void *param, float *master, const void *gra
                                                           b2, eps, wd, bc1, bc2, grad_scale);
     LAUNCH_CHECK();
 }
+static void c_adamw_chunks(iv2_backend *be, void *param, float *master, const void *grad, float *m, float *v,
+                           const void *chunks, int n_chunks, float lr, float b1, float b2, float eps, float wd, int t,
+                           float grad_scale) {
+    if (n_chunks <= 0) return;
+    float bc1 = 1.f - powf(b1, (float)t), bc2 = 1.f - powf(b2, (float)t);
+    adamw_chunks_kernel<<<n_chunks, NT, 0, impl_of(be)->stream>>>((bf16 *)param, master, (const bf16 *)grad, m, v,
+                                                                  (const iv2_adamw_chunk *)chunks, lr, b1, b2, eps, wd,
+                                                                  bc1, bc2, grad_scale);
+    LAUNCH_CHECK();
+}
+
 void cuda_install_elementwise(iv2_backend *be) {
     be->gelu = c_gelu;
     be->gelu_backward = c_gelu_backward;
@@ -210,4 +221,5 @@ void cuda_install_elementwise(iv2_backend *be) {
     be->cos_loss = c_cos_loss;
     be->sumsq = c_sumsq;
     be->adamw = c_adamw;
+    be->adamw_chunks = c_adamw_chunks;
 }

@@ -260,18 +260,31 @@ __global__ void sumsq_kernel(float *acc, const bf16 *x, size_t n) {
     if (threadIdx.x == 0) atomicAdd(acc, s);
 }
 /* ---- AdamW (PyTorch semantics), fp32 master and moments, bf16 parameters ---- */
+/* one element of AdamW: the arithmetic adamw_kernel and adamw_chunks_kernel share */
+__device__ __forceinline__ void adamw_elem(bf16 *param, float *master, const bf16 *grad, float *m, float *v, size_t i,
+                                           float lr, float b1, float b2, float eps, float wd, float bc1, float bc2,
+                                           float gs) {
+    float g = ld(grad + i) * gs;
+    float mi = b1 * m[i] + (1.f - b1) * g, vi = b2 * v[i] + (1.f - b2) * g * g;
+    m[i] = mi;
+    v[i] = vi;
+    float w = master ? master[i] : ld(param + i);
+    w -= lr * ((mi / bc1) / (sqrtf(vi / bc2) + eps) + wd * w);
+    if (master) master[i] = w;
+    st(param + i, w);
+}
 __global__ void adamw_kernel(bf16 *param, float *master, const bf16 *grad, float *m, float *v, size_t n, float lr,
                              float b1, float b2, float eps, float wd, float bc1, float bc2, float gs) {
-    FOR_N(i, n) {
-        float g = ld(grad + i) * gs;
-        float mi = b1 * m[i] + (1.f - b1) * g, vi = b2 * v[i] + (1.f - b2) * g * g;
-        m[i] = mi;
-        v[i] = vi;
-        float w = master ? master[i] : ld(param + i);
-        w -= lr * ((mi / bc1) / (sqrtf(vi / bc2) + eps) + wd * w);
-        if (master) master[i] = w;
-        st(param + i, w);
-    }
+    FOR_N(i, n) adamw_elem(param, master, grad, m, v, i, lr, b1, b2, eps, wd, bc1, bc2, gs);
+}
+/* every tensor of a buffer in one launch: block b takes piece b of the chunk table */
+__global__ void adamw_chunks_kernel(bf16 *param, float *master, const bf16 *grad, float *m, float *v,
+                                    const iv2_adamw_chunk *chunks, float lr, float b1, float b2, float eps, float wd,
+                                    float bc1, float bc2, float gs) {
+    iv2_adamw_chunk c = chunks[blockIdx.x];
+    float w = c.no_wd ? 0.f : wd;
+    for (uint32_t i = threadIdx.x; i < c.n; i += blockDim.x)
+        adamw_elem(param, master, grad, m, v, (size_t)c.off + i, lr, b1, b2, eps, w, bc1, bc2, gs);
 }
 
 #endif

@@ -133,6 +133,27 @@ static void test_optim(void) {
     CHECK(iv2_clip_coef(1.0, 3.0f) == 1.0f && iv2_clip_coef(100, 0) == 1.0f, "no clipping below the limit / when off");
     iv2_optim_free(&o);
     be->free(be, p); be->free(be, g);
+    /* a tensor over one chunk of the one-call path (adamw_chunks): the optimiser's step equals
+     * adamw per tensor, bit for bit */
+    size_t nb = IV2_ADAMW_CHUNK + 77, n2 = nb + 3;
+    float *p2 = be->alloc(be, n2 * 4), *g2 = be->alloc(be, n2 * 4), *q2 = malloc(n2 * 4), *mq = calloc(n2, 4),
+          *vq = calloc(n2, 4);
+    for (size_t i = 0; i < n2; i++) { p2[i] = q2[i] = (float)((i * 37) % 101) / 50 - 1; g2[i] = (float)((i * 13) % 17) / 8 - 1; }
+    iv2_dparam tab2[2] = {{.name = "big.weight", .ndim = 2, .shape = {1, (int64_t)nb}, .off = 0, .n = nb, .no_wd = 0},
+                          {.name = "b", .ndim = 1, .shape = {3}, .off = nb, .n = 3, .no_wd = 1}};
+    iv2_optim_init(&o, be);
+    iv2_optim_add(&o, p2, g2, n2, tab2, 2);
+    CHECK(be->adamw_chunks == NULL || o.g[0].n_chunks == 3, "2 chunks for the big tensor, 1 for the small: %d", o.g[0].n_chunks);
+    for (int t = 1; t <= 2; t++) {
+        iv2_optim_step(&o, 0.01f, &c, t, 0.7f);
+        be->adamw(be, q2, q2, g2, mq, vq, nb, 0.01f, c.beta1, c.beta2, c.eps, c.weight_decay, t, 0.7f);
+        be->adamw(be, q2 + nb, q2 + nb, g2 + nb, mq + nb, vq + nb, 3, 0.01f, c.beta1, c.beta2, c.eps, 0.0f, t, 0.7f);
+    }
+    CHECK(!memcmp(p2, q2, n2 * 4) && !memcmp(o.g[0].m, mq, n2 * 4) && !memcmp(o.g[0].v, vq, n2 * 4),
+          "optimiser step over chunks = adamw per tensor, bit for bit");
+    iv2_optim_free(&o);
+    be->free(be, p2); be->free(be, g2);
+    free(q2); free(mq); free(vq);
     be->destroy(be);
 }
 

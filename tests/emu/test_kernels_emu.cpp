@@ -5,7 +5,8 @@
  *                                 dw = sum dout xhat, db = sum dout (fp32 sums in acc);
  *   GELU backward                 dinp += dout gelu'(inp), erf and tanh forms; x *= gelu_tanh'(pre);
  *   residual backward             dy += s gamma dx, dgamma = sum s dx y;
- *   column sums (bias gradients)  acc[j] = sum_i dout[i, j].
+ *   column sums (bias gradients)  acc[j] = sum_i dout[i, j];
+ *   AdamW over a buffer's tensors in one launch (adamw_chunks_kernel) = adamw_kernel per tensor.
  * Each runs as the 16-byte-vector kernel (norm_backward8_kernel at every VPL the launch picks
  * and norm_backward_wide_kernel beside it, alone above C = 2048; gelu_backward8_kernel, residual_backward8_kernel, colsum8_kernel) and as the scalar kernel it
  * stands beside, with the launch geometry of norm.cu / elementwise.cu, on the student's width
@@ -231,6 +232,50 @@ static void test_colsum(int M, int N) {
     }
 }
 
+/* AdamW over three tensors of one buffer in one launch (adamw_chunks_kernel) against
+ * adamw_kernel per tensor: bit for bit (the same per-element arithmetic), over a tensor longer
+ * than one chunk and a tensor without weight decay; and the first step against its formula */
+static void test_adamw_chunks() {
+    size_t sz[3] = {IV2_ADAMW_CHUNK + 700, 300, 2000}, n = sz[0] + sz[1] + sz[2];
+    int no_wd[3] = {0, 1, 0};
+    std::vector<bf16> p0 = rand_bf16(n, 1.f), grad = rand_bf16(n, 1.f);
+    std::vector<float> master0(n);
+    for (size_t i = 0; i < n; i++) master0[i] = (float)f(p0[i]);
+    std::vector<iv2_adamw_chunk> ch;
+    for (size_t j = 0, off = 0; j < 3; off += sz[j], j++)
+        for (size_t at = 0; at < sz[j]; at += IV2_ADAMW_CHUNK)
+            ch.push_back({off + at, (uint32_t)std::min((size_t)IV2_ADAMW_CHUNK, sz[j] - at), (uint32_t)no_wd[j]});
+    const float lr = 1e-2f, b1 = 0.9f, b2 = 0.98f, eps = 1e-6f, wd = 0.05f, gs = 0.5f;
+    std::vector<bf16> pa = p0, pb = p0;
+    std::vector<float> ma(n, 0.f), va(n, 0.f), wa = master0, mb(n, 0.f), vb(n, 0.f), wb = master0;
+    for (int t = 1; t <= 2; t++) {
+        float bc1 = 1.f - powf(b1, (float)t), bc2 = 1.f - powf(b2, (float)t);
+        emu_launch({(unsigned)ch.size(), 1, 1}, 256, 0, [&] {
+            adamw_chunks_kernel(pa.data(), wa.data(), grad.data(), ma.data(), va.data(), ch.data(), lr, b1, b2, eps, wd,
+                                bc1, bc2, gs);
+        });
+        for (size_t j = 0, off = 0; j < 3; off += sz[j], j++)
+            emu_launch({4, 1, 1}, 64, 0, [&] {
+                adamw_kernel(pb.data() + off, wb.data() + off, grad.data() + off, mb.data() + off, vb.data() + off,
+                             sz[j], lr, b1, b2, eps, no_wd[j] ? 0.f : wd, bc1, bc2, gs);
+            });
+        if (t == 1) {   /* step 1: mhat = g, vhat = g^2, so w -= lr (g / (|g| + eps) + wd w) */
+            std::vector<double> want(n);
+            for (size_t i = 0, j = 0, end = sz[0]; i < n; i++) {
+                if (i == end) end += sz[++j];
+                double g = f(grad[i]) * gs, w = master0[i];
+                want[i] = w - lr * (g / (fabs(g) + eps) + (no_wd[j] ? 0 : wd) * w);
+            }
+            check("adamw_chunks step 1 against its formula", want, wa.data(), n, 1e-5);
+        }
+    }
+    bool same = !memcmp(wa.data(), wb.data(), n * 4) && !memcmp(ma.data(), mb.data(), n * 4) &&
+                !memcmp(va.data(), vb.data(), n * 4) && !memcmp(pa.data(), pb.data(), n * 2);
+    printf("%s adamw_chunks = adamw per tensor, bit for bit (master, m, v, bf16 params; 2 steps, %zu chunks)\n",
+           same ? "ok  " : "FAIL", ch.size());
+    same ? n_pass++ : n_fail++;
+}
+
 int main() {
     test_norm_backward(37, 1408, true, true, true);    /* the student's LayerNorm: VPL 6, lanes 16..31 idle in the last vector */
     test_norm_backward(21, 1408, false, true, true);   /* RMSNorm (q/k norms of the teachers' layout) */
@@ -247,6 +292,7 @@ int main() {
     test_residual_backward(2, 7, 200, false, false);
     test_colsum(130, 1408);
     test_colsum(70, 200);
+    test_adamw_chunks();
     printf("%d checks, %d failed\n", n_pass + n_fail, n_fail);
     return n_fail ? 1 : 0;
 }

@@ -366,6 +366,43 @@ static void test_adamw(void) {
     drop(&p); drop(&gr); drop(&m); drop(&v); drop(&master);
 }
 
+/* AdamW over a buffer of three tensors in one launch (adamw_chunks, as the optimiser calls it)
+ * against the CPU's adamw per tensor: a tensor over one chunk (IV2_ADAMW_CHUNK), and one
+ * without weight decay between two with it */
+static void test_adamw_chunks(void) {
+    if (!G->adamw_chunks) { printf("adamw_chunks: not installed\n"); return; }
+    size_t sz[3] = {IV2_ADAMW_CHUNK + 1000, 300, 4000}, n = sz[0] + sz[1] + sz[2];
+    int no_wd[3] = {0, 1, 0};
+    pair p = mk(n, 1), gr = mk(n, 1), m = mkf(n), v = mkf(n), master = mkf(n);
+    G->upload_raw(G, master.g, p.h, n * 4);
+    iv2_adamw_chunk ch[8];
+    int nc = 0;
+    for (int j = 0, off = 0; j < 3; off += (int)sz[j], j++)
+        for (size_t at = 0; at < sz[j]; at += IV2_ADAMW_CHUNK)
+            ch[nc++] = (iv2_adamw_chunk){.off = off + at, .n = (uint32_t)(sz[j] - at < IV2_ADAMW_CHUNK ? sz[j] - at
+                                                                                              : IV2_ADAMW_CHUNK),
+                                         .no_wd = (uint32_t)no_wd[j]};
+    void *chg = G->alloc(G, sizeof ch);
+    G->upload_raw(G, chg, ch, sizeof *ch * nc);
+    for (int t = 1; t <= 3; t++) {
+        G->adamw_chunks(G, p.g, master.g, gr.g, m.g, v.g, chg, nc, 1e-2f, 0.9f, 0.98f, 1e-6f, 0.05f, t, 0.5f);
+        for (int j = 0, off = 0; j < 3; off += (int)sz[j], j++)
+            C->adamw(C, IV2_AT(C, p.c, off), (float *)IV2_AT(C, p.c, off), IV2_AT(C, gr.c, off), (float *)m.c + off,
+                     (float *)v.c + off, sz[j], 1e-2f, 0.9f, 0.98f, 1e-6f, no_wd[j] ? 0.f : 0.05f, t, 0.5f);
+    }
+    float *a = malloc(n * 4), *b = malloc(n * 4);
+    G->download_raw(G, a, master.g, n * 4);
+    C->download(C, b, p.c, n);
+    t_allclose("adamw_chunks master", a, b, n, 1e-4f, 1e-5f);
+    G->download(G, a, p.g, n);
+    t_allclose("adamw_chunks bf16 param", a, b, n, 8e-3f, 1e-6f);
+    cmpf("adamw_chunks m", m, 1e-4f, 1e-6f);
+    cmpf("adamw_chunks v", v, 1e-4f, 1e-7f);
+    free(a); free(b);
+    G->free(G, chg);
+    drop(&p); drop(&gr); drop(&m); drop(&v); drop(&master);
+}
+
 int main(void) {
     G = iv2_cuda_backend_create(0);
     if (!G) { test_skip(iv2_errmsg()); return test_done(); }
@@ -396,6 +433,7 @@ int main(void) {
     test_attention(2, 2, 100, 100, 20, 1, 0);   /* D % 8 != 0: the unpipelined kernel */
     test_attention(1, 4, 1100, 1100, 88, 1, 0); /* long sequence: 8 warps per block */
     test_adamw();
+    test_adamw_chunks();
     test_async_transfers();
     G->sync(G);
     iv2_backend_destroy(G);
