@@ -119,6 +119,39 @@ __global__ void norm_backward_kernel(bf16 *dinp, float *acc, const bf16 *dout, c
     }
 }
 
+/* The two per-vector steps of the warp-per-row backwards below, on the 8 columns of vector c8
+ * of a row: norm_bwd_vec loads them and gives g = dout, xh = (x - mu) r and dn = g w, and adds
+ * the row's sums of dn and dn xh into *s1, *s2; norm_bwd_dx_vec adds
+ * r (dn - s1 - xh s2) into dx once the row's means s1, s2 are known. */
+__device__ __forceinline__ void norm_bwd_vec(const bf16 *x, const bf16 *dy, const bf16 *w, int c8, float mu, float r,
+                                             float g[8], float xh[8], float *s1, float *s2) {
+    float xv[8], wv[8];
+    ld8(x + 8 * c8, xv);
+    ld8(dy + 8 * c8, g);
+    if (w) ld8(w + 8 * c8, wv);
+#pragma unroll
+    for (int k = 0; k < 8; k++) {
+        float dn = g[k] * (w ? wv[k] : 1.f);
+        xh[k] = (xv[k] - mu) * r;
+        *s1 += dn;
+        *s2 += dn * xh[k];
+    }
+}
+__device__ __forceinline__ void norm_bwd_dx_vec(bf16 *dx, const bf16 *x, const bf16 *dy, const bf16 *w, int c8,
+                                                float mu, float r, float s1, float s2) {
+    float xv[8], g[8], wv[8], o[8];
+    ld8(x + 8 * c8, xv);
+    ld8(dy + 8 * c8, g);
+    if (w) ld8(w + 8 * c8, wv);
+    ld8(dx + 8 * c8, o);
+#pragma unroll
+    for (int k = 0; k < 8; k++) {
+        float xh = (xv[k] - mu) * r, dn = g[k] * (w ? wv[k] : 1.f);
+        o[k] += r * (dn - s1 - xh * s2);
+    }
+    st8(dx + 8 * c8, o);
+}
+
 /* The same backward, one warp per row on 16-byte vectors (C % 8 == 0, C <= 256 * VPL): a lane
  * owns the columns of vectors lane, lane + 32, ... (VPL of them), for every row, so it sums the
  * weight and bias gradients of those columns in registers over all the rows its warp takes, and
@@ -147,16 +180,11 @@ __global__ void __launch_bounds__(128) norm_backward8_kernel(bf16 *dinp, float *
         for (int u = 0; u < VPL; u++) {
             int c8 = lane + 32 * u;
             if (c8 < C8) {
-                float xv[8], g[8], wv[8];
-                ld8(x + 8 * c8, xv);
-                ld8(dy + 8 * c8, g);
-                if (w) ld8(w + 8 * c8, wv);
+                float g[8], xh[8];
+                norm_bwd_vec(x, dy, w, c8, mu, r, g, xh, &s1, &s2);
 #pragma unroll
                 for (int k = 0; k < 8; k++) {
-                    float xh = (xv[k] - mu) * r, dn = g[k] * (w ? wv[k] : 1.f);
-                    s1 += dn;
-                    s2 += dn * xh;
-                    dwp[u][k] += g[k] * xh;
+                    dwp[u][k] += g[k] * xh[k];
                     dbp[u][k] += g[k];
                 }
             }
@@ -166,22 +194,8 @@ __global__ void __launch_bounds__(128) norm_backward8_kernel(bf16 *dinp, float *
         if (!dinp) continue;
         bf16 *dx = dinp + (size_t)row * C;
 #pragma unroll
-        for (int u = 0; u < VPL; u++) {
-            int c8 = lane + 32 * u;
-            if (c8 < C8) {
-                float xv[8], g[8], wv[8], o[8];
-                ld8(x + 8 * c8, xv);
-                ld8(dy + 8 * c8, g);
-                if (w) ld8(w + 8 * c8, wv);
-                ld8(dx + 8 * c8, o);
-#pragma unroll
-                for (int k = 0; k < 8; k++) {
-                    float xh = (xv[k] - mu) * r, dn = g[k] * (w ? wv[k] : 1.f);
-                    o[k] += r * (dn - s1 - xh * s2);
-                }
-                st8(dx + 8 * c8, o);
-            }
-        }
+        for (int u = 0; u < VPL; u++)
+            if (lane + 32 * u < C8) norm_bwd_dx_vec(dx, x, dy, w, lane + 32 * u, mu, r, s1, s2);
     }
     __syncthreads();
 #pragma unroll
@@ -217,16 +231,11 @@ __global__ void __launch_bounds__(128) norm_backward_wide_kernel(bf16 *dinp, flo
         float mu = mean ? mean[row] : 0.f, r = rstd[row];
         float s1 = 0.f, s2 = 0.f;
         for (int c8 = lane; c8 < C8; c8 += 32) {
-            float xv[8], g[8], wv[8];
-            ld8(x + 8 * c8, xv);
-            ld8(dy + 8 * c8, g);
-            if (w) ld8(w + 8 * c8, wv);
+            float g[8], xh[8];
+            norm_bwd_vec(x, dy, w, c8, mu, r, g, xh, &s1, &s2);
 #pragma unroll
             for (int k = 0; k < 8; k++) {
-                float xh = (xv[k] - mu) * r, dn = g[k] * (w ? wv[k] : 1.f);
-                s1 += dn;
-                s2 += dn * xh;
-                atomicAdd(part + 8 * c8 + k, g[k] * xh);
+                atomicAdd(part + 8 * c8 + k, g[k] * xh[k]);
                 atomicAdd(part + C + 8 * c8 + k, g[k]);
             }
         }
@@ -234,19 +243,7 @@ __global__ void __launch_bounds__(128) norm_backward_wide_kernel(bf16 *dinp, flo
         s2 = warp_sum(s2) / C;
         if (!dinp) continue;
         bf16 *dx = dinp + (size_t)row * C;
-        for (int c8 = lane; c8 < C8; c8 += 32) {
-            float xv[8], g[8], wv[8], o[8];
-            ld8(x + 8 * c8, xv);
-            ld8(dy + 8 * c8, g);
-            if (w) ld8(w + 8 * c8, wv);
-            ld8(dx + 8 * c8, o);
-#pragma unroll
-            for (int k = 0; k < 8; k++) {
-                float xh = (xv[k] - mu) * r, dn = g[k] * (w ? wv[k] : 1.f);
-                o[k] += r * (dn - s1 - xh * s2);
-            }
-            st8(dx + 8 * c8, o);
-        }
+        for (int c8 = lane; c8 < C8; c8 += 32) norm_bwd_dx_vec(dx, x, dy, w, c8, mu, r, s1, s2);
     }
     __syncthreads();
     for (int i = threadIdx.x; i < 2 * C; i += blockDim.x) atomicAdd(acc + i, part[i]);
