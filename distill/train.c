@@ -31,6 +31,21 @@ static int slot_of(const iv2_trainer *t, int block) {
     return -1;
 }
 
+/* the student blocks the heads read: the union of both pairings, ascending, into blocks[]
+ * (room for 2 * IV2_DISTILL_MAX_LAYERS); returns their number */
+static int readout_blocks(const iv2_distill_config *c, int *blocks) {
+    int n = 0;
+    for (int k = 0; k < c->n_clip + c->n_mae; k++) {
+        int blk = k < c->n_clip ? c->clip_student[k] : c->mae_student[k - c->n_clip], dup = 0;
+        for (int i = 0; i < n; i++) dup |= blocks[i] == blk;
+        if (dup) continue;
+        int i = n++;
+        while (i > 0 && blocks[i - 1] > blk) { blocks[i] = blocks[i - 1]; i--; }
+        blocks[i] = blk;
+    }
+    return n;
+}
+
 /* fields that may change between a run and its resumption */
 static const char *const resume_free[] = {"steps", "epochs", "ckpt_every", "keep_ckpt", "eval_every", "log_every",
                                           "threads", "prefetch", "loader_threads", "device", "recompute", NULL};
@@ -91,12 +106,8 @@ int iv2_distill_largest_batch(const iv2_distill_config *c, int clip_dim, int mae
                               int recompute, size_t esize, size_t avail) {
     iv2_vit_config vc;
     if (student_config(c, &vc)) return -1;
-    int G = iv2_vit_grid(&vc), T = vc.frames / vc.tubelet, n_out = 0, seen[2 * IV2_DISTILL_MAX_LAYERS];
-    for (int k = 0; k < c->n_clip + c->n_mae; k++) {   /* read-out blocks: the union of both pairings */
-        int blk = k < c->n_clip ? c->clip_student[k] : c->mae_student[k - c->n_clip], dup = 0;
-        for (int i = 0; i < n_out; i++) dup |= seen[i] == blk;
-        if (!dup) seen[n_out++] = blk;
-    }
+    int blocks[2 * IV2_DISTILL_MAX_LAYERS];
+    int G = iv2_vit_grid(&vc), T = vc.frames / vc.tubelet, n_out = readout_blocks(c, blocks);
     iv2_heads_dims hd = {.C = vc.width, .pool_dim = vc.pool_dim, .n_clip = c->n_clip, .clip_dim = clip_dim,
                          .n_mae = c->n_mae, .mae_dim = mae_dim, .use_final = c->use_final, .final_dim = final_dim,
                          .T = T, .G = G, .max_rows = 1};
@@ -266,14 +277,7 @@ int iv2_trainer_init(iv2_trainer *t, const iv2_distill_config *c, int clip_dim, 
     if (iv2_optim_init(&t->opt, be)) return -1;
     iv2_optim_add(&t->opt, t->student->params, t->student->grads, t->student->n_elems, t->stab, t->student->n_param);
     iv2_optim_add(&t->opt, t->heads->params, t->heads->grads, t->heads->n_params, t->heads->table, t->heads->n_table);
-    /* read-out blocks: the union of both pairings, ascending */
-    for (int k = 0; k < c->n_clip + c->n_mae; k++) {
-        int blk = k < c->n_clip ? c->clip_student[k] : c->mae_student[k - c->n_clip];
-        if (slot_of(t, blk) >= 0) continue;
-        int i = t->n_out++;
-        while (i > 0 && t->blocks[i - 1] > blk) { t->blocks[i] = t->blocks[i - 1]; i--; }
-        t->blocks[i] = blk;
-    }
+    t->n_out = readout_blocks(c, t->blocks);
     for (int k = 0; k < c->n_clip; k++) t->clip_out[k] = slot_of(t, c->clip_student[k]);
     for (int k = 0; k < c->n_mae; k++) t->mae_out[k] = slot_of(t, c->mae_student[k]);
     size_t act = rows * vc.width * be->esize;

@@ -345,6 +345,21 @@ static void test_async_transfers(void) {
     G->free_host(G, got);
 }
 
+/* after AdamW steps: the GPU's fp32 master and bf16 params and its m, v against the CPU's
+ * (whose params are their own master) */
+static void cmp_adamw(const char *what, pair p, pair master, pair m, pair v, size_t n) {
+    char w[64];
+    float *a = malloc(n * 4), *b = malloc(n * 4);
+    G->download_raw(G, a, master.g, n * 4);
+    C->download(C, b, p.c, n);
+    snprintf(w, sizeof w, "%s master", what); t_allclose(w, a, b, n, 1e-4f, 1e-5f);
+    G->download(G, a, p.g, n);
+    snprintf(w, sizeof w, "%s bf16 param", what); t_allclose(w, a, b, n, 8e-3f, 1e-6f);
+    snprintf(w, sizeof w, "%s m", what); cmpf(w, m, 1e-4f, 1e-6f);
+    snprintf(w, sizeof w, "%s v", what); cmpf(w, v, 1e-4f, 1e-7f);
+    free(a); free(b);
+}
+
 static void test_adamw(void) {
     size_t n = 5000;
     pair p = mk(n, 1), gr = mk(n, 1), m = mkf(n), v = mkf(n), master = mkf(n);
@@ -354,15 +369,7 @@ static void test_adamw(void) {
         G->adamw(G, p.g, master.g, gr.g, m.g, v.g, n, 1e-2f, 0.9f, 0.98f, 1e-6f, 0.05f, t, 0.5f);
         C->adamw(C, p.c, p.c, gr.c, m.c, v.c, n, 1e-2f, 0.9f, 0.98f, 1e-6f, 0.05f, t, 0.5f);
     }
-    float *a = malloc(n * 4), *b = malloc(n * 4);
-    G->download_raw(G, a, master.g, n * 4);
-    C->download(C, b, p.c, n);
-    t_allclose("adamw master", a, b, n, 1e-4f, 1e-5f);
-    G->download(G, a, p.g, n);
-    t_allclose("adamw bf16 param", a, b, n, 8e-3f, 1e-6f);
-    cmpf("adamw m", m, 1e-4f, 1e-6f);
-    cmpf("adamw v", v, 1e-4f, 1e-7f);
-    free(a); free(b);
+    cmp_adamw("adamw", p, master, m, v, n);
     drop(&p); drop(&gr); drop(&m); drop(&v); drop(&master);
 }
 
@@ -390,15 +397,7 @@ static void test_adamw_chunks(void) {
             C->adamw(C, IV2_AT(C, p.c, off), (float *)IV2_AT(C, p.c, off), IV2_AT(C, gr.c, off), (float *)m.c + off,
                      (float *)v.c + off, sz[j], 1e-2f, 0.9f, 0.98f, 1e-6f, no_wd[j] ? 0.f : 0.05f, t, 0.5f);
     }
-    float *a = malloc(n * 4), *b = malloc(n * 4);
-    G->download_raw(G, a, master.g, n * 4);
-    C->download(C, b, p.c, n);
-    t_allclose("adamw_chunks master", a, b, n, 1e-4f, 1e-5f);
-    G->download(G, a, p.g, n);
-    t_allclose("adamw_chunks bf16 param", a, b, n, 8e-3f, 1e-6f);
-    cmpf("adamw_chunks m", m, 1e-4f, 1e-6f);
-    cmpf("adamw_chunks v", v, 1e-4f, 1e-7f);
-    free(a); free(b);
+    cmp_adamw("adamw_chunks", p, master, m, v, n);
     G->free(G, chg);
     drop(&p); drop(&gr); drop(&m); drop(&v); drop(&master);
 }
