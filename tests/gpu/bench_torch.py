@@ -3,12 +3,16 @@ same GPU in the same check: plain PyTorch statements of the InternViT-6B and Vid
 (bf16, F.scaled_dot_product_attention, eval, no_grad), timed at the same two reduced depths and
 extrapolated to full depth the same way, plus the same GEMM and attention shapes alone.
 The whole training step (student, the recipe's heads and loss, clipping, AdamW: bench_vit's
-"step" row) is timed eager under bf16 autocast. The student training step (fwd+bwd) is timed twice: eager, and with torch.compile
-(IV2_BENCH_COMPILE=blocks, the default: each block compiled, one compiled graph serving every
-block and both depths, which keeps the compile time to seconds; =model: the whole student, one
-compile per depth; =0: eager only). A compile that fails is reported and the eager row stands.
+"step" row) under bf16 autocast and the student training step (fwd+bwd: the "train" row) are
+each timed twice: eager, and with torch.compile (IV2_BENCH_COMPILE=blocks, the default: each
+block compiled, one compiled graph serving every block and both depths, which keeps the compile
+time to seconds; =model: the whole model, one compile per depth; =0: eager only). A compile that
+fails is reported and the eager row stands. The compiled rows come last, or alone with
+--compiled (the GPU check runs them as a step of their own, so an unpredictable compile time
+cannot cut the other figures).
 Benchmark baseline only; never needed to build or test iv2.
     python3 bench_torch.py out.json   (IV2_BENCH_FRAMES, IV2_BENCH_CLIPS, IV2_BENCH_VIEWS, IV2_PEAK_TFLOPS as bench_vit)
+    python3 bench_torch.py --compiled out.json   the compiled step and train rows only
     python3 bench_torch.py --cpu-smoke   the student step eager and compiled at toy width on the CPU
                                          (checks the script where there is no GPU; no figures)
 """
@@ -237,15 +241,22 @@ class Pretrain(nn.Module):
         return lc + cos(s.final(pooled), t_final) + lm
 
 
-def step_time(depth, S, dims=(1408, 16, 6144), heads=(3200, 1408, 768)):
+def step_time(depth, S, dims=(1408, 16, 6144), heads=(3200, 1408, 768), compile_mode=""):
     """median seconds of the whole training step as bench_vit's "step" row: forward, heads and loss
     under bf16 autocast (fp32 weights: the master copy), backward, clip_grad_norm_ (3.0), AdamW
-    (fused on the GPU: one kernel for all tensors), as PyTorch mixed-precision training runs it"""
+    (fused on the GPU: one kernel for all tensors), as PyTorch mixed-precision training runs it;
+    visible tokens; seconds of the first call (with compile_mode, the compilation)"""
     torch.manual_seed(0)
     with torch.device(dev):
         m = Pretrain(depth, dims, heads)
     opt = torch.optim.AdamW(m.parameters(), lr=1e-4, betas=(0.9, 0.98), eps=1e-6, weight_decay=0.05,
                             fused=dev == "cuda")
+    fwd = m
+    if compile_mode == "blocks":  # as train_time: the student's blocks share one compiled graph
+        for b in m.student.blocks:
+            b.compile()
+    elif compile_mode == "model":
+        fwd = torch.compile(m)
     x = torch.randint(0, 256, (S, 8, 224, 224, 3), dtype=torch.uint8, device=dev)
     per, keep = 256, 52
     idx = [0] + [1 + t * per + (i * per) // keep for t in range(8) for i in range(keep)]
@@ -258,36 +269,43 @@ def step_time(depth, S, dims=(1408, 16, 6144), heads=(3200, 1408, 768)):
     def step():
         opt.zero_grad(set_to_none=True)
         with torch.autocast(dev, dtype=dt):
-            loss = m(x, vis, tc, tm, tf_)
+            loss = fwd(x, vis, tc, tm, tf_)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(m.parameters(), 3.0)
         opt.step()
+    t0 = time.perf_counter(); step(); sync(); first = time.perf_counter() - t0
     t = timed(step)
-    del m, opt
+    del m, fwd, opt
     if dev == "cuda":
         torch.cuda.empty_cache()
-    return t, len(idx)
+    return t, len(idx), first
 
 
-def step_row(views, out, dims=(1408, 16, 6144), heads=(3200, 1408, 768), depths=(2, 6), full=40):
-    """the whole step at two depths, extrapolated as the other rows; a failure (memory) is recorded"""
+def step_row(views, out, dims=(1408, 16, 6144), heads=(3200, 1408, 768), depths=(2, 6), full=40, mode=""):
+    """the whole step at two depths, extrapolated as the other rows, eager (mode "") or compiled
+    ("blocks", "model"); a failure (memory, no compiler) is reported and recorded"""
     C, mlp = dims[0], dims[2]
     d1, d2 = depths
+    name = "iv2-1b-step" + ("-compiled" if mode else "")
     try:
-        (t1, nv), (t2, _) = step_time(d1, views, dims, heads), step_time(d2, views, dims, heads)
+        (t1, nv, c1), (t2, _, c2) = step_time(d1, views, dims, heads, mode), step_time(d2, views, dims, heads, mode)
     except Exception as e:
         msg = " ".join(f"{type(e).__name__}: {e}".split())[:400]
-        print(f"iv2-1b step: failed: {msg}", flush=True)
-        out["models"].append({"model": "iv2-1b-step", "failed": msg})
+        print(f"iv2-1b step ({'torch.compile ' + mode if mode else 'eager'}): failed: {msg}", flush=True)
+        out["models"].append({"model": name, "failed": msg})
         return
     t = t1 + (full - d1) * (t2 - t1) / (d2 - d1)
     hf = 6 * 2.0 * nv * C * heads[0] + 4 * 2.0 * (nv - 1) * (C * C + C * heads[1]) + 2.0 * 768 * heads[2]
     fl = 3.0 * views * (full * (nv * (8.0 * C * C + 4.0 * C * mlp) + 4.0 * nv * nv * C) + 2.0 * (nv - 1) * 588 * C + hf)
-    out["models"].append({"model": "iv2-1b-step", "batch": views, "n_vis": nv, "unit": "views", "ms": t * 1e3,
-                          "per_s": views / t, "tokens_per_s": views * nv / t, "tflops": fl / t / 1e12,
-                          "mfu": fl / t / PEAK, "ms_timed": [t1 * 1e3, t2 * 1e3], "depths_timed": [d1, d2]})
+    r = {"model": name, "batch": views, "n_vis": nv, "unit": "views", "ms": t * 1e3, "per_s": views / t,
+         "tokens_per_s": views * nv / t, "tflops": fl / t / 1e12, "mfu": fl / t / PEAK,
+         "ms_timed": [t1 * 1e3, t2 * 1e3], "depths_timed": [d1, d2]}
+    if mode:
+        r.update(compile=mode, first_call_s=[c1, c2])
+    out["models"].append(r)
+    how = f"torch.compile {mode}, first calls {c1:.1f} + {c2:.1f} s" if mode else "eager"
     print(f"{'iv2-1b step':14s} {views:6d} {t*1e3:10.2f} {views*nv/t:9.0f} tk {views/t:12.2f} {fl/t/1e12:10.1f} "
-          f"{100*fl/t/PEAK:7.1f}%   (whole step: + heads, loss, clip, AdamW; autocast bf16, eager)", flush=True)
+          f"{100*fl/t/PEAK:7.1f}%   (whole step: + heads, loss, clip, AdamW; autocast bf16, {how})", flush=True)
 
 
 def model_time(kind, depth, S):
@@ -311,7 +329,8 @@ def cpu_smoke():
     """the training rows at toy width on the CPU: the eager and compiled paths run; no figures"""
     out = {"device": "cpu", "torch": torch.__version__, "models": []}
     train_rows(2, out, ["", "blocks"], dims=(64, 4, 256), depths=(1, 2), full=4)
-    step_row(2, out, dims=(64, 4, 256), heads=(24, 16, 8), depths=(1, 2), full=4)
+    for mode in ("", "blocks"):
+        step_row(2, out, dims=(64, 4, 256), heads=(24, 16, 8), depths=(1, 2), full=4, mode=mode)
     failed = [m for m in out["models"] if "failed" in m]
     print(f"cpu smoke: {len(out['models']) - len(failed)} of {len(out['models'])} training rows ran")
     sys.exit(1 if not out["models"] or out["models"][0].get("failed") else 0)
@@ -325,6 +344,10 @@ def main():
         sys.exit(77)
     out = {"device": torch.cuda.get_device_name(), "torch": torch.__version__, "peak_tflops": PEAK / 1e12,
            "models": [], "gemm": [], "attention": []}
+    views = int(os.environ.get("IV2_BENCH_VIEWS", "32"))
+    if "--compiled" in sys.argv:
+        compiled_rows(views, out, [a for a in sys.argv[1:] if a != "--compiled"])
+        return
     frames = int(os.environ.get("IV2_BENCH_FRAMES", "32")); clips = int(os.environ.get("IV2_BENCH_CLIPS", "4"))
     print(f"{'model (torch)':14s} {'batch':>6s} {'ms/call':>10s} {'units/s':>12s} {'views/s':>12s} {'TFLOP/s':>10s} {'MFU':>8s}")
     for kind, S, d1, d2, full, per_view, C, mlp, N, K in [
@@ -339,7 +362,6 @@ def main():
         out["models"].append(r)
         print(f"{kind:14s} {S:6d} {t*1e3:10.2f} {S/t:9.1f} {'fr' if per_view == 8 else 'cl'} {S/t/per_view:12.2f} "
               f"{fl/t/1e12:10.1f} {100*fl/t/PEAK:7.1f}%", flush=True)
-    views = int(os.environ.get("IV2_BENCH_VIEWS", "32"))
     train_rows(views, out, [""])   # failures are reported there
     step_row(views, out)
     print(f"\n{'GEMM (F.linear, bias)':28s} {'M':>8s} {'K':>8s} {'N':>8s} {'ms':>10s} {'TFLOP/s':>9s}")
@@ -369,11 +391,19 @@ def main():
         print(f"{what:28s} {B:4d} {H:4d} {N:6d} {D:4d} {tf_*1e3:10.3f} {fl/tf_/1e12:9.1f} {tb*1e3:12.3f} {3.5*fl/tb/1e12:9.1f}", flush=True)
     if len(sys.argv) > 1:  # written before the compile too, so a compile past the time limit keeps the rest
         json.dump(out, open(sys.argv[1], "w"), indent=1)
-    if COMPILE in ("blocks", "model"):  # last: its compile time is the least predictable part
-        print(f"\n{'model (torch)':14s} {'batch':>6s} {'ms/call':>10s} {'units/s':>12s} {'views/s':>12s} {'TFLOP/s':>10s} {'MFU':>8s}")
-        train_rows(views, out, [COMPILE])
-        if len(sys.argv) > 1:
-            json.dump(out, open(sys.argv[1], "w"), indent=1)
+    compiled_rows(views, out, sys.argv[1:])   # last: its compile time is the least predictable part
+
+
+def compiled_rows(views, out, json_path):
+    """the whole step (issue 8's figure) then the fwd+bwd student step under torch.compile
+    (IV2_BENCH_COMPILE), the JSON rewritten after each so a time limit keeps what ran"""
+    if COMPILE not in ("blocks", "model"):
+        return
+    print(f"\n{'model (torch)':14s} {'batch':>6s} {'ms/call':>10s} {'units/s':>12s} {'views/s':>12s} {'TFLOP/s':>10s} {'MFU':>8s}")
+    for row in (lambda: step_row(views, out, mode=COMPILE), lambda: train_rows(views, out, [COMPILE])):
+        row()
+        if json_path:
+            json.dump(out, open(json_path[0], "w"), indent=1)
 
 
 if __name__ == "__main__":

@@ -19,8 +19,8 @@
 #             with the cuBLAS attention backward, the wgmma backward, the wgmma forward, and the
 #             unfused kernels), bench_extract (iv2-extract's teachers, downloads,
 #             encoding and LMDB writes at full size, views/s per stage) and bench_torch.py
-#             (PyTorch, same GPU, same run; the student step eager and with torch.compile, the
-#             whole step eager under bf16 autocast)
+#             (PyTorch, same GPU, same run: the whole step under bf16 autocast and the fwd+bwd
+#             student step, eager; then both with torch.compile as bench_torch_compiled)
 #   profile_step  one iv2-1b train step (depth 2, 32 views) under Nsight Compute, kernel durations
 #             only; tests/gpu/profile_step.py makes the per-kernel table (skipped without ncu)
 #   ncu_attention  Nsight Compute's sections (throughput, occupancy, stalls, instruction mix) for
@@ -147,7 +147,7 @@ done
 [ -x build/gpu/bench_kernels ] && step bench_kernels 120 build/gpu/bench_kernels "$OUT/bench_kernels.json"
 [ -x build/gpu/bench_vit ] && step bench_vit 200 build/gpu/bench_vit "$OUT/bench_vit.json"
 # the baseline beside it, then the variants, then extract: the most needed figures first
-step bench_torch 180 python3 tests/gpu/bench_torch.py "$OUT/bench_torch.json"
+step bench_torch 150 env IV2_BENCH_COMPILE=0 python3 tests/gpu/bench_torch.py "$OUT/bench_torch.json"
 # the student step with the Hopper fused backward, beside bench_vit's default (mma.sync) backward
 [ -x build/gpu/bench_vit ] && step bench_vit_bwd_wg 150 env IV2_BENCH_STEP=0 IV2_ATTN_BWD=wg build/gpu/bench_vit \
   "$OUT/bench_vit_bwd_wg.json"
@@ -168,6 +168,9 @@ fi
 # extract's GPU half at full size (teachers, downloads, encoding, LMDB writes under build/tmp), per stage
 if [ -x build/gpu/bench_extract ]; then step bench_extract 180 build/gpu/bench_extract "$OUT/bench_extract.json"
 else printf '%-34s %-20s\n' bench_extract "SKIP (not built)" | tee -a "$SUMMARY"; fi
+# PyTorch under torch.compile (the whole step, then the fwd+bwd step), a step of its own: its
+# compile time is the least predictable part of the check, so it comes after our figures
+step bench_torch_compiled 180 python3 tests/gpu/bench_torch.py --compiled "$OUT/bench_torch_compiled.json"
 
 # ---- shared-memory hazards of the real hardware (tests/emu checks the same on the CPU), after
 # the figures: the default kernels and the pipelined Hopper forward ----
@@ -217,7 +220,7 @@ fi
   echo
   echo "== figures (device: $(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -n 1))"
   for b in bench_vit bench_extract bench_vit_gemm_backward bench_vit_unfused bench_vit_bwd_wg bench_vit_fwd_wg \
-           bench_torch bench_kernels; do
+           bench_torch bench_torch_compiled bench_kernels; do
     [ -f "$OUT/$b.log" ] && { echo "-- $b"; grep -v '^==' "$OUT/$b.log"; }
   done
   [ -f "$OUT/profile_step.txt" ] && { echo "-- profile_step: iv2-1b train step at depth 2, 32 views, per kernel" \
@@ -237,19 +240,21 @@ def load(n):
     try: return json.load(open(os.path.join(o, n)))
     except Exception: return None
 iv, tv, ik = load("bench_vit.json"), load("bench_torch.json"), load("bench_kernels.json")
+tc = load("bench_torch_compiled.json")
 if iv and tv:
     print("-- iv2 vs PyTorch at full depth (extrapolated from depths 2 and 6); iv2-1b-step: the whole training step")
-    tm = {m["model"]: m for m in tv["models"]}
+    tm = {m["model"]: m for m in tv["models"] + (tc["models"] if tc else [])}
     for m in iv["models"]:
         t = tm.get(m["model"])
         if t and "per_s" in t: print(f"{m['model']:14s} iv2 {m['per_s']:8.1f} {m['unit']}/s MFU {100*m['mfu']:5.1f}%   "
                     f"torch {t['per_s']:8.1f}/s MFU {100*t['mfu']:5.1f}%   speed-up x{m['per_s']/t['per_s']:.2f}")
-    i, c = next((m for m in iv["models"] if m["model"] == "iv2-1b-train"), None), tm.get("iv2-1b-train-compiled")
-    if i and c and "per_s" in c:
-        print(f"iv2-1b-train   iv2 {i['per_s']:8.1f} views/s   torch.compile ({c['compile']}) {c['per_s']:8.1f}/s "
-              f"MFU {100*c['mfu']:5.1f}%   speed-up x{i['per_s']/c['per_s']:.2f}")
-    elif c:
-        print(f"iv2-1b-train   torch.compile failed: {c.get('failed', '?')[:200]}")
+    for row in ("iv2-1b-step", "iv2-1b-train"):
+        i, c = next((m for m in iv["models"] if m["model"] == row), None), tm.get(row + "-compiled")
+        if i and c and "per_s" in c:
+            print(f"{row:14s} iv2 {i['per_s']:8.1f} views/s   torch.compile ({c['compile']}) {c['per_s']:8.1f}/s "
+                  f"MFU {100*c['mfu']:5.1f}%   speed-up x{i['per_s']/c['per_s']:.2f}")
+        elif c:
+            print(f"{row:14s} torch.compile failed: {c.get('failed', '?')[:200]}")
 if iv:
     # each variant run of bench_vit against the default run, row by row: the decisions of
     # docs/cuda.md ("The next GPU session") read from here (time ratio < 1: the variant is faster)
