@@ -4,7 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define ERRMAX 2048
+#define ERRMAX 8192 /* a path (PATH_MAX 4096) with room for its context and the reason */
 static _Thread_local char errbuf[ERRMAX];
 static int quiet = -1;
 

@@ -336,11 +336,14 @@ static int try_seek(iv2_video *v, int64_t ts) {
     return ret;
 }
 
-/* read up to the first packet of our stream into v->pkt: 0 got one, 1 end of file, -1 time out */
+/* read up to the first packet of our stream into v->pkt: 0 got one, 1 end of file, -1 time out.
+ * Packets flagged AV_PKT_FLAG_DISCARD count: before an MP4 edit list's start (a clip cut with
+ * `ffmpeg -ss T -c copy`) they hold the keyframe the first shown frames are predicted from; the
+ * decoder needs them and drops their pictures (so does frame_index_of). */
 static int peek_packet(iv2_video *v) {
     for (;;) {
         if (av_read_frame(v->fmt, v->pkt) < 0) return timed_out(v) < 0 ? -1 : 1;
-        if (v->pkt->stream_index == v->stream && !(v->pkt->flags & AV_PKT_FLAG_DISCARD)) return 0;
+        if (v->pkt->stream_index == v->stream) return 0;
         av_packet_unref(v->pkt);
     }
 }
@@ -516,8 +519,12 @@ static int frame_to_rgb(iv2_video *v, const AVFrame *f) {
         v->sws = sws_getCachedContext(v->sws, w, h, fmt, w, h, AV_PIX_FMT_RGB24, SWS_BICUBIC, NULL, NULL, NULL);
         if (!v->sws)
             return iv2_err("%s: cannot convert pixel format %s to RGB", v->path, av_get_pix_fmt_name(fmt));
-        const int *coef = sws_getCoefficients(cs);
-        sws_setColorspaceDetails(v->sws, coef, range, sws_getCoefficients(SWS_CS_DEFAULT), 1, 0, 1 << 16, 1 << 16);
+        /* the YUV matrix and range only for YUV sources: on high-bit-depth planar RGB (gbrp10,
+         * gbrp16) they moved values by up to 9 from the ffmpeg CLI's */
+        if (!(av_pix_fmt_desc_get(fmt)->flags & AV_PIX_FMT_FLAG_RGB)) {
+            const int *coef = sws_getCoefficients(cs);
+            sws_setColorspaceDetails(v->sws, coef, range, sws_getCoefficients(SWS_CS_DEFAULT), 1, 0, 1 << 16, 1 << 16);
+        }
         v->sws_w = w, v->sws_h = h, v->sws_fmt = fmt, v->sws_cs = cs, v->sws_range = range;
     }
     int stride = (w * 3 + RGB_ALIGN - 1) / RGB_ALIGN * RGB_ALIGN;

@@ -88,7 +88,16 @@ static int decode_cli(int argc, char **argv) {
                 else return iv2_err("--format: '%s' is not ppm or raw", val);
                 continue;
             }
-            if (parse_num(a, val, -1e18, 1e18, &x) < 0) return -1;
+            /* the name first: "--bogus" is an unknown option, not one missing its value; every
+             * numeric option but the span's times is a count or an index (no "2.5", no "-3") */
+            static const char *const ints[] = {"--frame", "--stream", "--seed", "--row", "--view", "--frames",
+                                               "--size", "--threads"};
+            int is_int = 0;
+            for (size_t k = 0; k < sizeof ints / sizeof *ints; k++) is_int |= !strcmp(a, ints[k]);
+            if (!is_int && strcmp(a, "--start") && strcmp(a, "--end") && strcmp(a, "--time-limit"))
+                return iv2_err("unknown option %s (see --help)", a);
+            if (parse_num(a, val, is_int ? 0 : -1e18, 1e18, &x) < 0) return -1;
+            if (is_int && x != (double)(int64_t)x) return iv2_err("%s: '%s' is not an integer", a, val);
             if (!strcmp(a, "--frame")) frame = x;
             else if (!strcmp(a, "--stream")) o.stream = (int)x;
             else if (!strcmp(a, "--start")) start = x;
@@ -99,14 +108,13 @@ static int decode_cli(int argc, char **argv) {
             else if (!strcmp(a, "--frames")) o.num_frames = (int)x;
             else if (!strcmp(a, "--size")) o.size = (int)x;
             else if (!strcmp(a, "--threads")) o.threads = (int)x;
-            else if (!strcmp(a, "--time-limit")) o.time_limit = x;
-            else return iv2_err("unknown option %s (see --help)", a);
+            else o.time_limit = x;   /* --time-limit */
         } else if (!video) video = a;
         else return iv2_err("unexpected argument '%s' (see --help)", a);
     }
     if (!video) return iv2_err("no video given (see --help)");
     FILE *meta = strcmp(out, "-") == 0 ? stderr : stdout;
-    char vj[2048];
+    char vj[8200];   /* a PATH_MAX path, each quote or backslash doubled */
     iv2_json_escape(vj, sizeof vj, video);
 
     iv2_video *v = iv2_video_open(video, &o);

@@ -14,11 +14,14 @@
  * not depend on the batch it ran in (teachers.h) and LMDB content is keyed, so neither the
  * order in which workers and devices finish nor the batching changes what is stored. */
 #include "pipeline.h"
+#include <errno.h>
+#include <fcntl.h>
 #include <math.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <time.h>
 #include <unistd.h>
 #include "cache.h"
@@ -213,7 +216,7 @@ static void *worker_main(void *arg) {
 static char *build_meta(const iv2_extract_opts *o, const iv2_teachers *ts, const iv2_manifest *m, const iv2_backend *be,
                         const iv2_sample_opts *so) {
     size_t cap = 65536;
-    char *buf = iv2_malloc(cap), esc[4200], sha[65];
+    char *buf = iv2_malloc(cap), esc[8200], sha[65];   /* esc: a PATH_MAX path, quotes and backslashes doubled */
     iv2_sha256_hex(m->sha256, sha);
     char *teachers = iv2_teachers_meta_json(ts);
     int n = snprintf(buf, cap,
@@ -238,6 +241,41 @@ static char *build_meta(const iv2_extract_opts *o, const iv2_teachers *ts, const
 }
 
 /* ---------------------------------------------------------------- helpers */
+
+/* One iv2-extract per cache folder: a second one would list the same missing views and redo
+ * every one of them. flock on DIR/extract.lock (holding our pid, for the message); the kernel
+ * drops it when the process ends, kill -9 included. A file system without flock (ENOLCK, old
+ * NFS) only warns. Returns the open fd (or -2 when unlocked), -1 with the reason. */
+static int lock_cache_dir(const char *dir) {
+    size_t len = strlen(dir) + 16;
+    char *path = iv2_malloc(len), pid[32] = {0};
+    snprintf(path, len, "%s/extract.lock", dir);
+    int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0666);
+    if (fd < 0) {
+        iv2_err("cannot create %s: %s", path, strerror(errno));
+        free(path);
+        return -1;
+    }
+    if (flock(fd, LOCK_EX | LOCK_NB)) {
+        int e = errno;
+        if (e != EWOULDBLOCK) {
+            iv2_warn("cannot lock %s (%s): nothing stops a second iv2-extract on this cache", path, strerror(e));
+            close(fd);
+            free(path);
+            return -2;
+        }
+        ssize_t n = pread(fd, pid, sizeof pid - 1, 0);
+        pid[n > 0 ? n : 0] = 0;
+        pid[strcspn(pid, "\n")] = 0;
+        close(fd);
+        free(path);
+        return iv2_err("cache %s is being written by another iv2-extract (pid %s); run one process per cache folder "
+                       "(--shard k/N gives each its own)", dir, pid[0] ? pid : "unknown");
+    }
+    free(path);
+    if (ftruncate(fd, 0) == 0) dprintf(fd, "%d\n", (int)getpid());
+    return fd;
+}
 
 static int cmp_key(const void *a, const void *b) {
     const iv2_cache_key *x = a, *y = b;
@@ -329,7 +367,7 @@ typedef struct device {
     iv2_teachers ts;
     pthread_t tid;
     int started, ready, failed;
-    char err[1024];
+    char err[8192];            /* as long as an error message (err.c) */
     double t_teachers, t_encode;
     int64_t views;
     qstat q[IV2_CACHE_MAX_TARGETS];
@@ -760,7 +798,7 @@ int iv2_extract_run(const iv2_extract_opts *o, iv2_extract_stats *st) {
     rs->q = &q;
     pthread_t *tid = NULL;
     worker_ctx wc;
-    int started = 0;
+    int started = 0, lock_fd = -2;
     ring_init(&q.r);
     ring_init(&rs->oq);
     pthread_mutex_init(&rs->mu, NULL);
@@ -793,6 +831,7 @@ int iv2_extract_run(const iv2_extract_opts *o, iv2_extract_stats *st) {
     so.threads = 1;
     meta = build_meta(o, ts, &m, be, &so);
     if (iv2_cache_open(&rs->cache, o->cache, IV2_CACHE_RDWR)) goto out;
+    if ((lock_fd = lock_cache_dir(o->cache)) == -1) goto out;
     if (iv2_cache_set_meta(rs->cache, meta)) goto out;
 
     /* what is left to do */
@@ -849,7 +888,7 @@ int iv2_extract_run(const iv2_extract_opts *o, iv2_extract_stats *st) {
 
 out:
     {
-        char keep[1024];
+        char keep[8192];
         snprintf(keep, sizeof keep, "%s", iv2_errmsg());
         if (ret) stop_all(rs);
         release_devices(rs, -1);   /* devices still waiting for go leave */
@@ -920,9 +959,10 @@ out:
     free(rs->work);
     free(meta);
     {
-        char keep[1024];
+        char keep[8192];
         snprintf(keep, sizeof keep, "%s", iv2_errmsg());
         iv2_cache_close(rs->cache);
+        if (lock_fd >= 0) close(lock_fd);   /* after the close: the environment is synced */
         iv2_metrics_close(&rs->metrics);
         iv2_manifest_free(&m);
         ring_destroy(&q.r);

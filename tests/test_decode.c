@@ -211,6 +211,12 @@ static void check_bad_inputs(const char *good) {
     iv2_clip_record r;
     expect_error("missing", iv2_sample_clip("/nonexistent/clip.mp4", 0, -1, "", 1, 0, 0, &o, rgb, &r),
                  "/nonexistent/clip.mp4", "no such file");
+    {   /* a long path (legal up to PATH_MAX) still leaves room for the reason */
+        char longp[4096] = "/nonexistent";
+        for (int i = 0; i < 20; i++) snprintf(longp + strlen(longp), sizeof longp - strlen(longp), "/%0200d", i);
+        strcat(longp, "/clip.mp4");
+        expect_error("missing, long path", iv2_sample_clip(longp, 0, -1, "", 1, 0, 0, &o, rgb, &r), "/clip.mp4: no such file", NULL);
+    }
     snprintf(p, sizeof p, "%s/notes.mp4", tmp);
     FILE *f = fopen(p, "w");
     fputs("this is not a video\n", f);
@@ -302,6 +308,7 @@ int main(void) {
         {"mjpeg.mkv", "-c:v mjpeg -pix_fmt yuvj422p", 1}, /* full range */
         {"x264_10bit.mkv", "-c:v libx264 -bf 2 -g 16 -pix_fmt yuv420p10le -color_primaries bt709 -color_trc bt709 -colorspace bt709", 1},
         {"odd444.mp4", "-vf scale=175:143 -c:v libx264 -g 30 -pix_fmt yuv444p", 1}, /* odd size, 4:4:4 */
+        {"gbrp10.mkv", "-t 1 -c:v ffv1 -pix_fmt gbrp10le", 1}, /* 10-bit planar RGB */
         {"hevc10.mkv", "-t 1 -c:v libx265 -pix_fmt yuv420p10le -x265-params log-level=none:keyint=10", 1},
     };
     char path[400];
@@ -311,6 +318,17 @@ int main(void) {
         check_native_all(path, 0, 1, gen[i].check_pts);
     }
     snprintf(path, sizeof path, "%s/x264.mp4", tmp);
+    /* a clip cut with `-ss T -c copy`: an MP4 edit list starts mid-GOP, and the packets before it
+     * (the keyframe included) are flagged discard; they must still reach the decoder */
+    {
+        char cut[400];
+        snprintf(cut, sizeof cut, "%s/cut.mp4", tmp);
+        if (sh("ffmpeg -nostdin -v error -ss 0.5 -i '%s' -c copy -y '%s'", path, cut) == 0) {
+            check_native_all(cut, 0, 1, 1);
+            check_clip(cut, 0, -1, 0, 1, 2, 3, "", 1);
+        } else
+            CHECK(0, "making cut.mp4");
+    }
     check_native_all(path, 0, 2, 1);
     check_clip(path, 0, -1, 0, 1, 2, 3, "", 1);
     check_clip(path, 0.5, 2.5, 1, 1, 2, 3, "", 1);

@@ -32,5 +32,11 @@ grep -q "missing.mp4: no such file" "$T/err.txt" || no "missing file message: $(
 $B decode "$T/v.mp4" --frame 9999 2> "$T/err.txt" && no "frame 9999 accepted"
 grep -q "outside the video" "$T/err.txt" || no "frame range message: $(cat "$T/err.txt")"
 $B decode --help | grep -q "usage: iv2-extract decode" || no "--help"
+# a long path (3 KB, legal below PATH_MAX) is written whole into the JSON, "quote" escaped
+L="$T/q\"uote"
+for i in 1 2 3 4 5 6 7 8 9 10 11 12 13 14; do L="$L/$(printf '%0200d' $i)"; done
+mkdir -p "$L" && cp "$T/v.mp4" "$L/v.mp4"
+$B decode "$L/v.mp4" --info > "$T/long.json" || no "long path"
+grep -qF "\"video\":\"$(printf '%s' "$L" | sed 's/"/\\"/g')/v.mp4\"," "$T/long.json" || no "long path cut in the JSON"
 [ $fail -eq 0 ] && echo "ok"
 exit $fail

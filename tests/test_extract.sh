@@ -8,12 +8,13 @@
 #   - --shard 0/2 + 1/2, then iv2-cache merge: equals one run;
 #   - bad rows (missing, corrupt, no video stream, span out of range) land in errors, exactly
 #     those rows, and the run completes;
-#   - changed settings are refused naming the setting;
+#   - changed settings are refused naming the setting; so is a cache another extract holds;
 #   - a map that may not grow / a full tmpfs: clear error, cache still valid, resume completes;
+#     a disk that fills while the cache is created: never a meta without its target databases;
 #   - a read-only cache folder: readable, writing refused.
 T=build/tmp/test_extract
 . "$(dirname "$0")/extract_common.sh"
-X() { ./bin/iv2-extract --teacher "$IVIT" --teacher "$MAE" --compute-threads 1 --threads 2 --views 2 --seed 7 "$@"; }
+X() { ${EXEC:-} ./bin/iv2-extract --teacher "$IVIT" --teacher "$MAE" --compute-threads 1 --threads 2 --views 2 --seed 7 "$@"; }
 
 # videos: small sizes, 1-3 s, different rates
 ffmpeg -v error -y -f lavfi -i testsrc=size=64x48:rate=25:duration=2 -pix_fmt yuv420p $T/v0.mp4 || exit 1
@@ -53,14 +54,20 @@ for n in 3 30 61; do
     check "crash at put $n killed the run (rc $rc)" test $rc -eq 137
     check "cache verifies after kill at put $n" ./bin/iv2-cache verify $T/kill >/dev/null
 done
-X --batch 1 --manifest $T/good.jsonl --cache $T/kill >/dev/null 2>&1 &
+# a backgrounded function runs in a subshell: with exec, $! is iv2-extract itself (else the
+# kill -9 would hit the subshell and leave the run going beside the resume)
+# kill -9 of a fresh run (on 2 cores it takes 0.7-0.9 s; the folder above is nearly done)
+(EXEC=exec X --batch 1 --manifest $T/good.jsonl --cache $T/tkill) >/dev/null 2>&1 &
 pid=$!
-sleep 0.7
+sleep 0.35
 kill -9 $pid 2>/dev/null
 wait $pid 2>/dev/null
-check "cache verifies after a timed kill -9" ./bin/iv2-cache verify $T/kill >/dev/null
-X --manifest $T/good.jsonl --cache $T/kill >/dev/null || echo "FAIL: resume"
-check "resumed cache equals the uninterrupted one" test "$(digest $T/kill)" = "$D"
+rc=$?; [ $rc -eq 137 ] || echo "note: the run had ended before the timed kill -9 (rc $rc)"
+check "cache verifies after a timed kill -9" ./bin/iv2-cache verify $T/tkill >/dev/null
+for c in kill tkill; do
+    X --manifest $T/good.jsonl --cache $T/$c >/dev/null || echo "FAIL: resume $c"
+    check "resumed cache $c equals the uninterrupted one" test "$(digest $T/$c)" = "$D"
+done
 ./bin/iv2-cache export-view $T/ref 2 1 --out $T/e_ref >/dev/null && ./bin/iv2-cache export-view $T/kill 2 1 --out $T/e_kill >/dev/null
 check "export-view of resumed = uninterrupted" cmp -s $T/e_ref.safetensors $T/e_kill.safetensors
 check "export-view frames" cmp -s $T/e_ref_f7.ppm $T/e_kill_f7.ppm
@@ -94,6 +101,17 @@ err=$(X --manifest $T/good2.jsonl --cache $T/ref 2>&1 >/dev/null)
 check "other manifest refused: $err" sh -c "echo '$err' | grep -q 'manifest_sha256'"
 check "refusals left the cache alone" test "$(digest $T/ref)" = "$D"
 
+# ---- a cache another iv2-extract is writing is refused (it would redo every view): this
+# shell holds the folder's lock as a running extract does; released, the cache resumes
+exec 9>$T/ref/extract.lock
+flock -n 9
+err=$(X --manifest $T/good.jsonl --cache $T/ref 2>&1 >/dev/null)
+rc=$?
+exec 9>&-
+check "second writer refused (rc $rc): $err" sh -c "test $rc -ne 0 && echo '$err' | grep -q 'being written by another iv2-extract'"
+out=$(X --manifest $T/good.jsonl --cache $T/ref) || echo "FAIL: run after the lock was released"
+check "lock released: $out" expr "$out" : 'rows done 0, failed 0, skipped 4;' >/dev/null
+
 # ---- a map that may not grow: clear error, valid cache, resume completes
 err=$(IV2_CACHE_MAX_MAP=3000000 X --batch 1 --manifest $T/good.jsonl --cache $T/full 2>&1 >/dev/null)
 rc=$?
@@ -112,6 +130,15 @@ if unshare -m true 2>/dev/null && unshare -m sh -c "mkdir -p $T/mnt && mount -t 
         err=$(X --batch 1 --manifest $T/good.jsonl --cache $T/tmpfs/c 2>&1 >/dev/null) && { echo "FAIL: full disk did not fail"; exit 1; }
         echo "$err" | grep -q "disk full\|No space\|is full" || { echo "FAIL: full disk message: $err"; exit 1; }
         ./bin/iv2-cache verify $T/tmpfs/c >/dev/null || { echo "FAIL: cache on a full disk does not verify"; exit 1; }
+        # a disk that fills while the cache is created (40k: once between the meta and its
+        # targets'"'"' databases): never a meta whose target databases are missing
+        for kb in 28 32 36 40 44 48; do
+            mkdir -p $T/tiny$kb && mount -t tmpfs -o size=${kb}k tmpfs $T/tiny$kb || exit 2
+            X --batch 1 --manifest $T/good.jsonl --cache $T/tiny$kb/c >/dev/null 2>&1 && { echo "FAIL: ${kb}k disk did not fail"; exit 1; }
+            v=$(./bin/iv2-cache verify $T/tiny$kb/c 2>&1) || echo "$v" | grep -q "no meta record" ||
+                { echo "FAIL: cache on a ${kb}k disk: $v"; exit 1; }
+            umount $T/tiny$kb
+        done
         mount --bind $T/ref $T/ro && mount -o remount,ro,bind $T/ro || exit 2
         ./bin/iv2-cache verify $T/ro | grep -q "^views 8," || { echo "FAIL: read-only folder not readable"; exit 1; }
         err=$(X --manifest $T/good.jsonl --cache $T/ro 2>&1 >/dev/null) && { echo "FAIL: write to a read-only folder"; exit 1; }
