@@ -382,6 +382,10 @@ size_t iv2_cache_targets_json(char *buf, size_t cap, size_t at, const iv2_cache_
 }
 
 int iv2_cache_meta_compare(const char *a, const char *b, const char *const *ignore) {
+    return iv2_meta_compare_where(a, b, ignore, "in the cache");
+}
+
+int iv2_meta_compare_where(const char *a, const char *b, const char *const *ignore, const char *b_where) {
     cJSON *ja = cJSON_Parse(a), *jb = cJSON_Parse(b);
     int rc = 0;
     if (!ja || !jb) { rc = iv2_err("meta is not valid JSON"); goto done; }
@@ -390,12 +394,12 @@ int iv2_cache_meta_compare(const char *a, const char *b, const char *const *igno
         char va[160], vb[160];
         if (strstr(path, " (length)")) {
             *strstr(path, " (length)") = 0;
-            rc = iv2_err("%s has %d entries here, %d in the cache", path, cJSON_GetArraySize(json_at(ja, path)),
-                         cJSON_GetArraySize(json_at(jb, path)));
+            rc = iv2_err("%s has %d entries here, %d %s", path, cJSON_GetArraySize(json_at(ja, path)),
+                         cJSON_GetArraySize(json_at(jb, path)), b_where);
         } else {
             json_short(json_at(ja, path), va, sizeof va);
             json_short(json_at(jb, path), vb, sizeof vb);
-            rc = iv2_err("%s is %s here, %s in the cache", path, va, vb);
+            rc = iv2_err("%s is %s here, %s %s", path, va, vb, b_where);
         }
     }
 done:
@@ -404,10 +408,18 @@ done:
     return rc;
 }
 
+/* the meta and its targets' databases in one transaction: a crash or a full disk between two
+ * would leave a meta whose target databases readers cannot find */
 static int put_meta(iv2_cache *c, const char *json) {
     MDB_txn *txn;
     int rc = mdb_txn_begin(c->env, NULL, 0, &txn);
     if (rc) return mdb_fail(c, "begin", rc);
+    for (int i = 0; i < c->n_targets; i++) {
+        char name[48];
+        snprintf(name, sizeof name, "t:%s", c->targets[i].name);
+        rc = mdb_dbi_open(txn, name, MDB_CREATE, &c->dbi_t[i]);
+        if (rc) { mdb_txn_abort(txn); return mdb_fail(c, c->targets[i].name, rc); }
+    }
     MDB_val k = {4, "meta"}, v = {strlen(json), (void *)json};
     rc = mdb_put(txn, c->dbi_meta, &k, &v, 0);
     if (rc) { mdb_txn_abort(txn); return mdb_fail(c, "write meta", rc); }
@@ -426,7 +438,7 @@ int iv2_cache_set_meta(iv2_cache *c, const char *json) {
     if (parse_targets(c, json)) return -1;
     if (put_meta(c, json)) return -1;
     c->meta = iv2_strdup(json);
-    return open_target_dbs(c);
+    return 0;
 }
 
 /* ---------------------------------------------------------------- open / close */
@@ -1063,6 +1075,12 @@ int iv2_cache_set_open(iv2_cache_set *s, const char *dirs) {
     char *list = iv2_strdup(dirs), *save = NULL;
     for (char *d = strtok_r(list, ",", &save); d; d = strtok_r(NULL, ",", &save)) {
         if (!*d) continue;
+        struct stat sd, si;   /* the same folder twice (or through a link): its views would count twice */
+        for (int i = 0; i < s->n_shards && stat(d, &sd) == 0; i++)
+            if (stat(s->shards[i]->dir, &si) == 0 && si.st_dev == sd.st_dev && si.st_ino == sd.st_ino) {
+                iv2_err("cache %s is listed twice (as %s and %s)", d, s->shards[i]->dir, d);
+                goto fail;
+            }
         iv2_cache *c;
         if (iv2_cache_open(&c, d, IV2_CACHE_RDONLY)) goto fail;
         s->shards = iv2_realloc(s->shards, (size_t)(s->n_shards + 1) * sizeof *s->shards);

@@ -97,6 +97,9 @@ int iv2_cache_set_meta(iv2_cache *c, const char *json);
 /* Compare two meta texts with the same rules (ignore: extra keys to ignore, NULL-terminated, on
  * top of the free ones). 0 = same, -1 with the first differing field named in iv2_err. */
 int iv2_cache_meta_compare(const char *a, const char *b, const char *const *ignore);
+/* The same, the message naming where b comes from: "FIELD is A here, B <b_where>"
+ * (iv2_cache_meta_compare: "in the cache"; a resumed run: "in the checkpoint"). */
+int iv2_meta_compare_where(const char *a, const char *b, const char *const *ignore, const char *b_where);
 /* Append meta's target list, "targets":[{name, teacher, kind, block, tokens, dim, dtype, post},
  * ...], for n targets at buf[at] (snprintf rules: returns the new length). */
 size_t iv2_cache_targets_json(char *buf, size_t cap, size_t at, const iv2_cache_target *t, int n);

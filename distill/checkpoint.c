@@ -86,6 +86,23 @@ static void ckpt_path(char *buf, size_t cap, const char *dir, int64_t step) {
     snprintf(buf, cap, "%s/ckpt_%08lld.safetensors", dir, (long long)step);
 }
 
+/* The temporary files of checkpoint writes that never finished (a writer killed before its
+ * rename: iv2_st_writer_write's PATH.tmp.XXXXXX), each as large as a checkpoint; nothing else
+ * would ever remove them. Only one process writes a run's checkpoints, so any found before our
+ * own write are stale. */
+static void remove_stale_temps(const char *dir) {
+    DIR *d = opendir(dir);
+    if (!d) return;
+    struct dirent *e;
+    char path[4096];
+    while ((e = readdir(d))) {
+        if (strncmp(e->d_name, "ckpt_", 5) || !strstr(e->d_name, ".safetensors.tmp.")) continue;
+        snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
+        if (unlink(path) == 0) iv2_warn("removed %s, the temporary file of an unfinished checkpoint write", path);
+    }
+    closedir(d);
+}
+
 int iv2_ckpt_save(const char *dir, int64_t step, iv2_vit *student, iv2_heads *heads, iv2_optim *opt,
                   const char *cfg_json, int keep) {
     iv2_backend *be = student->be;
@@ -143,6 +160,7 @@ int iv2_ckpt_save(const char *dir, int64_t step, iv2_vit *student, iv2_heads *he
     if (cfg_json) iv2_st_writer_meta(&w, "iv2.distill", cfg_json);
     char path[4096];
     mkdir(dir, 0755);
+    remove_stale_temps(dir);
     ckpt_path(path, sizeof path, dir, step);
     int rc = iv2_st_writer_write(&w, path);
     iv2_st_writer_free(&w);

@@ -73,6 +73,19 @@ static int get_num(const cJSON *it, double *v) {
     return 0;
 }
 
+/* a whole number in [lo, hi] (64.0 is 64): no silent truncation of 2.7 to 2, no overflow of the
+ * field's type (1e12 into an int) */
+static int get_int(const cJSON *it, double lo, double hi, double *v) {
+    if (!cJSON_IsNumber(it) || it->valuedouble != floor(it->valuedouble))
+        return iv2_err("\"%s\": expected a whole number", it->string);
+    if (it->valuedouble < lo || it->valuedouble > hi)
+        return iv2_err("\"%s\": %g is out of range [%.0f, %.0f]", it->string, it->valuedouble, lo, hi);
+    *v = it->valuedouble;
+    return 0;
+}
+#define INT_LIM 2147483647.0
+#define I64_LIM 9007199254740992.0   /* 2^53: every whole number up to it is exact in JSON's doubles */
+
 int iv2_distill_config_parse(iv2_distill_config *c, const char *json, const char *what) {
     cJSON *root = cJSON_Parse(json);
     if (!root) return iv2_err("%s: not valid JSON (near \"%.20s\")", what, cJSON_GetErrorPtr() ? cJSON_GetErrorPtr() : "");
@@ -81,13 +94,21 @@ int iv2_distill_config_parse(iv2_distill_config *c, const char *json, const char
     for (const cJSON *it = root->child; it && rc == 0; it = it->next) {
         const char *k = it->string;
         double v = 0;
+        for (const cJSON *e = root->child; e != it && rc == 0; e = e->next)   /* else the last one would win silently */
+            if (!strcmp(e->string, k)) rc = iv2_err("key \"%s\" given twice", k);
+        if (rc) break;
 #define NUM(key, field, cast) else if (!strcmp(k, key)) { if ((rc = get_num(it, &v)) == 0) c->field = (cast)v; }
+#define INT(key, field, cast, lo, hi) else if (!strcmp(k, key)) { if ((rc = get_int(it, lo, hi, &v)) == 0) c->field = (cast)v; }
         if (!strcmp(k, "student")) {
             if (!cJSON_IsString(it) || strlen(it->valuestring) >= sizeof c->student) rc = iv2_err("\"student\": expected a preset name");
             else snprintf(c->student, sizeof c->student, "%s", it->valuestring);
         } else if (!strcmp(k, "student_overrides")) {
             char *s = cJSON_PrintUnformatted(it);
             if (!cJSON_IsObject(it) || strlen(s) >= sizeof c->student_json) rc = iv2_err("\"student_overrides\": expected a (small) object");
+            /* the trainer takes the drop-path rate from the run config, so an override would be lost */
+            else if (cJSON_GetObjectItemCaseSensitive(it, "drop_path"))
+                rc = iv2_err("\"student_overrides\": drop_path is a key of the run config itself (\"drop_path\": %g at the top level)",
+                             cJSON_GetObjectItemCaseSensitive(it, "drop_path")->valuedouble);
             else snprintf(c->student_json, sizeof c->student_json, "%s", s);
             cJSON_free(s);
         } else if (!strcmp(k, "clip_layers")) {
@@ -121,16 +142,19 @@ int iv2_distill_config_parse(iv2_distill_config *c, const char *json, const char
             else snprintf(c->device, sizeof c->device, "%s", it->valuestring);
         }
         NUM("alpha_clip", alpha_clip, float) NUM("alpha_final", alpha_final, float) NUM("alpha_mae", alpha_mae, float)
-        NUM("mask_ratio", mask_ratio, float) NUM("batch", batch, int) NUM("epochs", epochs, int)
-        NUM("steps", steps, int64_t) NUM("lr", base_lr, float) NUM("min_lr", base_min_lr, float)
-        NUM("warmup_epochs", warmup_epochs, float) NUM("warmup_steps", warmup_steps, int64_t)
+        NUM("mask_ratio", mask_ratio, float) INT("batch", batch, int, -INT_LIM, INT_LIM)
+        INT("epochs", epochs, int, -INT_LIM, INT_LIM) INT("steps", steps, int64_t, -I64_LIM, I64_LIM)
+        NUM("lr", base_lr, float) NUM("min_lr", base_min_lr, float)
+        NUM("warmup_epochs", warmup_epochs, float) INT("warmup_steps", warmup_steps, int64_t, -I64_LIM, I64_LIM)
         NUM("beta1", beta1, float) NUM("beta2", beta2, float) NUM("eps", eps, float)
         NUM("weight_decay", weight_decay, float) NUM("clip_grad", clip_grad, float) NUM("drop_path", drop_path, float)
-        NUM("seed", seed, uint64_t) NUM("ckpt_every", ckpt_every, int64_t) NUM("keep_ckpt", keep_ckpt, int)
-        NUM("eval_every", eval_every, int64_t) NUM("eval_views", eval_views, int) NUM("log_every", log_every, int)
-        NUM("threads", threads, int) NUM("loader_threads", loader_threads, int)
+        INT("seed", seed, uint64_t, 0, I64_LIM) INT("ckpt_every", ckpt_every, int64_t, -I64_LIM, I64_LIM)
+        INT("keep_ckpt", keep_ckpt, int, -INT_LIM, INT_LIM) INT("eval_every", eval_every, int64_t, -I64_LIM, I64_LIM)
+        INT("eval_views", eval_views, int, -INT_LIM, INT_LIM) INT("log_every", log_every, int, -INT_LIM, INT_LIM)
+        INT("threads", threads, int, -INT_LIM, INT_LIM) INT("loader_threads", loader_threads, int, -INT_LIM, INT_LIM)
         else rc = iv2_err("unknown key \"%s\" (see docs/distill.md)", k);
 #undef NUM
+#undef INT
     }
     cJSON_Delete(root);
     if (rc) return iv2_err_ctx("%s", what);
@@ -157,6 +181,12 @@ int iv2_distill_config_load(iv2_distill_config *c, const char *path) {
 int iv2_distill_config_check(const iv2_distill_config *c) {
     if (c->batch < 1) return iv2_err("batch %d must be >= 1", c->batch);
     if (c->epochs < 1 && c->steps <= 0) return iv2_err("need epochs >= 1 or steps >= 1");
+    if (c->steps < 0) return iv2_err("steps %lld must be >= 0 (0: epochs decide)", (long long)c->steps);
+    if (!(c->warmup_epochs >= 0) || c->warmup_steps < -1)
+        return iv2_err("warmup_epochs must be >= 0 and warmup_steps >= 0 (-1: warmup_epochs decide)");
+    if (c->ckpt_every < 0 || c->eval_every < 0) return iv2_err("ckpt_every and eval_every must be >= 0 (0: never during the run)");
+    if (c->threads < 0) return iv2_err("threads %d must be >= 0 (0: all cores)", c->threads);
+    if (!(c->alpha_clip >= 0 && c->alpha_final >= 0 && c->alpha_mae >= 0)) return iv2_err("alpha_clip, alpha_final and alpha_mae must be >= 0");
     if (!(c->mask_ratio >= 0 && c->mask_ratio < 1)) return iv2_err("mask_ratio %g must be in [0, 1)", c->mask_ratio);
     if (!(c->base_lr >= 0) || !(c->base_min_lr >= 0)) return iv2_err("lr and min_lr must be >= 0");
     if (!(c->beta1 >= 0 && c->beta1 < 1 && c->beta2 >= 0 && c->beta2 < 1)) return iv2_err("betas must be in [0, 1)");
@@ -225,13 +255,14 @@ char *iv2_distill_config_to_json(const iv2_distill_config *c) {
     return r;
 }
 
-/* Steps per epoch = views // batch (drop_last, as the DistributedSampler in the recipe). */
-int iv2_plan_make(iv2_plan *p, const iv2_distill_config *c, int64_t train_views) {
+/* Steps per epoch = videos // batch (drop_last, as the DistributedSampler in the recipe; an epoch
+ * is one pass over the videos, whatever number of views the cache holds of each). */
+int iv2_plan_make(iv2_plan *p, const iv2_distill_config *c, int64_t train_videos) {
     memset(p, 0, sizeof *p);
-    p->train_views = train_views;
-    p->steps_per_epoch = train_views / c->batch;
+    p->train_videos = train_videos;
+    p->steps_per_epoch = train_videos / c->batch;
     if (p->steps_per_epoch < 1)
-        return iv2_err("%lld training views are fewer than one batch of %d", (long long)train_views, c->batch);
+        return iv2_err("%lld training videos are fewer than one batch of %d", (long long)train_videos, c->batch);
     p->total_steps = c->steps > 0 ? c->steps : (int64_t)c->epochs * p->steps_per_epoch;
     p->warmup_steps = c->warmup_steps >= 0 ? c->warmup_steps : (int64_t)(c->warmup_epochs * p->steps_per_epoch);
     if (p->warmup_steps > p->total_steps) p->warmup_steps = p->total_steps;

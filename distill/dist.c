@@ -204,7 +204,7 @@ static uint64_t config_sum(const iv2_trainer *t) {
 
 static uint64_t cache_sum(iv2_trainer *t) {
     const iv2_loader *L = &t->L;
-    int64_t f[] = {L->set ? L->set->n_views : 0, L->n_train, L->n_eval, L->nv, L->clip_dim, L->mae_dim,
+    int64_t f[] = {L->set ? L->set->n_views : 0, L->n_train, L->n_videos, L->n_eval, L->nv, L->clip_dim, L->mae_dim,
                    L->final_dim, L->frames, L->size};
     uint64_t h = fnv(0xcbf29ce484222325ULL, f, sizeof f);
     if (L->set && L->set->n_views > 0) {   /* the frames of the first and last views */

@@ -96,10 +96,10 @@ void iv2_distill_pairing_str(const iv2_distill_config *c, char *buf, size_t cap)
 
 /* The derived run plan. */
 typedef struct iv2_plan {
-    int64_t train_views, steps_per_epoch, total_steps, warmup_steps;
+    int64_t train_videos, steps_per_epoch, total_steps, warmup_steps;
     float peak_lr, min_lr;
 } iv2_plan;
-int iv2_plan_make(iv2_plan *p, const iv2_distill_config *c, int64_t train_views);
+int iv2_plan_make(iv2_plan *p, const iv2_distill_config *c, int64_t train_videos);
 /* lr[i] = linspace(0, peak, W)[i] for i < W, then min + (peak-min)/2 (1 + cos(pi j / (T-W))). */
 float iv2_lr_at(const iv2_plan *p, int64_t step);
 
@@ -277,7 +277,10 @@ typedef struct iv2_loader {
     int clip_dim, mae_dim, final_dim;
     int nv;                        /* visible tokens per sample for the mask type */
     int64_t n_train, n_eval;       /* views: [0, n_train) train, [n_train, n_train + n_eval) held out */
-    int64_t *perm;                 /* permutation of the current epoch */
+    int64_t n_videos;              /* training videos (cache rows with views in [0, n_train)): one epoch */
+    int64_t *video_first;          /* [n_videos] a video's first view; its views are adjacent */
+    int *video_views;              /* [n_videos] its number of training views */
+    int64_t *perm;                 /* the views of the current epoch's batches: one per video, in its order */
     int64_t perm_epoch, steps_per_epoch;
     struct iv2_loader_thread *th;  /* prefetch thread (NULL when off) */
     iv2_backend *be;               /* set before the first iv2_loader_next: its batches are for this

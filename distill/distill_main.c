@@ -7,6 +7,8 @@
 #include "dist.h"
 #include "err.h"
 #include "log.h"
+#include <errno.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -23,7 +25,9 @@ static void usage(FILE *f) {
             "        InternVideo2-1B stage-1 recipe; run.json overrides them (docs/distill.md).\n"
             "        RUN/ receives metrics.jsonl (a JSON line per step), config.json and the\n"
             "        checkpoints ckpt_<step>.safetensors (atomic, the last keep_ckpt kept).\n"
-            "        --resume continues from the newest checkpoint in RUN/ (bit-exact on the CPU).\n"
+            "        --resume continues from the newest checkpoint in RUN/ (bit-exact on the CPU); without\n"
+            "        --config it takes the run config the checkpoint records. Without --resume, RUN/ must\n"
+            "        hold no checkpoint.\n"
             "        --max-steps N stops after N more steps (a checkpoint is written).\n"
             "eval    cosine of the student's heads to every teacher target, all tokens visible,\n"
             "        over every view of the given cache (a held-out cache), as one JSON line.\n"
@@ -42,6 +46,23 @@ static const char *arg_val(int argc, char **argv, int *i) {
     if (*i + 1 >= argc) { iv2_err("%s needs a value", argv[*i]); iv2_die("iv2-distill"); }
     return argv[++*i];
 }
+
+/* an integer option value in [lo, hi]; anything else ("abc", "2x", "-1") is an error, not 0 */
+static long long arg_int(int argc, char **argv, int *i, long long lo, long long hi) {
+    const char *opt = argv[*i], *v = arg_val(argc, argv, i);
+    char *end;
+    errno = 0;
+    long long x = strtoll(v, &end, 10);
+    if (end == v || *end || errno || x < lo || x > hi) {
+        iv2_err("%s: expected an integer in [%lld, %lld], got '%s'", opt, lo, hi, v);
+        iv2_die("iv2-distill");
+    }
+    return x;
+}
+
+/* eval runs no training step: the run's global batch (4096 in the recipe) only sizes the trainer's
+ * buffers there, so eval sizes them for this many views instead (a few views per forward) */
+#define EVAL_BATCH 16
 
 /* the newest checkpoint of a run folder, or the given file */
 static int pick_ckpt(const char *out, const char *ckpt, char *path, size_t cap) {
@@ -81,8 +102,8 @@ int main(int argc, char **argv) {
         else if (!strcmp(a, "--to")) to = arg_val(argc, argv, &i);
         else if (!strcmp(a, "--png")) png = arg_val(argc, argv, &i);
         else if (!strcmp(a, "--device")) device = arg_val(argc, argv, &i);
-        else if (!strcmp(a, "--threads")) threads = atoi(arg_val(argc, argv, &i));
-        else if (!strcmp(a, "--max-steps")) max_steps = atoll(arg_val(argc, argv, &i));
+        else if (!strcmp(a, "--threads")) threads = (int)arg_int(argc, argv, &i, 0, 65536);
+        else if (!strcmp(a, "--max-steps")) max_steps = arg_int(argc, argv, &i, 1, LLONG_MAX);
         else if (!strcmp(a, "--size")) {
             if (sscanf(arg_val(argc, argv, &i), "%dx%d", &W, &H) != 2 || W < 64 || H < 64 || W > 8000 || H > 8000) {
                 iv2_err("--size: expected WxH, 64..8000");
@@ -99,12 +120,27 @@ int main(int argc, char **argv) {
         if (!cache || !out) { usage(stderr); iv2_err("train needs --cache and --out"); iv2_die("iv2-distill"); }
         c.layers_auto = IV2_PAIR_CLIP | IV2_PAIR_MAE;   /* pairings run.json leaves out come from the cache */
         if (config && iv2_distill_config_load(&c, config)) iv2_die("iv2-distill");
+        int64_t last;
+        if (!config && resume && iv2_ckpt_latest(out, path, sizeof path, &last) == 0) {
+            /* --resume alone continues the run as its checkpoint records it (not the recipe's defaults) */
+            if (ckpt_config(path, &c)) iv2_die("iv2-distill");
+            /* the device it records is the one rank 0 ran on ("cuda:0"); each rank picks its own again */
+            if (!strncmp(c.device, "cuda:", 5)) c.device[4] = 0;
+            iv2_info("resume: the run config of %s (no --config given)", path);
+        }
         if (device) snprintf(c.device, sizeof c.device, "%s", device);
         if (threads >= 0) c.threads = threads;
         /* data parallel when launched by mpirun / srun: one rank per process (docs/distill.md) */
         if (iv2_dist_init(&argc, &argv)) iv2_die("iv2-distill");
         iv2_dist_pick_device(c.device, sizeof c.device);
         c.threads = iv2_dist_pick_threads(c.threads);
+        if (!resume && iv2_ckpt_latest(out, path, sizeof path, &last) == 0) {
+            /* a fresh run here would overwrite that run's checkpoints and its own would be pruned
+             * as older than them */
+            iv2_err("%s already holds checkpoints of a run (the newest %s); --resume continues it, or "
+                    "give another --out", out, path);
+            iv2_die("iv2-distill");
+        }
         iv2_trainer t;
         int orc = iv2_trainer_open(&t, cache, &c, out, resume);
         if (iv2_dist_agree(orc, "opening the run") || iv2_dist_setup(&t)) iv2_dist_die("iv2-distill");
@@ -114,8 +150,10 @@ int main(int argc, char **argv) {
         if (iv2_dist_world() > 1)
             iv2_info("data parallel: %d ranks, %d views each of the global batch %d", iv2_dist_world(),
                      iv2_dist_local_batch(c.batch), c.batch);
-        iv2_info("student %s: %zu parameters, heads %zu; %lld train views, %lld steps (%lld per epoch), warmup %lld, peak lr %.3g",
-                 c.student, t.student->n_elems, t.heads->n_params, (long long)t.L.n_train, (long long)t.plan.total_steps,
+        iv2_info("student %s: %zu parameters, heads %zu; %lld train views of %lld videos, %lld steps (%lld per epoch: "
+                 "one view per video), warmup %lld, peak lr %.3g",
+                 c.student, t.student->n_elems, t.heads->n_params, (long long)t.L.n_train, (long long)t.L.n_videos,
+                 (long long)t.plan.total_steps,
                  (long long)t.plan.steps_per_epoch, (long long)t.plan.warmup_steps, t.plan.peak_lr);
         int rc = iv2_trainer_run(&t, max_steps);
         if (rc) iv2_dist_die("iv2-distill");
@@ -128,6 +166,7 @@ int main(int argc, char **argv) {
         if (!cache) { usage(stderr); iv2_err("eval needs --cache"); iv2_die("iv2-distill"); }
         if (pick_ckpt(out, ckpt, path, sizeof path) || ckpt_config(path, &c)) iv2_die("iv2-distill");
         c.eval_views = -1;
+        if (c.batch > EVAL_BATCH) c.batch = EVAL_BATCH;
         if (device) snprintf(c.device, sizeof c.device, "%s", device);
         if (threads >= 0) c.threads = threads;
         char tmp[] = "/tmp/iv2-distill-eval-XXXXXX";   /* the trainer wants a run folder; eval writes nothing */

@@ -47,6 +47,25 @@ static int check_shape(const iv2_cache_target *t, int tokens, int dim, const cha
     return 0;
 }
 
+/* An epoch is one pass over the training videos, as the recipe's (one clip per video per epoch,
+ * a new augmentation each time): a video whose cache rows hold K views gives view e mod K in
+ * epoch e, so K cached views stand in for K epochs' augmentations instead of multiplying the
+ * schedule by K. Views of one video are adjacent in the set (key order: row, then view). */
+static void group_videos(iv2_loader *L) {
+    const iv2_cache_set *s = L->set;
+    free(L->video_first); free(L->video_views);
+    L->video_first = iv2_malloc(sizeof *L->video_first * (size_t)(L->n_train > 0 ? L->n_train : 1));
+    L->video_views = iv2_malloc(sizeof *L->video_views * (size_t)(L->n_train > 0 ? L->n_train : 1));
+    L->n_videos = 0;
+    for (int64_t i = 0; i < L->n_train; i++) {
+        if (i == 0 || s->view_shard[i] != s->view_shard[i - 1] || s->view_key[i].row != s->view_key[i - 1].row) {
+            L->video_first[L->n_videos] = i;
+            L->video_views[L->n_videos++] = 0;
+        }
+        L->video_views[L->n_videos - 1]++;
+    }
+}
+
 int iv2_loader_open(iv2_loader *L, const char *dirs, const iv2_distill_config *c, int frames, int size, int T, int P) {
     memset(L, 0, sizeof *L);
     L->cfg = *c;
@@ -90,16 +109,21 @@ int iv2_loader_open(iv2_loader *L, const char *dirs, const iv2_distill_config *c
                 frames, size, size);
         goto fail;
     }
-    L->n_eval = c->eval_views < 0 ? L->set->n_views : c->eval_views;   /* -1: every view is for eval */
-    L->n_train = L->set->n_views - L->n_eval;
-    if (c->eval_views >= 0 && L->n_train < c->batch) {
-        iv2_err("cache %s: %lld views (%d held out for eval) are fewer than one batch of %d", dirs,
-                (long long)L->set->n_views, c->eval_views, c->batch);
+    if (c->eval_views > L->set->n_views) {
+        iv2_err("%lld views, fewer than the %d eval_views to hold out", (long long)L->set->n_views, c->eval_views);
         goto fail;
     }
-    L->steps_per_epoch = L->n_train / c->batch > 0 ? L->n_train / c->batch : 1;
+    L->n_eval = c->eval_views < 0 ? L->set->n_views : c->eval_views;   /* -1: every view is for eval */
+    L->n_train = L->set->n_views - L->n_eval;
+    group_videos(L);
+    if (c->eval_views >= 0 && L->n_videos < c->batch) {
+        iv2_err("%lld training videos (%lld views, %d held out for eval) are fewer than one batch of %d",
+                (long long)L->n_videos, (long long)L->set->n_views, c->eval_views, c->batch);
+        goto fail;
+    }
+    L->steps_per_epoch = L->n_videos / c->batch > 0 ? L->n_videos / c->batch : 1;
     L->nv = iv2_mask_n_visible(c->mask, T, P, c->mask_ratio);
-    L->perm = iv2_malloc(sizeof *L->perm * (size_t)L->n_train);
+    L->perm = iv2_malloc(sizeof *L->perm * (size_t)(L->n_videos > 0 ? L->n_videos : 1));
     L->threads = c->loader_threads;
     if (L->threads <= 0) {   /* auto: a GPU waits for batches that dwarf its step's host work; CPU cores train */
         long cores = sysconf(_SC_NPROCESSORS_ONLN);
@@ -134,6 +158,8 @@ void iv2_loader_close(iv2_loader *L) {
     thread_stop(L);
     if (L->set) { iv2_cache_set_close(L->set); free(L->set); }
     free(L->perm);
+    free(L->video_first);
+    free(L->video_views);
     memset(L, 0, sizeof *L);
 }
 
@@ -198,15 +224,21 @@ void iv2_batch_index_rows(const int32_t *vis, int B, int nv, int ntok, int32_t *
         }
 }
 
-/* Fisher-Yates over the training views with the epoch's own RNG */
+/* Fisher-Yates over the training videos with the epoch's own RNG, then each video's view of the
+ * epoch (with one view per video: a permutation of the views, as before videos were grouped) */
 static void make_perm(iv2_loader *L, int64_t epoch) {
     if (L->perm_epoch == epoch) return;
     iv2_rng r;
     iv2_rng_seed(&r, L->cfg.seed, 0x7065726d /* "perm" */, (uint64_t)epoch, 0);
-    for (int64_t i = 0; i < L->n_train; i++) L->perm[i] = i;
-    for (int64_t i = L->n_train - 1; i > 0; i--) {
+    int64_t n = L->n_videos;
+    for (int64_t i = 0; i < n; i++) L->perm[i] = i;
+    for (int64_t i = n - 1; i > 0; i--) {
         int64_t j = (int64_t)(iv2_rng_u64(&r) % (uint64_t)(i + 1));
         int64_t t = L->perm[i]; L->perm[i] = L->perm[j]; L->perm[j] = t;
+    }
+    for (int64_t i = 0; i < n; i++) {
+        int64_t v = L->perm[i];
+        L->perm[i] = L->video_first[v] + epoch % L->video_views[v];
     }
     L->perm_epoch = epoch;
 }

@@ -193,6 +193,9 @@ int iv2_plot_metrics(const char *metrics_path, const char *png_path, int w, int 
         cJSON *o = cJSON_Parse(buf);
         const cJSON *ev = o ? cJSON_GetObjectItem(o, "event") : NULL, *st = o ? cJSON_GetObjectItem(o, "step") : NULL;
         if (cJSON_IsString(ev) && !strcmp(ev->valuestring, "step") && cJSON_IsNumber(st)) {
+            /* a resumed run repeats the steps after its checkpoint: the later lines supersede the
+             * earlier ones (else the curve would jump back and draw a chord over itself) */
+            while (n > 0 && xs[n - 1] >= st->valuedouble) n--;
             if (n == cap) {
                 cap *= 2;
                 xs = iv2_realloc(xs, cap * sizeof *xs);

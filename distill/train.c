@@ -340,7 +340,7 @@ int iv2_trainer_open(iv2_trainer *t, const char *cache_dirs, const iv2_distill_c
     iv2_info("layer pairing (teacher target -> student block): %s", pairing);
     int G = iv2_vit_grid(&vc), T = vc.frames / vc.tubelet;
     if (iv2_loader_open(&t->L, cache_dirs, c, vc.frames, vc.img, T, G * G)) goto fail;
-    if (c->eval_views >= 0 && iv2_plan_make(&t->plan, c, t->L.n_train)) goto fail;
+    if (c->eval_views >= 0 && iv2_plan_make(&t->plan, c, t->L.n_videos)) goto fail;
     if (iv2_trainer_init(t, c, t->L.clip_dim, t->L.mae_dim, t->L.final_dim, t->L.nv)) goto fail;
     t->L.be = t->be;   /* pinned batches in the backend's form */
     print_memory_plan(t, t->L.nv, t->mem_free, t->mem_total);
@@ -354,7 +354,7 @@ int iv2_trainer_open(iv2_trainer *t, const char *cache_dirs, const iv2_distill_c
         else {
             char *old = NULL;
             if (iv2_ckpt_load(path, t->student, t->heads, &t->opt, &t->step, &old)) goto fail;
-            if (old && iv2_cache_meta_compare(old, t->cfg_json, resume_free)) {
+            if (old && iv2_meta_compare_where(t->cfg_json, old, resume_free, "in the checkpoint")) {
                 iv2_err_ctx("resume from %s: the run config differs", path);
                 free(old);
                 goto fail;
@@ -554,12 +554,13 @@ int iv2_trainer_run(iv2_trainer *t, int64_t max_steps) {
     if (t->step == 0) {
         char pairing[1024];
         iv2_distill_pairing_str(c, pairing, sizeof pairing);
-        iv2_metrics_write(&m, "start", "\"config\":%s,\"train_views\":%lld,\"eval_views\":%lld,\"steps\":%lld,"
+        iv2_metrics_write(&m, "start", "\"config\":%s,\"train_views\":%lld,\"train_videos\":%lld,\"eval_views\":%lld,\"steps\":%lld,"
                           "\"steps_per_epoch\":%lld,\"warmup_steps\":%lld,\"peak_lr\":%.6g,\"student_params\":%zu,"
-                          "\"head_params\":%zu,\"pairing\":\"%s\"", t->cfg_json, (long long)t->L.n_train, (long long)t->L.n_eval,
+                          "\"head_params\":%zu,\"pairing\":\"%s\"", t->cfg_json, (long long)t->L.n_train, (long long)t->L.n_videos, (long long)t->L.n_eval,
                           (long long)t->plan.total_steps, (long long)t->plan.steps_per_epoch,
                           (long long)t->plan.warmup_steps, t->plan.peak_lr, t->student->n_elems, t->heads->n_params, pairing);
-    }
+    } else   /* the step lines from here on supersede any an interrupted invocation logged past its checkpoint */
+        iv2_metrics_write(&m, "resume", "\"step\":%lld,\"steps\":%lld", (long long)t->step, (long long)t->plan.total_steps);
     iv2_progress pr;
     iv2_progress_start(&pr, "steps", t->plan.total_steps, t->step);
     if (c->log_every > 0) pr.interval = 0;   /* every log_every steps; 0 = log.h's timing */

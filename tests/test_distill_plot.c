@@ -83,6 +83,26 @@ int main(void) {
         CHECK(count(px, w, w / 2 - 40, h - 22, w / 2 + 40, h, BLACK) > 15, "the axis title 'step'");
         free(px);
     }
+    {   /* a run killed after step 119 and resumed from its step-80 checkpoint logs steps 80..119 twice (and
+         * a GPU run resumes within bf16, not bit for bit): the later lines win, no chord back to step 80 */
+        const char *rp = "build/tmp/test_distill_plot/resumed.jsonl", *rpng = "build/tmp/test_distill_plot/resumed.png";
+        f = fopen(rp, "w");
+        fprintf(f, "{\"t\":1,\"event\":\"start\",\"config\":{}}\n");
+        for (int s = 0; s < 120; s++)
+            fprintf(f, "{\"t\":1,\"event\":\"step\",\"step\":%d,\"loss\":%g,\"clip\":%g,\"final\":0,\"mae\":%g}\n", s,
+                    (s < 80 ? 1.0 : 1.5) * (3.0 * exp(-s / 50.0) + 0.5), 2.0 * exp(-s / 40.0) + 0.2, 1.0 * exp(-s / 30.0) + 0.3);
+        fprintf(f, "{\"t\":1,\"event\":\"resume\",\"step\":80,\"steps\":200}\n");
+        for (int s = 80; s < 200; s++)
+            fprintf(f, "{\"t\":1,\"event\":\"step\",\"step\":%d,\"loss\":%g,\"clip\":%g,\"final\":0,\"mae\":%g}\n", s,
+                    3.0 * exp(-s / 50.0) + 0.5, 2.0 * exp(-s / 40.0) + 0.2, s == 199 ? 0.0 : 1.0 * exp(-s / 30.0) + 0.3);
+        fclose(f);
+        CHECK(iv2_plot_metrics(mp, png, 640, 400, 0) == 0 && iv2_plot_metrics(rp, rpng, 640, 400, 0) == 0, "plots: %s", iv2_errmsg());
+        int w2, h2;
+        uint8_t *a = read_png(png, &w, &h), *b = read_png(rpng, &w2, &h2);
+        CHECK(a && b && w == w2 && h == h2 && !memcmp(a, b, (size_t)w * h * 3),
+              "a resumed run's metrics plot as the uninterrupted run's (the repeated steps superseded)");
+        free(a); free(b);
+    }
     CHECK(iv2_plot_metrics(mp, png, 63, 400, 0) == -1 && strstr(iv2_errmsg(), "64x64"), "too small: %s", iv2_errmsg());
     iv2_err_clear();
     CHECK(iv2_plot_metrics("build/tmp/test_distill_plot/none.jsonl", png, 640, 400, 0) == -1 &&

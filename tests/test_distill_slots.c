@@ -167,8 +167,8 @@ int main(void) {
     synth_config(&c, &sp, 4);
     c.eval_views = 4;
     c.eval_every = 3;   /* eval between steps, while the next batch sits in the other slot */
-    c.epochs = light ? 1 : 3;
-    int N = (sp.views - 4) / 4 * c.epochs;
+    c.epochs = light ? 2 : 6;   /* an epoch: (views - 4 held out) / 2 views per video / batch 4 steps */
+    int N = (sp.views - 4) / 2 / 4 * c.epochs;
 
     check_batches(cache, &c);
 

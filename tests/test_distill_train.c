@@ -37,6 +37,12 @@ static int read_losses(const char *out, double *loss, int cap) {
     return n;
 }
 
+static int file_has(const char *path, const char *what) {
+    char cmd[1024];
+    snprintf(cmd, sizeof cmd, "grep -qF -- '%s' %s", what, path);
+    return system(cmd) == 0;
+}
+
 static double field(const char *line, const char *key) {   /* "key": number, or NAN */
     const char *p = strstr(line, key);
     return p ? atof(p + strlen(key)) : NAN;
@@ -110,7 +116,12 @@ static void check_master_ckpt(const synth_spec *sp, const iv2_distill_config *c)
     if (!a.be || !b.be) return;
     attach_masters(&a, 1e-3f);
     attach_masters(&b, -2e-3f);   /* something else, to be overwritten by the load */
+    char stale[600];   /* the temporary file of a write killed before its rename */
+    snprintf(stale, sizeof stale, "mkdir -p %s && echo x > %s/ckpt_00000003.safetensors.tmp.AbC123", dir, dir);
+    (void)!system(stale);
+    snprintf(stale, sizeof stale, "%s/ckpt_00000003.safetensors.tmp.AbC123", dir);
     CHECK(iv2_ckpt_save(dir, 7, a.student, a.heads, &a.opt, a.cfg_json, 2) == 0, "save: %s", iv2_errmsg());
+    CHECK(access(stale, F_OK) != 0, "the save removed the stale temporary file of an unfinished write");
     snprintf(path, sizeof path, "%s/ckpt_00000007.safetensors", dir);
     iv2_st_file f;
     if (iv2_st_open(&f, path) == 0) {
@@ -171,13 +182,13 @@ int main(void) {
     synth_config(&c, &sp, 4);
     c.eval_views = 4;
     int light = getenv("IV2_VALGRIND") != NULL;   /* under valgrind: fewer steps, no CLI */
-    c.epochs = light ? 2 : 3;   /* (views - 4 held out) / 4 steps per epoch */
-    int N = (sp.views - 4) / 4 * c.epochs, half = N / 2;
+    c.epochs = light ? 4 : 6;   /* (views - 4 held out) / 2 views per video / batch 4 steps per epoch */
+    int N = (sp.views - 4) / 2 / 4 * c.epochs, half = N / 2;
     c.ckpt_every = 4;
 
     /* 1. the loss falls, eval runs */
     snprintf(a, sizeof a, "%s.a", ROOT);
-    snprintf(path, sizeof path, "rm -rf %s.a %s.b %s.d", ROOT, ROOT, ROOT);
+    snprintf(path, sizeof path, "rm -rf %s.a %s.b %s.d %s.big", ROOT, ROOT, ROOT, ROOT);
     (void)!system(path);
     iv2_trainer t;
     CHECK(run(cache, &c, a, 0, 0, &t) == 0, "train: %s", iv2_errmsg());
@@ -217,6 +228,14 @@ int main(void) {
     snprintf(path, sizeof path, "%s/ckpt_%08d.safetensors", a, N);
     snprintf(p2, sizeof p2, "%s/ckpt_%08d.safetensors", b, N);
     CHECK(same_tensors(path, p2), "final weights and moments bit-identical");
+    {   /* resuming with another lr is refused, naming this run's value "here" and the checkpoint's */
+        iv2_distill_config e = c;
+        e.base_lr = 2 * c.base_lr;
+        double here = 0, there = 0;
+        const char *m = run(cache, &e, b, 1, 0, NULL) == -1 ? strstr(iv2_errmsg(), " lr is ") : NULL;
+        CHECK(m && sscanf(m, " lr is %lf here, %lf in the checkpoint", &here, &there) == 2 && (float)here == e.base_lr &&
+              (float)there == c.base_lr, "changed lr refused: %s", iv2_errmsg());
+    }
 
     /* 3. the fp32 master weights (CUDA) through a checkpoint; a step on the loaded batch */
     check_master_ckpt(&sp, &c);
@@ -262,6 +281,37 @@ int main(void) {
         snprintf(two, sizeof two, "%s,%s", cache, cnan);
         CHECK(iv2_loader_open(&L, two, &e, 8, 56, 8, 16) == 0 && L.n_train == 2 * sp.views, "two shards: %lld train views (%s)",
               (long long)L.n_train, iv2_errmsg());
+        iv2_loader_close(&L);
+        snprintf(two, sizeof two, "%s,./%s/", cache, cache);   /* one shard twice: its views would count twice */
+        CHECK(iv2_loader_open(&L, two, &e, 8, 56, 8, 16) == -1 && strstr(iv2_errmsg(), "listed twice"), "a shard twice: %s",
+              iv2_errmsg());
+    }
+    {   /* an epoch is a pass over the videos (2 views each here): every training video once, with
+         * its view e mod 2 in epoch e (the recipe's one clip per video per epoch) */
+        iv2_loader L;
+        iv2_batch bt;
+        CHECK(iv2_loader_open(&L, cache, &c, 8, 56, 8, 16) == 0, "loader: %s", iv2_errmsg());
+        int videos = (sp.views - c.eval_views) / 2, spe = videos / c.batch;
+        CHECK(L.n_train == sp.views - c.eval_views && L.n_videos == videos && L.steps_per_epoch == spe,
+              "%lld train views, %lld videos (want %d), %lld steps per epoch (want %d)", (long long)L.n_train,
+              (long long)L.n_videos, videos, (long long)L.steps_per_epoch, spe);
+        iv2_batch_alloc(&bt, &L, c.batch, L.nv);
+        for (int ep = 0; ep < 3; ep++) {
+            int seen[64] = {0}, wrong_view = 0;
+            for (int st = ep * spe; st < (ep + 1) * spe; st++) {
+                CHECK(iv2_loader_build(&L, st, &bt) == 0, "build step %d: %s", st, iv2_errmsg());
+                for (int i = 0; i < c.batch; i++) {
+                    iv2_cache_key k = L.set->view_key[bt.views[i]];
+                    if (k.row < 64) seen[k.row]++;
+                    wrong_view += (int)k.view != ep % 2;
+                }
+            }
+            int once = 1;
+            for (int r = 0; r < videos; r++) once &= seen[r] == 1;
+            CHECK(once && wrong_view == 0, "epoch %d: every video once (%d), each with view %d (%d others)", ep, once,
+                  ep % 2, wrong_view);
+        }
+        iv2_batch_free(&bt);
         iv2_loader_close(&L);
     }
     int rc = run(cnan, &e, d, 0, 0, NULL);
@@ -319,6 +369,37 @@ int main(void) {
     if (f) fclose(f);
     buf[got] = 0;
     CHECK(strstr(buf, "\"clip_b1\"") && strstr(buf, "\"views\":20"), "eval output: %s", buf);
+    char errp[300];
+    snprintf(errp, sizeof errp, "%s.err", ROOT);
+    /* a fresh run into a folder holding another run's checkpoints is refused (it would overwrite them,
+     * and its own would be pruned as older) */
+    snprintf(cmd, sizeof cmd, "bin/iv2-distill train --cache %s --config %s --out %s --max-steps 1 2>%s.err", cache, cfgp, out, ROOT);
+    CHECK(system(cmd) != 0 && file_has(errp, "already holds checkpoints"), "train over a run without --resume refused");
+    snprintf(path, sizeof path, "%s/ckpt_00000001.safetensors", out);
+    CHECK(access(path, F_OK) != 0, "and nothing written");
+    snprintf(cmd, sizeof cmd, "bin/iv2-distill train --cache %s --config %s --out %s --resume --max-steps abc 2>%s.err", cache, cfgp, out, ROOT);
+    CHECK(system(cmd) != 0 && file_has(errp, "--max-steps"), "--max-steps abc refused (not 0 = no limit)");
+    /* --resume alone continues the run as its checkpoint records it (not the 1B recipe's defaults) */
+    snprintf(cmd, sizeof cmd, "IV2_QUIET=1 bin/iv2-distill train --cache %s --out %s --resume --max-steps 1 2>%s.err", cache, out, ROOT);
+    CHECK(system(cmd) == 0, "--resume without --config");
+    snprintf(path, sizeof path, "%s/ckpt_00000003.safetensors", out);
+    CHECK(access(path, R_OK) == 0, "it trained step 3");
+    snprintf(path, sizeof path, "%s/metrics.jsonl", out);
+    CHECK(file_has(path, "\"event\":\"resume\",\"step\":2,"), "a resume line in the metrics");
+    {   /* eval of a run whose global batch is large sizes its buffers for a few views, not the batch */
+        iv2_trainer t3;
+        iv2_distill_config big = c;
+        big.batch = 4096;
+        char *bj = iv2_distill_config_to_json(&big), bdir[300];
+        snprintf(bdir, sizeof bdir, "%s.big", ROOT);
+        if (iv2_trainer_open(&t3, cache, &c, bdir, 0) == 0) {
+            CHECK(iv2_ckpt_save(bdir, 1, t3.student, t3.heads, &t3.opt, bj, 1) == 0, "save: %s", iv2_errmsg());
+            iv2_trainer_close(&t3);
+        } else CHECK(0, "trainer: %s", iv2_errmsg());
+        free(bj);
+        snprintf(cmd, sizeof cmd, "IV2_QUIET=0 bin/iv2-distill eval --cache %s --out %s >/dev/null 2>%s.err", cache, bdir, ROOT);
+        CHECK(system(cmd) == 0 && file_has(errp, "at batch 16 x"), "eval of a batch-4096 run: batch 16 buffers");
+    }
     cf = fopen(cfgp, "w");
     if (cf) { fputs("{\"batch\": 4, \"mask_typ\": \"tube\"}", cf); fclose(cf); }
     snprintf(cmd, sizeof cmd, "bin/iv2-distill train --cache %s --config %s --out %s.bad 2>%s.err", cache, cfgp, ROOT, ROOT);

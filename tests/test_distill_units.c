@@ -25,11 +25,31 @@ static void test_config(void) {
     CHECK(c.batch == 8 && c.mask == IV2_MASK_TUBE && c.n_clip == 1 && c.clip_teacher[0] == 5 && c.clip_student[0] == 3, "parsed");
     CHECK(iv2_distill_config_parse(&c, "{\"bacth\": 8}", "run.json") == -1 && strstr(iv2_errmsg(), "bacth"), "unknown key named: %s", iv2_errmsg());
     CHECK(iv2_distill_config_parse(&c, "{\"mask_ratio\": 1.5}", "run.json") == -1, "ratio range");
+    /* the trainer replaces the preset's drop_path with the run config's: an override there would be lost */
+    iv2_distill_config_default(&c);
+    CHECK(iv2_distill_config_parse(&c, "{\"student_overrides\": {\"drop_path\": 0.3}}", "run.json") == -1 &&
+          strstr(iv2_errmsg(), "drop_path"), "drop_path in student_overrides refused: %s", iv2_errmsg());
+    CHECK(iv2_distill_config_parse(&c, "{\"student_overrides\": {\"depth\": 2}}", "run.json") == 0, "%s", iv2_errmsg());
     CHECK(iv2_distill_config_parse(&c, "{\"batch\": ", "run.json") == -1, "bad json");
     CHECK(c.loader_threads == 0, "loader_threads: auto by default");
     iv2_distill_config_default(&c);
     CHECK(iv2_distill_config_parse(&c, "{\"loader_threads\": 65}", "run.json") == -1 && strstr(iv2_errmsg(), "loader_threads"),
           "loader_threads range: %s", iv2_errmsg());
+    /* whole-number keys: no silent truncation or overflow; counts that mean nothing below 0 refused */
+    static const char *const bad[][2] = {
+        {"{\"batch\": 2.7}", "whole number"}, {"{\"batch\": 1e12}", "out of range"}, {"{\"seed\": -1}", "seed"},
+        {"{\"seed\": 1e30}", "seed"}, {"{\"keep_ckpt\": 1.5}", "keep_ckpt"}, {"{\"ckpt_every\": -5}", "ckpt_every"},
+        {"{\"eval_every\": -1}", "eval_every"}, {"{\"warmup_epochs\": -2}", "warmup_epochs"},
+        {"{\"warmup_steps\": -2}", "warmup_steps"}, {"{\"steps\": -2}", "steps"}, {"{\"threads\": -4}", "threads"},
+        {"{\"alpha_mae\": -1}", "alpha_mae"}, {"{\"batch\": 4, \"lr\": 1e-3, \"batch\": 8}", "\"batch\" given twice"}};
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        iv2_distill_config_default(&c);
+        CHECK(iv2_distill_config_parse(&c, bad[i][0], "run.json") == -1 && strstr(iv2_errmsg(), bad[i][1]), "%s refused: %s",
+              bad[i][0], iv2_errmsg());
+    }
+    iv2_distill_config_default(&c);
+    CHECK(iv2_distill_config_parse(&c, "{\"batch\": 64.0, \"seed\": 9007199254740992, \"warmup_steps\": -1}", "run.json") == 0 &&
+          c.batch == 64 && c.seed == 9007199254740992ull, "64.0 is 64, seed 2^53: %s", iv2_errmsg());
     /* round trip */
     iv2_distill_config a, b;
     iv2_distill_config_default(&a);
