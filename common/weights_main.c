@@ -16,21 +16,22 @@
 
 static void usage(FILE *o) {
     fprintf(o,
-            "usage: iv2-weights init --preset P [--config JSON] [--seed S] [--dtype f32|bf16] -o OUT.safetensors\n"
+            "usage: iv2-weights init --preset P [--config JSON] [--seed S] [--dtype f32|bf16|f16] -o OUT.safetensors\n"
             "       iv2-weights info FILE.safetensors [--model PRESET] [--config JSON]\n"
-            "       iv2-weights convert IN.pth -o OUT.safetensors --model internvit|videomae|student|raw\n"
+            "       iv2-weights convert IN.pth [IN2.pth...] -o OUT.safetensors --model internvit|videomae|student|raw\n"
             "                           [--dtype keep|f32|bf16|f16] [--check PRESET [--config JSON]]\n"
             "       iv2-weights plan --preset P [--config JSON] [--batch B] [--tokens N] [--dtype f32|bf16]\n"
             "                        [--train [--recompute [N|all]] [--mem GIB]]\n"
             "\n"
             "Presets: internvit-6b internvit-tiny videomae-g videomae-tiny iv2-1b iv2-6b iv2-s iv2-b iv2-l iv2-tiny.\n"
             "--config takes JSON overrides of the preset, e.g. '{\"depth\": 2, \"gelu\": \"tanh\"}'.\n"
-            "init writes the official tensor names (teachers.md) and records the config in the file's\n"
+            "init writes the official tensor names (docs/models.md) and records the config in the file's\n"
             "metadata (iv2.config), so iv2-extract and iv2-distill need no preset for it.\n"
             "info with --model (or a file carrying iv2.config) loads the file into that model and reports\n"
             "every missing, mis-shaped or unexpected tensor.\n"
             "convert maps names (videomae: strips encoder., drops the decoder; internvit: drops the\n"
             "InternVL-C text tower) and keeps dtypes unless --dtype; --check loads the result as PRESET.\n"
+            "Several INs are the shards of one checkpoint (pytorch_model-00001-of-00002.bin ...): one OUT.\n"
             "plan --train: student training memory (weights, grads, AdamW, activations) with N (or all)\n"
             "blocks recomputed in the backward; --mem GIB: the largest batch that fits in GIB.\n");
 }
@@ -41,6 +42,19 @@ static const char *arg_val(int argc, char **argv, int *i) {
         exit(2);
     }
     return argv[++*i];
+}
+
+/* a numeric option value; "abc", "8x", "2.5" for an integer or a value outside [lo, hi] is an
+ * error, not 0 */
+static double arg_num(int argc, char **argv, int *i, double lo, double hi, int integer) {
+    const char *opt = argv[*i], *v = arg_val(argc, argv, i);
+    char *end;
+    double x = strtod(v, &end);
+    if (end == v || *end || !(x >= lo && x <= hi) || (integer && x != (double)(long long)x)) {
+        fprintf(stderr, "iv2-weights: error: %s '%s': want a positive %s\n", opt, v, integer ? "integer" : "number");
+        exit(2);
+    }
+    return x;
 }
 
 static int make_config(const char *preset, const char *json, iv2_vit_config *c) {
@@ -62,7 +76,12 @@ static int cmd_init(int argc, char **argv) {
     for (int i = 2; i < argc; i++) {
         if (!strcmp(argv[i], "--preset")) preset = arg_val(argc, argv, &i);
         else if (!strcmp(argv[i], "--config")) json = arg_val(argc, argv, &i);
-        else if (!strcmp(argv[i], "--seed")) seed = strtoull(arg_val(argc, argv, &i), NULL, 0);
+        else if (!strcmp(argv[i], "--seed")) {
+            const char *v = arg_val(argc, argv, &i);
+            char *end;
+            seed = strtoull(v, &end, 0);
+            if (end == v || *end || v[0] == '-') return iv2_err("init: --seed '%s': want a non-negative integer", v);
+        }
         else if (!strcmp(argv[i], "--dtype")) dts = arg_val(argc, argv, &i);
         else if (!strcmp(argv[i], "-o") || !strcmp(argv[i], "--out")) out = arg_val(argc, argv, &i);
         else return iv2_err("init: unknown argument '%s'", argv[i]);
@@ -143,26 +162,32 @@ static int cmd_info(int argc, char **argv) {
 }
 
 static int cmd_convert(int argc, char **argv) {
-    const char *in = NULL, *out = NULL, *model = NULL, *dts = "keep", *check = NULL, *json = NULL;
+    const char *out = NULL, *model = NULL, *dts = "keep", *check = NULL, *json = NULL;
+    const char **in = iv2_malloc(sizeof(char *) * (size_t)argc);   /* the inputs: one file or its shards */
+    int n_in = 0;
     for (int i = 2; i < argc; i++) {
         if (!strcmp(argv[i], "-o") || !strcmp(argv[i], "--out")) out = arg_val(argc, argv, &i);
         else if (!strcmp(argv[i], "--model")) model = arg_val(argc, argv, &i);
         else if (!strcmp(argv[i], "--dtype")) dts = arg_val(argc, argv, &i);
         else if (!strcmp(argv[i], "--check")) check = arg_val(argc, argv, &i);
         else if (!strcmp(argv[i], "--config")) json = arg_val(argc, argv, &i);
-        else if (argv[i][0] == '-') return iv2_err("convert: unknown argument '%s'", argv[i]);
-        else in = argv[i];
+        else if (argv[i][0] == '-') { free(in); return iv2_err("convert: unknown argument '%s'", argv[i]); }
+        else in[n_in++] = argv[i];
     }
-    if (!in || !out || !model) return iv2_err("convert: needs IN.pth, -o OUT and --model");
+    if (!n_in || !out || !model) { free(in); return iv2_err("convert: needs IN.pth, -o OUT and --model"); }
     int odt = IV2_PTH_KEEP;
     if (strcmp(dts, "keep")) {
         iv2_dtype dt;
-        if (iv2_dtype_parse(dts, &dt) || (dt != IV2_F32 && dt != IV2_BF16 && dt != IV2_F16))
+        if (iv2_dtype_parse(dts, &dt) || (dt != IV2_F32 && dt != IV2_BF16 && dt != IV2_F16)) {
+            free(in);
             return iv2_err("convert: --dtype %s (want keep, f32, bf16 or f16)", dts);
+        }
         odt = (int)dt;
     }
     iv2_pth_summary sum;
-    if (iv2_pth_convert(in, out, model, odt, &sum)) return -1;
+    int crc = n_in == 1 ? iv2_pth_convert(in[0], out, model, odt, &sum) : iv2_pth_convert_shards(in, n_in, out, model, odt, &sum);
+    free(in);
+    if (crc) return -1;
     printf("wrote %s: %d tensors (%d dropped, %d non-tensor entries skipped), %.1f MiB\n", out, sum.n_written,
            sum.n_dropped, sum.n_skipped, sum.bytes_out / 1048576.0);
     if (!check) return 0;
@@ -192,10 +217,10 @@ static int cmd_plan(int argc, char **argv) {
     for (int i = 2; i < argc; i++) {
         if (!strcmp(argv[i], "--preset")) preset = arg_val(argc, argv, &i);
         else if (!strcmp(argv[i], "--config")) json = arg_val(argc, argv, &i);
-        else if (!strcmp(argv[i], "--batch")) batch = atoi(arg_val(argc, argv, &i));
-        else if (!strcmp(argv[i], "--tokens")) tokens = atoi(arg_val(argc, argv, &i));
+        else if (!strcmp(argv[i], "--batch")) batch = (int)arg_num(argc, argv, &i, 1, 1 << 24, 1);
+        else if (!strcmp(argv[i], "--tokens")) tokens = (int)arg_num(argc, argv, &i, 1, 1 << 24, 1);
         else if (!strcmp(argv[i], "--dtype")) dts = arg_val(argc, argv, &i);
-        else if (!strcmp(argv[i], "--mem")) mem_gib = atof(arg_val(argc, argv, &i));
+        else if (!strcmp(argv[i], "--mem")) mem_gib = arg_num(argc, argv, &i, 0.001, 1 << 20, 0);
         else if (!strcmp(argv[i], "--train")) train = 1;
         else if (!strcmp(argv[i], "--recompute")) {   /* optional value: a block count or "all" (default) */
             R = 1 << 30;
@@ -208,6 +233,7 @@ static int cmd_plan(int argc, char **argv) {
             }
         } else return iv2_err("plan: unknown argument '%s'", argv[i]);
     }
+    if (!train && (R || mem_gib > 0)) return iv2_err("plan: --recompute and --mem are for --train");
     iv2_dtype dt;
     if (iv2_dtype_parse(dts, &dt) || (dt != IV2_F32 && dt != IV2_BF16))
         return iv2_err("plan: --dtype %s (want f32 for the CPU or bf16 for CUDA)", dts);
@@ -255,7 +281,11 @@ int main(int argc, char **argv) {
     else if (!strcmp(argv[1], "info")) rc = cmd_info(argc, argv);
     else if (!strcmp(argv[1], "convert")) rc = cmd_convert(argc, argv);
     else if (!strcmp(argv[1], "plan")) rc = cmd_plan(argc, argv);
-    else { usage(stderr); return 2; }
+    else {
+        usage(stderr);
+        fprintf(stderr, "iv2-weights: error: unknown command '%s' (init, info, convert, plan; --help)\n", argv[1]);
+        return 2;
+    }
     if (rc) iv2_die("iv2-weights");
     return 0;
 }

@@ -187,10 +187,17 @@ static int cmd_verify(int argc, char **argv) {
     const char *dir = NULL, *ivit = NULL, *device = "cpu";
     int stats = 0, sample = 8;
     for (int i = 0; i < argc; i++) {
+        int has_val = i + 1 < argc;
         if (!strcmp(argv[i], "--stats")) stats = 1;
-        else if (!strcmp(argv[i], "--sample") && i + 1 < argc) sample = atoi(argv[++i]);
-        else if (!strcmp(argv[i], "--device") && i + 1 < argc) device = argv[++i];
-        else if (!strcmp(argv[i], "--teacher") && i + 1 < argc) {
+        else if (!has_val && (!strcmp(argv[i], "--sample") || !strcmp(argv[i], "--device") || !strcmp(argv[i], "--teacher")))
+            return iv2_err("verify: %s needs a value", argv[i]);
+        else if (!strcmp(argv[i], "--sample")) {
+            char *e;
+            long n = strtol(argv[++i], &e, 10);
+            if (e == argv[i] || *e || n < 1 || n > 1 << 20) return iv2_err("verify: --sample '%s': want a view count >= 1", argv[i]);
+            sample = (int)n;
+        } else if (!strcmp(argv[i], "--device")) device = argv[++i];
+        else if (!strcmp(argv[i], "--teacher")) {
             const char *v = argv[++i];
             if (strncmp(v, "internvit=", 10)) return iv2_err("--teacher %s: only internvit=W is used by --stats", v);
             ivit = v + 10;
@@ -199,7 +206,6 @@ static int cmd_verify(int argc, char **argv) {
         else return iv2_err("verify: one cache folder at a time ('%s')", argv[i]);
     }
     if (!dir) return iv2_err("verify: which cache folder?");
-    if (sample < 1) sample = 1;
     iv2_cache *c;
     if (iv2_cache_open(&c, dir, IV2_CACHE_RDONLY)) return -1;
     iv2_cache_verify_report r;
@@ -263,6 +269,7 @@ static int cmd_export(int argc, char **argv) {
     int npos = 0;
     for (int i = 0; i < argc; i++) {
         if (!strcmp(argv[i], "--out") && i + 1 < argc) out = argv[++i];
+        else if (!strcmp(argv[i], "--out")) return iv2_err("export-view: --out needs a value");
         else if (argv[i][0] == '-') return iv2_err("export-view: unknown option '%s'", argv[i]);
         else if (npos == 0) { dir = argv[i]; npos++; }
         else if (npos == 1) { char *e; row = strtol(argv[i], &e, 10); if (*e || row < 0) return iv2_err("export-view: bad row '%s'", argv[i]); npos++; }
@@ -325,6 +332,8 @@ out:
 int main(int argc, char **argv) {
     iv2_omp_wait_default(argv);   /* OMP_WAIT_POLICY=passive unless set (log.h) */
     if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) { usage(argc < 2 ? stderr : stdout); return argc < 2; }
+    for (int i = 2; i < argc; i++)   /* "iv2-cache verify --help" is a question, not a folder */
+        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) { usage(stdout); return 0; }
     const char *cmd = argv[1];
     int rc;
     if (!strcmp(cmd, "info")) {

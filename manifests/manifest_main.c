@@ -35,7 +35,7 @@ static void usage(FILE *o) {
 /* ------------------------------------------------------------ check */
 
 static int cmd_check(int argc, char **argv) {
-    if (argc < 1) { usage(stderr); return 2; }
+    if (argc < 1) { usage(stderr); fprintf(stderr, "iv2-manifest: check: which manifest?\n"); return 2; }
     int bad = 0;
     for (int i = 0; i < argc; i++) {
         int n = iv2_manifest_check(argv[i], stderr);
@@ -280,7 +280,11 @@ static int cmd_import(int argc, char **argv) {
         else if (!im.in) im.in = a;
         else { fprintf(stderr, "iv2-manifest: more than one input (%s)\n", a); return 2; }
     }
-    if (!im.format || !im.in) { usage(stderr); return 2; }
+    if (!im.format || !im.in) {
+        usage(stderr);
+        fprintf(stderr, "iv2-manifest: import needs %s\n", !im.format ? "--format" : "an input list (IN, or - for stdin)");
+        return 2;
+    }
     cJSON *(*conv)(importer *, char *) = NULL;
     if (!strcmp(im.format, "internvideo2")) conv = import_internvideo2;
     else if (!strcmp(im.format, "kinetics")) conv = import_kinetics;

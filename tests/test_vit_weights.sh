@@ -58,6 +58,24 @@ err=$($W info "$d/g.safetensors" 2>&1) && fail "garbage accepted"
 [ "$(echo "$err" | wc -l)" -eq 1 ] || fail "one-line error: $err"
 err=$($W convert "$d/none.pth" -o "$d/x.safetensors" --model videomae 2>&1) && fail "missing .pth accepted"
 echo "$err" | grep -q "none.pth" || fail "convert error names the file: $err"
-$W frobnicate >/dev/null 2>&1 && fail "unknown command accepted"
+err=$($W frobnicate 2>&1) && fail "unknown command accepted"
+echo "$err" | grep -q "unknown command 'frobnicate'" || fail "unknown command not named: $err"
+# numbers are numbers: "abc" is an error, not seed 0 or batch 1
+err=$($W init --preset iv2-tiny --seed abc -o "$d/x.safetensors" 2>&1) && fail "--seed abc accepted"
+echo "$err" | grep -q "seed 'abc'" || fail "--seed abc message: $err"
+for bad in "--batch x" "--batch 2.5" "--batch 0" "--tokens 417x" "--train --mem 8g"; do
+  err=$($W plan --preset iv2-1b $bad 2>&1) && fail "plan $bad accepted"
+  echo "$err" | grep -q "want a positive" || fail "plan $bad message: $err"
+done
+err=$($W plan --preset iv2-1b --mem 80 2>&1) && fail "plan --mem without --train accepted"
+echo "$err" | grep -q "are for --train" || fail "--mem without --train message: $err"
+
+# a checkpoint in HF shards converts into one file: every shard's tensors (not only the last's)
+F=tests/fixtures/pth
+$W convert $F/pytorch_model-00001-of-00002.bin $F/pytorch_model-00002-of-00002.bin -o "$d/sh.safetensors" \
+  --model internvit >/dev/null 2>&1 || fail "convert shards"
+$W info "$d/sh.safetensors" | grep "^  " > "$d/sh.txt"
+$W info $F/shards.keep.safetensors | grep "^  " > "$d/sh_want.txt"
+cmp -s "$d/sh.txt" "$d/sh_want.txt" || fail "shards: $(cat "$d/sh.txt")"
 echo "ok"
 exit 0
