@@ -183,7 +183,9 @@ build/tests/mock_nccl/iv2-distill: build/distill/distill_main.o build/tests/mock
 build/tests/test_distill_nccl_mock: build/tests/mock_nccl/iv2-distill
 endif
 
-test: all build/libiv2.a $(TEST_BIN) $(if $(filter 1,$(CUDA)),$(GPU_BIN))
+# the build runs silent (warnings and errors still show), so the output is the tests' lines
+test:
+	@$(MAKE) -s --no-print-directory all build/libiv2.a $(TEST_BIN) $(if $(filter 1,$(CUDA)),$(GPU_BIN))
 	@sh tests/run.sh
 
 bench: all $(BENCH_BIN)
