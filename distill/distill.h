@@ -294,7 +294,8 @@ typedef struct iv2_loader {
 
 /* Open the shards (comma-separated folders) and check them against the config and the student
  * geometry: every named target exists, the token grids match (clip 1+T*P, mae T*P, attn T x P),
- * frames and size match. eval_views are held out (the last views in key order). */
+ * frames and size match. eval_views are held out (the last views in key order, rounded up to
+ * whole videos so no video has views on both sides). */
 int iv2_loader_open(iv2_loader *L, const char *dirs, const iv2_distill_config *c, int frames, int size, int T, int P);
 void iv2_loader_close(iv2_loader *L);
 int iv2_batch_alloc(iv2_batch *b, const iv2_loader *L, int B, int nv);

@@ -51,6 +51,10 @@ static int check_shape(const iv2_cache_target *t, int tokens, int dim, const cha
  * a new augmentation each time): a video whose cache rows hold K views gives view e mod K in
  * epoch e, so K cached views stand in for K epochs' augmentations instead of multiplying the
  * schedule by K. Views of one video are adjacent in the set (key order: row, then view). */
+static int same_video(const iv2_cache_set *s, int64_t i, int64_t j) {
+    return s->view_shard[i] == s->view_shard[j] && s->view_key[i].row == s->view_key[j].row;
+}
+
 static void group_videos(iv2_loader *L) {
     const iv2_cache_set *s = L->set;
     free(L->video_first); free(L->video_views);
@@ -58,7 +62,7 @@ static void group_videos(iv2_loader *L) {
     L->video_views = iv2_malloc(sizeof *L->video_views * (size_t)(L->n_train > 0 ? L->n_train : 1));
     L->n_videos = 0;
     for (int64_t i = 0; i < L->n_train; i++) {
-        if (i == 0 || s->view_shard[i] != s->view_shard[i - 1] || s->view_key[i].row != s->view_key[i - 1].row) {
+        if (i == 0 || !same_video(s, i - 1, i)) {
             L->video_first[L->n_videos] = i;
             L->video_views[L->n_videos++] = 0;
         }
@@ -115,6 +119,10 @@ int iv2_loader_open(iv2_loader *L, const char *dirs, const iv2_distill_config *c
     }
     L->n_eval = c->eval_views < 0 ? L->set->n_views : c->eval_views;   /* -1: every view is for eval */
     L->n_train = L->set->n_views - L->n_eval;
+    while (c->eval_views > 0 && L->n_train > 0 && same_video(L->set, L->n_train - 1, L->n_train)) {
+        L->n_train--;   /* hold out whole videos: no video with views on both sides of the split */
+        L->n_eval++;
+    }
     group_videos(L);
     if (c->eval_views >= 0 && L->n_videos < c->batch) {
         iv2_err("%lld training videos (%lld views, %d held out for eval) are fewer than one batch of %d",

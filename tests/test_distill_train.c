@@ -313,6 +313,12 @@ int main(void) {
         }
         iv2_batch_free(&bt);
         iv2_loader_close(&L);
+        iv2_distill_config o = c;   /* 3 held out of videos of 2 views: rounded up to 2 whole videos */
+        o.eval_views = 3;
+        CHECK(iv2_loader_open(&L, cache, &o, 8, 56, 8, 16) == 0 && L.n_eval == 4 && L.n_train == sp.views - 4 &&
+              L.n_videos == (sp.views - 4) / 2, "eval_views 3: %lld held out, %lld train views, %lld videos",
+              (long long)L.n_eval, (long long)L.n_train, (long long)L.n_videos);
+        iv2_loader_close(&L);
     }
     int rc = run(cnan, &e, d, 0, 0, NULL);
     CHECK(rc == -1 && strstr(iv2_errmsg(), "not finite"), "NaN loss stops: %s", iv2_errmsg());
