@@ -70,7 +70,7 @@ typedef struct iv2_vit_config {
     int pool_dim;         /* pool output width (768) */
     float pool_eps;       /* pool LayerNorm eps (1e-5) */
     float drop_path;      /* student: max drop-path rate (linear over depth) of the preset; iv2-distill
-                             replaces it with its run config's drop_path (default 0.25) */
+                             uses it unless its run config sets drop_path */
 } iv2_vit_config;
 
 /* Fill cfg from a preset: internvit-6b, internvit-tiny, videomae-g, videomae-tiny, iv2-1b,

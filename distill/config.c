@@ -31,7 +31,7 @@ void iv2_distill_config_default(iv2_distill_config *c) {
     c->beta1 = 0.9f; c->beta2 = 0.98f; c->eps = 1e-6f;
     c->weight_decay = 0.05f;
     c->clip_grad = 3.0f;
-    c->drop_path = 0.25f;
+    c->drop_path = -1;   /* the student preset's: iv2-1b 0.25 (the recipe), iv2-6b 0.3 */
     c->seed = 0;
     c->ckpt_every = 1000;
     c->keep_ckpt = 3;
@@ -105,7 +105,7 @@ int iv2_distill_config_parse(iv2_distill_config *c, const char *json, const char
         } else if (!strcmp(k, "student_overrides")) {
             char *s = cJSON_PrintUnformatted(it);
             if (!cJSON_IsObject(it) || strlen(s) >= sizeof c->student_json) rc = iv2_err("\"student_overrides\": expected a (small) object");
-            /* the trainer takes the drop-path rate from the run config, so an override would be lost */
+            /* the run config's drop_path (default: the preset's) is the one key for it */
             else if (cJSON_GetObjectItemCaseSensitive(it, "drop_path"))
                 rc = iv2_err("\"student_overrides\": drop_path is a key of the run config itself (\"drop_path\": %g at the top level)",
                              cJSON_GetObjectItemCaseSensitive(it, "drop_path")->valuedouble);
@@ -193,7 +193,8 @@ int iv2_distill_config_check(const iv2_distill_config *c) {
     if (!(c->eps > 0)) return iv2_err("eps must be > 0");
     if (!(c->weight_decay >= 0)) return iv2_err("weight_decay must be >= 0");
     if (!(c->clip_grad >= 0)) return iv2_err("clip_grad must be >= 0 (0 = off)");
-    if (!(c->drop_path >= 0 && c->drop_path < 1)) return iv2_err("drop_path %g must be in [0, 1)", c->drop_path);
+    if (!(c->drop_path == -1 || (c->drop_path >= 0 && c->drop_path < 1)))
+        return iv2_err("drop_path %g must be in [0, 1) (or -1: the student preset's)", c->drop_path);
     if (c->n_clip + c->n_mae == 0 && !c->use_final) return iv2_err("no targets: clip_layers, mae_layers and use_final are all empty");
     if (c->keep_ckpt < 1) return iv2_err("keep_ckpt must be >= 1");
     if (c->log_every < 0) return iv2_err("log_every must be >= 0 (0: a progress line every few seconds)");

@@ -53,7 +53,7 @@ static const char *const resume_free[] = {"steps", "epochs", "ckpt_every", "keep
 static int student_config(const iv2_distill_config *c, iv2_vit_config *vc) {
     if (iv2_vit_preset(c->student, vc)) return -1;
     if (c->student_json[0] && iv2_vit_config_json(vc, c->student_json)) return iv2_err_ctx("student_overrides");
-    vc->drop_path = c->drop_path;
+    if (c->drop_path >= 0) vc->drop_path = c->drop_path;   /* else the preset's (-1, the default) */
     if (iv2_vit_config_check(vc)) return -1;
     if (vc->arch != IV2_VIT_STUDENT || !vc->cls) return iv2_err("preset %s is not a student (needs the student arch with a CLS token)", c->student);
     for (int k = 0; k < c->n_clip; k++)
@@ -243,6 +243,7 @@ int iv2_trainer_init(iv2_trainer *t, const iv2_distill_config *c, int clip_dim, 
     t->cfg = *c;
     iv2_vit_config vc;
     if (iv2_distill_config_check(c) || student_config(c, &vc) || iv2_dist_check_batch(c->batch)) return -1;
+    t->cfg.drop_path = vc.drop_path;   /* resolved: the preset's unless the run config sets it */
     if (!t->be && !(t->be = iv2_backend_create(c->device, c->threads))) return -1;
     iv2_backend *be = t->be;
     int G = iv2_vit_grid(&vc), T = vc.frames / vc.tubelet;
@@ -299,7 +300,7 @@ int iv2_trainer_init(iv2_trainer *t, const iv2_distill_config *c, int clip_dim, 
     be->upload_raw(be, t->mae_rows, mr, sizeof(int32_t) * rm);
     free(mr);
     t->drop = iv2_calloc((size_t)2 * vc.depth * B, sizeof(float));
-    t->cfg_json = iv2_distill_config_to_json(c);
+    t->cfg_json = iv2_distill_config_to_json(&t->cfg);
     t->mem_free = mem_free;
     t->mem_total = mem_total;
     return 0;

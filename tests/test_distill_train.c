@@ -328,6 +328,24 @@ int main(void) {
     iv2_trainer t2;
     CHECK(iv2_trainer_open(&t2, cnan, &e, d, 1) == 0 && t2.step == 1, "and it loads: %s", iv2_errmsg());
     if (t2.be) iv2_trainer_close(&t2);
+    {   /* drop_path -1 (the default) is the student preset's rate (iv2-s: 0.1), recorded as such; a
+         * value in the run config wins */
+        iv2_distill_config o = c;
+        snprintf(o.student, sizeof o.student, "iv2-s");
+        snprintf(o.student_json, sizeof o.student_json,
+                 "{\"img\": 56, \"width\": 96, \"heads\": 3, \"mlp\": 384, \"depth\": 6, \"pool_heads\": 4, \"pool_dim\": 128}");
+        char dp[512];
+        for (int k = 0; k < 2; k++) {
+            o.drop_path = k ? 0.05f : -1;
+            snprintf(dp, sizeof dp, "%s.dp%d", ROOT, k);
+            iv2_trainer t3;
+            int ok = iv2_trainer_open(&t3, cache, &o, dp, 0) == 0;
+            float want = k ? 0.05f : 0.1f;
+            CHECK(ok && t3.cfg.drop_path == want && strstr(t3.cfg_json, k ? "\"drop_path\":0.05" : "\"drop_path\":0.1"),
+                  "drop_path %g resolves to %g (got %g): %s", o.drop_path, want, ok ? t3.cfg.drop_path : -9, ok ? "" : iv2_errmsg());
+            if (t3.be) iv2_trainer_close(&t3);
+        }
+    }
 
     /* 5. the command line: train, plot, export, eval, a bad config */
     if (light) return test_done();

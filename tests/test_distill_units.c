@@ -14,7 +14,7 @@ static void test_config(void) {
     CHECK(!strcmp(c.student, "iv2-1b") && c.n_clip == 6 && c.clip_teacher[0] == 42 && c.clip_student[5] == 39 &&
           c.n_mae == 4 && c.mae_teacher[0] == 36 && c.mae_student[3] == 39, "default layers");
     CHECK(c.batch == 4096 && c.epochs == 301 && c.base_lr == 1.5e-4f && c.beta2 == 0.98f && c.eps == 1e-6f &&
-          c.weight_decay == 0.05f && c.clip_grad == 3.0f && c.drop_path == 0.25f && c.mask_ratio == 0.8f, "defaults");
+          c.weight_decay == 0.05f && c.clip_grad == 3.0f && c.drop_path == -1 && c.mask_ratio == 0.8f, "defaults");
     iv2_plan p;
     CHECK(iv2_plan_make(&p, &c, 1100000) == 0, "plan");
     CHECK(p.steps_per_epoch == 268 && p.total_steps == 268 * 301 && p.warmup_steps == 268 * 40, "steps %lld",
@@ -25,7 +25,7 @@ static void test_config(void) {
     CHECK(c.batch == 8 && c.mask == IV2_MASK_TUBE && c.n_clip == 1 && c.clip_teacher[0] == 5 && c.clip_student[0] == 3, "parsed");
     CHECK(iv2_distill_config_parse(&c, "{\"bacth\": 8}", "run.json") == -1 && strstr(iv2_errmsg(), "bacth"), "unknown key named: %s", iv2_errmsg());
     CHECK(iv2_distill_config_parse(&c, "{\"mask_ratio\": 1.5}", "run.json") == -1, "ratio range");
-    /* the trainer replaces the preset's drop_path with the run config's: an override there would be lost */
+    /* drop_path is a run-config key (default -1: the preset's); an override in student_overrides is refused */
     iv2_distill_config_default(&c);
     CHECK(iv2_distill_config_parse(&c, "{\"student_overrides\": {\"drop_path\": 0.3}}", "run.json") == -1 &&
           strstr(iv2_errmsg(), "drop_path"), "drop_path in student_overrides refused: %s", iv2_errmsg());
