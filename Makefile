@@ -144,7 +144,7 @@ bin/iv2-manifest: build/manifests/manifest_main.o $(LIBIV2)
 
 # Test programs link everything (FFmpeg only when FFMPEG=1).
 TEST_LIBS := build/libdistill.a $(if $(filter 1,$(FFMPEG)),build/libextract.a) $(LIBIV2)
-build/tests/%: tests/%.c tests/testutil.h $(TEST_LIBS)
+build/tests/%: tests/%.c $(wildcard tests/*.h) $(TEST_LIBS)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(FF_CFLAGS) -Itests $< $(TEST_LIBS) -o $@ $(LDFLAGS) $(if $(filter 1,$(FFMPEG)),$(FF_LIBS)) $(ALL_LIBS) $(DIST_LIBS)
 build/tests/test_attention_emu: tests/emu/test_attention_emu.cpp tests/emu/cuda_emu.h kernels/flash_attention.cuh

@@ -142,6 +142,17 @@ int iv2_dist_agree(int rc, const char *what) {
 #endif
 }
 
+int iv2_dist_max_int(int v) {
+    if (D.world == 1) return v;
+#ifdef IV2_MPI
+    int m = v;
+    MPI_Allreduce(&v, &m, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD);
+    return m;
+#else
+    return v;
+#endif
+}
+
 int iv2_dist_bcast_rc(int rc, const char *what) {
     if (D.world == 1) return rc;
 #ifdef IV2_MPI

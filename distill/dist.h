@@ -45,6 +45,9 @@ int iv2_dist_check_batch(int global_batch);
 /* 0 when every rank passed rc == 0; -1 on every rank otherwise (with a message on the ranks
  * that did not fail themselves). */
 int iv2_dist_agree(int rc, const char *what);
+/* the largest v over the ranks (v itself with one rank, no communication): a stop signal that
+ * reached some ranks only, so that all stop at the same step */
+int iv2_dist_max_int(int v);
 /* rank 0's rc on every rank (for work only rank 0 does: checkpoints) */
 int iv2_dist_bcast_rc(int rc, const char *what);
 

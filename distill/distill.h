@@ -358,6 +358,7 @@ typedef struct iv2_trainer {
     iv2_dev_batch slot[2];         /* training batches on the device (step s in slot[s % 2]) */
     int32_t *mae_rows;             /* backend int32 [B*(nv-1)]: b * nv + 1 + j, the MAE heads' rows */
     int no_stage_ahead;            /* tests: copy each batch at its own step's start, into slot 0 */
+    int stopped_by;                /* the signal iv2_trainer_run stopped on (0: it ran to its end) */
     float *drop;                   /* host [2][depth][B] drop-path scales: attention, MLP branch */
     const float *drop_override, *drop_mlp_override;   /* tests: fixed [depth][B] scales of each branch */
     int64_t step;                  /* steps done */
@@ -394,6 +395,10 @@ int iv2_distill_largest_batch(const iv2_distill_config *c, int clip_dim, int mae
  * loader's batches go through the two slots: batch s+1 is copied on the copy stream while step s
  * runs its student backward (train.c). */
 int iv2_trainer_run(iv2_trainer *t, int64_t max_steps);
+/* Ask iv2_trainer_run to stop after its current step, write a checkpoint and return with
+ * t->stopped_by = sig (async-signal-safe: iv2-distill calls it from its SIGTERM, SIGINT and
+ * SIGUSR1 handler; under MPI every rank stops at the same step). */
+void iv2_trainer_request_stop(int sig);
 /* Held-out eval: mean cosine per target over the eval views, every token visible; one JSON
  * object into out_json (malloc'd, may be NULL). */
 int iv2_trainer_eval(iv2_trainer *t, char **out_json);

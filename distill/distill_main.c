@@ -9,6 +9,7 @@
 #include "log.h"
 #include <errno.h>
 #include <limits.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -29,6 +30,8 @@ static void usage(FILE *f) {
             "        --config it takes the run config the checkpoint records. Without --resume, RUN/ must\n"
             "        hold no checkpoint.\n"
             "        --max-steps N stops after N more steps (a checkpoint is written).\n"
+            "        SIGTERM, SIGINT or SIGUSR1 (e.g. sbatch --signal=USR1@120) stops after the current\n"
+            "        step with a checkpoint and exits 128 + the signal (143 for SIGTERM); --resume continues.\n"
             "eval    cosine of the student's heads to every teacher target, all tokens visible,\n"
             "        over every view of the given cache (a held-out cache), as one JSON line.\n"
             "export  the student without heads, official InternVideo2 names, as safetensors.\n"
@@ -58,6 +61,23 @@ static long long arg_int(int argc, char **argv, int *i, long long lo, long long 
         iv2_die("iv2-distill");
     }
     return x;
+}
+
+/* SIGTERM (Slurm, ahead of its time limit; kill), SIGINT (^C), SIGUSR1 (sbatch --signal=USR1@T):
+ * finish the step, write its checkpoint, exit 128 + the signal. The handler is one-shot
+ * (SA_RESETHAND): a second signal of the kind ends the process at once, and an unfinished
+ * checkpoint write leaves only its temporary file, removed by the next write. */
+static void stop_handler(int sig) { iv2_trainer_request_stop(sig); }
+
+static void on_stop_signals(void) {
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = stop_handler;
+    sa.sa_flags = SA_RESETHAND | SA_RESTART;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGUSR1, &sa, NULL);
 }
 
 /* eval runs no training step: the run's global batch (4096 in the recipe) only sizes the trainer's
@@ -155,11 +175,14 @@ int main(int argc, char **argv) {
                  c.student, t.student->n_elems, t.heads->n_params, (long long)t.L.n_train, (long long)t.L.n_videos,
                  (long long)t.plan.total_steps,
                  (long long)t.plan.steps_per_epoch, (long long)t.plan.warmup_steps, t.plan.peak_lr);
+        on_stop_signals();
         int rc = iv2_trainer_run(&t, max_steps);
         if (rc) iv2_dist_die("iv2-distill");
+        int stopped = t.stopped_by;
         iv2_dist_teardown();
         iv2_trainer_close(&t);
         iv2_dist_finalize();
+        if (stopped) return 128 + stopped;   /* as a shell reports a signal: a job script requeues on it */
         return 0;
     }
     if (!strcmp(cmd, "eval")) {

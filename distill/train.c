@@ -20,6 +20,7 @@
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <signal.h>
 #include <string.h>
 #include <sys/stat.h>
 
@@ -543,6 +544,12 @@ static void summary(const iv2_trainer *t, iv2_metrics *m, int64_t steps, double 
                       t->be->name);
 }
 
+static volatile sig_atomic_t stop_request;   /* the first stop signal, from a handler */
+
+void iv2_trainer_request_stop(int sig) {
+    if (!stop_request) stop_request = sig;
+}
+
 int iv2_trainer_run(iv2_trainer *t, int64_t max_steps) {
     const iv2_distill_config *c = &t->cfg;
     int64_t end = t->plan.total_steps;
@@ -608,9 +615,16 @@ int iv2_trainer_run(iv2_trainer *t, int64_t max_steps) {
             iv2_metrics_write(&m, "eval", "\"step\":%lld,\"cos\":%s", (long long)t->step, js);
             free(js);
         }
+        int sig = iv2_dist_max_int(stop_request);   /* a collective only with several ranks */
+        if (sig && t->step < end) { t->stopped_by = sig; break; }
     }
     if (rc == 0 && t->step != last_saved && save(t)) rc = -1;
-    if (iv2_dist_rank() == 0) iv2_progress_end(&pr, rc ? "stopped" : "done");
+    if (rc == 0 && t->stopped_by) {
+        iv2_metrics_write(&m, "stopped", "\"step\":%lld,\"signal\":%d", (long long)t->step, t->stopped_by);
+        iv2_info("stopped by signal %d at step %lld; the checkpoint of that step is written (--resume continues)",
+                 t->stopped_by, (long long)t->step);
+    }
+    if (iv2_dist_rank() == 0) iv2_progress_end(&pr, rc || t->stopped_by ? "stopped" : "done");
     if (rc == 0 && t->step > first) summary(t, &m, t->step - first, sum_step, sum_wait, sum_copy);
     iv2_metrics_close(&m);
     return rc;

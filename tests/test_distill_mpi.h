@@ -18,6 +18,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include "distill.h"
 
 #define STEPS 4
 
@@ -126,6 +129,46 @@ static int log_has(const char *log, const char *what) {
 }
 
 
+static int count_lines(const char *path, const char *what) {
+    FILE *f = fopen(path, "r");
+    char line[65536];
+    int n = 0;
+    while (f && fgets(line, sizeof line, f)) n += strstr(line, what) != NULL;
+    if (f) fclose(f);
+    return n;
+}
+
+static void stop_one_rank(const iv2_distill_config *c, const parity_tol *tol) {
+    iv2_distill_config o = *c;
+    o.steps = 24; o.epochs = 0;
+    write_config(ROOT ".sig.json", &o);
+    CHECK(train(2, ROOT ".sig.json", ROOT ".siga", "", ROOT ".siga.log") == 0, "2 ranks, 24 steps uninterrupted");
+    char cmd[16384];
+    snprintf(cmd, sizeof cmd, "exec %s -np 2 -x OMP_NUM_THREADS=1 -x IV2_QUIET=1 %s train --cache %s.cache --config %s.sig.json "
+             "--out %s.sigb%s >%s.sigb.log 2>&1", mpirun, bin, ROOT, ROOT, ROOT, dev_arg, ROOT);
+    pid_t pid = fork();
+    if (pid == 0) { execl("/bin/sh", "sh", "-c", cmd, (char *)NULL); _exit(127); }
+    for (int i = 0; i < 6000 && count_lines(ROOT ".sigb/metrics.jsonl", "\"event\":\"step\"") < 3; i++) usleep(10000);
+    char q[64], buf[64];
+    snprintf(q, sizeof q, "pgrep -P %d | head -n 1", (int)pid);   /* one rank: mpirun's first child */
+    FILE *p = popen(q, "r");
+    int rank_pid = p && fgets(buf, sizeof buf, p) ? atoi(buf) : 0;
+    if (p) pclose(p);
+    CHECK(rank_pid > 0 && kill(rank_pid, SIGTERM) == 0, "SIGTERM to one rank (pid %d)", rank_pid);
+    int st = 0;
+    waitpid(pid, &st, 0);
+    int64_t at = -1;
+    char latest[512];
+    CHECK(iv2_ckpt_latest(ROOT ".sigb", latest, sizeof latest, &at) == 0 && at > 0 && at < 24,
+          "both ranks stopped at step %lld with its checkpoint (mpirun status %d, " ROOT ".sigb.log)", (long long)at, st);
+    CHECK(count_lines(ROOT ".sigb/metrics.jsonl", "\"event\":\"stopped\"") == 1 &&
+          count_lines(ROOT ".sigb/metrics.jsonl", "\"signal\":15") == 1, "one stopped line, naming SIGTERM");
+    CHECK(train(2, ROOT ".sig.json", ROOT ".sigb", "--resume", ROOT ".sigb2.log") == 0, "2 ranks, resumed after the signal");
+    double worst = 0;
+    CHECK(same_ckpt(ROOT ".siga/ckpt_00000024.safetensors", ROOT ".sigb/ckpt_00000024.safetensors", (float)tol->resume_rtol,
+                    (float)tol->resume_rtol * 1e-2f, &worst), "stopped and resumed == uninterrupted (worst %.3g)", worst);
+}
+
 /* device: "" (CPU) or " --device cuda"; runs the CHECKs, returns 0 (test_done() tells) */
 static int mpi_parity(const char *device, const parity_tol *tol) {
     dev_arg = device;
@@ -177,7 +220,11 @@ static int mpi_parity(const char *device, const parity_tol *tol) {
     CHECK(same_ckpt(ROOT ".res/ckpt_00000004.safetensors", ROOT ".two/ckpt_00000004.safetensors", (float)tol->resume_rtol,
                     (float)tol->resume_rtol * 1e-2f, &worst), "resumed weights == uninterrupted (worst %.3g)", worst);
 
-    /* 3. ranks that disagree: another seed on rank 1; a batch the ranks cannot split */
+    /* 3. SIGTERM to one rank only (a signal need not reach every rank): both stop at the same
+     * step with one checkpoint, and the resumed run equals the uninterrupted one */
+    stop_one_rank(&c, tol);
+
+    /* 4. ranks that disagree: another seed on rank 1; a batch the ranks cannot split */
     iv2_distill_config c2 = c;
     c2.seed = c.seed + 1;
     write_config(ROOT ".seed.json", &c2);

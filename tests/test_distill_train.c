@@ -6,6 +6,9 @@
 #include "testutil.h"
 #include "test_distill_synth.h"
 #include "safetensors.h"
+#include <unistd.h>
+#include <sys/wait.h>
+#include <signal.h>
 
 static const char *ROOT = "build/tmp/test_distill_train";
 
@@ -41,6 +44,55 @@ static int file_has(const char *path, const char *what) {
     char cmd[1024];
     snprintf(cmd, sizeof cmd, "grep -qF -- '%s' %s", what, path);
     return system(cmd) == 0;
+}
+
+/* lines of a file holding `what` */
+static int count_lines(const char *path, const char *what) {
+    FILE *f = fopen(path, "r");
+    char line[8192];
+    int n = 0;
+    while (f && fgets(line, sizeof line, f)) n += strstr(line, what) != NULL;
+    if (f) fclose(f);
+    return n;
+}
+
+/* SIGTERM mid-run (Slurm before its time limit): the CLI finishes the step, writes its checkpoint
+ * and a "stopped" line, exits 143; --resume then ends bit-identical to an uninterrupted run */
+static void check_stop_signal(const char *cache, const iv2_distill_config *c) {
+    iv2_distill_config o = *c;
+    o.steps = 40; o.ckpt_every = 0; o.eval_every = 0;
+    char cfg[300], a[300], b[300], cmd[2048], path[700], p2[700];
+    snprintf(cfg, sizeof cfg, "%s.sig.json", ROOT);
+    snprintf(a, sizeof a, "%s.sig_a", ROOT);
+    snprintf(b, sizeof b, "%s.sig_b", ROOT);
+    char *js = iv2_distill_config_to_json(&o);
+    FILE *f = fopen(cfg, "w");
+    if (f) { fputs(js, f); fclose(f); }
+    free(js);
+    snprintf(cmd, sizeof cmd, "rm -rf %s %s && IV2_QUIET=1 bin/iv2-distill train --cache %s --config %s --out %s", a, b, cache, cfg, a);
+    CHECK(system(cmd) == 0, "uninterrupted run of 40 steps");
+    pid_t pid = fork();
+    if (pid == 0) {
+        (void)!freopen("/dev/null", "w", stderr);
+        execl("bin/iv2-distill", "iv2-distill", "train", "--cache", cache, "--config", cfg, "--out", b, (char *)NULL);
+        _exit(127);
+    }
+    snprintf(path, sizeof path, "%s/metrics.jsonl", b);
+    for (int i = 0; i < 6000 && count_lines(path, "\"event\":\"step\"") < 3; i++) usleep(10000);
+    kill(pid, SIGTERM);
+    int st = 0;
+    waitpid(pid, &st, 0);
+    CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 128 + SIGTERM, "SIGTERM: exit 143 (status %d)", st);
+    int64_t at = -1;
+    char latest[700];
+    CHECK(iv2_ckpt_latest(b, latest, sizeof latest, &at) == 0 && at > 0 && at < 40, "a checkpoint at the step it stopped (%lld)",
+          (long long)at);
+    CHECK(count_lines(path, "\"event\":\"stopped\"") == 1, "one stopped line");
+    snprintf(cmd, sizeof cmd, "IV2_QUIET=1 bin/iv2-distill train --cache %s --config %s --out %s --resume", cache, cfg, b);
+    CHECK(system(cmd) == 0, "--resume after SIGTERM");
+    snprintf(path, sizeof path, "%s/ckpt_00000040.safetensors", a);
+    snprintf(p2, sizeof p2, "%s/ckpt_00000040.safetensors", b);
+    CHECK(same_tensors(path, p2), "stopped at step %lld and resumed == uninterrupted, bit for bit", (long long)at);
 }
 
 static double field(const char *line, const char *key) {   /* "key": number, or NAN */
@@ -424,6 +476,7 @@ int main(void) {
         snprintf(cmd, sizeof cmd, "IV2_QUIET=0 bin/iv2-distill eval --cache %s --out %s >/dev/null 2>%s.err", cache, bdir, ROOT);
         CHECK(system(cmd) == 0 && file_has(errp, "at batch 16 x"), "eval of a batch-4096 run: batch 16 buffers");
     }
+    check_stop_signal(cache, &c);
     cf = fopen(cfgp, "w");
     if (cf) { fputs("{\"batch\": 4, \"mask_typ\": \"tube\"}", cf); fclose(cf); }
     snprintf(cmd, sizeof cmd, "bin/iv2-distill train --cache %s --config %s --out %s.bad 2>%s.err", cache, cfgp, ROOT, ROOT);
