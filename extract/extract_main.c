@@ -16,6 +16,8 @@ static void usage(FILE *f) {
             "For each manifest row and view: sample 16 frames, run VideoMAE on all 16 and InternViT on the\n"
             "8 even ones, store the student's 8 frames and one value per target in the LMDB cache DIR.\n"
             "A rerun resumes (stored views are skipped); a bad row goes to the cache's errors.\n"
+            "Exit status: 0 when the rows are done or recorded as failed, 1 on an error that stops the\n"
+            "run, 3 when every row this run tried failed (a missing mount, a wrong path prefix).\n"
             "\n"
             "  --teacher NAME=W     NAME internvit or videomae; W a safetensors file or preset:PRESET[:seed][:{json}]\n"
             "                       (random weights, e.g. preset:internvit-tiny:1, preset:videomae-tiny:2:{\"img\":112})\n"
@@ -120,5 +122,13 @@ int main(int argc, char **argv) {
            "decode %.2f s, teachers %.2f s, write %.2f s\n",
            (long long)st.rows_done, (long long)st.rows_failed, (long long)st.rows_skipped, (long long)st.views_done,
            st.bytes_per_view, st.seconds > 0 ? st.views_done / st.seconds : 0.0, st.t_decode, st.t_teachers, st.t_write);
+    if (st.rows_failed > 0 && st.rows_done == 0) {
+        /* every row tried failed: likely the run's fault (a missing mount, a wrong path prefix), not
+         * the videos'; the job must not look like a success. The rows are recorded: fix the cause,
+         * then --retry-errors */
+        fprintf(stderr, "iv2-extract: error: every row this run tried failed (%lld; `iv2-cache info %s` lists the "
+                "reasons; after a fix, --retry-errors tries them again)\n", (long long)st.rows_failed, o.cache);
+        return 3;
+    }
     return 0;
 }

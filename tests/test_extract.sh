@@ -112,6 +112,14 @@ check "second writer refused (rc $rc): $err" sh -c "test $rc -ne 0 && echo '$err
 out=$(X --manifest $T/good.jsonl --cache $T/ref) || echo "FAIL: run after the lock was released"
 check "lock released: $out" expr "$out" : 'rows done 0, failed 0, skipped 4;' >/dev/null
 
+# ---- a run in which every row it tried failed (a missing mount): exit 3, the rows recorded; a
+# run with some rows written and some failed exits 0 (the bad rows are recorded and skipped)
+printf '{"video":"/nonexistent-mount/a.mp4"}\n{"video":"/nonexistent-mount/b.mp4"}\n' > $T/gone.jsonl
+err=$(X --manifest $T/gone.jsonl --cache $T/gone 2>&1 >/dev/null)
+rc=$?
+check "all rows failed: exit 3 (rc $rc): $err" sh -c "test $rc -eq 3 && echo '$err' | grep -q 'every row this run tried failed (2'"
+check "and they are recorded" sh -c "./bin/iv2-cache info $T/gone | grep -q 'errors 2'"
+
 # ---- a map that may not grow: clear error, valid cache, resume completes
 err=$(IV2_CACHE_MAX_MAP=3000000 X --batch 1 --manifest $T/good.jsonl --cache $T/full 2>&1 >/dev/null)
 rc=$?
