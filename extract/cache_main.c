@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include "cache.h"
 #include "compute.h"
 #include "err.h"
@@ -233,15 +234,55 @@ static char *merged_meta(const char *meta) {
     return out;
 }
 
+/* a folder's canonical path, also for one that does not exist yet (OUT): its parent's + its name */
+static int canonical(const char *path, char *out, size_t cap) {
+    char buf[4096];
+    if (realpath(path, buf)) return snprintf(out, cap, "%s", buf) < (int)cap ? 0 : -1;
+    char parent[4096];
+    snprintf(parent, sizeof parent, "%s", path);
+    size_t n = strlen(parent);
+    while (n > 1 && parent[n - 1] == '/') parent[--n] = 0;   /* "out/" is "out" */
+    char *slash = strrchr(parent, '/');
+    const char *name = slash ? slash + 1 : parent;
+    if (slash) *slash = 0;
+    if (!realpath(!slash ? "." : slash == parent ? "/" : parent, buf)) return -1;
+    return snprintf(out, cap, "%s/%s", strcmp(buf, "/") ? buf : "", name) < (int)cap ? 0 : -1;
+}
+
+/* every input's meta agrees with the first's (and with OUT's, when OUT holds one), checked
+ * before anything is written: a refused merge leaves OUT as it was */
+static int merge_check_metas(int argc, char **argv) {
+    char *first = NULL;
+    int rc = 0;
+    struct stat st;
+    int has_out = stat(argv[0], &st) == 0;
+    for (int i = has_out ? 0 : 1; i < argc && !rc; i++) {
+        iv2_cache *c;
+        if (iv2_cache_open(&c, argv[i], IV2_CACHE_RDONLY)) {
+            if (i == 0) { iv2_err_clear(); continue; }   /* OUT is a folder but not a cache yet */
+            return -1;
+        }
+        const char *m = iv2_cache_meta(c);
+        if (!m) rc = i == 0 ? 0 : iv2_err("%s: the cache has no meta", argv[i]);
+        else if (!first) first = iv2_strdup(m);
+        else if (iv2_cache_meta_compare(m, first, (const char *const[]){"shard", NULL}))
+            rc = iv2_err_ctx("merge: %s does not match %s (nothing was written)", argv[i], has_out ? argv[0] : argv[1]);
+        iv2_cache_close(c);
+    }
+    free(first);
+    return rc;
+}
+
 static int cmd_merge(int argc, char **argv) {
     if (argc < 2) return iv2_err("merge: want OUT IN [IN...]");
-    /* LMDB: never open one environment twice in a process */
+    /* LMDB: never open one environment twice in a process (OUT may not exist yet) */
     for (int i = 0; i < argc; i++)
         for (int j = i + 1; j < argc; j++) {
             char a[4096], b[4096];
-            if (realpath(argv[i], a) && realpath(argv[j], b) && !strcmp(a, b))
+            if (!canonical(argv[i], a, sizeof a) && !canonical(argv[j], b, sizeof b) && !strcmp(a, b))
                 return iv2_err("merge: %s and %s are the same folder", argv[i], argv[j]);
         }
+    if (merge_check_metas(argc, argv)) return -1;
     iv2_cache *dst = NULL;
     int rc = 0;
     for (int i = 1; i < argc && !rc; i++) {

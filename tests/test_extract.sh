@@ -79,6 +79,18 @@ X --shard 1/2 --manifest $T/good.jsonl --cache $T/s1 >/dev/null || echo "FAIL: s
 check "shard 0 has rows 0 and 2" sh -c "./bin/iv2-cache verify $T/s0 | grep -q '^views 4,'"
 ./bin/iv2-cache merge $T/m $T/s0 $T/s1 >/dev/null || echo "FAIL: merge"
 check "merged shards equal one run" test "$(digest $T/m)" = "$D"
+# a merge that cannot be done writes nothing: an input of other settings (another seed), OUT
+# among the inputs (also before OUT exists)
+head -n 1 $T/good.jsonl > $T/one.jsonl
+X --seed 8 --manifest $T/one.jsonl --cache $T/other >/dev/null || echo "FAIL: other-seed cache"
+err=$(./bin/iv2-cache merge $T/m2 $T/s0 $T/other 2>&1)
+check "merge of other settings refused: $err" sh -c "echo '$err' | grep -q 'does not match'"
+check "and OUT was not written" sh -c "! ./bin/iv2-cache info $T/m2 2>/dev/null | grep -q '^views [1-9]'"
+err=$(./bin/iv2-cache merge $T/m $T/other 2>&1)
+check "merge into a cache of other settings refused: $err" sh -c "echo '$err' | grep -q 'does not match'"
+check "and it is unchanged" test "$(digest $T/m)" = "$D"
+err=$(./bin/iv2-cache merge $T/m3 $T/s0 $T/./m3/ 2>&1)
+check "OUT among the inputs refused: $err" sh -c "echo '$err' | grep -q 'same folder'"
 
 # ---- bad rows: exactly those in errors, the rest done
 out=$(X --manifest $T/bad.jsonl --cache $T/bad 2>/dev/null) || echo "FAIL: run with bad rows"
