@@ -35,7 +35,8 @@ struct iv2_cache {
 };
 
 /* fields that may differ between runs writing the same cache */
-static const char *const META_FREE[] = {"tool_version", "created", "manifest_path", "device", "threads", "paths", NULL};
+static const char *const META_FREE[] = {"tool_version", "created", "manifest_path", "manifest_bytes", "device",
+                                        "threads", "paths", NULL};
 
 /* ---------------------------------------------------------------- keys */
 
@@ -437,6 +438,16 @@ int iv2_cache_set_meta(iv2_cache *c, const char *json) {
     }
     if (parse_targets(c, json)) return -1;
     if (put_meta(c, json)) return -1;
+    c->meta = iv2_strdup(json);
+    return 0;
+}
+
+int iv2_cache_update_meta(iv2_cache *c, const char *json, const char *const *may_change) {
+    if (!c->meta) return iv2_cache_set_meta(c, json);
+    if (!c->rdwr) return iv2_err("cache %s is open read-only", c->dir);
+    if (iv2_cache_meta_compare(json, c->meta, may_change)) return iv2_err_ctx("cache %s was made with other settings", c->dir);
+    if (put_meta(c, json)) return -1;
+    free(c->meta);
     c->meta = iv2_strdup(json);
     return 0;
 }

@@ -90,10 +90,13 @@ void iv2_cache_set_max_map(iv2_cache *c, size_t bytes);
 /* The meta JSON text, NULL when none was written yet. */
 const char *iv2_cache_meta(const iv2_cache *c);
 /* Write meta (read-write). If the cache already has meta, compare instead: every field must be
- * equal except the free ones ("tool_version", "created", "manifest_path", "device",
+ * equal except the free ones ("tool_version", "created", "manifest_path", "manifest_bytes", "device",
  * "threads", "paths"); a difference fails with "cache DIR was made with other settings:
  * FIELD is A here, B in the cache". Then parses the target list and opens their databases. */
 int iv2_cache_set_meta(iv2_cache *c, const char *json);
+/* Replace the stored meta by json where it differs only in the keys may_change (NULL-terminated)
+ * and the free ones: iv2-extract on a manifest that grew (rows appended). No meta yet: set_meta. */
+int iv2_cache_update_meta(iv2_cache *c, const char *json, const char *const *may_change);
 /* Compare two meta texts with the same rules (ignore: extra keys to ignore, NULL-terminated, on
  * top of the free ones). 0 = same, -1 with the first differing field named in iv2_err. */
 int iv2_cache_meta_compare(const char *a, const char *b, const char *const *ignore);

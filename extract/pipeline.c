@@ -22,8 +22,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
+#include <cjson/cJSON.h>
 #include "cache.h"
 #include "decode.h"
 #include "err.h"
@@ -232,8 +234,10 @@ static char *build_meta(const iv2_extract_opts *o, const iv2_teachers *ts, const
                      iv2_dtype_name(be->dtype), iv2_json_escape(esc, sizeof esc, o->device), o->threads);
     free(teachers);
     n = (int)iv2_cache_targets_json(buf, cap, (size_t)n, ts->targets, ts->n_targets);
-    n += snprintf(buf + n, cap - (size_t)n, ",\"manifest_path\":\"%s\",\"manifest_sha256\":\"%s\",\"manifest_rows\":%lld,",
-                  iv2_json_escape(esc, sizeof esc, m->path), sha, (long long)m->n_rows);
+    struct stat ms;
+    long long mbytes = stat(m->path, &ms) == 0 ? (long long)ms.st_size : -1;
+    n += snprintf(buf + n, cap - (size_t)n, ",\"manifest_path\":\"%s\",\"manifest_sha256\":\"%s\",\"manifest_rows\":%lld,"
+                  "\"manifest_bytes\":%lld,", iv2_json_escape(esc, sizeof esc, m->path), sha, (long long)m->n_rows, mbytes);
     n += snprintf(buf + n, cap - (size_t)n, "\"paths\":{\"internvit\":\"%s\",", iv2_json_escape(esc, sizeof esc, o->internvit ? o->internvit : ""));
     n += snprintf(buf + n, cap - (size_t)n, "\"videomae\":\"%s\"},", iv2_json_escape(esc, sizeof esc, o->videomae ? o->videomae : ""));
     snprintf(buf + n, cap - (size_t)n, "\"shard\":{\"k\":%d,\"n\":%d}}", o->shard_k, o->shard_n);
@@ -241,6 +245,41 @@ static char *build_meta(const iv2_extract_opts *o, const iv2_teachers *ts, const
 }
 
 /* ---------------------------------------------------------------- helpers */
+
+/* The corpus grew: the cache's manifest (old_meta: its sha256, rows and bytes) is the start of
+ * this one, byte for byte, so every stored row keeps its index and only appended rows are new.
+ * 1 yes, 0 no (any other change, or a meta from before manifest_bytes was recorded). */
+static int manifest_grew(const char *old_meta, const iv2_manifest *m) {
+    cJSON *j = cJSON_Parse(old_meta);
+    const cJSON *sha = cJSON_GetObjectItemCaseSensitive(j, "manifest_sha256"),
+                *rows = cJSON_GetObjectItemCaseSensitive(j, "manifest_rows"),
+                *bytes = cJSON_GetObjectItemCaseSensitive(j, "manifest_bytes");
+    int grew = 0;
+    struct stat st;
+    FILE *f = NULL;
+    if (!cJSON_IsString(sha) || !cJSON_IsNumber(rows) || !cJSON_IsNumber(bytes) || bytes->valuedouble <= 0 ||
+        rows->valuedouble > (double)m->n_rows || stat(m->path, &st) || (double)st.st_size <= bytes->valuedouble ||
+        !(f = fopen(m->path, "rb")))
+        goto done;
+    iv2_sha256_ctx c;
+    iv2_sha256_init(&c);
+    uint8_t buf[65536], d[32];
+    int64_t left = (int64_t)bytes->valuedouble;
+    while (left > 0) {
+        size_t n = fread(buf, 1, left < (int64_t)sizeof buf ? (size_t)left : sizeof buf, f);
+        if (!n) break;
+        iv2_sha256_update(&c, buf, n);
+        left -= (int64_t)n;
+    }
+    iv2_sha256_final(&c, d);
+    char hex[65];
+    iv2_sha256_hex(d, hex);
+    grew = left == 0 && !strcmp(hex, sha->valuestring);
+done:
+    if (f) fclose(f);
+    cJSON_Delete(j);
+    return grew;
+}
 
 /* One iv2-extract per cache folder: a second one would list the same missing views and redo
  * every one of them. flock on DIR/extract.lock (holding our pid, for the message); the kernel
@@ -799,6 +838,7 @@ int iv2_extract_run(const iv2_extract_opts *o, iv2_extract_stats *st) {
     pthread_t *tid = NULL;
     worker_ctx wc;
     int started = 0, lock_fd = -2;
+    long long grew_from = -1;   /* the cache's manifest rows when this manifest extends it */
     ring_init(&q.r);
     ring_init(&rs->oq);
     pthread_mutex_init(&rs->mu, NULL);
@@ -832,7 +872,17 @@ int iv2_extract_run(const iv2_extract_opts *o, iv2_extract_stats *st) {
     meta = build_meta(o, ts, &m, be, &so);
     if (iv2_cache_open(&rs->cache, o->cache, IV2_CACHE_RDWR)) goto out;
     if ((lock_fd = lock_cache_dir(o->cache)) == -1) goto out;
-    if (iv2_cache_set_meta(rs->cache, meta)) goto out;
+    const char *old_meta = iv2_cache_meta(rs->cache);
+    if (old_meta && manifest_grew(old_meta, &m)) {   /* rows appended: the stored ones keep their keys */
+        static const char *const grown[] = {"manifest_sha256", "manifest_rows", NULL};
+        cJSON *oj = cJSON_Parse(old_meta);
+        long long old_rows = (long long)cJSON_GetNumberValue(cJSON_GetObjectItemCaseSensitive(oj, "manifest_rows"));
+        cJSON_Delete(oj);
+        if (iv2_cache_update_meta(rs->cache, meta, grown)) goto out;
+        iv2_info("%s: the manifest grew from %lld to %lld rows (the old one is its start): the new rows are extracted",
+                 o->cache, old_rows, (long long)m.n_rows);
+        grew_from = old_rows;
+    } else if (iv2_cache_set_meta(rs->cache, meta)) goto out;
 
     /* what is left to do */
     if (iv2_cache_list_views(rs->cache, &done, &n_done)) goto out;
@@ -859,6 +909,8 @@ int iv2_extract_run(const iv2_extract_opts *o, iv2_extract_stats *st) {
         n_work++;
     }
     if (iv2_metrics_open(&rs->metrics, o->metrics)) goto out;
+    if (grew_from >= 0)
+        iv2_metrics_write(&rs->metrics, "manifest_grew", "\"rows_before\":%lld,\"rows\":%lld", grew_from, (long long)m.n_rows);
     iv2_progress_start(&rs->prog, "views", total_views, 0);
     for (int i = 0; i < ts->n_targets; i++) rs->view_bytes += IV2_CACHE_VALUE_HDR + iv2_cache_target_bytes(&ts->targets[i]);
     rs->frame_bytes = (size_t)so.size * so.size * 3;

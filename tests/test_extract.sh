@@ -108,10 +108,20 @@ err=$(X --manifest $T/good.jsonl --cache $T/ref --seed 8 2>&1 >/dev/null)
 check "seed refused: $err" sh -c "echo '$err' | grep -q 'seed is 8 here, 7 in the cache'"
 err=$(./bin/iv2-extract --teacher 'internvit=preset:internvit-tiny:5:{"img":112}' --teacher "$MAE" --views 2 --seed 7 --manifest $T/good.jsonl --cache $T/ref 2>&1 >/dev/null)
 check "teacher refused: $err" sh -c "echo '$err' | grep -q 'teachers.internvit.weights'"
-cp $T/good.jsonl $T/good2.jsonl; echo '{"video":"v0.mp4","start":0.5}' >> $T/good2.jsonl
+sed '1s/"v0.mp4"/"v1.mp4"/' $T/good.jsonl > $T/good2.jsonl   # a stored row changed
 err=$(X --manifest $T/good2.jsonl --cache $T/ref 2>&1 >/dev/null)
 check "other manifest refused: $err" sh -c "echo '$err' | grep -q 'manifest_sha256'"
 check "refusals left the cache alone" test "$(digest $T/ref)" = "$D"
+# the corpus grows: rows appended to the manifest are extracted, the stored ones kept
+cp -r $T/ref $T/grow; rm -f $T/grow/extract.lock
+cp $T/good.jsonl $T/grown.jsonl; echo '{"video":"v0.mp4","start":0.5}' >> $T/grown.jsonl
+out=$(X --manifest $T/grown.jsonl --cache $T/grow --metrics $T/grow.jsonl 2>/dev/null)
+check "grown manifest: only the new row ($out)" expr "$out" : 'rows done 1, failed 0, skipped 4;' >/dev/null
+check "a manifest_grew line" grep -q '"event":"manifest_grew","rows_before":4,"rows":5' $T/grow.jsonl
+out=$(X --manifest $T/grown.jsonl --cache $T/grow 2>/dev/null)
+check "then it resumes as usual ($out)" expr "$out" : 'rows done 0, failed 0, skipped 5;' >/dev/null
+err=$(X --manifest $T/good.jsonl --cache $T/grow 2>&1 >/dev/null)
+check "the shorter manifest is refused: $err" sh -c "echo '$err' | grep -q 'manifest_sha256'"
 
 # ---- a cache another iv2-extract is writing is refused (it would redo every view): this
 # shell holds the folder's lock as a running extract does; released, the cache resumes
