@@ -844,6 +844,12 @@ int iv2_extract_run(const iv2_extract_opts *o, iv2_extract_stats *st) {
     pthread_mutex_init(&rs->mu, NULL);
     pthread_cond_init(&rs->cv, NULL);
 
+    struct stat mst;   /* a pipe (<(...), /dev/stdin) has no folder for relative paths and no second reading */
+    if (stat(o->manifest, &mst) == 0 && !S_ISREG(mst.st_mode)) {
+        iv2_err("manifest %s is not a regular file: write it to a file first (its folder resolves relative video "
+                "paths, and a rerun must read the same bytes to resume)", o->manifest);
+        goto out;
+    }
     if (iv2_manifest_load(&m, o->manifest)) goto out;
     static const uint8_t zero[32];
     if (!memcmp(m.sha256, zero, 32) && iv2_sha256_file(o->manifest, m.sha256)) goto out;

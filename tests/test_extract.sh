@@ -134,6 +134,10 @@ check "second writer refused (rc $rc): $err" sh -c "test $rc -ne 0 && echo '$err
 out=$(X --manifest $T/good.jsonl --cache $T/ref) || echo "FAIL: run after the lock was released"
 check "lock released: $out" expr "$out" : 'rows done 0, failed 0, skipped 4;' >/dev/null
 
+# ---- a manifest that is a pipe is refused (relative paths would resolve under /dev/fd)
+err=$(cat $T/good.jsonl | X --manifest /dev/stdin --cache $T/pipe 2>&1 >/dev/null)
+check "pipe manifest refused: $err" sh -c "echo '$err' | grep -q 'not a regular file'"
+
 # ---- a run in which every row it tried failed (a missing mount): exit 3, the rows recorded; a
 # run with some rows written and some failed exits 0 (the bad rows are recorded and skipped)
 printf '{"video":"/nonexistent-mount/a.mp4"}\n{"video":"/nonexistent-mount/b.mp4"}\n' > $T/gone.jsonl
