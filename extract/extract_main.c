@@ -41,6 +41,8 @@ static void usage(FILE *f) {
             "                       batch-views x devices)\n"
             "  --retry-errors       try rows recorded in errors again (default: skip them)\n"
             "  --max-views N        stop after about N new views (whole rows)\n"
+            "  --time-limit S       seconds per video to open and index it, and again per clip (60; 0 =\n"
+            "                       none); a video over it is recorded in errors and skipped\n"
             "  --metrics F.jsonl    JSON-lines metrics (one line per write, one summary)\n"
             "Environment: IV2_CACHE_MAX_MAP caps the LMDB map (bytes); IV2_QUIET=1 silences progress.\n");
 }
@@ -109,6 +111,13 @@ int main(int argc, char **argv) {
         else if (!strcmp(a, "--retry-errors")) o.retry_errors = 1;
         else if (!strcmp(a, "--batch")) { NEED(); if (parse_int(a, val, 1, 64, &v)) iv2_die("iv2-extract"); o.batch = (int)v; }
         else if (!strcmp(a, "--queue")) { NEED(); if (parse_int(a, val, 1, 1024, &v)) iv2_die("iv2-extract"); o.queue = (int)v; }
+        else if (!strcmp(a, "--time-limit")) {
+            NEED();
+            char *e;
+            double x = strtod(val, &e);
+            if (e == val || *e || !(x >= 0 && x <= 1e6)) { iv2_err("--time-limit %s: want seconds >= 0", val); iv2_die("iv2-extract"); }
+            o.time_limit = x;
+        }
         else if (!strcmp(a, "--max-views")) { NEED(); if (parse_int(a, val, 0, 1L << 40, &v)) iv2_die("iv2-extract"); o.max_views = v; }
         else if (!strcmp(a, "--metrics")) { NEED(); o.metrics = val; }
         else { iv2_err("unknown option '%s' (see --help)", a); iv2_die("iv2-extract"); }

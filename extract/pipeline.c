@@ -48,6 +48,7 @@ void iv2_extract_opts_default(iv2_extract_opts *o) {
     o->threads = 2;
     o->batch = 8;
     o->batch_views = 0;
+    o->time_limit = 60;
 }
 
 /* ---------------------------------------------------------------- bounded queues */
@@ -875,6 +876,7 @@ int iv2_extract_run(const iv2_extract_opts *o, iv2_extract_stats *st) {
     so.deterministic = o->deterministic;
     so.flip = !o->no_flip;
     so.threads = 1;
+    so.time_limit = o->time_limit;
     meta = build_meta(o, ts, &m, be, &so);
     if (iv2_cache_open(&rs->cache, o->cache, IV2_CACHE_RDWR)) goto out;
     if ((lock_fd = lock_cache_dir(o->cache)) == -1) goto out;

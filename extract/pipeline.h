@@ -30,6 +30,8 @@ typedef struct iv2_extract_opts {
     int queue;                  /* decoded views waiting for the teachers (2 * threads) */
     int retry_errors;           /* rows already in `errors` are tried again (0: skipped) */
     int64_t max_views;          /* stop after about this many new views, whole rows (0 = all) */
+    double time_limit;          /* seconds per file for open + index and per clip (60; 0 = none): a
+                                   hung network mount or a pathological file is recorded and skipped */
     const char *metrics;        /* JSON-lines file, NULL = none */
 } iv2_extract_opts;
 

@@ -31,6 +31,7 @@ while IFS='|' read -r want cmd; do
   out=$(eval "bin/$cmd" 2>&1) && { fail "$cmd: accepted"; continue; }
   echo "$out" | tail -n 1 | grep -q -- "$want" || fail "$cmd: last line lacks '$want': $(echo "$out" | tail -n 1)"
 done <<EOF
+--time-limit abc: want seconds|iv2-extract --manifest m --cache c --time-limit abc
 unknown option '--bogus'|iv2-extract --bogus
 --manifest needs a value|iv2-extract --manifest
 unknown option --bogus|iv2-extract decode x.mp4 --bogus

@@ -134,6 +134,10 @@ check "second writer refused (rc $rc): $err" sh -c "test $rc -ne 0 && echo '$err
 out=$(X --manifest $T/good.jsonl --cache $T/ref) || echo "FAIL: run after the lock was released"
 check "lock released: $out" expr "$out" : 'rows done 0, failed 0, skipped 4;' >/dev/null
 
+# ---- --time-limit: a video over it is recorded with the reason and skipped
+err=$(X --time-limit 0.000001 --manifest $T/one.jsonl --cache $T/slow 2>&1 >/dev/null)
+check "time limit recorded: $err" sh -c "echo '$err' | grep -q 'time limit of 1e-06 s exceeded'"
+
 # ---- a manifest that is a pipe is refused (relative paths would resolve under /dev/fd)
 err=$(cat $T/good.jsonl | X --manifest /dev/stdin --cache $T/pipe 2>&1 >/dev/null)
 check "pipe manifest refused: $err" sh -c "echo '$err' | grep -q 'not a regular file'"
