@@ -104,7 +104,7 @@ static void remove_stale_temps(const char *dir) {
 }
 
 int iv2_ckpt_save(const char *dir, int64_t step, iv2_vit *student, iv2_heads *heads, iv2_optim *opt,
-                  const char *cfg_json, int keep) {
+                  const char *cfg_json, const char *data_json, int keep) {
     iv2_backend *be = student->be;
     iv2_st_writer w;
     iv2_st_writer_init(&w);
@@ -158,6 +158,7 @@ int iv2_ckpt_save(const char *dir, int64_t step, iv2_vit *student, iv2_heads *he
     iv2_st_writer_meta(&w, "iv2.step", sbuf);
     iv2_st_writer_meta(&w, "iv2.digest", dbuf);
     if (cfg_json) iv2_st_writer_meta(&w, "iv2.distill", cfg_json);
+    if (data_json) iv2_st_writer_meta(&w, "iv2.data", data_json);
     char path[4096];
     mkdir(dir, 0755);
     remove_stale_temps(dir);
@@ -200,6 +201,15 @@ static int load_tensor(iv2_st_file *f, const char *name, int ndim, const int64_t
     if (!ok) return iv2_err("tensor '%s' has another shape than the model's", name);
     t->used = 1;
     return iv2_st_read(f, t, dst, IV2_F32);
+}
+
+char *iv2_ckpt_meta(const char *path, const char *key) {
+    iv2_st_file f;
+    if (iv2_st_open(&f, path)) { iv2_err_clear(); return NULL; }
+    const char *v = iv2_st_meta(&f, key);
+    char *out = v ? iv2_strdup(v) : NULL;
+    iv2_st_close(&f);
+    return out;
 }
 
 int iv2_ckpt_load(const char *path, iv2_vit *student, iv2_heads *heads, iv2_optim *opt, int64_t *step,

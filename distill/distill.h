@@ -314,17 +314,21 @@ int iv2_loader_build_eval(iv2_loader *L, int64_t first, iv2_batch *b);
 
 /* RUN/ckpt_<step:08>.safetensors: the student (official names), the heads (official names),
  * the AdamW moments (optim.m.<name>, optim.v.<name>), all F32, with metadata iv2.step (steps
- * done), iv2.distill (run config JSON), iv2.config (student config) and iv2.digest (a checksum
+ * done), iv2.distill (run config JSON), iv2.data (the training set's identity, data_json: view
+ * and video counts and a hash of the view keys; may be NULL), iv2.config (student config) and
+ * iv2.digest (a checksum
  * over every tensor, so a damaged file is an error, not a silent restart). Written to a temp
  * file, fsynced, renamed, the folder fsynced; then all but the newest `keep` are removed. */
 int iv2_ckpt_save(const char *dir, int64_t step, iv2_vit *student, iv2_heads *heads, iv2_optim *opt,
-                  const char *cfg_json, int keep);
+                  const char *cfg_json, const char *data_json, int keep);
 /* Newest checkpoint in dir: 0 and its path and step, 1 when there is none, -1 on error. */
 int iv2_ckpt_latest(const char *dir, char *path, size_t cap, int64_t *step);
 /* Load into student / heads / opt (heads and opt may be NULL); the digest and every tensor's
  * name and shape are checked. *step and *cfg_json (malloc'd, may be NULL) from the metadata. */
 int iv2_ckpt_load(const char *path, iv2_vit *student, iv2_heads *heads, iv2_optim *opt, int64_t *step,
                   char **cfg_json);
+/* A metadata string of a checkpoint (malloc'd), NULL when absent or unreadable. */
+char *iv2_ckpt_meta(const char *path, const char *key);
 
 /* ------------------------------------------------------------------ trainer */
 
@@ -365,6 +369,7 @@ typedef struct iv2_trainer {
     size_t mem_free, mem_total;    /* backend memory before the model was allocated (be->mem_info) */
     char out_dir[2048];
     char *cfg_json;
+    char *data_json;               /* the training set's identity (checkpoints' iv2.data) */
     /* last step's figures */
     iv2_loss loss;
     double grad_norm, step_s, copy_s;   /* copy_s: the batch's copies on the copy stream */
@@ -372,7 +377,8 @@ typedef struct iv2_trainer {
 } iv2_trainer;
 
 /* Build everything: backend, student (random init from seed), heads, optimiser, loader, output
- * folder. With resume, the newest checkpoint in out_dir is loaded (its config must match). */
+ * folder. With resume, the newest checkpoint in out_dir is loaded (its config must match, and
+ * its training set: the same views of the cache; resume = 2 continues on a changed set). */
 int iv2_trainer_open(iv2_trainer *t, const char *cache_dirs, const iv2_distill_config *c, const char *out_dir, int resume);
 /* The model half of iv2_trainer_open, without a cache (tests, bench): backend, student, heads
  * for targets of the given dims, optimiser and buffers for batches of c->batch x nv tokens. */

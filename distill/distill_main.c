@@ -18,6 +18,7 @@
 static void usage(FILE *f) {
     fprintf(f,
             "usage: iv2-distill [train] --cache DIR[,DIR...] --config run.json --out RUN/ [--resume] [--max-steps N]\n"
+            "                           [--resume-any-cache]\n"
             "       iv2-distill eval    --cache DIR[,DIR...] (--out RUN/ | --ckpt FILE)\n"
             "       iv2-distill export  (--out RUN/ | --ckpt FILE) --to student.safetensors\n"
             "       iv2-distill plot    --out RUN/ [--png FILE] [--size WxH] [--log]\n"
@@ -27,7 +28,9 @@ static void usage(FILE *f) {
             "        RUN/ receives metrics.jsonl (a JSON line per step), config.json and the\n"
             "        checkpoints ckpt_<step>.safetensors (atomic, the last keep_ckpt kept).\n"
             "        --resume continues from the newest checkpoint in RUN/ (bit-exact on the CPU); without\n"
-            "        --config it takes the run config the checkpoint records. Without --resume, RUN/ must\n"
+            "        --config it takes the run config the checkpoint records, and the cache must hold the\n"
+            "        training views the checkpoint was trained on (--resume-any-cache: resume on a cache that\n"
+            "        grew or was re-extracted; the data order changes). Without --resume, RUN/ must\n"
             "        hold no checkpoint.\n"
             "        --max-steps N stops after N more steps (a checkpoint is written).\n"
             "        SIGTERM, SIGINT or SIGUSR1 (e.g. sbatch --signal=USR1@120) stops after the current\n"
@@ -129,7 +132,8 @@ int main(int argc, char **argv) {
                 iv2_err("--size: expected WxH, 64..8000");
                 iv2_die("iv2-distill");
             }
-        } else if (!strcmp(a, "--resume")) resume = 1;
+        } else if (!strcmp(a, "--resume")) resume = resume ? resume : 1;
+        else if (!strcmp(a, "--resume-any-cache")) resume = 2;
         else if (!strcmp(a, "--log")) log_y = 1;
         else { usage(stderr); iv2_err("unknown argument '%s'", a); iv2_die("iv2-distill"); }
     }

@@ -325,6 +325,36 @@ static int pair_from_cache(iv2_distill_config *c, const char *cache_dirs, int de
     return rc ? iv2_err_ctx("%s: default layer pairing", dir) : 0;
 }
 
+/* The training set's identity for the checkpoints: view and video counts, held-out views and an
+ * FNV-1a hash of the training views' (shard, row, view) keys in order. A cache that grew or was
+ * re-extracted with other rows changes it, and with it every epoch's data order. */
+static char *data_json(const iv2_loader *L) {
+    uint64_t h = 0xcbf29ce484222325ULL;
+    for (int64_t i = 0; i < L->n_train; i++) {
+        uint64_t w[3] = {(uint64_t)L->set->view_shard[i], (uint64_t)L->set->view_key[i].row, L->set->view_key[i].view};
+        const uint8_t *p = (const uint8_t *)w;
+        for (size_t j = 0; j < sizeof w; j++) h = (h ^ p[j]) * 0x100000001b3ULL;
+    }
+    char buf[256];
+    snprintf(buf, sizeof buf, "{\"train_views\":%lld,\"train_videos\":%lld,\"eval_views\":%lld,\"keys\":\"%016llx\"}",
+             (long long)L->n_train, (long long)L->n_videos, (long long)L->n_eval, (unsigned long long)h);
+    return iv2_strdup(buf);
+}
+
+/* a resumed run must see the training set its checkpoint was trained on (any: warn only) */
+static int check_resume_data(const iv2_trainer *t, const char *path, int any) {
+    char *old = iv2_ckpt_meta(path, "iv2.data");
+    int rc = 0;
+    if (!old) iv2_warn("%s records no training set (an older checkpoint): the cache is not checked", path);
+    else if (iv2_meta_compare_where(t->data_json, old, NULL, "in the checkpoint")) {
+        if (any) iv2_warn("resume from %s on another training set (%s): the data order changes", path, iv2_errmsg());
+        else rc = iv2_err_ctx("resume from %s: the training set differs (the cache grew, shrank or was re-extracted, "
+                              "and the data order would change; --resume-any-cache continues anyway)", path);
+    }
+    free(old);
+    return rc;
+}
+
 int iv2_trainer_open(iv2_trainer *t, const char *cache_dirs, const iv2_distill_config *c0, const char *out_dir, int resume) {
     memset(t, 0, sizeof *t);
     iv2_distill_config cfg = *c0, *c = &cfg;
@@ -344,6 +374,7 @@ int iv2_trainer_open(iv2_trainer *t, const char *cache_dirs, const iv2_distill_c
     if (iv2_loader_open(&t->L, cache_dirs, c, vc.frames, vc.img, T, G * G)) goto fail;
     if (c->eval_views >= 0 && iv2_plan_make(&t->plan, c, t->L.n_videos)) goto fail;
     if (iv2_trainer_init(t, c, t->L.clip_dim, t->L.mae_dim, t->L.final_dim, t->L.nv)) goto fail;
+    t->data_json = data_json(&t->L);
     t->L.be = t->be;   /* pinned batches in the backend's form */
     print_memory_plan(t, t->L.nv, t->mem_free, t->mem_total);
     if (mkdir(out_dir, 0755) && errno != EEXIST) { iv2_err("%s: cannot create the run folder", out_dir); goto fail; }
@@ -362,6 +393,7 @@ int iv2_trainer_open(iv2_trainer *t, const char *cache_dirs, const iv2_distill_c
                 goto fail;
             }
             free(old);
+            if (check_resume_data(t, path, resume == 2)) goto fail;
             iv2_info("resumed from %s at step %lld", path, (long long)t->step);
         }
     }
@@ -389,6 +421,7 @@ void iv2_trainer_close(iv2_trainer *t) {
     free(t->stab);
     free(t->drop);
     free(t->cfg_json);
+    free(t->data_json);
     memset(t, 0, sizeof *t);
 }
 
@@ -526,7 +559,7 @@ static int fetch(iv2_trainer *t, int64_t step, iv2_dev_batch *d, double *wait) {
 
 static int save(iv2_trainer *t) {
     if (iv2_dist_check_weights(t)) return -1;
-    int rc = iv2_dist_rank() == 0 ? iv2_ckpt_save(t->out_dir, t->step, t->student, t->heads, &t->opt, t->cfg_json, t->cfg.keep_ckpt) : 0;
+    int rc = iv2_dist_rank() == 0 ? iv2_ckpt_save(t->out_dir, t->step, t->student, t->heads, &t->opt, t->cfg_json, t->data_json, t->cfg.keep_ckpt) : 0;
     return iv2_dist_bcast_rc(rc, "checkpoint");   /* rank 0 writes; the others learn whether it worked */
 }
 

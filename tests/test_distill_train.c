@@ -93,6 +93,19 @@ static void check_stop_signal(const char *cache, const iv2_distill_config *c) {
     snprintf(path, sizeof path, "%s/ckpt_00000040.safetensors", a);
     snprintf(p2, sizeof p2, "%s/ckpt_00000040.safetensors", b);
     CHECK(same_tensors(path, p2), "stopped at step %lld and resumed == uninterrupted, bit for bit", (long long)at);
+    /* the checkpoint records its training set: a resume on a cache that grew (a second shard) is
+     * refused, naming what changed, unless the caller accepts it (--resume-any-cache) */
+    char grown[700];
+    snprintf(grown, sizeof grown, "%s,%s.nan", cache, ROOT);
+    iv2_trainer t;
+    CHECK(iv2_trainer_open(&t, grown, &o, b, 1) == -1 && strstr(iv2_errmsg(), "training set differs") &&
+          strstr(iv2_errmsg(), "train_views"), "resume on a grown cache refused: %s", iv2_errmsg());
+    int ok = iv2_trainer_open(&t, grown, &o, b, 2) == 0;
+    CHECK(ok && t.step == 40, "--resume-any-cache resumes (step %lld): %s", ok ? (long long)t.step : -1LL, ok ? "" : iv2_errmsg());
+    if (ok) iv2_trainer_close(&t);
+    ok = iv2_trainer_open(&t, cache, &o, b, 1) == 0;
+    CHECK(ok, "and the same cache resumes: %s", ok ? "" : iv2_errmsg());
+    if (ok) iv2_trainer_close(&t);
 }
 
 static double field(const char *line, const char *key) {   /* "key": number, or NAN */
@@ -172,7 +185,7 @@ static void check_master_ckpt(const synth_spec *sp, const iv2_distill_config *c)
     snprintf(stale, sizeof stale, "mkdir -p %s && echo x > %s/ckpt_00000003.safetensors.tmp.AbC123", dir, dir);
     (void)!system(stale);
     snprintf(stale, sizeof stale, "%s/ckpt_00000003.safetensors.tmp.AbC123", dir);
-    CHECK(iv2_ckpt_save(dir, 7, a.student, a.heads, &a.opt, a.cfg_json, 2) == 0, "save: %s", iv2_errmsg());
+    CHECK(iv2_ckpt_save(dir, 7, a.student, a.heads, &a.opt, a.cfg_json, a.data_json, 2) == 0, "save: %s", iv2_errmsg());
     CHECK(access(stale, F_OK) != 0, "the save removed the stale temporary file of an unfinished write");
     snprintf(path, sizeof path, "%s/ckpt_00000007.safetensors", dir);
     iv2_st_file f;
@@ -469,7 +482,7 @@ int main(void) {
         char *bj = iv2_distill_config_to_json(&big), bdir[300];
         snprintf(bdir, sizeof bdir, "%s.big", ROOT);
         if (iv2_trainer_open(&t3, cache, &c, bdir, 0) == 0) {
-            CHECK(iv2_ckpt_save(bdir, 1, t3.student, t3.heads, &t3.opt, bj, 1) == 0, "save: %s", iv2_errmsg());
+            CHECK(iv2_ckpt_save(bdir, 1, t3.student, t3.heads, &t3.opt, bj, NULL, 1) == 0, "save: %s", iv2_errmsg());
             iv2_trainer_close(&t3);
         } else CHECK(0, "trainer: %s", iv2_errmsg());
         free(bj);
