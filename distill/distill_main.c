@@ -194,6 +194,13 @@ int main(int argc, char **argv) {
         if (pick_ckpt(out, ckpt, path, sizeof path) || ckpt_config(path, &c)) iv2_die("iv2-distill");
         c.eval_views = -1;
         if (c.batch > EVAL_BATCH) c.batch = EVAL_BATCH;
+#ifndef IV2_CUDA
+        if (!device && !strncmp(c.device, "cuda", 4)) {   /* a GPU run's checkpoint, evaluated on a CPU build */
+            iv2_warn("%s was trained on %s; this build has no CUDA: eval runs on the CPU (--device to choose)",
+                     path, c.device);
+            snprintf(c.device, sizeof c.device, "cpu");
+        }
+#endif
         if (device) snprintf(c.device, sizeof c.device, "%s", device);
         if (threads >= 0) c.threads = threads;
         char tmp[] = "/tmp/iv2-distill-eval-XXXXXX";   /* the trainer wants a run folder; eval writes nothing */

@@ -479,6 +479,9 @@ int main(void) {
         iv2_trainer t3;
         iv2_distill_config big = c;
         big.batch = 4096;
+#ifndef IV2_CUDA
+        snprintf(big.device, sizeof big.device, "cuda");   /* a GPU run's checkpoint: eval falls back to the CPU */
+#endif
         char *bj = iv2_distill_config_to_json(&big), bdir[300];
         snprintf(bdir, sizeof bdir, "%s.big", ROOT);
         if (iv2_trainer_open(&t3, cache, &c, bdir, 0) == 0) {
@@ -488,6 +491,9 @@ int main(void) {
         free(bj);
         snprintf(cmd, sizeof cmd, "IV2_QUIET=0 bin/iv2-distill eval --cache %s --out %s >/dev/null 2>%s.err", cache, bdir, ROOT);
         CHECK(system(cmd) == 0 && file_has(errp, "at batch 16 x"), "eval of a batch-4096 run: batch 16 buffers");
+#ifndef IV2_CUDA
+        CHECK(file_has(errp, "this build has no CUDA: eval runs on the CPU"), "a GPU run's checkpoint evaluated on the CPU");
+#endif
     }
     check_stop_signal(cache, &c);
     cf = fopen(cfgp, "w");
