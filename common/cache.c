@@ -945,33 +945,38 @@ int iv2_cache_verify(iv2_cache *c, iv2_cache_verify_report *r, void *err_stream)
         r->views++;
         if (k.mv_size != IV2_CACHE_KEY_SIZE) { r->bad++; report(err_stream, "views: key of %zu bytes", k.mv_size); continue; }
         iv2_cache_key key = iv2_cache_key_unpack(k.mv_data);
+        int64_t bad0 = r->bad;
         iv2_cache_view vh;
         if (check_view(c, v.mv_data, v.mv_size, &vh)) {
             r->bad++;
             report(err_stream, "row %lld view %u: %s", (long long)key.row, key.view, iv2_errmsg());
-            continue;
-        }
-        if (vh.row != key.row || vh.view != key.view) {
-            r->bad++;
-            report(err_stream, "row %lld view %u: record says row %lld view %u", (long long)key.row, key.view, (long long)vh.row, vh.view);
-        }
-        if (iv2_hash64((const uint8_t *)v.mv_data + IV2_CACHE_VIEW_HDR, iv2_cache_frames_bytes(&vh)) != vh.frames_checksum) {
-            r->bad++;
-            report(err_stream, "row %lld view %u: frames checksum mismatch", (long long)key.row, key.view);
-        }
-        for (int t = 0; t < c->n_targets; t++) {
-            MDB_val tv;
-            int g = mdb_get(txn, c->dbi_t[t], &k, &tv);
-            if (g) {
+        } else {
+            if (vh.row != key.row || vh.view != key.view) {
                 r->bad++;
-                report(err_stream, "row %lld view %u: target %s: %s", (long long)key.row, key.view, c->targets[t].name,
-                       g == MDB_NOTFOUND ? "missing" : mdb_strerror(g));
-                continue;
+                report(err_stream, "row %lld view %u: record says row %lld view %u", (long long)key.row, key.view, (long long)vh.row, vh.view);
             }
-            if (iv2_cache_check_value(&c->targets[t], tv.mv_data, tv.mv_size)) {
+            if (iv2_hash64((const uint8_t *)v.mv_data + IV2_CACHE_VIEW_HDR, iv2_cache_frames_bytes(&vh)) != vh.frames_checksum) {
                 r->bad++;
-                report(err_stream, "row %lld view %u: target %s: %s", (long long)key.row, key.view, c->targets[t].name, iv2_errmsg());
+                report(err_stream, "row %lld view %u: frames checksum mismatch", (long long)key.row, key.view);
             }
+            for (int t = 0; t < c->n_targets; t++) {
+                MDB_val tv;
+                int g = mdb_get(txn, c->dbi_t[t], &k, &tv);
+                if (g) {
+                    r->bad++;
+                    report(err_stream, "row %lld view %u: target %s: %s", (long long)key.row, key.view, c->targets[t].name,
+                           g == MDB_NOTFOUND ? "missing" : mdb_strerror(g));
+                    continue;
+                }
+                if (iv2_cache_check_value(&c->targets[t], tv.mv_data, tv.mv_size)) {
+                    r->bad++;
+                    report(err_stream, "row %lld view %u: target %s: %s", (long long)key.row, key.view, c->targets[t].name, iv2_errmsg());
+                }
+            }
+        }
+        if (r->bad > bad0) {   /* the view to drop for a repair (iv2_cache_drop_views) */
+            r->bad_keys = iv2_realloc(r->bad_keys, (size_t)(r->n_bad_keys + 1) * sizeof *r->bad_keys);
+            r->bad_keys[r->n_bad_keys++] = key;
         }
     }
     mdb_cursor_close(cur);
@@ -997,6 +1002,25 @@ int iv2_cache_verify(iv2_cache *c, iv2_cache_verify_report *r, void *err_stream)
     r->digest = h;
     if (ret) return -1;
     return r->bad ? 1 : 0;
+}
+
+int iv2_cache_drop_views(iv2_cache *c, const iv2_cache_key *keys, int64_t n) {
+    if (!c->rdwr) return iv2_err("cache %s is open read-only", c->dir);
+    MDB_txn *txn;
+    int rc = mdb_txn_begin(c->env, NULL, 0, &txn);
+    if (rc) return mdb_fail(c, "begin", rc);
+    for (int64_t i = 0; i < n && !rc; i++) {
+        uint8_t kb[IV2_CACHE_KEY_SIZE];
+        iv2_cache_key_pack(kb, keys[i]);
+        MDB_val k = {sizeof kb, kb};
+        rc = mdb_del(txn, c->dbi_views, &k, NULL);
+        for (int t = 0; t < c->n_targets && (rc == 0 || rc == MDB_NOTFOUND); t++) rc = mdb_del(txn, c->dbi_t[t], &k, NULL);
+        if (rc == MDB_NOTFOUND) rc = 0;
+    }
+    if (rc) { mdb_txn_abort(txn); return mdb_fail(c, "drop views", rc); }
+    rc = mdb_txn_commit(txn);
+    if (rc) return mdb_fail(c, "commit", rc);
+    return mdb_env_sync(c->env, 1) ? mdb_fail(c, "sync", rc) : 0;
 }
 
 /* ---------------------------------------------------------------- merge */

@@ -163,10 +163,15 @@ typedef struct iv2_cache_verify_report {
     int64_t views, errors, bad;    /* bad: values missing, wrong size or checksum */
     uint64_t digest;               /* content digest of views + targets + errors (not meta) */
     uint64_t bytes;                /* stored bytes of views + targets */
+    iv2_cache_key *bad_keys;       /* the views with a problem (malloc'd: the caller frees) */
+    int64_t n_bad_keys;
 } iv2_cache_verify_report;
 /* Check every view and value; each problem is printed (one line) to the FILE* err (may be NULL).
  * Returns 0 when clean, -1 on an LMDB error, 1 when problems were found. */
 int iv2_cache_verify(iv2_cache *c, iv2_cache_verify_report *r, void *err_stream);
+/* Remove views and their target values in one transaction (read-write; absent ones are fine):
+ * the repair of bad views, which the next iv2-extract run then extracts again. */
+int iv2_cache_drop_views(iv2_cache *c, const iv2_cache_key *keys, int64_t n);
 
 /* Copy every view, value and error of src into dst (metas must match except "shard");
  * views dst already holds are skipped. Checksums are checked on the way. */

@@ -5,6 +5,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/file.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <unistd.h>
 #include "cache.h"
 #include "compute.h"
 #include "err.h"
@@ -15,13 +19,14 @@
 static void usage(FILE *f) {
     fprintf(f,
             "usage: iv2-cache info DIR [--meta]        meta summary (--meta: the whole record), counts, bytes per target, errors\n"
-            "       iv2-cache verify DIR [--stats [--sample N] [--teacher internvit=W] [--device cpu|cuda]]\n"
+            "       iv2-cache verify DIR [--drop-bad] [--stats [--sample N] [--teacher internvit=W] [--device cpu|cuda]]\n"
             "                                           every value's size and checksum, every view has every\n"
             "                                           target; prints a content digest (views, targets, errors).\n"
             "                                           --stats: mean and worst cosine of the stored InternViT\n"
             "                                           targets against an fp32 recomputation from the stored\n"
             "                                           frames on N views (8), on --device (cpu); weights from\n"
-            "                                           the meta unless given\n"
+            "                                           the meta unless given. --drop-bad removes the bad views\n"
+            "                                           (and their values); the next iv2-extract run redoes them\n"
             "       iv2-cache merge OUT IN [IN...]      join shards into OUT (created with IN's meta, shard 0/1)\n"
             "       iv2-cache export-view DIR ROW [VIEW] --out PREFIX\n"
             "                                           PREFIX_fK.ppm (frames) and PREFIX.safetensors (targets, fp32)\n");
@@ -184,12 +189,32 @@ out:
     return rc;
 }
 
+/* --drop-bad: remove the bad views (and their values) so that the next iv2-extract run extracts
+ * them again; refused while an iv2-extract holds the folder (extract/pipeline.c's lock) */
+static int drop_bad(iv2_cache *c, const char *dir, const iv2_cache_verify_report *r) {
+    char lock[4200];
+    snprintf(lock, sizeof lock, "%s/extract.lock", dir);
+    int fd = open(lock, O_RDWR | O_CREAT, 0644);
+    if (fd >= 0 && flock(fd, LOCK_EX | LOCK_NB) && errno == EWOULDBLOCK) {
+        close(fd);
+        return iv2_err("verify --drop-bad: an iv2-extract is writing %s; run it when that has ended", dir);
+    }
+    int rc = iv2_cache_drop_views(c, r->bad_keys, r->n_bad_keys);
+    for (int64_t i = 0; i < r->n_bad_keys && !rc; i++)
+        printf("dropped row %lld view %u\n", (long long)r->bad_keys[i].row, r->bad_keys[i].view);
+    if (!rc) printf("dropped %lld bad views: the next iv2-extract run (same manifest and settings) extracts them again\n",
+                    (long long)r->n_bad_keys);
+    if (fd >= 0) close(fd);   /* and the lock with it */
+    return rc;
+}
+
 static int cmd_verify(int argc, char **argv) {
     const char *dir = NULL, *ivit = NULL, *device = "cpu";
-    int stats = 0, sample = 8;
+    int stats = 0, sample = 8, drop = 0;
     for (int i = 0; i < argc; i++) {
         int has_val = i + 1 < argc;
         if (!strcmp(argv[i], "--stats")) stats = 1;
+        else if (!strcmp(argv[i], "--drop-bad")) drop = 1;
         else if (!has_val && (!strcmp(argv[i], "--sample") || !strcmp(argv[i], "--device") || !strcmp(argv[i], "--teacher")))
             return iv2_err("verify: %s needs a value", argv[i]);
         else if (!strcmp(argv[i], "--sample")) {
@@ -208,15 +233,23 @@ static int cmd_verify(int argc, char **argv) {
     }
     if (!dir) return iv2_err("verify: which cache folder?");
     iv2_cache *c;
-    if (iv2_cache_open(&c, dir, IV2_CACHE_RDONLY)) return -1;
+    if (iv2_cache_open(&c, dir, drop ? IV2_CACHE_RDWR : IV2_CACHE_RDONLY)) return -1;
     iv2_cache_verify_report r;
     int rc = iv2_cache_verify(c, &r, stderr);
-    if (rc < 0) { iv2_cache_close(c); return -1; }
+    if (rc < 0) { free(r.bad_keys); iv2_cache_close(c); return -1; }
     printf("views %lld, errors %lld, bad %lld, bytes %llu, digest %016llx\n", (long long)r.views, (long long)r.errors,
            (long long)r.bad, (unsigned long long)r.bytes, (unsigned long long)r.digest);
+    if (drop && r.n_bad_keys > 0) {   /* repaired: what is left to report is what the drop could not fix */
+        if (drop_bad(c, dir, &r)) { free(r.bad_keys); iv2_cache_close(c); return -1; }
+        free(r.bad_keys);
+        if ((rc = iv2_cache_verify(c, &r, stderr)) < 0) { free(r.bad_keys); iv2_cache_close(c); return -1; }
+        printf("after the drop: views %lld, errors %lld, bad %lld\n", (long long)r.views, (long long)r.errors, (long long)r.bad);
+    }
+    free(r.bad_keys);
     if (stats && verify_stats(c, sample, ivit, device)) { iv2_cache_close(c); return -1; }
     iv2_cache_close(c);
-    if (rc) return iv2_err("cache %s: %lld problems (listed above)", dir, (long long)r.bad);
+    if (rc) return iv2_err("cache %s: %lld problems (listed above; --drop-bad removes those views for re-extraction)",
+                           dir, (long long)r.bad);
     return 0;
 }
 

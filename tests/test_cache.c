@@ -235,6 +235,19 @@ int main(void) {
             CHECK(iv2_cache_open(&cc, "build/tmp/test_cache_fp32", IV2_CACHE_RDONLY) == 0, "reopen");
             FILE *devnull = fopen("/dev/null", "w");
             CHECK(iv2_cache_verify(cc, &rr, devnull) == 1 && rr.bad == 1, "verify found %lld bad", (long long)rr.bad);
+            CHECK(rr.n_bad_keys == 1 && rr.bad_keys[0].row == 2 && rr.bad_keys[0].view == 1, "the bad view named (%lld keys)",
+                  (long long)rr.n_bad_keys);
+            iv2_cache_close(cc);
+            /* the repair: drop it (view and values), then the cache verifies and lacks just that view */
+            int64_t before = rr.views;
+            CHECK(iv2_cache_open(&cc, "build/tmp/test_cache_fp32", IV2_CACHE_RDWR) == 0, "reopen read-write");
+            CHECK(iv2_cache_drop_views(cc, rr.bad_keys, rr.n_bad_keys) == 0, "drop: %s", iv2_errmsg());
+            free(rr.bad_keys);
+            CHECK(iv2_cache_verify(cc, &rr, devnull) == 0 && rr.bad == 0 && rr.views == before - 1 && rr.n_bad_keys == 0,
+                  "after the drop: %lld views, %lld bad", (long long)rr.views, (long long)rr.bad);
+            CHECK(iv2_cache_has_view(cc, (iv2_cache_key){2, 1}) == 0 && iv2_cache_has_view(cc, (iv2_cache_key){2, 0}) == 1,
+                  "row 2 view 1 gone, view 0 kept");
+            free(rr.bad_keys);
             fclose(devnull);
             iv2_cache_close(cc);
         }
