@@ -129,15 +129,6 @@ static int log_has(const char *log, const char *what) {
 }
 
 
-static int count_lines(const char *path, const char *what) {
-    FILE *f = fopen(path, "r");
-    char line[65536];
-    int n = 0;
-    while (f && fgets(line, sizeof line, f)) n += strstr(line, what) != NULL;
-    if (f) fclose(f);
-    return n;
-}
-
 static void stop_one_rank(const iv2_distill_config *c, const parity_tol *tol) {
     iv2_distill_config o = *c;
     o.steps = 24; o.epochs = 0;
@@ -148,7 +139,7 @@ static void stop_one_rank(const iv2_distill_config *c, const parity_tol *tol) {
              "--out %s.sigb%s >%s.sigb.log 2>&1", mpirun, bin, ROOT, ROOT, ROOT, dev_arg, ROOT);
     pid_t pid = fork();
     if (pid == 0) { execl("/bin/sh", "sh", "-c", cmd, (char *)NULL); _exit(127); }
-    for (int i = 0; i < 6000 && count_lines(ROOT ".sigb/metrics.jsonl", "\"event\":\"step\"") < 3; i++) usleep(10000);
+    for (int i = 0; i < 6000 && t_count_lines(ROOT ".sigb/metrics.jsonl", "\"event\":\"step\"") < 3; i++) usleep(10000);
     char q[64], buf[64];
     snprintf(q, sizeof q, "pgrep -P %d | head -n 1", (int)pid);   /* one rank: mpirun's first child */
     FILE *p = popen(q, "r");
@@ -161,8 +152,8 @@ static void stop_one_rank(const iv2_distill_config *c, const parity_tol *tol) {
     char latest[512];
     CHECK(iv2_ckpt_latest(ROOT ".sigb", latest, sizeof latest, &at) == 0 && at > 0 && at < 24,
           "both ranks stopped at step %lld with its checkpoint (mpirun status %d, " ROOT ".sigb.log)", (long long)at, st);
-    CHECK(count_lines(ROOT ".sigb/metrics.jsonl", "\"event\":\"stopped\"") == 1 &&
-          count_lines(ROOT ".sigb/metrics.jsonl", "\"signal\":15") == 1, "one stopped line, naming SIGTERM");
+    CHECK(t_count_lines(ROOT ".sigb/metrics.jsonl", "\"event\":\"stopped\"") == 1 &&
+          t_count_lines(ROOT ".sigb/metrics.jsonl", "\"signal\":15") == 1, "one stopped line, naming SIGTERM");
     CHECK(train(2, ROOT ".sig.json", ROOT ".sigb", "--resume", ROOT ".sigb2.log") == 0, "2 ranks, resumed after the signal");
     double worst = 0;
     CHECK(same_ckpt(ROOT ".siga/ckpt_00000024.safetensors", ROOT ".sigb/ckpt_00000024.safetensors", (float)tol->resume_rtol,

@@ -46,16 +46,6 @@ static int file_has(const char *path, const char *what) {
     return system(cmd) == 0;
 }
 
-/* lines of a file holding `what` */
-static int count_lines(const char *path, const char *what) {
-    FILE *f = fopen(path, "r");
-    char line[8192];
-    int n = 0;
-    while (f && fgets(line, sizeof line, f)) n += strstr(line, what) != NULL;
-    if (f) fclose(f);
-    return n;
-}
-
 /* SIGTERM mid-run (Slurm before its time limit): the CLI finishes the step, writes its checkpoint
  * and a "stopped" line, exits 143; --resume then ends bit-identical to an uninterrupted run */
 static void check_stop_signal(const char *cache, const iv2_distill_config *c) {
@@ -78,7 +68,7 @@ static void check_stop_signal(const char *cache, const iv2_distill_config *c) {
         _exit(127);
     }
     snprintf(path, sizeof path, "%s/metrics.jsonl", b);
-    for (int i = 0; i < 6000 && count_lines(path, "\"event\":\"step\"") < 3; i++) usleep(10000);
+    for (int i = 0; i < 6000 && t_count_lines(path, "\"event\":\"step\"") < 3; i++) usleep(10000);
     kill(pid, SIGTERM);
     int st = 0;
     waitpid(pid, &st, 0);
@@ -87,7 +77,7 @@ static void check_stop_signal(const char *cache, const iv2_distill_config *c) {
     char latest[700];
     CHECK(iv2_ckpt_latest(b, latest, sizeof latest, &at) == 0 && at > 0 && at < 40, "a checkpoint at the step it stopped (%lld)",
           (long long)at);
-    CHECK(count_lines(path, "\"event\":\"stopped\"") == 1, "one stopped line");
+    CHECK(t_count_lines(path, "\"event\":\"stopped\"") == 1, "one stopped line");
     snprintf(cmd, sizeof cmd, "IV2_QUIET=1 bin/iv2-distill train --cache %s --config %s --out %s --resume", cache, cfg, b);
     CHECK(system(cmd) == 0, "--resume after SIGTERM");
     snprintf(path, sizeof path, "%s/ckpt_00000040.safetensors", a);

@@ -41,6 +41,16 @@ static inline const char *t_shared(const char *rel, char *buf, size_t cap) {
     return access(buf, R_OK) == 0 ? buf : NULL;
 }
 
+/* lines of a text file (each under 64 KiB) holding `what`; 0 when it cannot be read */
+static inline int t_count_lines(const char *path, const char *what) {
+    FILE *f = fopen(path, "r");
+    static char line[65536];
+    int n = 0;
+    while (f && fgets(line, sizeof line, f)) n += strstr(line, what) != NULL;
+    if (f) fclose(f);
+    return n;
+}
+
 static inline void test_skip(const char *why) { t_skipped = 1; printf("skipped: %s\n", why); }
 
 static inline int test_done(void) {

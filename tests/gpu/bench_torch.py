@@ -192,17 +192,27 @@ def train_rows(views, out, modes, dims=(1408, 16, 6144), depths=(2, 6), full=40)
             print(f"iv2-1b train ({'torch.compile ' + mode if mode else 'eager'}): failed: {msg}", flush=True)
             out["models"].append({"model": name, "failed": msg})
             continue
-        t = t1 + (full - d1) * (t2 - t1) / (d2 - d1)
-        fl = 3.0 * views * (full * (nv * (8.0 * C * C + 4.0 * C * mlp) + 4.0 * nv * nv * C) + 2.0 * (nv - 1) * 588 * C)
-        r = {"model": name, "batch": views, "n_vis": nv, "unit": "views", "ms": t * 1e3, "per_s": views / t,
-             "tokens_per_s": views * nv / t, "tflops": fl / t / 1e12, "mfu": fl / t / PEAK,
-             "ms_timed": [t1 * 1e3, t2 * 1e3], "depths_timed": [d1, d2]}
-        if mode:
-            r.update(compile=mode, first_call_s=[c1, c2])
-        out["models"].append(r)
-        how = f"torch.compile {mode}, first calls {c1:.1f} + {c2:.1f} s" if mode else "eager"
-        print(f"{'iv2-1b train':14s} {views:6d} {t*1e3:10.2f} {views*nv/t:9.0f} tk {views/t:12.2f} {fl/t/1e12:10.1f} "
-              f"{100*fl/t/PEAK:7.1f}%   (train step, fwd+bwd, no optimiser, {how})", flush=True)
+        fl_block = 3.0 * views * nv * (8.0 * C * C + 4.0 * C * mlp + 4.0 * nv * C)
+        fl_rest = 3.0 * views * 2.0 * (nv - 1) * 588 * C
+        student_row(out, name, "iv2-1b train", "train step, fwd+bwd, no optimiser", views, nv, (t1, t2), depths, full,
+                    fl_block, fl_rest, mode, (c1, c2))
+
+
+def student_row(out, name, label, what, views, nv, ts, depths, full, fl_block, fl_rest, mode, firsts):
+    """a training row: the times at two depths extrapolated to full depth (the blocks are
+    identical), FLOPs = full x fl_block + fl_rest, recorded in out and printed"""
+    (t1, t2), (d1, d2) = ts, depths
+    t = t1 + (full - d1) * (t2 - t1) / (d2 - d1)
+    fl = full * fl_block + fl_rest
+    r = {"model": name, "batch": views, "n_vis": nv, "unit": "views", "ms": t * 1e3, "per_s": views / t,
+         "tokens_per_s": views * nv / t, "tflops": fl / t / 1e12, "mfu": fl / t / PEAK,
+         "ms_timed": [t1 * 1e3, t2 * 1e3], "depths_timed": [d1, d2]}
+    if mode:
+        r.update(compile=mode, first_call_s=list(firsts))
+    out["models"].append(r)
+    how = f"torch.compile {mode}, first calls {firsts[0]:.1f} + {firsts[1]:.1f} s" if mode else "eager"
+    print(f"{label:14s} {views:6d} {t*1e3:10.2f} {views*nv/t:9.0f} tk {views/t:12.2f} {fl/t/1e12:10.1f} "
+          f"{100*fl/t/PEAK:7.1f}%   ({what}, {how})", flush=True)
 
 
 class Head(nn.Module):
@@ -294,18 +304,11 @@ def step_row(views, out, dims=(1408, 16, 6144), heads=(3200, 1408, 768), depths=
         print(f"iv2-1b step ({'torch.compile ' + mode if mode else 'eager'}): failed: {msg}", flush=True)
         out["models"].append({"model": name, "failed": msg})
         return
-    t = t1 + (full - d1) * (t2 - t1) / (d2 - d1)
     hf = 6 * 2.0 * nv * C * heads[0] + 4 * 2.0 * (nv - 1) * (C * C + C * heads[1]) + 2.0 * 768 * heads[2]
-    fl = 3.0 * views * (full * (nv * (8.0 * C * C + 4.0 * C * mlp) + 4.0 * nv * nv * C) + 2.0 * (nv - 1) * 588 * C + hf)
-    r = {"model": name, "batch": views, "n_vis": nv, "unit": "views", "ms": t * 1e3, "per_s": views / t,
-         "tokens_per_s": views * nv / t, "tflops": fl / t / 1e12, "mfu": fl / t / PEAK,
-         "ms_timed": [t1 * 1e3, t2 * 1e3], "depths_timed": [d1, d2]}
-    if mode:
-        r.update(compile=mode, first_call_s=[c1, c2])
-    out["models"].append(r)
-    how = f"torch.compile {mode}, first calls {c1:.1f} + {c2:.1f} s" if mode else "eager"
-    print(f"{'iv2-1b step':14s} {views:6d} {t*1e3:10.2f} {views*nv/t:9.0f} tk {views/t:12.2f} {fl/t/1e12:10.1f} "
-          f"{100*fl/t/PEAK:7.1f}%   (whole step: + heads, loss, clip, AdamW; autocast bf16, {how})", flush=True)
+    fl_block = 3.0 * views * nv * (8.0 * C * C + 4.0 * C * mlp + 4.0 * nv * C)
+    fl_rest = 3.0 * views * (2.0 * (nv - 1) * 588 * C + hf)
+    student_row(out, name, "iv2-1b step", "whole step: + heads, loss, clip, AdamW; autocast bf16", views, nv, (t1, t2),
+                depths, full, fl_block, fl_rest, mode, (c1, c2))
 
 
 def model_time(kind, depth, S):
