@@ -69,7 +69,7 @@ static int check_fields(const cJSON *root) {
 static int fill_row(const cJSON *root, const char *base_dir, iv2_row *out) {
     if (!cJSON_IsObject(root)) return iv2_err("not a JSON object (got %s)", json_kind(root));
     if (check_fields(root)) return -1;
-    const cJSON *video = NULL, *start = NULL, *end = NULL, *id = NULL, *source = NULL, *c;
+    const cJSON *video = NULL, *start = NULL, *end = NULL, *id = NULL, *source = NULL, *stream = NULL, *c;
     cJSON *extra = cJSON_CreateObject();
     cJSON_ArrayForEach(c, root) {
         if (!strcmp(c->string, "video")) video = c;
@@ -77,6 +77,7 @@ static int fill_row(const cJSON *root, const char *base_dir, iv2_row *out) {
         else if (!strcmp(c->string, "end")) end = c;
         else if (!strcmp(c->string, "id")) id = c;
         else if (!strcmp(c->string, "source")) source = c;
+        else if (!strcmp(c->string, "stream")) stream = c;
         else cJSON_AddItemToObject(extra, c->string, cJSON_Duplicate(c, 1));
     }
     int rc = 0, has_end;
@@ -86,6 +87,10 @@ static int fill_row(const cJSON *root, const char *base_dir, iv2_row *out) {
     else if (id && !cJSON_IsString(id)) rc = iv2_err("field \"id\" must be a string, got %s", json_kind(id));
     else if (id && !id->valuestring[0]) rc = iv2_err("field \"id\" is empty");
     else if (source && !cJSON_IsString(source)) rc = iv2_err("field \"source\" must be a string, got %s", json_kind(source));
+    else if (stream && !(cJSON_IsNumber(stream) && stream->valuedouble >= 0 && stream->valuedouble <= 65535 &&
+                         stream->valuedouble == (int)stream->valuedouble))
+        rc = iv2_err("field \"stream\" must be a stream index (a whole number >= 0), got %s",
+                     cJSON_IsNumber(stream) ? "another number" : json_kind(stream));
     else if (get_seconds(start, "start", &out->start) < 0) rc = -1;
     else if ((has_end = get_seconds(end, "end", &out->end)) < 0) rc = -1;
     else if (has_end && out->start >= out->end) rc = iv2_err("start %g >= end %g", out->start, out->end);
@@ -93,6 +98,7 @@ static int fill_row(const cJSON *root, const char *base_dir, iv2_row *out) {
     out->video = resolve(video->valuestring, base_dir);
     out->id = id ? iv2_strdup(id->valuestring) : NULL;
     out->source = iv2_strdup(source ? source->valuestring : "");
+    out->stream = stream ? (int)stream->valuedouble : -1;
     char *js = cJSON_PrintUnformatted(extra);
     cJSON_Delete(extra);
     if (!js) iv2_panic("cJSON_PrintUnformatted failed (out of memory)");

@@ -18,6 +18,7 @@ typedef struct iv2_row {
     char *id;             /* given id, or the row index as text */
     char *source;         /* "" when absent */
     double start, end;    /* seconds; end < 0 means "to the end" */
+    int stream;           /* the container's stream index to decode; -1 (absent): the best video stream */
     char *extra_json;     /* other fields as a JSON object text, "{}" when none */
 } iv2_row;
 

@@ -190,7 +190,9 @@ static void *worker_main(void *arg) {
         const iv2_row *r = wr->row;
         double t0 = iv2_now();
         iv2_err_clear();
-        iv2_video *v = iv2_video_open(r->video, &wc->so);
+        iv2_sample_opts so = wc->so;
+        if (r->stream >= 0) so.stream = r->stream;   /* the row names its stream */
+        iv2_video *v = iv2_video_open(r->video, &so);
         if (!v) {
             pthread_mutex_lock(&q->r.mu); q->t_decode += iv2_now() - t0; pthread_mutex_unlock(&q->r.mu);
             push_error(q, w, iv2_errmsg());
@@ -199,7 +201,7 @@ static void *worker_main(void *arg) {
         for (int i = 0; i < wr->n_need; i++) {
             item x = {w, (int)wr->need[i], iv2_malloc(clip_bytes), {0}, NULL};
             if (i) t0 = iv2_now();
-            int rc = iv2_video_sample(v, r->start, r->end, r->source, o->seed, r->index, x.view, &wc->so, x.rgb, &x.rec);
+            int rc = iv2_video_sample(v, r->start, r->end, r->source, o->seed, r->index, x.view, &so, x.rgb, &x.rec);
             pthread_mutex_lock(&q->r.mu); q->t_decode += iv2_now() - t0; pthread_mutex_unlock(&q->r.mu);
             if (rc) {
                 free(x.rgb);

@@ -138,6 +138,15 @@ check "lock released: $out" expr "$out" : 'rows done 0, failed 0, skipped 4;' >/
 err=$(X --time-limit 0.000001 --manifest $T/one.jsonl --cache $T/slow 2>&1 >/dev/null)
 check "time limit recorded: $err" sh -c "echo '$err' | grep -q 'time limit of 1e-06 s exceeded'"
 
+# ---- a row names the stream to decode ("stream": the container's index; default the best one)
+ffmpeg -v error -y -f lavfi -i testsrc=size=64x48:rate=25:duration=1 -f lavfi -i testsrc2=size=96x80:rate=25:duration=1 \
+  -map 0 -map 1 -pix_fmt yuv420p $T/two.mkv || exit 1
+printf '{"video":"two.mkv","stream":1}\n{"video":"two.mkv","stream":5}\n' > $T/streams.jsonl
+X --views 1 --manifest $T/streams.jsonl --cache $T/streams >/dev/null 2>&1
+./bin/iv2-cache export-view $T/streams 0 --out $T/st0 >/dev/null 2>&1
+check "row 0 decoded stream 1 (96x80)" sh -c "head -c 1000000 $T/st0.safetensors | grep -aq 'src.\":\[96,80\].*stream.\":1'"
+check "row 1: no stream 5, recorded" sh -c "./bin/iv2-cache info $T/streams | grep -q 'no stream 5 (the file has 2)'"
+
 # ---- a manifest that is a pipe is refused (relative paths would resolve under /dev/fd)
 err=$(cat $T/good.jsonl | X --manifest /dev/stdin --cache $T/pipe 2>&1 >/dev/null)
 check "pipe manifest refused: $err" sh -c "echo '$err' | grep -q 'not a regular file'"

@@ -104,6 +104,11 @@ static void test_valid(void) {
     iv2_row r;
     CHECK(iv2_manifest_parse_line("{\"video\":\"v.mp4\"}", 17, "", &r) == 0 && !strcmp(r.video, "v.mp4") && r.id == NULL, "no base dir");
     iv2_row_free(&r);
+    CHECK(iv2_manifest_parse_line("{\"video\":\"v.mp4\",\"stream\":2}", 28, "", &r) == 0 && r.stream == 2 &&
+          !strcmp(r.extra_json, "{}"), "stream 2 (%d)", r.stream);
+    iv2_row_free(&r);
+    CHECK(iv2_manifest_parse_line("{\"video\":\"v.mp4\"}", 17, "", &r) == 0 && r.stream == -1, "no stream: the best (%d)", r.stream);
+    iv2_row_free(&r);
     CHECK(iv2_manifest_parse_line("  # x", 5, "d", &r) == 1, "comment skipped");
     CHECK(iv2_manifest_parse_line(" \t\r", 3, "d", &r) == 1, "blank skipped");
 
@@ -128,6 +133,9 @@ static void test_bad(void) {
     BAD("notjson.jsonl", "{\"video\":\"a\"}\n{video: a}\n", 2, "not valid JSON (at column ");
     BAD("novideo.jsonl", "\n{\"start\": 1}\n", 2, "missing required field \"video\"");
     BAD("videonum.jsonl", "{\"video\": 3}\n", 1, "field \"video\" must be a string, got a number");
+    BAD("streamneg.jsonl", "{\"video\": \"a\", \"stream\": -1}\n", 1, "field \"stream\" must be a stream index");
+    BAD("streamfrac.jsonl", "{\"video\": \"a\", \"stream\": 1.5}\n", 1, "field \"stream\" must be a stream index");
+    BAD("streamstr.jsonl", "{\"video\": \"a\", \"stream\": \"1\"}\n", 1, "field \"stream\" must be a stream index (a whole number >= 0), got a string");
     BAD("videoempty.jsonl", "{\"video\": \"\"}\n", 1, "field \"video\" is empty");
     BAD("startstr.jsonl", "{\"video\": \"a\", \"start\": \"1.5\"}\n", 1, "field \"start\" must be a number of seconds, got a string");
     BAD("endbool.jsonl", "{\"video\": \"a\", \"end\": true}\n", 1, "field \"end\" must be a number of seconds, got a boolean");
