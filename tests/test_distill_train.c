@@ -46,6 +46,13 @@ static int file_has(const char *path, const char *what) {
     return system(cmd) == 0;
 }
 
+static void write_config(const char *path, const iv2_distill_config *c) {
+    char *js = iv2_distill_config_to_json(c);
+    FILE *f = fopen(path, "w");
+    if (f) { fputs(js, f); fclose(f); }
+    free(js);
+}
+
 /* SIGTERM mid-run (Slurm before its time limit): the CLI finishes the step, writes its checkpoint
  * and a "stopped" line, exits 143; --resume then ends bit-identical to an uninterrupted run */
 static void check_stop_signal(const char *cache, const iv2_distill_config *c) {
@@ -55,10 +62,7 @@ static void check_stop_signal(const char *cache, const iv2_distill_config *c) {
     snprintf(cfg, sizeof cfg, "%s.sig.json", ROOT);
     snprintf(a, sizeof a, "%s.sig_a", ROOT);
     snprintf(b, sizeof b, "%s.sig_b", ROOT);
-    char *js = iv2_distill_config_to_json(&o);
-    FILE *f = fopen(cfg, "w");
-    if (f) { fputs(js, f); fclose(f); }
-    free(js);
+    write_config(cfg, &o);
     snprintf(cmd, sizeof cmd, "rm -rf %s %s && IV2_QUIET=1 bin/iv2-distill train --cache %s --config %s --out %s", a, b, cache, cfg, a);
     CHECK(system(cmd) == 0, "uninterrupted run of 40 steps");
     pid_t pid = fork();
@@ -408,10 +412,7 @@ int main(void) {
     char cfgp[256], cmd[2048], out[256], buf[4096];
     snprintf(cfgp, sizeof cfgp, "%s.json", ROOT);
     snprintf(out, sizeof out, "%s.cli", ROOT);
-    char *js = iv2_distill_config_to_json(&c);
-    FILE *cf = fopen(cfgp, "w");
-    if (cf) { fputs(js, cf); fclose(cf); }
-    free(js);
+    write_config(cfgp, &c);
     snprintf(cmd, sizeof cmd, "rm -rf %s && IV2_QUIET=1 bin/iv2-distill train --cache %s --config %s --out %s --max-steps 2 2>%s.err", out, cache, cfgp, out, ROOT);
     CHECK(system(cmd) == 0, "cli train");
     snprintf(cmd, sizeof cmd, "bin/iv2-distill plot --out %s", out);
@@ -486,7 +487,7 @@ int main(void) {
 #endif
     }
     check_stop_signal(cache, &c);
-    cf = fopen(cfgp, "w");
+    FILE *cf = fopen(cfgp, "w");
     if (cf) { fputs("{\"batch\": 4, \"mask_typ\": \"tube\"}", cf); fclose(cf); }
     snprintf(cmd, sizeof cmd, "bin/iv2-distill train --cache %s --config %s --out %s.bad 2>%s.err", cache, cfgp, ROOT, ROOT);
     CHECK(system(cmd) != 0, "bad config fails");
