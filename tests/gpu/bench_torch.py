@@ -141,21 +141,34 @@ def sync():
         torch.cuda.synchronize()
 
 
+def compiled(m, blocks, mode):
+    """m under torch.compile: "blocks" compiles each block in place (regional compilation: the
+    blocks share one compiled graph, so the compile takes seconds), "model" returns the whole model
+    compiled, "" returns m as it is"""
+    if mode == "blocks":
+        for b in blocks:
+            b.compile()
+    return torch.compile(m) if mode == "model" else m
+
+
+def student_inputs(S):
+    """S random uint8 clips of 8 frames and the recipe's 417 visible tokens (CLS + 52 per frame,
+    evenly spread), the same for every sample"""
+    x = torch.randint(0, 256, (S, 8, 224, 224, 3), dtype=torch.uint8, device=dev)
+    per, keep = 256, 52
+    idx = [0] + [1 + t * per + (i * per) // keep for t in range(8) for i in range(keep)]
+    vis = torch.tensor(idx, device=dev).unsqueeze(0).expand(S, -1).contiguous()
+    return x, vis, idx
+
+
 def train_time(depth, S, compile_mode="", dims=(1408, 16, 6144)):
     """median seconds of one student training step, visible tokens, seconds of the first call
     (with compile_mode, the compilation)"""
     torch.manual_seed(0)
     with torch.device(dev):
         m = Student(depth, *dims).to(dt)
-    if compile_mode == "blocks":  # regional compilation: the blocks share one compiled graph
-        for b in m.blocks:
-            b.compile()
-    elif compile_mode == "model":
-        m = torch.compile(m)
-    x = torch.randint(0, 256, (S, 8, 224, 224, 3), dtype=torch.uint8, device=dev)
-    per, keep = 256, 52
-    idx = [0] + [1 + t * per + (i * per) // keep for t in range(8) for i in range(keep)]
-    vis = torch.tensor(idx, device=dev).unsqueeze(0).expand(S, -1).contiguous()
+    m = compiled(m, m.blocks, compile_mode)
+    x, vis, idx = student_inputs(S)
     g_out = torch.randn(S, len(idx), dims[0], device=dev, dtype=dt) * 1e-4
     g_pool = torch.randn(S, 768, device=dev, dtype=dt) * 1e-4
 
@@ -261,16 +274,8 @@ def step_time(depth, S, dims=(1408, 16, 6144), heads=(3200, 1408, 768), compile_
         m = Pretrain(depth, dims, heads)
     opt = torch.optim.AdamW(m.parameters(), lr=1e-4, betas=(0.9, 0.98), eps=1e-6, weight_decay=0.05,
                             fused=dev == "cuda")
-    fwd = m
-    if compile_mode == "blocks":  # as train_time: the student's blocks share one compiled graph
-        for b in m.student.blocks:
-            b.compile()
-    elif compile_mode == "model":
-        fwd = torch.compile(m)
-    x = torch.randint(0, 256, (S, 8, 224, 224, 3), dtype=torch.uint8, device=dev)
-    per, keep = 256, 52
-    idx = [0] + [1 + t * per + (i * per) // keep for t in range(8) for i in range(keep)]
-    vis = torch.tensor(idx, device=dev).unsqueeze(0).expand(S, -1).contiguous()
+    fwd = compiled(m, m.student.blocks, compile_mode)   # m keeps the parameters the optimiser holds
+    x, vis, idx = student_inputs(S)
     unit = lambda *sh: F.normalize(torch.randn(*sh, device=dev), dim=-1).to(dt)
     tc = [unit(S, len(idx), heads[0]) for _ in m.clip]
     tm = [unit(S, len(idx) - 1, heads[1]) for _ in m.mae]
