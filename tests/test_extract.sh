@@ -73,6 +73,19 @@ check "export-view of resumed = uninterrupted" cmp -s $T/e_ref.safetensors $T/e_
 check "export-view frames" cmp -s $T/e_ref_f7.ppm $T/e_kill_f7.ppm
 check "export-view ppm header" sh -c "head -c 2 $T/e_ref_f0.ppm | grep -q P6"
 
+# ---- repair: a flipped frame byte is found by verify, --drop-bad removes that view, the next
+# run extracts it again and the cache equals the uninterrupted one
+cp -r $T/ref $T/rep
+off=$(grep -obUa IV2V $T/rep/data.mdb | sed -n '2s/:.*//p')
+printf '\377' | dd of=$T/rep/data.mdb bs=1 seek=$((off + 2048 + 777)) conv=notrunc 2>/dev/null
+check "verify finds the flipped byte" sh -c "! ./bin/iv2-cache verify $T/rep >/dev/null 2>&1"
+out=$(./bin/iv2-cache verify $T/rep --drop-bad 2>&1)
+check "--drop-bad drops one view: $out" sh -c "echo '$out' | grep -q '^dropped 1 bad views'"
+check "repaired cache verifies" ./bin/iv2-cache verify $T/rep >/dev/null
+out=$(X --manifest $T/good.jsonl --cache $T/rep) || echo "FAIL: extract after --drop-bad"
+check "extract redoes the dropped view: $out" expr "$out" : '.*views 1;' >/dev/null
+check "repaired + re-extracted equals the uninterrupted one" test "$(digest $T/rep)" = "$D"
+
 # ---- shards then merge
 X --shard 0/2 --manifest $T/good.jsonl --cache $T/s0 >/dev/null || echo "FAIL: shard 0"
 X --shard 1/2 --manifest $T/good.jsonl --cache $T/s1 >/dev/null || echo "FAIL: shard 1"
@@ -91,6 +104,10 @@ check "merge into a cache of other settings refused: $err" sh -c "echo '$err' | 
 check "and it is unchanged" test "$(digest $T/m)" = "$D"
 err=$(./bin/iv2-cache merge $T/m3 $T/s0 $T/./m3/ 2>&1)
 check "OUT among the inputs refused: $err" sh -c "echo '$err' | grep -q 'same folder'"
+ln -s m $T/mlink
+err=$(./bin/iv2-cache merge $T/m $T/s0 $T/mlink 2>&1)
+check "OUT among the inputs through a symlink refused: $err" sh -c "echo '$err' | grep -q 'same folder'"
+check "and it is unchanged" test "$(digest $T/m)" = "$D"
 
 # ---- bad rows: exactly those in errors, the rest done
 out=$(X --manifest $T/bad.jsonl --cache $T/bad 2>/dev/null) || echo "FAIL: run with bad rows"
