@@ -115,13 +115,6 @@ static int train(int ranks, const char *cfg, const char *out, const char *extra,
     return system(cmd);
 }
 
-static void write_config(const char *path, const iv2_distill_config *c) {
-    char *js = iv2_distill_config_to_json(c);
-    FILE *f = fopen(path, "w");
-    if (f) { fputs(js, f); fclose(f); }
-    free(js);
-}
-
 static int log_has(const char *log, const char *what) {
     char cmd[512];
     snprintf(cmd, sizeof cmd, "grep -Eq '%s' %s", what, log);

@@ -131,6 +131,14 @@ static void synth_config(iv2_distill_config *c, const synth_spec *sp, int batch)
     c->keep_ckpt = 2;
     c->threads = 1;
 }
+/* the run config as run.json for the CLI */
+static inline void write_config(const char *path, const iv2_distill_config *c) {
+    char *js = iv2_distill_config_to_json(c);
+    FILE *f = fopen(path, "w");
+    if (f) { fputs(js, f); fclose(f); }
+    free(js);
+}
+
 /* every tensor of two checkpoints equal byte for byte (weights, heads, AdamW moments) */
 static inline int same_tensors(const char *a, const char *b) {
     iv2_st_file fa, fb;

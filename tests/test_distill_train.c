@@ -46,13 +46,6 @@ static int file_has(const char *path, const char *what) {
     return system(cmd) == 0;
 }
 
-static void write_config(const char *path, const iv2_distill_config *c) {
-    char *js = iv2_distill_config_to_json(c);
-    FILE *f = fopen(path, "w");
-    if (f) { fputs(js, f); fclose(f); }
-    free(js);
-}
-
 /* SIGTERM mid-run (Slurm before its time limit): the CLI finishes the step, writes its checkpoint
  * and a "stopped" line, exits 143; --resume then ends bit-identical to an uninterrupted run */
 static void check_stop_signal(const char *cache, const iv2_distill_config *c) {
