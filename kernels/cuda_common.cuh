@@ -48,11 +48,11 @@ typedef struct {
     int gemm_next;
     size_t smem_optin;            /* largest dynamic shared memory a block may opt in to */
     int sms;                      /* streaming multiprocessors */
-    int norm_bwd_blocks[9];       /* resident blocks per SM of norm_backward8_kernel<VPL>, [0]: of
-                                     norm_backward_wide_kernel (0: not asked yet) */
+    int norm_bwd_blocks[9];       /* resident blocks per SM of norm_backward8_kernel<VPL> (0: not asked yet) */
     size_t norm_bwd_smem[9];      /* the dynamic shared memory each was asked for */
     int gelu_fusion;              /* the tanh GELU fused into the MLP's GEMMs (matmul_gelu); IV2_GELU_FUSION=0: off */
-    int vec_bwd;                  /* the 16-byte-vector backward kernels (norm, GELU, residual, bias); IV2_VEC_BWD=0: the scalar ones */
+    int vec_bwd;                  /* the 16-byte-vector kernels (norm and GELU backward, residual, bias sums, gather and
+                                     scatter of rows, L2 norm, cosine loss); IV2_VEC_BWD=0: the scalar ones */
     int wgmma;                    /* the sm_90a kernels run here: built with IV2_WGMMA, compute capability 9.0 */
 } cuda_impl;
 

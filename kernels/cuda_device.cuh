@@ -14,19 +14,70 @@
 __device__ __forceinline__ float ld(const bf16 *p) { return __bfloat162float(*p); }
 __device__ __forceinline__ void st(bf16 *p, float v) { *p = __float2bfloat16(v); }
 
-/* 8 bf16 (16 bytes) <-> 8 floats; callers check 16-byte alignment */
-__device__ __forceinline__ void ld8(const bf16 *p, float *f) {
-    uint4 u = *(const uint4 *)p;
+/* 8 bf16 (16 bytes) <-> 8 floats; callers check 16-byte alignment. ldv and unpack8 split ld8 in
+ * two, so a kernel can issue all the loads of a row before it converts any of them. */
+__device__ __forceinline__ uint4 ldv(const bf16 *p) { return *(const uint4 *)p; }
+__device__ __forceinline__ void unpack8(uint4 u, float *f) {
     const __nv_bfloat162 *h = (const __nv_bfloat162 *)&u;
 #pragma unroll
     for (int k = 0; k < 4; k++) { float2 v = __bfloat1622float2(h[k]); f[2 * k] = v.x; f[2 * k + 1] = v.y; }
 }
+__device__ __forceinline__ void ld8(const bf16 *p, float *f) { unpack8(ldv(p), f); }
 __device__ __forceinline__ void st8(bf16 *p, const float *f) {
     uint4 u;
     __nv_bfloat162 *h = (__nv_bfloat162 *)&u;
 #pragma unroll
     for (int k = 0; k < 4; k++) h[k] = __floats2bfloat162_rn(f[2 * k], f[2 * k + 1]);
     *(uint4 *)p = u;
+}
+
+/* ---- column sums (bias, LayerScale and norm weight gradients) ----
+ * A block of CS_WARPS warps sums 256 columns (32 lanes x 8 columns, 16-byte vectors) over a
+ * chunk of rows: warp w takes rows w, w + CS_WARPS, ..., RB of them per round trip to memory
+ * (their loads issued before any is used); then block_colsum_add adds the warps' sums in shared
+ * memory and one thread per column adds the block's sum to acc: one atomic per column per block.
+ * (One warp per block and 8 atomics per thread ran at a fifth of the bandwidth on an H100,
+ * 2026-11-27: latency-bound on the loads, then on draining the atomics.) */
+#define RB 4
+#define CS_WARPS 8
+#define CS_THREADS (32 * CS_WARPS)
+
+/* acc[8 * c8 + k] += the block's sum of s[k] over its warps, for the block's column vectors
+ * c8 = blockIdx.x * 32 + lane < C8; every thread of the block must call it (barriers) */
+__device__ __forceinline__ void block_colsum_add(float *acc, const float *s, int C8) {
+    IV2_BLOCK_SHARED float red[CS_WARPS * 256];   /* [warp][k][lane]: conflict-free stores */
+    int lane = threadIdx.x & 31, w = threadIdx.x >> 5, t = threadIdx.x;
+#pragma unroll
+    for (int k = 0; k < 8; k++) red[w * 256 + k * 32 + lane] = s[k];
+    __syncthreads();
+    int c8 = blockIdx.x * 32 + (t >> 3), k = t & 7;   /* thread t: column 8 c8 + k of the block */
+    float v = 0.f;
+#pragma unroll
+    for (int wi = 0; wi < CS_WARPS; wi++) v += red[wi * 256 + k * 32 + (t >> 3)];
+    if (c8 < C8) atomicAdd(acc + 8 * c8 + k, v);
+    __syncthreads();   /* red is reused by a second call */
+}
+
+/* this lane's part of the dot product of two rows of C8 16-byte vectors (a warp per row: lanes
+ * take vectors lane, lane + 32, ..., RB of them per round trip to memory); warp_sum completes it */
+__device__ __forceinline__ float lane_dot8(const bf16 *a, const bf16 *b, int C8, int lane) {
+    float s = 0.f;
+    for (int c0 = lane; c0 < C8; c0 += 32 * RB) {
+        uint4 av[RB], bv[RB];
+#pragma unroll
+        for (int u = 0; u < RB; u++)
+            if (c0 + 32 * u < C8) { av[u] = ldv(a + 8 * (c0 + 32 * u)); bv[u] = ldv(b + 8 * (c0 + 32 * u)); }
+#pragma unroll
+        for (int u = 0; u < RB; u++)
+            if (c0 + 32 * u < C8) {
+                float x[8], y[8];
+                unpack8(av[u], x);
+                unpack8(bv[u], y);
+#pragma unroll
+                for (int k = 0; k < 8; k++) s += x[k] * y[k];
+            }
+    }
+    return s;
 }
 
 __device__ __forceinline__ float warp_sum(float v) {

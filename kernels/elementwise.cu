@@ -69,15 +69,15 @@ static void c_residual_backward(iv2_backend *be, void *dy, void *dgamma, const v
     }
     int vec = im->vec_bwd && C % 8 == 0 && al16(dy) && al16(dx) && al16(y) && al16(gamma);
     for (int b0 = 0; b0 < B; b0 += SCHUNK) {
-        int nb = B - b0 < SCHUNK ? B - b0 : SCHUNK, rows_per = 64;
+        int nb = B - b0 < SCHUNK ? B - b0 : SCHUNK, rows_per = vec ? 128 : 64;
         sarg a;
         for (int b = 0; b < nb; b++) a.s[b] = s ? s[b0 + b] : 1.f;
         size_t off = (size_t)b0 * N * C;
         bf16 *dyo = dy ? (bf16 *)dy + off : NULL;
         const bf16 *yo = y ? (const bf16 *)y + off : NULL;
-        if (vec) {   /* 64 threads a block: C = 1408 is 176 vectors, 3 blocks with 16 idle lanes */
-            dim3 grid(cdiv(C / 8, 64), cdiv((size_t)nb * N, rows_per));
-            residual_backward8_kernel<<<grid, 64, 0, im->stream>>>(dyo, acc, (const bf16 *)dx + off, yo,
+        if (vec) {   /* 32 vectors a block: C = 1408 is 176 vectors, 6 blocks with 16 idle lanes */
+            dim3 grid(cdiv(C / 8, 32), cdiv((size_t)nb * N, rows_per));
+            residual_backward8_kernel<<<grid, CS_THREADS, 0, im->stream>>>(dyo, acc, (const bf16 *)dx + off, yo,
                                                                    (const bf16 *)gamma, a, s != NULL, N, C / 8, nb,
                                                                    rows_per);
         } else {
@@ -99,10 +99,10 @@ void cuda_bias_grad(iv2_backend *be, void *dbias, const void *dout, int M, int N
     if (M <= 0 || N <= 0) return;
     float *acc = cuda_scratch(be, (size_t)N * 4);
     CUDA_CHECK(cudaMemsetAsync(acc, 0, (size_t)N * 4, im->stream));
-    int rows_per = 64;
-    if (im->vec_bwd && N % 8 == 0 && al16(dout)) {
-        dim3 grid(cdiv(N / 8, 64), cdiv(M, rows_per));
-        colsum8_kernel<<<grid, 64, 0, im->stream>>>(acc, (const bf16 *)dout, M, N / 8, rows_per);
+    int vec = im->vec_bwd && N % 8 == 0 && al16(dout), rows_per = vec ? 128 : 64;
+    if (vec) {
+        dim3 grid(cdiv(N / 8, 32), cdiv(M, rows_per));
+        colsum8_kernel<<<grid, CS_THREADS, 0, im->stream>>>(acc, (const bf16 *)dout, M, N / 8, rows_per);
     } else {
         dim3 grid(cdiv(N, 128), cdiv(M, rows_per));
         colsum_kernel<<<grid, 128, 0, im->stream>>>(acc, (const bf16 *)dout, M, N, rows_per);
@@ -138,13 +138,21 @@ static void c_axpy(iv2_backend *be, void *y, const void *x, float a, size_t n) {
 /* ---- gather / scatter of rows ---- */
 static void c_gather_rows(iv2_backend *be, void *out, const void *inp, const int32_t *idx, int n, int C) {
     if (n <= 0) return;
-    gather_kernel<<<GRID((size_t)n * C), NT, 0, impl_of(be)->stream>>>((bf16 *)out, (const bf16 *)inp, idx, n, C);
+    if (impl_of(be)->vec_bwd && C % 8 == 0 && al16(out) && al16(inp))
+        gather8_kernel<<<GRID((size_t)n * C / 8), NT, 0, impl_of(be)->stream>>>((bf16 *)out, (const bf16 *)inp, idx,
+                                                                                n, C / 8);
+    else
+        gather_kernel<<<GRID((size_t)n * C), NT, 0, impl_of(be)->stream>>>((bf16 *)out, (const bf16 *)inp, idx, n, C);
     LAUNCH_CHECK();
 }
 static void c_scatter_add_rows(iv2_backend *be, void *dinp, const void *dout, const int32_t *idx, int n, int C) {
     if (n <= 0) return;
-    scatter_add_kernel<<<GRID((size_t)n * C), NT, 0, impl_of(be)->stream>>>((bf16 *)dinp, (const bf16 *)dout, idx, n,
-                                                                            C);
+    if (impl_of(be)->vec_bwd && C % 8 == 0 && al16(dinp) && al16(dout))
+        scatter_add8_kernel<<<GRID((size_t)n * C / 8), NT, 0, impl_of(be)->stream>>>((bf16 *)dinp, (const bf16 *)dout,
+                                                                                     idx, n, C / 8);
+    else
+        scatter_add_kernel<<<GRID((size_t)n * C), NT, 0, impl_of(be)->stream>>>((bf16 *)dinp, (const bf16 *)dout, idx,
+                                                                                n, C);
     LAUNCH_CHECK();
 }
 /* ---- mean over tokens ---- */
@@ -169,12 +177,16 @@ static void c_patchify(iv2_backend *be, void *out, const uint8_t *frames, int T,
     patchify_kernel<<<GRID(total), NT, 0, impl_of(be)->stream>>>((bf16 *)out, frames, T, H, W, p, tubelet, nm);
     LAUNCH_CHECK();
 }
-/* ---- cosine loss on unit rows: one block per row ---- */
+/* ---- cosine loss on unit rows: a warp per row on 16-byte vectors, else a block per row ---- */
 static void c_cos_loss(iv2_backend *be, float *loss_rows, void *dpred, const void *pred, const void *target, int M,
                        int C, float scale) {
     if (M <= 0) return;
-    cos_loss_kernel<<<M, 128, 0, impl_of(be)->stream>>>(loss_rows, (bf16 *)dpred, (const bf16 *)pred,
-                                                        (const bf16 *)target, C, scale);
+    if (impl_of(be)->vec_bwd && C % 8 == 0 && al16(dpred) && al16(pred) && al16(target))
+        cos_loss8_kernel<<<cdiv(M, 4), 128, 0, impl_of(be)->stream>>>(loss_rows, (bf16 *)dpred, (const bf16 *)pred,
+                                                                      (const bf16 *)target, M, C / 8, scale);
+    else
+        cos_loss_kernel<<<M, 128, 0, impl_of(be)->stream>>>(loss_rows, (bf16 *)dpred, (const bf16 *)pred,
+                                                            (const bf16 *)target, C, scale);
     LAUNCH_CHECK();
 }
 /* ---- sum of squares: block partial sums, one atomic per block ---- */
@@ -199,9 +211,10 @@ static void c_adamw_chunks(iv2_backend *be, void *param, float *master, const vo
                            float grad_scale) {
     if (n_chunks <= 0) return;
     float bc1 = 1.f - powf(b1, (float)t), bc2 = 1.f - powf(b2, (float)t);
+    int vec = impl_of(be)->vec_bwd && al16(param) && al16(master) && al16(grad) && al16(m) && al16(v);
     adamw_chunks_kernel<<<n_chunks, NT, 0, impl_of(be)->stream>>>((bf16 *)param, master, (const bf16 *)grad, m, v,
                                                                   (const iv2_adamw_chunk *)chunks, lr, b1, b2, eps, wd,
-                                                                  bc1, bc2, grad_scale);
+                                                                  bc1, bc2, grad_scale, vec);
     LAUNCH_CHECK();
 }
 

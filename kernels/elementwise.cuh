@@ -111,36 +111,65 @@ __global__ void residual_backward_kernel(bf16 *dy, float *acc, const bf16 *dx, c
     }
     if (acc) atomicAdd(acc + c, a);
 }
-/* the same, 8 channels per thread (C % 8 == 0): a warp reads 512 contiguous bytes of a row */
-__global__ void residual_backward8_kernel(bf16 *dy, float *acc, const bf16 *dx, const bf16 *y, const bf16 *gamma,
-                                          sarg s, int has_s, int N, int C8, int nb, int rows_per) {
-    int c8 = blockIdx.x * blockDim.x + threadIdx.x;
-    if (c8 >= C8) return;
+/* the same, 8 channels per lane (C % 8 == 0): a warp reads 512 contiguous bytes of a row, the
+ * CS_WARPS warps of a block take its rows in turn, RB rows' loads issued before any store (the dy
+ * stores keep the compiler from hoisting the next row's loads: dy may alias dx or y), and
+ * block_colsum_add sums dgamma (cuda_device.cuh). One warp per block, a row per round trip to
+ * memory: 122 us for the student's 13344 x 1408 on an H100 (2026-11-27), a third of the
+ * bandwidth; RB rows per round trip alone: 88 us. */
+/* one row's 8 channels from its loaded vectors dxv, dyv, yv: dy (at dyp, NULL: none) +=
+ * s gamma dx; a += s dx y when acc_y */
+__device__ __forceinline__ void residual_backward8_row(bf16 *dyp, float *a, const float *g, float sc, uint4 dxv,
+                                                       uint4 dyv, uint4 yv, bool acc_y) {
+    float d[8], v[8];
+    unpack8(dxv, d);
+    if (dyp) {
+        unpack8(dyv, v);
+#pragma unroll
+        for (int k = 0; k < 8; k++) v[k] += sc * g[k] * d[k];
+        st8(dyp, v);
+    }
+    if (acc_y) {
+        unpack8(yv, v);
+#pragma unroll
+        for (int k = 0; k < 8; k++) a[k] += sc * d[k] * v[k];
+    }
+}
+__global__ void __launch_bounds__(CS_THREADS) residual_backward8_kernel(bf16 *dy, float *acc, const bf16 *dx,
+                                                                      const bf16 *y, const bf16 *gamma, sarg s,
+                                                                      int has_s, int N, int C8, int nb, int rows_per) {
+    int lane = threadIdx.x & 31, w = threadIdx.x >> 5, c8 = blockIdx.x * 32 + lane;
     int total = nb * N, r0 = blockIdx.y * rows_per, r1 = min(total, r0 + rows_per);
+    bool acc_y = acc && y;
     float g[8], a[8];
 #pragma unroll
     for (int k = 0; k < 8; k++) { g[k] = 1.f; a[k] = 0.f; }
-    if (gamma) ld8(gamma + 8 * c8, g);
-    for (int r = r0; r < r1; r++) {
-        float sc = has_s ? s.s[r / N] : 1.f;
-        size_t i = (size_t)r * C8 * 8 + 8 * c8;
-        float d[8], v[8];
-        ld8(dx + i, d);
-        if (dy) {
-            ld8(dy + i, v);
+    if (c8 < C8) {
+        if (gamma) ld8(gamma + 8 * c8, g);
+        for (int r = r0 + w; r < r1; r += RB * CS_WARPS) {
+            uint4 dxv[RB], dyv[RB], yv[RB];   /* dx, dy (to add to) and y of RB rows */
 #pragma unroll
-            for (int k = 0; k < 8; k++) v[k] += sc * g[k] * d[k];
-            st8(dy + i, v);
-        }
-        if (acc && y) {
-            ld8(y + i, v);
+            for (int u = 0; u < RB; u++) {
+                int ru = r + u * CS_WARPS;
+                if (ru < r1) {
+                    size_t i = (size_t)ru * C8 * 8 + 8 * c8;
+                    dxv[u] = ldv(dx + i);
+                    if (dy) dyv[u] = ldv(dy + i);
+                    if (acc_y) yv[u] = ldv(y + i);
+                }
+            }
 #pragma unroll
-            for (int k = 0; k < 8; k++) a[k] += sc * d[k] * v[k];
+            for (int u = 0; u < RB; u++) {
+                int ru = r + u * CS_WARPS;
+                if (ru < r1) {
+                    size_t i = (size_t)ru * C8 * 8 + 8 * c8;
+                    residual_backward8_row(dy ? dy + i : NULL, a, g, has_s ? s.s[ru / N] : 1.f, dxv[u], dyv[u],
+                                           yv[u], acc_y);
+                }
+            }
         }
     }
-    if (acc)
-#pragma unroll
-        for (int k = 0; k < 8; k++) atomicAdd(acc + 8 * c8 + k, a[k]);
+    if (acc) block_colsum_add(acc, a, C8);
 }
 /* dst += src (an fp32 scratch of sums into a bf16 gradient) */
 __global__ void add_f32_kernel(bf16 *dst, const float *src, int n) {
@@ -158,20 +187,29 @@ __global__ void colsum_kernel(float *acc, const bf16 *dout, int M, int N, int ro
     for (int i = r0; i < r1; i++) s += ld(dout + (size_t)i * N + j);
     atomicAdd(acc + j, s);
 }
-/* 8 columns per thread (N % 8 == 0, 16-byte rows) */
-__global__ void colsum8_kernel(float *acc, const bf16 *dout, int M, int N8, int rows_per) {
-    int j = blockIdx.x * blockDim.x + threadIdx.x;
-    if (j >= N8) return;
+/* 8 columns per lane (N % 8 == 0, 16-byte rows), the block's warps over the rows, RB rows'
+ * loads in flight per warp, one atomic per column per block (block_colsum_add) */
+__global__ void __launch_bounds__(CS_THREADS) colsum8_kernel(float *acc, const bf16 *dout, int M, int N8,
+                                                           int rows_per) {
+    int lane = threadIdx.x & 31, w = threadIdx.x >> 5, j = blockIdx.x * 32 + lane;
     int r0 = blockIdx.y * rows_per, r1 = min(M, r0 + rows_per);
     float s[8] = {0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f};
-    for (int i = r0; i < r1; i++) {
-        float v[8];
-        ld8(dout + ((size_t)i * N8 + j) * 8, v);
+    if (j < N8)
+        for (int i = r0 + w; i < r1; i += RB * CS_WARPS) {
+            uint4 v[RB];
 #pragma unroll
-        for (int k = 0; k < 8; k++) s[k] += v[k];
-    }
+            for (int u = 0; u < RB; u++)
+                if (i + u * CS_WARPS < r1) v[u] = ldv(dout + ((size_t)(i + u * CS_WARPS) * N8 + j) * 8);
 #pragma unroll
-    for (int k = 0; k < 8; k++) atomicAdd(acc + 8 * j + k, s[k]);
+            for (int u = 0; u < RB; u++)
+                if (i + u * CS_WARPS < r1) {
+                    float f[8];
+                    unpack8(v[u], f);
+#pragma unroll
+                    for (int k = 0; k < 8; k++) s[k] += f[k];
+                }
+        }
+    block_colsum_add(acc, s, N8);
 }
 /* ---- position rows ---- */
 __global__ void add_rows_kernel(bf16 *x, const bf16 *pe, size_t NC, size_t n) {
@@ -208,6 +246,27 @@ __global__ void gather_kernel(bf16 *out, const bf16 *inp, const int32_t *idx, in
 __global__ void scatter_add_kernel(bf16 *dinp, const bf16 *dout, const int32_t *idx, int n, int C) {
     size_t total = (size_t)n * C;
     FOR_N(i, total) atomicAdd(dinp + (size_t)idx[i / C] * C + i % C, dout[i]);
+}
+/* the same two on 16-byte vectors (C % 8 == 0, rows 16-byte aligned): one index division per 8
+ * elements, and bf16x2 atomics (the scalar scatter: 616 us for the student's 32 x 2048 patch rows
+ * of 1408 on an H100, 2026-11-27) */
+__global__ void gather8_kernel(bf16 *out, const bf16 *inp, const int32_t *idx, int n, int C8) {
+    size_t total = (size_t)n * C8;
+    FOR_N(i, total) {
+        size_t r = i / C8, c = i - r * C8;
+        *(uint4 *)(out + 8 * i) = ldv(inp + ((size_t)idx[r] * C8 + c) * 8);
+    }
+}
+__global__ void scatter_add8_kernel(bf16 *dinp, const bf16 *dout, const int32_t *idx, int n, int C8) {
+    size_t total = (size_t)n * C8;
+    FOR_N(i, total) {
+        size_t r = i / C8, c = i - r * C8;
+        uint4 v = ldv(dout + 8 * i);
+        const __nv_bfloat162 *h = (const __nv_bfloat162 *)&v;
+        __nv_bfloat162 *d = (__nv_bfloat162 *)(dinp + ((size_t)idx[r] * C8 + c) * 8);
+#pragma unroll
+        for (int k = 0; k < 4; k++) atomicAdd(d + k, h[k]);
+    }
 }
 /* ---- mean over tokens ---- */
 __global__ void mean_rows_kernel(bf16 *out, const bf16 *inp, int B, int N, int C) {
@@ -252,6 +311,38 @@ __global__ void cos_loss_kernel(float *loss, bf16 *dpred, const bf16 *pred, cons
         for (int c = threadIdx.x; c < C; c += blockDim.x)
             st(dpred + o + c, ld(dpred + o + c) - 2.f * scale * ld(target + o + c));
 }
+/* the same, a warp per row on 16-byte vectors (C % 8 == 0, 16-byte aligned rows), RB vectors per
+ * lane per round trip (the block-per-row kernel above: 156 us a call over the heads' rows on an
+ * H100, 2026-11-27, a third of the bandwidth) */
+__global__ void cos_loss8_kernel(float *loss, bf16 *dpred, const bf16 *pred, const bf16 *target, int M, int C8,
+                                 float scale) {
+    int lane = threadIdx.x & 31, row = blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
+    if (row >= M) return;
+    size_t o = (size_t)row * C8 * 8;
+    float s = warp_sum(lane_dot8(pred + o, target + o, C8, lane));
+    if (loss && lane == 0) loss[row] = 2.f - 2.f * s;
+    if (!dpred) return;
+    for (int c0 = lane; c0 < C8; c0 += 32 * RB) {
+        uint4 dv[RB], tv[RB];
+#pragma unroll
+        for (int u = 0; u < RB; u++)
+            if (c0 + 32 * u < C8) {
+                size_t i = o + 8 * (c0 + 32 * u);
+                dv[u] = ldv(dpred + i);
+                tv[u] = ldv(target + i);
+            }
+#pragma unroll
+        for (int u = 0; u < RB; u++)
+            if (c0 + 32 * u < C8) {
+                float d[8], t[8];
+                unpack8(dv[u], d);
+                unpack8(tv[u], t);
+#pragma unroll
+                for (int k = 0; k < 8; k++) d[k] -= 2.f * scale * t[k];
+                st8(dpred + o + 8 * (c0 + 32 * u), d);
+            }
+    }
+}
 /* ---- sum of squares: block partial sums, one atomic per block ---- */
 __global__ void sumsq_kernel(float *acc, const bf16 *x, size_t n) {
     float s = 0.f;
@@ -277,13 +368,54 @@ __global__ void adamw_kernel(bf16 *param, float *master, const bf16 *grad, float
                              float b1, float b2, float eps, float wd, float bc1, float bc2, float gs) {
     FOR_N(i, n) adamw_elem(param, master, grad, m, v, i, lr, b1, b2, eps, wd, bc1, bc2, gs);
 }
-/* every tensor of a buffer in one launch: block b takes piece b of the chunk table */
+/* adamw_elem on the 4 elements i..i+3 (i % 4 == 0, every array aligned for it): 16-byte loads
+ * and stores of master, m and v, 8-byte ones of the bf16 gradient and parameters; element for
+ * element the same arithmetic */
+__device__ __forceinline__ void adamw_elem4(bf16 *param, float *master, const bf16 *grad, float *m, float *v, size_t i,
+                                            float lr, float b1, float b2, float eps, float wd, float bc1, float bc2,
+                                            float gs) {
+    float4 mv = *(float4 *)(m + i), vv = *(float4 *)(v + i), wv;
+    uint2 gr = *(const uint2 *)(grad + i), pr;
+    if (master) wv = *(float4 *)(master + i);
+    else {
+        pr = *(const uint2 *)(param + i);
+        float2 a = __bfloat1622float2(*(__nv_bfloat162 *)&pr.x), b = __bfloat1622float2(*(__nv_bfloat162 *)&pr.y);
+        wv = make_float4(a.x, a.y, b.x, b.y);
+    }
+    float2 g01 = __bfloat1622float2(*(__nv_bfloat162 *)&gr.x), g23 = __bfloat1622float2(*(__nv_bfloat162 *)&gr.y);
+    float g[4] = {g01.x, g01.y, g23.x, g23.y}, mi[4] = {mv.x, mv.y, mv.z, mv.w}, vi[4] = {vv.x, vv.y, vv.z, vv.w};
+    float w[4] = {wv.x, wv.y, wv.z, wv.w};
+#pragma unroll
+    for (int k = 0; k < 4; k++) {
+        float gk = g[k] * gs;
+        mi[k] = b1 * mi[k] + (1.f - b1) * gk;
+        vi[k] = b2 * vi[k] + (1.f - b2) * gk * gk;
+        w[k] -= lr * ((mi[k] / bc1) / (sqrtf(vi[k] / bc2) + eps) + wd * w[k]);
+    }
+    *(float4 *)(m + i) = make_float4(mi[0], mi[1], mi[2], mi[3]);
+    *(float4 *)(v + i) = make_float4(vi[0], vi[1], vi[2], vi[3]);
+    if (master) *(float4 *)(master + i) = make_float4(w[0], w[1], w[2], w[3]);
+    __nv_bfloat162 lo = __floats2bfloat162_rn(w[0], w[1]), hi = __floats2bfloat162_rn(w[2], w[3]);
+    pr.x = *(uint32_t *)&lo;
+    pr.y = *(uint32_t *)&hi;
+    *(uint2 *)(param + i) = pr;
+}
+/* every tensor of a buffer in one launch: block b takes piece b of the chunk table; VEC (the
+ * launch checked the base pointers' alignment): 4 elements a thread per step where the piece
+ * starts on a multiple of 4, the rest one by one. One element a step ran at two thirds of the
+ * bandwidth (H100, 2026-11-27). */
 __global__ void adamw_chunks_kernel(bf16 *param, float *master, const bf16 *grad, float *m, float *v,
                                     const iv2_adamw_chunk *chunks, float lr, float b1, float b2, float eps, float wd,
-                                    float bc1, float bc2, float gs) {
+                                    float bc1, float bc2, float gs, int vec) {
     iv2_adamw_chunk c = chunks[blockIdx.x];
     float w = c.no_wd ? 0.f : wd;
-    for (uint32_t i = threadIdx.x; i < c.n; i += blockDim.x)
+    uint32_t i0 = 0;
+    if (vec && c.off % 4 == 0) {
+        i0 = c.n / 4 * 4;
+        for (uint32_t i = 4 * threadIdx.x; i < i0; i += 4 * blockDim.x)
+            adamw_elem4(param, master, grad, m, v, (size_t)c.off + i, lr, b1, b2, eps, w, bc1, bc2, gs);
+    }
+    for (uint32_t i = i0 + threadIdx.x; i < c.n; i += blockDim.x)
         adamw_elem(param, master, grad, m, v, (size_t)c.off + i, lr, b1, b2, eps, w, bc1, bc2, gs);
 }
 

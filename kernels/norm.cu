@@ -1,8 +1,9 @@
 /* norm.cu: RMSNorm, LayerNorm and L2 normalisation over the last dim, forward and backward: the
  * launches (the kernels are in norm.cuh). One block per row in the forward; the backward takes
  * one warp per row on 16-byte vectors where the width allows (norm_backward8_kernel up to
- * C = 2048, norm_backward_wide_kernel beyond), else the scalar kernel with ROWS rows per block;
- * all sum the weight gradients per block and add them to an fp32 scratch with few atomics. */
+ * C = 1536; beyond, norm_dx_wide_kernel and the column sums of norm_dwdb8_kernel), else the scalar
+ * kernel with ROWS rows per block; all sum the weight gradients per block and add them to an fp32
+ * scratch with few atomics. */
 #include "cuda_common.cuh"
 #include "norm.cuh"
 
@@ -49,20 +50,23 @@ static void norm_backward(iv2_backend *be, void *dinp, void *dw, void *db, const
     size_t smem = (size_t)2 * C * 4;   /* the block's [2][C] sums (the warp-per-row kernels) */
     int vec = im->vec_bwd && C % 8 == 0 && al16(dinp) && al16(dout) && al16(inp) && al16(w);
     int vpl = cdiv(C / 8, 32);
-    if (vec && vpl <= 8) {   /* the columns' sums in registers */
-        vpl = vpl <= 1 ? 1 : vpl <= 2 ? 2 : vpl <= 4 ? 4 : vpl <= 6 ? 6 : 8;
+    if (vec && vpl <= 6) {   /* the row and the columns' sums in registers */
+        vpl = vpl <= 1 ? 1 : vpl <= 2 ? 2 : vpl <= 4 ? 4 : 6;
         void (*k)(bf16 *, float *, const bf16 *, const bf16 *, const bf16 *, const float *, const float *, int, int,
                   int) = vpl == 1 ? norm_backward8_kernel<1> : vpl == 2 ? norm_backward8_kernel<2>
-                       : vpl == 4 ? norm_backward8_kernel<4> : vpl == 6 ? norm_backward8_kernel<6>
-                                                             : norm_backward8_kernel<8>;
+                       : vpl == 4 ? norm_backward8_kernel<4> : norm_backward8_kernel<6>;
         int rows = norm_rows_per_block(im, vpl, (const void *)k, smem, M);
         k<<<cdiv(M, rows), 128, smem, im->stream>>>((bf16 *)dinp, acc, (const bf16 *)dout, (const bf16 *)inp,
                                                     (const bf16 *)w, mean, rstd, M, C, rows);
-    } else if (vec && smem <= 48 * 1024) {   /* wider rows, C <= 6144: the sums in shared memory */
-        int rows = norm_rows_per_block(im, 0, (const void *)norm_backward_wide_kernel, smem, M);
-        norm_backward_wide_kernel<<<cdiv(M, rows), 128, smem, im->stream>>>((bf16 *)dinp, acc, (const bf16 *)dout,
-                                                                            (const bf16 *)inp, (const bf16 *)w, mean,
-                                                                            rstd, M, C, rows);
+    } else if (vec) {   /* wider rows: dinp, then the weight and bias gradients as column sums */
+        if (dinp)
+            norm_dx_wide_kernel<<<cdiv(M, 4), 128, 0, im->stream>>>((bf16 *)dinp, (const bf16 *)dout,
+                                                                    (const bf16 *)inp, (const bf16 *)w, mean, rstd,
+                                                                    M, C);
+        const int rows_per = 128;
+        dim3 grid(cdiv(C / 8, 32), cdiv(M, rows_per));
+        norm_dwdb8_kernel<<<grid, CS_THREADS, 0, im->stream>>>(acc, (const bf16 *)dout, (const bf16 *)inp, mean,
+                                                               rstd, M, C / 8, rows_per);
     } else {
         if (C > NORM_THREADS * MAXPER)
             iv2_panic("cuda norm backward: width %d over the limit %d", C, NORM_THREADS * MAXPER);
@@ -104,14 +108,21 @@ static void c_layernorm_backward(iv2_backend *be, void *dinp, void *dw, void *db
 
 static void c_l2norm(iv2_backend *be, void *out, float *norm, const void *inp, int M, int C) {
     if (M <= 0) return;
-    l2norm_kernel<<<M, threads_for(C), 0, impl_of(be)->stream>>>((bf16 *)out, norm, (const bf16 *)inp, C);
+    if (impl_of(be)->vec_bwd && C % 8 == 0 && al16(out) && al16(inp))
+        l2norm8_kernel<<<cdiv(M, 4), 128, 0, impl_of(be)->stream>>>((bf16 *)out, norm, (const bf16 *)inp, M, C / 8);
+    else
+        l2norm_kernel<<<M, threads_for(C), 0, impl_of(be)->stream>>>((bf16 *)out, norm, (const bf16 *)inp, C);
     LAUNCH_CHECK();
 }
 static void c_l2norm_backward(iv2_backend *be, void *dinp, const void *dout, const void *out, const float *norm, int M,
                               int C) {
     if (M <= 0) return;
-    l2norm_backward_kernel<<<M, threads_for(C), 0, impl_of(be)->stream>>>((bf16 *)dinp, (const bf16 *)dout,
-                                                                           (const bf16 *)out, norm, C);
+    if (impl_of(be)->vec_bwd && C % 8 == 0 && al16(dinp) && al16(dout) && al16(out))
+        l2norm_backward8_kernel<<<cdiv(M, 4), 128, 0, impl_of(be)->stream>>>((bf16 *)dinp, (const bf16 *)dout,
+                                                                             (const bf16 *)out, norm, M, C / 8);
+    else
+        l2norm_backward_kernel<<<M, threads_for(C), 0, impl_of(be)->stream>>>((bf16 *)dinp, (const bf16 *)dout,
+                                                                               (const bf16 *)out, norm, C);
     LAUNCH_CHECK();
 }
 

@@ -155,9 +155,13 @@ __device__ __forceinline__ void norm_bwd_dx_vec(bf16 *dx, const bf16 *x, const b
 /* The same backward, one warp per row on 16-byte vectors (C % 8 == 0, C <= 256 * VPL): a lane
  * owns the columns of vectors lane, lane + 32, ... (VPL of them), for every row, so it sums the
  * weight and bias gradients of those columns in registers over all the rows its warp takes, and
- * the row's two means need only warp shuffles, no block barrier. The block's warps then add their
- * sums in shared memory ([2][C] floats, dynamic) and the block adds those to acc, one atomic per
- * column. The second pass re-reads the row from L1. */
+ * the row's two means need only warp shuffles, no block barrier. Every load of a row (x, dout
+ * and the dinp it adds to) is issued first and kept in registers as bf16: one round trip to
+ * memory per row. (Loading dinp only after the means, and re-reading x and dout then, took two:
+ * 120 us for the student's 13344 x 1408 on an H100, 2026-11-27, a third of the bandwidth.)
+ * The block's warps then add their sums in shared memory ([2][C] floats, dynamic) and the block
+ * adds those to acc, one atomic per column. VPL <= 6 (C <= 1536): at VPL 8 the row no longer
+ * fits the registers. */
 template <int VPL>
 __global__ void __launch_bounds__(128) norm_backward8_kernel(bf16 *dinp, float *acc, const bf16 *dout,
                                                              const bf16 *inp, const bf16 *w, const float *mean,
@@ -174,79 +178,182 @@ __global__ void __launch_bounds__(128) norm_backward8_kernel(bf16 *dinp, float *
     int r0 = blockIdx.x * rows_per_block, r1 = min(M, r0 + rows_per_block);
     for (int row = r0 + warp; row < r1; row += nw) {
         const bf16 *x = inp + (size_t)row * C, *dy = dout + (size_t)row * C;
+        bf16 *dx = dinp ? dinp + (size_t)row * C : NULL;
         float mu = mean ? mean[row] : 0.f, r = rstd[row];
+        uint4 xv[VPL], gv[VPL], dv[VPL];
+#pragma unroll
+        for (int u = 0; u < VPL; u++) {
+            int c8 = lane + 32 * u;
+            if (c8 < C8) {
+                xv[u] = ldv(x + 8 * c8);
+                gv[u] = ldv(dy + 8 * c8);
+                if (dx) dv[u] = ldv(dx + 8 * c8);
+            }
+        }
         float s1 = 0.f, s2 = 0.f;
 #pragma unroll
         for (int u = 0; u < VPL; u++) {
             int c8 = lane + 32 * u;
             if (c8 < C8) {
-                float g[8], xh[8];
-                norm_bwd_vec(x, dy, w, c8, mu, r, g, xh, &s1, &s2);
+                float xf[8], g[8], wf[8];
+                unpack8(xv[u], xf);
+                unpack8(gv[u], g);
+                if (w) ld8(w + 8 * c8, wf);
 #pragma unroll
                 for (int k = 0; k < 8; k++) {
-                    dwp[u][k] += g[k] * xh[k];
+                    float xh = (xf[k] - mu) * r, dn = g[k] * (w ? wf[k] : 1.f);
+                    s1 += dn;
+                    s2 += dn * xh;
+                    dwp[u][k] += g[k] * xh;
                     dbp[u][k] += g[k];
                 }
             }
         }
         s1 = mean ? warp_sum(s1) / C : 0.f;
         s2 = warp_sum(s2) / C;
-        if (!dinp) continue;
-        bf16 *dx = dinp + (size_t)row * C;
+        if (!dx) continue;
 #pragma unroll
-        for (int u = 0; u < VPL; u++)
-            if (lane + 32 * u < C8) norm_bwd_dx_vec(dx, x, dy, w, lane + 32 * u, mu, r, s1, s2);
-    }
-    __syncthreads();
+        for (int u = 0; u < VPL; u++) {
+            int c8 = lane + 32 * u;
+            if (c8 < C8) {
+                float xf[8], g[8], wf[8], o[8];
+                unpack8(xv[u], xf);
+                unpack8(gv[u], g);
+                unpack8(dv[u], o);
+                if (w) ld8(w + 8 * c8, wf);
 #pragma unroll
-    for (int u = 0; u < VPL; u++) {
-        int c8 = lane + 32 * u;
-        if (c8 < C8)
-#pragma unroll
-            for (int k = 0; k < 8; k++) {
-                atomicAdd(part + 8 * c8 + k, dwp[u][k]);
-                atomicAdd(part + C + 8 * c8 + k, dbp[u][k]);
+                for (int k = 0; k < 8; k++) {
+                    float xh = (xf[k] - mu) * r, dn = g[k] * (w ? wf[k] : 1.f);
+                    o[k] += r * (dn - s1 - xh * s2);
+                }
+                st8(dx + 8 * c8, o);
             }
+        }
     }
+    /* the warps add their sums into part one after the other: float atomics on shared memory
+     * are compare-and-swap loops */
     __syncthreads();
+    for (int wi = 0; wi < nw; wi++) {
+        if (warp == wi)
+#pragma unroll
+            for (int u = 0; u < VPL; u++) {
+                int c8 = lane + 32 * u;
+                if (c8 < C8)
+#pragma unroll
+                    for (int k = 0; k < 8; k++) {
+                        part[8 * c8 + k] += dwp[u][k];
+                        part[C + 8 * c8 + k] += dbp[u][k];
+                    }
+            }
+        __syncthreads();
+    }
     for (int i = threadIdx.x; i < 2 * C; i += blockDim.x) atomicAdd(acc + i, part[i]);
 }
 
-/* The same for rows wider than norm_backward8_kernel's registers hold (C > 2048: the 6B student,
- * the CLIP heads at 3200): one warp per row on 16-byte vectors, a runtime loop over the row's
- * vectors, and the weight and bias gradients summed in the block's shared memory ([2][C] floats,
- * dynamic) with shared atomics, since a lane can no longer keep its columns' sums in registers;
- * then one global atomic per column per block, as above. */
-__global__ void __launch_bounds__(128) norm_backward_wide_kernel(bf16 *dinp, float *acc, const bf16 *dout,
-                                                                const bf16 *inp, const bf16 *w, const float *mean,
-                                                                const float *rstd, int M, int C, int rows_per_block) {
-    extern __shared__ __align__(16) unsigned char smem_raw[];
-    float *part = (float *)smem_raw;
-    int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nw = blockDim.x >> 5, C8 = C / 8;
-    for (int i = threadIdx.x; i < 2 * C; i += blockDim.x) part[i] = 0.f;
-    __syncthreads();
-    int r0 = blockIdx.x * rows_per_block, r1 = min(M, r0 + rows_per_block);
-    for (int row = r0 + warp; row < r1; row += nw) {
-        const bf16 *x = inp + (size_t)row * C, *dy = dout + (size_t)row * C;
-        float mu = mean ? mean[row] : 0.f, r = rstd[row];
-        float s1 = 0.f, s2 = 0.f;
-        for (int c8 = lane; c8 < C8; c8 += 32) {
-            float g[8], xh[8];
-            norm_bwd_vec(x, dy, w, c8, mu, r, g, xh, &s1, &s2);
+/* Rows wider than norm_backward8_kernel's registers hold (C > 1536: the 6B student, the CLIP
+ * heads at 3200) take two kernels. norm_dx_wide_kernel: dinp only, one warp per row on 16-byte
+ * vectors, a runtime loop over the row's vectors, RB per lane per round trip (the second pass
+ * re-reads x and dout, mostly from L1).
+ * norm_dwdb8_kernel: the weight and bias gradients as column sums (block_colsum_add's layout,
+ * cuda_device.cuh), rows split over blockIdx.y. (Summing them per element into shared memory, as before, took 2 shared atomics per
+ * element.) */
+__global__ void __launch_bounds__(128) norm_dx_wide_kernel(bf16 *dinp, const bf16 *dout, const bf16 *inp,
+                                                          const bf16 *w, const float *mean, const float *rstd, int M,
+                                                          int C) {
+    int lane = threadIdx.x & 31, C8 = C / 8;
+    int row = blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
+    if (row >= M) return;
+    const bf16 *x = inp + (size_t)row * C, *dy = dout + (size_t)row * C;
+    bf16 *dx = dinp + (size_t)row * C;
+    float mu = mean ? mean[row] : 0.f, r = rstd[row];
+    float s1 = 0.f, s2 = 0.f;
+    /* RB vectors per lane per round trip to memory, in both passes */
+    for (int c0 = lane; c0 < C8; c0 += 32 * RB) {
+        uint4 xv[RB], gv[RB];
 #pragma unroll
-            for (int k = 0; k < 8; k++) {
-                atomicAdd(part + 8 * c8 + k, g[k] * xh[k]);
-                atomicAdd(part + C + 8 * c8 + k, g[k]);
+        for (int u = 0; u < RB; u++)
+            if (c0 + 32 * u < C8) { xv[u] = ldv(x + 8 * (c0 + 32 * u)); gv[u] = ldv(dy + 8 * (c0 + 32 * u)); }
+#pragma unroll
+        for (int u = 0; u < RB; u++)
+            if (c0 + 32 * u < C8) {
+                float xf[8], g[8], wf[8];
+                unpack8(xv[u], xf);
+                unpack8(gv[u], g);
+                if (w) ld8(w + 8 * (c0 + 32 * u), wf);
+#pragma unroll
+                for (int k = 0; k < 8; k++) {
+                    float dn = g[k] * (w ? wf[k] : 1.f);
+                    s1 += dn;
+                    s2 += dn * (xf[k] - mu) * r;
+                }
+            }
+    }
+    s1 = mean ? warp_sum(s1) / C : 0.f;
+    s2 = warp_sum(s2) / C;
+    for (int c0 = lane; c0 < C8; c0 += 32 * RB) {
+        uint4 xv[RB], gv[RB], dv[RB];
+#pragma unroll
+        for (int u = 0; u < RB; u++)
+            if (c0 + 32 * u < C8) {
+                int c = 8 * (c0 + 32 * u);
+                xv[u] = ldv(x + c);
+                gv[u] = ldv(dy + c);
+                dv[u] = ldv(dx + c);
+            }
+#pragma unroll
+        for (int u = 0; u < RB; u++)
+            if (c0 + 32 * u < C8) {
+                float xf[8], g[8], wf[8], o[8];
+                unpack8(xv[u], xf);
+                unpack8(gv[u], g);
+                unpack8(dv[u], o);
+                if (w) ld8(w + 8 * (c0 + 32 * u), wf);
+#pragma unroll
+                for (int k = 0; k < 8; k++) {
+                    float xh = (xf[k] - mu) * r, dn = g[k] * (w ? wf[k] : 1.f);
+                    o[k] += r * (dn - s1 - xh * s2);
+                }
+                st8(dx + 8 * (c0 + 32 * u), o);
+            }
+    }
+}
+__global__ void __launch_bounds__(CS_THREADS) norm_dwdb8_kernel(float *acc, const bf16 *dout, const bf16 *inp,
+                                                               const float *mean, const float *rstd, int M, int C8,
+                                                               int rows_per) {
+    int lane = threadIdx.x & 31, w = threadIdx.x >> 5, j = blockIdx.x * 32 + lane;
+    int r0 = blockIdx.y * rows_per, r1 = min(M, r0 + rows_per);
+    float dw[8], db[8];
+#pragma unroll
+    for (int k = 0; k < 8; k++) dw[k] = db[k] = 0.f;
+    if (j < C8)
+        for (int i = r0 + w; i < r1; i += RB * CS_WARPS) {
+            uint4 xv[RB], gv[RB];
+#pragma unroll
+            for (int u = 0; u < RB; u++) {
+                int r = i + u * CS_WARPS;
+                if (r < r1) {
+                    size_t o = ((size_t)r * C8 + j) * 8;
+                    xv[u] = ldv(inp + o);
+                    gv[u] = ldv(dout + o);
+                }
+            }
+#pragma unroll
+            for (int u = 0; u < RB; u++) {
+                int r = i + u * CS_WARPS;
+                if (r < r1) {
+                    float xf[8], g[8], mu = mean ? mean[r] : 0.f, rs = rstd[r];
+                    unpack8(xv[u], xf);
+                    unpack8(gv[u], g);
+#pragma unroll
+                    for (int k = 0; k < 8; k++) {
+                        dw[k] += g[k] * (xf[k] - mu) * rs;
+                        db[k] += g[k];
+                    }
+                }
             }
         }
-        s1 = mean ? warp_sum(s1) / C : 0.f;
-        s2 = warp_sum(s2) / C;
-        if (!dinp) continue;
-        bf16 *dx = dinp + (size_t)row * C;
-        for (int c8 = lane; c8 < C8; c8 += 32) norm_bwd_dx_vec(dx, x, dy, w, c8, mu, r, s1, s2);
-    }
-    __syncthreads();
-    for (int i = threadIdx.x; i < 2 * C; i += blockDim.x) atomicAdd(acc + i, part[i]);
+    block_colsum_add(acc, dw, C8);
+    block_colsum_add(acc + 8 * C8, db, C8);
 }
 
 __global__ void add_acc_kernel(bf16 *dw, bf16 *db, const float *acc, int C) {
@@ -274,6 +381,60 @@ __global__ void l2norm_backward_kernel(bf16 *dinp, const bf16 *dout, const bf16 
     float inv = 1.f / norm[blockIdx.x];
     for (int c = threadIdx.x; c < C; c += blockDim.x)
         st(dinp + o + c, ld(dinp + o + c) + (ld(dout + o + c) - ld(out + o + c) * s) * inv);
+}
+/* the two above, a warp per row on 16-byte vectors (C % 8 == 0, 16-byte aligned rows), RB
+ * vectors per lane per round trip (the block-per-row kernels: 86 us and 155 us a call over the
+ * heads' rows on an H100, 2026-11-27) */
+__global__ void l2norm8_kernel(bf16 *out, float *norm, const bf16 *inp, int M, int C8) {
+    int lane = threadIdx.x & 31, row = blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
+    if (row >= M) return;
+    size_t o = (size_t)row * C8 * 8;
+    float n = sqrtf(warp_sum(lane_dot8(inp + o, inp + o, C8, lane)));
+    if (norm && lane == 0) norm[row] = n;
+    for (int c0 = lane; c0 < C8; c0 += 32 * RB) {
+        uint4 xv[RB];
+#pragma unroll
+        for (int u = 0; u < RB; u++)
+            if (c0 + 32 * u < C8) xv[u] = ldv(inp + o + 8 * (c0 + 32 * u));
+#pragma unroll
+        for (int u = 0; u < RB; u++)
+            if (c0 + 32 * u < C8) {
+                float x[8];
+                unpack8(xv[u], x);
+#pragma unroll
+                for (int k = 0; k < 8; k++) x[k] /= n;
+                st8(out + o + 8 * (c0 + 32 * u), x);
+            }
+    }
+}
+__global__ void l2norm_backward8_kernel(bf16 *dinp, const bf16 *dout, const bf16 *out, const float *norm, int M,
+                                        int C8) {
+    int lane = threadIdx.x & 31, row = blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
+    if (row >= M) return;
+    size_t o = (size_t)row * C8 * 8;
+    float s = warp_sum(lane_dot8(dout + o, out + o, C8, lane)), inv = 1.f / norm[row];
+    for (int c0 = lane; c0 < C8; c0 += 32 * RB) {
+        uint4 dv[RB], gv[RB], yv[RB];
+#pragma unroll
+        for (int u = 0; u < RB; u++)
+            if (c0 + 32 * u < C8) {
+                size_t i = o + 8 * (c0 + 32 * u);
+                dv[u] = ldv(dinp + i);
+                gv[u] = ldv(dout + i);
+                yv[u] = ldv(out + i);
+            }
+#pragma unroll
+        for (int u = 0; u < RB; u++)
+            if (c0 + 32 * u < C8) {
+                float d[8], g[8], y[8];
+                unpack8(dv[u], d);
+                unpack8(gv[u], g);
+                unpack8(yv[u], y);
+#pragma unroll
+                for (int k = 0; k < 8; k++) d[k] += (g[k] - y[k] * s) * inv;
+                st8(dinp + o + 8 * (c0 + 32 * u), d);
+            }
+    }
 }
 
 #endif

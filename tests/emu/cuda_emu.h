@@ -56,6 +56,9 @@ using std::max;
 struct __nv_bfloat16 { uint16_t u; };
 struct __nv_bfloat162 { __nv_bfloat16 x, y; };
 struct float2 { float x, y; };
+struct float4 { float x, y, z, w; };
+struct uint2 { unsigned x, y; };
+static inline float4 make_float4(float x, float y, float z, float w) { return {x, y, z, w}; }
 struct uint4 { unsigned x, y, z, w; };
 typedef __nv_bfloat16 bf16;
 static inline float __bfloat162float(bf16 h) {
@@ -476,6 +479,12 @@ static inline float atomicAdd(float *p, float v) { float o = *p; *p = o + v; ret
 static inline bf16 atomicAdd(bf16 *p, bf16 v) {
     bf16 o = *p;
     *p = __float2bfloat16(__bfloat162float(o) + __bfloat162float(v));
+    return o;
+}
+static inline __nv_bfloat162 atomicAdd(__nv_bfloat162 *p, __nv_bfloat162 v) {
+    __nv_bfloat162 o = *p;
+    atomicAdd(&p->x, v.x);
+    atomicAdd(&p->y, v.y);
     return o;
 }
 static inline float rsqrtf(float x) { return 1.f / sqrtf(x); }

@@ -6,9 +6,11 @@
  *   GELU backward                 dinp += dout gelu'(inp), erf and tanh forms; x *= gelu_tanh'(pre);
  *   residual backward             dy += s gamma dx, dgamma = sum s dx y;
  *   column sums (bias gradients)  acc[j] = sum_i dout[i, j];
+ *   gather / scatter-add of rows  out[i] = inp[idx[i]]; dst[idx[i]] += src[i] (indices repeating);
+ *   L2 normalisation, its backward, the cosine loss and its gradient (the heads);
  *   AdamW over a buffer's tensors in one launch (adamw_chunks_kernel) = adamw_kernel per tensor.
  * Each runs as the 16-byte-vector kernel (norm_backward8_kernel at every VPL the launch picks
- * and norm_backward_wide_kernel beside it, alone above C = 2048; gelu_backward8_kernel, residual_backward8_kernel, colsum8_kernel) and as the scalar kernel it
+ * and norm_dx_wide_kernel + norm_dwdb8_kernel beside it, alone above C = 1536; gelu_backward8_kernel, residual_backward8_kernel, colsum8_kernel) and as the scalar kernel it
  * stands beside, with the launch geometry of norm.cu / elementwise.cu, on the student's width
  * 1408 and on widths that leave lanes or vectors idle. Gradients land on nonzero values, as they
  * accumulate in the models.
@@ -83,20 +85,26 @@ static void test_norm_backward(int M, int C, bool ln, bool with_w, bool with_din
     }
     const bf16 *wp = with_w ? w.data() : NULL;
     const float *mp = ln ? mean.data() : NULL;
-    for (int vec = 0; vec < 3; vec++) {   /* scalar, registers (C <= 2048), shared sums (any C % 8 == 0) */
+    for (int vec = 0; vec < 3; vec++) {   /* scalar, registers (C <= 1536), two kernels (any C % 8 == 0) */
         int vpl = (C / 8 + 31) / 32;
-        if (vec == 1 && vpl > 8) continue;
+        if (vec == 1 && vpl > 6) continue;
         std::vector<bf16> dx = dx0;
         std::vector<float> acc(2 * (size_t)C, 0.f);
         bf16 *dxp = with_dinp ? dx.data() : NULL;
-        if (vec == 2) {   /* as norm.cu's wide path: 128 threads, rows per block */
-            int rows = 3;
-            dim3 grid = {(unsigned)((M + rows - 1) / rows), 1, 1};
-            emu_launch(grid, 128, (size_t)2 * C * 4, [&] {
-                norm_backward_wide_kernel(dxp, acc.data(), dy.data(), x.data(), wp, mp, rstd.data(), M, C, rows);
+        if (vec == 2) {   /* as norm.cu's wide path: dinp by warps of 4-warp blocks, then the column sums */
+            if (dxp) {
+                dim3 grid = {(unsigned)((M + 3) / 4), 1, 1};
+                emu_launch(grid, 128, 0, [&] {
+                    norm_dx_wide_kernel(dxp, dy.data(), x.data(), wp, mp, rstd.data(), M, C);
+                });
+            }
+            int rows_per = 7;   /* norm.cu takes 128; 7 leaves a warp idle and a tail block */
+            dim3 grid = {(unsigned)((C / 8 + 31) / 32), (unsigned)((M + rows_per - 1) / rows_per), 1};
+            emu_launch(grid, CS_THREADS, 0, [&] {
+                norm_dwdb8_kernel(acc.data(), dy.data(), x.data(), mp, rstd.data(), M, C / 8, rows_per);
             });
         } else if (vec) {   /* as norm.cu: VPL rounded up to an instantiation, 128 threads, rows per block */
-            vpl = vpl <= 1 ? 1 : vpl <= 2 ? 2 : vpl <= 4 ? 4 : vpl <= 6 ? 6 : 8;
+            vpl = vpl <= 1 ? 1 : vpl <= 2 ? 2 : vpl <= 4 ? 4 : 6;
             int rows = 5;   /* the launch takes M / (a wave of blocks); 5 leaves warps idle and a tail block */
             dim3 grid = {(unsigned)((M + rows - 1) / rows), 1, 1};
             size_t smem = (size_t)2 * C * 4;
@@ -105,8 +113,7 @@ static void test_norm_backward(int M, int C, bool ln, bool with_w, bool with_din
                 case 1: norm_backward8_kernel<1>(dxp, acc.data(), dy.data(), x.data(), wp, mp, rstd.data(), M, C, rows); break;
                 case 2: norm_backward8_kernel<2>(dxp, acc.data(), dy.data(), x.data(), wp, mp, rstd.data(), M, C, rows); break;
                 case 4: norm_backward8_kernel<4>(dxp, acc.data(), dy.data(), x.data(), wp, mp, rstd.data(), M, C, rows); break;
-                case 6: norm_backward8_kernel<6>(dxp, acc.data(), dy.data(), x.data(), wp, mp, rstd.data(), M, C, rows); break;
-                default: norm_backward8_kernel<8>(dxp, acc.data(), dy.data(), x.data(), wp, mp, rstd.data(), M, C, rows); break;
+                default: norm_backward8_kernel<6>(dxp, acc.data(), dy.data(), x.data(), wp, mp, rstd.data(), M, C, rows); break;
                 }
             });
         } else {
@@ -115,7 +122,7 @@ static void test_norm_backward(int M, int C, bool ln, bool with_w, bool with_din
             emu_launch(grid, nt, 0, [&] { norm_backward_kernel(dxp, acc.data(), dy.data(), x.data(), wp, mp, rstd.data(), M, C); });
         }
         char what[160];
-        const char *name = vec == 2 ? "norm_backward_wide" : vec ? "norm_backward8" : "norm_backward (scalar)";
+        const char *name = vec == 2 ? "norm_dx_wide + norm_dwdb8" : vec ? "norm_backward8" : "norm_backward (scalar)";
         char vp[16] = "";
         if (vec == 1) snprintf(vp, sizeof vp, " VPL %d", vpl);
         snprintf(what, sizeof what, "%s %s %dx%d%s%s", name, ln ? "LN" : "RMS", M, C, vp, with_w ? "" : " no weight");
@@ -188,10 +195,12 @@ static void test_residual_backward(int B, int N, int C, bool with_gamma, bool wi
     for (int vec = 0; vec < 2; vec++) {
         std::vector<bf16> dy = dy0;
         std::vector<float> acc(C, 0.f);
-        int rows_per = 4;   /* elementwise.cu takes 64; 4 splits these few rows over blockIdx.y */
+        /* elementwise.cu takes 128 rows a block (8 warps x RB rows x 4); 13 leaves warps with one
+           row or none and a second block of 2 rows; the scalar kernel: 6 */
+        int rows_per = vec ? 13 : 6;
         if (vec) {
-            dim3 grid = {(unsigned)((C / 8 + 63) / 64), (unsigned)((B * N + rows_per - 1) / rows_per), 1};
-            emu_launch(grid, 64, 0, [&] {
+            dim3 grid = {(unsigned)((C / 8 + 31) / 32), (unsigned)((B * N + rows_per - 1) / rows_per), 1};
+            emu_launch(grid, CS_THREADS, 0, [&] {
                 residual_backward8_kernel(dy.data(), acc.data(), dx.data(), y.data(), gp, s, with_s, N, C / 8, B, rows_per);
             });
         } else {
@@ -211,6 +220,101 @@ static void test_residual_backward(int B, int N, int C, bool with_gamma, bool wi
     }
 }
 
+/* ---- gather and scatter-add of rows: out[i] = inp[idx[i]]; dst[idx[i]] += src[i], indices
+ * repeating (the heads' position-embedding gradients) ---- */
+static void test_gather_scatter(int n, int R, int C) {
+    std::vector<bf16> inp = rand_bf16((size_t)R * C, 1.f), src = rand_bf16((size_t)n * C, 1.f);
+    std::vector<bf16> dst0 = rand_bf16((size_t)R * C, 1.f);
+    std::vector<int32_t> idx(n);
+    for (int i = 0; i < n; i++) idx[i] = (int32_t)((i * 7 + (i % 3)) % R);
+    std::vector<double> g_want((size_t)n * C), s_want((size_t)R * C);
+    for (size_t i = 0; i < (size_t)R * C; i++) s_want[i] = f(dst0[i]);
+    for (int i = 0; i < n; i++)
+        for (int c = 0; c < C; c++) {
+            g_want[(size_t)i * C + c] = f(inp[(size_t)idx[i] * C + c]);
+            s_want[(size_t)idx[i] * C + c] += f(src[(size_t)i * C + c]);
+        }
+    for (int vec = 0; vec < 2; vec++) {
+        std::vector<bf16> out((size_t)n * C), dst = dst0;
+        dim3 grid = {3, 1, 1};   /* a grid-stride loop: fewer threads than elements */
+        if (vec) {
+            emu_launch(grid, 64, 0, [&] { gather8_kernel(out.data(), inp.data(), idx.data(), n, C / 8); });
+            emu_launch(grid, 64, 0, [&] { scatter_add8_kernel(dst.data(), src.data(), idx.data(), n, C / 8); });
+        } else {
+            emu_launch(grid, 64, 0, [&] { gather_kernel(out.data(), inp.data(), idx.data(), n, C); });
+            emu_launch(grid, 64, 0, [&] { scatter_add_kernel(dst.data(), src.data(), idx.data(), n, C); });
+        }
+        char w1[128], w2[128];
+        snprintf(w1, sizeof w1, "%s %d of %d rows x %d", vec ? "gather8" : "gather (scalar)", n, R, C);
+        snprintf(w2, sizeof w2, "%s %d into %d rows x %d", vec ? "scatter_add8" : "scatter_add (scalar)", n, R, C);
+        check_bf16(w1, g_want, out, 1e-6);
+        check_bf16(w2, s_want, dst, 1e-2);
+    }
+}
+
+/* ---- the heads' L2 normalisation and cosine loss, forward and backward:
+ * out = x / |x|; dinp += (dout - out <dout, out>) / |x|; loss = 2 - 2 <pred, target>,
+ * dpred += -2 scale target ---- */
+static void test_l2_cos(int M, int C) {
+    std::vector<bf16> x = rand_bf16((size_t)M * C, 1.f), g = rand_bf16((size_t)M * C, 1.f);
+    std::vector<bf16> t = rand_bf16((size_t)M * C, 0.05f), d0 = rand_bf16((size_t)M * C, 1.f);
+    std::vector<double> out_want((size_t)M * C), norm_want(M), dx_want((size_t)M * C), loss_want(M),
+        dp_want((size_t)M * C);
+    std::vector<bf16> outb((size_t)M * C);
+    const float scale = 0.75f;
+    for (int r = 0; r < M; r++) {
+        double ss = 0, dot = 0, lt = 0;
+        for (int c = 0; c < C; c++) ss += f(x[(size_t)r * C + c]) * f(x[(size_t)r * C + c]);
+        norm_want[r] = sqrt(ss);
+        for (int c = 0; c < C; c++) {
+            size_t i = (size_t)r * C + c;
+            out_want[i] = f(x[i]) / norm_want[r];
+            outb[i] = __float2bfloat16((float)out_want[i]);   /* the backward reads the bf16 forward */
+        }
+        for (int c = 0; c < C; c++) dot += f(g[(size_t)r * C + c]) * f(outb[(size_t)r * C + c]);
+        for (int c = 0; c < C; c++) {
+            size_t i = (size_t)r * C + c;
+            dx_want[i] = f(d0[i]) + (f(g[i]) - f(outb[i]) * dot) / norm_want[r];
+            lt += f(outb[i]) * f(t[i]);
+            dp_want[i] = f(d0[i]) - 2.0 * scale * f(t[i]);
+        }
+        loss_want[r] = 2 - 2 * lt;
+    }
+    std::vector<float> normf(M);
+    for (int r = 0; r < M; r++) normf[r] = (float)norm_want[r];
+    for (int vec = 0; vec < 2; vec++) {
+        std::vector<bf16> out((size_t)M * C), dx = d0, dp = d0;
+        std::vector<float> norm(M), loss(M);
+        if (vec) {   /* as norm.cu / elementwise.cu: 4 warps a block, a warp per row */
+            dim3 grid = {(unsigned)((M + 3) / 4), 1, 1};
+            emu_launch(grid, 128, 0, [&] { l2norm8_kernel(out.data(), norm.data(), x.data(), M, C / 8); });
+            emu_launch(grid, 128, 0, [&] {
+                l2norm_backward8_kernel(dx.data(), g.data(), outb.data(), normf.data(), M, C / 8);
+            });
+            emu_launch(grid, 128, 0, [&] {
+                cos_loss8_kernel(loss.data(), dp.data(), outb.data(), t.data(), M, C / 8, scale);
+            });
+        } else {
+            dim3 grid = {(unsigned)M, 1, 1};
+            emu_launch(grid, 128, 0, [&] { l2norm_kernel(out.data(), norm.data(), x.data(), C); });
+            emu_launch(grid, 128, 0, [&] { l2norm_backward_kernel(dx.data(), g.data(), outb.data(), normf.data(), C); });
+            emu_launch(grid, 128, 0, [&] { cos_loss_kernel(loss.data(), dp.data(), outb.data(), t.data(), C, scale); });
+        }
+        const char *k = vec ? "8" : " (scalar)";
+        char w[5][128];
+        snprintf(w[0], 128, "l2norm%s %dx%d out", k, M, C);
+        snprintf(w[1], 128, "l2norm%s %dx%d norms", k, M, C);
+        snprintf(w[2], 128, "l2norm_backward%s %dx%d dinp", k, M, C);
+        snprintf(w[3], 128, "cos_loss%s %dx%d loss rows", k, M, C);
+        snprintf(w[4], 128, "cos_loss%s %dx%d dpred", k, M, C);
+        check_bf16(w[0], out_want, out, 1e-2);
+        check(w[1], norm_want, norm.data(), M, 1e-5);
+        check_bf16(w[2], dx_want, dx, 1e-2);
+        check(w[3], loss_want, loss.data(), M, 1e-5);
+        check_bf16(w[4], dp_want, dp, 1e-2);
+    }
+}
+
 /* ---- column sums ---- */
 static void test_colsum(int M, int N) {
     std::vector<bf16> d = rand_bf16((size_t)M * N, 1.f);
@@ -218,10 +322,10 @@ static void test_colsum(int M, int N) {
     for (size_t i = 0; i < (size_t)M * N; i++) want[i % N] += f(d[i]);
     for (int vec = 0; vec < 2; vec++) {
         std::vector<float> acc(N, 0.f);
-        int rows_per = 64;   /* as elementwise.cu */
+        int rows_per = vec ? 45 : 32;   /* elementwise.cu: 128; 45 leaves a partial group of RB rows per warp */
         if (vec) {
-            dim3 grid = {(unsigned)((N / 8 + 63) / 64), (unsigned)((M + rows_per - 1) / rows_per), 1};
-            emu_launch(grid, 64, 0, [&] { colsum8_kernel(acc.data(), d.data(), M, N / 8, rows_per); });
+            dim3 grid = {(unsigned)((N / 8 + 31) / 32), (unsigned)((M + rows_per - 1) / rows_per), 1};
+            emu_launch(grid, CS_THREADS, 0, [&] { colsum8_kernel(acc.data(), d.data(), M, N / 8, rows_per); });
         } else {
             dim3 grid = {(unsigned)((N + 127) / 128), (unsigned)((M + rows_per - 1) / rows_per), 1};
             emu_launch(grid, 128, 0, [&] { colsum_kernel(acc.data(), d.data(), M, N, rows_per); });
@@ -235,8 +339,10 @@ static void test_colsum(int M, int N) {
 /* AdamW over three tensors of one buffer in one launch (adamw_chunks_kernel) against
  * adamw_kernel per tensor: bit for bit (the same per-element arithmetic), over a tensor longer
  * than one chunk and a tensor without weight decay; and the first step against its formula */
-static void test_adamw_chunks() {
-    size_t sz[3] = {IV2_ADAMW_CHUNK + 700, 300, 2000}, n = sz[0] + sz[1] + sz[2];
+static void test_adamw_chunks(int vec, bool with_master) {
+    /* a piece longer than a chunk, one starting off a multiple of 4 (the 4-wide path takes only
+       pieces on one) and pieces whose length leaves 1..3 elements to the one-by-one loop */
+    size_t sz[3] = {IV2_ADAMW_CHUNK + 701, 299, 2002}, n = sz[0] + sz[1] + sz[2];
     int no_wd[3] = {0, 1, 0};
     std::vector<bf16> p0 = rand_bf16(n, 1.f), grad = rand_bf16(n, 1.f);
     std::vector<float> master0(n);
@@ -248,31 +354,34 @@ static void test_adamw_chunks() {
     const float lr = 1e-2f, b1 = 0.9f, b2 = 0.98f, eps = 1e-6f, wd = 0.05f, gs = 0.5f;
     std::vector<bf16> pa = p0, pb = p0;
     std::vector<float> ma(n, 0.f), va(n, 0.f), wa = master0, mb(n, 0.f), vb(n, 0.f), wb = master0;
+    float *wap = with_master ? wa.data() : NULL, *wbp = with_master ? wb.data() : NULL;
     for (int t = 1; t <= 2; t++) {
         float bc1 = 1.f - powf(b1, (float)t), bc2 = 1.f - powf(b2, (float)t);
         emu_launch({(unsigned)ch.size(), 1, 1}, 256, 0, [&] {
-            adamw_chunks_kernel(pa.data(), wa.data(), grad.data(), ma.data(), va.data(), ch.data(), lr, b1, b2, eps, wd,
-                                bc1, bc2, gs);
+            adamw_chunks_kernel(pa.data(), wap, grad.data(), ma.data(), va.data(), ch.data(), lr, b1, b2, eps, wd,
+                                bc1, bc2, gs, vec);
         });
         for (size_t j = 0, off = 0; j < 3; off += sz[j], j++)
             emu_launch({4, 1, 1}, 64, 0, [&] {
-                adamw_kernel(pb.data() + off, wb.data() + off, grad.data() + off, mb.data() + off, vb.data() + off,
-                             sz[j], lr, b1, b2, eps, no_wd[j] ? 0.f : wd, bc1, bc2, gs);
+                adamw_kernel(pb.data() + off, wbp ? wbp + off : NULL, grad.data() + off, mb.data() + off,
+                             vb.data() + off, sz[j], lr, b1, b2, eps, no_wd[j] ? 0.f : wd, bc1, bc2, gs);
             });
-        if (t == 1) {   /* step 1: mhat = g, vhat = g^2, so w -= lr (g / (|g| + eps) + wd w) */
+        if (t == 1 && with_master) {   /* step 1: mhat = g, vhat = g^2, so w -= lr (g / (|g| + eps) + wd w) */
             std::vector<double> want(n);
             for (size_t i = 0, j = 0, end = sz[0]; i < n; i++) {
                 if (i == end) end += sz[++j];
                 double g = f(grad[i]) * gs, w = master0[i];
                 want[i] = w - lr * (g / (fabs(g) + eps) + (no_wd[j] ? 0 : wd) * w);
             }
-            check("adamw_chunks step 1 against its formula", want, wa.data(), n, 1e-5);
+            char what[96];
+            snprintf(what, sizeof what, "adamw_chunks%s step 1 against its formula", vec ? " (4 wide)" : "");
+            check(what, want, wa.data(), n, 1e-5);
         }
     }
     bool same = !memcmp(wa.data(), wb.data(), n * 4) && !memcmp(ma.data(), mb.data(), n * 4) &&
                 !memcmp(va.data(), vb.data(), n * 4) && !memcmp(pa.data(), pb.data(), n * 2);
-    printf("%s adamw_chunks = adamw per tensor, bit for bit (master, m, v, bf16 params; 2 steps, %zu chunks)\n",
-           same ? "ok  " : "FAIL", ch.size());
+    printf("%s adamw_chunks%s = adamw per tensor, bit for bit (%s, m, v, bf16 params; 2 steps, %zu chunks)\n",
+           same ? "ok  " : "FAIL", vec ? " (4 wide)" : "", with_master ? "master" : "no master", ch.size());
     same ? n_pass++ : n_fail++;
 }
 
@@ -281,7 +390,7 @@ int main() {
     test_norm_backward(21, 1408, false, true, true);   /* RMSNorm (q/k norms of the teachers' layout) */
     test_norm_backward(19, 96, true, true, true);      /* VPL 1, 12 of 32 lanes busy */
     test_norm_backward(23, 520, true, false, true);    /* 65 vectors: VPL 3 runs as 4; no weight */
-    test_norm_backward(9, 2048, true, true, false);    /* VPL 8; weight gradients only (no dinp) */
+    test_norm_backward(9, 2048, true, true, false);    /* VPL 8: the two wide kernels; weight gradients only (no dinp) */
     test_norm_backward(13, 768, false, true, true);    /* VPL 3 -> 4 */
     test_norm_backward(11, 3200, true, true, true);    /* the 6B student's and the CLIP heads' width: wide only */
     test_norm_backward(7, 3200, false, true, false);   /* RMSNorm, weight gradient only */
@@ -290,9 +399,17 @@ int main() {
     test_gelu_grad_scale(8 * 250);
     test_residual_backward(3, 5, 1408, true, true);
     test_residual_backward(2, 7, 200, false, false);
+    test_l2_cos(9, 3200);   /* the CLIP heads' width: 400 vectors, 12.5 a lane */
+    test_l2_cos(6, 1408);
+    test_l2_cos(5, 200);    /* 25 vectors: lanes idle */
+    test_gather_scatter(29, 11, 1408);
+    test_gather_scatter(9, 4, 200);
     test_colsum(130, 1408);
     test_colsum(70, 200);
-    test_adamw_chunks();
+    for (int vec = 0; vec < 2; vec++) {
+        test_adamw_chunks(vec, true);
+        test_adamw_chunks(vec, false);
+    }
     printf("%d checks, %d failed\n", n_pass + n_fail, n_fail);
     return n_fail ? 1 : 0;
 }

@@ -16,6 +16,8 @@
  *   bench_vit --profile-step  only the student's train step, for Nsight Compute (check.sh,
  *                              tests/gpu/profile_step.py): iv2-1b at depth 2 (IV2_PROFILE_DEPTH),
  *                              IV2_BENCH_VIEWS views, 3 identical steps, the last kernels it launches
+ *   bench_vit --profile-whole-step  the same for the whole step of iv2-distill (heads, loss,
+ *                              clipping, AdamW; the trainer at depth 2): 3 identical steps last
  * Exit 77 without a CUDA device. */
 #include <stdio.h>
 #include <stdlib.h>
@@ -202,7 +204,7 @@ static double time_full_step(iv2_distill_config c, int depth, const iv2_batch *b
  * the model, not of the recomputation); a batch by hand: frames, the visible tokens as the
  * recipe's mask keeps them (52 per frame and the CLS), targets of a cheap pattern */
 static void full_step_row(const char *device, const char *preset, int S, int recompute, const int dims[3], double peak,
-                          FILE *js) {
+                          FILE *js, int profile_depth) {
     iv2_distill_config c;
     iv2_distill_config_default(&c);
     snprintf(c.device, sizeof c.device, "%s", device);
@@ -240,6 +242,15 @@ static void full_step_row(const char *device, const char *preset, int S, int rec
         float *p = tg[i];
 #pragma omp parallel for schedule(static)
         for (size_t j = 0; j < tn[i]; j++) p[j] = (float)((j * 2654435761u >> 22) & 1023) * (1.f / 16384) - 1.f / 32;
+    }
+    if (profile_depth > 0) {   /* --profile-whole-step: the steps at one depth and nothing after them */
+        double tp = time_full_step(c, profile_depth, &b, 3, dims);
+        printf("profile-whole-step: %s depth %d, %d views x %d visible tokens, 1 + 3 whole steps (heads, loss, clip, "
+               "AdamW), %.2f ms/step (median; inflated under a profiler)\n", preset, profile_depth, S, nv, tp * 1e3);
+        for (int i = 0; i < nt; i++) free(tg[i]);
+        free(b.frames);
+        free(b.vis);
+        return;
     }
     double t1 = time_full_step(c, 2, &b, 5, dims), t2 = time_full_step(c, 6, &b, 5, dims);
     double t = t1 + (vc.depth - 2) * (t2 - t1) / 4;
@@ -281,7 +292,21 @@ static int profile_step(iv2_backend *be) {
 int main(int argc, char **argv) {
     if (argc > 1 && !strcmp(argv[1], "--step-smoke")) {   /* the whole-step path on the CPU, tiny (no GPU needed) */
         const int dims[3] = {24, 16, 8};
-        full_step_row("cpu", "iv2-tiny", 2, 0, dims, 1e12, NULL);
+        full_step_row("cpu", "iv2-tiny", 2, 0, dims, 1e12, NULL, 0);
+        return 0;
+    }
+    if (argc > 1 && !strcmp(argv[1], "--profile-whole-step")) {   /* the trainer makes its own backend */
+        iv2_backend *probe = iv2_backend_create("cuda:0", 0);
+        if (!probe) { printf("skipped: %s\n", iv2_errmsg()); return 77; }
+        iv2_backend_destroy(probe);
+        const int dims[3] = {3200, 1408, 768};
+        int views = getenv("IV2_BENCH_VIEWS") ? atoi(getenv("IV2_BENCH_VIEWS")) : 32;
+        int depth = getenv("IV2_PROFILE_DEPTH") ? atoi(getenv("IV2_PROFILE_DEPTH")) : 2;
+        if (views < 1 || depth < 1) {
+            fprintf(stderr, "bench_vit: IV2_BENCH_VIEWS and IV2_PROFILE_DEPTH must be >= 1\n");
+            return 2;
+        }
+        full_step_row("cuda", "iv2-1b", views, 0, dims, 989e12, NULL, depth);
         return 0;
     }
     iv2_backend *be = iv2_backend_create("cuda:0", 0);
@@ -338,7 +363,7 @@ int main(int argc, char **argv) {
     const char *st = getenv("IV2_BENCH_STEP");
     if (!st || strcmp(st, "0")) {
         const int dims[3] = {3200, 1408, 768};
-        full_step_row("cuda", "iv2-1b", views, 0, dims, peak, js);
+        full_step_row("cuda", "iv2-1b", views, 0, dims, peak, js, 0);
         /* the largest batch that fits at full depth with every block recomputed (the trainer's
          * memory plan, in what is free now less 2 GiB for the trainer's own CUDA context), timed
          * at up to 128 views: the host batch of f32 targets is 41 MB a view, and the GEMMs are
@@ -353,7 +378,7 @@ int main(int argc, char **argv) {
         int sv = getenv("IV2_BENCH_STEP_VIEWS") ? atoi(getenv("IV2_BENCH_STEP_VIEWS")) : fit < 128 ? fit : 128;
         printf("iv2-1b step: the largest batch that fits with every block recomputed: %d views (memory plan, %.1f GiB "
                "free); timed at %d\n", fit, fr / 1073741824.0, sv);
-        if (sv > 0) full_step_row("cuda", "iv2-1b", sv, IV2_RECOMPUTE_ALL, dims, peak, js);
+        if (sv > 0) full_step_row("cuda", "iv2-1b", sv, IV2_RECOMPUTE_ALL, dims, peak, js, 0);
     }
     if (js) { fprintf(js, "]}\n"); fclose(js); }
     iv2_backend_destroy(be);

@@ -1,6 +1,7 @@
 #!/bin/sh
 # tests/gpu/check.sh: the one script to run on the GPU machine (see docs/cuda.md).
 #   sh tests/gpu/check.sh            logs and figures go to $OUT (default build/gpu-check)
+#   CHECK_ONLY="build bench_vit" sh tests/gpu/check.sh   only the named steps
 # Steps, each logged to $OUT/<step>.log, none stopping the others:
 #   env       nvidia-smi, nvcc, compute-sanitizer, torch versions
 #   build     make SKIP_DEPS=1 FFMPEG=0 CUDA=1 CUDA_ARCH=90a with LMDB/cJSON/OpenBLAS from .deps/*.deb
@@ -25,6 +26,8 @@
 #             only; tests/gpu/profile_step.py makes the per-kernel table (skipped without ncu)
 #   ncu_attention  Nsight Compute's sections (throughput, occupancy, stalls, instruction mix) for
 #             the attention forward and fused backward kernels; the report is ncu_attention.log
+#   ncu_vector_bwd  the same for the memory-bound backward kernels (norm, LayerScale, bias sums)
+#   profile_whole_step  the whole iv2-distill step (heads, loss, clipping, AdamW) kernel by kernel
 # Ends with a report (also $OUT/report.txt), the figures ($OUT/bench_*.json, profile_step.txt)
 # and the step logs packed into $OUT/logs.tar.gz. Took about 1 minute on an H100 (build 10 s, tests 10 s,
 # benchmarks 30 s) before the trainer tests and the torch.compile row (expected: under 4
@@ -49,6 +52,8 @@ DEADLINE=${CHECK_DEADLINE:-560}
 # step NAME LIMIT_S CMD...: run, log, record PASS/FAIL/SKIP (exit 77) with seconds
 step() {
   name=$1 lim=$2; shift 2
+  # CHECK_ONLY="build racecheck_ops ...": run only the named steps (a short second run)
+  if [ -n "$CHECK_ONLY" ]; then case " $CHECK_ONLY " in *" $name "*) ;; *) return 77 ;; esac; fi
   t=$(date +%s)
   left=$(( DEADLINE - (t - T0) ))
   if [ $left -lt 10 ]; then
@@ -175,10 +180,9 @@ step bench_torch_compiled 180 python3 tests/gpu/bench_torch.py --compiled "$OUT/
 # ---- shared-memory hazards of the real hardware (tests/emu checks the same on the CPU), after
 # the figures: the default kernels and the pipelined Hopper forward ----
 if command -v compute-sanitizer >/dev/null 2>&1 && [ -x build/gpu/test_cuda_vit ]; then
-  step racecheck_tiny_forward 120 compute-sanitizer --tool racecheck --racecheck-report hazard --error-exitcode 3 \
+  step racecheck_tiny_forward 120 sh tests/gpu/racecheck.sh build/gpu/test_cuda_vit --tiny-forward
+  step racecheck_tiny_forward_wg128p 120 env IV2_ATTN_FWD=wg128p sh tests/gpu/racecheck.sh \
     build/gpu/test_cuda_vit --tiny-forward
-  step racecheck_tiny_forward_wg128p 120 env IV2_ATTN_FWD=wg128p compute-sanitizer --tool racecheck \
-    --racecheck-report hazard --error-exitcode 3 build/gpu/test_cuda_vit --tiny-forward
 fi
 
 # ---- where the student step's time goes: one step, kernel by kernel (Nsight Compute) ----
@@ -191,6 +195,11 @@ if [ -n "$NCU" ] && [ -x build/gpu/bench_vit ]; then
     --csv --log-file "$OUT/profile_step_ncu.log" build/gpu/bench_vit --profile-step
   step profile_step_table 30 python3 tests/gpu/profile_step.py "$OUT/profile_step_ncu.log" \
     --bench-json "$OUT/bench_vit.json" --txt "$OUT/profile_step.txt"
+  # the whole step of iv2-distill (heads, loss, clipping, AdamW) the same way: profile_whole_step.txt
+  step profile_whole_step 150 "$NCU" --metrics gpu__time_duration.sum --clock-control none --cache-control none \
+    --csv --log-file "$OUT/profile_whole_step_ncu.log" build/gpu/bench_vit --profile-whole-step
+  step profile_whole_step_table 30 python3 tests/gpu/profile_step.py "$OUT/profile_whole_step_ncu.log" \
+    --txt "$OUT/profile_whole_step.txt"
 else
   printf '%-34s %-20s\n' profile_step "SKIP (no ncu or bench_vit)" | tee -a "$SUMMARY"
 fi
@@ -203,6 +212,14 @@ if [ -n "$NCU" ] && [ -x build/gpu/bench_kernels ] && [ $(( $(date +%s) - T0 )) 
     build/gpu/bench_kernels --ncu
 fi
 
+# and the memory-bound backward kernels of the student step (norm, LayerScale, bias sums): how close
+# to the memory bandwidth they run, their occupancy and stalls; one call of each (ncu_vector_bwd.log)
+if [ -n "$NCU" ] && [ -x build/gpu/bench_vit ] && [ $(( $(date +%s) - T0 )) -lt 330 ]; then
+  step ncu_vector_bwd 90 "$NCU" --section SpeedOfLight --section MemoryWorkloadAnalysis --section Occupancy \
+    --section LaunchStats --section WarpStateStats -k "regex:norm_backward8|norm_dx_wide|norm_dwdb8|residual_backward8|colsum8" \
+    -c 6 build/gpu/bench_vit --profile-step
+fi
+
 # the op tests under memcheck last, if time is left (slow under the sanitizer)
 if command -v compute-sanitizer >/dev/null 2>&1 && [ -x build/gpu/test_cuda_ops ] && \
    [ $(( $(date +%s) - T0 )) -lt 270 ]; then
@@ -211,8 +228,7 @@ fi
 # and every op (the fused attention backward included) under racecheck, if time is still left
 if command -v compute-sanitizer >/dev/null 2>&1 && [ -x build/gpu/test_cuda_ops ] && \
    [ $(( $(date +%s) - T0 )) -lt 360 ]; then
-  step racecheck_ops 90 compute-sanitizer --tool racecheck --racecheck-report hazard --error-exitcode 3 \
-    build/gpu/test_cuda_ops
+  step racecheck_ops 90 sh tests/gpu/racecheck.sh build/gpu/test_cuda_ops
 fi
 
 # ---- summary ----
@@ -225,6 +241,8 @@ fi
   done
   [ -f "$OUT/profile_step.txt" ] && { echo "-- profile_step: iv2-1b train step at depth 2, 32 views, per kernel" \
     "(ncu; the step's timeline in profile_step.txt)"; sed '/^-- timeline/,$d' "$OUT/profile_step.txt"; }
+  [ -f "$OUT/profile_whole_step.txt" ] && { echo "-- profile_whole_step: the whole iv2-distill step (heads, loss," \
+    "clipping, AdamW) at depth 2, 32 views, per kernel"; sed '/^-- timeline/,$d' "$OUT/profile_whole_step.txt"; }
   echo "-- parity (relative L2 error GPU vs CPU backend / PyTorch golden; limits in the test headers)"
   for t in test_cuda_vit test_cuda_goldens; do
     [ -f "$OUT/$t.log" ] && grep -E "rel L2|checks" "$OUT/$t.log" | grep -v "grad blocks\|dblocks" | sed "s/^/$t: /"
@@ -281,7 +299,7 @@ PY
   cat "$SUMMARY"
 } > "$OUT/report.txt"
 cat "$OUT/report.txt"
-# few files come back from the device: keep report.txt and the JSON figures, pack the logs
-(cd "$OUT" && tar czf logs.tar.gz *.log summary.txt 2>/dev/null && rm -f *.log summary.txt)
+# at most 8 files come back from the device: keep report.txt and profile_step.txt, pack the rest
+(cd "$OUT" && tar czf logs.tar.gz $(ls *.log *.json summary.txt 2>/dev/null) && rm -f *.log *.json summary.txt)
 grep -q FAIL "$OUT/report.txt" && exit 1
 exit 0
