@@ -1,7 +1,7 @@
 #!/bin/sh
 # test_profile_step: tests/gpu/profile_step.py (the per-kernel table of the GPU check) on the two
 # hand-written ncu CSVs beside it: the step found as the repeated tail (a first step with an extra
-# kernel and two equal GEMMs at the end of the step must not mislead it), durations in
+# kernel, two equal GEMMs at the end of the step, and four equal steps must not mislead it), durations in
 # nsecond/usecond/msecond/second with thousands commas, gpu__time_duration.sum preferred over
 # other metric rows, names shortened (templates, arguments, namespaces, mangled names), cuBLAS
 # kernels in one row and by grid; ERR_NVGPUCTRPERM exits 77, a file without kernels exits 1.
@@ -37,6 +37,15 @@ grep -q 'fill_bias\|to_bf16' "$T/out.txt" && no "set-up or first-step kernels co
 grep -q timeline "$T/out.txt" && no "timeline on stdout"
 has "$T/full.txt" '^-- timeline of the step' '^   0 +25\.5  \(13344, 1, 1\) .* norm8_kernel$' \
   '^  12 +100\.0  \(66, 1, 1\) .* nvjet_tst_128x256_64x4_1x2_h_bz_coopB_NTN$'
+
+# a fourth identical step (the whole-step profile's 1 + 3 steps): the longest repeated tail is two
+# steps; still one step of 13 is reported, repeated 4x
+awk -F'","' 'NR > 3 && $1 ~ /^"[0-9]+$/ { id = substr($1, 2) + 0; if (id >= 30) { sub(/^"[0-9]+"/, "\"" id + 13 "\""); print } }' \
+  $F/profile_step_fixture.csv > "$T/extra.csv"
+cat $F/profile_step_fixture.csv "$T/extra.csv" > "$T/four.csv"
+python3 $P "$T/four.csv" > "$T/four.txt" || no "four steps: exit $?"
+has "$T/four.txt" '^-- one train step: 13 kernels \(the last 13 of 56 profiled; the same 13 repeat 4x' \
+  'kernel time 5\.433 ms$'
 
 python3 $P $F/profile_step_fixture_raw.csv > "$T/raw.txt" || no "raw fixture: exit $?"
 has "$T/raw.txt" '^-- one train step: 8 kernels \(the last 8 of 26' 'kernel time 2\.285 ms$' \

@@ -28,12 +28,12 @@
 #             the attention forward and fused backward kernels; the report is ncu_attention.log
 #   ncu_vector_bwd  the same for the memory-bound backward kernels (norm, LayerScale, bias sums)
 #   profile_whole_step  the whole iv2-distill step (heads, loss, clipping, AdamW) kernel by kernel
-# Ends with a report (also $OUT/report.txt), the figures ($OUT/bench_*.json, profile_step.txt)
-# and the step logs packed into $OUT/logs.tar.gz. Took about 1 minute on an H100 (build 10 s, tests 10 s,
-# benchmarks 30 s) before the trainer tests and the torch.compile row (expected: under 4
-# minutes in all, not yet measured); each step has its own time limit (build 300 s, tests
-# 90-150 s, benchmarks 120-180 s), so a hang costs at most that step's limit. Exit 0 only when
-# no step failed.
+# Ends with a report (also $OUT/report.txt), the per-kernel tables (profile_step.txt,
+# profile_whole_step.txt) and everything else (logs, bench_*.json) packed into $OUT/logs.tar.gz:
+# the device tool brings back at most 8 files. The whole check took 260 s on an H100 on
+# 2026-11-27 (build 30 s, tests 40 s, benchmarks 120 s), before profile_whole_step and
+# ncu_vector_bwd (about 40 s more); each step has its own time limit (build 300 s, tests 90-150 s,
+# benchmarks 120-180 s), so a hang costs at most that step's limit. Exit 0 only when no step failed.
 cd "$(dirname "$0")/../.." || exit 1
 ROOT=$(pwd)
 OUT=${OUT:-$ROOT/build/gpu-check}

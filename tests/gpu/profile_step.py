@@ -6,8 +6,9 @@ CSV that Nsight Compute writes for `bench_vit --profile-step` (tests/gpu/check.s
     python3 tests/gpu/profile_step.py F [--bench-json bench_vit.json] [--txt out.txt] [--top 20]
 
 The program launches 3 identical train steps last and nothing after them. The step is the longest
-tail of the kernel sequence (name, grid, block) that repeats right before itself, so the set-up
-kernels drop out without a profiler API in the program. Kernels are grouped by function name
+tail of the kernel sequence (name, grid, block) that repeats right before itself, cut to its
+shortest period (with 4 identical steps that tail is two of them), so the set-up kernels drop out
+without a profiler API in the program. Kernels are grouped by function name
 (return type, namespaces, template arguments and parameters dropped); every cuBLAS/cuBLASLt kernel
 (gemm, nvjet, xmma, cutlass, splitKreduce, ...) goes into one "cuBLAS GEMM" row, broken down by
 kernel and grid below the table. Stdout: the table; --txt: the table and the step's timeline.
@@ -156,10 +157,15 @@ def read_kernels(path):
 
 
 def step_length(keys):
-    """the longest K with keys[-K:] == keys[-2K:-K], and how often that tail repeats at the end"""
+    """the step: the longest K with keys[-K:] == keys[-2K:-K], cut to the shortest period of that
+    tail (4 equal steps make K two steps; a period under MIN_STEP is not a step), and how often
+    the step repeats at the end"""
     n = len(keys)
     for K in range(n // 2, 0, -1):
         if keys[n - K:] == keys[n - 2 * K:n - K]:
+            tail = keys[n - K:]
+            K = next(q for q in range(1, K + 1)
+                     if K % q == 0 and (q >= MIN_STEP or q == K) and tail == tail[K - q:] * (K // q))
             reps = 2
             while (reps + 1) * K <= n and keys[n - (reps + 1) * K:n - reps * K] == keys[n - K:]:
                 reps += 1
