@@ -18,7 +18,8 @@
 #             (and on the op tests); racecheck on the tiny forward (default and wg128p)
 #   bench_*   bench_kernels, bench_vit (iv2, incl. the whole training step of iv2-distill; again
 #             with the cuBLAS attention backward, the wgmma backward, the wgmma forward, and the
-#             unfused kernels), bench_extract (iv2-extract's teachers, downloads,
+#             unfused kernels), bench_distill_cuda (iv2-distill from a recipe-size cache: the
+#             GPU's wait on the loader), bench_extract (iv2-extract's teachers, downloads,
 #             encoding and LMDB writes at full size, views/s per stage) and bench_torch.py
 #             (PyTorch, same GPU, same run: the whole step under bf16 autocast and the fwd+bwd
 #             student step, eager; then both with torch.compile as bench_torch_compiled)
@@ -97,7 +98,7 @@ printf '%-34s %-20s\n' env "see env.log" >> "$SUMMARY"
 # ---- build (make -k: one broken target must not hide the others) ----
 MK="make -k -j$(nproc) SKIP_DEPS=1 FFMPEG=0 CUDA=1 CUDA_ARCH=90a CUDA_PTX="
 step build 300 $MK BASE_CFLAGS="$DEP_CFLAGS" BASE_LIBS="$DEP_LIBS" gpu-tests build/gpu/bench_kernels \
-  build/gpu/bench_vit build/gpu/bench_extract
+  build/gpu/bench_vit build/gpu/bench_extract build/gpu/bench_distill_cuda
 
 # ---- GPU parity tests ----
 for t in build/gpu/test_*; do
@@ -153,6 +154,8 @@ done
 [ -x build/gpu/bench_vit ] && step bench_vit 200 build/gpu/bench_vit "$OUT/bench_vit.json"
 # the baseline beside it, then the variants, then extract: the most needed figures first
 step bench_torch 150 env IV2_BENCH_COMPILE=0 python3 tests/gpu/bench_torch.py "$OUT/bench_torch.json"
+# iv2-distill from a cache of the recipe's size: the GPU's wait on the loader (issue 8's data path)
+[ -x build/gpu/bench_distill_cuda ] && step bench_distill_cuda 150 build/gpu/bench_distill_cuda "$OUT/bench_distill_cuda.json"
 # the student step with the Hopper fused backward, beside bench_vit's default (mma.sync) backward
 [ -x build/gpu/bench_vit ] && step bench_vit_bwd_wg 150 env IV2_BENCH_STEP=0 IV2_ATTN_BWD=wg build/gpu/bench_vit \
   "$OUT/bench_vit_bwd_wg.json"
@@ -235,8 +238,8 @@ fi
 {
   echo
   echo "== figures (device: $(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -n 1))"
-  for b in bench_vit bench_extract bench_vit_gemm_backward bench_vit_unfused bench_vit_bwd_wg bench_vit_fwd_wg \
-           bench_torch bench_torch_compiled bench_kernels; do
+  for b in bench_vit bench_distill_cuda bench_extract bench_vit_gemm_backward bench_vit_unfused bench_vit_bwd_wg \
+           bench_vit_fwd_wg bench_torch bench_torch_compiled bench_kernels; do
     [ -f "$OUT/$b.log" ] && { echo "-- $b"; grep -v '^==' "$OUT/$b.log"; }
   done
   [ -f "$OUT/profile_step.txt" ] && { echo "-- profile_step: iv2-1b train step at depth 2, 32 views, per kernel" \
