@@ -222,8 +222,8 @@ static fwd2_cfg fwd_mode_from_env(void) {
 }
 
 /* the configuration of fwd2_choose: by default 4 warps of 32 query rows (2 row tiles) per
- * block; one row tile per warp for the widest heads (register budget) and for single-query
- * calls (the pooling head) */
+ * block (8 warps at head dims 65-96); one row tile per warp for the widest heads (register
+ * budget) and for single-query calls (the pooling head) */
 template <int DP>
 static void launch_fwd2_any(cuda_impl *im, bf16 *out, float *lse, const bf16 *q, const bf16 *k, const bf16 *v, int B,
                             int H, int Nq, int Nk, int D, int qs, int ks, int os, float scale, fwd2_cfg mode) {

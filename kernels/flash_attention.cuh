@@ -18,8 +18,8 @@ template <int DP, int WARPS, int RT> constexpr size_t fwd2_smem_bytes() {
 }
 
 /* ---- the forward's launch configurations (host side; attention.cu and the emulator test) ----
- * WARPS x RT: warps per block x 16-row query tiles per warp. The default is 4x2, and 4x1 for
- * DP > 128 (registers) and Nq <= 16 (the pooling head). IV2_ATTN_FWD selects another one for
+ * WARPS x RT: warps per block x 16-row query tiles per warp. The default is 4x2 (8x1 / 8x2 at
+ * DP 96, fwd2_choose), and 4x1 for DP > 128 (registers) and Nq <= 16 (the pooling head). IV2_ATTN_FWD selects another one for
  * the calls with DP <= 128 and Nq > 16, for the sweep of tests/gpu/bench_kernels.c. TN > 0:
  * the Hopper kernels (wgmma) with WARPS / 4 warpgroups of 64 query rows (RT = 1: 16 rows per
  * warp) and K/V tiles of TN keys, flash_fwd3_kernel or, PIPE, flash_fwd3p_kernel; only in
@@ -63,7 +63,11 @@ static inline bool fwd2_built(int DP, fwd2_cfg c) {
 /* the configuration a call with Nq queries at padding DP runs under mode. auto: 4x2 or 4x1,
  * whichever leaves fewer padded query rows in the last block (a tie: 4x2, which loads each K/V
  * tile once for twice the rows); 257 queries: 4x1 (5 blocks of 64, 80 % of the rows used,
- * against 67 % in 3 blocks of 128); 417: 4x1 (93 % / 81 %); 2048: 4x2. */
+ * against 67 % in 3 blocks of 128); 417: 4x1 (93 % / 81 %); 2048: 4x2. The default: 4x2, but
+ * at DP 96 (head dim 88: the student, VideoMAE) 8x1 up to 512 queries and 8x2 beyond, by
+ * bench_kernels' sweep on an H100 (2026-11-27, two runs; the outputs bit for bit the same):
+ * 32 x 417 queries 8x1 1.04-1.05x 4x2, 2048 queries 8x2 1.01-1.03x; at DP 64 and 128 none beat
+ * 4x2 everywhere. */
 static inline fwd2_cfg fwd2_choose(fwd2_cfg mode, int DP, int Nq) {
     if (DP > 128 || Nq <= 16) return {4, 1, 0, 0};
     if (mode.warps > 0) return mode;
@@ -71,6 +75,7 @@ static inline fwd2_cfg fwd2_choose(fwd2_cfg mode, int DP, int Nq) {
         int pad64 = (Nq + 63) / 64 * 64 - Nq, pad128 = (Nq + 127) / 128 * 128 - Nq;
         return pad128 <= pad64 ? fwd2_cfg{4, 2, 0, 0} : fwd2_cfg{4, 1, 0, 0};
     }
+    if (DP == 96) return Nq <= 512 ? fwd2_cfg{8, 1, 0, 0} : fwd2_cfg{8, 2, 0, 0};
     return {4, 2, 0, 0};
 }
 

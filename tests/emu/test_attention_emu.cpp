@@ -274,10 +274,12 @@ static void run(const shape &s) {
     else run_shape<256>(s);
 }
 
-/* the choice of configuration itself: the default as before, auto by padded rows, names */
+/* the choice of configuration itself: the default (8x1 / 8x2 at DP 96), auto by padded rows, names */
 static void check_choice(void) {
     struct { fwd2_cfg mode; int DP, Nq, warps, rt; } t[] = {
-        {{0, 0}, 128, 257, 4, 2}, {{0, 0}, 96, 17, 4, 2}, {{0, 0}, 96, 16, 4, 1}, {{0, 0}, 256, 65, 4, 1},
+        {{0, 0}, 128, 257, 4, 2}, {{0, 0}, 96, 17, 8, 1}, {{0, 0}, 96, 417, 8, 1}, {{0, 0}, 96, 512, 8, 1},
+        {{0, 0}, 96, 513, 8, 2}, {{0, 0}, 96, 2048, 8, 2}, {{0, 0}, 64, 417, 4, 2}, {{0, 0}, 64, 2048, 4, 2},
+        {{0, 0}, 96, 16, 4, 1}, {{0, 0}, 256, 65, 4, 1},
         {{-1, 0}, 128, 257, 4, 1}, {{-1, 0}, 96, 417, 4, 1}, {{-1, 0}, 96, 2048, 4, 2}, {{-1, 0}, 64, 100, 4, 2},
         {{-1, 0}, 128, 1, 4, 1}, {{8, 2}, 64, 417, 8, 2}, {{8, 1}, 256, 65, 4, 1}, {{8, 1}, 96, 16, 4, 1},
     };

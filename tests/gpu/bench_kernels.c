@@ -229,8 +229,9 @@ int main(int argc, char **argv) {
         }
         for (int k = 0; k < 5; k++) be->free(be, b[k]);
     }
-    /* the sweep: 4x2 is the default's configuration, timed again (11 x 10 calls against 9 x 5),
-     * so its column against "default" shows the noise */
+    /* the sweep: the default's configuration (4x2; at head dims 65-96 8x1 up to 512 queries, 8x2
+     * beyond) is timed again (11 x 10 calls against 9 x 5), so its column against "default"
+     * shows the noise */
     printf("\nattention forward sweep, TFLOP/s (IV2_ATTN_FWD=WxR: W warps x R 16-row query tiles per warp;\n"
            "auto: 4x2 or 4x1 by padded query rows; wgT[p]: Hopper wgmma, 2 warpgroups, T keys per tile,\n"
            "p: softmax overlapping the previous tile's P V;\n"
