@@ -58,21 +58,34 @@ __device__ __forceinline__ void block_colsum_add(float *acc, const float *s, int
     __syncthreads();   /* red is reused by a second call */
 }
 
-/* this lane's part of the dot product of two rows of C8 16-byte vectors (a warp per row: lanes
- * take vectors lane, lane + 32, ..., RB of them per round trip to memory); warp_sum completes it */
+/* One round trip to memory of the warp-per-row kernels (a lane takes vectors lane, lane + 32, ...
+ * of a row of C8 16-byte vectors, RB of them per round trip): vectors c0, c0 + 32, ...,
+ * c0 + 32 (RB - 1) (those < C8) of up to three rows p0, p1, p2 (NULL: not loaded) into v[0..2],
+ * every load issued before any is used. */
+__device__ __forceinline__ void ldv_rb(uint4 (&v)[3][RB], const bf16 *p0, const bf16 *p1, const bf16 *p2, int c0,
+                                       int C8) {
+#pragma unroll
+    for (int u = 0; u < RB; u++)
+        if (c0 + 32 * u < C8) {
+            int c = 8 * (c0 + 32 * u);
+            if (p0) v[0][u] = ldv(p0 + c);
+            if (p1) v[1][u] = ldv(p1 + c);
+            if (p2) v[2][u] = ldv(p2 + c);
+        }
+}
+
+/* this lane's part of the dot product of two rows of C8 16-byte vectors; warp_sum completes it */
 __device__ __forceinline__ float lane_dot8(const bf16 *a, const bf16 *b, int C8, int lane) {
     float s = 0.f;
     for (int c0 = lane; c0 < C8; c0 += 32 * RB) {
-        uint4 av[RB], bv[RB];
-#pragma unroll
-        for (int u = 0; u < RB; u++)
-            if (c0 + 32 * u < C8) { av[u] = ldv(a + 8 * (c0 + 32 * u)); bv[u] = ldv(b + 8 * (c0 + 32 * u)); }
+        uint4 v[3][RB];
+        ldv_rb(v, a, b, NULL, c0, C8);
 #pragma unroll
         for (int u = 0; u < RB; u++)
             if (c0 + 32 * u < C8) {
                 float x[8], y[8];
-                unpack8(av[u], x);
-                unpack8(bv[u], y);
+                unpack8(v[0][u], x);
+                unpack8(v[1][u], y);
 #pragma unroll
                 for (int k = 0; k < 8; k++) s += x[k] * y[k];
             }

@@ -323,20 +323,14 @@ __global__ void cos_loss8_kernel(float *loss, bf16 *dpred, const bf16 *pred, con
     if (loss && lane == 0) loss[row] = 2.f - 2.f * s;
     if (!dpred) return;
     for (int c0 = lane; c0 < C8; c0 += 32 * RB) {
-        uint4 dv[RB], tv[RB];
-#pragma unroll
-        for (int u = 0; u < RB; u++)
-            if (c0 + 32 * u < C8) {
-                size_t i = o + 8 * (c0 + 32 * u);
-                dv[u] = ldv(dpred + i);
-                tv[u] = ldv(target + i);
-            }
+        uint4 v[3][RB];
+        ldv_rb(v, dpred + o, target + o, NULL, c0, C8);
 #pragma unroll
         for (int u = 0; u < RB; u++)
             if (c0 + 32 * u < C8) {
                 float d[8], t[8];
-                unpack8(dv[u], d);
-                unpack8(tv[u], t);
+                unpack8(v[0][u], d);
+                unpack8(v[1][u], t);
 #pragma unroll
                 for (int k = 0; k < 8; k++) d[k] -= 2.f * scale * t[k];
                 st8(dpred + o + 8 * (c0 + 32 * u), d);

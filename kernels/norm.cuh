@@ -120,33 +120,33 @@ __global__ void norm_backward_kernel(bf16 *dinp, float *acc, const bf16 *dout, c
 }
 
 /* The two per-vector steps of the warp-per-row backwards below, on the 8 columns of vector c8
- * of a row: norm_bwd_vec loads them and gives g = dout, xh = (x - mu) r and dn = g w, and adds
- * the row's sums of dn and dn xh into *s1, *s2; norm_bwd_dx_vec adds
- * r (dn - s1 - xh s2) into dx once the row's means s1, s2 are known. */
-__device__ __forceinline__ void norm_bwd_vec(const bf16 *x, const bf16 *dy, const bf16 *w, int c8, float mu, float r,
+ * of a row, from its loaded vectors (x, dout; dinp): norm_bwd_vec gives g = dout and
+ * xh = (x - mu) r and adds the row's sums of dn = g w and dn xh into *s1, *s2; norm_bwd_dx_vec
+ * stores dinp + r (dn - s1 - xh s2) once the row's means s1, s2 are known. */
+__device__ __forceinline__ void norm_bwd_vec(const uint4 &xv, const uint4 &gv, const bf16 *w, int c8, float mu, float r,
                                              float g[8], float xh[8], float *s1, float *s2) {
-    float xv[8], wv[8];
-    ld8(x + 8 * c8, xv);
-    ld8(dy + 8 * c8, g);
-    if (w) ld8(w + 8 * c8, wv);
+    float xf[8], wf[8];
+    unpack8(xv, xf);
+    unpack8(gv, g);
+    if (w) ld8(w + 8 * c8, wf);
 #pragma unroll
     for (int k = 0; k < 8; k++) {
-        float dn = g[k] * (w ? wv[k] : 1.f);
-        xh[k] = (xv[k] - mu) * r;
+        float dn = g[k] * (w ? wf[k] : 1.f);
+        xh[k] = (xf[k] - mu) * r;
         *s1 += dn;
         *s2 += dn * xh[k];
     }
 }
-__device__ __forceinline__ void norm_bwd_dx_vec(bf16 *dx, const bf16 *x, const bf16 *dy, const bf16 *w, int c8,
-                                                float mu, float r, float s1, float s2) {
-    float xv[8], g[8], wv[8], o[8];
-    ld8(x + 8 * c8, xv);
-    ld8(dy + 8 * c8, g);
-    if (w) ld8(w + 8 * c8, wv);
-    ld8(dx + 8 * c8, o);
+__device__ __forceinline__ void norm_bwd_dx_vec(bf16 *dx, const uint4 &xv, const uint4 &gv, const uint4 &dv,
+                                                const bf16 *w, int c8, float mu, float r, float s1, float s2) {
+    float xf[8], g[8], wf[8], o[8];
+    unpack8(xv, xf);
+    unpack8(gv, g);
+    unpack8(dv, o);
+    if (w) ld8(w + 8 * c8, wf);
 #pragma unroll
     for (int k = 0; k < 8; k++) {
-        float xh = (xv[k] - mu) * r, dn = g[k] * (w ? wv[k] : 1.f);
+        float xh = (xf[k] - mu) * r, dn = g[k] * (w ? wf[k] : 1.f);
         o[k] += r * (dn - s1 - xh * s2);
     }
     st8(dx + 8 * c8, o);
@@ -180,7 +180,7 @@ __global__ void __launch_bounds__(128) norm_backward8_kernel(bf16 *dinp, float *
         const bf16 *x = inp + (size_t)row * C, *dy = dout + (size_t)row * C;
         bf16 *dx = dinp ? dinp + (size_t)row * C : NULL;
         float mu = mean ? mean[row] : 0.f, r = rstd[row];
-        uint4 xv[VPL], gv[VPL], dv[VPL];
+        uint4 xv[VPL] = {}, gv[VPL] = {}, dv[VPL] = {};   /* zeros: g++, building the emulation, cannot tell the unloaded are unread */
 #pragma unroll
         for (int u = 0; u < VPL; u++) {
             int c8 = lane + 32 * u;
@@ -195,16 +195,11 @@ __global__ void __launch_bounds__(128) norm_backward8_kernel(bf16 *dinp, float *
         for (int u = 0; u < VPL; u++) {
             int c8 = lane + 32 * u;
             if (c8 < C8) {
-                float xf[8], g[8], wf[8];
-                unpack8(xv[u], xf);
-                unpack8(gv[u], g);
-                if (w) ld8(w + 8 * c8, wf);
+                float g[8], xh[8];
+                norm_bwd_vec(xv[u], gv[u], w, c8, mu, r, g, xh, &s1, &s2);
 #pragma unroll
                 for (int k = 0; k < 8; k++) {
-                    float xh = (xf[k] - mu) * r, dn = g[k] * (w ? wf[k] : 1.f);
-                    s1 += dn;
-                    s2 += dn * xh;
-                    dwp[u][k] += g[k] * xh;
+                    dwp[u][k] += g[k] * xh[k];
                     dbp[u][k] += g[k];
                 }
             }
@@ -213,22 +208,8 @@ __global__ void __launch_bounds__(128) norm_backward8_kernel(bf16 *dinp, float *
         s2 = warp_sum(s2) / C;
         if (!dx) continue;
 #pragma unroll
-        for (int u = 0; u < VPL; u++) {
-            int c8 = lane + 32 * u;
-            if (c8 < C8) {
-                float xf[8], g[8], wf[8], o[8];
-                unpack8(xv[u], xf);
-                unpack8(gv[u], g);
-                unpack8(dv[u], o);
-                if (w) ld8(w + 8 * c8, wf);
-#pragma unroll
-                for (int k = 0; k < 8; k++) {
-                    float xh = (xf[k] - mu) * r, dn = g[k] * (w ? wf[k] : 1.f);
-                    o[k] += r * (dn - s1 - xh * s2);
-                }
-                st8(dx + 8 * c8, o);
-            }
-        }
+        for (int u = 0; u < VPL; u++)
+            if (lane + 32 * u < C8) norm_bwd_dx_vec(dx, xv[u], gv[u], dv[u], w, lane + 32 * u, mu, r, s1, s2);
     }
     /* the warps add their sums into part one after the other: float atomics on shared memory
      * are compare-and-swap loops */
@@ -269,52 +250,23 @@ __global__ void __launch_bounds__(128) norm_dx_wide_kernel(bf16 *dinp, const bf1
     float s1 = 0.f, s2 = 0.f;
     /* RB vectors per lane per round trip to memory, in both passes */
     for (int c0 = lane; c0 < C8; c0 += 32 * RB) {
-        uint4 xv[RB], gv[RB];
-#pragma unroll
-        for (int u = 0; u < RB; u++)
-            if (c0 + 32 * u < C8) { xv[u] = ldv(x + 8 * (c0 + 32 * u)); gv[u] = ldv(dy + 8 * (c0 + 32 * u)); }
+        uint4 v[3][RB];
+        ldv_rb(v, x, dy, NULL, c0, C8);
 #pragma unroll
         for (int u = 0; u < RB; u++)
             if (c0 + 32 * u < C8) {
-                float xf[8], g[8], wf[8];
-                unpack8(xv[u], xf);
-                unpack8(gv[u], g);
-                if (w) ld8(w + 8 * (c0 + 32 * u), wf);
-#pragma unroll
-                for (int k = 0; k < 8; k++) {
-                    float dn = g[k] * (w ? wf[k] : 1.f);
-                    s1 += dn;
-                    s2 += dn * (xf[k] - mu) * r;
-                }
+                float g[8], xh[8];
+                norm_bwd_vec(v[0][u], v[1][u], w, c0 + 32 * u, mu, r, g, xh, &s1, &s2);
             }
     }
     s1 = mean ? warp_sum(s1) / C : 0.f;
     s2 = warp_sum(s2) / C;
     for (int c0 = lane; c0 < C8; c0 += 32 * RB) {
-        uint4 xv[RB], gv[RB], dv[RB];
+        uint4 v[3][RB];
+        ldv_rb(v, x, dy, dx, c0, C8);
 #pragma unroll
         for (int u = 0; u < RB; u++)
-            if (c0 + 32 * u < C8) {
-                int c = 8 * (c0 + 32 * u);
-                xv[u] = ldv(x + c);
-                gv[u] = ldv(dy + c);
-                dv[u] = ldv(dx + c);
-            }
-#pragma unroll
-        for (int u = 0; u < RB; u++)
-            if (c0 + 32 * u < C8) {
-                float xf[8], g[8], wf[8], o[8];
-                unpack8(xv[u], xf);
-                unpack8(gv[u], g);
-                unpack8(dv[u], o);
-                if (w) ld8(w + 8 * (c0 + 32 * u), wf);
-#pragma unroll
-                for (int k = 0; k < 8; k++) {
-                    float xh = (xf[k] - mu) * r, dn = g[k] * (w ? wf[k] : 1.f);
-                    o[k] += r * (dn - s1 - xh * s2);
-                }
-                st8(dx + 8 * (c0 + 32 * u), o);
-            }
+            if (c0 + 32 * u < C8) norm_bwd_dx_vec(dx, v[0][u], v[1][u], v[2][u], w, c0 + 32 * u, mu, r, s1, s2);
     }
 }
 __global__ void __launch_bounds__(CS_THREADS) norm_dwdb8_kernel(float *acc, const bf16 *dout, const bf16 *inp,
@@ -392,15 +344,13 @@ __global__ void l2norm8_kernel(bf16 *out, float *norm, const bf16 *inp, int M, i
     float n = sqrtf(warp_sum(lane_dot8(inp + o, inp + o, C8, lane)));
     if (norm && lane == 0) norm[row] = n;
     for (int c0 = lane; c0 < C8; c0 += 32 * RB) {
-        uint4 xv[RB];
-#pragma unroll
-        for (int u = 0; u < RB; u++)
-            if (c0 + 32 * u < C8) xv[u] = ldv(inp + o + 8 * (c0 + 32 * u));
+        uint4 v[3][RB];
+        ldv_rb(v, inp + o, NULL, NULL, c0, C8);
 #pragma unroll
         for (int u = 0; u < RB; u++)
             if (c0 + 32 * u < C8) {
                 float x[8];
-                unpack8(xv[u], x);
+                unpack8(v[0][u], x);
 #pragma unroll
                 for (int k = 0; k < 8; k++) x[k] /= n;
                 st8(out + o + 8 * (c0 + 32 * u), x);
@@ -414,22 +364,15 @@ __global__ void l2norm_backward8_kernel(bf16 *dinp, const bf16 *dout, const bf16
     size_t o = (size_t)row * C8 * 8;
     float s = warp_sum(lane_dot8(dout + o, out + o, C8, lane)), inv = 1.f / norm[row];
     for (int c0 = lane; c0 < C8; c0 += 32 * RB) {
-        uint4 dv[RB], gv[RB], yv[RB];
-#pragma unroll
-        for (int u = 0; u < RB; u++)
-            if (c0 + 32 * u < C8) {
-                size_t i = o + 8 * (c0 + 32 * u);
-                dv[u] = ldv(dinp + i);
-                gv[u] = ldv(dout + i);
-                yv[u] = ldv(out + i);
-            }
+        uint4 v[3][RB];
+        ldv_rb(v, dinp + o, dout + o, out + o, c0, C8);
 #pragma unroll
         for (int u = 0; u < RB; u++)
             if (c0 + 32 * u < C8) {
                 float d[8], g[8], y[8];
-                unpack8(dv[u], d);
-                unpack8(gv[u], g);
-                unpack8(yv[u], y);
+                unpack8(v[0][u], d);
+                unpack8(v[1][u], g);
+                unpack8(v[2][u], y);
 #pragma unroll
                 for (int k = 0; k < 8; k++) d[k] += (g[k] - y[k] * s) * inv;
                 st8(dinp + o + 8 * (c0 + 32 * u), d);

@@ -18,7 +18,7 @@ typedef struct synth_spec {
     int nan_view;    /* a view whose targets hold a NaN (-1 none) */
 } synth_spec;
 
-static void synth_unit(float *x, int d) {
+static inline void synth_unit(float *x, int d) {
     double n = 0;
     for (int i = 0; i < d; i++) n += (double)x[i] * x[i];
     float inv = (float)(1.0 / sqrt(n > 0 ? n : 1));
@@ -26,7 +26,7 @@ static void synth_unit(float *x, int d) {
 }
 
 /* patch means of the frames: m[p][3] in [-0.5, 0.5] */
-static void synth_means(double *m, const uint8_t *frames, int S) {
+static inline void synth_means(double *m, const uint8_t *frames, int S) {
     int G = S / 14, n = 8 * G * G;
     for (int p = 0; p < n; p++) {
         int t = p / (G * G), y = (p / G) % G, x = p % G;
@@ -39,7 +39,7 @@ static void synth_means(double *m, const uint8_t *frames, int S) {
 }
 
 /* feature of token p: a fixed random map W [d x 4] of (patch mean R, G, B, 1) plus a position term, L2 */
-static void synth_feature(float *out, int d, const double *means, int p, int layer, uint64_t salt) {
+static inline void synth_feature(float *out, int d, const double *means, int p, int layer, uint64_t salt) {
     for (int i = 0; i < d; i++) {
         iv2_rng r;
         iv2_rng_seed(&r, salt, (uint64_t)layer, (uint64_t)i, 0);
@@ -51,12 +51,15 @@ static void synth_feature(float *out, int d, const double *means, int p, int lay
     synth_unit(out, d);
 }
 
-static int synth_cache(const char *dir, const synth_spec *sp) {
+/* a new cache at dir (removed first) whose meta lists the targets of sp at S x S px, 8 frames:
+ * n_clip CLIP blocks 0.. (bf16), n_mae VideoMAE blocks 0.. (fp16), the CLIP pool (fp32) and
+ * attention (fp32), as the recipe stores them; NULL on failure */
+static inline iv2_cache *synth_open(const char *dir, const synth_spec *sp) {
     char cmd[4200];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
-    if (system(cmd)) return -1;
+    if (system(cmd)) return NULL;
     iv2_cache *c;
-    if (iv2_cache_open(&c, dir, IV2_CACHE_RDWR)) return -1;
+    if (iv2_cache_open(&c, dir, IV2_CACHE_RDWR)) return NULL;
     int S = sp->size, G = S / 14, T = 8, P = G * G, n = T * P;
     char meta[8192];
     int k = snprintf(meta, sizeof meta, "{\"format\":1,\"synthetic\":true,\"targets\":[");
@@ -66,7 +69,26 @@ static int synth_cache(const char *dir, const synth_spec *sp) {
         k += snprintf(meta + k, sizeof meta - k, "{\"name\":\"mae_b%d\",\"teacher\":\"videomae\",\"kind\":\"block\",\"block\":%d,\"tokens\":%d,\"dim\":%d,\"dtype\":\"fp16\",\"post\":\"l2\"},", i, i, n, sp->mae_dim);
     k += snprintf(meta + k, sizeof meta - k, "{\"name\":\"clip_pool\",\"teacher\":\"internvit\",\"kind\":\"pool\",\"tokens\":1,\"dim\":%d,\"dtype\":\"fp32\",\"post\":\"l2\"},", sp->pool_dim);
     k += snprintf(meta + k, sizeof meta - k, "{\"name\":\"clip_attn\",\"teacher\":\"internvit\",\"kind\":\"attn\",\"tokens\":%d,\"dim\":%d,\"dtype\":\"fp32\",\"post\":\"none\"}]}", T, P);
-    if (iv2_cache_set_meta(c, meta)) { iv2_cache_close(c); return -1; }
+    if (iv2_cache_set_meta(c, meta)) { iv2_cache_close(c); return NULL; }
+    return c;
+}
+
+/* view v (video v / 2, its view v % 2) of 8 frames of S x S px and its targets (synth_open's order) */
+static inline int synth_put(iv2_cache *c, int v, int S, const uint8_t *frames, const float *const *vals) {
+    iv2_cache_entry e;
+    memset(&e, 0, sizeof e);
+    e.view.row = v / 2; e.view.view = (uint32_t)(v % 2);
+    e.view.num_frames = 16; e.view.size = S; e.view.n_student = 8;
+    e.view.src_w = S; e.view.src_h = S; e.view.crop_w = S; e.view.crop_h = S;
+    e.frames = frames;
+    e.values = vals;
+    return iv2_cache_put(c, &e, 1, NULL, NULL, 0);
+}
+
+static inline int synth_cache(const char *dir, const synth_spec *sp) {
+    iv2_cache *c = synth_open(dir, sp);
+    if (!c) return -1;
+    int S = sp->size, G = S / 14, T = 8, P = G * G, n = T * P;
     int nt = sp->n_clip + sp->n_mae + 2;
     float **vals = calloc((size_t)nt, sizeof *vals);
     for (int i = 0; i < sp->n_clip; i++) vals[i] = malloc(sizeof(float) * (size_t)(1 + n) * sp->clip_dim);
@@ -95,14 +117,7 @@ static int synth_cache(const char *dir, const synth_spec *sp) {
         synth_unit(pool, sp->pool_dim);
         for (int p = 0; p < n; p++) attn[p] = (float)iv2_rng_uniform(&r) / P;
         if (v == sp->nan_view) vals[0][5] = NAN;
-        iv2_cache_entry e;
-        memset(&e, 0, sizeof e);
-        e.view.row = v / 2; e.view.view = (uint32_t)(v % 2);
-        e.view.num_frames = 16; e.view.size = S; e.view.n_student = T;
-        e.view.src_w = S; e.view.src_h = S; e.view.crop_w = S; e.view.crop_h = S;
-        e.frames = frames;
-        e.values = (const float *const *)vals;
-        rc = iv2_cache_put(c, &e, 1, NULL, NULL, 0);
+        rc = synth_put(c, v, S, frames, (const float *const *)vals);
     }
     for (int i = 0; i < nt; i++) free(vals[i]);
     free(vals);
@@ -113,7 +128,7 @@ static int synth_cache(const char *dir, const synth_spec *sp) {
 }
 
 /* the run config matching a synth cache (tiny student at img S) */
-static void synth_config(iv2_distill_config *c, const synth_spec *sp, int batch) {
+static inline void synth_config(iv2_distill_config *c, const synth_spec *sp, int batch) {
     iv2_distill_config_default(c);
     snprintf(c->student, sizeof c->student, "iv2-tiny");
     snprintf(c->student_json, sizeof c->student_json, "{\"img\": %d}", sp->size);

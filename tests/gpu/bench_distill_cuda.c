@@ -27,6 +27,7 @@
 #include "err.h"
 #include "log.h"
 #include "vit.h"
+#include "test_distill_synth.h"
 
 #define DIR "build/gpu/tmp"
 #define CACHE DIR "/bench_distill_cuda.cache"
@@ -38,34 +39,19 @@ static int cmpd(const void *a, const void *b) {
     return x < y ? -1 : x > y;
 }
 
-/* the recipe-size cache: n_clip CLIP blocks, n_mae VideoMAE blocks, pool and attention targets */
+/* the recipe-size cache: the recipe's n_clip CLIP and n_mae VideoMAE blocks at the teachers'
+ * widths, the pool and the attention (test_distill_synth.h's layout at 224 px) */
 static int make_cache(int views, int n_clip, int n_mae) {
-    const int S = 224, T = 8, P = (S / 14) * (S / 14), n = T * P, clip_dim = 3200, mae_dim = 1408, pool_dim = 768;
-    (void)!system("rm -rf '" CACHE "' && mkdir -p " DIR);
-    iv2_cache *c;
-    if (iv2_cache_open(&c, CACHE, IV2_CACHE_RDWR)) return -1;
-    char meta[8192];
-    int k = snprintf(meta, sizeof meta, "{\"format\":1,\"synthetic\":true,\"targets\":[");
-    for (int i = 0; i < n_clip; i++)
-        k += snprintf(meta + k, sizeof meta - k, "{\"name\":\"clip_b%d\",\"teacher\":\"internvit\",\"kind\":\"block\","
-                      "\"block\":%d,\"tokens\":%d,\"dim\":%d,\"dtype\":\"bf16\",\"post\":\"l2\"},", i, i, 1 + n, clip_dim);
-    for (int i = 0; i < n_mae; i++)
-        k += snprintf(meta + k, sizeof meta - k, "{\"name\":\"mae_b%d\",\"teacher\":\"videomae\",\"kind\":\"block\","
-                      "\"block\":%d,\"tokens\":%d,\"dim\":%d,\"dtype\":\"fp16\",\"post\":\"l2\"},", i, i, n, mae_dim);
-    k += snprintf(meta + k, sizeof meta - k, "{\"name\":\"clip_pool\",\"teacher\":\"internvit\",\"kind\":\"pool\","
-                  "\"tokens\":1,\"dim\":%d,\"dtype\":\"fp32\",\"post\":\"l2\"},", pool_dim);
-    snprintf(meta + k, sizeof meta - k, "{\"name\":\"clip_attn\",\"teacher\":\"internvit\",\"kind\":\"attn\","
-             "\"tokens\":%d,\"dim\":%d,\"dtype\":\"fp32\",\"post\":\"none\"}]}", T, P);
-    if (iv2_cache_set_meta(c, meta)) { iv2_cache_close(c); return -1; }
+    const synth_spec sp = {.views = views, .size = 224, .clip_dim = 3200, .mae_dim = 1408, .pool_dim = 768,
+                           .n_clip = n_clip, .n_mae = n_mae, .nan_view = -1};
+    const int S = sp.size, T = 8, P = (S / 14) * (S / 14), n = T * P;
+    (void)!system("mkdir -p " DIR);
+    iv2_cache *c = synth_open(CACHE, &sp);
+    if (!c) return -1;
     int nt = n_clip + n_mae + 2;
-    size_t len[2 * IV2_DISTILL_MAX_LAYERS + 2], maxlen = 0;
-    for (int i = 0; i < nt; i++) {
-        len[i] = i < n_clip ? (size_t)(1 + n) * clip_dim : i < n_clip + n_mae ? (size_t)n * mae_dim
-                 : i == nt - 2 ? (size_t)pool_dim : (size_t)n;
-        if (len[i] > maxlen) maxlen = len[i];
-    }
-    /* one pattern of unit-ish rows (|v| = 1 / sqrt(dim) on average), read by every target at an
-     * offset that moves with the view and the target */
+    size_t maxlen = (size_t)(1 + n) * sp.clip_dim;
+    /* one pattern (|v| = 1 / sqrt(dim) on average), read by every target at an offset that moves
+     * with the view and the target */
     size_t plen = maxlen + 4096;
     float *pat = iv2_malloc(sizeof(float) * plen);
     uint32_t s = 12345;
@@ -79,14 +65,7 @@ static int make_cache(int views, int n_clip, int n_mae) {
         for (size_t i = 0; i < (size_t)T * S * S * 3; i++) frames[i] = (uint8_t)((i * 2654435761u + v * 97u) >> 24);
         for (int i = 0; i < nt - 1; i++) vals[i] = pat + (size_t)(v * 31 + i * 17) % 4096;
         vals[nt - 1] = attn;
-        iv2_cache_entry e;
-        memset(&e, 0, sizeof e);
-        e.view.row = v / 2; e.view.view = (uint32_t)(v % 2);
-        e.view.num_frames = 16; e.view.size = S; e.view.n_student = T;
-        e.view.src_w = S; e.view.src_h = S; e.view.crop_w = S; e.view.crop_h = S;
-        e.frames = frames;
-        e.values = (const float *const *)vals;
-        rc = iv2_cache_put(c, &e, 1, NULL, NULL, 0);
+        rc = synth_put(c, v, S, frames, vals);
     }
     free(pat);
     free(attn);
