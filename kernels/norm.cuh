@@ -180,7 +180,8 @@ __global__ void __launch_bounds__(128) norm_backward8_kernel(bf16 *dinp, float *
         const bf16 *x = inp + (size_t)row * C, *dy = dout + (size_t)row * C;
         bf16 *dx = dinp ? dinp + (size_t)row * C : NULL;
         float mu = mean ? mean[row] : 0.f, r = rstd[row];
-        uint4 xv[VPL] = {}, gv[VPL] = {}, dv[VPL] = {};   /* zeros: g++, building the emulation, cannot tell the unloaded are unread */
+        /* zeroed: g++, building the emulation, cannot tell that the vectors not loaded go unread */
+        uint4 xv[VPL] = {}, gv[VPL] = {}, dv[VPL] = {};
 #pragma unroll
         for (int u = 0; u < VPL; u++) {
             int c8 = lane + 32 * u;
@@ -236,8 +237,8 @@ __global__ void __launch_bounds__(128) norm_backward8_kernel(bf16 *dinp, float *
  * vectors, a runtime loop over the row's vectors, RB per lane per round trip (the second pass
  * re-reads x and dout, mostly from L1).
  * norm_dwdb8_kernel: the weight and bias gradients as column sums (block_colsum_add's layout,
- * cuda_device.cuh), rows split over blockIdx.y. (Summing them per element into shared memory, as before, took 2 shared atomics per
- * element.) */
+ * cuda_device.cuh), rows split over blockIdx.y. (Summing them per element into shared memory, as
+ * before, took 2 shared atomics per element.) */
 __global__ void __launch_bounds__(128) norm_dx_wide_kernel(bf16 *dinp, const bf16 *dout, const bf16 *inp,
                                                           const bf16 *w, const float *mean, const float *rstd, int M,
                                                           int C) {
