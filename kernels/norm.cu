@@ -65,8 +65,9 @@ static void norm_backward(iv2_backend *be, void *dinp, void *dw, void *db, const
                                                                     M, C);
         const int rows_per = 128;
         dim3 grid(cdiv(C / 8, 32), cdiv(M, rows_per));
-        norm_dwdb8_kernel<<<grid, CS_THREADS, 0, im->stream>>>(acc, (const bf16 *)dout, (const bf16 *)inp, mean,
-                                                               rstd, M, C / 8, rows_per);
+        if (dw || db)
+            norm_dwdb8_kernel<<<grid, CS_THREADS, 0, im->stream>>>(acc, (const bf16 *)dout, (const bf16 *)inp, mean,
+                                                                   rstd, M, C / 8, rows_per);
     } else {
         if (C > NORM_THREADS * MAXPER)
             iv2_panic("cuda norm backward: width %d over the limit %d", C, NORM_THREADS * MAXPER);
