@@ -116,6 +116,18 @@ int iv2_distill_largest_batch(const iv2_distill_config *c, int clip_dim, int mae
     return largest_batch(&vc, &hd, iv2_heads_count_params(&hd), n_out, esize, nv, R, avail);
 }
 
+int iv2_distill_auto_recompute(const iv2_distill_config *c, int clip_dim, int mae_dim, int final_dim, int nv,
+                                size_t esize, size_t avail) {
+    iv2_vit_config vc;
+    if (student_config(c, &vc)) return -1;
+    size_t headroom = avail / 10 + ((size_t)1 << 30);
+    if (avail <= headroom) return vc.depth;   /* not reported (0), or too little to plan with */
+    int B = iv2_dist_local_batch(c->batch);
+    for (int R = 0; R < vc.depth; R++)   /* the fewest blocks; a count that fits fits with more */
+        if (iv2_distill_largest_batch(c, clip_dim, mae_dim, final_dim, nv, R, esize, avail - headroom) >= B) return R;
+    return vc.depth;
+}
+
 static const char *human(char *b, size_t x) {   /* b: 16 bytes */
     if (x >= (1ull << 30)) snprintf(b, 16, "%.2f GiB", x / 1073741824.0);
     else snprintf(b, 16, "%.1f MiB", x / 1048576.0);
@@ -252,10 +264,13 @@ int iv2_trainer_init(iv2_trainer *t, const iv2_distill_config *c, int clip_dim, 
     if (be->mem_info) be->mem_info(be, &mem_free, &mem_total);
     t->student = iv2_vit_create(be, &vc);
     if (!t->student || iv2_vit_init_random(t->student, c->seed) || iv2_vit_alloc_grads(t->student)) return -1;
-    /* auto: all blocks on a GPU (memory is what limits the batch there), none on the CPU (RAM is
-     * rarely the limit and recompute costs a forward of every block) */
-    t->student->recompute = c->recompute != IV2_RECOMPUTE_AUTO ? c->recompute : be->dtype == IV2_F32 ? 0 : vc.depth;
-    if (t->student->recompute > vc.depth) t->student->recompute = vc.depth;
+    /* auto: none on the CPU (RAM is rarely the limit and recompute costs a forward of every
+     * block); on a GPU the fewest blocks that let the batch fit (iv2_distill_auto_recompute) */
+    int R = c->recompute;
+    if (R == IV2_RECOMPUTE_AUTO)
+        R = be->dtype == IV2_F32 ? 0 : iv2_distill_auto_recompute(c, clip_dim, mae_dim, final_dim, nv, be->esize, mem_free);
+    if (R < 0) return -1;
+    t->student->recompute = R > vc.depth ? vc.depth : R;
     int B = iv2_dist_local_batch(c->batch), ntok = 1 + T * G * G, eb = B * nv / ntok;   /* this rank's share */
     eb = eb < 1 ? 1 : eb > B ? B : eb;
     size_t rows = (size_t)B * nv > (size_t)eb * ntok ? (size_t)B * nv : (size_t)eb * ntok;

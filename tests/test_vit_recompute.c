@@ -142,6 +142,30 @@ static void trainer_step(void) {
     c.n_mae = 1; c.mae_teacher[0] = 0; c.mae_student[0] = 3;
     c.batch = 3; c.drop_path = 0.4f; c.threads = 2;
     const int B = 3, T = 2, P = 4, nv = 1 + T * 2, CD = 6, MD = 5, FD = 4;
+    /* "auto" on a GPU: the fewest blocks with which the batch fits in the free memory less its
+     * headroom (a tenth and 1 GiB); every block when the free memory is unknown */
+    {
+        c.recompute = IV2_RECOMPUTE_AUTO;
+        const size_t G = (size_t)1 << 30, es = 2;
+        CHECK(iv2_distill_auto_recompute(&c, CD, MD, FD, nv, es, 0) == 4, "auto, free memory unknown: all blocks");
+        CHECK(iv2_distill_auto_recompute(&c, CD, MD, FD, nv, es, G / 2) == 4, "auto, less than the headroom: all");
+        CHECK(iv2_distill_auto_recompute(&c, CD, MD, FD, nv, es, 64 * G) == 0, "auto, plenty: none");
+        /* free memory that fits the batch only with some blocks recomputed: the fewest of them */
+        iv2_distill_config c2 = c;
+        c2.batch = 4000;
+        size_t lo = 0, hi = (size_t)1 << 40;   /* the least free memory with which 0 blocks fit */
+        while (hi - lo > 4096) {
+            size_t mid = lo + (hi - lo) / 2;
+            if (iv2_distill_auto_recompute(&c2, CD, MD, FD, nv, es, mid) == 0) hi = mid; else lo = mid;
+        }
+        size_t use = (size_t)((double)lo * 0.995), room = use - use / 10 - G;
+        int R = iv2_distill_auto_recompute(&c2, CD, MD, FD, nv, es, use);
+        CHECK(R > 0 && R <= 4, "auto, a little short of none: %d blocks", R);
+        CHECK(R >= 1 && iv2_distill_largest_batch(&c2, CD, MD, FD, nv, R, es, room) >= 4000 &&
+              iv2_distill_largest_batch(&c2, CD, MD, FD, nv, R - 1, es, room) < 4000,
+              "auto: %d blocks fit batch 4000 and %d do not", R, R - 1);
+        c.recompute = IV2_RECOMPUTE_ALL;
+    }
     iv2_trainer t;
     memset(&t, 0, sizeof t);
     if (iv2_trainer_init(&t, &c, CD, MD, FD, nv)) { CHECK(0, "init: %s", iv2_errmsg()); iv2_trainer_close(&t); return; }
