@@ -212,8 +212,8 @@ __global__ void __launch_bounds__(128) norm_backward8_kernel(bf16 *dinp, float *
         for (int u = 0; u < VPL; u++)
             if (lane + 32 * u < C8) norm_bwd_dx_vec(dx, xv[u], gv[u], dv[u], w, lane + 32 * u, mu, r, s1, s2);
     }
-    /* the warps add their sums into part one after the other: float atomics on shared memory
-     * are compare-and-swap loops */
+    /* the warps add their sums into part one after the other: plain adds, no contended float
+     * atomics on shared memory */
     __syncthreads();
     for (int wi = 0; wi < nw; wi++) {
         if (warp == wi)
