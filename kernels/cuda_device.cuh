@@ -36,7 +36,7 @@ __device__ __forceinline__ void st8(bf16 *p, const float *f) {
  * chunk of rows: warp w takes rows w, w + CS_WARPS, ..., RB of them per round trip to memory
  * (their loads issued before any is used); then block_colsum_add adds the warps' sums in shared
  * memory and one thread per column adds the block's sum to acc: one atomic per column per block.
- * (One warp per block and 8 atomics per thread ran at a fifth of the bandwidth on an H100,
+ * (Blocks of two warps, 8 atomics per thread, ran at a fifth of the bandwidth on an H100,
  * 2026-11-27: latency-bound on the loads, then on draining the atomics.) */
 #define RB 4
 #define CS_WARPS 8
