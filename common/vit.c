@@ -116,6 +116,10 @@ static int vit_recompute_blocks(const iv2_vit *m) {
     int R = m->recompute;
     return R < 0 ? 0 : R > m->cfg.depth ? m->cfg.depth : R;
 }
+/* each block keeps its own h1, h2, g: training with no block recomputed and m->keep_normed */
+static int vit_keep_normed(const iv2_vit *m, int train) {
+    return train && m->keep_normed && vit_recompute_blocks(m) == 0;
+}
 
 /* one block's own activations (not x_in, x_out, nor the shared h1, h2, g) */
 static void block_alloc(alloc_ctx *x, vit_act_block *b, const iv2_vit_config *c, size_t M, int train) {
@@ -150,14 +154,16 @@ static int arena_make(iv2_vit *m, vit_arena *a, int S, int n_tok, int train, vit
     a->x_full = aelems(&x, S * T * C);
     a->pidx = abytes(&x, sizeof(int32_t) * S * P);
     a->gidx = abytes(&x, sizeof(int32_t) * M);
-    int nblk = train ? c->depth : 1, R = train ? vit_recompute_blocks(m) : 0;
+    int nblk = train ? c->depth : 1, R = train ? vit_recompute_blocks(m) : 0, keep = vit_keep_normed(m, train);
     a->recompute = R;
+    a->keep = keep;
     a->blk = iv2_calloc((size_t)nblk, sizeof(vit_act_block));
     void *xprev = aelems(&x, M * C);
     /* the normed inputs h1, h2 and the GELU output g are cheap to recompute from x_in, x_mid
      * and f1, so all blocks share one copy and the backward recomputes them (saves 2C + mlp
-     * per token and block) */
-    void *h1 = aelems(&x, M * C), *h2 = aelems(&x, M * C), *g = train ? aelems(&x, M * Hm) : NULL;
+     * per token and block), unless keep: then each block has its own */
+    void *h1 = NULL, *h2 = NULL, *g = NULL;
+    if (!keep) { h1 = aelems(&x, M * C); h2 = aelems(&x, M * C); g = train ? aelems(&x, M * Hm) : NULL; }
     /* blocks l < R (recomputed) keep only x_in / x_out and share one set of the rest, which the
      * backward refills by running the block's forward again just before its backward */
     vit_act_block work = {0};
@@ -167,9 +173,9 @@ static int arena_make(iv2_vit *m, vit_arena *a, int S, int n_tok, int train, vit
         if (l < R) *b = work;
         else block_alloc(&x, b, c, M, train);
         b->x_in = xprev;
-        b->h1 = h1;
-        b->h2 = h2;
-        b->g = train ? g : b->f1;
+        b->h1 = keep ? aelems(&x, M * C) : h1;
+        b->h2 = keep ? aelems(&x, M * C) : h2;
+        b->g = !train ? b->f1 : keep ? aelems(&x, M * Hm) : g;
         if (train) b->x_out = aelems(&x, M * C);
         else b->x_mid = b->x_out = b->x_in;
         xprev = b->x_out;
@@ -329,7 +335,8 @@ static void block_fwd(iv2_vit *m, const vit_block_off *w, vit_act_block *b, int 
     be->residual(be, b->x_out, b->f2, WO(w->ls2), s2, S, N, C);
 }
 
-/* fresh = 1: b's h1, h2 and g were just recomputed by block_fwd (recomputed block) */
+/* fresh = 1: b's h1, h2 and g hold this block's values (just recomputed by block_fwd, or kept:
+ * iv2_vit.keep_normed) */
 static void block_bwd(iv2_vit *m, const vit_block_off *w, vit_act_block *b, vit_bwd *d, int S, int N,
                       const float *s, const float *s2, int fresh) {
     iv2_backend *be = m->be;
@@ -485,7 +492,8 @@ int iv2_vit_forward_train(iv2_vit *m, iv2_vit_io *io) {
     int N = io->vis ? io->n_vis : iv2_vit_tokens(c), S = io->S;
     if (io->final_norm_last) return iv2_err("model %s: training with the final norm on an output is not supported", c->name);
     vit_arena *a = &m->st->tr;
-    if (!a->n_bufs || a->S != S || a->n_tok != N || a->recompute != vit_recompute_blocks(m)) {
+    if (!a->n_bufs || a->S != S || a->n_tok != N || a->recompute != vit_recompute_blocks(m) ||
+        a->keep != vit_keep_normed(m, 1)) {
         vit_bwd *bw = iv2_calloc(1, sizeof *bw);
         if (arena_make(m, a, S, N, 1, bw)) { free(bw); return -1; }
         a->bwd = bw;
@@ -526,7 +534,7 @@ int iv2_vit_backward(iv2_vit *m, const iv2_vit_io *io, void *const *dout, const 
         const float *s1 = drop_at(io->drop, l, S), *s2 = drop_at(io->drop_mlp ? io->drop_mlp : io->drop, l, S);
         int fresh = l < a->recompute;
         if (fresh) block_fwd(m, &o->blk[l], &a->blk[l], S, N, s1, s2);   /* same ops: same values */
-        block_bwd(m, &o->blk[l], &a->blk[l], d, S, N, s1, s2, fresh);
+        block_bwd(m, &o->blk[l], &a->blk[l], d, S, N, s1, s2, fresh || a->keep);
         if (m->grads_ready) m->grads_ready(m->grads_ready_ctx, o->blk[l].norm1_w);   /* blocks >= l done */
     }
     /* embedding: visible rows -> all rows -> position table, CLS, patch-embed GEMM */

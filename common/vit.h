@@ -113,9 +113,11 @@ typedef struct iv2_vit_plan {
 } iv2_vit_plan;
 /* train = 1: activations saved for backward (student, no recompute); 0: inference, one block's scratch. */
 iv2_vit_plan iv2_vit_memory_plan(const iv2_vit_config *cfg, size_t esize, int batch, int tokens, int n_out, int train);
-/* Training plan with `recompute` blocks recomputed (iv2_vit.recompute): activations are exactly
- * the bytes iv2_vit_forward_train's arena allocates (saved activations + backward scratch). */
-iv2_vit_plan iv2_vit_train_plan(const iv2_vit_config *cfg, size_t esize, int batch, int tokens, int recompute);
+/* Training plan with `recompute` blocks recomputed (iv2_vit.recompute) and, with recompute 0,
+ * keep_normed (iv2_vit.keep_normed): activations are exactly the bytes iv2_vit_forward_train's
+ * arena allocates (saved activations + backward scratch). */
+iv2_vit_plan iv2_vit_train_plan(const iv2_vit_config *cfg, size_t esize, int batch, int tokens, int recompute,
+                                int keep_normed);
 /* one line "weights 23.6 GB, activations 290 MB (8 frames x 257 tokens), outputs ..." into buf */
 void iv2_vit_plan_str(const iv2_vit_plan *p, char *buf, size_t cap);
 
@@ -134,6 +136,11 @@ typedef struct iv2_vit {
                              and are recomputed just before their backward (the official
                              checkpoint_num); 0 = none, >= depth = all. Same ops in the same order, so
                              the same gradients (bit for bit on the CPU) */
+    int keep_normed;      /* training with recompute 0: every block keeps its own normed inputs (h1,
+                             h2) and GELU output (g) for its backward, instead of one shared set the
+                             backward recomputes: 2 C + mlp more per token and block, a LayerNorm
+                             pair and a GELU less per block's backward. The same values (on CUDA
+                             g is then the fused GEMM epilogue's, within bf16 of the GELU kernel's) */
     struct iv2_vit_state *st;
     /* optional backward hook (data-parallel gradient buckets, distill/dist.c): called by
      * iv2_vit_backward when grads[from, n_elems) are final (after each block, then from = 0);

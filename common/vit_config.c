@@ -223,7 +223,8 @@ static size_t block_act_bytes(const iv2_vit_config *c, size_t esize, size_t M) {
 }
 
 /* Mirrors arena_make in vit.c (test_vit_recompute checks the two agree to the byte). */
-iv2_vit_plan iv2_vit_train_plan(const iv2_vit_config *c, size_t esize, int batch, int tokens, int recompute) {
+iv2_vit_plan iv2_vit_train_plan(const iv2_vit_config *c, size_t esize, int batch, int tokens, int recompute,
+                                int keep_normed) {
     iv2_vit_plan p = {0};
     size_t S = batch, C = c->width, H = c->mlp, M = S * tokens, P = iv2_vit_patches(c), T = iv2_vit_tokens(c);
     size_t K = 3 * (size_t)c->tubelet * c->patch * c->patch, D = c->depth;
@@ -233,7 +234,8 @@ iv2_vit_plan iv2_vit_train_plan(const iv2_vit_config *c, size_t esize, int batch
     p.grads = p.weights;
     p.adamw = model_params(c) * sizeof(float) * (esize < sizeof(float) ? 3 : 2);
     size_t e = S * P * K + S * P * C + S * T * C;      /* patches, patch embeddings, all tokens */
-    e += M * C * (1 + 2) + M * H;                      /* block 0 input, shared h1, h2, g */
+    if (R == 0 && keep_normed) e += M * C + D * M * (2 * C + H);   /* block 0 input; each block's h1, h2, g */
+    else e += M * C * (1 + 2) + M * H;                 /* block 0 input, shared h1, h2, g */
     e += M * C * D;                                    /* every block's output */
     if (c->pool_heads) e += 4 * S * C + 4 * M * C;
     /* backward scratch */
@@ -250,7 +252,7 @@ iv2_vit_plan iv2_vit_memory_plan(const iv2_vit_config *c, size_t esize, int batc
     iv2_vit_plan p = {0};
     size_t C = c->width, H = c->mlp, M = (size_t)batch * tokens;
     size_t Pall = (size_t)batch * iv2_vit_patches(c), K = 3 * (size_t)c->tubelet * c->patch * c->patch;
-    if (train) p = iv2_vit_train_plan(c, esize, batch, tokens, 0);
+    if (train) p = iv2_vit_train_plan(c, esize, batch, tokens, 0, 0);
     else {
         p.batch = batch; p.tokens = tokens;
         p.weights = model_params(c) * esize;

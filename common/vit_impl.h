@@ -29,6 +29,7 @@ typedef struct vit_act_block {
 typedef struct vit_arena {
     int S, n_tok, train;          /* what it is sized for */
     int recompute;                /* training: blocks 0..recompute-1 share one activation set */
+    int keep;                     /* training, recompute 0: each block has its own h1, h2, g */
     size_t bytes;
     void **bufs; int n_bufs, cap_bufs;  /* everything allocated, freed together */
     void *patches, *pe, *x_full;  /* patchified pixels, patch embeddings, all tokens */

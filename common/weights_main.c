@@ -203,7 +203,7 @@ static int largest_batch(const iv2_vit_config *c, size_t esize, int tokens, int 
     int lo = 0, hi = 1 << 24;
     while (lo < hi) {
         int mid = lo + (hi - lo + 1) / 2;
-        iv2_vit_plan p = iv2_vit_train_plan(c, esize, mid, tokens, R);
+        iv2_vit_plan p = iv2_vit_train_plan(c, esize, mid, tokens, R, 0);
         if (p.weights + p.grads + p.adamw + p.activations <= mem) lo = mid;
         else hi = mid - 1;
     }
@@ -250,8 +250,8 @@ static int cmd_plan(int argc, char **argv) {
         return 0;
     }
     if (R > c.depth) R = c.depth;
-    iv2_vit_plan p = iv2_vit_train_plan(&c, es, batch, tokens, R);
-    iv2_vit_plan p0 = iv2_vit_train_plan(&c, es, batch, tokens, 0), pa = iv2_vit_train_plan(&c, es, batch, tokens, c.depth);
+    iv2_vit_plan p = iv2_vit_train_plan(&c, es, batch, tokens, R, 0);
+    iv2_vit_plan p0 = iv2_vit_train_plan(&c, es, batch, tokens, 0, 0), pa = iv2_vit_train_plan(&c, es, batch, tokens, c.depth, 0);
     char line[320], a0[32], aa[32], tot[32];
     iv2_vit_plan_str(&p, line, sizeof line);
     human(a0, sizeof a0, p0.activations); human(aa, sizeof aa, pa.activations);

@@ -405,6 +405,12 @@ int iv2_distill_largest_batch(const iv2_distill_config *c, int clip_dim, int mae
  * step (iv2-1b: 128 views/s recomputing none at 32 views, 109 all at 128). -1 on a bad config. */
 int iv2_distill_auto_recompute(const iv2_distill_config *c, int clip_dim, int mae_dim, int final_dim, int nv,
                                size_t esize, size_t avail);
+/* With no block recomputed, whether the config's batch per rank also fits in avail bytes (less
+ * the same headroom) with every block keeping its normed inputs and GELU output
+ * (iv2_vit.keep_normed: 2 C + mlp more per token and block, a LayerNorm pair and a GELU less per
+ * block's backward); iv2_trainer_init keeps them when it does. 1, 0, or -1 on a bad config. */
+int iv2_distill_keep_normed_fits(const iv2_distill_config *c, int clip_dim, int mae_dim, int final_dim, int nv,
+                                 size_t esize, size_t avail);
 /* Train to the plan's end (or max_steps more steps when > 0), logging and checkpointing. The
  * loader's batches go through the two slots: batch s+1 is copied on the copy stream while step s
  * runs its student backward (train.c). */

@@ -66,12 +66,12 @@ static int student_config(const iv2_distill_config *c, iv2_vit_config *vc) {
 }
 
 /* Bytes a run needs at batch B: the model part (student and heads: weights, grads, AdamW) into
- * *model, and what grows with B (student activations with R blocks recomputed, head scratch,
- * read-out buffers, eval frames, the two device batch slots) as the return value. Mirrors the
- * allocations of iv2_trainer_init. */
+ * *model, and what grows with B (student activations with R blocks recomputed, or with none and
+ * keep (iv2_vit.keep_normed), head scratch, read-out buffers, eval frames, the two device batch
+ * slots) as the return value. Mirrors the allocations of iv2_trainer_init. */
 static size_t batch_bytes(const iv2_vit_config *vc, const iv2_heads_dims *hd, size_t head_params, int n_out,
-                          size_t esize, int B, int nv, int R, size_t *model) {
-    iv2_vit_plan p = iv2_vit_train_plan(vc, esize, B, nv, R);
+                          size_t esize, int B, int nv, int R, int keep, size_t *model) {
+    iv2_vit_plan p = iv2_vit_train_plan(vc, esize, B, nv, R, keep);
     size_t opt = sizeof(float) * (esize < sizeof(float) ? 3 : 2);   /* m, v (+ fp32 master) */
     if (model) *model = p.weights + p.grads + p.adamw + head_params * (2 * esize + opt);
     size_t ntok = (size_t)hd->T * hd->G * hd->G + 1, rows_v = (size_t)B * nv, eb = rows_v / ntok;
@@ -93,34 +93,59 @@ static size_t batch_bytes(const iv2_vit_config *vc, const iv2_heads_dims *hd, si
 static int largest_batch(const iv2_vit_config *vc, const iv2_heads_dims *hd, size_t head_params, int n_out,
                          size_t esize, int nv, int R, size_t avail) {
     size_t model;
-    batch_bytes(vc, hd, head_params, n_out, esize, 1, nv, R, &model);
+    batch_bytes(vc, hd, head_params, n_out, esize, 1, nv, R, 0, &model);
     int lo = 0, hi = 1 << 24;   /* the largest B with model + batch_bytes(B) <= avail */
     while (lo < hi) {
         int mid = lo + (hi - lo + 1) / 2;
-        if (model + batch_bytes(vc, hd, head_params, n_out, esize, mid, nv, R, NULL) <= avail) lo = mid;
+        if (model + batch_bytes(vc, hd, head_params, n_out, esize, mid, nv, R, 0, NULL) <= avail) lo = mid;
         else hi = mid - 1;
     }
     return lo;
 }
 
+/* the student, the heads' dims and the read-out count of a run config, for its memory plan */
+static int plan_setup(const iv2_distill_config *c, int clip_dim, int mae_dim, int final_dim, iv2_vit_config *vc,
+                      iv2_heads_dims *hd, int *n_out) {
+    if (student_config(c, vc)) return -1;
+    int blocks[2 * IV2_DISTILL_MAX_LAYERS];
+    *n_out = readout_blocks(c, blocks);
+    *hd = (iv2_heads_dims){.C = vc->width, .pool_dim = vc->pool_dim, .n_clip = c->n_clip, .clip_dim = clip_dim,
+                           .n_mae = c->n_mae, .mae_dim = mae_dim, .use_final = c->use_final, .final_dim = final_dim,
+                           .T = vc->frames / vc->tubelet, .G = iv2_vit_grid(vc), .max_rows = 1};
+    return 0;
+}
+
+/* what the memory plan does not count (cuBLASLt workspace, allocator slack, the eval arena): a
+ * tenth of the free memory and 1 GiB */
+static size_t plan_headroom(size_t avail) { return avail / 10 + ((size_t)1 << 30); }
+
 int iv2_distill_largest_batch(const iv2_distill_config *c, int clip_dim, int mae_dim, int final_dim, int nv,
                               int recompute, size_t esize, size_t avail) {
     iv2_vit_config vc;
-    if (student_config(c, &vc)) return -1;
-    int blocks[2 * IV2_DISTILL_MAX_LAYERS];
-    int G = iv2_vit_grid(&vc), T = vc.frames / vc.tubelet, n_out = readout_blocks(c, blocks);
-    iv2_heads_dims hd = {.C = vc.width, .pool_dim = vc.pool_dim, .n_clip = c->n_clip, .clip_dim = clip_dim,
-                         .n_mae = c->n_mae, .mae_dim = mae_dim, .use_final = c->use_final, .final_dim = final_dim,
-                         .T = T, .G = G, .max_rows = 1};
+    iv2_heads_dims hd;
+    int n_out;
+    if (plan_setup(c, clip_dim, mae_dim, final_dim, &vc, &hd, &n_out)) return -1;
     int R = recompute < 0 ? 0 : recompute > vc.depth ? vc.depth : recompute;
     return largest_batch(&vc, &hd, iv2_heads_count_params(&hd), n_out, esize, nv, R, avail);
+}
+
+int iv2_distill_keep_normed_fits(const iv2_distill_config *c, int clip_dim, int mae_dim, int final_dim, int nv,
+                                 size_t esize, size_t avail) {
+    iv2_vit_config vc;
+    iv2_heads_dims hd;
+    int n_out;
+    if (plan_setup(c, clip_dim, mae_dim, final_dim, &vc, &hd, &n_out)) return -1;
+    if (avail <= plan_headroom(avail)) return 0;
+    size_t model, b = batch_bytes(&vc, &hd, iv2_heads_count_params(&hd), n_out, esize, iv2_dist_local_batch(c->batch),
+                                  nv, 0, 1, &model);
+    return model + b <= avail - plan_headroom(avail);
 }
 
 int iv2_distill_auto_recompute(const iv2_distill_config *c, int clip_dim, int mae_dim, int final_dim, int nv,
                                 size_t esize, size_t avail) {
     iv2_vit_config vc;
     if (student_config(c, &vc)) return -1;
-    size_t headroom = avail / 10 + ((size_t)1 << 30);
+    size_t headroom = plan_headroom(avail);
     if (avail <= headroom) return vc.depth;   /* not reported (0), or too little to plan with */
     int B = iv2_dist_local_batch(c->batch);
     for (int R = 0; R < vc.depth; R++)   /* the fewest blocks; a count that fits fits with more */
@@ -231,15 +256,18 @@ static void print_memory_plan(const iv2_trainer *t, int nv, size_t avail, size_t
     const iv2_heads_dims *hd = &t->heads->d;
     size_t es = t->be->esize, hp = t->heads->n_params, model;
     int B = iv2_dist_local_batch(t->cfg.batch) /* per rank */, R = t->student->recompute < vc->depth ? t->student->recompute : vc->depth, n = t->n_out;
-    iv2_vit_plan p = iv2_vit_train_plan(vc, es, B, nv, R);
-    size_t act = batch_bytes(vc, hd, hp, n, es, B, nv, R, &model);
-    size_t act0 = batch_bytes(vc, hd, hp, n, es, B, nv, 0, NULL), actall = batch_bytes(vc, hd, hp, n, es, B, nv, vc->depth, NULL);
+    int keep = R == 0 && t->student->keep_normed;
+    iv2_vit_plan p = iv2_vit_train_plan(vc, es, B, nv, R, keep);
+    size_t act = batch_bytes(vc, hd, hp, n, es, B, nv, R, keep, &model);
+    size_t act0 = batch_bytes(vc, hd, hp, n, es, B, nv, 0, 0, NULL);
+    size_t actall = batch_bytes(vc, hd, hp, n, es, B, nv, vc->depth, 0, NULL);
     char h[10][16];
     iv2_info("memory plan (%s, %s): student weights %s, grads %s, AdamW %s; heads %s (params, grads, AdamW); "
-             "student activations %s at batch %d x %d tokens with %d of %d blocks recomputed; with heads scratch, "
+             "student activations %s at batch %d x %d tokens with %d of %d blocks recomputed%s; with heads scratch, "
              "read-outs and 2 batch slots %s (%s recomputing none, %s all); total %s", t->be->name, iv2_dtype_name(t->be->dtype),
              human(h[0], p.weights), human(h[1], p.grads), human(h[2], p.adamw),
              human(h[3], model - p.weights - p.grads - p.adamw), human(h[4], p.activations), B, nv, R, vc->depth,
+             keep ? " and each block keeping its normed inputs and GELU output" : "",
              human(h[5], act), human(h[6], act0), human(h[7], actall), human(h[8], model + act));
     if (!avail) { iv2_info("memory plan: the backend does not report its free memory; no largest batch"); return; }
     const iv2_distill_config *c = &t->cfg;
@@ -271,6 +299,10 @@ int iv2_trainer_init(iv2_trainer *t, const iv2_distill_config *c, int clip_dim, 
         R = be->dtype == IV2_F32 ? 0 : iv2_distill_auto_recompute(c, clip_dim, mae_dim, final_dim, nv, be->esize, mem_free);
     if (R < 0) return -1;
     t->student->recompute = R > vc.depth ? vc.depth : R;
+    /* with no block recomputed, each block also keeps its normed inputs and GELU output where the
+     * plan leaves room, with the same headroom (on the CPU and the GPU alike) */
+    t->student->keep_normed = R == 0 &&
+        iv2_distill_keep_normed_fits(c, clip_dim, mae_dim, final_dim, nv, be->esize, mem_free) == 1;
     int B = iv2_dist_local_batch(c->batch), ntok = 1 + T * G * G, eb = B * nv / ntok;   /* this rank's share */
     eb = eb < 1 ? 1 : eb > B ? B : eb;
     size_t rows = (size_t)B * nv > (size_t)eb * ntok ? (size_t)B * nv : (size_t)eb * ntok;

@@ -75,13 +75,15 @@ static void run(const char *what, const char *json) {
     }
     free(hR);
 
-    /* 0 (every block saved), all, a partial count, more than depth (= all), 0 again */
-    int counts[] = {0, D, 2, D + 7, 0};
+    /* 0 (every block saved), all, a partial count, more than depth (= all), 0 again, and 0 with
+     * every block keeping its normed inputs and GELU output (keep_normed) */
+    int counts[] = {0, D, 2, D + 7, 0, 0}, keeps[] = {0, 0, 0, 0, 0, 1};
     int nc = sizeof counts / sizeof *counts;
-    result r[5];
+    result r[6];
     memset(r, 0, sizeof r);
     for (int i = 0; i < nc; i++) {
         m->recompute = counts[i];
+        m->keep_normed = keeps[i];
         int ok = iv2_vit_forward_train(m, &io) == 0;
         if (ok) {
             iv2_vit_zero_grads(m);
@@ -93,9 +95,9 @@ static void run(const char *what, const char *json) {
         if (c.pool_heads) r[i].pooled = dl(be, io.pooled, npool);
         r[i].grads = dl(be, m->grads, m->n_elems);
         r[i].arena = iv2_vit_arena_bytes(m);
-        iv2_vit_plan p = iv2_vit_train_plan(&c, be->esize, S, N, counts[i]);
-        CHECK(p.activations == r[i].arena, "%s recompute %d: plan %zu bytes, arena %zu", what, counts[i],
-              p.activations, r[i].arena);
+        iv2_vit_plan p = iv2_vit_train_plan(&c, be->esize, S, N, counts[i], keeps[i]);
+        CHECK(p.activations == r[i].arena, "%s recompute %d keep %d: plan %zu bytes, arena %zu", what, counts[i],
+              keeps[i], p.activations, r[i].arena);
         if (i == 0) continue;
         int same = 1;
         for (int k = 0; k < 2; k++) same &= !memcmp(r[i].out[k], r[0].out[k], sizeof(float) * nout);
@@ -113,6 +115,10 @@ static void run(const char *what, const char *json) {
     CHECK(ss > 0, "%s: non-zero gradients", what);
     CHECK(r[1].arena < r[2].arena && r[2].arena < r[0].arena && r[3].arena == r[1].arena && r[4].arena == r[0].arena,
           "%s: arena all %zu < partial %zu < none %zu", what, r[1].arena, r[2].arena, r[0].arena);
+    size_t Mt = (size_t)S * N, per = Mt * (2 * (size_t)c.width + (size_t)c.mlp) * be->esize;
+    CHECK(r[5].arena == r[0].arena + (size_t)(D - 1) * per, "%s: keep_normed arena %zu = none %zu + %d blocks' h1, h2, g",
+          what, r[5].arena, r[0].arena, D - 1);
+    m->keep_normed = 0;
     for (int i = 0; i < nc; i++) result_free(&r[i]);
     for (int k = 0; k < 2; k++) { be->free(be, io.out[k]); be->free(be, dR[k]); }
     if (c.pool_heads) { be->free(be, io.pooled); be->free(be, dRp); }
@@ -192,17 +198,40 @@ static void trainer_step(void) {
             for (int j = 0; j < dd[q]; j++) { float v = (float)(iv2_rng_uniform(&r) - 0.5); tg[q][i * dd[q] + j] = v; n += v * v; }
             for (int j = 0; j < dd[q]; j++) tg[q][i * dd[q] + j] /= (float)sqrt(n);
         }
-    float *g[2];
-    double loss[2];
-    for (int i = 0; i < 2; i++) {
+    float *g[3];
+    double loss[3];
+    for (int i = 0; i < 3; i++) {   /* recompute all; none; none with keep_normed */
         t.student->recompute = i ? 0 : 4;
+        t.student->keep_normed = i == 2;
         CHECK(iv2_trainer_forward_backward(&t, &b, 1) == 0, "step: %s", iv2_errmsg());
         g[i] = dl(be, t.student->grads, t.student->n_elems);
         loss[i] = t.loss.total;
     }
-    CHECK(loss[0] == loss[1] && !memcmp(g[0], g[1], sizeof(float) * t.student->n_elems),
-          "trainer step: recompute all and none give the same loss (%.9g, %.9g) and gradients", loss[0], loss[1]);
-    free(g[0]); free(g[1]);
+    for (int i = 1; i < 3; i++)
+        CHECK(loss[0] == loss[i] && !memcmp(g[0], g[i], sizeof(float) * t.student->n_elems),
+              "trainer step: recompute all and none%s give the same loss (%.9g, %.9g) and gradients",
+              i == 2 ? " keeping the normed inputs" : "", loss[0], loss[i]);
+    free(g[0]); free(g[1]); free(g[2]);
+    /* the trainer's own choice: with recompute 0 and this machine's free memory (a tiny run),
+     * each block keeps its normed inputs */
+    {
+        iv2_trainer t2;
+        memset(&t2, 0, sizeof t2);
+        iv2_distill_config c0 = c;
+        c0.recompute = 0;
+        size_t fr = 0, tot = 0;
+        iv2_backend *pb = iv2_backend_create("cpu", 1);
+        if (pb && pb->mem_info) pb->mem_info(pb, &fr, &tot);
+        if (pb) iv2_backend_destroy(pb);
+        if (iv2_trainer_init(&t2, &c0, CD, MD, FD, nv) == 0) {
+            int fits = iv2_distill_keep_normed_fits(&c0, CD, MD, FD, nv, sizeof(float), fr);
+            CHECK(t2.student->keep_normed == (fits == 1), "trainer keeps the normed inputs (%d) where they fit (%d, "
+                  "%zu bytes free)", t2.student->keep_normed, fits, fr);
+            CHECK(fr < ((size_t)2 << 30) || t2.student->keep_normed, "a tiny run with %zu bytes free keeps them", fr);
+        } else CHECK(0, "init recompute 0: %s", iv2_errmsg());
+        iv2_trainer_close(&t2);
+        CHECK(iv2_distill_keep_normed_fits(&c0, CD, MD, FD, nv, 4, 0) == 0, "free memory unknown: not kept");
+    }
     free(b.frames); free(b.vis); free(b.clip[0]); free(b.mae[0]); free(b.final);
     iv2_trainer_close(&t);
 }

@@ -119,6 +119,7 @@ static double time_train(iv2_backend *be, const char *preset, int depth, int S, 
     iv2_vit *m = iv2_vit_create(be, &cfg);
     if (!m || iv2_vit_alloc_grads(m)) iv2_die("bench_vit");
     fill_params(m);
+    m->keep_normed = 1;   /* as the trainer does where the batch fits, and as autograd keeps all */
     int G = iv2_vit_grid(&cfg), per = G * G, T = cfg.frames / cfg.tubelet, keep = 52, nv = 1 + T * keep;
     int32_t *vis = malloc(sizeof(int32_t) * S * nv);
     for (int s = 0; s < S; s++) {
