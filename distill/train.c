@@ -299,9 +299,10 @@ int iv2_trainer_init(iv2_trainer *t, const iv2_distill_config *c, int clip_dim, 
         R = be->dtype == IV2_F32 ? 0 : iv2_distill_auto_recompute(c, clip_dim, mae_dim, final_dim, nv, be->esize, mem_free);
     if (R < 0) return -1;
     t->student->recompute = R > vc.depth ? vc.depth : R;
-    /* with no block recomputed, each block also keeps its normed inputs and GELU output where the
-     * plan leaves room, with the same headroom (on the CPU and the GPU alike) */
-    t->student->keep_normed = R == 0 &&
+    /* on a GPU with no block recomputed, each block also keeps its normed inputs and GELU output
+     * where the plan leaves room (the same headroom); not on the CPU, where recomputing them costs
+     * nothing measurable (bench_recompute: iv2-s 1.00x) and the memory is 29 % more */
+    t->student->keep_normed = R == 0 && be->dtype != IV2_F32 &&
         iv2_distill_keep_normed_fits(c, clip_dim, mae_dim, final_dim, nv, be->esize, mem_free) == 1;
     int B = iv2_dist_local_batch(c->batch), ntok = 1 + T * G * G, eb = B * nv / ntok;   /* this rank's share */
     eb = eb < 1 ? 1 : eb > B ? B : eb;

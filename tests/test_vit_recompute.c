@@ -212,25 +212,32 @@ static void trainer_step(void) {
               "trainer step: recompute all and none%s give the same loss (%.9g, %.9g) and gradients",
               i == 2 ? " keeping the normed inputs" : "", loss[0], loss[i]);
     free(g[0]); free(g[1]); free(g[2]);
-    /* the trainer's own choice: with recompute 0 and this machine's free memory (a tiny run),
-     * each block keeps its normed inputs */
+    /* the trainer's choice: on the CPU never (no gain there); whether they fit: with plenty of
+     * memory yes, unknown or too little no, and exactly at the plan's bytes plus the headroom */
     {
         iv2_trainer t2;
         memset(&t2, 0, sizeof t2);
         iv2_distill_config c0 = c;
         c0.recompute = 0;
-        size_t fr = 0, tot = 0;
-        iv2_backend *pb = iv2_backend_create("cpu", 1);
-        if (pb && pb->mem_info) pb->mem_info(pb, &fr, &tot);
-        if (pb) iv2_backend_destroy(pb);
-        if (iv2_trainer_init(&t2, &c0, CD, MD, FD, nv) == 0) {
-            int fits = iv2_distill_keep_normed_fits(&c0, CD, MD, FD, nv, sizeof(float), fr);
-            CHECK(t2.student->keep_normed == (fits == 1), "trainer keeps the normed inputs (%d) where they fit (%d, "
-                  "%zu bytes free)", t2.student->keep_normed, fits, fr);
-            CHECK(fr < ((size_t)2 << 30) || t2.student->keep_normed, "a tiny run with %zu bytes free keeps them", fr);
-        } else CHECK(0, "init recompute 0: %s", iv2_errmsg());
+        if (iv2_trainer_init(&t2, &c0, CD, MD, FD, nv) == 0)
+            CHECK(t2.student->keep_normed == 0, "the CPU trainer does not keep the normed inputs");
+        else CHECK(0, "init recompute 0: %s", iv2_errmsg());
         iv2_trainer_close(&t2);
-        CHECK(iv2_distill_keep_normed_fits(&c0, CD, MD, FD, nv, 4, 0) == 0, "free memory unknown: not kept");
+        const size_t G = (size_t)1 << 30;
+        CHECK(iv2_distill_keep_normed_fits(&c0, CD, MD, FD, nv, 2, 0) == 0, "free memory unknown: not kept");
+        CHECK(iv2_distill_keep_normed_fits(&c0, CD, MD, FD, nv, 2, G) == 0, "less than the headroom: not kept");
+        CHECK(iv2_distill_keep_normed_fits(&c0, CD, MD, FD, nv, 2, 64 * G) == 1, "plenty: kept");
+        c0.batch = 20000;   /* a batch that needs more than the headroom: the boundary */
+        size_t lo = 0, hi = (size_t)1 << 42;
+        while (hi - lo > 1) {
+            size_t mid = lo + (hi - lo) / 2;
+            if (iv2_distill_keep_normed_fits(&c0, CD, MD, FD, nv, 2, mid) == 1) hi = mid; else lo = mid;
+        }
+        /* at the boundary the room less the headroom holds the plan with keep, and not one byte less:
+           so keeping costs more than not (the same room fits batch 20000 without keep) */
+        CHECK(iv2_distill_largest_batch(&c0, CD, MD, FD, nv, 0, 2, hi - hi / 10 - G) >= 20000,
+              "where keeping just fits (%zu bytes), not keeping fits too", hi);
+        CHECK(iv2_distill_keep_normed_fits(&c0, CD, MD, FD, nv, 2, hi - 4096) == 0, "a little less: not kept");
     }
     free(b.frames); free(b.vis); free(b.clip[0]); free(b.mae[0]); free(b.final);
     iv2_trainer_close(&t);

@@ -1,8 +1,9 @@
 /* bench_recompute.c: the cost of per-block activation recomputation (iv2_vit.recompute) on the
  * student's training forward + backward, CPU backend: batch B x 417 visible tokens (8 frames x
  * 52 patches + CLS, the recipe's mask), drop path on, read-outs at 4 blocks and the pool head.
- * Recompute none and all are run alternately (so machine load hits both alike); medians, the
- * ratio, and the activation arena of each. Usage: bench_recompute [preset ...] (default
+ * Recompute none, none keeping each block's normed inputs and GELU output (iv2_vit.keep_normed),
+ * and all are run alternately (so machine load hits them alike); medians, the ratios, and the
+ * activation arena of each. Usage: bench_recompute [preset ...] (default
  * iv2-tiny iv2-s); env BENCH_B (batch, default 2), BENCH_REPS (default 5), BENCH_THREADS. */
 #include <stdio.h>
 #include <stdlib.h>
@@ -25,13 +26,15 @@ static double median(double *v, int n) {
 static int bench(iv2_backend *be, const char *preset, int B, int reps) {
     iv2_vit_config c;
     if (iv2_vit_preset(preset, &c)) return -1;
-    iv2_vit *mm[2] = {iv2_vit_create(be, &c), iv2_vit_create(be, &c)};   /* one arena each */
-    for (int v = 0; v < 2; v++)
+    enum { NV = 3 };   /* none, all, none keeping the normed inputs */
+    iv2_vit *mm[NV] = {iv2_vit_create(be, &c), iv2_vit_create(be, &c), iv2_vit_create(be, &c)};   /* one arena each */
+    for (int v = 0; v < NV; v++)
         if (!mm[v] || iv2_vit_init_random(mm[v], 1) || iv2_vit_alloc_grads(mm[v])) {
-            iv2_vit_free(mm[0]); iv2_vit_free(mm[1]);
+            for (int u = 0; u < NV; u++) iv2_vit_free(mm[u]);
             return -1;
         }
     mm[1]->recompute = c.depth;
+    mm[2]->keep_normed = 1;
     int T = c.frames / c.tubelet, G = iv2_vit_grid(&c), P = G * G, keep = P - (int)(P * 0.8f), N = 1 + T * keep;
     size_t nfr = (size_t)B * c.frames * c.img * c.img * 3, nout = (size_t)B * N * c.width;
     uint8_t *fr = malloc(nfr);
@@ -58,12 +61,12 @@ static int bench(iv2_backend *be, const char *preset, int B, int reps) {
         float one = 1e-3f;
         for (size_t i = 0; i < nout; i += 97) be->upload(be, IV2_AT(be, dout[k], i), &one, 1);
     }
-    double t[2][64];
-    size_t arena[2] = {0, 0};
+    double t[NV][64];
+    size_t arena[NV] = {0, 0, 0};
     if (reps > 64) reps = 64;
     int rc = 0;
     for (int r = 0; r <= reps && !rc; r++)   /* r = 0 warms up */
-        for (int v = 0; v < 2 && !rc; v++) {
+        for (int v = 0; v < NV && !rc; v++) {
             iv2_vit *m = mm[v];
             double t0 = iv2_now();
             if (iv2_vit_forward_train(m, &io) || iv2_vit_backward(m, &io, dout, NULL)) rc = -1;
@@ -72,16 +75,17 @@ static int bench(iv2_backend *be, const char *preset, int B, int reps) {
             arena[v] = iv2_vit_arena_bytes(m);
         }
     if (!rc) {
-        double m0 = median(t[0], reps), m1 = median(t[1], reps);
+        double m0 = median(t[0], reps), m1 = median(t[1], reps), m2 = median(t[2], reps);
         printf("%-8s batch %d x %d tokens: fwd+bwd %.3f s recomputing none, %.3f s recomputing all %d blocks: "
                "%.2fx the time; arena %.1f -> %.1f MiB\n", preset, B, N, m0, m1, c.depth, m1 / m0,
                arena[0] / 1048576.0, arena[1] / 1048576.0);
+        printf("%-8s batch %d x %d tokens: fwd+bwd %.3f s keeping each block's normed inputs and GELU output: "
+               "%.2fx the time of none; arena %.1f MiB\n", preset, B, N, m2, m2 / m0, arena[2] / 1048576.0);
     }
     for (int k = 0; k < 4; k++) { be->free(be, io.out[k]); be->free(be, dout[k]); }
     be->free(be, frames);
     free(fr); free(vis); free(drop);
-    iv2_vit_free(mm[0]);
-    iv2_vit_free(mm[1]);
+    for (int v = 0; v < NV; v++) iv2_vit_free(mm[v]);
     return rc;
 }
 
