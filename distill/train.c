@@ -144,12 +144,16 @@ int iv2_distill_keep_normed_fits(const iv2_distill_config *c, int clip_dim, int 
 int iv2_distill_auto_recompute(const iv2_distill_config *c, int clip_dim, int mae_dim, int final_dim, int nv,
                                 size_t esize, size_t avail) {
     iv2_vit_config vc;
-    if (student_config(c, &vc)) return -1;
-    size_t headroom = plan_headroom(avail);
-    if (avail <= headroom) return vc.depth;   /* not reported (0), or too little to plan with */
+    iv2_heads_dims hd;
+    int n_out;
+    if (plan_setup(c, clip_dim, mae_dim, final_dim, &vc, &hd, &n_out)) return -1;
+    if (avail <= plan_headroom(avail)) return vc.depth;   /* not reported (0), or too little to plan with */
+    size_t room = avail - plan_headroom(avail), hp = iv2_heads_count_params(&hd), model;
     int B = iv2_dist_local_batch(c->batch);
-    for (int R = 0; R < vc.depth; R++)   /* the fewest blocks; a count that fits fits with more */
-        if (iv2_distill_largest_batch(c, clip_dim, mae_dim, final_dim, nv, R, esize, avail - headroom) >= B) return R;
+    for (int R = 0; R < vc.depth; R++) {   /* the fewest blocks; a count that fits fits with more */
+        size_t b = batch_bytes(&vc, &hd, hp, n_out, esize, B, nv, R, 0, &model);
+        if (model + b <= room) return R;
+    }
     return vc.depth;
 }
 

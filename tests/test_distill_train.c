@@ -40,11 +40,7 @@ static int read_losses(const char *out, double *loss, int cap) {
     return n;
 }
 
-static int file_has(const char *path, const char *what) {
-    char cmd[1024];
-    snprintf(cmd, sizeof cmd, "grep -qF -- '%s' %s", what, path);
-    return system(cmd) == 0;
-}
+static int file_has(const char *path, const char *what) { return t_count_lines(path, what) > 0; }
 
 /* SIGTERM mid-run (Slurm before its time limit): the CLI finishes the step, writes its checkpoint
  * and a "stopped" line, exits 143; --resume then ends bit-identical to an uninterrupted run */

@@ -27,11 +27,10 @@
 #include "err.h"
 #include "log.h"
 #include "vit.h"
-#include "test_distill_synth.h"
+#include "distill_cuda.h"   /* DC_DIR, dc_field; test_distill_synth.h */
 
-#define DIR "build/gpu/tmp"
-#define CACHE DIR "/bench_distill_cuda.cache"
-#define RUN DIR "/bench_distill_cuda.run"
+#define CACHE DC_DIR "/bench_distill_cuda.cache"
+#define RUN DC_DIR "/bench_distill_cuda.run"
 #define MAXS 512
 
 static int cmpd(const void *a, const void *b) {
@@ -45,7 +44,7 @@ static int make_cache(int views, int n_clip, int n_mae) {
     const synth_spec sp = {.views = views, .size = 224, .clip_dim = 3200, .mae_dim = 1408, .pool_dim = 768,
                            .n_clip = n_clip, .n_mae = n_mae, .nan_view = -1};
     const int S = sp.size, T = 8, P = (S / 14) * (S / 14), n = T * P;
-    (void)!system("mkdir -p " DIR);
+    (void)!system("mkdir -p " DC_DIR);
     iv2_cache *c = synth_open(CACHE, &sp);
     if (!c) return -1;
     int nt = n_clip + n_mae + 2;
@@ -82,11 +81,10 @@ static int read_steps(double *step_s, double *wait_frac, double *copy_s, int cap
     int n = 0;
     while (n < cap && fgets(line, sizeof line, f)) {
         if (!strstr(line, "\"event\":\"step\"")) continue;
-        const char *a = strstr(line, "\"step_s\":"), *b = strstr(line, "\"wait_frac\":"), *c = strstr(line, "\"copy_s\":");
-        if (!a || !b || !c) continue;
-        step_s[n] = atof(a + 9);
-        wait_frac[n] = atof(b + 12);
-        copy_s[n++] = atof(c + 9);
+        step_s[n] = dc_field(line, "\"step_s\":");
+        wait_frac[n] = dc_field(line, "\"wait_frac\":");
+        copy_s[n] = dc_field(line, "\"copy_s\":");
+        if (!isnan(step_s[n]) && !isnan(wait_frac[n]) && !isnan(copy_s[n])) n++;
     }
     fclose(f);
     return n;
