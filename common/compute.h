@@ -13,9 +13,12 @@
  * Layout. Row-major. A linear layer's weight is [out, in] and its bias [out], as in
  * torch.nn.Linear. Token tensors are [B, N, C] (batch, token, channel).
  *
- * Gradients. Every *_backward ACCUMULATES (+=) into parameter gradients (dw, db, dgamma) and
- * into input gradients (dinp), as llm.c does; callers zero gradient buffers once per step.
- * This makes residual branches and shared inputs free of extra adds.
+ * Gradients. Every *_backward ACCUMULATES (+=) into parameter gradients (dw, db, dgamma); callers
+ * zero those once per step, as llm.c does. The input gradient (dinp; dy; dq, dk, dv) is added to
+ * with IV2_ADD and written with IV2_SET: the last argument of the backwards that take one. ADD
+ * makes residual branches and shared inputs free of extra adds; SET spares the memset and the
+ * read of zeros where a buffer has one producer (on the GPU a memset and a read of 38 MB each, ten
+ * times in a student block's backward).
  *
  * Streams. Calls are asynchronous on CUDA (one compute stream per backend); be->sync waits.
  * Reading a buffer on the host goes through be->download, which synchronises. A second stream,
@@ -32,6 +35,8 @@ typedef struct iv2_event iv2_event;   /* a point in a stream's work (a cudaEvent
 enum { IV2_STREAM_COMPUTE = 0, IV2_STREAM_COPY = 1 };
 
 #define IV2_AT(be, p, n) ((void *)((char *)(p) + (size_t)(n) * (be)->esize))
+
+enum { IV2_SET = 0, IV2_ADD = 1 };   /* how a backward stores its input gradient */
 
 enum { IV2_GELU_ERF = 0, IV2_GELU_TANH = 1 };
 
@@ -98,9 +103,9 @@ struct iv2_backend {
 
     /* out[M,N] = inp[M,K] @ w[N,K]^T + bias[N] (bias may be NULL) */
     void (*matmul)(iv2_backend *be, void *out, const void *inp, const void *w, const void *bias, int M, int K, int N);
-    /* dinp[M,K] += dout @ w; dw[N,K] += dout^T @ inp; dbias[N] += colsum(dout). Any of dinp, dw, dbias may be NULL. */
+    /* dinp[M,K] (+)= dout @ w; dw[N,K] += dout^T @ inp; dbias[N] += colsum(dout). Any of dinp, dw, dbias may be NULL. */
     void (*matmul_backward)(iv2_backend *be, void *dinp, void *dw, void *dbias, const void *dout, const void *inp,
-                            const void *w, int M, int K, int N);
+                            const void *w, int M, int K, int N, int acc);
 
     /* Optional (NULL where a backend has none; vit.c then runs matmul + gelu and matmul_backward +
      * gelu_backward): the MLP's first layer with the tanh GELU fused into the GEMMs.
@@ -117,13 +122,21 @@ struct iv2_backend {
     /* RMSNorm over the last dim: out = inp * rsqrt(mean(inp^2) + eps) * w. rstd (f32 [M]) saved when not NULL. */
     void (*rmsnorm)(iv2_backend *be, void *out, float *rstd, const void *inp, const void *w, int M, int C, float eps);
     void (*rmsnorm_backward)(iv2_backend *be, void *dinp, void *dw, const void *dout, const void *inp, const void *w,
-                             const float *rstd, int M, int C);
+                             const float *rstd, int M, int C, int acc);
 
     /* LayerNorm: out = (inp - mean) * rstd * w + b (b may be NULL). mean, rstd (f32 [M]) saved when not NULL. */
     void (*layernorm)(iv2_backend *be, void *out, float *mean, float *rstd, const void *inp, const void *w,
                       const void *b, int M, int C, float eps);
     void (*layernorm_backward)(iv2_backend *be, void *dinp, void *dw, void *db, const void *dout, const void *inp,
-                               const void *w, const float *mean, const float *rstd, int M, int C);
+                               const void *w, const float *mean, const float *rstd, int M, int C, int acc);
+
+    /* A residual add and the norm after it (a block's x + s ls y and the next LayerNorm or RMSNorm)
+     * in one pass: x_out = x_in + s[b] * gamma[c] * y ([B,N,C]; gamma, s as residual; x_out may be
+     * x_in), then out = norm(x_out) as layernorm (ln = 1; b may be NULL) or rmsnorm (ln = 0; mean
+     * and b unused). Values as residual, then the norm. */
+    void (*residual_norm)(iv2_backend *be, void *x_out, void *out, float *mean, float *rstd, const void *x_in,
+                          const void *y, const void *gamma, const float *s, const void *w, const void *b, int B,
+                          int N, int C, float eps, int ln);
 
     /* Multi-head softmax attention, non-causal, never materialising all heads' N x N scores.
      * Head h of token n of batch b reads q at q + (b*Nq + n)*q_stride + h*D (elements), k/v likewise
@@ -135,22 +148,24 @@ struct iv2_backend {
     void (*attention)(iv2_backend *be, void *out, float *lse, float *probs_mean, const void *q, const void *k,
                       const void *v, int B, int H, int Nq, int Nk, int D, int q_stride, int kv_stride, int o_stride,
                       float scale);
-    /* dq, dk, dv accumulate, laid out like q, k, v (same strides). out and lse from the forward. */
+    /* dq, dk, dv laid out like q, k, v (same strides), added to or written (acc) where not NULL; a
+     * SET leaves the columns of other heads' rows (a fused qkv's other thirds) as they were. out
+     * and lse from the forward. */
     void (*attention_backward)(iv2_backend *be, void *dq, void *dk, void *dv, const void *dout, const void *q,
                                const void *k, const void *v, const void *out, const float *lse, int B, int H, int Nq,
-                               int Nk, int D, int q_stride, int kv_stride, int o_stride, float scale);
+                               int Nk, int D, int q_stride, int kv_stride, int o_stride, float scale, int acc);
 
     /* GELU, exact (erf) or tanh approximation; out may equal inp. */
     void (*gelu)(iv2_backend *be, void *out, const void *inp, size_t n, int kind);
-    void (*gelu_backward)(iv2_backend *be, void *dinp, const void *dout, const void *inp, size_t n, int kind);
+    void (*gelu_backward)(iv2_backend *be, void *dinp, const void *dout, const void *inp, size_t n, int kind, int acc);
 
     /* Residual with LayerScale and drop path: x[b,n,c] += s[b] * gamma[c] * y[b,n,c].
      * gamma may be NULL (= 1); s (host float [B]) may be NULL (= 1), else per-sample drop-path scale
      * (0 for a dropped sample, 1/keep_prob otherwise). x is [B, N, C]. */
     void (*residual)(iv2_backend *be, void *x, const void *y, const void *gamma, const float *s, int B, int N, int C);
-    /* dy += s[b]*gamma*dx; dgamma[c] += sum_{b,n} s[b]*dx*y. (dx itself flows on unchanged.) */
+    /* dy (+)= s[b]*gamma*dx; dgamma[c] += sum_{b,n} s[b]*dx*y. (dx itself flows on unchanged.) */
     void (*residual_backward)(iv2_backend *be, void *dy, void *dgamma, const void *dx, const void *y,
-                              const void *gamma, const float *s, int B, int N, int C);
+                              const void *gamma, const float *s, int B, int N, int C, int acc);
 
     /* x[b,n,:] += pe[n,:] for every b (position embedding). dpe[n,:] += sum_b dx[b,n,:]. */
     void (*add_rows)(iv2_backend *be, void *x, const void *pe, int B, int N, int C);

@@ -156,8 +156,8 @@ static void colsum_add(const iv2_backend *be, float *dst, const float *src, int 
 }
 
 static void cpu_matmul_backward(iv2_backend *be, void *dinp, void *dw, void *dbias, const void *dout, const void *inp,
-                                const void *w, int M, int K, int N) {
-    if (dinp) iv2_cpu_sgemm(be, 0, 0, M, K, N, 1.0f, dout, N, w, K, 1.0f, dinp, K);   /* dout[M,N] @ w[N,K] */
+                                const void *w, int M, int K, int N, int acc) {
+    if (dinp) iv2_cpu_sgemm(be, 0, 0, M, K, N, 1.0f, dout, N, w, K, acc ? 1.0f : 0.0f, dinp, K);   /* dout[M,N] @ w[N,K] */
     if (dw) iv2_cpu_sgemm(be, 1, 0, N, K, M, 1.0f, dout, N, inp, K, 1.0f, dw, K);     /* dout^T[N,M] @ inp[M,K] */
     if (dbias) colsum_add(be, dbias, dout, M, N);
 }
@@ -186,7 +186,7 @@ static void cpu_rmsnorm(iv2_backend *be, void *out_, float *rstd, const void *in
 /* out = x r w, r = (mean x^2 + eps)^-1/2:
  * dx = r (dout w) - x r^3 / C * sum_c(dout w x);  dw += sum_rows dout x r */
 static void cpu_rmsnorm_backward(iv2_backend *be, void *dinp_, void *dw_, const void *dout_, const void *inp_,
-                                 const void *w_, const float *rstd, int M, int C) {
+                                 const void *w_, const float *rstd, int M, int C, int acc) {
     float *dinp = dinp_, *dw = dw_;
     const float *dout = dout_, *inp = inp_, *w = w_;
     int nt = nthreads_for(be, (double)M * C);
@@ -199,7 +199,10 @@ static void cpu_rmsnorm_backward(iv2_backend *be, void *dinp_, void *dw_, const 
 #pragma omp simd reduction(+ : dot)
             for (int c = 0; c < C; c++) dot += g[c] * w[c] * x[c];
             float k = r * r * r * dot / C;
-            for (int c = 0; c < C; c++) d[c] += r * g[c] * w[c] - k * x[c];
+            if (acc)
+                for (int c = 0; c < C; c++) d[c] += r * g[c] * w[c] - k * x[c];
+            else
+                for (int c = 0; c < C; c++) d[c] = r * g[c] * w[c] - k * x[c];
         }
     }
     if (dw) {
@@ -244,7 +247,7 @@ static void cpu_layernorm(iv2_backend *be, void *out_, float *mean, float *rstd,
 /* xhat = (x - mean) r, g = dout w: dx = r (g - mean(g) - xhat mean(g xhat)); dw += dout xhat; db += dout */
 static void cpu_layernorm_backward(iv2_backend *be, void *dinp_, void *dw_, void *db_, const void *dout_,
                                    const void *inp_, const void *w_, const float *mean, const float *rstd, int M,
-                                   int C) {
+                                   int C, int acc) {
     float *dinp = dinp_, *dw = dw_, *db = db_;
     const float *dout = dout_, *inp = inp_, *w = w_;
     int nt = nthreads_for(be, (double)M * C);
@@ -262,7 +265,7 @@ static void cpu_layernorm_backward(iv2_backend *be, void *dinp_, void *dw_, void
             }
             sg /= C;
             sgx /= C;
-            for (int c = 0; c < C; c++) d[c] += r * (g[c] * w[c] - sg - (x[c] - mu) * r * sgx);
+            for (int c = 0; c < C; c++) d[c] = (acc ? d[c] : 0.0f) + r * (g[c] * w[c] - sg - (x[c] - mu) * r * sgx);
         }
     }
     if (dw || db) {
@@ -309,7 +312,8 @@ static void cpu_gelu(iv2_backend *be, void *out_, const void *inp_, size_t n, in
     }
 }
 
-static void cpu_gelu_backward(iv2_backend *be, void *dinp_, const void *dout_, const void *inp_, size_t n, int kind) {
+static void cpu_gelu_backward(iv2_backend *be, void *dinp_, const void *dout_, const void *inp_, size_t n, int kind,
+                              int acc) {
     float *dinp = dinp_;
     const float *dout = dout_, *inp = inp_;
     int nt = nthreads_for(be, (double)n * 8);
@@ -319,14 +323,14 @@ static void cpu_gelu_backward(iv2_backend *be, void *dinp_, const void *dout_, c
             /* with s = sigmoid(2u): 1 + tanh u = 2s, 1 - tanh^2 u = 4 s (1 - s) */
             float x = inp[i], u = GELU_K0 * (x + GELU_K1 * x * x * x), s = 1.0f / (1.0f + exp_fast(-2.0f * u));
             float du = GELU_K0 * (1.0f + 3.0f * GELU_K1 * x * x);
-            dinp[i] += dout[i] * (s + 2.0f * x * s * (1.0f - s) * du);
+            dinp[i] = (acc ? dinp[i] : 0.0f) + dout[i] * (s + 2.0f * x * s * (1.0f - s) * du);
         }
     } else {
 #pragma omp parallel for num_threads(nt) schedule(static)
         for (size_t i = 0; i < n; i++) {
             float x = inp[i];
             float cdf = 0.5f * (1.0f + erff(x * INV_SQRT2)), pdf = INV_SQRT2PI * expf(-0.5f * x * x);
-            dinp[i] += dout[i] * (cdf + x * pdf);
+            dinp[i] = (acc ? dinp[i] : 0.0f) + dout[i] * (cdf + x * pdf);
         }
     }
 }
@@ -355,10 +359,11 @@ static void cpu_residual(iv2_backend *be, void *x_, const void *y_, const void *
 }
 
 static void cpu_residual_backward(iv2_backend *be, void *dy_, void *dgamma_, const void *dx_, const void *y_,
-                                  const void *gamma_, const float *s, int B, int N, int C) {
+                                  const void *gamma_, const float *s, int B, int N, int C, int acc) {
     float *dy = dy_, *dgamma = dgamma_;
     const float *dx = dx_, *y = y_, *gamma = gamma_;
     int nt = nthreads_for(be, (double)B * N * C);
+    if (dy && !acc) memset(dy, 0, (size_t)B * N * C * sizeof(float));
     if (dy) cpu_residual(be, dy, dx, gamma, s, B, N, C);   /* dy += s * gamma * dx: the forward's own op */
     if (dgamma) {
         int chunk = ((C + nt - 1) / nt + 15) / 16 * 16;
@@ -375,6 +380,16 @@ static void cpu_residual_backward(iv2_backend *be, void *dy_, void *dgamma_, con
             }
         }
     }
+}
+
+/* the three ops in turn (on the CPU the GEMMs dominate: not worth a second code path) */
+static void cpu_residual_norm(iv2_backend *be, void *x_out, void *out, float *mean, float *rstd, const void *x_in,
+                              const void *y, const void *gamma, const float *s, const void *w, const void *b, int B,
+                              int N, int C, float eps, int ln) {
+    if (x_out != x_in) memcpy(x_out, x_in, (size_t)B * N * C * sizeof(float));
+    cpu_residual(be, x_out, y, gamma, s, B, N, C);
+    if (ln) cpu_layernorm(be, out, mean, rstd, x_out, w, b, B * N, C, eps);
+    else cpu_rmsnorm(be, out, rstd, x_out, w, B * N, C, eps);
 }
 
 static void cpu_add_rows(iv2_backend *be, void *x_, const void *pe_, int B, int N, int C) {
@@ -657,6 +672,7 @@ iv2_backend *iv2_cpu_backend_create(int threads) {
     be->gelu_backward = cpu_gelu_backward;
     be->residual = cpu_residual;
     be->residual_backward = cpu_residual_backward;
+    be->residual_norm = cpu_residual_norm;
     be->add_rows = cpu_add_rows;
     be->add_rows_backward = cpu_add_rows_backward;
     be->axpy = cpu_axpy;

@@ -480,7 +480,8 @@ void iv2_cpu_attention(iv2_backend *be, void *out, float *lse, float *probs_mean
  * dQ += scale dS K; dK += scale dS^T Q. */
 void iv2_cpu_attention_backward(iv2_backend *be, void *dq_, void *dk_, void *dv_, const void *dout_, const void *q_,
                                 const void *k_, const void *v_, const void *out_, const float *lse, int B, int H,
-                                int Nq, int Nk, int D, int q_stride, int kv_stride, int o_stride, float scale) {
+                                int Nq, int Nk, int D, int q_stride, int kv_stride, int o_stride, float scale,
+                                int acc) {
     if (B <= 0 || H <= 0 || Nq <= 0 || Nk <= 0 || D <= 0) return;
     float *dq = dq_, *dk = dk_, *dv = dv_;
     const float *dout = dout_, *q = q_, *k = k_, *v = v_, *out = out_;
@@ -517,9 +518,11 @@ void iv2_cpu_attention_backward(iv2_backend *be, void *dq_, void *dk_, void *dv_
                     for (int d = 0; d < D; d++) s += go[d] * o[d];
                     Di[i] = s;
                 }
+                /* dq is written once per query block; dk and dv add up over the blocks */
+                float bq = acc ? 1.0f : 0.0f, bkv = acc || q0 ? 1.0f : 0.0f;
                 if (dv)
                     cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, Nk, D, nq, 1.0f, P, Nk, dout + ooff, o_stride,
-                                1.0f, dv + kvoff, kv_stride);
+                                bkv, dv + kvoff, kv_stride);
                 if (!dq && !dk) continue;
                 cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, nq, Nk, D, 1.0f, dout + ooff, o_stride, v + kvoff,
                             kv_stride, 0.0f, dS, Nk);
@@ -532,10 +535,10 @@ void iv2_cpu_attention_backward(iv2_backend *be, void *dq_, void *dk_, void *dv_
                 }
                 if (dq)
                     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, nq, D, Nk, scale, dS, Nk, k + kvoff,
-                                kv_stride, 1.0f, dq + qoff, q_stride);
+                                kv_stride, bq, dq + qoff, q_stride);
                 if (dk)
                     cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, Nk, D, nq, scale, dS, Nk, q + qoff, q_stride,
-                                1.0f, dk + kvoff, kv_stride);
+                                bkv, dk + kvoff, kv_stride);
             }
         }
         free(P);

@@ -40,5 +40,5 @@ void iv2_cpu_attention(iv2_backend *be, void *out, float *lse, float *probs_mean
                        float scale);
 void iv2_cpu_attention_backward(iv2_backend *be, void *dq, void *dk, void *dv, const void *dout, const void *q,
                                 const void *k, const void *v, const void *out, const float *lse, int B, int H, int Nq,
-                                int Nk, int D, int q_stride, int kv_stride, int o_stride, float scale);
+                                int Nk, int D, int q_stride, int kv_stride, int o_stride, float scale, int acc);
 #endif

@@ -263,11 +263,20 @@ static void norm_fwd(iv2_vit *m, void *out, float *mean, float *rstd, const void
     else be->layernorm(be, out, mean, rstd, inp, W(w), WO(b), M, m->cfg.width, m->cfg.eps);
 }
 
-static void norm_bwd(iv2_vit *m, void *dinp, const void *dout, const void *inp, size_t w, size_t b, const float *mean,
-                     const float *rstd, int M) {
+/* x_out = x_in + s gamma y, then out = the model's norm of x_out (weights w, b) */
+static void residual_norm_fwd(iv2_vit *m, void *x_out, void *out, float *mean, float *rstd, const void *x_in,
+                              const void *y, size_t gamma, const float *s, size_t w, size_t b, int S, int N) {
     iv2_backend *be = m->be;
-    if (m->cfg.norm == IV2_NORM_RMS) be->rmsnorm_backward(be, dinp, G(w), dout, inp, W(w), rstd, M, m->cfg.width);
-    else be->layernorm_backward(be, dinp, G(w), GO(b), dout, inp, W(w), mean, rstd, M, m->cfg.width);
+    int ln = m->cfg.norm != IV2_NORM_RMS;
+    be->residual_norm(be, x_out, out, mean, rstd, x_in, y, WO(gamma), s, W(w), ln ? WO(b) : NULL, S, N, m->cfg.width,
+                      m->cfg.eps, ln);
+}
+
+static void norm_bwd(iv2_vit *m, void *dinp, const void *dout, const void *inp, size_t w, size_t b, const float *mean,
+                     const float *rstd, int M, int acc) {
+    iv2_backend *be = m->be;
+    if (m->cfg.norm == IV2_NORM_RMS) be->rmsnorm_backward(be, dinp, G(w), dout, inp, W(w), rstd, M, m->cfg.width, acc);
+    else be->layernorm_backward(be, dinp, G(w), GO(b), dout, inp, W(w), mean, rstd, M, m->cfg.width, acc);
 }
 
 /* frames of S samples -> x (gathered visible rows) [S*n_tok, C] */
@@ -300,14 +309,18 @@ static void embed(iv2_vit *m, vit_arena *a, const uint8_t *frames, int S, const 
     be->gather_rows(be, a->blk[0].x_in, a->x_full, a->gidx, S * n_tok, C);
 }
 
+/* One block. Each residual add runs with the norm after it (residual_norm): x_mid with this
+ * block's norm2, and x_out with the next block's norm1 when wn, bn name that block (its h1, m1,
+ * r1 are then ready when it runs: h1_ready). out = 0 (a recompute in the backward, where x_out is
+ * stored already): no x_out. */
 static void block_fwd(iv2_vit *m, const vit_block_off *w, vit_act_block *b, int S, int N, const float *s,
-                      const float *s2) {
+                      const float *s2, int h1_ready, const vit_block_off *wn, vit_act_block *bn, int out) {
     iv2_backend *be = m->be;
     const iv2_vit_config *c = &m->cfg;
     int C = c->width, M = S * N, nh = c->heads, D = C / nh;
     float scale = 1.0f / sqrtf((float)D);
     size_t CC = (size_t)C * C;
-    norm_fwd(m, b->h1, b->m1, b->r1, b->x_in, w->norm1_w, w->norm1_b, M);
+    if (!h1_ready) norm_fwd(m, b->h1, b->m1, b->r1, b->x_in, w->norm1_w, w->norm1_b, M);
     if (c->qk_norm) {
         be->matmul(be, b->q, b->h1, W(w->qkv_w), w->qkv_b == NOOFF ? NULL : W(w->qkv_b), M, C, C);
         be->matmul(be, b->k, b->h1, W(w->qkv_w + CC), w->qkv_b == NOOFF ? NULL : W(w->qkv_b + C), M, C, C);
@@ -321,9 +334,7 @@ static void block_fwd(iv2_vit *m, const vit_block_off *w, vit_act_block *b, int 
                       D, 3 * C, 3 * C, C, scale);
     }
     be->matmul(be, b->o, b->a, W(w->proj_w), W(w->proj_b), M, C, C);
-    if (b->x_mid != b->x_in) be->copy(be, b->x_mid, b->x_in, (size_t)M * C * be->esize);
-    be->residual(be, b->x_mid, b->o, WO(w->ls1), s, S, N, C);
-    norm_fwd(m, b->h2, b->m2, b->r2, b->x_mid, w->norm2_w, w->norm2_b, M);
+    residual_norm_fwd(m, b->x_mid, b->h2, b->m2, b->r2, b->x_in, b->o, w->ls1, s, w->norm2_w, w->norm2_b, S, N);
     if (be->matmul_gelu && c->gelu == IV2_GELU_TANH)   /* the student's MLP on CUDA: GELU in the GEMM's epilogue */
         be->matmul_gelu(be, b->g, b->f1, b->h2, W(w->fc1_w), W(w->fc1_b), M, C, c->mlp);
     else {
@@ -331,8 +342,13 @@ static void block_fwd(iv2_vit *m, const vit_block_off *w, vit_act_block *b, int 
         be->gelu(be, b->g, b->f1, (size_t)M * c->mlp, c->gelu);
     }
     be->matmul(be, b->f2, b->g, W(w->fc2_w), W(w->fc2_b), M, c->mlp, C);
-    if (b->x_out != b->x_mid) be->copy(be, b->x_out, b->x_mid, (size_t)M * C * be->esize);
-    be->residual(be, b->x_out, b->f2, WO(w->ls2), s2, S, N, C);
+    if (wn)
+        residual_norm_fwd(m, b->x_out, bn->h1, bn->m1, bn->r1, b->x_mid, b->f2, w->ls2, s2, wn->norm1_w,
+                          wn->norm1_b, S, N);
+    else if (out) {
+        if (b->x_out != b->x_mid) be->copy(be, b->x_out, b->x_mid, (size_t)M * C * be->esize);
+        be->residual(be, b->x_out, b->f2, WO(w->ls2), s2, S, N, C);
+    }
 }
 
 /* fresh = 1: b's h1, h2 and g hold this block's values (just recomputed by block_fwd, or kept:
@@ -343,53 +359,45 @@ static void block_bwd(iv2_vit *m, const vit_block_off *w, vit_act_block *b, vit_
     const iv2_vit_config *c = &m->cfg;
     int C = c->width, M = S * N, nh = c->heads, D = C / nh, Hm = c->mlp;
     float scale = 1.0f / sqrtf((float)D);
-    size_t CC = (size_t)C * C, MC = (size_t)M * C * be->esize, MH = (size_t)M * Hm * be->esize;
-    /* MLP branch: x_out = x_mid + s ls2 f2 */
-    be->memset0(be, d->df2, MC);
-    be->residual_backward(be, d->df2, GO(w->ls2), d->dx, b->f2, WO(w->ls2), s2, S, N, C);
+    size_t CC = (size_t)C * C;
+    /* MLP branch: x_out = x_mid + s ls2 f2. Each buffer below has one producer and is written
+     * (IV2_SET), but dh after the q, k and v GEMMs and dx, the residual stream, which add. */
+    be->residual_backward(be, d->df2, GO(w->ls2), d->dx, b->f2, WO(w->ls2), s2, S, N, C, IV2_SET);
     if (!fresh) be->gelu(be, b->g, b->f1, (size_t)M * Hm, c->gelu);   /* recompute g */
     if (be->matmul_backward_gelu && c->gelu == IV2_GELU_TANH)   /* df1 straight from the fc2 dgrad's epilogue */
         be->matmul_backward_gelu(be, d->df1, G(w->fc2_w), G(w->fc2_b), d->df2, b->g, W(w->fc2_w), b->f1, M, Hm, C);
     else {
-        be->memset0(be, d->dg, MH);
-        be->matmul_backward(be, d->dg, G(w->fc2_w), G(w->fc2_b), d->df2, b->g, W(w->fc2_w), M, Hm, C);
-        be->memset0(be, d->df1, MH);
-        be->gelu_backward(be, d->df1, d->dg, b->f1, (size_t)M * Hm, c->gelu);
+        be->matmul_backward(be, d->dg, G(w->fc2_w), G(w->fc2_b), d->df2, b->g, W(w->fc2_w), M, Hm, C, IV2_SET);
+        be->gelu_backward(be, d->df1, d->dg, b->f1, (size_t)M * Hm, c->gelu, IV2_SET);
     }
     if (!fresh) norm_fwd(m, b->h2, b->m2, b->r2, b->x_mid, w->norm2_w, w->norm2_b, M);   /* recompute h2 */
-    be->memset0(be, d->dh, MC);
-    be->matmul_backward(be, d->dh, G(w->fc1_w), G(w->fc1_b), d->df1, b->h2, W(w->fc1_w), M, C, Hm);
-    norm_bwd(m, d->dx, d->dh, b->x_mid, w->norm2_w, w->norm2_b, b->m2, b->r2, M);
+    be->matmul_backward(be, d->dh, G(w->fc1_w), G(w->fc1_b), d->df1, b->h2, W(w->fc1_w), M, C, Hm, IV2_SET);
+    norm_bwd(m, d->dx, d->dh, b->x_mid, w->norm2_w, w->norm2_b, b->m2, b->r2, M, IV2_ADD);
     /* attention branch: x_mid = x_in + s ls1 o */
-    be->memset0(be, d->dout, MC);
-    be->residual_backward(be, d->dout, GO(w->ls1), d->dx, b->o, WO(w->ls1), s, S, N, C);
-    be->memset0(be, d->da, MC);
-    be->matmul_backward(be, d->da, G(w->proj_w), G(w->proj_b), d->dout, b->a, W(w->proj_w), M, C, C);
+    be->residual_backward(be, d->dout, GO(w->ls1), d->dx, b->o, WO(w->ls1), s, S, N, C, IV2_SET);
+    be->matmul_backward(be, d->da, G(w->proj_w), G(w->proj_b), d->dout, b->a, W(w->proj_w), M, C, C, IV2_SET);
     if (!fresh) norm_fwd(m, b->h1, b->m1, b->r1, b->x_in, w->norm1_w, w->norm1_b, M);   /* recompute h1 */
-    be->memset0(be, d->dh, MC);
     if (c->qk_norm) {
-        be->memset0(be, d->dqn, MC); be->memset0(be, d->dkn, MC); be->memset0(be, d->dv, MC);
         be->attention_backward(be, d->dqn, d->dkn, d->dv, d->da, b->qn, b->kn, b->v, b->a, b->lse, S, nh, N, N, D, C,
-                               C, C, scale);
-        be->memset0(be, d->dq, MC); be->memset0(be, d->dk, MC);
-        be->rmsnorm_backward(be, d->dq, G(w->q_norm), d->dqn, b->q, W(w->q_norm), b->rq, M, C);
-        be->rmsnorm_backward(be, d->dk, G(w->k_norm), d->dkn, b->k, W(w->k_norm), b->rk, M, C);
+                               C, C, scale, IV2_SET);
+        be->rmsnorm_backward(be, d->dq, G(w->q_norm), d->dqn, b->q, W(w->q_norm), b->rq, M, C, IV2_SET);
+        be->rmsnorm_backward(be, d->dk, G(w->k_norm), d->dkn, b->k, W(w->k_norm), b->rk, M, C, IV2_SET);
         int hb = w->qkv_b != NOOFF;
-        be->matmul_backward(be, d->dh, G(w->qkv_w), hb ? G(w->qkv_b) : NULL, d->dq, b->h1, W(w->qkv_w), M, C, C);
+        be->matmul_backward(be, d->dh, G(w->qkv_w), hb ? G(w->qkv_b) : NULL, d->dq, b->h1, W(w->qkv_w), M, C, C,
+                            IV2_SET);
         be->matmul_backward(be, d->dh, G(w->qkv_w + CC), hb ? G(w->qkv_b + C) : NULL, d->dk, b->h1,
-                            W(w->qkv_w + CC), M, C, C);
+                            W(w->qkv_w + CC), M, C, C, IV2_ADD);
         be->matmul_backward(be, d->dh, G(w->qkv_w + 2 * CC), hb ? G(w->qkv_b + 2 * C) : NULL, d->dv, b->h1,
-                            W(w->qkv_w + 2 * CC), M, C, C);
+                            W(w->qkv_w + 2 * CC), M, C, C, IV2_ADD);
     } else {
         void *dqkv = d->dq;
-        be->memset0(be, dqkv, 3 * MC);
         be->attention_backward(be, dqkv, IV2_AT(be, dqkv, C), IV2_AT(be, dqkv, 2 * C), d->da, b->qkv,
                                IV2_AT(be, b->qkv, C), IV2_AT(be, b->qkv, 2 * C), b->a, b->lse, S, nh, N, N, D, 3 * C,
-                               3 * C, C, scale);
-        be->matmul_backward(be, d->dh, G(w->qkv_w), GO(w->qkv_b), dqkv, b->h1, W(w->qkv_w), M, C, 3 * C);
+                               3 * C, C, scale, IV2_SET);
+        be->matmul_backward(be, d->dh, G(w->qkv_w), GO(w->qkv_b), dqkv, b->h1, W(w->qkv_w), M, C, 3 * C, IV2_SET);
     }
     if (w->qkv_b != NOOFF) be->memset0(be, G(w->qkv_b + C), (size_t)C * be->esize);   /* the k bias stays 0 */
-    norm_bwd(m, d->dx, d->dh, b->x_in, w->norm1_w, w->norm1_b, b->m1, b->r1, M);
+    norm_bwd(m, d->dx, d->dh, b->x_in, w->norm1_w, w->norm1_b, b->m1, b->r1, M, IV2_ADD);
 }
 
 static void pool_fwd(iv2_vit *m, vit_arena *a, const void *x, int S, int N, void *pooled, float *pool_attn) {
@@ -420,20 +428,18 @@ static void pool_bwd(iv2_vit *m, vit_arena *a, vit_bwd *d, const void *x, int S,
     const iv2_vit_config *c = &m->cfg;
     const vit_off *o = &m->st->off;
     int C = c->width, M = S * N, ph = c->pool_heads, D = C / ph;
-    size_t SC = (size_t)S * C * be->esize, MC = (size_t)M * C * be->esize;
-    be->memset0(be, d->dpo, SC);
-    be->matmul_backward(be, d->dpo, G(o->pp_w), G(o->pp_b), dpooled, a->po, W(o->pp_w), S, C, c->pool_dim);
-    be->memset0(be, d->dpq, SC); be->memset0(be, d->dpk, MC); be->memset0(be, d->dpv, MC);
+    be->matmul_backward(be, d->dpo, G(o->pp_w), G(o->pp_b), dpooled, a->po, W(o->pp_w), S, C, c->pool_dim, IV2_SET);
     be->attention_backward(be, d->dpq, d->dpk, d->dpv, d->dpo, a->pq, a->pk, a->pv, a->po, a->plse, S, ph, 1, N, D, C,
-                           C, C, 1.0f / sqrtf((float)D));
-    be->memset0(be, d->dpqn, SC); be->memset0(be, d->dpkn, MC); be->memset0(be, d->dpvn, MC);
-    be->matmul_backward(be, d->dpqn, G(o->pq_w), G(o->pq_b), d->dpq, a->pqn, W(o->pq_w), S, C, C);
-    be->matmul_backward(be, d->dpkn, G(o->pk_w), G(o->pk_b), d->dpk, a->pkn, W(o->pk_w), M, C, C);
-    be->matmul_backward(be, d->dpvn, G(o->pv_w), G(o->pv_b), d->dpv, a->pvn, W(o->pv_w), M, C, C);
-    be->memset0(be, d->dxm, SC);
-    be->layernorm_backward(be, d->dxm, G(o->pq_lw), G(o->pq_lb), d->dpqn, a->xm, W(o->pq_lw), a->pm_q, a->pr_q, S, C);
-    be->layernorm_backward(be, d->dx, G(o->pk_lw), G(o->pk_lb), d->dpkn, x, W(o->pk_lw), a->pm_k, a->pr_k, M, C);
-    be->layernorm_backward(be, d->dx, G(o->pv_lw), G(o->pv_lb), d->dpvn, x, W(o->pv_lw), a->pm_v, a->pr_v, M, C);
+                           C, C, 1.0f / sqrtf((float)D), IV2_SET);
+    be->matmul_backward(be, d->dpqn, G(o->pq_w), G(o->pq_b), d->dpq, a->pqn, W(o->pq_w), S, C, C, IV2_SET);
+    be->matmul_backward(be, d->dpkn, G(o->pk_w), G(o->pk_b), d->dpk, a->pkn, W(o->pk_w), M, C, C, IV2_SET);
+    be->matmul_backward(be, d->dpvn, G(o->pv_w), G(o->pv_b), d->dpv, a->pvn, W(o->pv_w), M, C, C, IV2_SET);
+    be->layernorm_backward(be, d->dxm, G(o->pq_lw), G(o->pq_lb), d->dpqn, a->xm, W(o->pq_lw), a->pm_q, a->pr_q, S, C,
+                           IV2_SET);
+    be->layernorm_backward(be, d->dx, G(o->pk_lw), G(o->pk_lb), d->dpkn, x, W(o->pk_lw), a->pm_k, a->pr_k, M, C,
+                           IV2_ADD);
+    be->layernorm_backward(be, d->dx, G(o->pv_lw), G(o->pv_lb), d->dpvn, x, W(o->pv_lw), a->pm_v, a->pr_v, M, C,
+                           IV2_ADD);
     be->mean_rows_backward(be, d->dx, d->dxm, S, N, C);
 }
 
@@ -476,7 +482,8 @@ int iv2_vit_forward(iv2_vit *m, iv2_vit_io *io) {
         vit_act_block *b = &a->blk[0];
         int k = 0;
         for (int l = 0; l <= last; l++) {
-            block_fwd(m, &m->st->off.blk[l], b, S, N, NULL, NULL);
+            const vit_block_off *wn = l < last ? &m->st->off.blk[l + 1] : NULL;   /* the next block's norm1 */
+            block_fwd(m, &m->st->off.blk[l], b, S, N, NULL, NULL, l > 0, wn, b, 1);
             while (k < io->n_out && io->blocks[k] == l) emit(m, io, k++, b->x_out, s0, S, N);
         }
         if (io->pooled || io->pool_attn)
@@ -503,7 +510,10 @@ int iv2_vit_forward_train(iv2_vit *m, iv2_vit_io *io) {
     /* all blocks run: the backward expects every block's activations */
     for (int l = 0; l < c->depth; l++) {
         vit_act_block *b = &a->blk[l];
-        block_fwd(m, &m->st->off.blk[l], b, S, N, drop_at(io->drop, l, S), drop_at(io->drop_mlp ? io->drop_mlp : io->drop, l, S));
+        int nx = l + 1 < c->depth;   /* the next block's norm1 runs here, with this block's last residual */
+        block_fwd(m, &m->st->off.blk[l], b, S, N, drop_at(io->drop, l, S),
+                  drop_at(io->drop_mlp ? io->drop_mlp : io->drop, l, S), l > 0, nx ? &m->st->off.blk[l + 1] : NULL,
+                  nx ? &a->blk[l + 1] : NULL, 1);
         while (k < io->n_out && io->blocks[k] == l) emit(m, io, k++, b->x_out, 0, S, N);
     }
     if (c->pool_heads)   /* always, so that a pooled gradient can flow back */
@@ -533,7 +543,7 @@ int iv2_vit_backward(iv2_vit *m, const iv2_vit_io *io, void *const *dout, const 
             if (dout && dout[k]) be->axpy(be, d->dx, dout[k], 1.0f, (size_t)M * C);
         const float *s1 = drop_at(io->drop, l, S), *s2 = drop_at(io->drop_mlp ? io->drop_mlp : io->drop, l, S);
         int fresh = l < a->recompute;
-        if (fresh) block_fwd(m, &o->blk[l], &a->blk[l], S, N, s1, s2);   /* same ops: same values */
+        if (fresh) block_fwd(m, &o->blk[l], &a->blk[l], S, N, s1, s2, 0, NULL, NULL, 0);   /* same ops: same values */
         block_bwd(m, &o->blk[l], &a->blk[l], d, S, N, s1, s2, fresh || a->keep);
         if (m->grads_ready) m->grads_ready(m->grads_ready_ctx, o->blk[l].norm1_w);   /* blocks >= l done */
     }
@@ -544,7 +554,7 @@ int iv2_vit_backward(iv2_vit *m, const iv2_vit_io *io, void *const *dout, const 
     if (c->cls)
         for (int s = 0; s < S; s++) be->axpy(be, G(o->cls), IV2_AT(be, d->dfull, (size_t)s * T * C), 1.0f, C);
     be->gather_rows(be, d->dpe, d->dfull, a->pidx, S * P, C);
-    be->matmul_backward(be, NULL, G(o->pe_w), G(o->pe_b), d->dpe, a->patches, W(o->pe_w), S * P, K, C);
+    be->matmul_backward(be, NULL, G(o->pe_w), G(o->pe_b), d->dpe, a->patches, W(o->pe_w), S * P, K, C, IV2_ADD);
     if (m->grads_ready) m->grads_ready(m->grads_ready_ctx, 0);
     return 0;
 }

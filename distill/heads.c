@@ -181,8 +181,7 @@ static void norm_l2_backward(iv2_heads *h, int M, int D, size_t lnw, size_t lnb)
     iv2_backend *be = h->be;
     be->memset0(be, h->dyn, (size_t)M * D * be->esize);
     be->l2norm_backward(be, h->dyn, h->dout, h->out, h->l2n, M, D);
-    be->memset0(be, h->dy, (size_t)M * D * be->esize);
-    be->layernorm_backward(be, h->dy, G(lnw), G(lnb), h->dyn, h->y, P(lnw), h->ln_mean, h->ln_rstd, M, D);
+    be->layernorm_backward(be, h->dy, G(lnw), G(lnb), h->dyn, h->y, P(lnw), h->ln_mean, h->ln_rstd, M, D, IV2_SET);
 }
 
 static int check_rows(iv2_heads *h, int M, const char *what) {
@@ -219,8 +218,7 @@ int iv2_heads_clip_dev(iv2_heads *h, int k, const void *inp, void *dinp, const i
     if (!dinp) return 0;
     /* backward */
     norm_l2_backward(h, M, D, h->clip_lnw[k], h->clip_lnb[k]);
-    be->memset0(be, h->dx, (size_t)M * C * be->esize);
-    be->matmul_backward(be, h->dx, G(h->clip_w[k]), G(h->clip_b[k]), h->dy, h->x, P(h->clip_w[k]), M, C, D);
+    be->matmul_backward(be, h->dx, G(h->clip_w[k]), G(h->clip_b[k]), h->dy, h->x, P(h->clip_w[k]), M, C, D, IV2_SET);
     be->axpy(be, dinp, h->dx, 1.0f, (size_t)M * C);
     be->scatter_add_rows(be, G(h->clip_pos), h->dx, vis, M, C);
     return 0;
@@ -265,12 +263,11 @@ int iv2_heads_mae_dev(iv2_heads *h, int k, const void *inp, void *dinp, const in
     if (!dinp) return 0;
     /* backward */
     norm_l2_backward(h, M, D, h->mae_lnw[k], h->mae_lnb[k]);
-    be->memset0(be, h->dg1, (size_t)M * C * be->esize);
-    be->matmul_backward(be, h->dg1, G(h->mae_w2[k]), G(h->mae_b2[k]), h->dy, h->g1, P(h->mae_w2[k]), M, C, D);
-    be->memset0(be, h->dh1, (size_t)M * C * be->esize);
-    be->gelu_backward(be, h->dh1, h->dg1, h->h1, (size_t)M * C, IV2_GELU_ERF);
-    be->memset0(be, h->dx, (size_t)M * C * be->esize);
-    be->matmul_backward(be, h->dx, G(h->mae_w1[k]), G(h->mae_b1[k]), h->dh1, h->x, P(h->mae_w1[k]), M, C, C);
+    be->matmul_backward(be, h->dg1, G(h->mae_w2[k]), G(h->mae_b2[k]), h->dy, h->g1, P(h->mae_w2[k]), M, C, D,
+                        IV2_SET);
+    be->gelu_backward(be, h->dh1, h->dg1, h->h1, (size_t)M * C, IV2_GELU_ERF, IV2_SET);
+    be->matmul_backward(be, h->dx, G(h->mae_w1[k]), G(h->mae_b1[k]), h->dh1, h->x, P(h->mae_w1[k]), M, C, C,
+                        IV2_SET);
     be->scatter_add_rows(be, G(h->mae_pos), h->dx, pos, M, C);
     be->scatter_add_rows(be, dinp, h->dx, rows, M, C);
     return 0;
@@ -295,7 +292,7 @@ int iv2_heads_final_dev(iv2_heads *h, const void *inp, void *dinp, int B, const 
     head_loss(h, B, D, target, scale, mean_loss, mean_cos);
     if (!dinp) return 0;
     norm_l2_backward(h, B, D, h->fin_lnw, h->fin_lnb);
-    be->matmul_backward(be, dinp, G(h->fin_w), G(h->fin_b), h->dy, inp, P(h->fin_w), B, Cp, D);
+    be->matmul_backward(be, dinp, G(h->fin_w), G(h->fin_b), h->dy, inp, P(h->fin_w), B, Cp, D, IV2_ADD);
     return 0;
 }
 

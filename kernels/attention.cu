@@ -335,7 +335,7 @@ __global__ void attn_delta_kernel(float *delta, const bf16 *dout, const bf16 *ou
 /* one warp per query row: dq_i += scale * sum_j p_ij (dout_i . v_j - delta_i) k_j */
 __global__ void attn_dq_kernel(bf16 *dq, const bf16 *dout, const bf16 *q, const bf16 *k, const bf16 *v,
                                const float *lse, const float *delta, int B, int H, int Nq, int Nk, int D, int qs,
-                               int ks, int os, float scale) {
+                               int ks, int os, float scale, int add) {
     int row = blockIdx.x * (blockDim.x / 32) + (threadIdx.x >> 5), lane = threadIdx.x & 31;
     if (row >= B * H * Nq) return;
     int i = row % Nq, h = (row / Nq) % H, b = row / (Nq * H);
@@ -369,14 +369,14 @@ __global__ void attn_dq_kernel(bf16 *dq, const bf16 *dout, const bf16 *q, const 
 #pragma unroll
     for (int u = 0; u < MAXD; u++) {
         int c = lane + 32 * u;
-        if (c < D) st(dqp + c, ld(dqp + c) + acc[u]);
+        if (c < D) st(dqp + c, (add ? ld(dqp + c) : 0.f) + acc[u]);
     }
 }
 
 /* one warp per key row: dv_j += sum_i p_ij dout_i; dk_j += scale * sum_i p_ij (dout_i . v_j - delta_i) q_i */
 __global__ void attn_dkv_kernel(bf16 *dk, bf16 *dv, const bf16 *dout, const bf16 *q, const bf16 *k, const bf16 *v,
                                 const float *lse, const float *delta, int B, int H, int Nq, int Nk, int D, int qs,
-                                int ks, int os, float scale) {
+                                int ks, int os, float scale, int add) {
     int row = blockIdx.x * (blockDim.x / 32) + (threadIdx.x >> 5), lane = threadIdx.x & 31;
     if (row >= B * H * Nk) return;
     int j = row % Nk, h = (row / Nk) % H, b = row / (Nk * H);
@@ -415,8 +415,8 @@ __global__ void attn_dkv_kernel(bf16 *dk, bf16 *dv, const bf16 *dout, const bf16
     for (int u = 0; u < MAXD; u++) {
         int c = lane + 32 * u;
         if (c < D) {
-            if (dk) st(dkp + c, ld(dkp + c) + ak[u]);
-            if (dv) st(dvp + c, ld(dvp + c) + av[u]);
+            if (dk) st(dkp + c, (add ? ld(dkp + c) : 0.f) + ak[u]);
+            if (dv) st(dvp + c, (add ? ld(dvp + c) : 0.f) + av[u]);
         }
     }
 }
@@ -461,8 +461,9 @@ static size_t bwd_scratch_bytes(int B, int H, int Nq, int Nk) {
 
 static void attention_backward_gemm(iv2_backend *be, bf16 *dq, bf16 *dk, bf16 *dv, const bf16 *dout, const bf16 *q,
                                     const bf16 *k, const bf16 *v, const float *lse, const float *delta, int B, int H,
-                                    int Nq, int Nk, int D, int qs, int ks, int os, float scale) {
+                                    int Nq, int Nk, int D, int qs, int ks, int os, float scale, int add) {
     cuda_impl *im = impl_of(be);
+    float beta = add ? 1.f : 0.f;   /* every dq, dk, dv row is stored once, all keys and queries in one GEMM */
     /* group over heads (loop over batch) or over batch (loop over heads), whichever is larger */
     int by_head = H >= B, G = by_head ? H : B, L = by_head ? B : H;
     size_t NN = (size_t)Nq * Nk, n = (size_t)G * NN;
@@ -486,22 +487,22 @@ static void attention_backward_gemm(iv2_backend *be, bf16 *dq, bf16 *dk, bf16 *d
         attn_p_kernel<<<grid, 256, 0, im->stream>>>(P, S, lse, Nq, Nk, n, scale, gstride, row0);
         LAUNCH_CHECK();
         /* dV[j][d] += sum_i P[i][j] dO[i][d] */
-        if (dv) bgemm(im, 0, 1, D, Nk, Nq, dout + oo, os, go, P, Nk, (long long)NN, 1.f, dv + ok, CUDA_R_16BF, ks, gk, G);
+        if (dv) bgemm(im, 0, 1, D, Nk, Nq, dout + oo, os, go, P, Nk, (long long)NN, beta, dv + ok, CUDA_R_16BF, ks, gk, G);
         /* dP[i][j] = dO_i . v_j */
         bgemm(im, 1, 0, Nk, Nq, D, v + ok, ks, gk, dout + oo, os, go, 0.f, S, CUDA_R_32F, Nk, (long long)NN, G);
         attn_ds_kernel<<<grid, 256, 0, im->stream>>>(P, S, dl, Nq, Nk, n, scale, gstride, row0);
         LAUNCH_CHECK();
         /* dQ[i][d] += sum_j dS[i][j] K[j][d] */
-        if (dq) bgemm(im, 0, 0, D, Nq, Nk, k + ok, ks, gk, P, Nk, (long long)NN, 1.f, dq + oq, CUDA_R_16BF, qs, gq, G);
+        if (dq) bgemm(im, 0, 0, D, Nq, Nk, k + ok, ks, gk, P, Nk, (long long)NN, beta, dq + oq, CUDA_R_16BF, qs, gq, G);
         /* dK[j][d] += sum_i dS[i][j] Q[i][d] */
-        if (dk) bgemm(im, 0, 1, D, Nk, Nq, q + oq, qs, gq, P, Nk, (long long)NN, 1.f, dk + ok, CUDA_R_16BF, ks, gk, G);
+        if (dk) bgemm(im, 0, 1, D, Nk, Nq, q + oq, qs, gq, P, Nk, (long long)NN, beta, dk + ok, CUDA_R_16BF, ks, gk, G);
     }
 }
 
 template <int DP>
 static void launch_bwd_fused(cuda_impl *im, bf16 *dq, bf16 *dk, bf16 *dv, const bf16 *dout, const bf16 *q,
                              const bf16 *k, const bf16 *v, const float *lse, const float *delta, int B, int H, int Nq,
-                             int Nk, int D, int qs, int ks, int os, float scale) {
+                             int Nk, int D, int qs, int ks, int os, float scale, int add) {
     const int M = BWARPS * 16;
     size_t smem_dq = bwd_dq_smem_bytes<DP>(), smem_dkv = bwd_dkv_smem_bytes<DP>();
     static int configured = 0;   /* per instantiation */
@@ -513,12 +514,12 @@ static void launch_bwd_fused(cuda_impl *im, bf16 *dq, bf16 *dk, bf16 *dv, const 
     }
     if (dk || dv) {
         attn_bwd_dkv_kernel<DP><<<dim3(cdiv(Nk, M), B * H), BWARPS * 32, smem_dkv, im->stream>>>(
-            dk, dv, dout, q, k, v, lse, delta, H, Nq, Nk, D, qs, ks, os, scale);
+            dk, dv, dout, q, k, v, lse, delta, H, Nq, Nk, D, qs, ks, os, scale, add);
         LAUNCH_CHECK();
     }
     if (dq) {
         attn_bwd_dq_kernel<DP><<<dim3(cdiv(Nq, M), B * H), BWARPS * 32, smem_dq, im->stream>>>(
-            dq, dout, q, k, v, lse, delta, H, Nq, Nk, D, qs, ks, os, scale);
+            dq, dout, q, k, v, lse, delta, H, Nq, Nk, D, qs, ks, os, scale, add);
         LAUNCH_CHECK();
     }
 }
@@ -527,7 +528,7 @@ static void launch_bwd_fused(cuda_impl *im, bf16 *dq, bf16 *dk, bf16 *dv, const 
 template <int DP>
 static void launch_bwd3(cuda_impl *im, bf16 *dq, bf16 *dk, bf16 *dv, const bf16 *dout, const bf16 *q, const bf16 *k,
                         const bf16 *v, const float *lse, const float *delta, int B, int H, int Nq, int Nk, int D,
-                        int qs, int ks, int os, float scale) {
+                        int qs, int ks, int os, float scale, int add) {
     const int M = BWG * 64;
     constexpr size_t smem_dq = bwd3_dq_smem_bytes<DP>(), smem_dkv = bwd3_dkv_smem_bytes<DP>();
     static_assert(smem_dkv <= 227 * 1024, "over the shared memory of one block (sm_90)");
@@ -541,12 +542,12 @@ static void launch_bwd3(cuda_impl *im, bf16 *dq, bf16 *dk, bf16 *dv, const bf16 
     }
     if (dk || dv) {
         attn_bwd3_dkv_kernel<DP><<<dim3(cdiv(Nk, M), B * H), BWG * 128, smem_dkv, im->stream>>>(
-            dk, dv, dout, q, k, v, lse, delta, H, Nq, Nk, D, qs, ks, os, scale);
+            dk, dv, dout, q, k, v, lse, delta, H, Nq, Nk, D, qs, ks, os, scale, add);
         LAUNCH_CHECK();
     }
     if (dq) {
         attn_bwd3_dq_kernel<DP><<<dim3(cdiv(Nq, M), B * H), BWG * 128, smem_dq, im->stream>>>(
-            dq, dout, q, k, v, lse, delta, H, Nq, Nk, D, qs, ks, os, scale);
+            dq, dout, q, k, v, lse, delta, H, Nq, Nk, D, qs, ks, os, scale, add);
         LAUNCH_CHECK();
     }
 }
@@ -572,7 +573,7 @@ static int backward_path(const cuda_impl *im, const void *dq, const void *dk, co
 
 static void c_attention_backward(iv2_backend *be, void *dq, void *dk, void *dv, const void *dout, const void *q,
                                  const void *k, const void *v, const void *out, const float *lse, int B, int H, int Nq,
-                                 int Nk, int D, int q_stride, int kv_stride, int o_stride, float scale) {
+                                 int Nk, int D, int q_stride, int kv_stride, int o_stride, float scale, int add) {
     if (B <= 0 || H <= 0 || Nq <= 0 || Nk <= 0) return;
     if (D > 32 * MAXD) iv2_panic("cuda attention backward: head dim %d over the limit %d", D, 32 * MAXD);
     if (!lse) iv2_panic("cuda attention backward: the forward's lse is required");
@@ -589,7 +590,7 @@ static void c_attention_backward(iv2_backend *be, void *dq, void *dk, void *dv, 
     if (fused) {
         const bf16 *G = (const bf16 *)dout, *Q = (const bf16 *)q, *K = (const bf16 *)k, *V = (const bf16 *)v;
         bf16 *dQ = (bf16 *)dq, *dK = (bf16 *)dk, *dV = (bf16 *)dv;
-#define BWD_ARGS im, dQ, dK, dV, G, Q, K, V, lse, delta, B, H, Nq, Nk, D, q_stride, kv_stride, o_stride, scale
+#define BWD_ARGS im, dQ, dK, dV, G, Q, K, V, lse, delta, B, H, Nq, Nk, D, q_stride, kv_stride, o_stride, scale, add
         if (path == 2) {
             if (D <= 32) launch_bwd3<32>(BWD_ARGS);
             else if (D <= 64) launch_bwd3<64>(BWD_ARGS);
@@ -607,20 +608,21 @@ static void c_attention_backward(iv2_backend *be, void *dq, void *dk, void *dv, 
     if (!simple) {   /* delta stays at the front of the scratch */
         attention_backward_gemm(be, (bf16 *)dq, (bf16 *)dk, (bf16 *)dv, (const bf16 *)dout, (const bf16 *)q,
                                 (const bf16 *)k, (const bf16 *)v, lse, delta, B, H, Nq, Nk, D, q_stride, kv_stride,
-                                o_stride, scale);
+                                o_stride, scale, add);
         return;
     }
     if (dq) {
         attn_dq_kernel<<<cdiv(rq, wpb), wpb * 32, 0, im->stream>>>((bf16 *)dq, (const bf16 *)dout, (const bf16 *)q,
                                                                    (const bf16 *)k, (const bf16 *)v, lse, delta, B, H,
-                                                                   Nq, Nk, D, q_stride, kv_stride, o_stride, scale);
+                                                                   Nq, Nk, D, q_stride, kv_stride, o_stride, scale,
+                                                                   add);
         LAUNCH_CHECK();
     }
     if (dk || dv) {
         attn_dkv_kernel<<<cdiv(rk, wpb), wpb * 32, 0, im->stream>>>((bf16 *)dk, (bf16 *)dv, (const bf16 *)dout,
                                                                     (const bf16 *)q, (const bf16 *)k, (const bf16 *)v,
                                                                     lse, delta, B, H, Nq, Nk, D, q_stride, kv_stride,
-                                                                    o_stride, scale);
+                                                                    o_stride, scale, add);
         LAUNCH_CHECK();
     }
 }

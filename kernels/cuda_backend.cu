@@ -196,6 +196,8 @@ extern "C" iv2_backend *iv2_cuda_backend_create(int device) {
     im->vec_bwd = !(vb && !strcmp(vb, "0"));
     const char *gf = getenv("IV2_GELU_FUSION");   /* 0: matmul + gelu unfused, for side-by-side timing */
     im->gelu_fusion = !(gf && !strcmp(gf, "0"));
+    const char *fn = getenv("IV2_FUSE_NORM");   /* 0: residual_norm as its three ops, for side-by-side timing */
+    im->fuse_norm = !(fn && !strcmp(fn, "0"));
 #ifdef IV2_WGMMA   /* the Makefile defines it when CUDA_ARCH has 90a: sm_90a code runs on 9.0 only */
     im->wgmma = prop.major == 9 && prop.minor == 0;
 #endif

@@ -51,6 +51,7 @@ typedef struct {
     int norm_bwd_blocks[9];       /* resident blocks per SM of norm_backward8_kernel<VPL> (0: not asked yet) */
     size_t norm_bwd_smem[9];      /* the dynamic shared memory each was asked for */
     int gelu_fusion;              /* the tanh GELU fused into the MLP's GEMMs (matmul_gelu); IV2_GELU_FUSION=0: off */
+    int fuse_norm;                /* residual_norm in one kernel; IV2_FUSE_NORM=0: copy, residual and norm apart */
     int vec_bwd;                  /* the 16-byte-vector kernels (norm and GELU backward, residual, bias sums, gather and
                                      scatter of rows, L2 norm, cosine loss); IV2_VEC_BWD=0: the scalar ones */
     int wgmma;                    /* the sm_90a kernels run here: built with IV2_WGMMA, compute capability 9.0 */

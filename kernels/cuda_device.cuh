@@ -31,6 +31,14 @@ __device__ __forceinline__ void st8(bf16 *p, const float *f) {
     *(uint4 *)p = u;
 }
 
+/* bf16 rounding of a float, as a store and a load would do */
+__device__ __forceinline__ float round_bf16(float v) { return __bfloat162float(__float2bfloat16(v)); }
+
+/* The per-sample drop-path scales s[] of the residual kernels come from the host; they travel as
+ * kernel arguments in chunks of SCHUNK samples so no copy (and no sync) is needed. */
+#define SCHUNK 64
+struct sarg { float s[SCHUNK]; };
+
 /* ---- column sums (bias, LayerScale and norm weight gradients) ----
  * A block of CS_WARPS warps sums 256 columns (32 lanes x 8 columns, 16-byte vectors) over a
  * chunk of rows: warp w takes rows w, w + CS_WARPS, ..., RB of them per round trip to memory

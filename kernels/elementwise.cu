@@ -19,16 +19,17 @@ static void c_gelu(iv2_backend *be, void *out, const void *inp, size_t n, int ki
     gelu_kernel<<<GRID(n), NT, 0, impl_of(be)->stream>>>((bf16 *)out, (const bf16 *)inp, n, kind);
     LAUNCH_CHECK();
 }
-static void c_gelu_backward(iv2_backend *be, void *dinp, const void *dout, const void *inp, size_t n, int kind) {
+static void c_gelu_backward(iv2_backend *be, void *dinp, const void *dout, const void *inp, size_t n, int kind,
+                            int add) {
     if (!n) return;
     if (impl_of(be)->vec_bwd && n % 8 == 0 && al16(dinp) && al16(dout) && al16(inp)) {
         gelu_backward8_kernel<<<GRID(n / 8), NT, 0, impl_of(be)->stream>>>((bf16 *)dinp, (const bf16 *)dout,
-                                                                           (const bf16 *)inp, n / 8, kind);
+                                                                           (const bf16 *)inp, n / 8, kind, add);
         LAUNCH_CHECK();
         return;
     }
     gelu_backward_kernel<<<GRID(n), NT, 0, impl_of(be)->stream>>>((bf16 *)dinp, (const bf16 *)dout,
-                                                                  (const bf16 *)inp, n, kind);
+                                                                  (const bf16 *)inp, n, kind, add);
     LAUNCH_CHECK();
 }
 void cuda_gelu_grad_scale(iv2_backend *be, void *x, const void *pre, size_t n) {
@@ -59,7 +60,7 @@ static void c_residual(iv2_backend *be, void *x, const void *y, const void *gamm
     }
 }
 static void c_residual_backward(iv2_backend *be, void *dy, void *dgamma, const void *dx, const void *y,
-                                const void *gamma, const float *s, int B, int N, int C) {
+                                const void *gamma, const float *s, int B, int N, int C, int add) {
     cuda_impl *im = impl_of(be);
     if (B <= 0 || N <= 0) return;
     float *acc = NULL;
@@ -79,12 +80,12 @@ static void c_residual_backward(iv2_backend *be, void *dy, void *dgamma, const v
             dim3 grid(cdiv(C / 8, 32), cdiv((size_t)nb * N, rows_per));
             residual_backward8_kernel<<<grid, CS_THREADS, 0, im->stream>>>(dyo, acc, (const bf16 *)dx + off, yo,
                                                                    (const bf16 *)gamma, a, s != NULL, N, C / 8, nb,
-                                                                   rows_per);
+                                                                   rows_per, add);
         } else {
             dim3 grid(cdiv(C, 128), cdiv((size_t)nb * N, rows_per));
             residual_backward_kernel<<<grid, 128, 0, im->stream>>>(dyo, acc, (const bf16 *)dx + off, yo,
                                                                    (const bf16 *)gamma, a, s != NULL, N, C, nb,
-                                                                   rows_per);
+                                                                   rows_per, add);
         }
         LAUNCH_CHECK();
     }

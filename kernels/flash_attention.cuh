@@ -632,10 +632,10 @@ __device__ __forceinline__ void acc_product(float (&acc)[DP / 8][4], const float
     }
 }
 
-/* dst[16 rows of this warp][D] += mul * acc (bf16 read-modify-write; the backward accumulates) */
+/* dst[16 rows of this warp][D] (+)= mul * acc (add: bf16 read-modify-write, else written) */
 template <int DP>
 __device__ __forceinline__ void add_rows(bf16 *dst, size_t stride, int row0, int nrows, int D, float mul,
-                                         const float *acc, int g, int t) {   /* acc[j][e] at 4j + e */
+                                         const float *acc, int g, int t, int add) {   /* acc[j][e] at 4j + e */
 #pragma unroll
     for (int hh = 0; hh < 2; hh++) {
         int row = row0 + g + hh * 8;
@@ -645,7 +645,7 @@ __device__ __forceinline__ void add_rows(bf16 *dst, size_t stride, int row0, int
         for (int j = 0; j < DP / 8; j++) {
             int c = j * 8 + 2 * t;
             if (c >= D) continue;
-            float2 old = __bfloat1622float2(*(const __nv_bfloat162 *)(p + c));
+            float2 old = add ? __bfloat1622float2(*(const __nv_bfloat162 *)(p + c)) : make_float2(0.f, 0.f);
             *(__nv_bfloat162 *)(p + c) =
                 __floats2bfloat162_rn(old.x + mul * acc[4 * j + 2 * hh], old.y + mul * acc[4 * j + 2 * hh + 1]);
         }
@@ -686,7 +686,7 @@ template <int DP>
 __global__ void __launch_bounds__(BWARPS * 32, 2) attn_bwd_dq_kernel(bf16 *dq, const bf16 *dout, const bf16 *q,
                                                                      const bf16 *k, const bf16 *v, const float *lse,
                                                                      const float *delta, int H, int Nq, int Nk, int D,
-                                                                     int qs, int ks, int os, float scale) {
+                                                                     int qs, int ks, int os, float scale, int add) {
     const int SP = DP + 8, QM = BWARPS * 16;
     extern __shared__ __align__(16) unsigned char smem_raw[];
     bf16 *Qs = (bf16 *)smem_raw, *Gs = Qs + QM * SP, *KV = Gs + QM * SP;   /* KV: [2 stages][K, V][BN][SP] */
@@ -722,7 +722,7 @@ __global__ void __launch_bounds__(BWARPS * 32, 2) attn_bwd_dq_kernel(bf16 *dq, c
         }
         __syncthreads();
     }
-    if (active) add_rows<DP>(dq + (size_t)b * Nq * qs + (size_t)h * D, qs, row0, Nq, D, scale, acc[0], g, t);
+    if (active) add_rows<DP>(dq + (size_t)b * Nq * qs + (size_t)h * D, qs, row0, Nq, D, scale, acc[0], g, t, add);
 }
 
 /* one query tile for one warp's 16 key rows: P^T and dS^T, then dV += P^T dO, dK += dS^T Q.
@@ -760,7 +760,7 @@ __global__ void __launch_bounds__(BWARPS * 32, 2) attn_bwd_dkv_kernel(bf16 *dk, 
                                                                       const bf16 *q, const bf16 *k, const bf16 *v,
                                                                       const float *lse, const float *delta, int H,
                                                                       int Nq, int Nk, int D, int qs, int ks, int os,
-                                                                      float scale) {
+                                                                      float scale, int add) {
     const int SP = DP + 8, KM = BWARPS * 16;
     extern __shared__ __align__(16) unsigned char smem_raw[];
     bf16 *Ks = (bf16 *)smem_raw, *Vs = Ks + KM * SP, *QG = Vs + KM * SP;   /* QG: [2 stages][Q, dO][BN][SP] */
@@ -803,8 +803,8 @@ __global__ void __launch_bounds__(BWARPS * 32, 2) attn_bwd_dkv_kernel(bf16 *dk, 
     }
     if (!active) return;
     size_t off = (size_t)b * Nk * ks + (size_t)h * D;
-    if (dv) add_rows<DP>(dv + off, ks, row0, Nk, D, 1.f, dva[0], g, t);
-    if (dk) add_rows<DP>(dk + off, ks, row0, Nk, D, scale, dka[0], g, t);
+    if (dv) add_rows<DP>(dv + off, ks, row0, Nk, D, 1.f, dva[0], g, t, add);
+    if (dk) add_rows<DP>(dk + off, ks, row0, Nk, D, scale, dka[0], g, t, add);
 }
 
 
@@ -842,7 +842,7 @@ template <int DP>
 __global__ void __launch_bounds__(BWG * 128, 1) attn_bwd3_dq_kernel(bf16 *dq, const bf16 *dout, const bf16 *q,
                                                                     const bf16 *k, const bf16 *v, const float *lse,
                                                                     const float *delta, int H, int Nq, int Nk, int D,
-                                                                    int qs, int ks, int os, float scale) {
+                                                                    int qs, int ks, int os, float scale, int add) {
     const int QM = BWG * 64;
     extern __shared__ __align__(16) unsigned char smem_raw[];
     bf16 *Qs = (bf16 *)smem_raw, *Gs = Qs + QM * DP, *KV = Gs + QM * DP;   /* KV: [2 stages][K, V][BN][DP] */
@@ -894,7 +894,7 @@ __global__ void __launch_bounds__(BWG * 128, 1) attn_bwd3_dq_kernel(bf16 *dq, co
         }
         __syncthreads();   /* this stage is refilled on the next iteration */
     }
-    if (active) add_rows<DP>(dq + (size_t)b * Nq * qs + (size_t)h * D, qs, row0, Nq, D, scale, acc, g, t);
+    if (active) add_rows<DP>(dq + (size_t)b * Nq * qs + (size_t)h * D, qs, row0, Nq, D, scale, acc, g, t, add);
 }
 
 template <int DP>
@@ -902,7 +902,7 @@ __global__ void __launch_bounds__(BWG * 128, 1) attn_bwd3_dkv_kernel(bf16 *dk, b
                                                                      const bf16 *q, const bf16 *k, const bf16 *v,
                                                                      const float *lse, const float *delta, int H,
                                                                      int Nq, int Nk, int D, int qs, int ks, int os,
-                                                                     float scale) {
+                                                                     float scale, int add) {
     const int KM = BWG * 64;
     extern __shared__ __align__(16) unsigned char smem_raw[];
     bf16 *Ks = (bf16 *)smem_raw, *Vs = Ks + KM * DP, *QG = Vs + KM * DP;   /* QG: [2 stages][Q, dO][BN][DP] */
@@ -965,8 +965,8 @@ __global__ void __launch_bounds__(BWG * 128, 1) attn_bwd3_dkv_kernel(bf16 *dk, b
     }
     if (!active) return;
     size_t off = (size_t)b * Nk * ks + (size_t)h * D;
-    if (dv) add_rows<DP>(dv + off, ks, row0, Nk, D, 1.f, dva, g, t);
-    if (dk) add_rows<DP>(dk + off, ks, row0, Nk, D, scale, dka, g, t);
+    if (dv) add_rows<DP>(dv + off, ks, row0, Nk, D, 1.f, dva, g, t, add);
+    if (dk) add_rows<DP>(dk + off, ks, row0, Nk, D, scale, dka, g, t, add);
 }
 
 

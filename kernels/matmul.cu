@@ -135,10 +135,10 @@ static void c_matmul(iv2_backend *be, void *out, const void *inp, const void *w,
 }
 
 static void c_matmul_backward(iv2_backend *be, void *dinp, void *dw, void *dbias, const void *dout, const void *inp,
-                              const void *w, int M, int K, int N) {
+                              const void *w, int M, int K, int N, int add) {
     if (M <= 0) return;
-    /* dinp^T[K,M] += (w stored K x N) @ (dout stored N x M) */
-    if (dinp) gemm(be, (bf16 *)dinp, (const bf16 *)w, (const bf16 *)dout, NULL, K, M, N, 0, 0, K, N, K, 1.f);
+    /* dinp^T[K,M] (+)= (w stored K x N) @ (dout stored N x M) */
+    if (dinp) gemm(be, (bf16 *)dinp, (const bf16 *)w, (const bf16 *)dout, NULL, K, M, N, 0, 0, K, N, K, add ? 1.f : 0.f);
     /* dw^T[K,N] += (inp stored K x M) @ (dout stored N x M)^T */
     if (dw) gemm(be, (bf16 *)dw, (const bf16 *)inp, (const bf16 *)dout, NULL, K, N, M, 0, 1, K, N, K, 1.f);
     if (dbias) cuda_bias_grad(be, dbias, dout, M, N);   /* elementwise.cu */
@@ -172,7 +172,7 @@ static void c_matmul_backward_gelu(iv2_backend *be, void *dpre, void *dw, void *
         gemm(be, (bf16 *)dpre, (const bf16 *)w, (const bf16 *)dout, NULL, K, M, N, 0, 0, K, N, K, 0.f);
         cuda_gelu_grad_scale(be, dpre, pre, (size_t)M * K);   /* elementwise.cu */
     }
-    c_matmul_backward(be, NULL, dw, dbias, dout, inp, w, M, K, N);
+    c_matmul_backward(be, NULL, dw, dbias, dout, inp, w, M, K, N, IV2_ADD);
 }
 
 void cuda_matmul_release(cuda_impl *im) { memset(im->gemm, 0, sizeof im->gemm); }

@@ -42,7 +42,7 @@ static int norm_rows_per_block(cuda_impl *im, int slot, const void *kernel, size
 }
 
 static void norm_backward(iv2_backend *be, void *dinp, void *dw, void *db, const void *dout, const void *inp,
-                          const void *w, const float *mean, const float *rstd, int M, int C) {
+                          const void *w, const float *mean, const float *rstd, int M, int C, int add) {
     if (M <= 0) return;
     cuda_impl *im = impl_of(be);
     float *acc = cuda_scratch(be, (size_t)2 * C * 4);
@@ -53,16 +53,16 @@ static void norm_backward(iv2_backend *be, void *dinp, void *dw, void *db, const
     if (vec && vpl <= 6) {   /* the row and the columns' sums in registers */
         vpl = vpl <= 1 ? 1 : vpl <= 2 ? 2 : vpl <= 4 ? 4 : 6;
         void (*k)(bf16 *, float *, const bf16 *, const bf16 *, const bf16 *, const float *, const float *, int, int,
-                  int) = vpl == 1 ? norm_backward8_kernel<1> : vpl == 2 ? norm_backward8_kernel<2>
+                  int, int) = vpl == 1 ? norm_backward8_kernel<1> : vpl == 2 ? norm_backward8_kernel<2>
                        : vpl == 4 ? norm_backward8_kernel<4> : norm_backward8_kernel<6>;
         int rows = norm_rows_per_block(im, vpl, (const void *)k, smem, M);
         k<<<cdiv(M, rows), 128, smem, im->stream>>>((bf16 *)dinp, acc, (const bf16 *)dout, (const bf16 *)inp,
-                                                    (const bf16 *)w, mean, rstd, M, C, rows);
+                                                    (const bf16 *)w, mean, rstd, M, C, rows, add);
     } else if (vec) {   /* wider rows: dinp, then the weight and bias gradients as column sums */
         if (dinp)
             norm_dx_wide_kernel<<<cdiv(M, 4), 128, 0, im->stream>>>((bf16 *)dinp, (const bf16 *)dout,
                                                                     (const bf16 *)inp, (const bf16 *)w, mean, rstd,
-                                                                    M, C);
+                                                                    M, C, add);
         const int rows_per = 128;
         dim3 grid(cdiv(C / 8, 32), cdiv(M, rows_per));
         if (dw || db)
@@ -74,7 +74,7 @@ static void norm_backward(iv2_backend *be, void *dinp, void *dw, void *db, const
         int nt = C > 64 * MAXPER ? NORM_THREADS : 64;
         norm_backward_kernel<<<cdiv(M, ROWS), nt, 0, im->stream>>>((bf16 *)dinp, acc, (const bf16 *)dout,
                                                                    (const bf16 *)inp, (const bf16 *)w, mean, rstd, M,
-                                                                   C);
+                                                                   C, add);
     }
     LAUNCH_CHECK();
     if (dw || db) {
@@ -84,8 +84,8 @@ static void norm_backward(iv2_backend *be, void *dinp, void *dw, void *db, const
 }
 
 static void c_rmsnorm_backward(iv2_backend *be, void *dinp, void *dw, const void *dout, const void *inp,
-                               const void *w, const float *rstd, int M, int C) {
-    norm_backward(be, dinp, dw, NULL, dout, inp, w, NULL, rstd, M, C);
+                               const void *w, const float *rstd, int M, int C, int add) {
+    norm_backward(be, dinp, dw, NULL, dout, inp, w, NULL, rstd, M, C, add);
 }
 
 static void c_layernorm(iv2_backend *be, void *out, float *mean, float *rstd, const void *inp, const void *w,
@@ -102,9 +102,39 @@ static void c_layernorm(iv2_backend *be, void *out, float *mean, float *rstd, co
     LAUNCH_CHECK();
 }
 
+/* x_out = x_in + s gamma y, then out = norm(x_out): one pass (residual_norm8_kernel) where the
+ * row fits norm8_kernel's registers and 16-byte access, else the three ops it fuses */
+static void c_residual_norm(iv2_backend *be, void *x_out, void *out, float *mean, float *rstd, const void *x_in,
+                            const void *y, const void *gamma, const float *s, const void *w, const void *b, int B,
+                            int N, int C, float eps, int ln) {
+    if (B <= 0 || N <= 0) return;
+    cuda_impl *im = impl_of(be);
+    int fuse = im->fuse_norm && norm8_ok(out, x_in, w, ln ? b : NULL, C) && al16(x_out) && al16(y) && al16(gamma) &&
+               C / 8 <= VPT * norm8_threads(C);
+    if (!fuse) {
+        if (x_out != x_in) be->copy(be, x_out, x_in, (size_t)B * N * C * be->esize);
+        be->residual(be, x_out, y, gamma, s, B, N, C);
+        if (ln) be->layernorm(be, out, mean, rstd, x_out, w, b, B * N, C, eps);
+        else be->rmsnorm(be, out, rstd, x_out, w, B * N, C, eps);
+        return;
+    }
+    size_t NC = (size_t)N * C;
+    for (int b0 = 0; b0 < B; b0 += SCHUNK) {
+        int nb = B - b0 < SCHUNK ? B - b0 : SCHUNK;
+        sarg a;
+        for (int i = 0; i < nb; i++) a.s[i] = s ? s[b0 + i] : 1.f;
+        size_t r0 = (size_t)b0 * N;
+        residual_norm8_kernel<<<nb * N, norm8_threads(C), 0, im->stream>>>(
+            (bf16 *)x_out + b0 * NC, (bf16 *)out + b0 * NC, ln && mean ? mean + r0 : NULL, rstd ? rstd + r0 : NULL,
+            (const bf16 *)x_in + b0 * NC, (const bf16 *)y + b0 * NC, (const bf16 *)gamma, a, s != NULL, N,
+            (const bf16 *)w, ln ? (const bf16 *)b : NULL, C, eps, ln);
+        LAUNCH_CHECK();
+    }
+}
+
 static void c_layernorm_backward(iv2_backend *be, void *dinp, void *dw, void *db, const void *dout, const void *inp,
-                                 const void *w, const float *mean, const float *rstd, int M, int C) {
-    norm_backward(be, dinp, dw, db, dout, inp, w, mean, rstd, M, C);
+                                 const void *w, const float *mean, const float *rstd, int M, int C, int add) {
+    norm_backward(be, dinp, dw, db, dout, inp, w, mean, rstd, M, C, add);
 }
 
 static void c_l2norm(iv2_backend *be, void *out, float *norm, const void *inp, int M, int C) {
@@ -132,6 +162,7 @@ void cuda_install_norm(iv2_backend *be) {
     be->rmsnorm_backward = c_rmsnorm_backward;
     be->layernorm = c_layernorm;
     be->layernorm_backward = c_layernorm_backward;
+    be->residual_norm = c_residual_norm;
     be->l2norm = c_l2norm;
     be->l2norm_backward = c_l2norm_backward;
 }

@@ -38,23 +38,20 @@ __global__ void layernorm_kernel(bf16 *out, float *mean, float *rstd, const bf16
 }
 
 /* forward with the row in registers: 16-byte loads, one read of the input (C % 8 == 0,
- * C <= 8 * VPT * blockDim). mean == NULL && !ln selects RMSNorm. */
+ * C <= 8 * VPT * blockDim). !ln selects RMSNorm. norm8_row normalises row blockIdx.x from its
+ * vectors v (thread t holds vectors t, t + blockDim, ...) into out, mean and rstd. */
 #define VPT 4
-__global__ void norm8_kernel(bf16 *out, float *mean, float *rstd, const bf16 *inp, const bf16 *w, const bf16 *b, int C,
-                             float eps, int ln) {
-    const bf16 *x = inp + (size_t)blockIdx.x * C;
+__device__ __forceinline__ void norm8_row(float (&v)[VPT][8], bf16 *out, float *mean, float *rstd, const bf16 *w,
+                                          const bf16 *b, int C, float eps, int ln) {
     bf16 *y = out + (size_t)blockIdx.x * C;
     int C8 = C / 8;
-    float v[VPT][8];
     float s = 0.f;
 #pragma unroll
     for (int u = 0; u < VPT; u++) {
         int c8 = threadIdx.x + u * blockDim.x;
-        if (c8 < C8) {
-            ld8(x + 8 * c8, v[u]);
+        if (c8 < C8)
 #pragma unroll
             for (int k = 0; k < 8; k++) s += v[u][k];
-        }
     }
     float mu = ln ? block_sum(s) / C : 0.f;
     float ss = 0.f;
@@ -83,11 +80,49 @@ __global__ void norm8_kernel(bf16 *out, float *mean, float *rstd, const bf16 *in
         if (rstd) rstd[blockIdx.x] = r;
     }
 }
+__global__ void norm8_kernel(bf16 *out, float *mean, float *rstd, const bf16 *inp, const bf16 *w, const bf16 *b, int C,
+                             float eps, int ln) {
+    const bf16 *x = inp + (size_t)blockIdx.x * C;
+    float v[VPT][8];
+#pragma unroll
+    for (int u = 0; u < VPT; u++) {
+        int c8 = threadIdx.x + u * blockDim.x;
+        if (c8 < C / 8) ld8(x + 8 * c8, v[u]);
+    }
+    norm8_row(v, out, mean, rstd, w, b, C, eps, ln);
+}
+/* A block's residual add and the norm after it, in one pass over the row:
+ * x_out = x_in + s gamma y (sample row / N's scale; gamma may be NULL), stored, and the norm of
+ * the stored (bf16) values: bit for bit residual8_kernel and then norm8_kernel, with one read of
+ * x_in and y and one write of x_out and out, against their two reads and writes of x and the
+ * copy in front. x_out may equal x_in. */
+__global__ void residual_norm8_kernel(bf16 *x_out, bf16 *out, float *mean, float *rstd, const bf16 *x_in,
+                                      const bf16 *y, const bf16 *gamma, sarg s, int has_s, int N, const bf16 *w,
+                                      const bf16 *b, int C, float eps, int ln) {
+    size_t o = (size_t)blockIdx.x * C;
+    float sc = has_s ? s.s[blockIdx.x / N] : 1.f;
+    float v[VPT][8];
+#pragma unroll
+    for (int u = 0; u < VPT; u++) {
+        int c8 = threadIdx.x + u * blockDim.x;
+        if (c8 < C / 8) {
+            float yv[8], g[8];
+            ld8(x_in + o + 8 * c8, v[u]);
+            ld8(y + o + 8 * c8, yv);
+            if (gamma) ld8(gamma + 8 * c8, g);
+#pragma unroll
+            for (int k = 0; k < 8; k++) v[u][k] = round_bf16(v[u][k] + sc * (gamma ? g[k] : 1.f) * yv[k]);
+            st8(x_out + o + 8 * c8, v[u]);
+        }
+    }
+    norm8_row(v, out, mean, rstd, w, b, C, eps, ln);
+}
 /* shared by both backwards: mean (NULL for RMSNorm) selects the LayerNorm formula.
- * dinp += rstd * (dn - [mean(dn)] - xhat * mean(dn * xhat)), dn = dout * w, xhat = (x - mu) * rstd
+ * dinp (+)= rstd * (dn - [mean(dn)] - xhat * mean(dn * xhat)), dn = dout * w, xhat = (x - mu) * rstd
+ * (add: added to dinp, else written)
  * dw += dout * xhat, db += dout (accumulated in f32 scratch acc[0..C) and acc[C..2C)). */
 __global__ void norm_backward_kernel(bf16 *dinp, float *acc, const bf16 *dout, const bf16 *inp, const bf16 *w,
-                                     const float *mean, const float *rstd, int M, int C) {
+                                     const float *mean, const float *rstd, int M, int C, int add) {
     float dwp[MAXPER], dbp[MAXPER];
     for (int j = 0; j < MAXPER; j++) dwp[j] = dbp[j] = 0.f;
     int r0 = blockIdx.x * ROWS, r1 = min(M, r0 + ROWS);
@@ -109,7 +144,7 @@ __global__ void norm_backward_kernel(bf16 *dinp, float *acc, const bf16 *dout, c
             bf16 *dx = dinp + (size_t)row * C;
             for (int c = threadIdx.x; c < C; c += blockDim.x) {
                 float xh = (ld(x + c) - mu) * r, dn = ld(dy + c) * (w ? ld(w + c) : 1.f);
-                st(dx + c, ld(dx + c) + r * (dn - s1 - xh * s2));
+                st(dx + c, (add ? ld(dx + c) : 0.f) + r * (dn - s1 - xh * s2));
             }
         }
     }
@@ -122,7 +157,7 @@ __global__ void norm_backward_kernel(bf16 *dinp, float *acc, const bf16 *dout, c
 /* The two per-vector steps of the warp-per-row backwards below, on the 8 columns of vector c8
  * of a row, from its loaded vectors (x, dout; dinp): norm_bwd_vec gives g = dout and
  * xh = (x - mu) r and adds the row's sums of dn = g w and dn xh into *s1, *s2; norm_bwd_dx_vec
- * stores dinp + r (dn - s1 - xh s2) once the row's means s1, s2 are known. */
+ * stores [dinp +] r (dn - s1 - xh s2) once the row's means s1, s2 are known (add: dv holds dinp). */
 __device__ __forceinline__ void norm_bwd_vec(const uint4 &xv, const uint4 &gv, const bf16 *w, int c8, float mu, float r,
                                              float g[8], float xh[8], float *s1, float *s2) {
     float xf[8], wf[8];
@@ -138,11 +173,12 @@ __device__ __forceinline__ void norm_bwd_vec(const uint4 &xv, const uint4 &gv, c
     }
 }
 __device__ __forceinline__ void norm_bwd_dx_vec(bf16 *dx, const uint4 &xv, const uint4 &gv, const uint4 &dv,
-                                                const bf16 *w, int c8, float mu, float r, float s1, float s2) {
-    float xf[8], g[8], wf[8], o[8];
+                                                const bf16 *w, int c8, float mu, float r, float s1, float s2,
+                                                bool add) {
+    float xf[8], g[8], wf[8], o[8] = {};
     unpack8(xv, xf);
     unpack8(gv, g);
-    unpack8(dv, o);
+    if (add) unpack8(dv, o);
     if (w) ld8(w + 8 * c8, wf);
 #pragma unroll
     for (int k = 0; k < 8; k++) {
@@ -165,7 +201,8 @@ __device__ __forceinline__ void norm_bwd_dx_vec(bf16 *dx, const uint4 &xv, const
 template <int VPL>
 __global__ void __launch_bounds__(128) norm_backward8_kernel(bf16 *dinp, float *acc, const bf16 *dout,
                                                              const bf16 *inp, const bf16 *w, const float *mean,
-                                                             const float *rstd, int M, int C, int rows_per_block) {
+                                                             const float *rstd, int M, int C, int rows_per_block,
+                                                             int add) {
     extern __shared__ __align__(16) unsigned char smem_raw[];
     float *part = (float *)smem_raw;
     int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nw = blockDim.x >> 5, C8 = C / 8;
@@ -188,7 +225,7 @@ __global__ void __launch_bounds__(128) norm_backward8_kernel(bf16 *dinp, float *
             if (c8 < C8) {
                 xv[u] = ldv(x + 8 * c8);
                 gv[u] = ldv(dy + 8 * c8);
-                if (dx) dv[u] = ldv(dx + 8 * c8);
+                if (dx && add) dv[u] = ldv(dx + 8 * c8);
             }
         }
         float s1 = 0.f, s2 = 0.f;
@@ -210,7 +247,7 @@ __global__ void __launch_bounds__(128) norm_backward8_kernel(bf16 *dinp, float *
         if (!dx) continue;
 #pragma unroll
         for (int u = 0; u < VPL; u++)
-            if (lane + 32 * u < C8) norm_bwd_dx_vec(dx, xv[u], gv[u], dv[u], w, lane + 32 * u, mu, r, s1, s2);
+            if (lane + 32 * u < C8) norm_bwd_dx_vec(dx, xv[u], gv[u], dv[u], w, lane + 32 * u, mu, r, s1, s2, add);
     }
     /* the warps add their sums into part one after the other: plain adds, no contended float
      * atomics on shared memory */
@@ -241,7 +278,7 @@ __global__ void __launch_bounds__(128) norm_backward8_kernel(bf16 *dinp, float *
  * before, took 2 shared atomics per element.) */
 __global__ void __launch_bounds__(128) norm_dx_wide_kernel(bf16 *dinp, const bf16 *dout, const bf16 *inp,
                                                           const bf16 *w, const float *mean, const float *rstd, int M,
-                                                          int C) {
+                                                          int C, int add) {
     int lane = threadIdx.x & 31, C8 = C / 8;
     int row = blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
     if (row >= M) return;
@@ -264,10 +301,11 @@ __global__ void __launch_bounds__(128) norm_dx_wide_kernel(bf16 *dinp, const bf1
     s2 = warp_sum(s2) / C;
     for (int c0 = lane; c0 < C8; c0 += 32 * RB) {
         uint4 v[3][RB];
-        ldv_rb(v, x, dy, dx, c0, C8);
+        ldv_rb(v, x, dy, add ? dx : NULL, c0, C8);
 #pragma unroll
         for (int u = 0; u < RB; u++)
-            if (c0 + 32 * u < C8) norm_bwd_dx_vec(dx, v[0][u], v[1][u], v[2][u], w, c0 + 32 * u, mu, r, s1, s2);
+            if (c0 + 32 * u < C8)
+                norm_bwd_dx_vec(dx, v[0][u], v[1][u], v[2][u], w, c0 + 32 * u, mu, r, s1, s2, add);
     }
 }
 __global__ void __launch_bounds__(CS_THREADS) norm_dwdb8_kernel(float *acc, const bf16 *dout, const bf16 *inp,

@@ -2,7 +2,8 @@
  * Forwards against naive double-precision loops written here; backwards against central
  * finite differences of those double loops (loss = sum(out * G) for a random G), checked to
  * accumulate (+=) onto random initial gradients; big shapes (several threads, several query
- * blocks) against the single-threaded backend and, for attention, a naive double backward. */
+ * blocks) against the single-threaded backend and, for attention, a naive double backward.
+ * IV2_SET: each backward writing its input gradient over NaN equals it adding onto zeros. */
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -95,7 +96,7 @@ static void test_matmul_bwd(void) {
     float *G = frand((size_t)M * N, -1, 1);
     float *dx0 = frand((size_t)M * K, -1, 1), *dw0 = frand((size_t)N * K, -1, 1), *db0 = frand(N, -1, 1);
     float *dx = fcopy(dx0, (size_t)M * K), *dw = fcopy(dw0, (size_t)N * K), *db = fcopy(db0, N);
-    be1->matmul_backward(be1, dx, dw, db, G, x, w, M, K, N);
+    be1->matmul_backward(be1, dx, dw, db, G, x, w, M, K, N, IV2_ADD);
     mm_ctx c = {M, K, N, dcopy(x, (size_t)M * K), dcopy(w, (size_t)N * K), dcopy(b, N), dcopy(G, (size_t)M * N)};
     double *gx = fd_grad(mm_loss, &c, c.x, (size_t)M * K, 1e-5), *gw = fd_grad(mm_loss, &c, c.w, (size_t)N * K, 1e-5),
            *gb = fd_grad(mm_loss, &c, c.b, N, 1e-5);
@@ -104,7 +105,7 @@ static void test_matmul_bwd(void) {
     check_grad("matmul_backward dbias", db, db0, gb, N, 1e-4f, 1e-5f);
     /* NULL outputs are skipped */
     float *dw2 = fcopy(dw0, (size_t)N * K);
-    be1->matmul_backward(be1, NULL, dw2, NULL, G, x, w, M, K, N);
+    be1->matmul_backward(be1, NULL, dw2, NULL, G, x, w, M, K, N, IV2_ADD);
     check_grad("matmul_backward dw only", dw2, dw0, gw, (size_t)N * K, 1e-4f, 1e-5f);
     free(dw2);
     /* big, threaded (row panels and column panels) against one thread */
@@ -114,8 +115,8 @@ static void test_matmul_bwd(void) {
         float *X = frand((size_t)m * k, -1, 1), *W = frand((size_t)n * k, -1, 1), *Gb = frand((size_t)m * n, -1, 1);
         float *a1 = frand((size_t)m * k, -1, 1), *a2 = frand((size_t)n * k, -1, 1), *a3 = frand(n, -1, 1);
         float *b1 = fcopy(a1, (size_t)m * k), *b2 = fcopy(a2, (size_t)n * k), *b3 = fcopy(a3, n);
-        be1->matmul_backward(be1, a1, a2, a3, Gb, X, W, m, k, n);
-        be3->matmul_backward(be3, b1, b2, b3, Gb, X, W, m, k, n);
+        be1->matmul_backward(be1, a1, a2, a3, Gb, X, W, m, k, n, IV2_ADD);
+        be3->matmul_backward(be3, b1, b2, b3, Gb, X, W, m, k, n, IV2_ADD);
         t_allclose("matmul_backward big dinp (3 threads vs 1)", b1, a1, (size_t)m * k, 1e-4f, 1e-5f);
         t_allclose("matmul_backward big dw (3 threads vs 1)", b2, a2, (size_t)n * k, 1e-4f, 1e-5f);
         t_allclose("matmul_backward big dbias (3 threads vs 1)", b3, a3, n, 1e-5f, 1e-5f);
@@ -128,7 +129,7 @@ static void test_matmul_bwd(void) {
                 dd[(size_t)i * k + j] = acc;
             }
         float *cmp = calloc((size_t)m * k, sizeof(float));
-        be3->matmul_backward(be3, cmp, NULL, NULL, Gb, X, W, m, k, n);
+        be3->matmul_backward(be3, cmp, NULL, NULL, Gb, X, W, m, k, n, IV2_ADD);
         check_grad("matmul_backward big dinp vs naive", cmp, NULL, dd, (size_t)m * k, 1e-4f, 1e-4f);
         free(dd); free(cmp);
         free(X); free(W); free(Gb); free(a1); free(a2); free(a3); free(b1); free(b2); free(b3);
@@ -171,8 +172,8 @@ static void run_norm(iv2_backend *be, int kind, int M, int C, float *x, float *w
 }
 static void run_norm_bwd(iv2_backend *be, int kind, int M, int C, float *dx, float *dw, float *db, float *G, float *x,
                          float *w, float *mean, float *rstd) {
-    if (kind == 0) be->rmsnorm_backward(be, dx, dw, G, x, w, rstd, M, C);
-    else be->layernorm_backward(be, dx, dw, kind == 1 ? db : NULL, G, x, w, mean, rstd, M, C);
+    if (kind == 0) be->rmsnorm_backward(be, dx, dw, G, x, w, rstd, M, C, IV2_ADD);
+    else be->layernorm_backward(be, dx, dw, kind == 1 ? db : NULL, G, x, w, mean, rstd, M, C, IV2_ADD);
 }
 
 static void test_norm(int kind) {
@@ -363,7 +364,7 @@ static void test_attention(int B, int H, int Nq, int Nk, int D, int fused, int w
         dq = fcopy(dq0, qn); dk = fcopy(dk0, kvn); dv = fcopy(dv0, kvn);
     }
     be3->attention_backward(be3, dq, dk, dv, G, qf, kf, vf, out, lse, B, H, Nq, Nk, D, c.qs, c.kvs, c.os,
-                            (float)c.scale);
+                            (float)c.scale, IV2_ADD);
     double *gq, *gk, *gv, *gall = NULL;
     if (use_fd) {
         if (fused) gall = fd_grad(att_loss, &c, base, qn, 1e-6);
@@ -388,8 +389,8 @@ static void test_attention(int B, int H, int Nq, int Nk, int D, int fused, int w
     /* without lse the backward recomputes the softmax: same result */
     if (!fused) {
         float *dq1 = calloc(qn, sizeof(float)), *dq2 = calloc(qn, sizeof(float));
-        be1->attention_backward(be1, dq1, NULL, NULL, G, qf, kf, vf, out, lse, B, H, Nq, Nk, D, c.qs, c.kvs, c.os, (float)c.scale);
-        be1->attention_backward(be1, dq2, NULL, NULL, G, qf, kf, vf, out, NULL, B, H, Nq, Nk, D, c.qs, c.kvs, c.os, (float)c.scale);
+        be1->attention_backward(be1, dq1, NULL, NULL, G, qf, kf, vf, out, lse, B, H, Nq, Nk, D, c.qs, c.kvs, c.os, (float)c.scale, IV2_ADD);
+        be1->attention_backward(be1, dq2, NULL, NULL, G, qf, kf, vf, out, NULL, B, H, Nq, Nk, D, c.qs, c.kvs, c.os, (float)c.scale, IV2_ADD);
         t_allclose("attention_backward without lse", dq2, dq1, qn, 1e-4f, 1e-6f);
         free(dq1); free(dq2);
     }
@@ -424,13 +425,13 @@ static void test_gelu(int kind) {
     t_allclose("gelu in place", inpl, want, n, 1e-5f, 1e-6f);
     size_t m = 301;
     float *G = frand(m, -1, 1), *d0 = frand(m, -1, 1), *d = fcopy(d0, m);
-    be1->gelu_backward(be1, d, G, x, m, kind);
+    be1->gelu_backward(be1, d, G, x, m, kind, IV2_ADD);
     gelu_ctx c = {m, kind, dcopy(x, m), dcopy(G, m)};
     double *g = fd_grad(gelu_loss, &c, c.x, m, 1e-6);
     check_grad(kind ? "gelu tanh backward" : "gelu erf backward", d, d0, g, m, 1e-4f, 1e-5f);
     float *Gb = frand(n, -1, 1), *a = frand(n, -1, 1), *b = fcopy(a, n);
-    be1->gelu_backward(be1, a, Gb, x, n, kind);
-    be3->gelu_backward(be3, b, Gb, x, n, kind);
+    be1->gelu_backward(be1, a, Gb, x, n, kind, IV2_ADD);
+    be3->gelu_backward(be3, b, Gb, x, n, kind, IV2_ADD);
     t_allclose("gelu backward 3 threads vs 1", b, a, n, 0, 0);
     free(x); free(out); free(want); free(inpl); free(G); free(d0); free(d); free(c.x); free(c.G); free(g);
     free(Gb); free(a); free(b);
@@ -465,7 +466,7 @@ static void test_residual(int with_gamma, int with_s) {
     t_allclose("residual", x, want, n, 1e-6f, 1e-7f);
     float *G = frand(n, -1, 1), *dy0 = frand(n, -1, 1), *dg0 = frand(C, -1, 1);
     float *dy = fcopy(dy0, n), *dg = fcopy(dg0, C);
-    be3->residual_backward(be3, dy, with_gamma ? dg : NULL, G, y, with_gamma ? gamma : NULL, with_s ? s : NULL, B, N, C);
+    be3->residual_backward(be3, dy, with_gamma ? dg : NULL, G, y, with_gamma ? gamma : NULL, with_s ? s : NULL, B, N, C, IV2_ADD);
     c.G = dcopy(G, n);
     double *gy = fd_grad(res_loss, &c, c.y, n, 1e-6);
     check_grad("residual_backward dy", dy, dy0, gy, n, 1e-4f, 1e-5f);
@@ -479,8 +480,8 @@ static void test_residual(int with_gamma, int with_s) {
     size_t nb = (size_t)Bb * Nb * Cb;
     float *Y = frand(nb, -1, 1), *Gb = frand(nb, -1, 1), *gm = frand(Cb, -1, 1), sb[2] = {1.5f, 0.75f};
     float *a1 = frand(nb, -1, 1), *a2 = frand(Cb, -1, 1), *b1 = fcopy(a1, nb), *b2 = fcopy(a2, Cb);
-    be1->residual_backward(be1, a1, a2, Gb, Y, gm, sb, Bb, Nb, Cb);
-    be3->residual_backward(be3, b1, b2, Gb, Y, gm, sb, Bb, Nb, Cb);
+    be1->residual_backward(be1, a1, a2, Gb, Y, gm, sb, Bb, Nb, Cb, IV2_ADD);
+    be3->residual_backward(be3, b1, b2, Gb, Y, gm, sb, Bb, Nb, Cb, IV2_ADD);
     t_allclose("residual_backward big dy 3 threads vs 1", b1, a1, nb, 1e-6f, 1e-6f);
     t_allclose("residual_backward big dgamma 3 threads vs 1", b2, a2, Cb, 1e-5f, 1e-5f);
     free(Y); free(Gb); free(gm); free(a1); free(a2); free(b1); free(b2);
@@ -679,6 +680,84 @@ static void test_adamw(void) {
 /* ---------------------------------------------------------------------------------------------
  * backend selection and memory */
 
+/* ---------------------------------------------------------------------------------------------
+ * IV2_SET: the input gradient written, not added. Over NaN it must equal IV2_ADD onto zeros, bit
+ * for bit (0 + x is x), on one thread and on three; a read of the old value shows as NaN. */
+
+static float *fnan(size_t n) {
+    float *p = malloc(n * sizeof(float) + 4);
+    for (size_t i = 0; i < n; i++) p[i] = NAN;
+    return p;
+}
+static void check_set(const char *what, const float *set, const float *add, size_t n) {
+    size_t bad = 0;
+    for (size_t i = 0; i < n; i++) bad += memcmp(&set[i], &add[i], sizeof(float)) != 0;
+    CHECK(bad == 0, "%s: IV2_SET over NaN = IV2_ADD onto zeros (%zu of %zu differ)", what, bad, n);
+}
+static void test_set_semantics(iv2_backend *be) {
+    int M = 37, K = 45, N = 29, B = 3, Nt = 7, C = 24, H = 3, D = 8, Nq = 150, Nk = 131;
+    float *x = frand((size_t)M * K, -1, 1), *w = frand((size_t)N * K, -1, 1), *G = frand((size_t)M * N, -1, 1);
+    float *dw = calloc((size_t)N * K, sizeof(float)), *a = calloc((size_t)M * K, sizeof(float)), *s = fnan((size_t)M * K);
+    be->matmul_backward(be, a, dw, NULL, G, x, w, M, K, N, IV2_ADD);
+    be->matmul_backward(be, s, dw, NULL, G, x, w, M, K, N, IV2_SET);
+    check_set("matmul_backward dinp", s, a, (size_t)M * K);
+    free(a); free(s);
+    /* the norms, GELU, residual on [B*Nt, C] */
+    int R = B * Nt;
+    size_t n = (size_t)R * C;
+    float *xr = frand(n, -2, 2), *g = frand(n, -1, 1), *wc = frand(C, 0.5, 1.5), *mean = malloc(R * 4), *rstd = malloc(R * 4);
+    float *out = malloc(n * 4), *dwc = calloc(C, 4), *dbc = calloc(C, 4);
+    be->layernorm(be, out, mean, rstd, xr, wc, NULL, R, C, 1e-5f);
+    a = calloc(n, 4); s = fnan(n);
+    be->layernorm_backward(be, a, dwc, dbc, g, xr, wc, mean, rstd, R, C, IV2_ADD);
+    be->layernorm_backward(be, s, dwc, dbc, g, xr, wc, mean, rstd, R, C, IV2_SET);
+    check_set("layernorm_backward dinp", s, a, n);
+    free(a); free(s);
+    be->rmsnorm(be, out, rstd, xr, wc, R, C, 1e-5f);
+    a = calloc(n, 4); s = fnan(n);
+    be->rmsnorm_backward(be, a, dwc, g, xr, wc, rstd, R, C, IV2_ADD);
+    be->rmsnorm_backward(be, s, dwc, g, xr, wc, rstd, R, C, IV2_SET);
+    check_set("rmsnorm_backward dinp", s, a, n);
+    free(a); free(s);
+    for (int kind = 0; kind < 2; kind++) {
+        a = calloc(n, 4); s = fnan(n);
+        be->gelu_backward(be, a, g, xr, n, kind, IV2_ADD);
+        be->gelu_backward(be, s, g, xr, n, kind, IV2_SET);
+        check_set(kind == IV2_GELU_TANH ? "gelu_backward (tanh) dinp" : "gelu_backward (erf) dinp", s, a, n);
+        free(a); free(s);
+    }
+    float sc[3] = {1.25f, 0.0f, 0.8f};   /* a dropped sample: its rows are written as 0 */
+    a = calloc(n, 4); s = fnan(n);
+    be->residual_backward(be, a, dwc, g, xr, wc, sc, B, Nt, C, IV2_ADD);
+    be->residual_backward(be, s, dwc, g, xr, wc, sc, B, Nt, C, IV2_SET);
+    check_set("residual_backward dy (drop path)", s, a, n);
+    free(a); free(s);
+    /* attention on a fused qkv buffer [B, N, 3C'] (several query blocks): SET writes every slot */
+    int Ca = H * D;
+    size_t nq = (size_t)B * Nq * 3 * Ca;
+    float *qkv = frand(nq, -1, 1), *o = malloc((size_t)B * Nq * Ca * 4), *lse = malloc((size_t)B * H * Nq * 4);
+    float *go = frand((size_t)B * Nq * Ca, -1, 1);
+    be->attention(be, o, lse, NULL, qkv, qkv + Ca, qkv + 2 * Ca, B, H, Nq, Nq, D, 3 * Ca, 3 * Ca, Ca, 0.3f);
+    a = calloc(nq, 4); s = fnan(nq);
+    be->attention_backward(be, a, a + Ca, a + 2 * Ca, go, qkv, qkv + Ca, qkv + 2 * Ca, o, lse, B, H, Nq, Nq, D, 3 * Ca,
+                           3 * Ca, Ca, 0.3f, IV2_ADD);
+    be->attention_backward(be, s, s + Ca, s + 2 * Ca, go, qkv, qkv + Ca, qkv + 2 * Ca, o, lse, B, H, Nq, Nq, D, 3 * Ca,
+                           3 * Ca, Ca, 0.3f, IV2_SET);
+    check_set("attention_backward dq, dk, dv (fused qkv)", s, a, nq);
+    free(a); free(s);
+    /* Nq != Nk, separate buffers; dk alone (dq, dv NULL) */
+    float *q = frand((size_t)B * Nq * Ca, -1, 1), *k = frand((size_t)B * Nk * Ca, -1, 1), *v = frand((size_t)B * Nk * Ca, -1, 1);
+    be->attention(be, o, lse, NULL, q, k, v, B, H, Nq, Nk, D, Ca, Ca, Ca, 0.3f);
+    a = calloc((size_t)B * Nk * Ca, 4); s = fnan((size_t)B * Nk * Ca);
+    be->attention_backward(be, NULL, a, NULL, go, q, k, v, o, lse, B, H, Nq, Nk, D, Ca, Ca, Ca, 0.3f, IV2_ADD);
+    be->attention_backward(be, NULL, s, NULL, go, q, k, v, o, lse, B, H, Nq, Nk, D, Ca, Ca, Ca, 0.3f, IV2_SET);
+    check_set("attention_backward dk alone, Nq != Nk", s, a, (size_t)B * Nk * Ca);
+    free(a); free(s);
+    free(q); free(k); free(v); free(qkv); free(o); free(lse); free(go);
+    free(x); free(w); free(G); free(dw); free(xr); free(g); free(wc); free(mean); free(rstd); free(out); free(dwc);
+    free(dbc);
+}
+
 static void test_backend_create(void) {
     iv2_backend *be = iv2_backend_create("cpu", 2);
     CHECK(be && strcmp(be->name, "cpu") == 0 && be->dtype == IV2_F32 && be->esize == 4 && be->threads == 2,
@@ -757,6 +836,8 @@ int main(void) {
     test_cos_loss();
     test_sumsq();
     test_adamw();
+    test_set_semantics(be1);
+    test_set_semantics(be3);
 
     iv2_backend_destroy(be1);
     iv2_backend_destroy(be3);

@@ -132,7 +132,7 @@ static void bench_attention(iv2_backend *be, int B, int N, int H, int D) {
         tf[r] = iv2_now() - t0;
         t0 = iv2_now();
         be->attention_backward(be, dqkv, dqkv + C, dqkv + 2 * C, dout, qkv, qkv + C, qkv + 2 * C, out, lse, B, H, N,
-                               N, D, 3 * C, 3 * C, C, scale);
+                               N, D, 3 * C, 3 * C, C, scale, IV2_ADD);
         tb[r] = iv2_now() - t0;
     }
     double fwd = median(tf, reps), bwd = median(tb, reps);

@@ -59,6 +59,7 @@ struct float2 { float x, y; };
 struct float4 { float x, y, z, w; };
 struct uint2 { unsigned x, y; };
 static inline float4 make_float4(float x, float y, float z, float w) { return {x, y, z, w}; }
+static inline float2 make_float2(float x, float y) { return {x, y}; }
 struct uint4 { unsigned x, y, z, w; };
 typedef __nv_bfloat16 bf16;
 static inline float __bfloat162float(bf16 h) {

@@ -7,7 +7,8 @@
  * ones on wgmma, attn_bwd3_dq_kernel, attn_bwd3_dkv_kernel) are then checked on every shape
  * class the models use: head dims 32/64/88/128 (padded to 32/64/96/128), Nq != Nk, tails
  * shorter than a tile, one query (the pooling head), a fused qkv buffer with row stride 3C, and
- * gradients accumulated onto existing values. The forward also runs in every configuration
+ * gradients accumulated onto existing values (add) or written over NaN (add = 0: a kernel that
+ * reads what it should only write shows). The forward also runs in every configuration
  * IV2_ATTN_FWD selects (4x2, 4x1, 8x1, 8x2, auto), each checked against the reference and bit
  * for bit against the default, and as the Hopper kernels (wg64, wg128, and pipelined wg64p,
  * wg128p: wgmma under the emulation of cuda_emu.h), against the reference. The launch
@@ -208,8 +209,14 @@ template <int DP> static void run_shape(const shape &s) {
                     }
                     delta[((size_t)b * H + h) * Nq + i] = d;
                 }
-        const std::vector<bf16> dkv0 = rand_bf16((size_t)B * Nk * ks, 0.05f);
-        const std::vector<bf16> dqsep0 = rand_bf16((size_t)B * Nq * C, 0.05f);
+        for (int add = 1; add >= 0; add--) {
+        std::vector<bf16> dkv0 = rand_bf16((size_t)B * Nk * ks, 0.05f);
+        std::vector<bf16> dqsep0 = rand_bf16((size_t)B * Nq * C, 0.05f);
+        if (!add) {   /* NaN in every slot the kernels write (all of a fused buffer; k and v of dkv) */
+            for (size_t r = 0; r < (size_t)B * Nk; r++)
+                for (int c = s.fused_qkv ? 0 : C; c < 3 * C; c++) dkv0[r * ks + c].u = 0xffff;
+            for (auto &x : dqsep0) x.u = 0xffff;
+        }
         const bf16 *dq0 = s.fused_qkv ? dkv0.data() : dqsep0.data(), *dk0 = dkv0.data() + C, *dv0 = dkv0.data() + 2 * C;
         /* the backward of one kernel pair (mma.sync as launch_bwd_fused, wgmma as launch_bwd3) onto
          * copies of the same existing gradients, checked against the reference increments */
@@ -222,18 +229,18 @@ template <int DP> static void run_shape(const shape &s) {
             if (!hopper) {
                 const int M = BWARPS * 16;
                 emu_launch(blocks(Nk, M), BWARPS * 32, bwd_dkv_smem_bytes<DP>(), [&] {
-                    attn_bwd_dkv_kernel<DP>(dk, dv, G, q, k, v, L, dl, H, Nq, Nk, D, qs, ks, os, scale);
+                    attn_bwd_dkv_kernel<DP>(dk, dv, G, q, k, v, L, dl, H, Nq, Nk, D, qs, ks, os, scale, add);
                 });
                 emu_launch(blocks(Nq, M), BWARPS * 32, bwd_dq_smem_bytes<DP>(), [&] {
-                    attn_bwd_dq_kernel<DP>(dq, G, q, k, v, L, dl, H, Nq, Nk, D, qs, ks, os, scale);
+                    attn_bwd_dq_kernel<DP>(dq, G, q, k, v, L, dl, H, Nq, Nk, D, qs, ks, os, scale, add);
                 });
             } else {
                 const int M = BWG * 64;
                 emu_launch(blocks(Nk, M), BWG * 128, bwd3_dkv_smem_bytes<DP>(), [&] {
-                    attn_bwd3_dkv_kernel<DP>(dk, dv, G, q, k, v, L, dl, H, Nq, Nk, D, qs, ks, os, scale);
+                    attn_bwd3_dkv_kernel<DP>(dk, dv, G, q, k, v, L, dl, H, Nq, Nk, D, qs, ks, os, scale, add);
                 });
                 emu_launch(blocks(Nq, M), BWG * 128, bwd3_dq_smem_bytes<DP>(), [&] {
-                    attn_bwd3_dq_kernel<DP>(dq, G, q, k, v, L, dl, H, Nq, Nk, D, qs, ks, os, scale);
+                    attn_bwd3_dq_kernel<DP>(dq, G, q, k, v, L, dl, H, Nq, Nk, D, qs, ks, os, scale, add);
                 });
             }
             struct { const char *name; const bf16 *g, *g0; int rows, stride; std::vector<double> *ref; } gr[3] = {
@@ -244,11 +251,11 @@ template <int DP> static void run_shape(const shape &s) {
                 std::vector<float> have(n);
                 for (size_t r = 0; r < (size_t)B * t.rows; r++)
                     for (int c = 0; c < C; c++) {
-                        want[r * C + c] = (double)f(t.g0[r * t.stride + c]) + (*t.ref)[r * C + c];
+                        want[r * C + c] = (add ? (double)f(t.g0[r * t.stride + c]) : 0.0) + (*t.ref)[r * C + c];
                         have[r * C + c] = f(t.g[r * t.stride + c]);
                     }
-                snprintf(what, sizeof what, "backward%s %s  B%d H%d Nq%d Nk%d D%d%s", hopper ? " wg" : "", t.name, B, H, Nq,
-                         Nk, D, s.fused_qkv ? " (fused qkv)" : "");
+                snprintf(what, sizeof what, "backward%s %s  B%d H%d Nq%d Nk%d D%d%s%s", hopper ? " wg" : "", t.name, B,
+                         H, Nq, Nk, D, s.fused_qkv ? " (fused qkv)" : "", add ? "" : " SET");
                 double err = rel_l2(want, have);
                 check(err <= 2e-2, "rel L2 %.2e (limit %.0e)", what, err, 2e-2);
             }
@@ -258,10 +265,11 @@ template <int DP> static void run_shape(const shape &s) {
                 size_t changed = 0;
                 for (size_t r = 0; r < (size_t)B * Nk; r++)
                     for (int c = 0; c < C; c++) changed += dkv[r * ks + c].u != dkv0[r * ks + c].u;
-                snprintf(what, sizeof what, "backward%s leaves other columns alone  B%d H%d Nq%d Nk%d D%d",
-                         hopper ? " wg" : "", B, H, Nq, Nk, D);
+                snprintf(what, sizeof what, "backward%s leaves other columns alone  B%d H%d Nq%d Nk%d D%d%s",
+                         hopper ? " wg" : "", B, H, Nq, Nk, D, add ? "" : " SET");
                 check(changed == 0, "%.0f changed (limit %.0f)", what, (double)changed, 0);
             }
+        }
         }
     }
 }

@@ -8,12 +8,15 @@
  *   column sums (bias gradients)  acc[j] = sum_i dout[i, j];
  *   gather / scatter-add of rows  out[i] = inp[idx[i]]; dst[idx[i]] += src[i] (indices repeating);
  *   L2 normalisation, its backward, the cosine loss and its gradient (the heads);
- *   AdamW over a buffer's tensors in one launch (adamw_chunks_kernel) = adamw_kernel per tensor.
+ *   AdamW over a buffer's tensors in one launch (adamw_chunks_kernel) = adamw_kernel per tensor;
+ *   residual + norm in one pass (residual_norm8_kernel) = residual8_kernel then norm8_kernel, bit
+ *   for bit, and against the formulas.
  * Each runs as the 16-byte-vector kernel (norm_backward8_kernel at every VPL the launch picks
  * and norm_dx_wide_kernel + norm_dwdb8_kernel beside it, alone above C = 1536; gelu_backward8_kernel, residual_backward8_kernel, colsum8_kernel) and as the scalar kernel it
  * stands beside, with the launch geometry of norm.cu / elementwise.cu, on the student's width
  * 1408 and on widths that leave lanes or vectors idle. Gradients land on nonzero values, as they
- * accumulate in the models.
+ * accumulate in the models (IV2_ADD), or on NaN where the kernel is to write them (IV2_SET: a
+ * kernel that reads what it should only write shows as a NaN).
  * Limits: bf16 outputs relative L2 <= 1e-2 (one bf16 rounding is 2^-9); fp32 sums <= 1e-4. */
 #include "cuda_emu.h"
 extern "C" {
@@ -32,6 +35,13 @@ static std::vector<bf16> rand_bf16(size_t n, float amp) {
     return v;
 }
 static double f(bf16 h) { return __bfloat162float(h); }
+/* what an input gradient starts as: values to add to, or NaN (bf16 0xffff) where the kernel writes */
+static std::vector<bf16> start_grad(size_t n, int add) {
+    if (add) return rand_bf16(n, 1.f);
+    std::vector<bf16> v(n);
+    for (auto &x : v) x.u = 0xffff;
+    return v;
+}
 
 static void check(const char *what, const std::vector<double> &want, const float *got, size_t n, double lim) {
     double num = 0, den = 0;
@@ -52,9 +62,9 @@ static void check_bf16(const char *what, const std::vector<double> &want, const 
 }
 
 /* ---- LayerNorm / RMSNorm backward ---- */
-static void test_norm_backward(int M, int C, bool ln, bool with_w, bool with_dinp) {
+static void test_norm_backward(int M, int C, bool ln, bool with_w, bool with_dinp, int add = IV2_ADD) {
     std::vector<bf16> x = rand_bf16((size_t)M * C, 2.f), dy = rand_bf16((size_t)M * C, 1.f);
-    std::vector<bf16> w = rand_bf16(C, 1.f), dx0 = rand_bf16((size_t)M * C, 1.f);
+    std::vector<bf16> w = rand_bf16(C, 1.f), dx0 = start_grad((size_t)M * C, add);
     std::vector<float> mean(M), rstd(M);
     for (int r = 0; r < M; r++) {
         double mu = 0, ss = 0;
@@ -80,7 +90,7 @@ static void test_norm_backward(int M, int C, bool ln, bool with_w, bool with_din
         for (int c = 0; c < C; c++) {
             size_t i = (size_t)r * C + c;
             double xh = (f(x[i]) - mu) * rs, dn = f(dy[i]) * (with_w ? f(w[c]) : 1);
-            dx_want[i] = f(dx0[i]) + rs * (dn - s1 - xh * s2);
+            dx_want[i] = (add ? f(dx0[i]) : 0.0) + rs * (dn - s1 - xh * s2);
         }
     }
     const bf16 *wp = with_w ? w.data() : NULL;
@@ -95,7 +105,7 @@ static void test_norm_backward(int M, int C, bool ln, bool with_w, bool with_din
             if (dxp) {
                 dim3 grid = {(unsigned)((M + 3) / 4), 1, 1};
                 emu_launch(grid, 128, 0, [&] {
-                    norm_dx_wide_kernel(dxp, dy.data(), x.data(), wp, mp, rstd.data(), M, C);
+                    norm_dx_wide_kernel(dxp, dy.data(), x.data(), wp, mp, rstd.data(), M, C, add);
                 });
             }
             int rows_per = 7;   /* norm.cu takes 128; 7 leaves a warp idle and a tail block */
@@ -110,22 +120,25 @@ static void test_norm_backward(int M, int C, bool ln, bool with_w, bool with_din
             size_t smem = (size_t)2 * C * 4;
             emu_launch(grid, 128, smem, [&] {
                 switch (vpl) {
-                case 1: norm_backward8_kernel<1>(dxp, acc.data(), dy.data(), x.data(), wp, mp, rstd.data(), M, C, rows); break;
-                case 2: norm_backward8_kernel<2>(dxp, acc.data(), dy.data(), x.data(), wp, mp, rstd.data(), M, C, rows); break;
-                case 4: norm_backward8_kernel<4>(dxp, acc.data(), dy.data(), x.data(), wp, mp, rstd.data(), M, C, rows); break;
-                default: norm_backward8_kernel<6>(dxp, acc.data(), dy.data(), x.data(), wp, mp, rstd.data(), M, C, rows); break;
+                case 1: norm_backward8_kernel<1>(dxp, acc.data(), dy.data(), x.data(), wp, mp, rstd.data(), M, C, rows, add); break;
+                case 2: norm_backward8_kernel<2>(dxp, acc.data(), dy.data(), x.data(), wp, mp, rstd.data(), M, C, rows, add); break;
+                case 4: norm_backward8_kernel<4>(dxp, acc.data(), dy.data(), x.data(), wp, mp, rstd.data(), M, C, rows, add); break;
+                default: norm_backward8_kernel<6>(dxp, acc.data(), dy.data(), x.data(), wp, mp, rstd.data(), M, C, rows, add); break;
                 }
             });
         } else {
             int nt = C > 64 * MAXPER ? NORM_THREADS : 64;
             dim3 grid = {(unsigned)((M + ROWS - 1) / ROWS), 1, 1};
-            emu_launch(grid, nt, 0, [&] { norm_backward_kernel(dxp, acc.data(), dy.data(), x.data(), wp, mp, rstd.data(), M, C); });
+            emu_launch(grid, nt, 0, [&] {
+                norm_backward_kernel(dxp, acc.data(), dy.data(), x.data(), wp, mp, rstd.data(), M, C, add);
+            });
         }
         char what[160];
         const char *name = vec == 2 ? "norm_dx_wide + norm_dwdb8" : vec ? "norm_backward8" : "norm_backward (scalar)";
         char vp[16] = "";
         if (vec == 1) snprintf(vp, sizeof vp, " VPL %d", vpl);
-        snprintf(what, sizeof what, "%s %s %dx%d%s%s", name, ln ? "LN" : "RMS", M, C, vp, with_w ? "" : " no weight");
+        snprintf(what, sizeof what, "%s %s %dx%d%s%s%s", name, ln ? "LN" : "RMS", M, C, vp, with_w ? "" : " no weight",
+                 add ? "" : " SET");
         if (with_dinp) {
             char w2[192];
             snprintf(w2, sizeof w2, "%s dinp", what);
@@ -145,18 +158,18 @@ static double gelu_grad_ref(double x, int kind) {
     }
     return 0.5 * (1 + erf(x / sqrt(2.0))) + x * exp(-0.5 * x * x) / sqrt(2 * M_PI);
 }
-static void test_gelu_backward(size_t n, int kind) {
-    std::vector<bf16> x = rand_bf16(n, 4.f), g = rand_bf16(n, 1.f), d0 = rand_bf16(n, 1.f);
+static void test_gelu_backward(size_t n, int kind, int add = IV2_ADD) {
+    std::vector<bf16> x = rand_bf16(n, 4.f), g = rand_bf16(n, 1.f), d0 = start_grad(n, add);
     std::vector<double> want(n);
-    for (size_t i = 0; i < n; i++) want[i] = f(d0[i]) + f(g[i]) * gelu_grad_ref(f(x[i]), kind);
+    for (size_t i = 0; i < n; i++) want[i] = (add ? f(d0[i]) : 0.0) + f(g[i]) * gelu_grad_ref(f(x[i]), kind);
     for (int vec = 0; vec < 2; vec++) {
         std::vector<bf16> d = d0;
         dim3 grid = {3, 1, 1};   /* fewer threads than elements: the grid-stride loop */
-        if (vec) emu_launch(grid, 64, 0, [&] { gelu_backward8_kernel(d.data(), g.data(), x.data(), n / 8, kind); });
-        else emu_launch(grid, 64, 0, [&] { gelu_backward_kernel(d.data(), g.data(), x.data(), n, kind); });
+        if (vec) emu_launch(grid, 64, 0, [&] { gelu_backward8_kernel(d.data(), g.data(), x.data(), n / 8, kind, add); });
+        else emu_launch(grid, 64, 0, [&] { gelu_backward_kernel(d.data(), g.data(), x.data(), n, kind, add); });
         char what[128];
-        snprintf(what, sizeof what, "%s %s n %zu", vec ? "gelu_backward8" : "gelu_backward (scalar)",
-                 kind == IV2_GELU_TANH ? "tanh" : "erf", n);
+        snprintf(what, sizeof what, "%s %s n %zu%s", vec ? "gelu_backward8" : "gelu_backward (scalar)",
+                 kind == IV2_GELU_TANH ? "tanh" : "erf", n, add ? "" : " SET");
         check_bf16(what, want, d, 1e-2);
     }
 }
@@ -178,9 +191,9 @@ static void test_gelu_grad_scale(size_t n) {
 }
 
 /* ---- residual backward: dy += s[b] gamma dx, dgamma = sum s[b] dx y ---- */
-static void test_residual_backward(int B, int N, int C, bool with_gamma, bool with_s) {
+static void test_residual_backward(int B, int N, int C, bool with_gamma, bool with_s, int add = IV2_ADD) {
     size_t n = (size_t)B * N * C;
-    std::vector<bf16> dx = rand_bf16(n, 1.f), y = rand_bf16(n, 1.f), dy0 = rand_bf16(n, 1.f), gam = rand_bf16(C, 0.5f);
+    std::vector<bf16> dx = rand_bf16(n, 1.f), y = rand_bf16(n, 1.f), dy0 = start_grad(n, add), gam = rand_bf16(C, 0.5f);
     float sv[3] = {0.f, 1.25f, 0.8f};
     sarg s;
     for (int b = 0; b < SCHUNK; b++) s.s[b] = with_s ? sv[b % 3] : 1.f;
@@ -188,7 +201,7 @@ static void test_residual_backward(int B, int N, int C, bool with_gamma, bool wi
     for (size_t i = 0; i < n; i++) {
         int c = (int)(i % C), b = (int)(i / ((size_t)N * C));
         double sc = s.s[b], g = with_gamma ? f(gam[c]) : 1;
-        dy_want[i] = f(dy0[i]) + sc * g * f(dx[i]);
+        dy_want[i] = (add ? f(dy0[i]) : 0.0) + sc * g * f(dx[i]);
         acc_want[c] += sc * f(dx[i]) * f(y[i]);
     }
     const bf16 *gp = with_gamma ? gam.data() : NULL;
@@ -201,17 +214,18 @@ static void test_residual_backward(int B, int N, int C, bool with_gamma, bool wi
         if (vec) {
             dim3 grid = {(unsigned)((C / 8 + 31) / 32), (unsigned)((B * N + rows_per - 1) / rows_per), 1};
             emu_launch(grid, CS_THREADS, 0, [&] {
-                residual_backward8_kernel(dy.data(), acc.data(), dx.data(), y.data(), gp, s, with_s, N, C / 8, B, rows_per);
+                residual_backward8_kernel(dy.data(), acc.data(), dx.data(), y.data(), gp, s, with_s, N, C / 8, B, rows_per,
+                                          add);
             });
         } else {
             dim3 grid = {(unsigned)((C + 127) / 128), (unsigned)((B * N + rows_per - 1) / rows_per), 1};
             emu_launch(grid, 128, 0, [&] {
-                residual_backward_kernel(dy.data(), acc.data(), dx.data(), y.data(), gp, s, with_s, N, C, B, rows_per);
+                residual_backward_kernel(dy.data(), acc.data(), dx.data(), y.data(), gp, s, with_s, N, C, B, rows_per, add);
             });
         }
         char what[160];
-        snprintf(what, sizeof what, "%s %dx%dx%d%s%s", vec ? "residual_backward8" : "residual_backward (scalar)", B, N,
-                 C, with_gamma ? " gamma" : "", with_s ? " s" : "");
+        snprintf(what, sizeof what, "%s %dx%dx%d%s%s%s", vec ? "residual_backward8" : "residual_backward (scalar)", B,
+                 N, C, with_gamma ? " gamma" : "", with_s ? " s" : "", add ? "" : " SET");
         char w1[192], w2[192];
         snprintf(w1, sizeof w1, "%s dy", what);
         snprintf(w2, sizeof w2, "%s dgamma sums", what);
@@ -316,6 +330,59 @@ static void test_l2_cos(int M, int C) {
 }
 
 /* ---- column sums ---- */
+/* ---- residual_norm8_kernel: x_out = x_in + s gamma y, out = norm(x_out) ---- */
+static void test_residual_norm(int B, int N, int C, bool ln, bool with_gamma, bool in_place) {
+    size_t n = (size_t)B * N * C;
+    int M = B * N, nt = C / 8 <= 128 ? 64 : 128;   /* norm.cu's norm8_threads */
+    std::vector<bf16> x0 = rand_bf16(n, 2.f), y = rand_bf16(n, 1.f), gam = rand_bf16(C, 0.5f);
+    std::vector<bf16> w = rand_bf16(C, 1.f), b = rand_bf16(C, 1.f);
+    sarg s;
+    for (int i = 0; i < SCHUNK; i++) s.s[i] = i % 3 == 1 ? 0.f : 1.25f;   /* a dropped sample among them */
+    const bf16 *gp = with_gamma ? gam.data() : NULL, *bp = ln ? b.data() : NULL;
+    /* the unfused pair, as c_residual and c_layernorm / c_rmsnorm launch them */
+    std::vector<bf16> xa = x0, outa(n);
+    std::vector<float> mean_a(M), rstd_a(M);
+    emu_launch(dim3{4, 1, 1}, 64, 0, [&] { residual8_kernel(xa.data(), y.data(), gp, s, 1, (size_t)N * C / 8, C / 8, B); });
+    emu_launch(dim3{(unsigned)M, 1, 1}, nt, 0, [&] {
+        norm8_kernel(outa.data(), ln ? mean_a.data() : NULL, rstd_a.data(), xa.data(), w.data(), bp, C, 1e-6f, ln);
+    });
+    /* fused: into a separate x_out or in place */
+    std::vector<bf16> xin = x0, xo(n), outb(n);
+    std::vector<float> mean_b(M), rstd_b(M);
+    bf16 *xop = in_place ? xin.data() : xo.data();
+    emu_launch(dim3{(unsigned)M, 1, 1}, nt, 0, [&] {
+        residual_norm8_kernel(xop, outb.data(), ln ? mean_b.data() : NULL, rstd_b.data(), xin.data(), y.data(), gp, s, 1,
+                              N, w.data(), bp, C, 1e-6f, ln);
+    });
+    bool same = !memcmp(xop, xa.data(), n * 2) && !memcmp(outb.data(), outa.data(), n * 2) &&
+                !memcmp(rstd_b.data(), rstd_a.data(), M * 4) && (!ln || !memcmp(mean_b.data(), mean_a.data(), M * 4));
+    printf("%s residual_norm8 %s %dx%dx%d%s%s = residual8 + norm8, bit for bit (x_out, out, stats)\n",
+           same ? "ok  " : "FAIL", ln ? "LN" : "RMS", B, N, C, with_gamma ? " gamma" : "", in_place ? " in place" : "");
+    same ? n_pass++ : n_fail++;
+    /* and the formulas, in double from the bf16 inputs */
+    std::vector<double> xw(n), ow(n);
+    for (int r = 0; r < M; r++) {
+        double sc = s.s[r / N], mu = 0, ss = 0;
+        std::vector<double> v(C);
+        for (int c = 0; c < C; c++) {
+            size_t i = (size_t)r * C + c;
+            v[c] = f(__float2bfloat16((float)(f(x0[i]) + sc * (with_gamma ? f(gam[c]) : 1) * f(y[i]))));
+            xw[i] = f(x0[i]) + sc * (with_gamma ? f(gam[c]) : 1) * f(y[i]);
+            mu += v[c];
+        }
+        mu = ln ? mu / C : 0;
+        for (int c = 0; c < C; c++) ss += (v[c] - mu) * (v[c] - mu);
+        double rs = 1 / sqrt(ss / C + 1e-6);
+        for (int c = 0; c < C; c++) ow[(size_t)r * C + c] = (v[c] - mu) * rs * f(w[c]) + (ln ? f(b[c]) : 0);
+    }
+    std::vector<bf16> xv(xop, xop + n);
+    char what[128];
+    snprintf(what, sizeof what, "residual_norm8 %s %dx%dx%d x_out", ln ? "LN" : "RMS", B, N, C);
+    check_bf16(what, xw, xv, 1e-2);
+    snprintf(what, sizeof what, "residual_norm8 %s %dx%dx%d out", ln ? "LN" : "RMS", B, N, C);
+    check_bf16(what, ow, outb, 1e-2);
+}
+
 static void test_colsum(int M, int N) {
     std::vector<bf16> d = rand_bf16((size_t)M * N, 1.f);
     std::vector<double> want(N, 0.0);
@@ -394,11 +461,21 @@ int main() {
     test_norm_backward(13, 768, false, true, true);    /* VPL 3 -> 4 */
     test_norm_backward(11, 3200, true, true, true);    /* the 6B student's and the CLIP heads' width: wide only */
     test_norm_backward(7, 3200, false, true, false);   /* RMSNorm, weight gradient only */
+    test_norm_backward(21, 1408, false, true, true, IV2_SET);   /* written, not added: the q/k norms of a block */
+    test_norm_backward(19, 96, true, true, true, IV2_SET);
+    test_norm_backward(11, 3200, true, true, true, IV2_SET);
     test_gelu_backward(8 * 300, IV2_GELU_ERF);
     test_gelu_backward(8 * 300, IV2_GELU_TANH);
+    test_gelu_backward(8 * 300, IV2_GELU_ERF, IV2_SET);
     test_gelu_grad_scale(8 * 250);
     test_residual_backward(3, 5, 1408, true, true);
     test_residual_backward(2, 7, 200, false, false);
+    test_residual_backward(3, 5, 1408, true, true, IV2_SET);   /* a block's df2 and dout */
+    test_residual_backward(2, 7, 200, false, false, IV2_SET);
+    test_residual_norm(3, 5, 1408, false, true, false);   /* the student: RMSNorm, LayerScale, drop path */
+    test_residual_norm(3, 4, 1408, true, false, true);    /* VideoMAE: LayerNorm, no LayerScale, in place */
+    test_residual_norm(2, 3, 3200, false, true, true);    /* the 6B's width: 400 vectors, VPT 4 of 128 threads */
+    test_residual_norm(4, 2, 96, true, true, false);      /* 12 vectors of 64 threads */
     test_l2_cos(9, 3200);   /* the CLIP heads' width: 400 vectors, 12.5 a lane */
     test_l2_cos(6, 1408);
     test_l2_cos(5, 200);    /* 25 vectors: lanes idle */

@@ -44,7 +44,7 @@ static void attn_fn(iv2_backend *be, void **b, const int *a) {
 static void attn_bwd_fn(iv2_backend *be, void **b, const int *a) {
     int B = a[0], H = a[1], N = a[2], D = a[3], C = H * D;
     be->attention_backward(be, b[3], IV2_AT(be, b[3], C), IV2_AT(be, b[3], 2 * C), b[4], b[0], IV2_AT(be, b[0], C),
-                           IV2_AT(be, b[0], 2 * C), b[1], (const float *)b[2], B, H, N, N, D, 3 * C, 3 * C, C, 0.1f);
+                           IV2_AT(be, b[0], 2 * C), b[1], (const float *)b[2], B, H, N, N, D, 3 * C, 3 * C, C, 0.1f, IV2_ADD);
 }
 
 /* IV2_ATTN_FWD values (fwd2_named of kernels/flash_attention.cuh); 8x2 is built for head dims

@@ -13,7 +13,7 @@
 #             (test_distill_cuda_resume), 90 s each; the Hopper forward's wgmma building blocks
 #             (test_wgmma_probe) and the op/ViT/golden tests again with the wgmma forward
 #             (IV2_ATTN_FWD=wg128 etc.) and the wgmma backward (IV2_ATTN_BWD=wg), and with the
-#             scalar backward kernels and the GELU unfused (IV2_VEC_BWD=0 IV2_GELU_FUSION=0)
+#             scalar backward kernels, the GELU and residual norms unfused (IV2_VEC_BWD=0 IV2_GELU_FUSION=0 IV2_FUSE_NORM=0)
 #   memcheck  compute-sanitizer memcheck on one tiny InternViT forward, on the extract teachers test
 #             (and on the op tests); racecheck on the tiny forward (default and wg128p)
 #   bench_*   bench_kernels, bench_vit (iv2, incl. the whole training step of iv2-distill; again
@@ -113,9 +113,9 @@ step build_extract_teachers 200 $MK BASE_CFLAGS="$DEP_CFLAGS" BASE_LIBS="$DEP_LI
 [ -x build/gpu/test_cuda_ops ] && step test_cuda_ops_simple_attention 150 env IV2_ATTN_SIMPLE=1 build/gpu/test_cuda_ops
 # the scalar norm / GELU / residual / bias-gradient backward kernels (the default takes 16-byte
 # vectors) and the MLP's GELU unfused (the default fuses it into the GEMMs' epilogues)
-[ -x build/gpu/test_cuda_ops ] && step test_cuda_ops_unfused 150 env IV2_VEC_BWD=0 IV2_GELU_FUSION=0 \
+[ -x build/gpu/test_cuda_ops ] && step test_cuda_ops_unfused 150 env IV2_VEC_BWD=0 IV2_GELU_FUSION=0 IV2_FUSE_NORM=0 \
   build/gpu/test_cuda_ops
-[ -x build/gpu/test_cuda_vit ] && step test_cuda_vit_unfused 150 env IV2_VEC_BWD=0 IV2_GELU_FUSION=0 \
+[ -x build/gpu/test_cuda_vit ] && step test_cuda_vit_unfused 150 env IV2_VEC_BWD=0 IV2_GELU_FUSION=0 IV2_FUSE_NORM=0 \
   build/gpu/test_cuda_vit
 # the cuBLAS attention backward (the default is the fused kernels of flash_attention.cuh) too
 [ -x build/gpu/test_cuda_ops ] && step test_cuda_ops_gemm_backward 150 env IV2_ATTN_BWD=gemm build/gpu/test_cuda_ops
@@ -171,7 +171,7 @@ fi
   "$OUT/bench_vit_gemm_backward.json"
 # the student step with the scalar norm / GELU / residual / bias backward kernels and the GELU
 # unfused (the kernels before 2026-11-26 late), beside bench_vit
-[ -x build/gpu/bench_vit ] && step bench_vit_unfused 150 env IV2_BENCH_STEP=0 IV2_VEC_BWD=0 IV2_GELU_FUSION=0 \
+[ -x build/gpu/bench_vit ] && step bench_vit_unfused 150 env IV2_BENCH_STEP=0 IV2_VEC_BWD=0 IV2_GELU_FUSION=0 IV2_FUSE_NORM=0 \
   build/gpu/bench_vit "$OUT/bench_vit_unfused.json"
 # extract's GPU half at full size (teachers, downloads, encoding, LMDB writes under build/tmp), per stage
 if [ -x build/gpu/bench_extract ]; then step bench_extract 180 build/gpu/bench_extract "$OUT/bench_extract.json"
@@ -280,7 +280,7 @@ if iv:
     # each variant run of bench_vit against the default run, row by row: the decisions of
     # docs/cuda.md ("The next GPU session") read from here (time ratio < 1: the variant is faster)
     base = {m["model"]: m for m in iv["models"] if "ms" in m}
-    for v, what in [("bench_vit_unfused", "scalar backward kernels, GELU unfused (IV2_VEC_BWD=0 IV2_GELU_FUSION=0)"),
+    for v, what in [("bench_vit_unfused", "scalar backward kernels, GELU and residual norms unfused (IV2_VEC_BWD=0 IV2_GELU_FUSION=0 IV2_FUSE_NORM=0)"),
                     ("bench_vit_bwd_wg", "wgmma attention backward (IV2_ATTN_BWD=wg)"),
                     ("bench_vit_fwd_wg", "wgmma attention forward (IV2_ATTN_FWD=best_fwd.py's pick)"),
                     ("bench_vit_gemm_backward", "cuBLAS attention backward (IV2_ATTN_BWD=gemm)")]:

@@ -7,6 +7,8 @@
  *   GEMMs: rtol 2e-2, atol 2e-2 * sqrt(K)/16 (sum of K bf16 products, fp32 accumulate)
  *   attention: rtol 2e-2, atol 2e-2 (P rounded to bf16 before P @ V, as flash kernels do)
  *   accumulated gradients (+= into random bf16 values): rtol 2e-2, atol 3e-2
+ * Input gradients written (IV2_SET) start as NaN on the GPU and are compared with the CPU adding
+ * onto zeros: a kernel that reads what it should only write fails with NaN.
  * Exit 77 when no CUDA device is visible. */
 #include <math.h>
 #include <stdint.h>
@@ -47,6 +49,12 @@ static void reset(pair *p, float scale) {
     G->upload(G, p->g, p->h, p->n);
     C->upload(C, p->c, p->h, p->n);
 }
+/* before an IV2_SET: NaN on the GPU, zeros on the CPU (which then adds, IV2_ADD) */
+static void poison(pair *p) {
+    for (size_t i = 0; i < p->n; i++) p->h[i] = NAN;
+    G->upload(G, p->g, p->h, p->n);
+    C->memset0(C, p->c, p->n * C->esize);
+}
 static void drop(pair *p) { G->free(G, p->g); C->free(C, p->c); free(p->h); memset(p, 0, sizeof *p); }
 
 static int cmp(const char *what, pair p, float rtol, float atol) {
@@ -76,14 +84,19 @@ static void test_matmul(int M, int K, int N, int bias) {
     cmp(w, o, 2e-2f, at);
     /* backward accumulates into random gradients */
     pair dout = mk((size_t)M * N, 1), dx = mk((size_t)M * K, 1), dw = mk((size_t)N * K, 1), db = mk(N, 1);
-    G->matmul_backward(G, dx.g, dw.g, db.g, dout.g, x.g, wt.g, M, K, N);
-    C->matmul_backward(C, dx.c, dw.c, db.c, dout.c, x.c, wt.c, M, K, N);
+    G->matmul_backward(G, dx.g, dw.g, db.g, dout.g, x.g, wt.g, M, K, N, IV2_ADD);
+    C->matmul_backward(C, dx.c, dw.c, db.c, dout.c, x.c, wt.c, M, K, N, IV2_ADD);
     snprintf(w, sizeof w, "matmul_backward dinp %dx%dx%d", M, K, N);
     cmp(w, dx, 2e-2f, at + 3e-2f);
     snprintf(w, sizeof w, "matmul_backward dw %dx%dx%d", M, K, N);
     cmp(w, dw, 2e-2f, 2e-2f * sqrtf((float)M) / 8.f + 3e-2f);
     snprintf(w, sizeof w, "matmul_backward dbias %dx%dx%d", M, K, N);
     cmp(w, db, 2e-2f, 2e-2f * sqrtf((float)M) / 8.f + 3e-2f);
+    poison(&dx);
+    G->matmul_backward(G, dx.g, NULL, NULL, dout.g, x.g, wt.g, M, K, N, IV2_SET);
+    C->matmul_backward(C, dx.c, NULL, NULL, dout.c, x.c, wt.c, M, K, N, IV2_ADD);
+    snprintf(w, sizeof w, "matmul_backward dinp SET %dx%dx%d", M, K, N);
+    cmp(w, dx, 2e-2f, at);
     drop(&x); drop(&wt); drop(&b); drop(&o); drop(&dout); drop(&dx); drop(&dw); drop(&db);
 }
 
@@ -111,9 +124,9 @@ static void test_matmul_gelu(int M, int K, int H, int N) {
     pair dw = mk((size_t)N * H, 1), db = mk(N, 1), dg = mk((size_t)M * H, 1);
     G->matmul_backward_gelu(G, dpre.g, dw.g, db.g, dout.g, g.g, w2.g, pre.g, M, H, N);
     C->memset0(C, dg.c, (size_t)M * H * C->esize);
-    C->matmul_backward(C, dg.c, dw.c, db.c, dout.c, g.c, w2.c, M, H, N);
+    C->matmul_backward(C, dg.c, dw.c, db.c, dout.c, g.c, w2.c, M, H, N, IV2_ADD);
     C->memset0(C, dpre.c, (size_t)M * H * C->esize);
-    C->gelu_backward(C, dpre.c, dg.c, pre.c, (size_t)M * H, IV2_GELU_TANH);
+    C->gelu_backward(C, dpre.c, dg.c, pre.c, (size_t)M * H, IV2_GELU_TANH, IV2_ADD);
     float ah = 2e-2f * sqrtf((float)H) / 16.f * 2.f;
     snprintf(w, sizeof w, "matmul_backward_gelu dpre %dx%dx%d", M, H, N); cmp(w, dpre, 2e-2f, ah + 3e-2f);
     snprintf(w, sizeof w, "matmul_backward_gelu dw %dx%dx%d", M, H, N); cmp(w, dw, 2e-2f, 2e-2f * sqrtf((float)M) / 8.f + 3e-2f);
@@ -131,10 +144,14 @@ static void test_norms(int M, int Cc) {
     snprintf(w, sizeof w, "rmsnorm %dx%d", M, Cc); cmp(w, o, 1e-2f, 1e-2f);
     snprintf(w, sizeof w, "rmsnorm rstd %dx%d", M, Cc); cmpf(w, rstd, 1e-4f, 1e-5f);
     pair dout = mk((size_t)M * Cc, 1), dx = mk((size_t)M * Cc, 1), dw = mk(Cc, 1), db = mk(Cc, 1);
-    G->rmsnorm_backward(G, dx.g, dw.g, dout.g, x.g, wt.g, rstd.g, M, Cc);
-    C->rmsnorm_backward(C, dx.c, dw.c, dout.c, x.c, wt.c, rstd.c, M, Cc);
+    G->rmsnorm_backward(G, dx.g, dw.g, dout.g, x.g, wt.g, rstd.g, M, Cc, IV2_ADD);
+    C->rmsnorm_backward(C, dx.c, dw.c, dout.c, x.c, wt.c, rstd.c, M, Cc, IV2_ADD);
     snprintf(w, sizeof w, "rmsnorm_backward dinp %dx%d", M, Cc); cmp(w, dx, 2e-2f, 3e-2f);
     snprintf(w, sizeof w, "rmsnorm_backward dw %dx%d", M, Cc); cmp(w, dw, 2e-2f, 3e-2f * sqrtf((float)M) / 4);
+    poison(&dx);
+    G->rmsnorm_backward(G, dx.g, NULL, dout.g, x.g, wt.g, rstd.g, M, Cc, IV2_SET);
+    C->rmsnorm_backward(C, dx.c, NULL, dout.c, x.c, wt.c, rstd.c, M, Cc, IV2_ADD);
+    snprintf(w, sizeof w, "rmsnorm_backward dinp SET %dx%d", M, Cc); cmp(w, dx, 2e-2f, 2e-2f);
 
     G->layernorm(G, o.g, mean.g, rstd.g, x.g, wt.g, b.g, M, Cc, 1e-6f);
     C->layernorm(C, o.c, mean.c, rstd.c, x.c, wt.c, b.c, M, Cc, 1e-6f);
@@ -142,11 +159,15 @@ static void test_norms(int M, int Cc) {
     snprintf(w, sizeof w, "layernorm mean %dx%d", M, Cc); cmpf(w, mean, 1e-3f, 1e-4f);
     snprintf(w, sizeof w, "layernorm rstd %dx%d", M, Cc); cmpf(w, rstd, 1e-4f, 1e-5f);
     reset(&dx, 1); reset(&dw, 1); reset(&db, 1);
-    G->layernorm_backward(G, dx.g, dw.g, db.g, dout.g, x.g, wt.g, mean.g, rstd.g, M, Cc);
-    C->layernorm_backward(C, dx.c, dw.c, db.c, dout.c, x.c, wt.c, mean.c, rstd.c, M, Cc);
+    G->layernorm_backward(G, dx.g, dw.g, db.g, dout.g, x.g, wt.g, mean.g, rstd.g, M, Cc, IV2_ADD);
+    C->layernorm_backward(C, dx.c, dw.c, db.c, dout.c, x.c, wt.c, mean.c, rstd.c, M, Cc, IV2_ADD);
     snprintf(w, sizeof w, "layernorm_backward dinp %dx%d", M, Cc); cmp(w, dx, 2e-2f, 3e-2f);
     snprintf(w, sizeof w, "layernorm_backward dw %dx%d", M, Cc); cmp(w, dw, 2e-2f, 3e-2f * sqrtf((float)M) / 4);
     snprintf(w, sizeof w, "layernorm_backward db %dx%d", M, Cc); cmp(w, db, 2e-2f, 3e-2f * sqrtf((float)M) / 4);
+    poison(&dx);
+    G->layernorm_backward(G, dx.g, dw.g, db.g, dout.g, x.g, wt.g, mean.g, rstd.g, M, Cc, IV2_SET);
+    C->layernorm_backward(C, dx.c, dw.c, db.c, dout.c, x.c, wt.c, mean.c, rstd.c, M, Cc, IV2_ADD);
+    snprintf(w, sizeof w, "layernorm_backward dinp SET %dx%d", M, Cc); cmp(w, dx, 2e-2f, 2e-2f);
     /* LayerNorm without bias and weight-free RMSNorm paths of the pooling head are the same kernels */
 
     G->l2norm(G, o.g, rstd.g, x.g, M, Cc);
@@ -169,6 +190,34 @@ static void test_norms(int M, int Cc) {
     snprintf(w, sizeof w, "cos_loss dpred %dx%d", M, Cc); cmp(w, dx, 2e-2f, 3e-2f);
     drop(&x); drop(&wt); drop(&b); drop(&o); drop(&mean); drop(&rstd); drop(&dout); drop(&dx); drop(&dw); drop(&db);
     drop(&tg); drop(&loss);
+}
+
+/* residual_norm: x_out = x_in + s gamma y, out = norm(x_out), into a separate x_out and in place */
+static void test_residual_norm(int B, int N, int Cc) {
+    char w[128];
+    size_t n = (size_t)B * N * Cc;
+    float s[3] = {1.25f, 0.f, 0.8f};
+    pair x = mk(n, 2), y = mk(n, 1), gam = mk(Cc, 0.5f), wt = mk(Cc, 1), b = mk(Cc, 1), xo = mk(n, 1), o = mk(n, 1);
+    pair mean = mkf((size_t)B * N), rstd = mkf((size_t)B * N);
+    for (int ln = 0; ln < 2; ln++)
+        for (int in_place = 0; in_place < 2; in_place++) {
+            reset(&x, 2);
+            void *xg = in_place ? x.g : xo.g, *xc = in_place ? x.c : xo.c;
+            G->residual_norm(G, xg, o.g, mean.g, rstd.g, x.g, y.g, gam.g, s, wt.g, b.g, B, N, Cc, 1e-6f, ln);
+            C->residual_norm(C, xc, o.c, mean.c, rstd.c, x.c, y.c, gam.c, s, wt.c, b.c, B, N, Cc, 1e-6f, ln);
+            const char *what = ln ? "LN" : "RMS", *ip = in_place ? " in place" : "";
+            snprintf(w, sizeof w, "residual_norm %s %dx%dx%d%s x_out", what, B, N, Cc, ip);
+            cmp(w, in_place ? x : xo, 1e-2f, 1e-2f);
+            snprintf(w, sizeof w, "residual_norm %s %dx%dx%d%s out", what, B, N, Cc, ip);
+            cmp(w, o, 2e-2f, 2e-2f);
+            snprintf(w, sizeof w, "residual_norm %s %dx%dx%d%s rstd", what, B, N, Cc, ip);
+            cmpf(w, rstd, 1e-2f, 1e-4f);   /* of the bf16 x_out on the GPU, the f32 one on the CPU */
+            if (ln) {
+                snprintf(w, sizeof w, "residual_norm %s %dx%dx%d%s mean", what, B, N, Cc, ip);
+                cmpf(w, mean, 1e-2f, 1e-2f);
+            }
+        }
+    drop(&x); drop(&y); drop(&gam); drop(&wt); drop(&b); drop(&xo); drop(&o); drop(&mean); drop(&rstd);
 }
 
 /* attention on a fused qkv buffer [B, N, 3*H*D] (or separate q for Nq != Nk) */
@@ -196,13 +245,35 @@ static void test_attention(int B, int H, int Nq, int Nk, int D, int fused, int p
         pair dout = mk((size_t)B * Nq * Cc, 1), dqkv = mk((size_t)B * Nk * 3 * Cc, 1), dq = mk((size_t)B * Nq * Cc, 1);
         void *dqg = fused ? dqkv.g : dq.g, *dqc = fused ? dqkv.c : dq.c;
         G->attention_backward(G, dqg, IV2_AT(G, dqkv.g, Cc), IV2_AT(G, dqkv.g, 2 * Cc), dout.g, qg, kg, vg, o.g,
-                              lse.g, B, H, Nq, Nk, D, qstr, 3 * Cc, Cc, scale);
+                              lse.g, B, H, Nq, Nk, D, qstr, 3 * Cc, Cc, scale, IV2_ADD);
         C->attention_backward(C, dqc, IV2_AT(C, dqkv.c, Cc), IV2_AT(C, dqkv.c, 2 * Cc), dout.c, qc, kc, vc, o.c,
-                              lse.c, B, H, Nq, Nk, D, qstr, 3 * Cc, Cc, scale);
+                              lse.c, B, H, Nq, Nk, D, qstr, 3 * Cc, Cc, scale, IV2_ADD);
         snprintf(w, sizeof w, "attention_backward dqkv B%d H%d Nq%d Nk%d D%d", B, H, Nq, Nk, D);
         cmp(w, dqkv, 3e-2f, 5e-2f);
         if (!fused) {
             snprintf(w, sizeof w, "attention_backward dq B%d H%d Nq%d Nk%d D%d", B, H, Nq, Nk, D);
+            cmp(w, dq, 3e-2f, 5e-2f);
+        }
+        /* written: every slot of the fused buffer (k and v of dqkv and q apart when not fused) */
+        poison(&dqkv);
+        poison(&dq);
+        if (!fused) {   /* the q slot of dqkv is nobody's: the same values on both */
+            reset(&dqkv, 1);
+            for (size_t r = 0; r < (size_t)B * Nk; r++)
+                for (int c = Cc; c < 3 * Cc; c++) dqkv.h[r * 3 * Cc + c] = NAN;
+            G->upload(G, dqkv.g, dqkv.h, dqkv.n);
+            for (size_t r = 0; r < (size_t)B * Nk; r++)
+                for (int c = Cc; c < 3 * Cc; c++) dqkv.h[r * 3 * Cc + c] = 0.f;
+            C->upload(C, dqkv.c, dqkv.h, dqkv.n);
+        }
+        G->attention_backward(G, dqg, IV2_AT(G, dqkv.g, Cc), IV2_AT(G, dqkv.g, 2 * Cc), dout.g, qg, kg, vg, o.g,
+                              lse.g, B, H, Nq, Nk, D, qstr, 3 * Cc, Cc, scale, IV2_SET);
+        C->attention_backward(C, dqc, IV2_AT(C, dqkv.c, Cc), IV2_AT(C, dqkv.c, 2 * Cc), dout.c, qc, kc, vc, o.c,
+                              lse.c, B, H, Nq, Nk, D, qstr, 3 * Cc, Cc, scale, IV2_ADD);
+        snprintf(w, sizeof w, "attention_backward dqkv SET B%d H%d Nq%d Nk%d D%d", B, H, Nq, Nk, D);
+        cmp(w, dqkv, 3e-2f, 5e-2f);
+        if (!fused) {
+            snprintf(w, sizeof w, "attention_backward dq SET B%d H%d Nq%d Nk%d D%d", B, H, Nq, Nk, D);
             cmp(w, dq, 3e-2f, 5e-2f);
         }
         drop(&dout); drop(&dqkv); drop(&dq);
@@ -219,9 +290,13 @@ static void test_elementwise(int B, int N, int Cc) {
         C->gelu(C, o.c, x.c, n, kind);
         cmp(kind ? "gelu tanh" : "gelu erf", o, 1e-2f, 1e-2f);
         reset(&dx, 1);
-        G->gelu_backward(G, dx.g, dout.g, x.g, n, kind);
-        C->gelu_backward(C, dx.c, dout.c, x.c, n, kind);
+        G->gelu_backward(G, dx.g, dout.g, x.g, n, kind, IV2_ADD);
+        C->gelu_backward(C, dx.c, dout.c, x.c, n, kind, IV2_ADD);
         cmp(kind ? "gelu_backward tanh" : "gelu_backward erf", dx, 2e-2f, 2e-2f);
+        poison(&dx);
+        G->gelu_backward(G, dx.g, dout.g, x.g, n, kind, IV2_SET);
+        C->gelu_backward(C, dx.c, dout.c, x.c, n, kind, IV2_ADD);
+        cmp(kind ? "gelu_backward tanh SET" : "gelu_backward erf SET", dx, 2e-2f, 2e-2f);
     }
     /* residual with gamma and drop-path scales, then without either */
     float s[3] = {0.f, 1.25f, 1.25f};
@@ -235,10 +310,14 @@ static void test_elementwise(int B, int N, int Cc) {
     C->residual(C, o.c, y.c, NULL, NULL, B, N, Cc);
     cmp("residual plain", o, 1e-2f, 1e-2f);
     reset(&dx, 1);
-    G->residual_backward(G, dx.g, dgam.g, dout.g, y.g, gam.g, s, B, N, Cc);
-    C->residual_backward(C, dx.c, dgam.c, dout.c, y.c, gam.c, s, B, N, Cc);
+    G->residual_backward(G, dx.g, dgam.g, dout.g, y.g, gam.g, s, B, N, Cc, IV2_ADD);
+    C->residual_backward(C, dx.c, dgam.c, dout.c, y.c, gam.c, s, B, N, Cc, IV2_ADD);
     cmp("residual_backward dy", dx, 2e-2f, 2e-2f);
     cmp("residual_backward dgamma", dgam, 2e-2f, 0.3f);
+    poison(&dx);
+    G->residual_backward(G, dx.g, NULL, dout.g, y.g, gam.g, s, B, N, Cc, IV2_SET);
+    C->residual_backward(C, dx.c, NULL, dout.c, y.c, gam.c, s, B, N, Cc, IV2_ADD);
+    cmp("residual_backward dy SET (a dropped sample: 0)", dx, 2e-2f, 2e-2f);
     /* position rows */
     pair pe = mk((size_t)N * Cc, 1), dpe = mk((size_t)N * Cc, 1);
     reset(&o, 1);
@@ -418,6 +497,9 @@ int main(void) {
     test_norms(33, 1408);
     test_norms(9, 3200);
     test_norms(7, 100);               /* C % 8 != 0: the scalar kernels */
+    test_residual_norm(3, 11, 1408);  /* the student's width, a dropped sample */
+    test_residual_norm(3, 5, 3200);
+    test_residual_norm(3, 4, 100);    /* C % 8 != 0: the three ops apart */
     test_elementwise(3, 67, 200);
     test_elementwise(3, 67, 1408);    /* the student's width: 176 vectors, the last block of 64 partly idle */
     test_elementwise(2, 13, 100);     /* C % 8 != 0: the scalar kernels */
