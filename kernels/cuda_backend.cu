@@ -20,6 +20,29 @@ float *cuda_scratch(iv2_backend *be, size_t bytes) {
     return im->scratch;
 }
 
+/* One accumulator for every column sum: each kernel leaves it zero (colsum_finish), and all run on
+ * the one stream, in turn. Grown (zeroed) on the first calls of a width. */
+colsum_out cuda_colsum_out(iv2_backend *be, void *dst0, void *dst1, int n, int halves) {
+    cuda_impl *im = impl_of(be);
+    size_t need = (size_t)n * halves;
+    if (need > im->colacc_n) {
+        CUDA_CHECK(cudaStreamSynchronize(im->stream));
+        if (im->colacc) CUDA_CHECK(cudaFree(im->colacc));
+        size_t cap = need < 16384 ? 16384 : need, bytes = cap * sizeof(float) + 256;   /* the count after the sums */
+        CUDA_CHECK(cudaMalloc((void **)&im->colacc, bytes));
+        CUDA_CHECK(cudaMemsetAsync(im->colacc, 0, bytes, im->stream));
+        im->colacc_n = cap;
+    }
+    colsum_out cs;
+    cs.acc = im->colacc;
+    cs.count = (unsigned *)(im->colacc + im->colacc_n);
+    cs.dst0 = (bf16 *)dst0;
+    cs.dst1 = (bf16 *)dst1;
+    cs.n = n;
+    cs.halves = halves;
+    return cs;
+}
+
 static void *stage(cuda_impl *im, size_t bytes) {
     if (bytes > im->stage_size) {
         if (im->stage) CUDA_CHECK(cudaFreeHost(im->stage));
@@ -151,6 +174,7 @@ static void c_destroy(iv2_backend *be) {
         cuda_matmul_release(im);
         if (im->workspace) cudaFree(im->workspace);
         if (im->scratch) cudaFree(im->scratch);
+        if (im->colacc) cudaFree(im->colacc);
         if (im->stage) cudaFreeHost(im->stage);
         if (im->hostf) cudaFreeHost(im->hostf);
         if (im->lt) cublasLtDestroy(im->lt);

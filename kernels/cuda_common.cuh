@@ -39,6 +39,8 @@ typedef struct {
     void *workspace;              /* cuBLASLt workspace */
     size_t workspace_size;
     float *scratch;               /* f32 scratch for reductions, grown on demand */
+    float *colacc;                /* the column sums' accumulator and count (colsum_out): zero between launches */
+    size_t colacc_n;              /* floats before the count */
     size_t scratch_size;          /* bytes */
     void *stage;                  /* pinned host staging for upload/download */
     size_t stage_size;
@@ -59,6 +61,8 @@ typedef struct {
 
 static inline cuda_impl *impl_of(iv2_backend *be) { return (cuda_impl *)be->impl; }
 float *cuda_scratch(iv2_backend *be, size_t bytes);   /* cuda_backend.cu */
+/* where a column-sum kernel's n (x halves) sums go and which bf16 gradients they end in */
+colsum_out cuda_colsum_out(iv2_backend *be, void *dst0, void *dst1, int n, int halves);   /* cuda_backend.cu */
 
 static inline unsigned cdiv(size_t a, size_t b) { return (unsigned)((a + b - 1) / b); }
 

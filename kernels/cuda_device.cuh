@@ -66,6 +66,38 @@ __device__ __forceinline__ void block_colsum_add(float *acc, const float *s, int
     __syncthreads();   /* red is reused by a second call */
 }
 
+/* Where a column-sum kernel's sums go. Its blocks add them into acc (fp32, zero on entry) with
+ * atomics; the last block of the grid to finish (count) adds acc[0..n) to the bf16 gradient dst0
+ * and, with halves 2, acc[n..2n) to dst1 (either may be NULL: those sums are dropped), and leaves
+ * acc and count zero for the next launch (cuda_colsum_out keeps one such buffer per backend). One
+ * launch in place of a memset, the sums and an add: three launches, for each of the ten column
+ * sums (biases, norm weights, LayerScales) in a student block's backward. */
+struct colsum_out {
+    float *acc;
+    unsigned *count;
+    bf16 *dst0, *dst1;
+    int n, halves;
+};
+/* every thread of the block calls it, after its last atomic into cs.acc */
+__device__ __forceinline__ void colsum_finish(const colsum_out &cs) {
+    IV2_BLOCK_SHARED int last;
+    __threadfence();   /* this block's atomics land before its count */
+    __syncthreads();
+    if (threadIdx.x == 0) last = atomicAdd(cs.count, 1u) == gridDim.x * gridDim.y * gridDim.z - 1;
+    __syncthreads();
+    if (!last) return;
+    __threadfence();   /* and every other block's, before the reads below */
+    for (int i = threadIdx.x; i < cs.n; i += blockDim.x) {
+        float v = atomicExch(cs.acc + i, 0.f);   /* read at L2 and zeroed for the next launch */
+        if (cs.dst0) st(cs.dst0 + i, ld(cs.dst0 + i) + v);
+        if (cs.halves == 2) {
+            float v2 = atomicExch(cs.acc + cs.n + i, 0.f);
+            if (cs.dst1) st(cs.dst1 + i, ld(cs.dst1 + i) + v2);
+        }
+    }
+    if (threadIdx.x == 0) *cs.count = 0;
+}
+
 /* One round trip to memory of the warp-per-row kernels (a lane takes vectors lane, lane + 32, ...
  * of a row of C8 16-byte vectors, RB of them per round trip): vectors c0, c0 + 32, ...,
  * c0 + 32 (RB - 1) (those < C8) of up to three rows p0, p1, p2 (NULL: not loaded) into v[0..2],

@@ -63,11 +63,8 @@ static void c_residual_backward(iv2_backend *be, void *dy, void *dgamma, const v
                                 const void *gamma, const float *s, int B, int N, int C, int add) {
     cuda_impl *im = impl_of(be);
     if (B <= 0 || N <= 0) return;
-    float *acc = NULL;
-    if (dgamma) {
-        acc = cuda_scratch(be, (size_t)C * 4);
-        CUDA_CHECK(cudaMemsetAsync(acc, 0, (size_t)C * 4, im->stream));
-    }
+    colsum_out cs = {};   /* no dgamma: no sums */
+    if (dgamma) cs = cuda_colsum_out(be, dgamma, NULL, C, 1);   /* each launch adds its samples' sums */
     int vec = im->vec_bwd && C % 8 == 0 && al16(dy) && al16(dx) && al16(y) && al16(gamma);
     for (int b0 = 0; b0 < B; b0 += SCHUNK) {
         int nb = B - b0 < SCHUNK ? B - b0 : SCHUNK, rows_per = vec ? 128 : 64;
@@ -78,19 +75,15 @@ static void c_residual_backward(iv2_backend *be, void *dy, void *dgamma, const v
         const bf16 *yo = y ? (const bf16 *)y + off : NULL;
         if (vec) {   /* 32 vectors a block: C = 1408 is 176 vectors, 6 blocks with 16 idle lanes */
             dim3 grid(cdiv(C / 8, 32), cdiv((size_t)nb * N, rows_per));
-            residual_backward8_kernel<<<grid, CS_THREADS, 0, im->stream>>>(dyo, acc, (const bf16 *)dx + off, yo,
+            residual_backward8_kernel<<<grid, CS_THREADS, 0, im->stream>>>(dyo, cs, (const bf16 *)dx + off, yo,
                                                                    (const bf16 *)gamma, a, s != NULL, N, C / 8, nb,
                                                                    rows_per, add);
         } else {
             dim3 grid(cdiv(C, 128), cdiv((size_t)nb * N, rows_per));
-            residual_backward_kernel<<<grid, 128, 0, im->stream>>>(dyo, acc, (const bf16 *)dx + off, yo,
+            residual_backward_kernel<<<grid, 128, 0, im->stream>>>(dyo, cs, (const bf16 *)dx + off, yo,
                                                                    (const bf16 *)gamma, a, s != NULL, N, C, nb,
                                                                    rows_per, add);
         }
-        LAUNCH_CHECK();
-    }
-    if (dgamma) {
-        add_f32_kernel<<<cdiv(C, 256), 256, 0, im->stream>>>((bf16 *)dgamma, acc, C);
         LAUNCH_CHECK();
     }
 }
@@ -98,18 +91,15 @@ static void c_residual_backward(iv2_backend *be, void *dy, void *dgamma, const v
 void cuda_bias_grad(iv2_backend *be, void *dbias, const void *dout, int M, int N) {
     cuda_impl *im = impl_of(be);
     if (M <= 0 || N <= 0) return;
-    float *acc = cuda_scratch(be, (size_t)N * 4);
-    CUDA_CHECK(cudaMemsetAsync(acc, 0, (size_t)N * 4, im->stream));
+    colsum_out cs = cuda_colsum_out(be, dbias, NULL, N, 1);
     int vec = im->vec_bwd && N % 8 == 0 && al16(dout), rows_per = vec ? 128 : 64;
     if (vec) {
         dim3 grid(cdiv(N / 8, 32), cdiv(M, rows_per));
-        colsum8_kernel<<<grid, CS_THREADS, 0, im->stream>>>(acc, (const bf16 *)dout, M, N / 8, rows_per);
+        colsum8_kernel<<<grid, CS_THREADS, 0, im->stream>>>(cs, (const bf16 *)dout, M, N / 8, rows_per);
     } else {
         dim3 grid(cdiv(N, 128), cdiv(M, rows_per));
-        colsum_kernel<<<grid, 128, 0, im->stream>>>(acc, (const bf16 *)dout, M, N, rows_per);
+        colsum_kernel<<<grid, 128, 0, im->stream>>>(cs, (const bf16 *)dout, M, N, rows_per);
     }
-    LAUNCH_CHECK();
-    add_f32_kernel<<<cdiv(N, 256), 256, 0, im->stream>>>((bf16 *)dbias, acc, N);
     LAUNCH_CHECK();
 }
 /* ---- position rows ---- */

@@ -92,21 +92,24 @@ __global__ void residual8_kernel(bf16 *x, const bf16 *y, const bf16 *gamma, sarg
         st8(x + 8 * i, a);
     }
 }
-/* dy (+)= s*gamma*dx; dgamma[c] += sum s*dx*y: columns per thread, rows split over blockIdx.y */
-__global__ void residual_backward_kernel(bf16 *dy, float *acc, const bf16 *dx, const bf16 *y, const bf16 *gamma,
+/* dy (+)= s*gamma*dx; dgamma[c] += sum s*dx*y (into cs, when cs.acc): columns per thread, rows
+ * split over blockIdx.y */
+__global__ void residual_backward_kernel(bf16 *dy, colsum_out cs, const bf16 *dx, const bf16 *y, const bf16 *gamma,
                                          sarg s, int has_s, int N, int C, int nb, int rows_per, int add) {
     int c = blockIdx.x * blockDim.x + threadIdx.x;
-    if (c >= C) return;
-    int total = nb * N, r0 = blockIdx.y * rows_per, r1 = min(total, r0 + rows_per);
-    float g = gamma ? ld(gamma + c) : 1.f, a = 0.f;
-    for (int r = r0; r < r1; r++) {
-        float sc = has_s ? s.s[r / N] : 1.f;
-        size_t i = (size_t)r * C + c;
-        float d = ld(dx + i);
-        if (dy) st(dy + i, (add ? ld(dy + i) : 0.f) + sc * g * d);
-        a += sc * d * (y ? ld(y + i) : 0.f);
+    if (c < C) {
+        int total = nb * N, r0 = blockIdx.y * rows_per, r1 = min(total, r0 + rows_per);
+        float g = gamma ? ld(gamma + c) : 1.f, a = 0.f;
+        for (int r = r0; r < r1; r++) {
+            float sc = has_s ? s.s[r / N] : 1.f;
+            size_t i = (size_t)r * C + c;
+            float d = ld(dx + i);
+            if (dy) st(dy + i, (add ? ld(dy + i) : 0.f) + sc * g * d);
+            a += sc * d * (y ? ld(y + i) : 0.f);
+        }
+        if (cs.acc) atomicAdd(cs.acc + c, a);
     }
-    if (acc) atomicAdd(acc + c, a);
+    if (cs.acc) colsum_finish(cs);
 }
 /* the same, 8 channels per lane (C % 8 == 0): a warp reads 512 contiguous bytes of a row, the
  * CS_WARPS warps of a block take its rows in turn, RB rows' loads issued before any store (the dy
@@ -132,13 +135,13 @@ __device__ __forceinline__ void residual_backward8_row(bf16 *dyp, float *a, cons
         for (int k = 0; k < 8; k++) a[k] += sc * d[k] * v[k];
     }
 }
-__global__ void __launch_bounds__(CS_THREADS) residual_backward8_kernel(bf16 *dy, float *acc, const bf16 *dx,
+__global__ void __launch_bounds__(CS_THREADS) residual_backward8_kernel(bf16 *dy, colsum_out cs, const bf16 *dx,
                                                                       const bf16 *y, const bf16 *gamma, sarg s,
                                                                       int has_s, int N, int C8, int nb, int rows_per,
                                                                       int add) {
     int lane = threadIdx.x & 31, w = threadIdx.x >> 5, c8 = blockIdx.x * 32 + lane;
     int total = nb * N, r0 = blockIdx.y * rows_per, r1 = min(total, r0 + rows_per);
-    bool acc_y = acc && y;
+    bool acc_y = cs.acc && y;
     float g[8], a[8];
 #pragma unroll
     for (int k = 0; k < 8; k++) { g[k] = 1.f; a[k] = 0.f; }
@@ -167,27 +170,27 @@ __global__ void __launch_bounds__(CS_THREADS) residual_backward8_kernel(bf16 *dy
             }
         }
     }
-    if (acc) block_colsum_add(acc, a, C8);
-}
-/* dst += src (an fp32 scratch of sums into a bf16 gradient) */
-__global__ void add_f32_kernel(bf16 *dst, const float *src, int n) {
-    int i = blockIdx.x * blockDim.x + threadIdx.x;
-    if (i < n) st(dst + i, ld(dst + i) + src[i]);
+    if (cs.acc) {
+        block_colsum_add(cs.acc, a, C8);
+        colsum_finish(cs);
+    }
 }
 /* ---- column sums (the bias gradients): dbias[j] += sum_i dout[i, j] ----
- * Columns per thread, rows split over blockIdx.y, fp32 atomics into scratch, then add_f32_kernel
- * adds the sums into the bf16 gradient. */
-__global__ void colsum_kernel(float *acc, const bf16 *dout, int M, int N, int rows_per) {
+ * Columns per thread, rows split over blockIdx.y, fp32 atomics into cs.acc, whose last block adds
+ * the sums into the bf16 gradient (colsum_out, cuda_device.cuh). */
+__global__ void colsum_kernel(colsum_out cs, const bf16 *dout, int M, int N, int rows_per) {
     int j = blockIdx.x * blockDim.x + threadIdx.x;
-    if (j >= N) return;
-    int r0 = blockIdx.y * rows_per, r1 = min(M, r0 + rows_per);
-    float s = 0.f;
-    for (int i = r0; i < r1; i++) s += ld(dout + (size_t)i * N + j);
-    atomicAdd(acc + j, s);
+    if (j < N) {
+        int r0 = blockIdx.y * rows_per, r1 = min(M, r0 + rows_per);
+        float s = 0.f;
+        for (int i = r0; i < r1; i++) s += ld(dout + (size_t)i * N + j);
+        atomicAdd(cs.acc + j, s);
+    }
+    colsum_finish(cs);
 }
 /* 8 columns per lane (N % 8 == 0, 16-byte rows), the block's warps over the rows, RB rows'
  * loads in flight per warp, one atomic per column per block (block_colsum_add) */
-__global__ void __launch_bounds__(CS_THREADS) colsum8_kernel(float *acc, const bf16 *dout, int M, int N8,
+__global__ void __launch_bounds__(CS_THREADS) colsum8_kernel(colsum_out cs, const bf16 *dout, int M, int N8,
                                                            int rows_per) {
     int lane = threadIdx.x & 31, w = threadIdx.x >> 5, j = blockIdx.x * 32 + lane;
     int r0 = blockIdx.y * rows_per, r1 = min(M, r0 + rows_per);
@@ -207,7 +210,8 @@ __global__ void __launch_bounds__(CS_THREADS) colsum8_kernel(float *acc, const b
                     for (int k = 0; k < 8; k++) s[k] += f[k];
                 }
         }
-    block_colsum_add(acc, s, N8);
+    block_colsum_add(cs.acc, s, N8);
+    colsum_finish(cs);
 }
 /* ---- position rows ---- */
 __global__ void add_rows_kernel(bf16 *x, const bf16 *pe, size_t NC, size_t n) {

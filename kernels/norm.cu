@@ -2,8 +2,8 @@
  * launches (the kernels are in norm.cuh). One block per row in the forward; the backward takes
  * one warp per row on 16-byte vectors where the width allows (norm_backward8_kernel up to
  * C = 1536; beyond, norm_dx_wide_kernel and the column sums of norm_dwdb8_kernel), else the scalar
- * kernel with ROWS rows per block; all sum the weight gradients per block and add them to an fp32
- * scratch with few atomics. */
+ * kernel with ROWS rows per block; all sum the weight gradients per block, add them to an fp32
+ * accumulator with few atomics, and the last block adds those to the gradients (colsum_out). */
 #include "cuda_common.cuh"
 #include "norm.cuh"
 
@@ -45,18 +45,17 @@ static void norm_backward(iv2_backend *be, void *dinp, void *dw, void *db, const
                           const void *w, const float *mean, const float *rstd, int M, int C, int add) {
     if (M <= 0) return;
     cuda_impl *im = impl_of(be);
-    float *acc = cuda_scratch(be, (size_t)2 * C * 4);
-    CUDA_CHECK(cudaMemsetAsync(acc, 0, (size_t)2 * C * 4, im->stream));
+    colsum_out cs = cuda_colsum_out(be, dw, db, C, 2);   /* the kernels sum both halves, used or not */
     size_t smem = (size_t)2 * C * 4;   /* the block's [2][C] sums (the warp-per-row kernels) */
     int vec = im->vec_bwd && C % 8 == 0 && al16(dinp) && al16(dout) && al16(inp) && al16(w);
     int vpl = cdiv(C / 8, 32);
     if (vec && vpl <= 6) {   /* the row and the columns' sums in registers */
         vpl = vpl <= 1 ? 1 : vpl <= 2 ? 2 : vpl <= 4 ? 4 : 6;
-        void (*k)(bf16 *, float *, const bf16 *, const bf16 *, const bf16 *, const float *, const float *, int, int,
+        void (*k)(bf16 *, colsum_out, const bf16 *, const bf16 *, const bf16 *, const float *, const float *, int, int,
                   int, int) = vpl == 1 ? norm_backward8_kernel<1> : vpl == 2 ? norm_backward8_kernel<2>
                        : vpl == 4 ? norm_backward8_kernel<4> : norm_backward8_kernel<6>;
         int rows = norm_rows_per_block(im, vpl, (const void *)k, smem, M);
-        k<<<cdiv(M, rows), 128, smem, im->stream>>>((bf16 *)dinp, acc, (const bf16 *)dout, (const bf16 *)inp,
+        k<<<cdiv(M, rows), 128, smem, im->stream>>>((bf16 *)dinp, cs, (const bf16 *)dout, (const bf16 *)inp,
                                                     (const bf16 *)w, mean, rstd, M, C, rows, add);
     } else if (vec) {   /* wider rows: dinp, then the weight and bias gradients as column sums */
         if (dinp)
@@ -66,21 +65,17 @@ static void norm_backward(iv2_backend *be, void *dinp, void *dw, void *db, const
         const int rows_per = 128;
         dim3 grid(cdiv(C / 8, 32), cdiv(M, rows_per));
         if (dw || db)
-            norm_dwdb8_kernel<<<grid, CS_THREADS, 0, im->stream>>>(acc, (const bf16 *)dout, (const bf16 *)inp, mean,
+            norm_dwdb8_kernel<<<grid, CS_THREADS, 0, im->stream>>>(cs, (const bf16 *)dout, (const bf16 *)inp, mean,
                                                                    rstd, M, C / 8, rows_per);
     } else {
         if (C > NORM_THREADS * MAXPER)
             iv2_panic("cuda norm backward: width %d over the limit %d", C, NORM_THREADS * MAXPER);
         int nt = C > 64 * MAXPER ? NORM_THREADS : 64;
-        norm_backward_kernel<<<cdiv(M, ROWS), nt, 0, im->stream>>>((bf16 *)dinp, acc, (const bf16 *)dout,
+        norm_backward_kernel<<<cdiv(M, ROWS), nt, 0, im->stream>>>((bf16 *)dinp, cs, (const bf16 *)dout,
                                                                    (const bf16 *)inp, (const bf16 *)w, mean, rstd, M,
                                                                    C, add);
     }
     LAUNCH_CHECK();
-    if (dw || db) {
-        add_acc_kernel<<<cdiv(C, 256), 256, 0, im->stream>>>((bf16 *)dw, (bf16 *)db, acc, C);
-        LAUNCH_CHECK();
-    }
 }
 
 static void c_rmsnorm_backward(iv2_backend *be, void *dinp, void *dw, const void *dout, const void *inp,

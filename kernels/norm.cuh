@@ -120,8 +120,8 @@ __global__ void residual_norm8_kernel(bf16 *x_out, bf16 *out, float *mean, float
 /* shared by both backwards: mean (NULL for RMSNorm) selects the LayerNorm formula.
  * dinp (+)= rstd * (dn - [mean(dn)] - xhat * mean(dn * xhat)), dn = dout * w, xhat = (x - mu) * rstd
  * (add: added to dinp, else written)
- * dw += dout * xhat, db += dout (accumulated in f32 scratch acc[0..C) and acc[C..2C)). */
-__global__ void norm_backward_kernel(bf16 *dinp, float *acc, const bf16 *dout, const bf16 *inp, const bf16 *w,
+ * dw += dout * xhat, db += dout (summed in cs.acc[0..C) and [C..2C), colsum_out of cuda_device.cuh). */
+__global__ void norm_backward_kernel(bf16 *dinp, colsum_out cs, const bf16 *dout, const bf16 *inp, const bf16 *w,
                                      const float *mean, const float *rstd, int M, int C, int add) {
     float dwp[MAXPER], dbp[MAXPER];
     for (int j = 0; j < MAXPER; j++) dwp[j] = dbp[j] = 0.f;
@@ -149,9 +149,10 @@ __global__ void norm_backward_kernel(bf16 *dinp, float *acc, const bf16 *dout, c
         }
     }
     for (int c = threadIdx.x, j = 0; c < C; c += blockDim.x, j++) {
-        atomicAdd(acc + c, dwp[j]);
-        atomicAdd(acc + C + c, dbp[j]);
+        atomicAdd(cs.acc + c, dwp[j]);
+        atomicAdd(cs.acc + C + c, dbp[j]);
     }
+    colsum_finish(cs);
 }
 
 /* The two per-vector steps of the warp-per-row backwards below, on the 8 columns of vector c8
@@ -196,10 +197,10 @@ __device__ __forceinline__ void norm_bwd_dx_vec(bf16 *dx, const uint4 &xv, const
  * memory per row. (Loading dinp only after the means, and re-reading x and dout then, took two:
  * 120 us for the student's 13344 x 1408 on an H100, 2026-11-27, a third of the bandwidth.)
  * The block's warps then add their sums in shared memory ([2][C] floats, dynamic) and the block
- * adds those to acc, one atomic per column. VPL <= 6 (C <= 1536): at VPL 8 the row no longer
+ * adds those to cs.acc, one atomic per column. VPL <= 6 (C <= 1536): at VPL 8 the row no longer
  * fits the registers. */
 template <int VPL>
-__global__ void __launch_bounds__(128) norm_backward8_kernel(bf16 *dinp, float *acc, const bf16 *dout,
+__global__ void __launch_bounds__(128) norm_backward8_kernel(bf16 *dinp, colsum_out cs, const bf16 *dout,
                                                              const bf16 *inp, const bf16 *w, const float *mean,
                                                              const float *rstd, int M, int C, int rows_per_block,
                                                              int add) {
@@ -266,7 +267,8 @@ __global__ void __launch_bounds__(128) norm_backward8_kernel(bf16 *dinp, float *
             }
         __syncthreads();
     }
-    for (int i = threadIdx.x; i < 2 * C; i += blockDim.x) atomicAdd(acc + i, part[i]);
+    for (int i = threadIdx.x; i < 2 * C; i += blockDim.x) atomicAdd(cs.acc + i, part[i]);
+    colsum_finish(cs);
 }
 
 /* Rows wider than norm_backward8_kernel's registers hold (C > 1536: the 6B student, the CLIP
@@ -308,7 +310,7 @@ __global__ void __launch_bounds__(128) norm_dx_wide_kernel(bf16 *dinp, const bf1
                 norm_bwd_dx_vec(dx, v[0][u], v[1][u], v[2][u], w, c0 + 32 * u, mu, r, s1, s2, add);
     }
 }
-__global__ void __launch_bounds__(CS_THREADS) norm_dwdb8_kernel(float *acc, const bf16 *dout, const bf16 *inp,
+__global__ void __launch_bounds__(CS_THREADS) norm_dwdb8_kernel(colsum_out cs, const bf16 *dout, const bf16 *inp,
                                                                const float *mean, const float *rstd, int M, int C8,
                                                                int rows_per) {
     int lane = threadIdx.x & 31, w = threadIdx.x >> 5, j = blockIdx.x * 32 + lane;
@@ -343,15 +345,9 @@ __global__ void __launch_bounds__(CS_THREADS) norm_dwdb8_kernel(float *acc, cons
                 }
             }
         }
-    block_colsum_add(acc, dw, C8);
-    block_colsum_add(acc + 8 * C8, db, C8);
-}
-
-__global__ void add_acc_kernel(bf16 *dw, bf16 *db, const float *acc, int C) {
-    int c = blockIdx.x * blockDim.x + threadIdx.x;
-    if (c >= C) return;
-    if (dw) st(dw + c, ld(dw + c) + acc[c]);
-    if (db) st(db + c, ld(db + c) + acc[C + c]);
+    block_colsum_add(cs.acc, dw, C8);
+    block_colsum_add(cs.acc + 8 * C8, db, C8);
+    colsum_finish(cs);
 }
 
 /* out = x / ||x|| (no eps, as the official code) */

@@ -488,6 +488,10 @@ static inline __nv_bfloat162 atomicAdd(__nv_bfloat162 *p, __nv_bfloat162 v) {
     atomicAdd(&p->y, v.y);
     return o;
 }
+static inline unsigned atomicAdd(unsigned *p, unsigned v) { unsigned o = *p; *p = o + v; return o; }
+static inline float atomicExch(float *p, float v) { float o = *p; *p = v; return o; }
+/* one thread runs at a time: every write is visible to every later read */
+static inline void __threadfence() {}
 static inline float rsqrtf(float x) { return 1.f / sqrtf(x); }
 
 /* ---- kernels/mma.cuh, emulated ---- */
