@@ -198,6 +198,13 @@ struct iv2_backend {
     void (*cos_loss)(iv2_backend *be, float *loss_rows, void *dpred, const void *pred, const void *target, int M,
                      int C, float scale);
 
+    /* The heads' loss from rows not yet unit: out = inp / ||inp|| (not stored), loss_rows (f32 [M]) =
+     * 2 - 2 <out_m, target_m>, and where dinp is not NULL the gradient of scale * sum_m loss_rows
+     * w.r.t. inp, written: dinp = -2 scale (target - out <out, target>) / ||inp||. l2norm, cos_loss
+     * and l2norm_backward in one pass (no eps, as l2norm). */
+    void (*l2_cos_loss)(iv2_backend *be, float *loss_rows, void *dinp, const void *inp, const void *target, int M,
+                        int C, float scale);
+
     /* sum of squares of n elements of x, added into *acc (f32 in backend memory; one float). */
     void (*sumsq)(iv2_backend *be, float *acc, const void *x, size_t n);
     /* AdamW step on n elements (PyTorch semantics, bias-corrected, decoupled weight decay):

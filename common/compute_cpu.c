@@ -571,6 +571,29 @@ static void cpu_cos_loss(iv2_backend *be, float *loss_rows, void *dpred_, const 
     }
 }
 
+static void cpu_l2_cos_loss(iv2_backend *be, float *loss_rows, void *dinp_, const void *inp_, const void *target_,
+                            int M, int C, float scale) {
+    float *dinp = dinp_;
+    const float *inp = inp_, *target = target_;
+    int nt = nthreads_for(be, (double)M * C);
+#pragma omp parallel for num_threads(nt) schedule(static)
+    for (int i = 0; i < M; i++) {
+        const float *x = inp + (size_t)i * C, *t = target + (size_t)i * C;
+        float xx = 0.0f, xt = 0.0f;
+#pragma omp simd reduction(+ : xx, xt)
+        for (int c = 0; c < C; c++) {
+            xx += x[c] * x[c];
+            xt += x[c] * t[c];
+        }
+        float n = sqrtf(xx), cs = xt / n;   /* <out, target> */
+        if (loss_rows) loss_rows[i] = 2.0f - 2.0f * cs;
+        if (dinp) {
+            float *d = dinp + (size_t)i * C, k = -2.0f * scale / n;
+            for (int c = 0; c < C; c++) d[c] = k * (t[c] - cs * x[c] / n);
+        }
+    }
+}
+
 static void cpu_sumsq(iv2_backend *be, float *acc, const void *x_, size_t n) {
     const float *x = x_;
     double s = 0.0;
@@ -684,6 +707,7 @@ iv2_backend *iv2_cpu_backend_create(int threads) {
     be->l2norm_backward = cpu_l2norm_backward;
     be->patchify = cpu_patchify;
     be->cos_loss = cpu_cos_loss;
+    be->l2_cos_loss = cpu_l2_cos_loss;
     be->sumsq = cpu_sumsq;
     be->adamw = cpu_adamw;
     be->adamw_chunks = cpu_adamw_chunks;

@@ -90,12 +90,12 @@ iv2_heads *iv2_heads_create(iv2_backend *be, const iv2_heads_dims *d) {
     h->grads = be->alloc(be, h->n_params * be->esize);
     int W = imax(imax(d->C, d->clip_dim), imax(d->mae_dim, imax(d->final_dim, d->pool_dim)));
     size_t big = (size_t)d->max_rows * W * be->esize;
-    void **bufs[] = {&h->x, &h->h1, &h->g1, &h->y, &h->yn, &h->out, &h->tgt, &h->dx, &h->dh1, &h->dg1, &h->dy,
-                     &h->dyn, &h->dout, &h->pos};
+    void **bufs[] = {&h->x, &h->h1, &h->g1, &h->y, &h->yn, &h->tgt, &h->dx, &h->dh1, &h->dg1, &h->dy, &h->dyn,
+                     &h->pos};
     for (size_t i = 0; i < sizeof bufs / sizeof *bufs; i++) *bufs[i] = be->alloc(be, big);
     size_t fr = (size_t)d->max_rows * sizeof(float);
     h->ln_mean = be->alloc(be, fr); h->ln_rstd = be->alloc(be, fr);
-    h->l2n = be->alloc(be, fr); h->loss_rows = be->alloc(be, fr);
+    h->loss_rows = be->alloc(be, fr);
     h->idx_pos = be->alloc(be, (size_t)d->max_rows * sizeof(int32_t));
     h->idx_rows = be->alloc(be, (size_t)d->max_rows * sizeof(int32_t));
     if (!h->params || !h->grads || !h->pos || !h->idx_rows) {
@@ -109,8 +109,8 @@ iv2_heads *iv2_heads_create(iv2_backend *be, const iv2_heads_dims *d) {
 void iv2_heads_free(iv2_heads *h) {
     if (!h) return;
     iv2_backend *be = h->be;
-    void *bufs[] = {h->params, h->grads, h->x, h->h1, h->g1, h->y, h->yn, h->out, h->tgt, h->dx, h->dh1, h->dg1,
-                    h->dy, h->dyn, h->dout, h->pos, h->ln_mean, h->ln_rstd, h->l2n, h->loss_rows, h->idx_pos, h->idx_rows};
+    void *bufs[] = {h->params, h->grads, h->x, h->h1, h->g1, h->y, h->yn, h->tgt, h->dx, h->dh1, h->dg1, h->dy,
+                    h->dyn, h->pos, h->ln_mean, h->ln_rstd, h->loss_rows, h->idx_pos, h->idx_rows};
     for (size_t i = 0; i < sizeof bufs / sizeof *bufs; i++)
         if (bufs[i]) be->free(be, bufs[i]);
     free(h->table);
@@ -155,13 +155,13 @@ void iv2_heads_init(iv2_heads *h, uint64_t seed) {
 #define P(off) IV2_AT(be, h->params, off)
 #define G(off) IV2_AT(be, h->grads, off)
 
-/* out -> loss rows against the target (backend memory), and the reduction (the one host wait
- * of a head: its loss rows); dout is zeroed then filled */
-static void head_loss(iv2_heads *h, int M, int D, const void *target, float scale, double *mean_loss,
+/* yn -> out = yn / |yn| -> loss rows against the target (backend memory), and with backward the
+ * gradient dyn, all in one pass (l2_cos_loss); then the reduction (the one host wait of a head:
+ * its loss rows) */
+static void head_loss(iv2_heads *h, int M, int D, const void *target, float scale, int backward, double *mean_loss,
                       double *mean_cos) {
     iv2_backend *be = h->be;
-    be->memset0(be, h->dout, (size_t)M * D * be->esize);
-    be->cos_loss(be, h->loss_rows, h->dout, h->out, target, M, D, scale);
+    be->l2_cos_loss(be, h->loss_rows, backward ? h->dyn : NULL, h->yn, target, M, D, scale);
     float *rows = iv2_malloc(sizeof(float) * (size_t)M);
     be->download_raw(be, rows, h->loss_rows, sizeof(float) * (size_t)M);
     double s = 0;
@@ -171,16 +171,13 @@ static void head_loss(iv2_heads *h, int M, int D, const void *target, float scal
     if (mean_cos) *mean_cos = 1.0 - s / M / 2.0;
 }
 
-/* y [M,D] -> LN -> L2 -> out; backward from dout to dy (zeroed here) */
-static void norm_l2_forward(iv2_heads *h, int M, int D, size_t lnw, size_t lnb) {
+/* y [M,D] -> LN -> yn (then head_loss: L2 and the loss); backward from dyn to dy (written) */
+static void norm_forward(iv2_heads *h, int M, int D, size_t lnw, size_t lnb) {
     iv2_backend *be = h->be;
     be->layernorm(be, h->yn, h->ln_mean, h->ln_rstd, h->y, P(lnw), P(lnb), M, D, HEAD_LN_EPS);
-    be->l2norm(be, h->out, h->l2n, h->yn, M, D);
 }
-static void norm_l2_backward(iv2_heads *h, int M, int D, size_t lnw, size_t lnb) {
+static void norm_backward(iv2_heads *h, int M, int D, size_t lnw, size_t lnb) {
     iv2_backend *be = h->be;
-    be->memset0(be, h->dyn, (size_t)M * D * be->esize);
-    be->l2norm_backward(be, h->dyn, h->dout, h->out, h->l2n, M, D);
     be->layernorm_backward(be, h->dy, G(lnw), G(lnb), h->dyn, h->y, P(lnw), h->ln_mean, h->ln_rstd, M, D, IV2_SET);
 }
 
@@ -213,11 +210,11 @@ int iv2_heads_clip_dev(iv2_heads *h, int k, const void *inp, void *dinp, const i
     be->copy(be, h->x, inp, (size_t)M * C * be->esize);
     be->axpy(be, h->x, h->pos, 1.0f, (size_t)M * C);
     be->matmul(be, h->y, h->x, P(h->clip_w[k]), P(h->clip_b[k]), M, C, D);
-    norm_l2_forward(h, M, D, h->clip_lnw[k], h->clip_lnb[k]);
-    head_loss(h, M, D, target, scale, mean_loss, mean_cos);
+    norm_forward(h, M, D, h->clip_lnw[k], h->clip_lnb[k]);
+    head_loss(h, M, D, target, scale, dinp != NULL, mean_loss, mean_cos);
     if (!dinp) return 0;
     /* backward */
-    norm_l2_backward(h, M, D, h->clip_lnw[k], h->clip_lnb[k]);
+    norm_backward(h, M, D, h->clip_lnw[k], h->clip_lnb[k]);
     be->matmul_backward(be, h->dx, G(h->clip_w[k]), G(h->clip_b[k]), h->dy, h->x, P(h->clip_w[k]), M, C, D, IV2_SET);
     be->axpy(be, dinp, h->dx, 1.0f, (size_t)M * C);
     be->scatter_add_rows(be, G(h->clip_pos), h->dx, vis, M, C);
@@ -258,11 +255,11 @@ int iv2_heads_mae_dev(iv2_heads *h, int k, const void *inp, void *dinp, const in
     be->matmul(be, h->h1, h->x, P(h->mae_w1[k]), P(h->mae_b1[k]), M, C, C);
     be->gelu(be, h->g1, h->h1, (size_t)M * C, IV2_GELU_ERF);   /* nn.GELU(): exact */
     be->matmul(be, h->y, h->g1, P(h->mae_w2[k]), P(h->mae_b2[k]), M, C, D);
-    norm_l2_forward(h, M, D, h->mae_lnw[k], h->mae_lnb[k]);
-    head_loss(h, M, D, target, scale, mean_loss, mean_cos);
+    norm_forward(h, M, D, h->mae_lnw[k], h->mae_lnb[k]);
+    head_loss(h, M, D, target, scale, dinp != NULL, mean_loss, mean_cos);
     if (!dinp) return 0;
     /* backward */
-    norm_l2_backward(h, M, D, h->mae_lnw[k], h->mae_lnb[k]);
+    norm_backward(h, M, D, h->mae_lnw[k], h->mae_lnb[k]);
     be->matmul_backward(be, h->dg1, G(h->mae_w2[k]), G(h->mae_b2[k]), h->dy, h->g1, P(h->mae_w2[k]), M, C, D,
                         IV2_SET);
     be->gelu_backward(be, h->dh1, h->dg1, h->h1, (size_t)M * C, IV2_GELU_ERF, IV2_SET);
@@ -288,10 +285,10 @@ int iv2_heads_final_dev(iv2_heads *h, const void *inp, void *dinp, int B, const 
     if (!h->d.use_final) return iv2_err("final head: not configured");
     if (check_rows(h, B, "final")) return -1;
     be->matmul(be, h->y, inp, P(h->fin_w), P(h->fin_b), B, Cp, D);
-    norm_l2_forward(h, B, D, h->fin_lnw, h->fin_lnb);
-    head_loss(h, B, D, target, scale, mean_loss, mean_cos);
+    norm_forward(h, B, D, h->fin_lnw, h->fin_lnb);
+    head_loss(h, B, D, target, scale, dinp != NULL, mean_loss, mean_cos);
     if (!dinp) return 0;
-    norm_l2_backward(h, B, D, h->fin_lnw, h->fin_lnb);
+    norm_backward(h, B, D, h->fin_lnw, h->fin_lnb);
     be->matmul_backward(be, dinp, G(h->fin_w), G(h->fin_b), h->dy, inp, P(h->fin_w), B, Cp, D, IV2_ADD);
     return 0;
 }

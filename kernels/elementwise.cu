@@ -180,6 +180,18 @@ static void c_cos_loss(iv2_backend *be, float *loss_rows, void *dpred, const voi
                                                             (const bf16 *)target, C, scale);
     LAUNCH_CHECK();
 }
+/* ---- the heads' loss from rows not yet unit: l2norm, cos_loss and l2norm_backward in one pass ---- */
+static void c_l2_cos_loss(iv2_backend *be, float *loss_rows, void *dinp, const void *inp, const void *target, int M,
+                          int C, float scale) {
+    if (M <= 0) return;
+    if (impl_of(be)->vec_bwd && C % 8 == 0 && al16(dinp) && al16(inp) && al16(target))
+        l2_cos_loss8_kernel<<<cdiv(M, 4), 128, 0, impl_of(be)->stream>>>(loss_rows, (bf16 *)dinp, (const bf16 *)inp,
+                                                                         (const bf16 *)target, M, C / 8, scale);
+    else
+        l2_cos_loss_kernel<<<M, 128, 0, impl_of(be)->stream>>>(loss_rows, (bf16 *)dinp, (const bf16 *)inp,
+                                                               (const bf16 *)target, C, scale);
+    LAUNCH_CHECK();
+}
 /* ---- sum of squares: block partial sums, one atomic per block ---- */
 static void c_sumsq(iv2_backend *be, float *acc, const void *x, size_t n) {
     if (!n) return;
@@ -223,6 +235,7 @@ void cuda_install_elementwise(iv2_backend *be) {
     be->mean_rows_backward = c_mean_rows_backward;
     be->patchify = c_patchify;
     be->cos_loss = c_cos_loss;
+    be->l2_cos_loss = c_l2_cos_loss;
     be->sumsq = c_sumsq;
     be->adamw = c_adamw;
     be->adamw_chunks = c_adamw_chunks;

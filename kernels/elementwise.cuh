@@ -302,6 +302,74 @@ __global__ void patchify_kernel(bf16 *out, const uint8_t *fr, int T, int H, int 
         st(out + i, (v - nm.mean[c]) * nm.inv[c]);
     }
 }
+/* ---- the heads' loss from rows not yet unit (l2_cos_loss): per row, the sums xx = <x, x> and
+ * xt = <x, t>, then n = sqrt(xx), c = xt / n, loss = 2 - 2c, dinp = -2 scale / n (t - c x / n).
+ * l2_cos_grad8 writes 8 columns of dinp. ---- */
+__device__ __forceinline__ void l2_cos_grad8(bf16 *d, const float *x, const float *t, float n, float c, float scale) {
+    float o[8], k = -2.f * scale / n;
+#pragma unroll
+    for (int j = 0; j < 8; j++) o[j] = k * (t[j] - c * x[j] / n);
+    st8(d, o);
+}
+/* one block per row (any C) */
+__global__ void l2_cos_loss_kernel(float *loss, bf16 *dinp, const bf16 *inp, const bf16 *target, int C, float scale) {
+    size_t o = (size_t)blockIdx.x * C;
+    float xx = 0.f, xt = 0.f;
+    for (int c = threadIdx.x; c < C; c += blockDim.x) {
+        float x = ld(inp + o + c);
+        xx += x * x;
+        xt += x * ld(target + o + c);
+    }
+    xx = block_sum(xx);
+    xt = block_sum(xt);
+    float n = sqrtf(xx), cs = xt / n;
+    if (loss && threadIdx.x == 0) loss[blockIdx.x] = 2.f - 2.f * cs;
+    if (dinp)
+        for (int c = threadIdx.x; c < C; c += blockDim.x)
+            st(dinp + o + c, -2.f * scale / n * (ld(target + o + c) - cs * ld(inp + o + c) / n));
+}
+/* a warp per row on 16-byte vectors (C % 8 == 0, 16-byte aligned rows), RB vectors a lane per
+ * round trip; the second pass re-reads the row (from L1 mostly), as l2norm_backward8_kernel */
+__global__ void l2_cos_loss8_kernel(float *loss, bf16 *dinp, const bf16 *inp, const bf16 *target, int M, int C8,
+                                    float scale) {
+    int lane = threadIdx.x & 31, row = blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
+    if (row >= M) return;
+    size_t o = (size_t)row * C8 * 8;
+    float xx = 0.f, xt = 0.f;
+    for (int c0 = lane; c0 < C8; c0 += 32 * RB) {
+        uint4 v[3][RB];
+        ldv_rb(v, inp + o, target + o, NULL, c0, C8);
+#pragma unroll
+        for (int u = 0; u < RB; u++)
+            if (c0 + 32 * u < C8) {
+                float x[8], t[8];
+                unpack8(v[0][u], x);
+                unpack8(v[1][u], t);
+#pragma unroll
+                for (int k = 0; k < 8; k++) {
+                    xx += x[k] * x[k];
+                    xt += x[k] * t[k];
+                }
+            }
+    }
+    xx = warp_sum(xx);
+    xt = warp_sum(xt);
+    float n = sqrtf(xx), cs = xt / n;
+    if (loss && lane == 0) loss[row] = 2.f - 2.f * cs;
+    if (!dinp) return;
+    for (int c0 = lane; c0 < C8; c0 += 32 * RB) {
+        uint4 v[3][RB];
+        ldv_rb(v, inp + o, target + o, NULL, c0, C8);
+#pragma unroll
+        for (int u = 0; u < RB; u++)
+            if (c0 + 32 * u < C8) {
+                float x[8], t[8];
+                unpack8(v[0][u], x);
+                unpack8(v[1][u], t);
+                l2_cos_grad8(dinp + o + 8 * (c0 + 32 * u), x, t, n, cs, scale);
+            }
+    }
+}
 /* ---- cosine loss on unit rows: one block per row ---- */
 __global__ void cos_loss_kernel(float *loss, bf16 *dpred, const bf16 *pred, const bf16 *target, int C, float scale) {
     size_t o = (size_t)blockIdx.x * C;

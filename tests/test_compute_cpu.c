@@ -26,6 +26,11 @@ static float *frand(size_t n, double lo, double hi) {
     for (size_t i = 0; i < n; i++) p[i] = (float)(lo + (hi - lo) * urand());
     return p;
 }
+static float *fnan(size_t n) {
+    float *p = malloc(n * sizeof(float) + 4);
+    for (size_t i = 0; i < n; i++) p[i] = NAN;
+    return p;
+}
 static float *fcopy(const float *x, size_t n) { float *p = malloc(n * sizeof(float) + 4); memcpy(p, x, n * sizeof(float)); return p; }
 static double *dcopy(const float *x, size_t n) { double *p = malloc(n * sizeof(double) + 8); for (size_t i = 0; i < n; i++) p[i] = x[i]; return p; }
 static float *ffromd(const double *x, size_t n) { float *p = malloc(n * sizeof(float) + 4); for (size_t i = 0; i < n; i++) p[i] = (float)x[i]; return p; }
@@ -631,6 +636,26 @@ static void test_cos_loss(void) {
     free(p); free(t); free(loss); free(d0); free(d); free(lw); free(gw); free(l2);
 }
 
+/* l2_cos_loss = l2norm, then cos_loss, then l2norm_backward of its gradient (written) */
+static void test_l2_cos_loss(void) {
+    int M = 13, C = 37;
+    size_t n = (size_t)M * C;
+    float scale = 0.37f;
+    float *x = frand(n, -1, 1), *t = frand(n, -1, 1), *out = malloc(n * 4), *nrm = malloc(M * 4);
+    float *dout = calloc(n, 4), *want_d = calloc(n, 4), *want_l = malloc(M * 4), *l = malloc(M * 4), *d = fnan(n);
+    be3->l2norm(be3, t, NULL, t, M, C);
+    be3->l2norm(be3, out, nrm, x, M, C);
+    be3->cos_loss(be3, want_l, dout, out, t, M, C, scale);
+    be3->l2norm_backward(be3, want_d, dout, out, nrm, M, C);
+    be3->l2_cos_loss(be3, l, d, x, t, M, C, scale);
+    t_allclose("l2_cos_loss rows = l2norm + cos_loss", l, want_l, M, 1e-5f, 1e-6f);
+    t_allclose("l2_cos_loss dinp = cos_loss + l2norm_backward (written over NaN)", d, want_d, n, 1e-5f, 1e-6f);
+    float *l2 = malloc(M * 4);
+    be3->l2_cos_loss(be3, l2, NULL, x, t, M, C, scale);   /* no gradient wanted */
+    t_allclose("l2_cos_loss without dinp", l2, l, M, 0, 0);
+    free(x); free(t); free(out); free(nrm); free(dout); free(want_d); free(want_l); free(l); free(d); free(l2);
+}
+
 static void test_sumsq(void) {
     size_t n = 200003;
     float *x = frand(n, -1, 1);
@@ -684,11 +709,6 @@ static void test_adamw(void) {
  * IV2_SET: the input gradient written, not added. Over NaN it must equal IV2_ADD onto zeros, bit
  * for bit (0 + x is x), on one thread and on three; a read of the old value shows as NaN. */
 
-static float *fnan(size_t n) {
-    float *p = malloc(n * sizeof(float) + 4);
-    for (size_t i = 0; i < n; i++) p[i] = NAN;
-    return p;
-}
 static void check_set(const char *what, const float *set, const float *add, size_t n) {
     size_t bad = 0;
     for (size_t i = 0; i < n; i++) bad += memcmp(&set[i], &add[i], sizeof(float)) != 0;
@@ -834,6 +854,7 @@ int main(void) {
     test_patchify(3, 9, 6, 3, 1);
     test_patchify(2, 30, 28, 14, 1); /* grid cut off at the edges (H, W not multiples of p) */
     test_cos_loss();
+    test_l2_cos_loss();
     test_sumsq();
     test_adamw();
     test_set_semantics(be1);

@@ -122,11 +122,14 @@ static int log_has(const char *log, const char *what) {
 }
 
 
+/* steps of the signal run: enough (at ~15 ms a step) that the SIGTERM, sent once 3 steps are
+ * logged, lands before the end on a loaded machine too (24 did not always, with make -j2 beside) */
+#define SIG_STEPS 96
 static void stop_one_rank(const iv2_distill_config *c, const parity_tol *tol) {
     iv2_distill_config o = *c;
-    o.steps = 24; o.epochs = 0;
+    o.steps = SIG_STEPS; o.epochs = 0;
     write_config(ROOT ".sig.json", &o);
-    CHECK(train(2, ROOT ".sig.json", ROOT ".siga", "", ROOT ".siga.log") == 0, "2 ranks, 24 steps uninterrupted");
+    CHECK(train(2, ROOT ".sig.json", ROOT ".siga", "", ROOT ".siga.log") == 0, "2 ranks, %d steps uninterrupted", SIG_STEPS);
     char cmd[16384];
     snprintf(cmd, sizeof cmd, "exec %s -np 2 -x OMP_NUM_THREADS=1 -x IV2_QUIET=1 %s train --cache %s.cache --config %s.sig.json "
              "--out %s.sigb%s >%s.sigb.log 2>&1", mpirun, bin, ROOT, ROOT, ROOT, dev_arg, ROOT);
@@ -143,13 +146,16 @@ static void stop_one_rank(const iv2_distill_config *c, const parity_tol *tol) {
     waitpid(pid, &st, 0);
     int64_t at = -1;
     char latest[512];
-    CHECK(iv2_ckpt_latest(ROOT ".sigb", latest, sizeof latest, &at) == 0 && at > 0 && at < 24,
+    CHECK(iv2_ckpt_latest(ROOT ".sigb", latest, sizeof latest, &at) == 0 && at > 0 && at < SIG_STEPS,
           "both ranks stopped at step %lld with its checkpoint (mpirun status %d, " ROOT ".sigb.log)", (long long)at, st);
     CHECK(t_count_lines(ROOT ".sigb/metrics.jsonl", "\"event\":\"stopped\"") == 1 &&
           t_count_lines(ROOT ".sigb/metrics.jsonl", "\"signal\":15") == 1, "one stopped line, naming SIGTERM");
     CHECK(train(2, ROOT ".sig.json", ROOT ".sigb", "--resume", ROOT ".sigb2.log") == 0, "2 ranks, resumed after the signal");
     double worst = 0;
-    CHECK(same_ckpt(ROOT ".siga/ckpt_00000024.safetensors", ROOT ".sigb/ckpt_00000024.safetensors", (float)tol->resume_rtol,
+    char ca[256], cb[256];
+    snprintf(ca, sizeof ca, ROOT ".siga/ckpt_%08d.safetensors", SIG_STEPS);
+    snprintf(cb, sizeof cb, ROOT ".sigb/ckpt_%08d.safetensors", SIG_STEPS);
+    CHECK(same_ckpt(ca, cb, (float)tol->resume_rtol,
                     (float)tol->resume_rtol * 1e-2f, &worst), "stopped and resumed == uninterrupted (worst %.3g)", worst);
 }
 

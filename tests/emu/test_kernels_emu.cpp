@@ -7,7 +7,8 @@
  *   residual backward             dy += s gamma dx, dgamma = sum s dx y;
  *   column sums (bias gradients)  acc[j] = sum_i dout[i, j];
  *   gather / scatter-add of rows  out[i] = inp[idx[i]]; dst[idx[i]] += src[i] (indices repeating);
- *   L2 normalisation, its backward, the cosine loss and its gradient (the heads);
+ *   L2 normalisation, its backward, the cosine loss and its gradient (the heads), and the three
+ *   in one pass (l2_cos_loss8_kernel, l2_cos_loss_kernel): loss 2 - 2 <x/|x|, t>, its gradient;
  *   AdamW over a buffer's tensors in one launch (adamw_chunks_kernel) = adamw_kernel per tensor;
  *   residual + norm in one pass (residual_norm8_kernel) = residual8_kernel then norm8_kernel, bit
  *   for bit, and against the formulas.
@@ -361,6 +362,48 @@ static void test_l2_cos(int M, int C) {
 }
 
 /* ---- column sums ---- */
+/* ---- l2_cos_loss: loss = 2 - 2 <x / |x|, t>, dinp = -2 scale (t - out <out, t>) / |x| ---- */
+static void test_l2_cos_loss(int M, int C) {
+    std::vector<bf16> x = rand_bf16((size_t)M * C, 1.f), t = rand_bf16((size_t)M * C, 0.05f);
+    std::vector<double> loss_want(M), d_want((size_t)M * C);
+    const float scale = 0.75f;
+    for (int r = 0; r < M; r++) {
+        double xx = 0, xt = 0;
+        for (int c = 0; c < C; c++) {
+            size_t i = (size_t)r * C + c;
+            xx += f(x[i]) * f(x[i]);
+            xt += f(x[i]) * f(t[i]);
+        }
+        double n = sqrt(xx), cs = xt / n;
+        loss_want[r] = 2 - 2 * cs;
+        for (int c = 0; c < C; c++) {
+            size_t i = (size_t)r * C + c;
+            d_want[i] = -2.0 * scale / n * (f(t[i]) - cs * f(x[i]) / n);
+        }
+    }
+    for (int vec = 0; vec < 2; vec++)
+        for (int with_d = 0; with_d < 2; with_d++) {
+            std::vector<bf16> d = start_grad((size_t)M * C, IV2_SET);   /* written: NaN before */
+            std::vector<float> loss(M);
+            bf16 *dp = with_d ? d.data() : NULL;
+            if (vec)
+                emu_launch(dim3{(unsigned)((M + 3) / 4), 1, 1}, 128, 0, [&] {
+                    l2_cos_loss8_kernel(loss.data(), dp, x.data(), t.data(), M, C / 8, scale);
+                });
+            else
+                emu_launch(dim3{(unsigned)M, 1, 1}, 128, 0, [&] {
+                    l2_cos_loss_kernel(loss.data(), dp, x.data(), t.data(), C, scale);
+                });
+            char w[128];
+            snprintf(w, sizeof w, "l2_cos_loss%s %dx%d loss rows%s", vec ? "8" : " (scalar)", M, C,
+                     with_d ? "" : " (no dinp)");
+            check(w, loss_want, loss.data(), M, 1e-5);
+            if (!with_d) continue;
+            snprintf(w, sizeof w, "l2_cos_loss%s %dx%d dinp", vec ? "8" : " (scalar)", M, C);
+            check_bf16(w, d_want, d, 1e-2);
+        }
+}
+
 /* ---- residual_norm8_kernel: x_out = x_in + s gamma y, out = norm(x_out) ---- */
 static void test_residual_norm(int B, int N, int C, bool ln, bool with_gamma, bool in_place) {
     size_t n = (size_t)B * N * C;
@@ -510,6 +553,9 @@ int main() {
     test_l2_cos(9, 3200);   /* the CLIP heads' width: 400 vectors, 12.5 a lane */
     test_l2_cos(6, 1408);
     test_l2_cos(5, 200);    /* 25 vectors: lanes idle */
+    test_l2_cos_loss(9, 3200);
+    test_l2_cos_loss(6, 1408);
+    test_l2_cos_loss(5, 200);
     test_gather_scatter(29, 11, 1408);
     test_gather_scatter(9, 4, 200);
     test_colsum(130, 1408);

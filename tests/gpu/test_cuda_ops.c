@@ -188,6 +188,12 @@ static void test_norms(int M, int Cc) {
     C->cos_loss(C, loss.c, dx.c, o.c, tg.c, M, Cc, 0.5f);
     snprintf(w, sizeof w, "cos_loss %dx%d", M, Cc); cmpf(w, loss, 1e-2f, 2e-2f);
     snprintf(w, sizeof w, "cos_loss dpred %dx%d", M, Cc); cmp(w, dx, 2e-2f, 3e-2f);
+    /* the three in one (the heads): from x, not unit rows; the gradient written over NaN */
+    poison(&dx);
+    G->l2_cos_loss(G, loss.g, dx.g, x.g, tg.g, M, Cc, 0.5f);
+    C->l2_cos_loss(C, loss.c, dx.c, x.c, tg.c, M, Cc, 0.5f);
+    snprintf(w, sizeof w, "l2_cos_loss %dx%d", M, Cc); cmpf(w, loss, 1e-2f, 2e-2f);
+    snprintf(w, sizeof w, "l2_cos_loss dinp %dx%d", M, Cc); cmp(w, dx, 2e-2f, 2e-5f);   /* |dinp| ~ 1e-3 here */
     drop(&x); drop(&wt); drop(&b); drop(&o); drop(&mean); drop(&rstd); drop(&dout); drop(&dx); drop(&dw); drop(&db);
     drop(&tg); drop(&loss);
 }
