@@ -171,6 +171,13 @@ struct iv2_backend {
     void (*add_rows)(iv2_backend *be, void *x, const void *pe, int B, int N, int C);
     void (*add_rows_backward)(iv2_backend *be, void *dpe, const void *dx, int B, int N, int C);
 
+    /* x[i,:] += table[rows[i] % n_table, :] for i < n (rows: backend int32; with rows s * T + token,
+     * the position rows of visible tokens). Backward: dtable[rows[i] % n_table, :] += dx[i, :]. */
+    void (*add_table_rows)(iv2_backend *be, void *x, const void *table, const int32_t *rows, int n, int n_table,
+                           int C);
+    void (*add_table_rows_backward)(iv2_backend *be, void *dtable, const void *dx, const int32_t *rows, int n,
+                                    int n_table, int C);
+
     /* y[i] += a * x[i] for n elements (elementwise add when a = 1). */
     void (*axpy)(iv2_backend *be, void *y, const void *x, float a, size_t n);
 
@@ -188,9 +195,12 @@ struct iv2_backend {
 
     /* Patch embedding input: frames are uint8 RGB [T, H, W, 3] in backend memory. Produces rows
      * [(T/tubelet) * (H/p) * (W/p), 3*tubelet*p*p] in (t, y, x) raster order, columns in the
-     * Conv3d weight order (c, kt, ky, kx), each pixel normalised (v/255 - mean[c]) / std[c]. */
+     * Conv3d weight order (c, kt, ky, kx), each pixel normalised (v/255 - mean[c]) / std[c].
+     * With rows (backend int32 [n], else NULL): only n rows, row i that of token rows[i] % ntok of
+     * sample rows[i] / ntok, whose tokens are cls (0 or 1) class tokens (a zero row) and then its
+     * patches in raster order (a sample: ntok - cls patches, the frames of T / (that) samples). */
     void (*patchify)(iv2_backend *be, void *out, const uint8_t *frames, int T, int H, int W, int p, int tubelet,
-                     const float mean[3], const float std[3]);
+                     const float mean[3], const float std[3], const int32_t *rows, int n, int ntok, int cls);
 
     /* Cosine-distance loss on unit rows: loss_rows (f32 [M]) = 2 - 2 * <pred_m, target_m>, and
      * dpred[m,:] += -2 * scale * target[m,:] (the gradient of scale * sum_m loss_rows w.r.t. pred).

@@ -392,6 +392,36 @@ static void cpu_residual_norm(iv2_backend *be, void *x_out, void *out, float *me
     else cpu_rmsnorm(be, out, rstd, x_out, w, B * N, C, eps);
 }
 
+static void cpu_add_table_rows(iv2_backend *be, void *x_, const void *table_, const int32_t *rows, int n, int n_table,
+                               int C) {
+    float *x = x_;
+    const float *table = table_;
+    int nt = nthreads_for(be, (double)n * C);
+#pragma omp parallel for num_threads(nt) schedule(static)
+    for (int i = 0; i < n; i++) {
+        float *xr = x + (size_t)i * C;
+        const float *tr = table + (size_t)(rows[i] % n_table) * C;
+        for (int c = 0; c < C; c++) xr[c] += tr[c];
+    }
+}
+/* columns split over the threads: table rows repeat across i */
+static void cpu_add_table_rows_backward(iv2_backend *be, void *dtable_, const void *dx_, const int32_t *rows, int n,
+                                        int n_table, int C) {
+    float *dtable = dtable_;
+    const float *dx = dx_;
+    int nt = nthreads_for(be, (double)n * C);
+    int chunk = ((C + nt - 1) / nt + 15) / 16 * 16;
+#pragma omp parallel for num_threads(nt) schedule(static, 1)
+    for (int c0 = 0; c0 < C; c0 += chunk) {
+        int c1 = c0 + chunk < C ? c0 + chunk : C;
+        for (int i = 0; i < n; i++) {
+            float *d = dtable + (size_t)(rows[i] % n_table) * C;
+            const float *g = dx + (size_t)i * C;
+            for (int c = c0; c < c1; c++) d[c] += g[c];
+        }
+    }
+}
+
 static void cpu_add_rows(iv2_backend *be, void *x_, const void *pe_, int B, int N, int C) {
     float *x = x_;
     const float *pe = pe_;
@@ -527,18 +557,24 @@ static void cpu_l2norm_backward(iv2_backend *be, void *dinp_, const void *dout_,
  * patchify: uint8 [T,H,W,3] -> rows [(T/tub)(H/p)(W/p), 3 tub p p], columns (c, kt, ky, kx) */
 
 static void cpu_patchify(iv2_backend *be, void *out_, const uint8_t *frames, int T, int H, int W, int p, int tubelet,
-                         const float mean[3], const float std[3]) {
+                         const float mean[3], const float std[3], const int32_t *rows, int n, int ntok, int cls) {
     float *out = out_;
     int gt = T / tubelet, gy = H / p, gx = W / p, cols = 3 * tubelet * p * p;
     float lut[3][256]; /* (v/255 - mean) / std for every byte value */
     for (int c = 0; c < 3; c++)
         for (int v = 0; v < 256; v++) lut[c][v] = ((float)v / 255.0f - mean[c]) / std[c];
-    int rows = gt * gy * gx;
-    int nt = nthreads_for(be, (double)rows * cols);
+    int nrows = rows ? n : gt * gy * gx;
+    int nt = nthreads_for(be, (double)nrows * cols);
 #pragma omp parallel for num_threads(nt) schedule(static)
-    for (int r = 0; r < rows; r++) {
-        int t = r / (gy * gx), y = (r / gx) % gy, x = r % gx;
+    for (int r = 0; r < nrows; r++) {
         float *o = out + (size_t)r * cols;
+        int g = r;   /* the patch, in raster order over all frames */
+        if (rows) {
+            int s = rows[r] / ntok, tok = rows[r] % ntok;
+            if (tok < cls) { memset(o, 0, sizeof(float) * cols); continue; }   /* a class token: no patch */
+            g = s * (ntok - cls) + tok - cls;
+        }
+        int t = g / (gy * gx), y = (g / gx) % gy, x = g % gx;
         for (int c = 0; c < 3; c++)
             for (int kt = 0; kt < tubelet; kt++)
                 for (int ky = 0; ky < p; ky++) {
@@ -696,6 +732,8 @@ iv2_backend *iv2_cpu_backend_create(int threads) {
     be->residual = cpu_residual;
     be->residual_backward = cpu_residual_backward;
     be->residual_norm = cpu_residual_norm;
+    be->add_table_rows = cpu_add_table_rows;
+    be->add_table_rows_backward = cpu_add_table_rows_backward;
     be->add_rows = cpu_add_rows;
     be->add_rows_backward = cpu_add_rows_backward;
     be->axpy = cpu_axpy;

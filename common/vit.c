@@ -5,9 +5,10 @@
  *   qk_norm: q = RMSNorm(q), k = RMSNorm(k) over the full width;  a = attention(q, k, v);
  *   o = a Wproj^T + bproj;  x += s * ls1 * o;  h2 = norm2(x);  f1 = h2 W1^T + b1;  g = gelu(f1);
  *   f2 = g W2^T + b2;  x += s * ls2 * f2.
- * Embedding: patches (normalised pixels) -> GEMM -> rows of x_full [S, T, C] (CLS at 0), + CLS,
- * + position table, then the visible rows are gathered (the official order: positions are added
- * to all tokens before masking).
+ * Embedding, of the visible tokens only: their patches (normalised pixels; a zero row for the CLS)
+ * -> GEMM -> + their rows of the position table, whose CLS row holds pos[0] + cls - the patch bias
+ * (the GEMM gave the CLS row the bias alone). The same values as embedding all tokens and then
+ * gathering the visible ones (the official order), at n_vis / T of the work and memory.
  * Pool (InternVL-C clip_projector): q = LN_q(mean_n x) Wq^T + q_bias, k = LN_k(x) Wk^T + k_bias,
  * v = LN_v(x) Wv^T + v_bias; one query per sample; out = attention Wp^T + bp. */
 #include <math.h>
@@ -107,7 +108,7 @@ static float *af32(alloc_ctx *x, size_t n) { return abytes(x, n * sizeof(float))
 
 /* backward scratch lives in the training arena after the per-block activations */
 typedef struct vit_bwd {
-    void *dx, *dh, *dq, *dk, *dv, *dqn, *dkn, *da, *dout, *df1, *dg, *df2, *dfull, *dpe, *dcls;
+    void *dx, *dh, *dq, *dk, *dv, *dqn, *dkn, *da, *dout, *df1, *dg, *df2, *dposx;
     void *dxm, *dpqn, *dpkn, *dpvn, *dpq, *dpk, *dpv, *dpo;
 } vit_bwd;
 
@@ -146,13 +147,11 @@ static int arena_make(iv2_vit *m, vit_arena *a, int S, int n_tok, int train, vit
     const iv2_vit_config *c = &m->cfg;
     vit_arena_free(be, a);
     alloc_ctx x = {be, a, 0};
-    size_t C = c->width, Hm = c->mlp, P = iv2_vit_patches(c), T = iv2_vit_tokens(c);
+    size_t C = c->width, Hm = c->mlp, T = iv2_vit_tokens(c);
     size_t K = 3 * (size_t)c->tubelet * c->patch * c->patch, M = (size_t)S * n_tok;
     a->S = S; a->n_tok = n_tok; a->train = train;
-    a->patches = aelems(&x, S * P * K);
-    a->pe = aelems(&x, S * P * C);
-    a->x_full = aelems(&x, S * T * C);
-    a->pidx = abytes(&x, sizeof(int32_t) * S * P);
+    a->patches = aelems(&x, M * K);
+    a->posx = aelems(&x, T * C);
     a->gidx = abytes(&x, sizeof(int32_t) * M);
     int nblk = train ? c->depth : 1, R = train ? vit_recompute_blocks(m) : 0, keep = vit_keep_normed(m, train);
     a->recompute = R;
@@ -198,7 +197,7 @@ static int arena_make(iv2_vit *m, vit_arena *a, int S, int n_tok, int train, vit
         bw->dqn = aelems(&x, M * C); bw->dkn = aelems(&x, M * C);
         bw->da = aelems(&x, M * C); bw->dout = aelems(&x, M * C);
         bw->df1 = aelems(&x, M * Hm); bw->dg = aelems(&x, M * Hm); bw->df2 = aelems(&x, M * C);
-        bw->dfull = aelems(&x, S * T * C); bw->dpe = aelems(&x, S * P * C);
+        bw->dposx = aelems(&x, T * C);
         if (c->pool_heads) {
             bw->dxm = aelems(&x, (size_t)S * C); bw->dpqn = aelems(&x, (size_t)S * C);
             bw->dpq = aelems(&x, (size_t)S * C); bw->dpo = aelems(&x, (size_t)S * C);
@@ -212,12 +211,6 @@ static int arena_make(iv2_vit *m, vit_arena *a, int S, int n_tok, int train, vit
         return iv2_err("model %s: cannot allocate activations (%d samples x %d tokens, %.1f MiB so far)", c->name, S,
                        n_tok, bytes / 1048576.0);
     }
-    /* patch rows of x_full are fixed: sample s, patch p -> s*T + cls + p */
-    int32_t *pi = iv2_malloc(sizeof(int32_t) * S * P);
-    for (size_t s = 0; s < (size_t)S; s++)
-        for (size_t p = 0; p < P; p++) pi[s * P + p] = (int32_t)(s * T + (c->cls ? 1 : 0) + p);
-    be->upload_raw(be, a->pidx, pi, sizeof(int32_t) * S * P);
-    free(pi);
     return 0;
 }
 
@@ -279,22 +272,14 @@ static void norm_bwd(iv2_vit *m, void *dinp, const void *dout, const void *inp, 
     else be->layernorm_backward(be, dinp, G(w), GO(b), dout, inp, W(w), mean, rstd, M, m->cfg.width, acc);
 }
 
-/* frames of S samples -> x (gathered visible rows) [S*n_tok, C] */
+/* frames of S samples -> x, the visible tokens' rows [S*n_tok, C] */
 static void embed(iv2_vit *m, vit_arena *a, const uint8_t *frames, int S, const int32_t *vis, const int32_t *vis_rows,
                   int n_tok) {
     iv2_backend *be = m->be;
     const iv2_vit_config *c = &m->cfg;
     const vit_off *o = &m->st->off;
-    int C = c->width, P = iv2_vit_patches(c), T = iv2_vit_tokens(c);
+    int C = c->width, T = iv2_vit_tokens(c), M = S * n_tok;
     int K = 3 * c->tubelet * c->patch * c->patch;
-    be->patchify(be, a->patches, frames, S * c->frames, c->img, c->img, c->patch, c->tubelet, IMNET_MEAN, IMNET_STD);
-    be->matmul(be, a->pe, a->patches, W(o->pe_w), W(o->pe_b), S * P, K, C);
-    be->memset0(be, a->x_full, (size_t)S * T * C * be->esize);
-    be->scatter_add_rows(be, a->x_full, a->pe, a->pidx, S * P, C);
-    if (c->cls)
-        for (int s = 0; s < S; s++) be->axpy(be, IV2_AT(be, a->x_full, (size_t)s * T * C), W(o->cls), 1.0f, C);
-    if (c->pos == IV2_POS_LEARNED) be->add_rows(be, a->x_full, W(o->pos), S, T, C);
-    else be->add_rows(be, a->x_full, m->st->sincos, S, T, C);
     /* visible rows (all tokens when vis is NULL); the caller's when in backend memory already
      * (a device-to-device copy queued like the ops: no host wait) */
     if (vis_rows) be->copy(be, a->gidx, vis_rows, sizeof(int32_t) * (size_t)S * n_tok);
@@ -306,7 +291,16 @@ static void embed(iv2_vit *m, vit_arena *a, const uint8_t *frames, int S, const 
         be->upload_raw(be, a->gidx, gi, sizeof(int32_t) * (size_t)S * n_tok);
         free(gi);
     }
-    be->gather_rows(be, a->blk[0].x_in, a->x_full, a->gidx, S * n_tok, C);
+    void *x = a->blk[0].x_in;
+    be->patchify(be, a->patches, frames, S * c->frames, c->img, c->img, c->patch, c->tubelet, IMNET_MEAN, IMNET_STD,
+                 a->gidx, M, T, c->cls ? 1 : 0);
+    be->matmul(be, x, a->patches, W(o->pe_w), W(o->pe_b), M, K, C);
+    be->copy(be, a->posx, c->pos == IV2_POS_LEARNED ? W(o->pos) : m->st->sincos, (size_t)T * C * be->esize);
+    if (c->cls) {   /* the CLS row: its patch row was zero, so the GEMM gave it the bias alone */
+        be->axpy(be, a->posx, W(o->cls), 1.0f, C);
+        be->axpy(be, a->posx, W(o->pe_b), -1.0f, C);
+    }
+    be->add_table_rows(be, x, a->posx, a->gidx, M, T, C);
 }
 
 /* One block. Each residual add runs with the norm after it (residual_norm): x_mid with this
@@ -532,7 +526,7 @@ int iv2_vit_backward(iv2_vit *m, const iv2_vit_io *io, void *const *dout, const 
         return iv2_err("model %s: backward without a matching training forward", c->name);
     if (!m->grads && iv2_vit_alloc_grads(m)) return -1;
     vit_bwd *d = (vit_bwd *)a->bwd;
-    int C = c->width, M = S * N, P = iv2_vit_patches(c), T = iv2_vit_tokens(c);
+    int C = c->width, M = S * N, T = iv2_vit_tokens(c);
     int K = 3 * c->tubelet * c->patch * c->patch;
     const vit_off *o = &m->st->off;
     be->memset0(be, d->dx, (size_t)M * C * be->esize);
@@ -547,14 +541,16 @@ int iv2_vit_backward(iv2_vit *m, const iv2_vit_io *io, void *const *dout, const 
         block_bwd(m, &o->blk[l], &a->blk[l], d, S, N, s1, s2, fresh || a->keep);
         if (m->grads_ready) m->grads_ready(m->grads_ready_ctx, o->blk[l].norm1_w);   /* blocks >= l done */
     }
-    /* embedding: visible rows -> all rows -> position table, CLS, patch-embed GEMM */
-    be->memset0(be, d->dfull, (size_t)S * T * C * be->esize);
-    be->scatter_add_rows(be, d->dfull, d->dx, a->gidx, M, C);
-    if (c->pos == IV2_POS_LEARNED) be->add_rows_backward(be, G(o->pos), d->dfull, S, T, C);
-    if (c->cls)
-        for (int s = 0; s < S; s++) be->axpy(be, G(o->cls), IV2_AT(be, d->dfull, (size_t)s * T * C), 1.0f, C);
-    be->gather_rows(be, d->dpe, d->dfull, a->pidx, S * P, C);
-    be->matmul_backward(be, NULL, G(o->pe_w), G(o->pe_b), d->dpe, a->patches, W(o->pe_w), S * P, K, C, IV2_ADD);
+    /* embedding: the position table's rows (its CLS row: the CLS, less the bias the GEMM gave
+     * that row), then the patch-embed GEMM (CLS rows have zero patches: nothing into its weight) */
+    be->memset0(be, d->dposx, (size_t)T * C * be->esize);
+    be->add_table_rows_backward(be, d->dposx, d->dx, a->gidx, M, T, C);
+    if (c->pos == IV2_POS_LEARNED) be->axpy(be, G(o->pos), d->dposx, 1.0f, (size_t)T * C);
+    if (c->cls) {
+        be->axpy(be, G(o->cls), d->dposx, 1.0f, C);
+        be->axpy(be, G(o->pe_b), d->dposx, -1.0f, C);
+    }
+    be->matmul_backward(be, NULL, G(o->pe_w), G(o->pe_b), d->dx, a->patches, W(o->pe_w), M, K, C, IV2_ADD);
     if (m->grads_ready) m->grads_ready(m->grads_ready_ctx, 0);
     return 0;
 }

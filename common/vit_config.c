@@ -226,23 +226,23 @@ static size_t block_act_bytes(const iv2_vit_config *c, size_t esize, size_t M) {
 iv2_vit_plan iv2_vit_train_plan(const iv2_vit_config *c, size_t esize, int batch, int tokens, int recompute,
                                 int keep_normed) {
     iv2_vit_plan p = {0};
-    size_t S = batch, C = c->width, H = c->mlp, M = S * tokens, P = iv2_vit_patches(c), T = iv2_vit_tokens(c);
+    size_t S = batch, C = c->width, H = c->mlp, M = S * tokens, T = iv2_vit_tokens(c);
     size_t K = 3 * (size_t)c->tubelet * c->patch * c->patch, D = c->depth;
     size_t R = recompute < 0 ? 0 : (size_t)recompute > D ? D : (size_t)recompute;
     p.batch = batch; p.tokens = tokens; p.recompute = (int)R;
     p.weights = model_params(c) * esize;
     p.grads = p.weights;
     p.adamw = model_params(c) * sizeof(float) * (esize < sizeof(float) ? 3 : 2);
-    size_t e = S * P * K + S * P * C + S * T * C;      /* patches, patch embeddings, all tokens */
+    size_t e = M * K + T * C;                          /* the visible tokens' patches, the position table */
     if (R == 0 && keep_normed) e += M * C + D * M * (2 * C + H);   /* block 0 input; each block's h1, h2, g */
     else e += M * C * (1 + 2) + M * H;                 /* block 0 input, shared h1, h2, g */
     e += M * C * D;                                    /* every block's output */
     if (c->pool_heads) e += 4 * S * C + 4 * M * C;
     /* backward scratch */
-    e += M * C * 12 + 2 * M * H + S * T * C + S * P * C;
+    e += M * C * 12 + 2 * M * H + T * C;
     if (c->pool_heads) e += 4 * S * C + 4 * M * C;
     size_t f32 = c->pool_heads ? 2 * S + 5 * M + S * c->pool_heads : 0;
-    size_t ints = S * P + M;
+    size_t ints = M;
     p.activations = e * esize + f32 * sizeof(float) + ints * sizeof(int32_t) +
                     block_act_bytes(c, esize, M) * (D - R + (R > 0));
     return p;
@@ -251,12 +251,12 @@ iv2_vit_plan iv2_vit_train_plan(const iv2_vit_config *c, size_t esize, int batch
 iv2_vit_plan iv2_vit_memory_plan(const iv2_vit_config *c, size_t esize, int batch, int tokens, int n_out, int train) {
     iv2_vit_plan p = {0};
     size_t C = c->width, H = c->mlp, M = (size_t)batch * tokens;
-    size_t Pall = (size_t)batch * iv2_vit_patches(c), K = 3 * (size_t)c->tubelet * c->patch * c->patch;
+    size_t K = 3 * (size_t)c->tubelet * c->patch * c->patch;
     if (train) p = iv2_vit_train_plan(c, esize, batch, tokens, 0, 0);
     else {
         p.batch = batch; p.tokens = tokens;
         p.weights = model_params(c) * esize;
-        size_t act = Pall * (K + C) + (size_t)batch * iv2_vit_tokens(c) * C + M * (9 * C + H);
+        size_t act = M * K + (size_t)iv2_vit_tokens(c) * C + M * (9 * C + H);
         if (c->pool_heads) act += M * 3 * C * 2 + (size_t)batch * 4 * C;
         p.activations = act * esize + M * 7 * sizeof(float);
     }

@@ -32,9 +32,9 @@ typedef struct vit_arena {
     int keep;                     /* training, recompute 0: each block has its own h1, h2, g */
     size_t bytes;
     void **bufs; int n_bufs, cap_bufs;  /* everything allocated, freed together */
-    void *patches, *pe, *x_full;  /* patchified pixels, patch embeddings, all tokens */
-    int32_t *gidx; int n_gidx;    /* visible rows in x_full (backend int32) */
-    int32_t *pidx;                /* patch rows of x_full (backend int32 [S*P]) */
+    void *patches;                /* the visible tokens' patchified pixels [S*n_tok, K] (CLS rows 0) */
+    void *posx;                   /* the position table [T, C], its CLS row + cls - patch bias */
+    int32_t *gidx; int n_gidx;    /* the visible tokens, s * T + token (backend int32 [S*n_tok]) */
     vit_act_block *blk;           /* depth entries (train) or 1 (inference) */
     void *xfin;                   /* the last block's output (alias) */
     /* pool */

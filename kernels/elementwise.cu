@@ -115,6 +115,31 @@ static void c_add_rows_backward(iv2_backend *be, void *dpe, const void *dx, int 
     add_rows_backward_kernel<<<GRID(NC), NT, 0, impl_of(be)->stream>>>((bf16 *)dpe, (const bf16 *)dx, B, NC);
     LAUNCH_CHECK();
 }
+/* ---- a table's rows added at indices ---- */
+static void c_add_table_rows(iv2_backend *be, void *x, const void *table, const int32_t *rows, int n, int n_table,
+                             int C) {
+    if (n <= 0 || C <= 0) return;
+    if (C % 8 == 0 && al16(x) && al16(table))
+        add_table_rows8_kernel<<<GRID((size_t)n * C / 8), NT, 0, impl_of(be)->stream>>>(
+            (bf16 *)x, (const bf16 *)table, rows, n, n_table, C / 8);
+    else
+        add_table_rows_kernel<<<GRID((size_t)n * C), NT, 0, impl_of(be)->stream>>>((bf16 *)x, (const bf16 *)table,
+                                                                                   rows, n, n_table, C);
+    LAUNCH_CHECK();
+}
+static void c_add_table_rows_backward(iv2_backend *be, void *dtable, const void *dx, const int32_t *rows, int n,
+                                      int n_table, int C) {
+    if (n <= 0 || C <= 0) return;
+    cuda_impl *im = impl_of(be);
+    size_t nt = (size_t)n_table * C;
+    float *acc = cuda_scratch(be, nt * sizeof(float));
+    CUDA_CHECK(cudaMemsetAsync(acc, 0, nt * sizeof(float), im->stream));
+    add_table_rows_backward_kernel<<<GRID((size_t)n * C), NT, 0, im->stream>>>(acc, (const bf16 *)dx, rows, n,
+                                                                               n_table, C);
+    LAUNCH_CHECK();
+    add_f32_kernel<<<GRID(nt), NT, 0, im->stream>>>((bf16 *)dtable, acc, nt);
+    LAUNCH_CHECK();
+}
 /* ---- axpy ---- */
 static void c_axpy(iv2_backend *be, void *y, const void *x, float a, size_t n) {
     if (!n) return;
@@ -160,12 +185,14 @@ static void c_mean_rows_backward(iv2_backend *be, void *dinp, const void *dout, 
 }
 /* ---- patchify: uint8 [T,H,W,3] -> rows [(T/tt)(H/p)(W/p), 3*tt*p*p], columns (c, kt, ky, kx) ---- */
 static void c_patchify(iv2_backend *be, void *out, const uint8_t *frames, int T, int H, int W, int p, int tubelet,
-                       const float mean[3], const float std[3]) {
+                       const float mean[3], const float std[3], const int32_t *rows, int n, int ntok, int cls) {
     norm3 nm;
     for (int c = 0; c < 3; c++) { nm.mean[c] = mean[c]; nm.inv[c] = 1.f / std[c]; }
-    size_t total = (size_t)(T / tubelet) * (H / p) * (W / p) * 3 * tubelet * p * p;
+    size_t cols = (size_t)3 * tubelet * p * p;
+    size_t total = rows ? (size_t)n * cols : (size_t)(T / tubelet) * (H / p) * (W / p) * cols;
     if (!total) return;
-    patchify_kernel<<<GRID(total), NT, 0, impl_of(be)->stream>>>((bf16 *)out, frames, T, H, W, p, tubelet, nm);
+    patchify_kernel<<<GRID(total), NT, 0, impl_of(be)->stream>>>((bf16 *)out, frames, T, H, W, p, tubelet, nm, rows,
+                                                                  n, ntok, cls);
     LAUNCH_CHECK();
 }
 /* ---- cosine loss on unit rows: a warp per row on 16-byte vectors, else a block per row ---- */
@@ -234,6 +261,8 @@ void cuda_install_elementwise(iv2_backend *be) {
     be->mean_rows = c_mean_rows;
     be->mean_rows_backward = c_mean_rows_backward;
     be->patchify = c_patchify;
+    be->add_table_rows = c_add_table_rows;
+    be->add_table_rows_backward = c_add_table_rows_backward;
     be->cos_loss = c_cos_loss;
     be->l2_cos_loss = c_l2_cos_loss;
     be->sumsq = c_sumsq;

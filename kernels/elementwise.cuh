@@ -213,6 +213,40 @@ __global__ void __launch_bounds__(CS_THREADS) colsum8_kernel(colsum_out cs, cons
     block_colsum_add(cs.acc, s, N8);
     colsum_finish(cs);
 }
+/* ---- rows of a table added at indices (the position rows of the visible tokens) ---- */
+__global__ void add_table_rows8_kernel(bf16 *x, const bf16 *table, const int32_t *rows, int n, int n_table, int C8) {
+    size_t total = (size_t)n * C8;
+    FOR_N(e, total) {
+        size_t i = e / C8;
+        int c8 = (int)(e % C8);
+        float a[8], t[8];
+        ld8(x + 8 * e, a);
+        ld8(table + ((size_t)(rows[i] % n_table) * C8 + c8) * 8, t);
+#pragma unroll
+        for (int k = 0; k < 8; k++) a[k] += t[k];
+        st8(x + 8 * e, a);
+    }
+}
+__global__ void add_table_rows_kernel(bf16 *x, const bf16 *table, const int32_t *rows, int n, int n_table, int C) {
+    size_t total = (size_t)n * C;
+    FOR_N(e, total) {
+        size_t i = e / C;
+        st(x + e, ld(x + e) + ld(table + (size_t)(rows[i] % n_table) * C + e % C));
+    }
+}
+/* the backward's sums in fp32 (acc [n_table][C], zero first): a table row takes one row of each
+ * sample, so bf16 atomics would round as often as there are samples */
+__global__ void add_table_rows_backward_kernel(float *acc, const bf16 *dx, const int32_t *rows, int n, int n_table,
+                                               int C) {
+    size_t total = (size_t)n * C;
+    FOR_N(e, total) {
+        size_t i = e / C;
+        atomicAdd(acc + (size_t)(rows[i] % n_table) * C + e % C, ld(dx + e));
+    }
+}
+__global__ void add_f32_kernel(bf16 *dst, const float *src, size_t n) {
+    FOR_N(i, n) st(dst + i, ld(dst + i) + src[i]);
+}
 /* ---- position rows ---- */
 __global__ void add_rows_kernel(bf16 *x, const bf16 *pe, size_t NC, size_t n) {
     FOR_N(i, n) st(x + i, ld(x + i) + ld(pe + i % NC));
@@ -289,12 +323,20 @@ __global__ void mean_rows_backward_kernel(bf16 *dinp, const bf16 *dout, int B, i
 }
 /* ---- patchify: uint8 [T,H,W,3] -> rows [(T/tt)(H/p)(W/p), 3*tt*p*p], columns (c, kt, ky, kx) ---- */
 struct norm3 { float mean[3], inv[3]; };
-__global__ void patchify_kernel(bf16 *out, const uint8_t *fr, int T, int H, int W, int p, int tt, norm3 nm) {
+/* rows (NULL: every patch): output row i is token rows[i] % ntok of sample rows[i] / ntok, whose
+ * first cls tokens are class tokens (a zero row) and the rest its patches (compute.h) */
+__global__ void patchify_kernel(bf16 *out, const uint8_t *fr, int T, int H, int W, int p, int tt, norm3 nm,
+                                const int32_t *rows, int n, int ntok, int cls) {
     int gy = H / p, gx = W / p, cols = 3 * tt * p * p;
-    size_t total = (size_t)(T / tt) * gy * gx * cols;
+    size_t total = rows ? (size_t)n * cols : (size_t)(T / tt) * gy * gx * cols;
     FOR_N(i, total) {
         size_t row = i / cols;
         int col = (int)(i % cols);
+        if (rows) {
+            int s = rows[row] / ntok, tok = rows[row] % ntok;
+            if (tok < cls) { st(out + i, 0.f); continue; }
+            row = (size_t)s * (ntok - cls) + tok - cls;
+        }
         int kx = col % p, ky = (col / p) % p, kt = (col / (p * p)) % tt, c = col / (p * p * tt);
         int px = (int)(row % gx), py = (int)((row / gx) % gy), t = (int)(row / ((size_t)gx * gy));
         int f = t * tt + kt, y = py * p + ky, x = px * p + kx;

@@ -605,10 +605,25 @@ static void test_patchify(int T, int H, int W, int p, int tub) {
                     uint8_t v = fr[(((size_t)t * H + y) * W + x) * 3 + c];
                     want[row * cols + col] = (float)(((double)v / 255.0 - mean[c]) / std[c]);
                 }
-    be3->patchify(be3, out, fr, T, H, W, p, tub, mean, std);
+    be3->patchify(be3, out, fr, T, H, W, p, tub, mean, std, NULL, 0, 0, 0);
     char what[96];
     snprintf(what, sizeof what, "patchify T%d %dx%d p%d tubelet %d", T, H, W, p, tub);
     t_allclose(what, out, want, n, 1e-6f, 1e-6f);
+    /* rows: tokens of two "samples" of half the frames each (T even), a CLS first in each; rows
+     * picked out of order, the CLS ones zero, the rest the patch rows of the full call */
+    if (gt % 2 == 0) {
+        int P = gt * gy * gx / 2, ntok = P + 1, nr = 5;
+        int32_t rows[5] = {ntok + 1 + P - 1, 0, 3 % ntok, ntok, 1};
+        float *o2 = frand((size_t)nr * cols, 0, 1), *w2 = calloc((size_t)nr * cols, sizeof(float));
+        for (int i = 0; i < nr; i++) {
+            int s = rows[i] / ntok, tok = rows[i] % ntok;
+            if (tok) memcpy(w2 + (size_t)i * cols, out + ((size_t)s * P + tok - 1) * cols, sizeof(float) * cols);
+        }
+        be3->patchify(be3, o2, fr, T, H, W, p, tub, mean, std, rows, nr, ntok, 1);
+        snprintf(what, sizeof what, "patchify rows (CLS zero) T%d %dx%d p%d tubelet %d", T, H, W, p, tub);
+        t_allclose(what, o2, w2, (size_t)nr * cols, 0, 0);
+        free(o2); free(w2);
+    }
     free(fr); free(out); free(want);
 }
 
@@ -634,6 +649,25 @@ static void test_cos_loss(void) {
     be3->cos_loss(be3, l2, NULL, p, t, M, C, scale); /* no gradient wanted */
     t_allclose("cos_loss without dpred", l2, loss, M, 0, 0);
     free(p); free(t); free(loss); free(d0); free(d); free(lw); free(gw); free(l2);
+}
+
+/* x[i] += table[rows[i] % n_table] and its backward (rows repeating across the "samples") */
+static void test_add_table_rows(void) {
+    int n = 23, nt = 7, C = 37;
+    int32_t rows[23];
+    for (int i = 0; i < n; i++) rows[i] = (i * 5 + 3) % (3 * nt);   /* three samples of nt tokens */
+    float *x = frand((size_t)n * C, -1, 1), *tb = frand((size_t)nt * C, -1, 1), *want = fcopy(x, (size_t)n * C);
+    for (int i = 0; i < n; i++)
+        for (int c = 0; c < C; c++) want[(size_t)i * C + c] += tb[(size_t)(rows[i] % nt) * C + c];
+    be3->add_table_rows(be3, x, tb, rows, n, nt, C);
+    t_allclose("add_table_rows", x, want, (size_t)n * C, 1e-6f, 1e-6f);
+    float *g = frand((size_t)n * C, -1, 1), *d0 = frand((size_t)nt * C, -1, 1), *d = fcopy(d0, (size_t)nt * C);
+    float *dw = fcopy(d0, (size_t)nt * C);
+    for (int i = 0; i < n; i++)
+        for (int c = 0; c < C; c++) dw[(size_t)(rows[i] % nt) * C + c] += g[(size_t)i * C + c];
+    be3->add_table_rows_backward(be3, d, g, rows, n, nt, C);
+    t_allclose("add_table_rows_backward (adds)", d, dw, (size_t)nt * C, 1e-5f, 1e-6f);
+    free(x); free(tb); free(want); free(g); free(d0); free(d); free(dw);
 }
 
 /* l2_cos_loss = l2norm, then cos_loss, then l2norm_backward of its gradient (written) */
@@ -855,6 +889,7 @@ int main(void) {
     test_patchify(2, 30, 28, 14, 1); /* grid cut off at the edges (H, W not multiples of p) */
     test_cos_loss();
     test_l2_cos_loss();
+    test_add_table_rows();
     test_sumsq();
     test_adamw();
     test_set_semantics(be1);

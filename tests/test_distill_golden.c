@@ -104,7 +104,12 @@ int main(void) {
         size_t n, m;
         const float *p = param_ptr(&t, tn + 6, 0, &n);
         float *want = tensor(&io, tn, &m);
-        if (p && n == m) t_allclose(tn, p, want, n, 1e-4f, 3e-5f);   /* 3e-5: 0.1% of the 3-step update scale (lr 0.01); Adam turns the float noise of gradients that are zero in exact arithmetic (pool k biases) into updates */
+        /* 3e-5: 0.1% of the 3-step update scale (lr 0.01). The pool's k bias and the bias of its k
+         * LayerNorm add one vector to every key, which the softmax ignores: their gradients are
+         * zero in exact arithmetic and float noise, which Adam scales up to updates of up to lr a
+         * step in either direction. Those are held to that bound only. */
+        int zero_grad = strstr(tn, "cross_attn.k_bias") || strstr(tn, "norm1_k.bias");
+        if (p && n == m) t_allclose(tn, p, want, n, 1e-4f, zero_grad ? 3 * 0.01f : 3e-5f);
         else CHECK(0, "%s missing", tn);
         free(want);
         seen++;

@@ -10,6 +10,8 @@
  *   L2 normalisation, its backward, the cosine loss and its gradient (the heads), and the three
  *   in one pass (l2_cos_loss8_kernel, l2_cos_loss_kernel): loss 2 - 2 <x/|x|, t>, its gradient;
  *   AdamW over a buffer's tensors in one launch (adamw_chunks_kernel) = adamw_kernel per tensor;
+ *   the visible tokens' patch rows (patchify_kernel with rows: = the full call's rows, CLS zero),
+ *   a table's rows added at indices and the backward's fp32 sums (add_table_rows*_kernel);
  *   residual + norm in one pass (residual_norm8_kernel) = residual8_kernel then norm8_kernel, bit
  *   for bit, and against the formulas.
  * Each runs as the 16-byte-vector kernel (norm_backward8_kernel at every VPL the launch picks
@@ -404,6 +406,58 @@ static void test_l2_cos_loss(int M, int C) {
         }
 }
 
+/* ---- the stem of the visible tokens: patchify with rows, add_table_rows and its backward ---- */
+static void test_stem_rows(void) {
+    const int T = 4, H = 28, W = 28, p = 14, tt = 2, S = 2, P = (T / tt / S) * (H / p) * (W / p), ntok = P + 1;
+    const int cols = 3 * tt * p * p;
+    std::vector<uint8_t> fr((size_t)T * H * W * 3);
+    for (auto &v : fr) v = (uint8_t)((frand() + 1.f) * 127.f);
+    norm3 nm = {{0.485f, 0.456f, 0.406f}, {1 / 0.229f, 1 / 0.224f, 1 / 0.225f}};
+    std::vector<bf16> all((size_t)S * P * cols);
+    emu_launch(dim3{3, 1, 1}, 64, 0, [&] { patchify_kernel(all.data(), fr.data(), T, H, W, p, tt, nm, NULL, 0, 0, 0); });
+    std::vector<int32_t> rows = {ntok + 2, 0, 3, ntok, ntok + P, 1};   /* out of order, both CLS rows */
+    int n = (int)rows.size();
+    std::vector<bf16> sel = rand_bf16((size_t)n * cols, 1.f);
+    emu_launch(dim3{2, 1, 1}, 64, 0, [&] {
+        patchify_kernel(sel.data(), fr.data(), T, H, W, p, tt, nm, rows.data(), n, ntok, 1);
+    });
+    size_t bad = 0;
+    for (int i = 0; i < n; i++) {
+        int s = rows[i] / ntok, tok = rows[i] % ntok;
+        for (int c = 0; c < cols; c++) {
+            uint16_t want = tok ? all[((size_t)s * P + tok - 1) * cols + c].u : 0;
+            bad += sel[(size_t)i * cols + c].u != want;
+        }
+    }
+    printf("%s patchify rows = the full call's rows, CLS rows zero (%zu of %zu differ)\n", bad ? "FAIL" : "ok  ", bad,
+           (size_t)n * cols);
+    bad ? n_fail++ : n_pass++;
+    /* a table's rows at indices (rows repeat across samples), 8 wide and scalar, and the backward */
+    for (int C : {1408, 100}) {
+        std::vector<bf16> x0 = rand_bf16((size_t)n * C, 1.f), tb = rand_bf16((size_t)ntok * C, 1.f);
+        std::vector<double> xw((size_t)n * C), dw((size_t)ntok * C, 0.0);
+        for (int i = 0; i < n; i++)
+            for (int c = 0; c < C; c++) {
+                xw[(size_t)i * C + c] = f(x0[(size_t)i * C + c]) + f(tb[(size_t)(rows[i] % ntok) * C + c]);
+                dw[(size_t)(rows[i] % ntok) * C + c] += f(x0[(size_t)i * C + c]);
+            }
+        std::vector<bf16> x = x0;
+        if (C % 8 == 0)
+            emu_launch(dim3{3, 1, 1}, 64, 0, [&] { add_table_rows8_kernel(x.data(), tb.data(), rows.data(), n, ntok, C / 8); });
+        else
+            emu_launch(dim3{3, 1, 1}, 64, 0, [&] { add_table_rows_kernel(x.data(), tb.data(), rows.data(), n, ntok, C); });
+        char w[96];
+        snprintf(w, sizeof w, "add_table_rows%s n%d C%d", C % 8 ? " (scalar)" : "8", n, C);
+        check_bf16(w, xw, x, 1e-2);
+        std::vector<float> acc((size_t)ntok * C, 0.f);
+        emu_launch(dim3{3, 1, 1}, 64, 0, [&] {
+            add_table_rows_backward_kernel(acc.data(), x0.data(), rows.data(), n, ntok, C);
+        });
+        snprintf(w, sizeof w, "add_table_rows_backward n%d C%d (fp32 sums)", n, C);
+        check(w, dw, acc.data(), acc.size(), 1e-6);
+    }
+}
+
 /* ---- residual_norm8_kernel: x_out = x_in + s gamma y, out = norm(x_out) ---- */
 static void test_residual_norm(int B, int N, int C, bool ln, bool with_gamma, bool in_place) {
     size_t n = (size_t)B * N * C;
@@ -550,6 +604,7 @@ int main() {
     test_residual_norm(3, 4, 1408, true, false, true);    /* VideoMAE: LayerNorm, no LayerScale, in place */
     test_residual_norm(2, 3, 3200, false, true, true);    /* the 6B's width: 400 vectors, VPT 4 of 128 threads */
     test_residual_norm(4, 2, 96, true, true, false);      /* 12 vectors of 64 threads */
+    test_stem_rows();
     test_l2_cos(9, 3200);   /* the CLIP heads' width: 400 vectors, 12.5 a lane */
     test_l2_cos(6, 1408);
     test_l2_cos(5, 200);    /* 25 vectors: lanes idle */

@@ -386,11 +386,33 @@ static void test_patchify(int T, int p, int tt) {
     const float mean[3] = {0.485f, 0.456f, 0.406f}, std[3] = {0.229f, 0.224f, 0.225f};
     size_t rows = (size_t)(T / tt) * (H / p) * (W / p), cols = (size_t)3 * tt * p * p;
     pair o = mk(rows * cols, 1);
-    G->patchify(G, o.g, fg, T, H, W, p, tt, mean, std);
-    C->patchify(C, o.c, fc, T, H, W, p, tt, mean, std);
+    G->patchify(G, o.g, fg, T, H, W, p, tt, mean, std, NULL, 0, 0, 0);
+    C->patchify(C, o.c, fc, T, H, W, p, tt, mean, std, NULL, 0, 0, 0);
     char w[64];
     snprintf(w, sizeof w, "patchify T%d p%d tubelet %d", T, p, tt);
     cmp(w, o, 1e-2f, 1e-2f);
+    /* the visible tokens' rows: one sample per frame group, a CLS first, some rows of each */
+    int S = T / tt, ntok = (int)(rows / S) + 1, nr = 0;   /* a sample per frame group */
+    int32_t ri[64];
+    for (int s = 0; s < S && nr < 60; s++)
+        for (int t = 0; t < ntok && nr < 60; t += 1 + (t * 7) % 23) ri[nr++] = s * ntok + t;
+    int32_t *rg = G->alloc(G, sizeof ri), *rc = C->alloc(C, sizeof ri);
+    G->upload_raw(G, rg, ri, sizeof ri);
+    C->upload_raw(C, rc, ri, sizeof ri);
+    pair o2 = mk((size_t)nr * cols, 1);
+    G->patchify(G, o2.g, fg, T, H, W, p, tt, mean, std, rg, nr, ntok, 1);
+    C->patchify(C, o2.c, fc, T, H, W, p, tt, mean, std, rc, nr, ntok, 1);
+    snprintf(w, sizeof w, "patchify rows T%d p%d tubelet %d", T, p, tt);
+    cmp(w, o2, 1e-2f, 1e-2f);
+    /* the position table's rows at them (T/tt samples of ntok tokens), and the backward */
+    pair x = mk((size_t)nr * 1408, 1), tb = mk((size_t)ntok * 1408, 1), dt = mk((size_t)ntok * 1408, 1);
+    G->add_table_rows(G, x.g, tb.g, rg, nr, ntok, 1408);
+    C->add_table_rows(C, x.c, tb.c, rc, nr, ntok, 1408);
+    cmp("add_table_rows", x, 1e-2f, 1e-2f);
+    G->add_table_rows_backward(G, dt.g, x.g, rg, nr, ntok, 1408);
+    C->add_table_rows_backward(C, dt.c, x.c, rc, nr, ntok, 1408);
+    cmp("add_table_rows_backward", dt, 2e-2f, 3e-2f);
+    G->free(G, rg); C->free(C, rc); drop(&o2); drop(&x); drop(&tb); drop(&dt);
     G->free(G, fg); C->free(C, fc); free(fr); drop(&o);
 }
 
