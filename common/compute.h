@@ -103,9 +103,19 @@ struct iv2_backend {
 
     /* out[M,N] = inp[M,K] @ w[N,K]^T + bias[N] (bias may be NULL) */
     void (*matmul)(iv2_backend *be, void *out, const void *inp, const void *w, const void *bias, int M, int K, int N);
-    /* dinp[M,K] (+)= dout @ w; dw[N,K] += dout^T @ inp; dbias[N] += colsum(dout). Any of dinp, dw, dbias may be NULL. */
+    /* dinp[M,K] (+)= dout @ w; dw[N,K] += dout^T @ inp; dbias[N] += colsum(dout). Any of dinp, dw, dbias
+     * may be NULL. */
     void (*matmul_backward)(iv2_backend *be, void *dinp, void *dw, void *dbias, const void *dout, const void *inp,
                             const void *w, int M, int K, int N, int acc);
+
+    /* batch products of one input (q, k and v from a block's normed input) in one launch: for
+     * i < batch, out + i*out_stride [M,N] = inp[M,K] @ (w + i*w_stride)[N,K]^T (no bias); and the
+     * backward's weight half, dw + i*w_stride += (dout + i*out_stride)^T @ inp. Strides in
+     * elements. */
+    void (*matmul_batch_w)(iv2_backend *be, void *out, const void *inp, const void *w, int M, int K, int N, int batch,
+                           size_t w_stride, size_t out_stride);
+    void (*matmul_batch_w_backward)(iv2_backend *be, void *dw, const void *dout, const void *inp, int M, int K, int N,
+                                    int batch, size_t w_stride, size_t out_stride);
 
     /* Optional (NULL where a backend has none; vit.c then runs matmul + gelu and matmul_backward +
      * gelu_backward): the MLP's first layer with the tanh GELU fused into the GEMMs.

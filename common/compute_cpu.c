@@ -157,9 +157,23 @@ static void colsum_add(const iv2_backend *be, float *dst, const float *src, int 
 
 static void cpu_matmul_backward(iv2_backend *be, void *dinp, void *dw, void *dbias, const void *dout, const void *inp,
                                 const void *w, int M, int K, int N, int acc) {
-    if (dinp) iv2_cpu_sgemm(be, 0, 0, M, K, N, 1.0f, dout, N, w, K, acc ? 1.0f : 0.0f, dinp, K);   /* dout[M,N] @ w[N,K] */
+    /* dout[M,N] @ w[N,K] */
+    if (dinp) iv2_cpu_sgemm(be, 0, 0, M, K, N, 1.0f, dout, N, w, K, acc ? 1.0f : 0.0f, dinp, K);
     if (dw) iv2_cpu_sgemm(be, 1, 0, N, K, M, 1.0f, dout, N, inp, K, 1.0f, dw, K);     /* dout^T[N,M] @ inp[M,K] */
     if (dbias) colsum_add(be, dbias, dout, M, N);
+}
+
+/* one product after the other: on the CPU nothing to gain from one call */
+static void cpu_matmul_batch_w(iv2_backend *be, void *out, const void *inp, const void *w, int M, int K, int N,
+                               int batch, size_t w_stride, size_t out_stride) {
+    for (int i = 0; i < batch; i++)
+        be->matmul(be, (float *)out + i * out_stride, inp, (const float *)w + i * w_stride, NULL, M, K, N);
+}
+static void cpu_matmul_batch_w_backward(iv2_backend *be, void *dw, const void *dout, const void *inp, int M, int K,
+                                        int N, int batch, size_t w_stride, size_t out_stride) {
+    for (int i = 0; i < batch; i++)
+        cpu_matmul_backward(be, NULL, (float *)dw + i * w_stride, NULL, (const float *)dout + i * out_stride, inp, NULL,
+                            M, K, N, IV2_ADD);
 }
 
 /* ---------------------------------------------------------------------------------------------
@@ -624,8 +638,9 @@ static void cpu_l2_cos_loss(iv2_backend *be, float *loss_rows, void *dinp_, cons
         float n = sqrtf(xx), cs = xt / n;   /* <out, target> */
         if (loss_rows) loss_rows[i] = 2.0f - 2.0f * cs;
         if (dinp) {
-            float *d = dinp + (size_t)i * C, k = -2.0f * scale / n;
-            for (int c = 0; c < C; c++) d[c] = k * (t[c] - cs * x[c] / n);
+            float *d = dinp + (size_t)i * C, k = -2.0f * scale / n, kx = k * cs / n;
+#pragma omp simd
+            for (int c = 0; c < C; c++) d[c] = k * t[c] - kx * x[c];
         }
     }
 }
@@ -721,6 +736,8 @@ iv2_backend *iv2_cpu_backend_create(int threads) {
 
     be->matmul = cpu_matmul;
     be->matmul_backward = cpu_matmul_backward;
+    be->matmul_batch_w = cpu_matmul_batch_w;
+    be->matmul_batch_w_backward = cpu_matmul_batch_w_backward;
     be->rmsnorm = cpu_rmsnorm;
     be->rmsnorm_backward = cpu_rmsnorm_backward;
     be->layernorm = cpu_layernorm;

@@ -125,8 +125,8 @@ static int vit_keep_normed(const iv2_vit *m, int train) {
 /* one block's own activations (not x_in, x_out, nor the shared h1, h2, g) */
 static void block_alloc(alloc_ctx *x, vit_act_block *b, const iv2_vit_config *c, size_t M, int train) {
     size_t C = c->width, Hm = c->mlp;
-    if (c->qk_norm) {
-        b->q = aelems(x, M * C); b->k = aelems(x, M * C); b->v = aelems(x, M * C);
+    if (c->qk_norm) {   /* q, k, v in one buffer: one batched GEMM writes them (matmul_batch_w) */
+        b->q = aelems(x, M * 3 * C); b->k = IV2_AT(x->be, b->q, M * C); b->v = IV2_AT(x->be, b->q, 2 * M * C);
         b->qn = aelems(x, M * C); b->kn = aelems(x, M * C);
         b->rq = af32(x, M); b->rk = af32(x, M);
     } else {
@@ -192,8 +192,8 @@ static int arena_make(iv2_vit *m, vit_arena *a, int S, int n_tok, int train, vit
     if (bw) {
         memset(bw, 0, sizeof *bw);
         bw->dx = aelems(&x, M * C); bw->dh = aelems(&x, M * C);
-        bw->dq = aelems(&x, M * 3 * C);   /* [M,3C] for the fused path */
-        bw->dk = aelems(&x, M * C); bw->dv = aelems(&x, M * C);
+        bw->dq = aelems(&x, M * 3 * C);   /* [M,3C] for the fused qkv; dq | dk | dv [3][M][C] with q/k norms */
+        bw->dk = IV2_AT(be, bw->dq, M * C); bw->dv = IV2_AT(be, bw->dq, 2 * M * C);
         bw->dqn = aelems(&x, M * C); bw->dkn = aelems(&x, M * C);
         bw->da = aelems(&x, M * C); bw->dout = aelems(&x, M * C);
         bw->df1 = aelems(&x, M * Hm); bw->dg = aelems(&x, M * Hm); bw->df2 = aelems(&x, M * C);
@@ -256,6 +256,11 @@ static void norm_fwd(iv2_vit *m, void *out, float *mean, float *rstd, const void
     else be->layernorm(be, out, mean, rstd, inp, W(w), WO(b), M, m->cfg.width, m->cfg.eps);
 }
 
+/* elements from a to b, two slices of one arena buffer */
+static size_t elems_between(const iv2_backend *be, const void *a, const void *b) {
+    return (size_t)((const char *)b - (const char *)a) / be->esize;
+}
+
 /* x_out = x_in + s gamma y, then out = the model's norm of x_out (weights w, b) */
 static void residual_norm_fwd(iv2_vit *m, void *x_out, void *out, float *mean, float *rstd, const void *x_in,
                               const void *y, size_t gamma, const float *s, size_t w, size_t b, int S, int N) {
@@ -316,9 +321,14 @@ static void block_fwd(iv2_vit *m, const vit_block_off *w, vit_act_block *b, int 
     size_t CC = (size_t)C * C;
     if (!h1_ready) norm_fwd(m, b->h1, b->m1, b->r1, b->x_in, w->norm1_w, w->norm1_b, M);
     if (c->qk_norm) {
-        be->matmul(be, b->q, b->h1, W(w->qkv_w), w->qkv_b == NOOFF ? NULL : W(w->qkv_b), M, C, C);
-        be->matmul(be, b->k, b->h1, W(w->qkv_w + CC), w->qkv_b == NOOFF ? NULL : W(w->qkv_b + C), M, C, C);
-        be->matmul(be, b->v, b->h1, W(w->qkv_w + 2 * CC), w->qkv_b == NOOFF ? NULL : W(w->qkv_b + 2 * C), M, C, C);
+        if (w->qkv_b == NOOFF)   /* InternViT and the student: one launch for q, k and v (the arena's
+                                  * slices, sized for its batch: a last, smaller batch leaves a gap) */
+            be->matmul_batch_w(be, b->q, b->h1, W(w->qkv_w), M, C, C, 3, CC, elems_between(be, b->q, b->k));
+        else {
+            be->matmul(be, b->q, b->h1, W(w->qkv_w), W(w->qkv_b), M, C, C);
+            be->matmul(be, b->k, b->h1, W(w->qkv_w + CC), W(w->qkv_b + C), M, C, C);
+            be->matmul(be, b->v, b->h1, W(w->qkv_w + 2 * CC), W(w->qkv_b + 2 * C), M, C, C);
+        }
         be->rmsnorm(be, b->qn, b->rq, b->q, W(w->q_norm), M, C, 1e-6f);
         be->rmsnorm(be, b->kn, b->rk, b->k, W(w->k_norm), M, C, 1e-6f);
         be->attention(be, b->a, b->lse, NULL, b->qn, b->kn, b->v, S, nh, N, N, D, C, C, C, scale);
@@ -376,13 +386,16 @@ static void block_bwd(iv2_vit *m, const vit_block_off *w, vit_act_block *b, vit_
                                C, C, scale, IV2_SET);
         be->rmsnorm_backward(be, d->dq, G(w->q_norm), d->dqn, b->q, W(w->q_norm), b->rq, M, C, IV2_SET);
         be->rmsnorm_backward(be, d->dk, G(w->k_norm), d->dkn, b->k, W(w->k_norm), b->rk, M, C, IV2_SET);
+        /* dh = dq Wq + dk Wk + dv Wv; the weight gradients of all three in one launch without biases */
         int hb = w->qkv_b != NOOFF;
-        be->matmul_backward(be, d->dh, G(w->qkv_w), hb ? G(w->qkv_b) : NULL, d->dq, b->h1, W(w->qkv_w), M, C, C,
-                            IV2_SET);
-        be->matmul_backward(be, d->dh, G(w->qkv_w + CC), hb ? G(w->qkv_b + C) : NULL, d->dk, b->h1,
+        be->matmul_backward(be, d->dh, hb ? G(w->qkv_w) : NULL, hb ? G(w->qkv_b) : NULL, d->dq, b->h1, W(w->qkv_w), M,
+                            C, C, IV2_SET);
+        be->matmul_backward(be, d->dh, hb ? G(w->qkv_w + CC) : NULL, hb ? G(w->qkv_b + C) : NULL, d->dk, b->h1,
                             W(w->qkv_w + CC), M, C, C, IV2_ADD);
-        be->matmul_backward(be, d->dh, G(w->qkv_w + 2 * CC), hb ? G(w->qkv_b + 2 * C) : NULL, d->dv, b->h1,
+        be->matmul_backward(be, d->dh, hb ? G(w->qkv_w + 2 * CC) : NULL, hb ? G(w->qkv_b + 2 * C) : NULL, d->dv, b->h1,
                             W(w->qkv_w + 2 * CC), M, C, C, IV2_ADD);
+        if (!hb)
+            be->matmul_batch_w_backward(be, G(w->qkv_w), d->dq, b->h1, M, C, C, 3, CC, elems_between(be, d->dq, d->dk));
     } else {
         void *dqkv = d->dq;
         be->attention_backward(be, dqkv, IV2_AT(be, dqkv, C), IV2_AT(be, dqkv, 2 * C), d->da, b->qkv,

@@ -239,7 +239,7 @@ iv2_vit_plan iv2_vit_train_plan(const iv2_vit_config *c, size_t esize, int batch
     e += M * C * D;                                    /* every block's output */
     if (c->pool_heads) e += 4 * S * C + 4 * M * C;
     /* backward scratch */
-    e += M * C * 12 + 2 * M * H + T * C;
+    e += M * C * 10 + 2 * M * H + T * C;   /* dx, dh, dq | dk | dv, dqn, dkn, da, dout, df2; df1, dg; dposx */
     if (c->pool_heads) e += 4 * S * C + 4 * M * C;
     size_t f32 = c->pool_heads ? 2 * S + 5 * M + S * c->pool_heads : 0;
     size_t ints = M;

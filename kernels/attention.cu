@@ -487,7 +487,8 @@ static void attention_backward_gemm(iv2_backend *be, bf16 *dq, bf16 *dk, bf16 *d
         attn_p_kernel<<<grid, 256, 0, im->stream>>>(P, S, lse, Nq, Nk, n, scale, gstride, row0);
         LAUNCH_CHECK();
         /* dV[j][d] += sum_i P[i][j] dO[i][d] */
-        if (dv) bgemm(im, 0, 1, D, Nk, Nq, dout + oo, os, go, P, Nk, (long long)NN, beta, dv + ok, CUDA_R_16BF, ks, gk, G);
+        if (dv)
+            bgemm(im, 0, 1, D, Nk, Nq, dout + oo, os, go, P, Nk, (long long)NN, beta, dv + ok, CUDA_R_16BF, ks, gk, G);
         /* dP[i][j] = dO_i . v_j */
         bgemm(im, 1, 0, Nk, Nq, D, v + ok, ks, gk, dout + oo, os, go, 0.f, S, CUDA_R_32F, Nk, (long long)NN, G);
         attn_ds_kernel<<<grid, 256, 0, im->stream>>>(P, S, dl, Nq, Nk, n, scale, gstride, row0);

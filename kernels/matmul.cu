@@ -138,10 +138,34 @@ static void c_matmul_backward(iv2_backend *be, void *dinp, void *dw, void *dbias
                               const void *w, int M, int K, int N, int add) {
     if (M <= 0) return;
     /* dinp^T[K,M] (+)= (w stored K x N) @ (dout stored N x M) */
-    if (dinp) gemm(be, (bf16 *)dinp, (const bf16 *)w, (const bf16 *)dout, NULL, K, M, N, 0, 0, K, N, K, add ? 1.f : 0.f);
+    if (dinp)
+        gemm(be, (bf16 *)dinp, (const bf16 *)w, (const bf16 *)dout, NULL, K, M, N, 0, 0, K, N, K, add ? 1.f : 0.f);
     /* dw^T[K,N] += (inp stored K x M) @ (dout stored N x M)^T */
     if (dw) gemm(be, (bf16 *)dw, (const bf16 *)inp, (const bf16 *)dout, NULL, K, N, M, 0, 1, K, N, K, 1.f);
     if (dbias) cuda_bias_grad(be, dbias, dout, M, N);   /* elementwise.cu */
+}
+
+/* q, k and v in one launch: a strided batch over the weights (and outputs) with the input
+ * shared (stride 0), on cublasGemmStridedBatchedEx; the weight gradients likewise, over dout */
+static void c_matmul_batch_w(iv2_backend *be, void *out, const void *inp, const void *w, int M, int K, int N, int batch,
+                             size_t w_stride, size_t out_stride) {
+    if (M <= 0 || N <= 0 || batch <= 0) return;
+    cuda_impl *im = impl_of(be);
+    float alpha = 1.f, beta = 0.f;
+    /* col-major: out_i^T[N,M] = (w_i stored K x N)^T @ (inp stored K x M) */
+    CUBLAS_CHECK(cublasGemmStridedBatchedEx(im->blas, CUBLAS_OP_T, CUBLAS_OP_N, N, M, K, &alpha, w, CUDA_R_16BF, K,
+                                            (long long)w_stride, inp, CUDA_R_16BF, K, 0, &beta, out, CUDA_R_16BF, N,
+                                            (long long)out_stride, batch, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+}
+static void c_matmul_batch_w_backward(iv2_backend *be, void *dw, const void *dout, const void *inp, int M, int K, int N,
+                                      int batch, size_t w_stride, size_t out_stride) {
+    if (M <= 0 || batch <= 0) return;
+    cuda_impl *im = impl_of(be);
+    float alpha = 1.f, beta = 1.f;
+    /* dw_i^T[K,N] += (inp stored K x M) @ (dout_i stored N x M)^T */
+    CUBLAS_CHECK(cublasGemmStridedBatchedEx(im->blas, CUBLAS_OP_N, CUBLAS_OP_T, K, N, M, &alpha, inp, CUDA_R_16BF, K, 0,
+                                            dout, CUDA_R_16BF, N, (long long)out_stride, &beta, dw, CUDA_R_16BF, K,
+                                            (long long)w_stride, batch, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
 }
 
 /* pre[M,N] = inp @ w^T + bias, out = gelu_tanh(pre) in the GEMM's epilogue (the MLP's first
@@ -180,6 +204,8 @@ void cuda_matmul_release(cuda_impl *im) { memset(im->gemm, 0, sizeof im->gemm); 
 void cuda_install_matmul(iv2_backend *be) {
     be->matmul = c_matmul;
     be->matmul_backward = c_matmul_backward;
+    be->matmul_batch_w = c_matmul_batch_w;
+    be->matmul_batch_w_backward = c_matmul_batch_w_backward;
     if (impl_of(be)->gelu_fusion) {
         be->matmul_gelu = c_matmul_gelu;
         be->matmul_backward_gelu = c_matmul_backward_gelu;

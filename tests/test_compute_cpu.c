@@ -651,6 +651,22 @@ static void test_cos_loss(void) {
     free(p); free(t); free(loss); free(d0); free(d); free(lw); free(gw); free(l2);
 }
 
+/* matmul_batch_w = one matmul per weight slice, its backward = matmul_backward's dw per slice */
+static void test_matmul_batch_w(void) {
+    int M = 19, K = 23, N = 17;
+    size_t ws = (size_t)N * K, os = (size_t)M * N;
+    float *x = frand((size_t)M * K, -1, 1), *w = frand(3 * ws, -1, 1), *o = malloc(3 * os * 4), *o2 = malloc(3 * os * 4);
+    be3->matmul_batch_w(be3, o, x, w, M, K, N, 3, ws, os);
+    for (int i = 0; i < 3; i++) be3->matmul(be3, o2 + i * os, x, w + i * ws, NULL, M, K, N);
+    t_allclose("matmul_batch_w = matmul per slice", o, o2, 3 * os, 0, 0);
+    float *d0 = frand(3 * ws, -1, 1), *d = fcopy(d0, 3 * ws), *d2 = fcopy(d0, 3 * ws);
+    be3->matmul_batch_w_backward(be3, d, o, x, M, K, N, 3, ws, os);
+    for (int i = 0; i < 3; i++)
+        be3->matmul_backward(be3, NULL, d2 + i * ws, NULL, o + i * os, x, w + i * ws, M, K, N, IV2_ADD);
+    t_allclose("matmul_batch_w_backward = matmul_backward's dw per slice (adds)", d, d2, 3 * ws, 0, 0);
+    free(x); free(w); free(o); free(o2); free(d0); free(d); free(d2);
+}
+
 /* x[i] += table[rows[i] % n_table] and its backward (rows repeating across the "samples") */
 static void test_add_table_rows(void) {
     int n = 23, nt = 7, C = 37;
@@ -890,6 +906,7 @@ int main(void) {
     test_cos_loss();
     test_l2_cos_loss();
     test_add_table_rows();
+    test_matmul_batch_w();
     test_sumsq();
     test_adamw();
     test_set_semantics(be1);

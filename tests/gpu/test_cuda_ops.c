@@ -100,6 +100,22 @@ static void test_matmul(int M, int K, int N, int bias) {
     drop(&x); drop(&wt); drop(&b); drop(&o); drop(&dout); drop(&dx); drop(&dw); drop(&db);
 }
 
+/* q, k and v in one launch (matmul_batch_w, its weight gradients): three products of one input */
+static void test_matmul_batch_w(int M, int K, int N) {
+    char w[96];
+    pair x = mk((size_t)M * K, 1), wt = mk((size_t)3 * N * K, 0.2f), o = mk((size_t)3 * M * N, 1);
+    G->matmul_batch_w(G, o.g, x.g, wt.g, M, K, N, 3, (size_t)N * K, (size_t)M * N);
+    C->matmul_batch_w(C, o.c, x.c, wt.c, M, K, N, 3, (size_t)N * K, (size_t)M * N);
+    float at = 2e-2f * sqrtf((float)K) / 16.f * 2.f;
+    snprintf(w, sizeof w, "matmul_batch_w 3 x %dx%dx%d", M, K, N); cmp(w, o, 2e-2f, at);
+    pair dw = mk((size_t)3 * N * K, 1);   /* added to */
+    G->matmul_batch_w_backward(G, dw.g, o.g, x.g, M, K, N, 3, (size_t)N * K, (size_t)M * N);
+    C->matmul_batch_w_backward(C, dw.c, o.c, x.c, M, K, N, 3, (size_t)N * K, (size_t)M * N);
+    snprintf(w, sizeof w, "matmul_batch_w_backward 3 x %dx%dx%d", M, K, N);
+    cmp(w, dw, 2e-2f, 2e-2f * sqrtf((float)M) / 8.f + 3e-2f);
+    drop(&x); drop(&wt); drop(&o); drop(&dw);
+}
+
 /* the MLP's fused tanh GELU (matmul_gelu, matmul_backward_gelu; CUDA only) against the CPU's
  * matmul + gelu and matmul_backward + gelu_backward: fc1 [M,K] -> [M,H], gelu, fc2 -> [M,N] */
 static void test_matmul_gelu(int M, int K, int H, int N) {
@@ -517,6 +533,8 @@ int main(void) {
     test_matmul(77, 96, 200, 1);
     test_matmul(130, 588, 96, 1);     /* patch embedding: K = 3*14*14, unaligned rows */
     test_matmul(64, 1408, 1408, 0);
+    test_matmul_batch_w(130, 1408, 1408);   /* the student's q, k, v */
+    test_matmul_batch_w(33, 96, 100);       /* odd widths */
     test_matmul(1, 128, 768, 1);      /* pooled projection, one row */
     test_matmul(45, 64, 100, 1);      /* N % 8 != 0: the scalar bias-gradient sum */
     test_matmul_gelu(130, 96, 384, 96);     /* the student's MLP shape at toy width */
