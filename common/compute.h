@@ -212,16 +212,10 @@ struct iv2_backend {
     void (*patchify)(iv2_backend *be, void *out, const uint8_t *frames, int T, int H, int W, int p, int tubelet,
                      const float mean[3], const float std[3], const int32_t *rows, int n, int ntok, int cls);
 
-    /* Cosine-distance loss on unit rows: loss_rows (f32 [M]) = 2 - 2 * <pred_m, target_m>, and
-     * dpred[m,:] += -2 * scale * target[m,:] (the gradient of scale * sum_m loss_rows w.r.t. pred).
-     * target is in be->dtype. */
-    void (*cos_loss)(iv2_backend *be, float *loss_rows, void *dpred, const void *pred, const void *target, int M,
-                     int C, float scale);
-
-    /* The heads' loss from rows not yet unit: out = inp / ||inp|| (not stored), loss_rows (f32 [M]) =
-     * 2 - 2 <out_m, target_m>, and where dinp is not NULL the gradient of scale * sum_m loss_rows
-     * w.r.t. inp, written: dinp = -2 scale (target - out <out, target>) / ||inp||. l2norm, cos_loss
-     * and l2norm_backward in one pass (no eps, as l2norm). */
+    /* The heads' cosine-distance loss from rows not yet unit: out = inp / ||inp|| (not stored; no
+     * eps, as l2norm), loss_rows (f32 [M]) = 2 - 2 <out_m, target_m>, and where dinp is not NULL the
+     * gradient of scale * sum_m loss_rows w.r.t. inp, written: dinp = -2 scale (target - out <out,
+     * target>) / ||inp||. target is in be->dtype. (l2norm, the loss and l2norm_backward in one pass.) */
     void (*l2_cos_loss)(iv2_backend *be, float *loss_rows, void *dinp, const void *inp, const void *target, int M,
                         int C, float scale);
 

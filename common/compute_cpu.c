@@ -418,22 +418,11 @@ static void cpu_add_table_rows(iv2_backend *be, void *x_, const void *table_, co
         for (int c = 0; c < C; c++) xr[c] += tr[c];
     }
 }
-/* columns split over the threads: table rows repeat across i */
-static void cpu_add_table_rows_backward(iv2_backend *be, void *dtable_, const void *dx_, const int32_t *rows, int n,
+/* dtable[rows[i] % n_table] += dx[i]: cpu_scatter_add_rows' loop with the index taken modulo */
+static void scatter_add_cols(iv2_backend *be, float *dst, const float *src, const int32_t *idx, int n, int C, int mod);
+static void cpu_add_table_rows_backward(iv2_backend *be, void *dtable, const void *dx, const int32_t *rows, int n,
                                         int n_table, int C) {
-    float *dtable = dtable_;
-    const float *dx = dx_;
-    int nt = nthreads_for(be, (double)n * C);
-    int chunk = ((C + nt - 1) / nt + 15) / 16 * 16;
-#pragma omp parallel for num_threads(nt) schedule(static, 1)
-    for (int c0 = 0; c0 < C; c0 += chunk) {
-        int c1 = c0 + chunk < C ? c0 + chunk : C;
-        for (int i = 0; i < n; i++) {
-            float *d = dtable + (size_t)(rows[i] % n_table) * C;
-            const float *g = dx + (size_t)i * C;
-            for (int c = c0; c < c1; c++) d[c] += g[c];
-        }
-    }
+    scatter_add_cols(be, dtable, dx, rows, n, C, n_table);
 }
 
 static void cpu_add_rows(iv2_backend *be, void *x_, const void *pe_, int B, int N, int C) {
@@ -482,21 +471,23 @@ static void cpu_gather_rows(iv2_backend *be, void *out_, const void *inp_, const
     for (int i = 0; i < n; i++) memcpy(out + (size_t)i * C, inp + (size_t)idx[i] * C, (size_t)C * sizeof(float));
 }
 
-/* indices may repeat, so threads split the columns, not the rows */
-static void cpu_scatter_add_rows(iv2_backend *be, void *dinp_, const void *dout_, const int32_t *idx, int n, int C) {
-    float *dinp = dinp_;
-    const float *dout = dout_;
+/* dst[idx[i] % mod] += src[i] (mod 0: idx[i]); indices may repeat, so threads split the columns,
+ * not the rows */
+static void scatter_add_cols(iv2_backend *be, float *dst, const float *src, const int32_t *idx, int n, int C, int mod) {
     int nt = nthreads_for(be, (double)n * C);
     int chunk = ((C + nt - 1) / nt + 15) / 16 * 16;
 #pragma omp parallel for num_threads(nt) schedule(static, 1)
     for (int c0 = 0; c0 < C; c0 += chunk) {
         int c1 = c0 + chunk < C ? c0 + chunk : C;
         for (int i = 0; i < n; i++) {
-            float *d = dinp + (size_t)idx[i] * C;
-            const float *g = dout + (size_t)i * C;
+            float *d = dst + (size_t)(mod ? idx[i] % mod : idx[i]) * C;
+            const float *g = src + (size_t)i * C;
             for (int c = c0; c < c1; c++) d[c] += g[c];
         }
     }
+}
+static void cpu_scatter_add_rows(iv2_backend *be, void *dinp, const void *dout, const int32_t *idx, int n, int C) {
+    scatter_add_cols(be, dinp, dout, idx, n, C, 0);
 }
 
 static void cpu_mean_rows(iv2_backend *be, void *out_, const void *inp_, int B, int N, int C) {
@@ -601,25 +592,6 @@ static void cpu_patchify(iv2_backend *be, void *out_, const uint8_t *frames, int
 
 /* ---------------------------------------------------------------------------------------------
  * loss, norms, optimiser */
-
-static void cpu_cos_loss(iv2_backend *be, float *loss_rows, void *dpred_, const void *pred_, const void *target_, int M,
-                         int C, float scale) {
-    float *dpred = dpred_;
-    const float *pred = pred_, *target = target_;
-    int nt = nthreads_for(be, (double)M * C);
-#pragma omp parallel for num_threads(nt) schedule(static)
-    for (int i = 0; i < M; i++) {
-        const float *p = pred + (size_t)i * C, *t = target + (size_t)i * C;
-        float dot = 0.0f;
-#pragma omp simd reduction(+ : dot)
-        for (int c = 0; c < C; c++) dot += p[c] * t[c];
-        if (loss_rows) loss_rows[i] = 2.0f - 2.0f * dot;
-        if (dpred) {
-            float *d = dpred + (size_t)i * C;
-            for (int c = 0; c < C; c++) d[c] += -2.0f * scale * t[c];
-        }
-    }
-}
 
 static void cpu_l2_cos_loss(iv2_backend *be, float *loss_rows, void *dinp_, const void *inp_, const void *target_,
                             int M, int C, float scale) {
@@ -761,7 +733,6 @@ iv2_backend *iv2_cpu_backend_create(int threads) {
     be->l2norm = cpu_l2norm;
     be->l2norm_backward = cpu_l2norm_backward;
     be->patchify = cpu_patchify;
-    be->cos_loss = cpu_cos_loss;
     be->l2_cos_loss = cpu_l2_cos_loss;
     be->sumsq = cpu_sumsq;
     be->adamw = cpu_adamw;

@@ -155,7 +155,7 @@ typedef struct iv2_heads {
     size_t mae_lnw[IV2_DISTILL_MAX_LAYERS], mae_lnb[IV2_DISTILL_MAX_LAYERS];
     size_t fin_w, fin_b, fin_lnw, fin_lnb, clip_pos, mae_pos;
     /* scratch for one head at a time (heads are independent, so forward + backward run per head) */
-    void *x, *h1, *g1, *y, *yn, *tgt, *dx, *dh1, *dg1, *dy, *dyn, *pos;
+    void *x, *h1, *g1, *y, *yn, *tgt, *dx, *dh1, *dg1, *dy, *dyn;
     float *ln_mean, *ln_rstd, *loss_rows;
     int32_t *idx_pos, *idx_rows;   /* backend int32 [max_rows] */
 } iv2_heads;

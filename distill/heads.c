@@ -90,15 +90,14 @@ iv2_heads *iv2_heads_create(iv2_backend *be, const iv2_heads_dims *d) {
     h->grads = be->alloc(be, h->n_params * be->esize);
     int W = imax(imax(d->C, d->clip_dim), imax(d->mae_dim, imax(d->final_dim, d->pool_dim)));
     size_t big = (size_t)d->max_rows * W * be->esize;
-    void **bufs[] = {&h->x, &h->h1, &h->g1, &h->y, &h->yn, &h->tgt, &h->dx, &h->dh1, &h->dg1, &h->dy, &h->dyn,
-                     &h->pos};
+    void **bufs[] = {&h->x, &h->h1, &h->g1, &h->y, &h->yn, &h->tgt, &h->dx, &h->dh1, &h->dg1, &h->dy, &h->dyn};
     for (size_t i = 0; i < sizeof bufs / sizeof *bufs; i++) *bufs[i] = be->alloc(be, big);
     size_t fr = (size_t)d->max_rows * sizeof(float);
     h->ln_mean = be->alloc(be, fr); h->ln_rstd = be->alloc(be, fr);
     h->loss_rows = be->alloc(be, fr);
     h->idx_pos = be->alloc(be, (size_t)d->max_rows * sizeof(int32_t));
     h->idx_rows = be->alloc(be, (size_t)d->max_rows * sizeof(int32_t));
-    if (!h->params || !h->grads || !h->pos || !h->idx_rows) {
+    if (!h->params || !h->grads || !h->dyn || !h->idx_rows) {
         iv2_heads_free(h);
         iv2_err("heads: cannot allocate %zu parameters and scratch for %d rows", h->n_params, d->max_rows);
         return NULL;
@@ -110,7 +109,7 @@ void iv2_heads_free(iv2_heads *h) {
     if (!h) return;
     iv2_backend *be = h->be;
     void *bufs[] = {h->params, h->grads, h->x, h->h1, h->g1, h->y, h->yn, h->tgt, h->dx, h->dh1, h->dg1, h->dy,
-                    h->dyn, h->pos, h->ln_mean, h->ln_rstd, h->loss_rows, h->idx_pos, h->idx_rows};
+                    h->dyn, h->ln_mean, h->ln_rstd, h->loss_rows, h->idx_pos, h->idx_rows};
     for (size_t i = 0; i < sizeof bufs / sizeof *bufs; i++)
         if (bufs[i]) be->free(be, bufs[i]);
     free(h->table);
@@ -205,10 +204,10 @@ int iv2_heads_clip_dev(iv2_heads *h, int k, const void *inp, void *dinp, const i
     int C = h->d.C, D = h->d.clip_dim;
     if (k < 0 || k >= h->d.n_clip) return iv2_err("clip head %d of %d", k, h->d.n_clip);
     if (check_rows(h, M, "clip")) return -1;
-    /* forward */
-    be->gather_rows(be, h->pos, P(h->clip_pos), vis, M, C);
+    int ntok = 1 + h->d.T * h->d.G * h->d.G;
+    /* forward: x = inp + clip_pos[vis] */
     be->copy(be, h->x, inp, (size_t)M * C * be->esize);
-    be->axpy(be, h->x, h->pos, 1.0f, (size_t)M * C);
+    be->add_table_rows(be, h->x, P(h->clip_pos), vis, M, ntok, C);
     be->matmul(be, h->y, h->x, P(h->clip_w[k]), P(h->clip_b[k]), M, C, D);
     norm_forward(h, M, D, h->clip_lnw[k], h->clip_lnb[k]);
     head_loss(h, M, D, target, scale, dinp != NULL, mean_loss, mean_cos);
@@ -217,7 +216,7 @@ int iv2_heads_clip_dev(iv2_heads *h, int k, const void *inp, void *dinp, const i
     norm_backward(h, M, D, h->clip_lnw[k], h->clip_lnb[k]);
     be->matmul_backward(be, h->dx, G(h->clip_w[k]), G(h->clip_b[k]), h->dy, h->x, P(h->clip_w[k]), M, C, D, IV2_SET);
     be->axpy(be, dinp, h->dx, 1.0f, (size_t)M * C);
-    be->scatter_add_rows(be, G(h->clip_pos), h->dx, vis, M, C);
+    be->add_table_rows_backward(be, G(h->clip_pos), h->dx, vis, M, ntok, C);   /* fp32 sums over the batch */
     return 0;
 }
 
@@ -248,10 +247,10 @@ int iv2_heads_mae_dev(iv2_heads *h, int k, const void *inp, void *dinp, const in
     int C = h->d.C, D = h->d.mae_dim;
     if (k < 0 || k >= h->d.n_mae) return iv2_err("mae head %d of %d", k, h->d.n_mae);
     if (check_rows(h, M, "mae")) return -1;
-    /* forward */
+    int n = h->d.T * h->d.G * h->d.G;
+    /* forward: x = inp[rows] + mae_pos[pos] */
     be->gather_rows(be, h->x, inp, rows, M, C);
-    be->gather_rows(be, h->pos, P(h->mae_pos), pos, M, C);
-    be->axpy(be, h->x, h->pos, 1.0f, (size_t)M * C);
+    be->add_table_rows(be, h->x, P(h->mae_pos), pos, M, n, C);
     be->matmul(be, h->h1, h->x, P(h->mae_w1[k]), P(h->mae_b1[k]), M, C, C);
     be->gelu(be, h->g1, h->h1, (size_t)M * C, IV2_GELU_ERF);   /* nn.GELU(): exact */
     be->matmul(be, h->y, h->g1, P(h->mae_w2[k]), P(h->mae_b2[k]), M, C, D);
@@ -265,7 +264,7 @@ int iv2_heads_mae_dev(iv2_heads *h, int k, const void *inp, void *dinp, const in
     be->gelu_backward(be, h->dh1, h->dg1, h->h1, (size_t)M * C, IV2_GELU_ERF, IV2_SET);
     be->matmul_backward(be, h->dx, G(h->mae_w1[k]), G(h->mae_b1[k]), h->dh1, h->x, P(h->mae_w1[k]), M, C, C,
                         IV2_SET);
-    be->scatter_add_rows(be, G(h->mae_pos), h->dx, pos, M, C);
+    be->add_table_rows_backward(be, G(h->mae_pos), h->dx, pos, M, n, C);   /* fp32 sums over the batch */
     be->scatter_add_rows(be, dinp, h->dx, rows, M, C);
     return 0;
 }

@@ -80,7 +80,7 @@ static size_t batch_bytes(const iv2_vit_config *vc, const iv2_heads_dims *hd, si
     size_t W = hd->C;
     int dims[] = {hd->clip_dim, hd->mae_dim, hd->final_dim, hd->pool_dim};
     for (int i = 0; i < 4; i++) if ((size_t)dims[i] > W) W = dims[i];
-    size_t heads = 12 * rows * W * esize + rows * (3 * sizeof(float) + 2 * sizeof(int32_t));
+    size_t heads = 11 * rows * W * esize + rows * (3 * sizeof(float) + 2 * sizeof(int32_t));
     size_t readout = (size_t)n_out * (rows + rows_v) * vc->width * esize;
     size_t frames = (size_t)vc->frames * vc->img * vc->img * 3;
     size_t other = 2 * sb * vc->pool_dim * esize + sb * frames;   /* pooled, dpooled; eval frames */

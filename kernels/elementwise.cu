@@ -195,19 +195,7 @@ static void c_patchify(iv2_backend *be, void *out, const uint8_t *frames, int T,
                                                                   n, ntok, cls);
     LAUNCH_CHECK();
 }
-/* ---- cosine loss on unit rows: a warp per row on 16-byte vectors, else a block per row ---- */
-static void c_cos_loss(iv2_backend *be, float *loss_rows, void *dpred, const void *pred, const void *target, int M,
-                       int C, float scale) {
-    if (M <= 0) return;
-    if (impl_of(be)->vec_bwd && C % 8 == 0 && al16(dpred) && al16(pred) && al16(target))
-        cos_loss8_kernel<<<cdiv(M, 4), 128, 0, impl_of(be)->stream>>>(loss_rows, (bf16 *)dpred, (const bf16 *)pred,
-                                                                      (const bf16 *)target, M, C / 8, scale);
-    else
-        cos_loss_kernel<<<M, 128, 0, impl_of(be)->stream>>>(loss_rows, (bf16 *)dpred, (const bf16 *)pred,
-                                                            (const bf16 *)target, C, scale);
-    LAUNCH_CHECK();
-}
-/* ---- the heads' loss from rows not yet unit: l2norm, cos_loss and l2norm_backward in one pass ---- */
+/* ---- the heads' loss from rows not yet unit: l2norm, the cosine loss and l2norm_backward in one pass ---- */
 static void c_l2_cos_loss(iv2_backend *be, float *loss_rows, void *dinp, const void *inp, const void *target, int M,
                           int C, float scale) {
     if (M <= 0) return;
@@ -263,7 +251,6 @@ void cuda_install_elementwise(iv2_backend *be) {
     be->patchify = c_patchify;
     be->add_table_rows = c_add_table_rows;
     be->add_table_rows_backward = c_add_table_rows_backward;
-    be->cos_loss = c_cos_loss;
     be->l2_cos_loss = c_l2_cos_loss;
     be->sumsq = c_sumsq;
     be->adamw = c_adamw;

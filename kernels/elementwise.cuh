@@ -412,43 +412,6 @@ __global__ void l2_cos_loss8_kernel(float *loss, bf16 *dinp, const bf16 *inp, co
             }
     }
 }
-/* ---- cosine loss on unit rows: one block per row ---- */
-__global__ void cos_loss_kernel(float *loss, bf16 *dpred, const bf16 *pred, const bf16 *target, int C, float scale) {
-    size_t o = (size_t)blockIdx.x * C;
-    float s = 0.f;
-    for (int c = threadIdx.x; c < C; c += blockDim.x) s += ld(pred + o + c) * ld(target + o + c);
-    s = block_sum(s);
-    if (loss && threadIdx.x == 0) loss[blockIdx.x] = 2.f - 2.f * s;
-    if (dpred)
-        for (int c = threadIdx.x; c < C; c += blockDim.x)
-            st(dpred + o + c, ld(dpred + o + c) - 2.f * scale * ld(target + o + c));
-}
-/* the same, a warp per row on 16-byte vectors (C % 8 == 0, 16-byte aligned rows), RB vectors per
- * lane per round trip (the block-per-row kernel above: 156 us a call over the heads' rows on an
- * H100, 2026-11-27, a third of the bandwidth) */
-__global__ void cos_loss8_kernel(float *loss, bf16 *dpred, const bf16 *pred, const bf16 *target, int M, int C8,
-                                 float scale) {
-    int lane = threadIdx.x & 31, row = blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
-    if (row >= M) return;
-    size_t o = (size_t)row * C8 * 8;
-    float s = warp_sum(lane_dot8(pred + o, target + o, C8, lane));
-    if (loss && lane == 0) loss[row] = 2.f - 2.f * s;
-    if (!dpred) return;
-    for (int c0 = lane; c0 < C8; c0 += 32 * RB) {
-        uint4 v[3][RB];
-        ldv_rb(v, dpred + o, target + o, NULL, c0, C8);
-#pragma unroll
-        for (int u = 0; u < RB; u++)
-            if (c0 + 32 * u < C8) {
-                float d[8], t[8];
-                unpack8(v[0][u], d);
-                unpack8(v[1][u], t);
-#pragma unroll
-                for (int k = 0; k < 8; k++) d[k] -= 2.f * scale * t[k];
-                st8(dpred + o + 8 * (c0 + 32 * u), d);
-            }
-    }
-}
 /* ---- sum of squares: block partial sums, one atomic per block ---- */
 __global__ void sumsq_kernel(float *acc, const bf16 *x, size_t n) {
     float s = 0.f;

@@ -585,7 +585,7 @@ static void test_l2norm(void) {
 }
 
 /* ---------------------------------------------------------------------------------------------
- * patchify, cos_loss, sumsq, adamw */
+ * patchify, the heads' loss, sumsq, adamw */
 
 static void test_patchify(int T, int H, int W, int p, int tub) {
     size_t nf = (size_t)T * H * W * 3;
@@ -627,44 +627,43 @@ static void test_patchify(int T, int H, int W, int p, int tub) {
     free(fr); free(out); free(want);
 }
 
-static void test_cos_loss(void) {
+/* l2_cos_loss: loss rows against the formula in double, the gradient against central finite
+ * differences of scale * sum(2 - 2 <x/|x|, t>), written over NaN */
+typedef struct { int M, C; double scale; double *x, *t; } l2c_ctx;
+static double l2c_loss(void *c_) {
+    l2c_ctx *c = c_;
+    double L = 0;
+    for (int i = 0; i < c->M; i++) {
+        double xx = 0, xt = 0;
+        for (int j = 0; j < c->C; j++) {
+            double x = c->x[(size_t)i * c->C + j];
+            xx += x * x;
+            xt += x * c->t[(size_t)i * c->C + j];
+        }
+        L += 2 - 2 * xt / sqrt(xx);
+    }
+    return c->scale * L;
+}
+static void test_l2_cos_loss(void) {
     int M = 13, C = 37;
     size_t n = (size_t)M * C;
-    float *p = frand(n, -1, 1), *t = frand(n, -1, 1);
-    be3->l2norm(be3, p, NULL, p, M, C);
-    be3->l2norm(be3, t, NULL, t, M, C);
-    float *loss = malloc(M * sizeof(float)), *d0 = frand(n, -1, 1), *d = fcopy(d0, n);
-    double *lw = malloc(M * sizeof(double)), *gw = malloc(n * sizeof(double));
     float scale = 0.37f;
+    float *x = frand(n, -1, 1), *t = frand(n, -1, 1), *l = malloc(M * 4), *d = fnan(n);
+    be3->l2norm(be3, t, NULL, t, M, C);   /* unit targets, as the teachers' */
+    l2c_ctx c = {M, C, scale, dcopy(x, n), dcopy(t, n)};
+    double *lw = malloc(M * sizeof(double));
     for (int i = 0; i < M; i++) {
-        double s = 0;
-        for (int j = 0; j < C; j++) s += (double)p[(size_t)i * C + j] * t[(size_t)i * C + j];
-        lw[i] = 2 - 2 * s;
+        l2c_ctx r = {1, C, 1.0, c.x + (size_t)i * C, c.t + (size_t)i * C};
+        lw[i] = l2c_loss(&r);
     }
-    for (size_t i = 0; i < n; i++) gw[i] = -2.0 * scale * t[i]; /* exact derivative of scale * sum(2 - 2<p,t>) */
-    be3->cos_loss(be3, loss, d, p, t, M, C, scale);
-    check_grad("cos_loss rows", loss, NULL, lw, M, 1e-5f, 1e-6f);
-    check_grad("cos_loss dpred", d, d0, gw, n, 1e-5f, 1e-6f);
-    float *l2 = malloc(M * sizeof(float));
-    be3->cos_loss(be3, l2, NULL, p, t, M, C, scale); /* no gradient wanted */
-    t_allclose("cos_loss without dpred", l2, loss, M, 0, 0);
-    free(p); free(t); free(loss); free(d0); free(d); free(lw); free(gw); free(l2);
-}
-
-/* matmul_batch_w = one matmul per weight slice, its backward = matmul_backward's dw per slice */
-static void test_matmul_batch_w(void) {
-    int M = 19, K = 23, N = 17;
-    size_t ws = (size_t)N * K, os = (size_t)M * N;
-    float *x = frand((size_t)M * K, -1, 1), *w = frand(3 * ws, -1, 1), *o = malloc(3 * os * 4), *o2 = malloc(3 * os * 4);
-    be3->matmul_batch_w(be3, o, x, w, M, K, N, 3, ws, os);
-    for (int i = 0; i < 3; i++) be3->matmul(be3, o2 + i * os, x, w + i * ws, NULL, M, K, N);
-    t_allclose("matmul_batch_w = matmul per slice", o, o2, 3 * os, 0, 0);
-    float *d0 = frand(3 * ws, -1, 1), *d = fcopy(d0, 3 * ws), *d2 = fcopy(d0, 3 * ws);
-    be3->matmul_batch_w_backward(be3, d, o, x, M, K, N, 3, ws, os);
-    for (int i = 0; i < 3; i++)
-        be3->matmul_backward(be3, NULL, d2 + i * ws, NULL, o + i * os, x, w + i * ws, M, K, N, IV2_ADD);
-    t_allclose("matmul_batch_w_backward = matmul_backward's dw per slice (adds)", d, d2, 3 * ws, 0, 0);
-    free(x); free(w); free(o); free(o2); free(d0); free(d); free(d2);
+    double *gw = fd_grad(l2c_loss, &c, c.x, n, 1e-5);
+    be3->l2_cos_loss(be3, l, d, x, t, M, C, scale);
+    check_grad("l2_cos_loss rows", l, NULL, lw, M, 1e-5f, 1e-6f);
+    check_grad("l2_cos_loss dinp (finite differences; written over NaN)", d, NULL, gw, n, 1e-4f, 1e-6f);
+    float *l2 = malloc(M * 4);
+    be3->l2_cos_loss(be3, l2, NULL, x, t, M, C, scale);   /* no gradient wanted */
+    t_allclose("l2_cos_loss without dinp", l2, l, M, 0, 0);
+    free(x); free(t); free(l); free(d); free(c.x); free(c.t); free(lw); free(gw); free(l2);
 }
 
 /* x[i] += table[rows[i] % n_table] and its backward (rows repeating across the "samples") */
@@ -686,24 +685,20 @@ static void test_add_table_rows(void) {
     free(x); free(tb); free(want); free(g); free(d0); free(d); free(dw);
 }
 
-/* l2_cos_loss = l2norm, then cos_loss, then l2norm_backward of its gradient (written) */
-static void test_l2_cos_loss(void) {
-    int M = 13, C = 37;
-    size_t n = (size_t)M * C;
-    float scale = 0.37f;
-    float *x = frand(n, -1, 1), *t = frand(n, -1, 1), *out = malloc(n * 4), *nrm = malloc(M * 4);
-    float *dout = calloc(n, 4), *want_d = calloc(n, 4), *want_l = malloc(M * 4), *l = malloc(M * 4), *d = fnan(n);
-    be3->l2norm(be3, t, NULL, t, M, C);
-    be3->l2norm(be3, out, nrm, x, M, C);
-    be3->cos_loss(be3, want_l, dout, out, t, M, C, scale);
-    be3->l2norm_backward(be3, want_d, dout, out, nrm, M, C);
-    be3->l2_cos_loss(be3, l, d, x, t, M, C, scale);
-    t_allclose("l2_cos_loss rows = l2norm + cos_loss", l, want_l, M, 1e-5f, 1e-6f);
-    t_allclose("l2_cos_loss dinp = cos_loss + l2norm_backward (written over NaN)", d, want_d, n, 1e-5f, 1e-6f);
-    float *l2 = malloc(M * 4);
-    be3->l2_cos_loss(be3, l2, NULL, x, t, M, C, scale);   /* no gradient wanted */
-    t_allclose("l2_cos_loss without dinp", l2, l, M, 0, 0);
-    free(x); free(t); free(out); free(nrm); free(dout); free(want_d); free(want_l); free(l); free(d); free(l2);
+/* matmul_batch_w = one matmul per weight slice, its backward = matmul_backward's dw per slice */
+static void test_matmul_batch_w(void) {
+    int M = 19, K = 23, N = 17;
+    size_t ws = (size_t)N * K, os = (size_t)M * N;
+    float *x = frand((size_t)M * K, -1, 1), *w = frand(3 * ws, -1, 1), *o = malloc(3 * os * 4), *o2 = malloc(3 * os * 4);
+    be3->matmul_batch_w(be3, o, x, w, M, K, N, 3, ws, os);
+    for (int i = 0; i < 3; i++) be3->matmul(be3, o2 + i * os, x, w + i * ws, NULL, M, K, N);
+    t_allclose("matmul_batch_w = matmul per slice", o, o2, 3 * os, 0, 0);
+    float *d0 = frand(3 * ws, -1, 1), *d = fcopy(d0, 3 * ws), *d2 = fcopy(d0, 3 * ws);
+    be3->matmul_batch_w_backward(be3, d, o, x, M, K, N, 3, ws, os);
+    for (int i = 0; i < 3; i++)
+        be3->matmul_backward(be3, NULL, d2 + i * ws, NULL, o + i * os, x, w + i * ws, M, K, N, IV2_ADD);
+    t_allclose("matmul_batch_w_backward = matmul_backward's dw per slice (adds)", d, d2, 3 * ws, 0, 0);
+    free(x); free(w); free(o); free(o2); free(d0); free(d); free(d2);
 }
 
 static void test_sumsq(void) {
@@ -903,7 +898,6 @@ int main(void) {
     test_patchify(4, 12, 8, 4, 2);
     test_patchify(3, 9, 6, 3, 1);
     test_patchify(2, 30, 28, 14, 1); /* grid cut off at the edges (H, W not multiples of p) */
-    test_cos_loss();
     test_l2_cos_loss();
     test_add_table_rows();
     test_matmul_batch_w();
