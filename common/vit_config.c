@@ -87,6 +87,7 @@ int iv2_vit_config_check(const iv2_vit_config *c) {
     NEED(c->norm == IV2_NORM_RMS || c->norm == IV2_NORM_LN, "model config: norm %d unknown", c->norm);
     NEED(c->gelu == IV2_GELU_ERF || c->gelu == IV2_GELU_TANH, "model config: gelu %d unknown", c->gelu);
     NEED(c->pos == IV2_POS_LEARNED || c->pos == IV2_POS_SINCOS1D, "model config: pos %d unknown", c->pos);
+    NEED(c->pos != IV2_POS_SINCOS1D || !c->cls, "model config: the sincos1d position table has no CLS row (cls false)");
     NEED(c->eps > 0 && c->pool_eps > 0, "model config: eps must be positive");
     NEED(c->pool_heads >= 0, "model config: pool_heads %d negative", c->pool_heads);
     if (c->pool_heads)

@@ -43,6 +43,9 @@ static void test_config(void) {
     CHECK(iv2_vit_config_json(&c, "[1]") == -1, "not an object");
     c.heads = 7;
     CHECK(iv2_vit_config_check(&c) == -1 && strstr(iv2_errmsg(), "heads"), "width %% heads: %s", iv2_errmsg());
+    iv2_vit_preset("videomae-g", &c);
+    c.cls = 1;   /* its sincos table has no row for one */
+    CHECK(iv2_vit_config_check(&c) == -1 && strstr(iv2_errmsg(), "CLS"), "sincos1d with a CLS: %s", iv2_errmsg());
     /* JSON round trip */
     char js[1024];
     iv2_vit_preset("videomae-g", &c);
