@@ -114,22 +114,29 @@ __device__ __forceinline__ void ldv_rb(uint4 (&v)[3][RB], const bf16 *p0, const 
         }
 }
 
+/* The loop of the warp-per-row kernels: f(c8, a, b, c) for each of this lane's vectors c8 of up
+ * to three rows p0, p1, p2 (NULL: not loaded, its vector zero), RB vectors per round trip (ldv_rb) */
+template <typename F>
+__device__ __forceinline__ void for_lane_vecs(const bf16 *p0, const bf16 *p1, const bf16 *p2, int C8, int lane, F f) {
+    for (int c0 = lane; c0 < C8; c0 += 32 * RB) {
+        uint4 v[3][RB] = {};
+        ldv_rb(v, p0, p1, p2, c0, C8);
+#pragma unroll
+        for (int u = 0; u < RB; u++)
+            if (c0 + 32 * u < C8) f(c0 + 32 * u, v[0][u], v[1][u], v[2][u]);
+    }
+}
+
 /* this lane's part of the dot product of two rows of C8 16-byte vectors; warp_sum completes it */
 __device__ __forceinline__ float lane_dot8(const bf16 *a, const bf16 *b, int C8, int lane) {
     float s = 0.f;
-    for (int c0 = lane; c0 < C8; c0 += 32 * RB) {
-        uint4 v[3][RB];
-        ldv_rb(v, a, b, NULL, c0, C8);
+    for_lane_vecs(a, b, NULL, C8, lane, [&](int, uint4 va, uint4 vb, uint4) {
+        float x[8], y[8];
+        unpack8(va, x);
+        unpack8(vb, y);
 #pragma unroll
-        for (int u = 0; u < RB; u++)
-            if (c0 + 32 * u < C8) {
-                float x[8], y[8];
-                unpack8(v[0][u], x);
-                unpack8(v[1][u], y);
-#pragma unroll
-                for (int k = 0; k < 8; k++) s += x[k] * y[k];
-            }
-    }
+        for (int k = 0; k < 8; k++) s += x[k] * y[k];
+    });
     return s;
 }
 

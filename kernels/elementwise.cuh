@@ -378,39 +378,27 @@ __global__ void l2_cos_loss8_kernel(float *loss, bf16 *dinp, const bf16 *inp, co
     if (row >= M) return;
     size_t o = (size_t)row * C8 * 8;
     float xx = 0.f, xt = 0.f;
-    for (int c0 = lane; c0 < C8; c0 += 32 * RB) {
-        uint4 v[3][RB];
-        ldv_rb(v, inp + o, target + o, NULL, c0, C8);
+    for_lane_vecs(inp + o, target + o, NULL, C8, lane, [&](int, uint4 xv, uint4 tv, uint4) {
+        float x[8], t[8];
+        unpack8(xv, x);
+        unpack8(tv, t);
 #pragma unroll
-        for (int u = 0; u < RB; u++)
-            if (c0 + 32 * u < C8) {
-                float x[8], t[8];
-                unpack8(v[0][u], x);
-                unpack8(v[1][u], t);
-#pragma unroll
-                for (int k = 0; k < 8; k++) {
-                    xx += x[k] * x[k];
-                    xt += x[k] * t[k];
-                }
-            }
-    }
+        for (int k = 0; k < 8; k++) {
+            xx += x[k] * x[k];
+            xt += x[k] * t[k];
+        }
+    });
     xx = warp_sum(xx);
     xt = warp_sum(xt);
     float n = sqrtf(xx), cs = xt / n;
     if (loss && lane == 0) loss[row] = 2.f - 2.f * cs;
     if (!dinp) return;
-    for (int c0 = lane; c0 < C8; c0 += 32 * RB) {
-        uint4 v[3][RB];
-        ldv_rb(v, inp + o, target + o, NULL, c0, C8);
-#pragma unroll
-        for (int u = 0; u < RB; u++)
-            if (c0 + 32 * u < C8) {
-                float x[8], t[8];
-                unpack8(v[0][u], x);
-                unpack8(v[1][u], t);
-                l2_cos_grad8(dinp + o + 8 * (c0 + 32 * u), x, t, n, cs, scale);
-            }
-    }
+    for_lane_vecs(inp + o, target + o, NULL, C8, lane, [&](int c8, uint4 xv, uint4 tv, uint4) {
+        float x[8], t[8];
+        unpack8(xv, x);
+        unpack8(tv, t);
+        l2_cos_grad8(dinp + o + 8 * c8, x, t, n, cs, scale);
+    });
 }
 /* ---- sum of squares: block partial sums, one atomic per block ---- */
 __global__ void sumsq_kernel(float *acc, const bf16 *x, size_t n) {

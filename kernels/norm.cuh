@@ -289,26 +289,15 @@ __global__ void __launch_bounds__(128) norm_dx_wide_kernel(bf16 *dinp, const bf1
     float mu = mean ? mean[row] : 0.f, r = rstd[row];
     float s1 = 0.f, s2 = 0.f;
     /* RB vectors per lane per round trip to memory, in both passes */
-    for (int c0 = lane; c0 < C8; c0 += 32 * RB) {
-        uint4 v[3][RB];
-        ldv_rb(v, x, dy, NULL, c0, C8);
-#pragma unroll
-        for (int u = 0; u < RB; u++)
-            if (c0 + 32 * u < C8) {
-                float g[8], xh[8];
-                norm_bwd_vec(v[0][u], v[1][u], w, c0 + 32 * u, mu, r, g, xh, &s1, &s2);
-            }
-    }
+    for_lane_vecs(x, dy, NULL, C8, lane, [&](int c8, uint4 xv, uint4 gv, uint4) {
+        float g[8], xh[8];
+        norm_bwd_vec(xv, gv, w, c8, mu, r, g, xh, &s1, &s2);
+    });
     s1 = mean ? warp_sum(s1) / C : 0.f;
     s2 = warp_sum(s2) / C;
-    for (int c0 = lane; c0 < C8; c0 += 32 * RB) {
-        uint4 v[3][RB];
-        ldv_rb(v, x, dy, add ? dx : NULL, c0, C8);
-#pragma unroll
-        for (int u = 0; u < RB; u++)
-            if (c0 + 32 * u < C8)
-                norm_bwd_dx_vec(dx, v[0][u], v[1][u], v[2][u], w, c0 + 32 * u, mu, r, s1, s2, add);
-    }
+    for_lane_vecs(x, dy, add ? dx : NULL, C8, lane, [&](int c8, uint4 xv, uint4 gv, uint4 dv) {
+        norm_bwd_dx_vec(dx, xv, gv, dv, w, c8, mu, r, s1, s2, add);
+    });
 }
 __global__ void __launch_bounds__(CS_THREADS) norm_dwdb8_kernel(colsum_out cs, const bf16 *dout, const bf16 *inp,
                                                                const float *mean, const float *rstd, int M, int C8,
@@ -378,19 +367,13 @@ __global__ void l2norm8_kernel(bf16 *out, float *norm, const bf16 *inp, int M, i
     size_t o = (size_t)row * C8 * 8;
     float n = sqrtf(warp_sum(lane_dot8(inp + o, inp + o, C8, lane)));
     if (norm && lane == 0) norm[row] = n;
-    for (int c0 = lane; c0 < C8; c0 += 32 * RB) {
-        uint4 v[3][RB];
-        ldv_rb(v, inp + o, NULL, NULL, c0, C8);
+    for_lane_vecs(inp + o, NULL, NULL, C8, lane, [&](int c8, uint4 xv, uint4, uint4) {
+        float x[8];
+        unpack8(xv, x);
 #pragma unroll
-        for (int u = 0; u < RB; u++)
-            if (c0 + 32 * u < C8) {
-                float x[8];
-                unpack8(v[0][u], x);
-#pragma unroll
-                for (int k = 0; k < 8; k++) x[k] /= n;
-                st8(out + o + 8 * (c0 + 32 * u), x);
-            }
-    }
+        for (int k = 0; k < 8; k++) x[k] /= n;
+        st8(out + o + 8 * c8, x);
+    });
 }
 __global__ void l2norm_backward8_kernel(bf16 *dinp, const bf16 *dout, const bf16 *out, const float *norm, int M,
                                         int C8) {
@@ -398,21 +381,15 @@ __global__ void l2norm_backward8_kernel(bf16 *dinp, const bf16 *dout, const bf16
     if (row >= M) return;
     size_t o = (size_t)row * C8 * 8;
     float s = warp_sum(lane_dot8(dout + o, out + o, C8, lane)), inv = 1.f / norm[row];
-    for (int c0 = lane; c0 < C8; c0 += 32 * RB) {
-        uint4 v[3][RB];
-        ldv_rb(v, dinp + o, dout + o, out + o, c0, C8);
+    for_lane_vecs(dinp + o, dout + o, out + o, C8, lane, [&](int c8, uint4 dv, uint4 gv, uint4 yv) {
+        float d[8], g[8], y[8];
+        unpack8(dv, d);
+        unpack8(gv, g);
+        unpack8(yv, y);
 #pragma unroll
-        for (int u = 0; u < RB; u++)
-            if (c0 + 32 * u < C8) {
-                float d[8], g[8], y[8];
-                unpack8(v[0][u], d);
-                unpack8(v[1][u], g);
-                unpack8(v[2][u], y);
-#pragma unroll
-                for (int k = 0; k < 8; k++) d[k] += (g[k] - y[k] * s) * inv;
-                st8(dinp + o + 8 * (c0 + 32 * u), d);
-            }
-    }
+        for (int k = 0; k < 8; k++) d[k] += (g[k] - y[k] * s) * inv;
+        st8(dinp + o + 8 * c8, d);
+    });
 }
 
 #endif
