@@ -134,6 +134,14 @@ struct iv2_backend {
     void (*rmsnorm_backward)(iv2_backend *be, void *dinp, void *dw, const void *dout, const void *inp, const void *w,
                              const float *rstd, int M, int C, int acc);
 
+    /* A block's RMSNorm backward and the residual backward before it in the forward's order (x = x_in
+     * + s gamma y; h = rmsnorm(x)), in one pass: dinp += rmsnorm_backward(dout) as rmsnorm_backward
+     * with IV2_ADD (dw += ...), then on that dinp as residual_backward with IV2_SET: dy = s[b] *
+     * gamma * dinp ([B,N,C], written), dgamma += sum s[b] * dinp * y. M = B * N. */
+    void (*rmsnorm_residual_backward)(iv2_backend *be, void *dinp, void *dw, const void *dout, const void *inp,
+                                      const void *w, const float *rstd, void *dy, void *dgamma, const void *y,
+                                      const void *gamma, const float *s, int B, int N, int C);
+
     /* LayerNorm: out = (inp - mean) * rstd * w + b (b may be NULL). mean, rstd (f32 [M]) saved when not NULL. */
     void (*layernorm)(iv2_backend *be, void *out, float *mean, float *rstd, const void *inp, const void *w,
                       const void *b, int M, int C, float eps);

@@ -233,6 +233,14 @@ static void cpu_rmsnorm_backward(iv2_backend *be, void *dinp_, void *dw_, const 
     }
 }
 
+/* the two ops in turn */
+static void cpu_rmsnorm_residual_backward(iv2_backend *be, void *dinp, void *dw, const void *dout, const void *inp,
+                                          const void *w, const float *rstd, void *dy, void *dgamma, const void *y,
+                                          const void *gamma, const float *s, int B, int N, int C) {
+    cpu_rmsnorm_backward(be, dinp, dw, dout, inp, w, rstd, B * N, C, IV2_ADD);
+    be->residual_backward(be, dy, dgamma, dinp, y, gamma, s, B, N, C, IV2_SET);
+}
+
 static void cpu_layernorm(iv2_backend *be, void *out_, float *mean, float *rstd, const void *inp_, const void *w_,
                           const void *b_, int M, int C, float eps) {
     float *out = out_;
@@ -712,6 +720,7 @@ iv2_backend *iv2_cpu_backend_create(int threads) {
     be->matmul_batch_w_backward = cpu_matmul_batch_w_backward;
     be->rmsnorm = cpu_rmsnorm;
     be->rmsnorm_backward = cpu_rmsnorm_backward;
+    be->rmsnorm_residual_backward = cpu_rmsnorm_residual_backward;
     be->layernorm = cpu_layernorm;
     be->layernorm_backward = cpu_layernorm_backward;
     be->attention = iv2_cpu_attention;

@@ -376,9 +376,14 @@ static void block_bwd(iv2_vit *m, const vit_block_off *w, vit_act_block *b, vit_
     }
     if (!fresh) norm_fwd(m, b->h2, b->m2, b->r2, b->x_mid, w->norm2_w, w->norm2_b, M);   /* recompute h2 */
     be->matmul_backward(be, d->dh, G(w->fc1_w), G(w->fc1_b), d->df1, b->h2, W(w->fc1_w), M, C, Hm, IV2_SET);
-    norm_bwd(m, d->dx, d->dh, b->x_mid, w->norm2_w, w->norm2_b, b->m2, b->r2, M, IV2_ADD);
-    /* attention branch: x_mid = x_in + s ls1 o */
-    be->residual_backward(be, d->dout, GO(w->ls1), d->dx, b->o, WO(w->ls1), s, S, N, C, IV2_SET);
+    /* norm2, then the attention branch: x_mid = x_in + s ls1 o (RMSNorm: one pass for both) */
+    if (c->norm == IV2_NORM_RMS)
+        be->rmsnorm_residual_backward(be, d->dx, G(w->norm2_w), d->dh, b->x_mid, W(w->norm2_w), b->r2, d->dout,
+                                      GO(w->ls1), b->o, WO(w->ls1), s, S, N, C);
+    else {
+        norm_bwd(m, d->dx, d->dh, b->x_mid, w->norm2_w, w->norm2_b, b->m2, b->r2, M, IV2_ADD);
+        be->residual_backward(be, d->dout, GO(w->ls1), d->dx, b->o, WO(w->ls1), s, S, N, C, IV2_SET);
+    }
     be->matmul_backward(be, d->da, G(w->proj_w), G(w->proj_b), d->dout, b->a, W(w->proj_w), M, C, C, IV2_SET);
     if (!fresh) norm_fwd(m, b->h1, b->m1, b->r1, b->x_in, w->norm1_w, w->norm1_b, M);   /* recompute h1 */
     if (c->qk_norm) {

@@ -50,7 +50,8 @@ typedef struct {
     int gemm_next;
     size_t smem_optin;            /* largest dynamic shared memory a block may opt in to */
     int sms;                      /* streaming multiprocessors */
-    int norm_bwd_blocks[9];       /* resident blocks per SM of norm_backward8_kernel<VPL> (0: not asked yet) */
+    int norm_bwd_blocks[9];       /* resident blocks per SM of norm_backward8_kernel<VPL, RES> (0: not asked yet;
+                                     norm.cu's norm_bwd8_kernel_for numbers the eight) */
     size_t norm_bwd_smem[9];      /* the dynamic shared memory each was asked for */
     int gelu_fusion;              /* the tanh GELU fused into the MLP's GEMMs (matmul_gelu); IV2_GELU_FUSION=0: off */
     int fuse_norm;                /* residual_norm in one kernel; IV2_FUSE_NORM=0: copy, residual and norm apart */

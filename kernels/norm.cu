@@ -41,6 +41,27 @@ static int norm_rows_per_block(cuda_impl *im, int slot, const void *kernel, size
     return rows < 4 ? 4 : rows;
 }
 
+typedef void (*norm_bwd8_fn)(bf16 *, colsum_out, const bf16 *, const bf16 *, const bf16 *, const float *,
+                             const float *, int, int, int, int, res_bwd);
+/* the warp-per-row kernel for vpl vectors a lane (1, 2, 4 or 6), with the residual backward after
+ * it or not, and its slot in the occupancy cache */
+static norm_bwd8_fn norm_bwd8_kernel_for(int vpl, int res, int *slot) {
+    static const norm_bwd8_fn k[2][4] = {
+        {norm_backward8_kernel<1, false>, norm_backward8_kernel<2, false>, norm_backward8_kernel<4, false>,
+         norm_backward8_kernel<6, false>},
+        {norm_backward8_kernel<1, true>, norm_backward8_kernel<2, true>, norm_backward8_kernel<4, true>,
+         norm_backward8_kernel<6, true>}};
+    int i = vpl <= 1 ? 0 : vpl <= 2 ? 1 : vpl <= 4 ? 2 : 3;
+    *slot = 1 + i + 4 * res;
+    return k[res][i];
+}
+
+/* the vector kernel takes the row: C % 8 == 0, C <= 1536, 16-byte aligned rows */
+static int norm_bwd8_fits(const cuda_impl *im, const void *dinp, const void *dout, const void *inp, const void *w,
+                          int C) {
+    return im->vec_bwd && C % 8 == 0 && cdiv(C / 8, 32) <= 6 && al16(dinp) && al16(dout) && al16(inp) && al16(w);
+}
+
 static void norm_backward(iv2_backend *be, void *dinp, void *dw, void *db, const void *dout, const void *inp,
                           const void *w, const float *mean, const float *rstd, int M, int C, int add) {
     if (M <= 0) return;
@@ -48,15 +69,13 @@ static void norm_backward(iv2_backend *be, void *dinp, void *dw, void *db, const
     colsum_out cs = cuda_colsum_out(be, dw, db, C, 2);   /* the kernels sum both halves, used or not */
     size_t smem = (size_t)2 * C * 4;   /* the block's [2][C] sums (the warp-per-row kernels) */
     int vec = im->vec_bwd && C % 8 == 0 && al16(dinp) && al16(dout) && al16(inp) && al16(w);
-    int vpl = cdiv(C / 8, 32);
-    if (vec && vpl <= 6) {   /* the row and the columns' sums in registers */
-        vpl = vpl <= 1 ? 1 : vpl <= 2 ? 2 : vpl <= 4 ? 4 : 6;
-        void (*k)(bf16 *, colsum_out, const bf16 *, const bf16 *, const bf16 *, const float *, const float *, int, int,
-                  int, int) = vpl == 1 ? norm_backward8_kernel<1> : vpl == 2 ? norm_backward8_kernel<2>
-                       : vpl == 4 ? norm_backward8_kernel<4> : norm_backward8_kernel<6>;
-        int rows = norm_rows_per_block(im, vpl, (const void *)k, smem, M);
+    if (norm_bwd8_fits(im, dinp, dout, inp, w, C)) {   /* the row and the columns' sums in registers */
+        int slot;
+        norm_bwd8_fn k = norm_bwd8_kernel_for(cdiv(C / 8, 32), 0, &slot);
+        int rows = norm_rows_per_block(im, slot, (const void *)k, smem, M);
+        res_bwd none = {};
         k<<<cdiv(M, rows), 128, smem, im->stream>>>((bf16 *)dinp, cs, (const bf16 *)dout, (const bf16 *)inp,
-                                                    (const bf16 *)w, mean, rstd, M, C, rows, add);
+                                                    (const bf16 *)w, mean, rstd, M, C, rows, add, none);
     } else if (vec) {   /* wider rows: dinp, then the weight and bias gradients as column sums */
         if (dinp)
             norm_dx_wide_kernel<<<cdiv(M, 4), 128, 0, im->stream>>>((bf16 *)dinp, (const bf16 *)dout,
@@ -81,6 +100,35 @@ static void norm_backward(iv2_backend *be, void *dinp, void *dw, void *db, const
 static void c_rmsnorm_backward(iv2_backend *be, void *dinp, void *dw, const void *dout, const void *inp,
                                const void *w, const float *rstd, int M, int C, int add) {
     norm_backward(be, dinp, dw, NULL, dout, inp, w, NULL, rstd, M, C, add);
+}
+
+/* rmsnorm_backward (adding to dinp) and the residual backward after it on the new dinp, in one
+ * pass (norm_backward8_kernel with RES: the row's dinp is in registers) where the vector kernel
+ * takes the row and the samples' scales fit one kernel's arguments; else the two ops */
+static void c_rmsnorm_residual_backward(iv2_backend *be, void *dinp, void *dw, const void *dout, const void *inp,
+                                        const void *w, const float *rstd, void *dy, void *dgamma, const void *y,
+                                        const void *gamma, const float *s, int B, int N, int C) {
+    cuda_impl *im = impl_of(be);
+    int M = B * N;
+    if (M <= 0) return;
+    if (!im->fuse_norm || B > SCHUNK || !dinp || !dy || !y || !norm_bwd8_fits(im, dinp, dout, inp, w, C) ||
+        !al16(dy) || !al16(y) || !al16(gamma)) {
+        norm_backward(be, dinp, dw, NULL, dout, inp, w, NULL, rstd, M, C, IV2_ADD);
+        be->residual_backward(be, dy, dgamma, dinp, y, gamma, s, B, N, C, IV2_SET);
+        return;
+    }
+    colsum_out cs = cuda_colsum_out(be, dw, dgamma, C, 2);   /* dw, then dgamma in the second sums */
+    size_t smem = (size_t)2 * C * 4;
+    int slot;
+    norm_bwd8_fn k = norm_bwd8_kernel_for(cdiv(C / 8, 32), 1, &slot);
+    int rows = norm_rows_per_block(im, slot, (const void *)k, smem, M);
+    res_bwd rb = {};
+    rb.dy = (bf16 *)dy; rb.y = (const bf16 *)y; rb.gamma = (const bf16 *)gamma;
+    for (int b = 0; b < B; b++) rb.s.s[b] = s ? s[b] : 1.f;
+    rb.has_s = s != NULL; rb.N = N;
+    k<<<cdiv(M, rows), 128, smem, im->stream>>>((bf16 *)dinp, cs, (const bf16 *)dout, (const bf16 *)inp,
+                                                (const bf16 *)w, NULL, rstd, M, C, rows, IV2_ADD, rb);
+    LAUNCH_CHECK();
 }
 
 static void c_layernorm(iv2_backend *be, void *out, float *mean, float *rstd, const void *inp, const void *w,
@@ -155,6 +203,7 @@ static void c_l2norm_backward(iv2_backend *be, void *dinp, const void *dout, con
 void cuda_install_norm(iv2_backend *be) {
     be->rmsnorm = c_rmsnorm;
     be->rmsnorm_backward = c_rmsnorm_backward;
+    be->rmsnorm_residual_backward = c_rmsnorm_residual_backward;
     be->layernorm = c_layernorm;
     be->layernorm_backward = c_layernorm_backward;
     be->residual_norm = c_residual_norm;

@@ -175,8 +175,10 @@ __device__ __forceinline__ void norm_bwd_vec(const uint4 &xv, const uint4 &gv, c
 }
 __device__ __forceinline__ void norm_bwd_dx_vec(bf16 *dx, const uint4 &xv, const uint4 &gv, const uint4 &dv,
                                                 const bf16 *w, int c8, float mu, float r, float s1, float s2,
-                                                bool add) {
-    float xf[8], g[8], wf[8], o[8] = {};
+                                                bool add, float (&o)[8]) {
+    float xf[8], g[8], wf[8];
+#pragma unroll
+    for (int k = 0; k < 8; k++) o[k] = 0.f;
     unpack8(xv, xf);
     unpack8(gv, g);
     if (add) unpack8(dv, o);
@@ -189,6 +191,16 @@ __device__ __forceinline__ void norm_bwd_dx_vec(bf16 *dx, const uint4 &xv, const
     st8(dx + 8 * c8, o);
 }
 
+/* The residual backward that follows a block's norm backward (norm_backward8_kernel with RES): with
+ * the row's new dinp, dy = s gamma dinp (written) and dgamma += sum s dinp y, summed in the
+ * kernel's second column sums (RMSNorm has no bias). s: sample row / N's drop-path scale. */
+struct res_bwd {
+    bf16 *dy;
+    const bf16 *y, *gamma;
+    sarg s;
+    int has_s, N;
+};
+
 /* The same backward, one warp per row on 16-byte vectors (C % 8 == 0, C <= 256 * VPL): a lane
  * owns the columns of vectors lane, lane + 32, ... (VPL of them), for every row, so it sums the
  * weight and bias gradients of those columns in registers over all the rows its warp takes, and
@@ -199,11 +211,11 @@ __device__ __forceinline__ void norm_bwd_dx_vec(bf16 *dx, const uint4 &xv, const
  * The block's warps then add their sums in shared memory ([2][C] floats, dynamic) and the block
  * adds those to cs.acc, one atomic per column. VPL <= 6 (C <= 1536): at VPL 8 the row no longer
  * fits the registers. */
-template <int VPL>
+template <int VPL, bool RES>
 __global__ void __launch_bounds__(128) norm_backward8_kernel(bf16 *dinp, colsum_out cs, const bf16 *dout,
                                                              const bf16 *inp, const bf16 *w, const float *mean,
                                                              const float *rstd, int M, int C, int rows_per_block,
-                                                             int add) {
+                                                             int add, res_bwd rb) {
     extern __shared__ __align__(16) unsigned char smem_raw[];
     float *part = (float *)smem_raw;
     int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nw = blockDim.x >> 5, C8 = C / 8;
@@ -239,16 +251,32 @@ __global__ void __launch_bounds__(128) norm_backward8_kernel(bf16 *dinp, colsum_
 #pragma unroll
                 for (int k = 0; k < 8; k++) {
                     dwp[u][k] += g[k] * xh[k];
-                    dbp[u][k] += g[k];
+                    if (!RES) dbp[u][k] += g[k];   /* with RES, dbp sums dgamma below */
                 }
             }
         }
         s1 = mean ? warp_sum(s1) / C : 0.f;
         s2 = warp_sum(s2) / C;
         if (!dx) continue;
+        float sc = RES && rb.has_s ? rb.s.s[row / rb.N] : 1.f;
 #pragma unroll
-        for (int u = 0; u < VPL; u++)
-            if (lane + 32 * u < C8) norm_bwd_dx_vec(dx, xv[u], gv[u], dv[u], w, lane + 32 * u, mu, r, s1, s2, add);
+        for (int u = 0; u < VPL; u++) {
+            int c8 = lane + 32 * u;
+            if (c8 >= C8) continue;
+            float o[8];
+            norm_bwd_dx_vec(dx, xv[u], gv[u], dv[u], w, c8, mu, r, s1, s2, add, o);
+            if (RES) {   /* dy = s gamma dinp; dgamma sums (in dbp: RMSNorm has no db) */
+                float yf[8], gf[8];
+                ld8(rb.y + (size_t)row * C + 8 * c8, yf);
+                if (rb.gamma) ld8(rb.gamma + 8 * c8, gf);
+#pragma unroll
+                for (int k = 0; k < 8; k++) {
+                    dbp[u][k] += sc * o[k] * yf[k];
+                    yf[k] = sc * (rb.gamma ? gf[k] : 1.f) * o[k];
+                }
+                st8(rb.dy + (size_t)row * C + 8 * c8, yf);
+            }
+        }
     }
     /* the warps add their sums into part one after the other: plain adds, no contended float
      * atomics on shared memory */
@@ -296,7 +324,8 @@ __global__ void __launch_bounds__(128) norm_dx_wide_kernel(bf16 *dinp, const bf1
     s1 = mean ? warp_sum(s1) / C : 0.f;
     s2 = warp_sum(s2) / C;
     for_lane_vecs(x, dy, add ? dx : NULL, C8, lane, [&](int c8, uint4 xv, uint4 gv, uint4 dv) {
-        norm_bwd_dx_vec(dx, xv, gv, dv, w, c8, mu, r, s1, s2, add);
+        float o[8];
+        norm_bwd_dx_vec(dx, xv, gv, dv, w, c8, mu, r, s1, s2, add, o);
     });
 }
 __global__ void __launch_bounds__(CS_THREADS) norm_dwdb8_kernel(colsum_out cs, const bf16 *dout, const bf16 *inp,

@@ -154,10 +154,12 @@ static void test_norm_backward(int M, int C, bool ln, bool with_w, bool with_din
             size_t smem = (size_t)2 * C * 4;
             emu_launch(grid, 128, smem, [&] {
                 switch (vpl) {
-                case 1: norm_backward8_kernel<1>(dxp, acc.out(), dy.data(), x.data(), wp, mp, rstd.data(), M, C, rows, add); break;
-                case 2: norm_backward8_kernel<2>(dxp, acc.out(), dy.data(), x.data(), wp, mp, rstd.data(), M, C, rows, add); break;
-                case 4: norm_backward8_kernel<4>(dxp, acc.out(), dy.data(), x.data(), wp, mp, rstd.data(), M, C, rows, add); break;
-                default: norm_backward8_kernel<6>(dxp, acc.out(), dy.data(), x.data(), wp, mp, rstd.data(), M, C, rows, add); break;
+#define NB8(V) norm_backward8_kernel<V, false>(dxp, acc.out(), dy.data(), x.data(), wp, mp, rstd.data(), M, C, rows, add, {})
+                case 1: NB8(1); break;
+                case 2: NB8(2); break;
+                case 4: NB8(4); break;
+                default: NB8(6); break;
+#undef NB8
                 }
             });
         } else {
@@ -182,6 +184,60 @@ static void test_norm_backward(int M, int C, bool ln, bool with_w, bool with_din
         snprintf(w3, sizeof w3, "%s dw, db", what);
         check_sums(w3, acc_want, acc);
     }
+}
+
+/* ---- RMSNorm backward with the residual backward after it (norm_backward8_kernel<VPL, true>):
+ * dx += rms_bwd(dout); dy = s gamma dx (written over NaN); dw, dgamma sums ---- */
+static void test_rms_residual_backward(int B, int N, int C, bool with_gamma) {
+    int M = B * N;
+    std::vector<bf16> x = rand_bf16((size_t)M * C, 2.f), g = rand_bf16((size_t)M * C, 1.f), w = rand_bf16(C, 1.f);
+    std::vector<bf16> dx0 = rand_bf16((size_t)M * C, 1.f), y = rand_bf16((size_t)M * C, 1.f);
+    std::vector<bf16> gam = rand_bf16(C, 0.5f), dy = start_grad((size_t)M * C, IV2_SET);
+    std::vector<float> rstd(M);
+    res_bwd rb = {};
+    for (int i = 0; i < SCHUNK; i++) rb.s.s[i] = i % 3 == 1 ? 0.f : 1.25f;   /* a dropped sample */
+    std::vector<double> dx_want((size_t)M * C), dy_want((size_t)M * C), sums(2 * (size_t)C, 0.0);
+    for (int r = 0; r < M; r++) {
+        double ss = 0, s2 = 0, sc = rb.s.s[r / N];
+        for (int c = 0; c < C; c++) ss += f(x[(size_t)r * C + c]) * f(x[(size_t)r * C + c]);
+        rstd[r] = (float)(1 / sqrt(ss / C + 1e-6));
+        for (int c = 0; c < C; c++) {
+            size_t i = (size_t)r * C + c;
+            double xh = f(x[i]) * rstd[r];
+            s2 += f(g[i]) * f(w[c]) * xh;
+            sums[c] += f(g[i]) * xh;
+        }
+        s2 /= C;
+        for (int c = 0; c < C; c++) {
+            size_t i = (size_t)r * C + c;
+            double xh = f(x[i]) * rstd[r];
+            dx_want[i] = f(dx0[i]) + rstd[r] * (f(g[i]) * f(w[c]) - xh * s2);
+            dy_want[i] = sc * (with_gamma ? f(gam[c]) : 1) * dx_want[i];
+            sums[C + c] += sc * dx_want[i] * f(y[i]);
+        }
+    }
+    std::vector<bf16> dx = dx0;
+    sums_into acc(C, 2);
+    rb.dy = dy.data(); rb.y = y.data(); rb.gamma = with_gamma ? gam.data() : NULL; rb.has_s = 1; rb.N = N;
+    int vpl = (C / 8 + 31) / 32, rows = 5;
+    vpl = vpl <= 1 ? 1 : vpl <= 2 ? 2 : vpl <= 4 ? 4 : 6;
+    emu_launch(dim3{(unsigned)((M + rows - 1) / rows), 1, 1}, 128, (size_t)2 * C * 4, [&] {
+#define NB8(V) norm_backward8_kernel<V, true>(dx.data(), acc.out(), g.data(), x.data(), w.data(), NULL, rstd.data(), M, C, rows, IV2_ADD, rb)
+        switch (vpl) {
+        case 1: NB8(1); break;
+        case 2: NB8(2); break;
+        case 4: NB8(4); break;
+        default: NB8(6); break;
+        }
+#undef NB8
+    });
+    char what[128];
+    snprintf(what, sizeof what, "norm_backward8 + residual RMS %dx%dx%d%s dinp", B, N, C, with_gamma ? " gamma" : "");
+    check_bf16(what, dx_want, dx, 1e-2);
+    snprintf(what, sizeof what, "norm_backward8 + residual RMS %dx%dx%d%s dy (over NaN)", B, N, C, with_gamma ? " gamma" : "");
+    check_bf16(what, dy_want, dy, 1e-2);
+    snprintf(what, sizeof what, "norm_backward8 + residual RMS %dx%dx%d dw, dgamma", B, N, C);
+    check_sums(what, sums, acc);
 }
 
 /* ---- GELU backward ---- */
@@ -579,6 +635,8 @@ int main() {
     test_norm_backward(21, 1408, false, true, true, IV2_SET);   /* written, not added: the q/k norms of a block */
     test_norm_backward(19, 96, true, true, true, IV2_SET);
     test_norm_backward(11, 3200, true, true, true, IV2_SET);
+    test_rms_residual_backward(3, 7, 1408, true);   /* the student's norm2 + ls1: VPL 6 */
+    test_rms_residual_backward(2, 9, 96, false);    /* VPL 1, no LayerScale */
     test_gelu_backward(8 * 300, IV2_GELU_ERF);
     test_gelu_backward(8 * 300, IV2_GELU_TANH);
     test_gelu_backward(8 * 300, IV2_GELU_ERF, IV2_SET);

@@ -237,6 +237,28 @@ static void test_residual_norm(int B, int N, int Cc) {
     drop(&x); drop(&y); drop(&gam); drop(&wt); drop(&b); drop(&xo); drop(&o); drop(&mean); drop(&rstd);
 }
 
+/* rmsnorm_residual_backward: dx += rms_bwd(dout) (adds), dy = s gamma dx written over NaN, dw and
+ * dgamma added: one kernel on the GPU (RMSNorm up to 1536 wide), the two ops on the CPU */
+static void test_rms_residual_backward(int B, int N, int Cc) {
+    char w[128];
+    size_t n = (size_t)B * N * Cc;
+    int M = B * N;
+    float s[3] = {1.25f, 0.f, 0.8f};
+    pair x = mk(n, 2), wt = mk(Cc, 1), o = mk(n, 1), rstd = mkf(M), dout = mk(n, 1), dx = mk(n, 1), dw = mk(Cc, 1);
+    pair y = mk(n, 1), gam = mk(Cc, 0.5f), dy = mk(n, 1), dgam = mk(Cc, 1);
+    G->rmsnorm(G, o.g, rstd.g, x.g, wt.g, M, Cc, 1e-6f);
+    C->rmsnorm(C, o.c, rstd.c, x.c, wt.c, M, Cc, 1e-6f);
+    poison(&dy);
+    G->rmsnorm_residual_backward(G, dx.g, dw.g, dout.g, x.g, wt.g, rstd.g, dy.g, dgam.g, y.g, gam.g, s, B, N, Cc);
+    C->rmsnorm_residual_backward(C, dx.c, dw.c, dout.c, x.c, wt.c, rstd.c, dy.c, dgam.c, y.c, gam.c, s, B, N, Cc);
+    snprintf(w, sizeof w, "rmsnorm_residual_backward %dx%dx%d dinp", B, N, Cc); cmp(w, dx, 2e-2f, 3e-2f);
+    snprintf(w, sizeof w, "rmsnorm_residual_backward %dx%dx%d dy (SET)", B, N, Cc); cmp(w, dy, 2e-2f, 3e-2f);
+    snprintf(w, sizeof w, "rmsnorm_residual_backward %dx%dx%d dw", B, N, Cc); cmp(w, dw, 2e-2f, 3e-2f * sqrtf((float)M) / 4);
+    snprintf(w, sizeof w, "rmsnorm_residual_backward %dx%dx%d dgamma", B, N, Cc); cmp(w, dgam, 2e-2f, 0.3f);
+    drop(&x); drop(&wt); drop(&o); drop(&rstd); drop(&dout); drop(&dx); drop(&dw); drop(&y); drop(&gam); drop(&dy);
+    drop(&dgam);
+}
+
 /* attention on a fused qkv buffer [B, N, 3*H*D] (or separate q for Nq != Nk) */
 static void test_attention(int B, int H, int Nq, int Nk, int D, int fused, int probs) {
     char w[128];
@@ -539,6 +561,8 @@ int main(void) {
     test_norms(9, 3200);
     test_norms(7, 100);               /* C % 8 != 0: the scalar kernels */
     test_residual_norm(3, 11, 1408);  /* the student's width, a dropped sample */
+    test_rms_residual_backward(3, 11, 1408);   /* the student's norm2 + ls1: one kernel */
+    test_rms_residual_backward(3, 5, 3200);    /* wider than the vector kernel: the two ops */
     test_residual_norm(3, 5, 3200);
     test_residual_norm(3, 4, 100);    /* C % 8 != 0: the three ops apart */
     test_elementwise(3, 67, 200);
