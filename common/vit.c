@@ -356,9 +356,12 @@ static void block_fwd(iv2_vit *m, const vit_block_off *w, vit_act_block *b, int 
 }
 
 /* fresh = 1: b's h1, h2 and g hold this block's values (just recomputed by block_fwd, or kept:
- * iv2_vit.keep_normed) */
+ * iv2_vit.keep_normed). df2_ready: the next block's backward wrote this block's df2 (and its ls2
+ * gradient) already. wp, bp, sp2: the previous block, whose ls2 residual backward runs with this
+ * block's norm1 backward (RMSNorm; see iv2_vit_backward), or NULL. */
 static void block_bwd(iv2_vit *m, const vit_block_off *w, vit_act_block *b, vit_bwd *d, int S, int N,
-                      const float *s, const float *s2, int fresh) {
+                      const float *s, const float *s2, int fresh, int df2_ready, const vit_block_off *wp,
+                      const vit_act_block *bp, const float *sp2) {
     iv2_backend *be = m->be;
     const iv2_vit_config *c = &m->cfg;
     int C = c->width, M = S * N, nh = c->heads, D = C / nh, Hm = c->mlp;
@@ -366,7 +369,7 @@ static void block_bwd(iv2_vit *m, const vit_block_off *w, vit_act_block *b, vit_
     size_t CC = (size_t)C * C;
     /* MLP branch: x_out = x_mid + s ls2 f2. Each buffer below has one producer and is written
      * (IV2_SET), but dh after the q, k and v GEMMs and dx, the residual stream, which add. */
-    be->residual_backward(be, d->df2, GO(w->ls2), d->dx, b->f2, WO(w->ls2), s2, S, N, C, IV2_SET);
+    if (!df2_ready) be->residual_backward(be, d->df2, GO(w->ls2), d->dx, b->f2, WO(w->ls2), s2, S, N, C, IV2_SET);
     if (!fresh) be->gelu(be, b->g, b->f1, (size_t)M * Hm, c->gelu);   /* recompute g */
     if (be->matmul_backward_gelu && c->gelu == IV2_GELU_TANH)   /* df1 straight from the fc2 dgrad's epilogue */
         be->matmul_backward_gelu(be, d->df1, G(w->fc2_w), G(w->fc2_b), d->df2, b->g, W(w->fc2_w), b->f1, M, Hm, C);
@@ -409,7 +412,10 @@ static void block_bwd(iv2_vit *m, const vit_block_off *w, vit_act_block *b, vit_
         be->matmul_backward(be, d->dh, G(w->qkv_w), GO(w->qkv_b), dqkv, b->h1, W(w->qkv_w), M, C, 3 * C, IV2_SET);
     }
     if (w->qkv_b != NOOFF) be->memset0(be, G(w->qkv_b + C), (size_t)C * be->esize);   /* the k bias stays 0 */
-    norm_bwd(m, d->dx, d->dh, b->x_in, w->norm1_w, w->norm1_b, b->m1, b->r1, M, IV2_ADD);
+    if (wp)   /* and the previous block's x_out = x_mid + s ls2 f2, into df2 for its backward */
+        be->rmsnorm_residual_backward(be, d->dx, G(w->norm1_w), d->dh, b->x_in, W(w->norm1_w), b->r1, d->df2,
+                                      GO(wp->ls2), bp->f2, WO(wp->ls2), sp2, S, N, C);
+    else norm_bwd(m, d->dx, d->dh, b->x_in, w->norm1_w, w->norm1_b, b->m1, b->r1, M, IV2_ADD);
 }
 
 static void pool_fwd(iv2_vit *m, vit_arena *a, const void *x, int S, int N, void *pooled, float *pool_attn) {
@@ -549,14 +555,21 @@ int iv2_vit_backward(iv2_vit *m, const iv2_vit_io *io, void *const *dout, const 
     const vit_off *o = &m->st->off;
     be->memset0(be, d->dx, (size_t)M * C * be->esize);
     if (dpooled && c->pool_heads) pool_bwd(m, a, d, a->xfin, S, N, dpooled);
-    int k = io->n_out - 1;
+    int k = io->n_out - 1, df2_ready = 0;
     for (int l = c->depth - 1; l >= 0; l--) {
         for (; k >= 0 && io->blocks[k] == l; k--)
             if (dout && dout[k]) be->axpy(be, d->dx, dout[k], 1.0f, (size_t)M * C);
         const float *s1 = drop_at(io->drop, l, S), *s2 = drop_at(io->drop_mlp ? io->drop_mlp : io->drop, l, S);
         int fresh = l < a->recompute;
         if (fresh) block_fwd(m, &o->blk[l], &a->blk[l], S, N, s1, s2, 0, NULL, NULL, 0);   /* same ops: same values */
-        block_bwd(m, &o->blk[l], &a->blk[l], d, S, N, s1, s2, fresh || a->keep);
+        /* With RMSNorm, block l's norm1 backward runs with block l-1's ls2 residual backward, when
+         * l-1 keeps its activations (a recomputed one's f2 is not there yet) and no read-out
+         * gradient is added to dx between the two */
+        int p = l - 1, fuse = c->norm == IV2_NORM_RMS && p >= a->recompute;
+        for (int j = 0; fuse && j < io->n_out; j++) fuse = !(io->blocks[j] == p && dout && dout[j]);
+        block_bwd(m, &o->blk[l], &a->blk[l], d, S, N, s1, s2, fresh || a->keep, df2_ready, fuse ? &o->blk[p] : NULL,
+                  fuse ? &a->blk[p] : NULL, fuse ? drop_at(io->drop_mlp ? io->drop_mlp : io->drop, p, S) : NULL);
+        df2_ready = fuse;
         if (m->grads_ready) m->grads_ready(m->grads_ready_ctx, o->blk[l].norm1_w);   /* blocks >= l done */
     }
     /* embedding: the position table's rows (its CLS row: the CLS, less the bias the GEMM gave
