@@ -185,10 +185,6 @@ struct iv2_backend {
     void (*residual_backward)(iv2_backend *be, void *dy, void *dgamma, const void *dx, const void *y,
                               const void *gamma, const float *s, int B, int N, int C, int acc);
 
-    /* x[b,n,:] += pe[n,:] for every b (position embedding). dpe[n,:] += sum_b dx[b,n,:]. */
-    void (*add_rows)(iv2_backend *be, void *x, const void *pe, int B, int N, int C);
-    void (*add_rows_backward)(iv2_backend *be, void *dpe, const void *dx, int B, int N, int C);
-
     /* x[i,:] += table[rows[i] % n_table, :] for i < n (rows: backend int32; with rows s * T + token,
      * the position rows of visible tokens). Backward: dtable[rows[i] % n_table, :] += dx[i, :]. */
     void (*add_table_rows)(iv2_backend *be, void *x, const void *table, const int32_t *rows, int n, int n_table,

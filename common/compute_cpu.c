@@ -433,33 +433,6 @@ static void cpu_add_table_rows_backward(iv2_backend *be, void *dtable, const voi
     scatter_add_cols(be, dtable, dx, rows, n, C, n_table);
 }
 
-static void cpu_add_rows(iv2_backend *be, void *x_, const void *pe_, int B, int N, int C) {
-    float *x = x_;
-    const float *pe = pe_;
-    int nt = nthreads_for(be, (double)B * N * C);
-#pragma omp parallel for num_threads(nt) schedule(static) collapse(2)
-    for (int b = 0; b < B; b++)
-        for (int n = 0; n < N; n++) {
-            float *xr = x + ((size_t)b * N + n) * C;
-            const float *p = pe + (size_t)n * C;
-            for (int c = 0; c < C; c++) xr[c] += p[c];
-        }
-}
-
-static void cpu_add_rows_backward(iv2_backend *be, void *dpe_, const void *dx_, int B, int N, int C) {
-    float *dpe = dpe_;
-    const float *dx = dx_;
-    int nt = nthreads_for(be, (double)B * N * C);
-#pragma omp parallel for num_threads(nt) schedule(static)
-    for (int n = 0; n < N; n++) {
-        float *d = dpe + (size_t)n * C;
-        for (int b = 0; b < B; b++) {
-            const float *g = dx + ((size_t)b * N + n) * C;
-            for (int c = 0; c < C; c++) d[c] += g[c];
-        }
-    }
-}
-
 static void cpu_axpy(iv2_backend *be, void *y_, const void *x_, float a, size_t n) {
     float *y = y_;
     const float *x = x_;
@@ -732,8 +705,6 @@ iv2_backend *iv2_cpu_backend_create(int threads) {
     be->residual_norm = cpu_residual_norm;
     be->add_table_rows = cpu_add_table_rows;
     be->add_table_rows_backward = cpu_add_table_rows_backward;
-    be->add_rows = cpu_add_rows;
-    be->add_rows_backward = cpu_add_rows_backward;
     be->axpy = cpu_axpy;
     be->gather_rows = cpu_gather_rows;
     be->scatter_add_rows = cpu_scatter_add_rows;

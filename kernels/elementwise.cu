@@ -102,19 +102,6 @@ void cuda_bias_grad(iv2_backend *be, void *dbias, const void *dout, int M, int N
     }
     LAUNCH_CHECK();
 }
-/* ---- position rows ---- */
-static void c_add_rows(iv2_backend *be, void *x, const void *pe, int B, int N, int C) {
-    size_t NC = (size_t)N * C, n = NC * B;
-    if (!n) return;
-    add_rows_kernel<<<GRID(n), NT, 0, impl_of(be)->stream>>>((bf16 *)x, (const bf16 *)pe, NC, n);
-    LAUNCH_CHECK();
-}
-static void c_add_rows_backward(iv2_backend *be, void *dpe, const void *dx, int B, int N, int C) {
-    size_t NC = (size_t)N * C;
-    if (!NC || B <= 0) return;
-    add_rows_backward_kernel<<<GRID(NC), NT, 0, impl_of(be)->stream>>>((bf16 *)dpe, (const bf16 *)dx, B, NC);
-    LAUNCH_CHECK();
-}
 /* ---- a table's rows added at indices ---- */
 static void c_add_table_rows(iv2_backend *be, void *x, const void *table, const int32_t *rows, int n, int n_table,
                              int C) {
@@ -241,8 +228,6 @@ void cuda_install_elementwise(iv2_backend *be) {
     be->gelu_backward = c_gelu_backward;
     be->residual = c_residual;
     be->residual_backward = c_residual_backward;
-    be->add_rows = c_add_rows;
-    be->add_rows_backward = c_add_rows_backward;
     be->axpy = c_axpy;
     be->gather_rows = c_gather_rows;
     be->scatter_add_rows = c_scatter_add_rows;

@@ -247,17 +247,6 @@ __global__ void add_table_rows_backward_kernel(float *acc, const bf16 *dx, const
 __global__ void add_f32_kernel(bf16 *dst, const float *src, size_t n) {
     FOR_N(i, n) st(dst + i, ld(dst + i) + src[i]);
 }
-/* ---- position rows ---- */
-__global__ void add_rows_kernel(bf16 *x, const bf16 *pe, size_t NC, size_t n) {
-    FOR_N(i, n) st(x + i, ld(x + i) + ld(pe + i % NC));
-}
-__global__ void add_rows_backward_kernel(bf16 *dpe, const bf16 *dx, int B, size_t NC) {
-    FOR_N(i, NC) {
-        float a = 0.f;
-        for (int b = 0; b < B; b++) a += ld(dx + b * NC + i);
-        st(dpe + i, ld(dpe + i) + a);
-    }
-}
 /* ---- axpy ---- */
 __global__ void axpy_kernel(bf16 *y, const bf16 *x, float a, size_t n) {
     FOR_N(i, n) st(y + i, ld(y + i) + a * ld(x + i));

@@ -406,7 +406,7 @@ static void test_attention(int B, int H, int Nq, int Nk, int D, int fused, int w
 }
 
 /* ---------------------------------------------------------------------------------------------
- * elementwise: GELU, residual, add_rows, axpy */
+ * elementwise: GELU, residual, position rows (add_table_rows over every token), axpy */
 
 typedef struct { size_t n; int kind; double *x, *G; } gelu_ctx;
 static double ref_gelu1(double x, int kind) {
@@ -499,13 +499,16 @@ static void test_add_rows_axpy(void) {
     size_t n = (size_t)B * N * C;
     float *x = frand(n, -1, 1), *pe = frand((size_t)N * C, -1, 1), *want = malloc(n * sizeof(float));
     for (size_t i = 0; i < n; i++) want[i] = x[i] + pe[i % ((size_t)N * C)];
-    be3->add_rows(be3, x, pe, B, N, C);
-    t_allclose("add_rows", x, want, n, 0, 0);
+    int32_t *rows = malloc(sizeof(int32_t) * B * N);   /* every token of B samples: row b N + n */
+    for (int i = 0; i < B * N; i++) rows[i] = i;
+    be3->add_table_rows(be3, x, pe, rows, B * N, N, C);
+    t_allclose("add_table_rows, every token", x, want, n, 0, 0);
     float *dpe0 = frand((size_t)N * C, -1, 1), *dpe = fcopy(dpe0, (size_t)N * C);
     double *g = calloc((size_t)N * C, sizeof(double)); /* d/dpe of sum((x+pe) G) = sum_b G */
-    be3->add_rows_backward(be3, dpe, x, B, N, C);      /* x serves as the gradient */
+    be3->add_table_rows_backward(be3, dpe, x, rows, B * N, N, C);   /* x serves as the gradient */
+    free(rows);
     for (size_t i = 0; i < n; i++) g[i % ((size_t)N * C)] += x[i];
-    check_grad("add_rows_backward", dpe, dpe0, g, (size_t)N * C, 1e-5f, 1e-6f);
+    check_grad("add_table_rows_backward, every token", dpe, dpe0, g, (size_t)N * C, 1e-5f, 1e-6f);
     float *y = frand(n, -1, 1), *yw = malloc(n * sizeof(float));
     for (size_t i = 0; i < n; i++) yw[i] = (float)((double)y[i] + -0.75 * x[i]);
     be3->axpy(be3, y, x, -0.75f, n);

@@ -283,37 +283,34 @@ static void test_attention(int B, int H, int Nq, int Nk, int D, int fused, int p
     if (D <= 256) {
         pair dout = mk((size_t)B * Nq * Cc, 1), dqkv = mk((size_t)B * Nk * 3 * Cc, 1), dq = mk((size_t)B * Nq * Cc, 1);
         void *dqg = fused ? dqkv.g : dq.g, *dqc = fused ? dqkv.c : dq.c;
-        G->attention_backward(G, dqg, IV2_AT(G, dqkv.g, Cc), IV2_AT(G, dqkv.g, 2 * Cc), dout.g, qg, kg, vg, o.g,
-                              lse.g, B, H, Nq, Nk, D, qstr, 3 * Cc, Cc, scale, IV2_ADD);
-        C->attention_backward(C, dqc, IV2_AT(C, dqkv.c, Cc), IV2_AT(C, dqkv.c, 2 * Cc), dout.c, qc, kc, vc, o.c,
-                              lse.c, B, H, Nq, Nk, D, qstr, 3 * Cc, Cc, scale, IV2_ADD);
-        snprintf(w, sizeof w, "attention_backward dqkv B%d H%d Nq%d Nk%d D%d", B, H, Nq, Nk, D);
-        cmp(w, dqkv, 3e-2f, 5e-2f);
-        if (!fused) {
-            snprintf(w, sizeof w, "attention_backward dq B%d H%d Nq%d Nk%d D%d", B, H, Nq, Nk, D);
-            cmp(w, dq, 3e-2f, 5e-2f);
-        }
-        /* written: every slot of the fused buffer (k and v of dqkv and q apart when not fused) */
-        poison(&dqkv);
-        poison(&dq);
-        if (!fused) {   /* the q slot of dqkv is nobody's: the same values on both */
-            reset(&dqkv, 1);
-            for (size_t r = 0; r < (size_t)B * Nk; r++)
-                for (int c = Cc; c < 3 * Cc; c++) dqkv.h[r * 3 * Cc + c] = NAN;
-            G->upload(G, dqkv.g, dqkv.h, dqkv.n);
-            for (size_t r = 0; r < (size_t)B * Nk; r++)
-                for (int c = Cc; c < 3 * Cc; c++) dqkv.h[r * 3 * Cc + c] = 0.f;
-            C->upload(C, dqkv.c, dqkv.h, dqkv.n);
-        }
-        G->attention_backward(G, dqg, IV2_AT(G, dqkv.g, Cc), IV2_AT(G, dqkv.g, 2 * Cc), dout.g, qg, kg, vg, o.g,
-                              lse.g, B, H, Nq, Nk, D, qstr, 3 * Cc, Cc, scale, IV2_SET);
-        C->attention_backward(C, dqc, IV2_AT(C, dqkv.c, Cc), IV2_AT(C, dqkv.c, 2 * Cc), dout.c, qc, kc, vc, o.c,
-                              lse.c, B, H, Nq, Nk, D, qstr, 3 * Cc, Cc, scale, IV2_ADD);
-        snprintf(w, sizeof w, "attention_backward dqkv SET B%d H%d Nq%d Nk%d D%d", B, H, Nq, Nk, D);
-        cmp(w, dqkv, 3e-2f, 5e-2f);
-        if (!fused) {
-            snprintf(w, sizeof w, "attention_backward dq SET B%d H%d Nq%d Nk%d D%d", B, H, Nq, Nk, D);
-            cmp(w, dq, 3e-2f, 5e-2f);
+        /* added onto the random gradients, then written (IV2_SET) over NaN: every slot of the fused
+         * buffer; k and v of dqkv and q apart when not fused (dqkv's q slot is nobody's: the same
+         * values on both) */
+        for (int set = 0; set < 2; set++) {
+            if (set) {
+                poison(&dqkv);
+                poison(&dq);
+                if (!fused) {
+                    reset(&dqkv, 1);
+                    for (size_t r = 0; r < (size_t)B * Nk; r++)
+                        for (int c = Cc; c < 3 * Cc; c++) dqkv.h[r * 3 * Cc + c] = NAN;
+                    G->upload(G, dqkv.g, dqkv.h, dqkv.n);
+                    for (size_t r = 0; r < (size_t)B * Nk; r++)
+                        for (int c = Cc; c < 3 * Cc; c++) dqkv.h[r * 3 * Cc + c] = 0.f;
+                    C->upload(C, dqkv.c, dqkv.h, dqkv.n);
+                }
+            }
+            G->attention_backward(G, dqg, IV2_AT(G, dqkv.g, Cc), IV2_AT(G, dqkv.g, 2 * Cc), dout.g, qg, kg, vg, o.g,
+                                  lse.g, B, H, Nq, Nk, D, qstr, 3 * Cc, Cc, scale, set ? IV2_SET : IV2_ADD);
+            C->attention_backward(C, dqc, IV2_AT(C, dqkv.c, Cc), IV2_AT(C, dqkv.c, 2 * Cc), dout.c, qc, kc, vc, o.c,
+                                  lse.c, B, H, Nq, Nk, D, qstr, 3 * Cc, Cc, scale, IV2_ADD);
+            const char *m = set ? " SET" : "";
+            snprintf(w, sizeof w, "attention_backward dqkv%s B%d H%d Nq%d Nk%d D%d", m, B, H, Nq, Nk, D);
+            cmp(w, dqkv, 3e-2f, 5e-2f);
+            if (!fused) {
+                snprintf(w, sizeof w, "attention_backward dq%s B%d H%d Nq%d Nk%d D%d", m, B, H, Nq, Nk, D);
+                cmp(w, dq, 3e-2f, 5e-2f);
+            }
         }
         drop(&dout); drop(&dqkv); drop(&dq);
     }
@@ -357,15 +354,21 @@ static void test_elementwise(int B, int N, int Cc) {
     G->residual_backward(G, dx.g, NULL, dout.g, y.g, gam.g, s, B, N, Cc, IV2_SET);
     C->residual_backward(C, dx.c, NULL, dout.c, y.c, gam.c, s, B, N, Cc, IV2_ADD);
     cmp("residual_backward dy SET (a dropped sample: 0)", dx, 2e-2f, 2e-2f);
-    /* position rows */
+    /* position rows of every token (row b N + n takes pe[n]) */
     pair pe = mk((size_t)N * Cc, 1), dpe = mk((size_t)N * Cc, 1);
+    int32_t *ri = malloc(sizeof(int32_t) * B * N), *rg = G->alloc(G, sizeof(int32_t) * B * N);
+    int32_t *rc = C->alloc(C, sizeof(int32_t) * B * N);
+    for (int i = 0; i < B * N; i++) ri[i] = i;
+    G->upload_raw(G, rg, ri, sizeof(int32_t) * B * N);
+    C->upload_raw(C, rc, ri, sizeof(int32_t) * B * N);
     reset(&o, 1);
-    G->add_rows(G, o.g, pe.g, B, N, Cc);
-    C->add_rows(C, o.c, pe.c, B, N, Cc);
-    cmp("add_rows", o, 1e-2f, 1e-2f);
-    G->add_rows_backward(G, dpe.g, dout.g, B, N, Cc);
-    C->add_rows_backward(C, dpe.c, dout.c, B, N, Cc);
-    cmp("add_rows_backward", dpe, 2e-2f, 2e-2f);
+    G->add_table_rows(G, o.g, pe.g, rg, B * N, N, Cc);
+    C->add_table_rows(C, o.c, pe.c, rc, B * N, N, Cc);
+    cmp("add_table_rows, every token", o, 1e-2f, 1e-2f);
+    G->add_table_rows_backward(G, dpe.g, dout.g, rg, B * N, N, Cc);
+    C->add_table_rows_backward(C, dpe.c, dout.c, rc, B * N, N, Cc);
+    cmp("add_table_rows_backward, every token", dpe, 2e-2f, 2e-2f);
+    G->free(G, rg); C->free(C, rc); free(ri);
     reset(&o, 1);
     G->axpy(G, o.g, x.g, -0.75f, n);
     C->axpy(C, o.c, x.c, -0.75f, n);
