@@ -108,12 +108,14 @@ static void test_matmul_batch_w(int M, int K, int N) {
     C->matmul_batch_w(C, o.c, x.c, wt.c, M, K, N, 3, (size_t)N * K, (size_t)M * N);
     float at = 2e-2f * sqrtf((float)K) / 16.f * 2.f;
     snprintf(w, sizeof w, "matmul_batch_w 3 x %dx%dx%d", M, K, N); cmp(w, o, 2e-2f, at);
-    pair dw = mk((size_t)3 * N * K, 1);   /* added to */
-    G->matmul_batch_w_backward(G, dw.g, o.g, x.g, M, K, N, 3, (size_t)N * K, (size_t)M * N);
-    C->matmul_batch_w_backward(C, dw.c, o.c, x.c, M, K, N, 3, (size_t)N * K, (size_t)M * N);
+    /* a fresh dout, the same on both sides: o differs by the forward's bf16 roundings (o ~ 7.5,
+     * an ulp 0.03), and summed over M rows that alone put dw past a tolerance meant for dout ~ 1 */
+    pair dout = mk((size_t)3 * M * N, 1), dw = mk((size_t)3 * N * K, 1);   /* dw: added to */
+    G->matmul_batch_w_backward(G, dw.g, dout.g, x.g, M, K, N, 3, (size_t)N * K, (size_t)M * N);
+    C->matmul_batch_w_backward(C, dw.c, dout.c, x.c, M, K, N, 3, (size_t)N * K, (size_t)M * N);
     snprintf(w, sizeof w, "matmul_batch_w_backward 3 x %dx%dx%d", M, K, N);
     cmp(w, dw, 2e-2f, 2e-2f * sqrtf((float)M) / 8.f + 3e-2f);
-    drop(&x); drop(&wt); drop(&o); drop(&dw);
+    drop(&x); drop(&wt); drop(&o); drop(&dout); drop(&dw);
 }
 
 /* the MLP's fused tanh GELU (matmul_gelu, matmul_backward_gelu; CUDA only) against the CPU's
