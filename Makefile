@@ -149,7 +149,7 @@ build/tests/%: tests/%.c $(wildcard tests/*.h) $(TEST_LIBS)
 	$(CC) $(CFLAGS) $(FF_CFLAGS) -Itests $< $(TEST_LIBS) -o $@ $(LDFLAGS) $(if $(filter 1,$(FFMPEG)),$(FF_LIBS)) $(ALL_LIBS) $(DIST_LIBS)
 build/tests/test_attention_emu: tests/emu/test_attention_emu.cpp tests/emu/cuda_emu.h kernels/flash_attention.cuh
 	@mkdir -p $(dir $@)
-	$(CXX) -std=c++17 -O2 -g -Wall -Wno-unknown-pragmas -Ikernels -Itests/emu $< -o $@ -lm
+	$(CXX) -std=c++17 -O2 -g -Wall -Wno-unknown-pragmas -fno-strict-aliasing -Ikernels -Itests/emu $< -o $@ -lm
 build/tests/test_kernels_emu: tests/emu/test_kernels_emu.cpp tests/emu/cuda_emu.h kernels/cuda_device.cuh \
                              kernels/norm.cuh kernels/elementwise.cuh common/compute.h
 	@mkdir -p $(dir $@)

@@ -156,8 +156,13 @@ typedef struct iv2_heads {
     size_t fin_w, fin_b, fin_lnw, fin_lnb, clip_pos, mae_pos;
     /* scratch for one head at a time (heads are independent, so forward + backward run per head) */
     void *x, *h1, *g1, *y, *yn, *tgt, *dx, *dh1, *dg1, *dy, *dyn;
-    float *ln_mean, *ln_rstd, *loss_rows;
+    float *ln_mean, *ln_rstd;
+    float *loss_rows;              /* backend f32 [n_clip + n_mae + use_final][max_rows] */
     int32_t *idx_pos, *idx_rows;   /* backend int32 [max_rows] */
+    /* deferred readback (iv2_heads_defer .. iv2_heads_collect): each head's loss rows at their
+     * own offset of loss_rows, and where its means go */
+    int deferring, n_pending, pending_rows;
+    struct { int off, M; double *mean_loss, *mean_cos; } pending[2 * IV2_DISTILL_MAX_LAYERS + 1];
 } iv2_heads;
 
 iv2_heads *iv2_heads_create(iv2_backend *be, const iv2_heads_dims *d);
@@ -182,7 +187,7 @@ int iv2_heads_mae(iv2_heads *h, int k, const void *inp, void *dinp, const int32_
 int iv2_heads_final(iv2_heads *h, const void *inp, void *dinp, int B, const float *target, float scale,
                     double *mean_loss, double *mean_cos);
 /* The same with the inputs in backend memory already (a staged batch: no upload, no check; the
- * only host wait is the loss rows' readback). M rows; targets in be->dtype, [M][dim].
+ * only host wait is the loss rows' readback, none while deferring). M rows; targets in be->dtype, [M][dim].
  * clip: vis int32 [M] the visible token of each row (the pos-embed rows), M = B * nv.
  * mae: pos int32 [M] = vis[b][1 + j] - 1 (the pos-embed rows), rows int32 [M] = b * nv + 1 + j
  * (the rows of inp), M = B * (nv - 1). final: M = B. */
@@ -192,6 +197,12 @@ int iv2_heads_mae_dev(iv2_heads *h, int k, const void *inp, void *dinp, const in
                       int M, const void *target, float scale, double *mean_loss, double *mean_cos);
 int iv2_heads_final_dev(iv2_heads *h, const void *inp, void *dinp, int B, const void *target, float scale,
                         double *mean_loss, double *mean_cos);
+
+/* A step's heads without a host wait each: after iv2_heads_defer, each head call queues its loss
+ * rows (its mean_loss and mean_cos are filled in later); iv2_heads_collect reads them all back in
+ * one wait and fills the means. At most one call per head between the two. */
+void iv2_heads_defer(iv2_heads *h);
+int iv2_heads_collect(iv2_heads *h);
 
 /* Load the heads' tensors (official names) from an open safetensors file, marking them used. */
 int iv2_heads_load_st(iv2_heads *h, iv2_st_file *f);

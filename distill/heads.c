@@ -94,7 +94,7 @@ iv2_heads *iv2_heads_create(iv2_backend *be, const iv2_heads_dims *d) {
     for (size_t i = 0; i < sizeof bufs / sizeof *bufs; i++) *bufs[i] = be->alloc(be, big);
     size_t fr = (size_t)d->max_rows * sizeof(float);
     h->ln_mean = be->alloc(be, fr); h->ln_rstd = be->alloc(be, fr);
-    h->loss_rows = be->alloc(be, fr);
+    h->loss_rows = be->alloc(be, fr * (size_t)(d->n_clip + d->n_mae + (d->use_final ? 1 : 0)));
     h->idx_pos = be->alloc(be, (size_t)d->max_rows * sizeof(int32_t));
     h->idx_rows = be->alloc(be, (size_t)d->max_rows * sizeof(int32_t));
     if (!h->params || !h->grads || !h->dyn || !h->idx_rows) {
@@ -154,20 +154,60 @@ void iv2_heads_init(iv2_heads *h, uint64_t seed) {
 #define P(off) IV2_AT(be, h->params, off)
 #define G(off) IV2_AT(be, h->grads, off)
 
+/* the means of n loss rows (host) */
+static void loss_means(const float *rows, int n, double *mean_loss, double *mean_cos) {
+    double s = 0;
+    for (int i = 0; i < n; i++) s += rows[i];
+    if (mean_loss) *mean_loss = s / n;
+    if (mean_cos) *mean_cos = 1.0 - s / n / 2.0;
+}
+
 /* yn -> out = yn / |yn| -> loss rows against the target (backend memory), and with backward the
- * gradient dyn, all in one pass (l2_cos_loss); then the reduction (the one host wait of a head:
- * its loss rows) */
+ * gradient dyn, all in one pass (l2_cos_loss); then the means: read back now (a host wait), or,
+ * while deferring, queued for iv2_heads_collect */
 static void head_loss(iv2_heads *h, int M, int D, const void *target, float scale, int backward, double *mean_loss,
                       double *mean_cos) {
     iv2_backend *be = h->be;
-    be->l2_cos_loss(be, h->loss_rows, backward ? h->dyn : NULL, h->yn, target, M, D, scale);
+    int off = h->deferring ? h->pending_rows : 0;
+    be->l2_cos_loss(be, h->loss_rows + off, backward ? h->dyn : NULL, h->yn, target, M, D, scale);
+    if (h->deferring) {
+        h->pending[h->n_pending].off = off;
+        h->pending[h->n_pending].M = M;
+        h->pending[h->n_pending].mean_loss = mean_loss;
+        h->pending[h->n_pending].mean_cos = mean_cos;
+        h->n_pending++;
+        h->pending_rows += M;
+        return;
+    }
     float *rows = iv2_malloc(sizeof(float) * (size_t)M);
     be->download_raw(be, rows, h->loss_rows, sizeof(float) * (size_t)M);
-    double s = 0;
-    for (int i = 0; i < M; i++) s += rows[i];
+    loss_means(rows, M, mean_loss, mean_cos);
     free(rows);
-    if (mean_loss) *mean_loss = s / M;
-    if (mean_cos) *mean_cos = 1.0 - s / M / 2.0;
+}
+
+void iv2_heads_defer(iv2_heads *h) {
+    h->deferring = 1;
+    h->n_pending = h->pending_rows = 0;
+}
+
+int iv2_heads_collect(iv2_heads *h) {
+    h->deferring = 0;
+    if (!h->n_pending) return 0;
+    float *rows = iv2_malloc(sizeof(float) * (size_t)h->pending_rows);
+    h->be->download_raw(h->be, rows, h->loss_rows, sizeof(float) * (size_t)h->pending_rows);
+    for (int i = 0; i < h->n_pending; i++)
+        loss_means(rows + h->pending[i].off, h->pending[i].M, h->pending[i].mean_loss, h->pending[i].mean_cos);
+    free(rows);
+    h->n_pending = h->pending_rows = 0;
+    return 0;
+}
+
+/* a deferred call needs room for its rows and a queue entry: one call per head between defer and collect */
+static int check_pending(iv2_heads *h, int M, const char *what) {
+    int slots = h->d.n_clip + h->d.n_mae + (h->d.use_final ? 1 : 0);
+    if (h->deferring && (h->n_pending >= slots || h->pending_rows + M > slots * h->d.max_rows))
+        return iv2_err("%s head: more deferred loss rows than the heads hold (one call per head between defer and collect)", what);
+    return 0;
 }
 
 /* y [M,D] -> LN -> yn (then head_loss: L2 and the loss); backward from dyn to dy (written) */
@@ -182,7 +222,7 @@ static void norm_backward(iv2_heads *h, int M, int D, size_t lnw, size_t lnb) {
 
 static int check_rows(iv2_heads *h, int M, const char *what) {
     if (M < 1 || M > h->d.max_rows) return iv2_err("%s head: %d rows, scratch holds %d", what, M, h->d.max_rows);
-    return 0;
+    return check_pending(h, M, what);
 }
 
 int iv2_heads_clip(iv2_heads *h, int k, const void *inp, void *dinp, const int32_t *vis, int B, int nv,

@@ -80,7 +80,8 @@ static size_t batch_bytes(const iv2_vit_config *vc, const iv2_heads_dims *hd, si
     size_t W = hd->C;
     int dims[] = {hd->clip_dim, hd->mae_dim, hd->final_dim, hd->pool_dim};
     for (int i = 0; i < 4; i++) if ((size_t)dims[i] > W) W = dims[i];
-    size_t heads = 11 * rows * W * esize + rows * (3 * sizeof(float) + 2 * sizeof(int32_t));
+    size_t slots = (size_t)hd->n_clip + hd->n_mae + (hd->use_final ? 1 : 0);   /* loss rows of each head */
+    size_t heads = 11 * rows * W * esize + rows * ((2 + slots) * sizeof(float) + 2 * sizeof(int32_t));
     size_t readout = (size_t)n_out * (rows + rows_v) * vc->width * esize;
     size_t frames = (size_t)vc->frames * vc->img * vc->img * 3;
     size_t other = 2 * sb * vc->pool_dim * esize + sb * frames;   /* pooled, dpooled; eval frames */
@@ -501,29 +502,36 @@ static const float *drop_scales(iv2_trainer *t, int64_t step, int B) {
     return t->drop;
 }
 
-/* Each head's forward, loss rows and backward on slot d's indices and targets. */
+/* Each head's forward, loss rows and backward on slot d's indices and targets; the loss rows of
+ * all heads are read back once, after the last head (a host wait per head left the GPU idle
+ * between heads) */
 static int heads_loss(iv2_trainer *t, const iv2_dev_batch *d, int backward, iv2_loss *L) {
     const iv2_distill_config *c = &t->cfg;
     int B = d->S, nv = d->nv;
-    double ml;
+    double ml_clip[IV2_DISTILL_MAX_LAYERS] = {0}, ml_mae[IV2_DISTILL_MAX_LAYERS] = {0}, ml_fin = 0;
+    iv2_heads_defer(t->heads);
+    int rc = 0;
     float sc = iv2_loss_scale(c->alpha_clip, c->n_clip, (int64_t)B * nv);
-    for (int k = 0; k < c->n_clip; k++) {
+    for (int k = 0; k < c->n_clip && !rc; k++) {
         int o = t->clip_out[k];
-        if (iv2_heads_clip_dev(t->heads, k, t->out[o], backward ? t->dout[o] : NULL, d->vis, B * nv, d->clip[k], sc, &ml, NULL)) return -1;
-        L->clip += ml / c->n_clip;
+        rc = iv2_heads_clip_dev(t->heads, k, t->out[o], backward ? t->dout[o] : NULL, d->vis, B * nv, d->clip[k], sc,
+                                &ml_clip[k], NULL);
     }
     sc = iv2_loss_scale(c->alpha_mae, c->n_mae, (int64_t)B * (nv - 1));
-    for (int k = 0; k < c->n_mae; k++) {
+    for (int k = 0; k < c->n_mae && !rc; k++) {
         int o = t->mae_out[k];
-        if (iv2_heads_mae_dev(t->heads, k, t->out[o], backward ? t->dout[o] : NULL, d->mae_pos, t->mae_rows, B * (nv - 1),
-                              d->mae[k], sc, &ml, NULL)) return -1;
-        L->mae += ml / c->n_mae;
+        rc = iv2_heads_mae_dev(t->heads, k, t->out[o], backward ? t->dout[o] : NULL, d->mae_pos, t->mae_rows,
+                               B * (nv - 1), d->mae[k], sc, &ml_mae[k], NULL);
     }
-    if (c->use_final) {
-        if (iv2_heads_final_dev(t->heads, t->pooled, backward ? t->dpooled : NULL, B, d->final,
-                                iv2_loss_scale(c->alpha_final, 1, B), &ml, NULL)) return -1;
-        L->final = ml;
-    }
+    if (c->use_final && !rc)
+        rc = iv2_heads_final_dev(t->heads, t->pooled, backward ? t->dpooled : NULL, B, d->final,
+                                 iv2_loss_scale(c->alpha_final, 1, B), &ml_fin, NULL);
+    iv2_heads_collect(t->heads);   /* also after a failure: no deferral is left behind */
+    if (rc) return -1;
+    /* summed in the order the per-head readback summed them */
+    for (int k = 0; k < c->n_clip; k++) L->clip += ml_clip[k] / c->n_clip;
+    for (int k = 0; k < c->n_mae; k++) L->mae += ml_mae[k] / c->n_mae;
+    if (c->use_final) L->final = ml_fin;
     return 0;
 }
 

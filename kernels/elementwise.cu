@@ -121,8 +121,12 @@ static void c_add_table_rows_backward(iv2_backend *be, void *dtable, const void 
     size_t nt = (size_t)n_table * C;
     float *acc = cuda_scratch(be, nt * sizeof(float));
     CUDA_CHECK(cudaMemsetAsync(acc, 0, nt * sizeof(float), im->stream));
-    add_table_rows_backward_kernel<<<GRID((size_t)n * C), NT, 0, im->stream>>>(acc, (const bf16 *)dx, rows, n,
-                                                                               n_table, C);
+    if (im->vec_bwd && C % 8 == 0 && al16(dx))
+        add_table_rows_backward8_kernel<<<GRID((size_t)n * C / 8), NT, 0, im->stream>>>(acc, (const bf16 *)dx, rows,
+                                                                                        n, n_table, C / 8);
+    else
+        add_table_rows_backward_kernel<<<GRID((size_t)n * C), NT, 0, im->stream>>>(acc, (const bf16 *)dx, rows, n,
+                                                                                   n_table, C);
     LAUNCH_CHECK();
     add_f32_kernel<<<GRID(nt), NT, 0, im->stream>>>((bf16 *)dtable, acc, nt);
     LAUNCH_CHECK();

@@ -244,6 +244,27 @@ __global__ void add_table_rows_backward_kernel(float *acc, const bf16 *dx, const
         atomicAdd(acc + (size_t)(rows[i] % n_table) * C + e % C, ld(dx + e));
     }
 }
+/* the same on 16-byte vectors of dx (C % 8 == 0): two 4-wide fp32 atomics a vector on sm_90, where
+ * the scalar kernel's one atomic and one 64-bit division an element ran at a third of the memory
+ * bandwidth (H100, 2026-11-27: 76 us for 13344 x 1408) */
+__device__ __forceinline__ void add4_f32(float *p, float a, float b, float c, float d) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    atomicAdd((float4 *)p, make_float4(a, b, c, d));
+#else
+    atomicAdd(p, a); atomicAdd(p + 1, b); atomicAdd(p + 2, c); atomicAdd(p + 3, d);
+#endif
+}
+__global__ void add_table_rows_backward8_kernel(float *acc, const bf16 *dx, const int32_t *rows, int n, int n_table,
+                                                int C8) {
+    FOR_N(e, (size_t)n * C8) {
+        int i = (int)(e / C8), c8 = (int)(e - (size_t)i * C8);
+        float v[8];
+        unpack8(ldv(dx + 8 * e), v);
+        float *p = acc + ((size_t)(rows[i] % n_table) * C8 + c8) * 8;
+        add4_f32(p, v[0], v[1], v[2], v[3]);
+        add4_f32(p + 4, v[4], v[5], v[6], v[7]);
+    }
+}
 __global__ void add_f32_kernel(bf16 *dst, const float *src, size_t n) {
     FOR_N(i, n) st(dst + i, ld(dst + i) + src[i]);
 }

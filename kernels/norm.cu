@@ -33,6 +33,8 @@ static void c_rmsnorm(iv2_backend *be, void *out, float *rstd, const void *inp, 
  * atomics on acc. The occupancy query is cached per kernel slot and shared-memory size. */
 static int norm_rows_per_block(cuda_impl *im, int slot, const void *kernel, size_t smem, int M) {
     if (im->norm_bwd_smem[slot] != smem || !im->norm_bwd_blocks[slot]) {
+        if (smem > 48 * 1024)   /* past the default: opted in (the SMS sums at C > 1536 / 4 ...) */
+            CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
         CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&im->norm_bwd_blocks[slot], kernel, 128, smem));
         im->norm_bwd_smem[slot] = smem;
     }
@@ -44,15 +46,24 @@ static int norm_rows_per_block(cuda_impl *im, int slot, const void *kernel, size
 typedef void (*norm_bwd8_fn)(bf16 *, colsum_out, const bf16 *, const bf16 *, const bf16 *, const float *,
                              const float *, int, int, int, int, res_bwd);
 /* the warp-per-row kernel for vpl vectors a lane (1, 2, 4 or 6), with the residual backward after
- * it or not, and its slot in the occupancy cache */
-static norm_bwd8_fn norm_bwd8_kernel_for(int vpl, int res, int *slot) {
+ * it or not, its column sums in shared memory (SMS: im->norm_smem, at 4 and 6) or registers; its
+ * slot in the occupancy cache; *smem: the dynamic shared memory it takes for width C */
+static norm_bwd8_fn norm_bwd8_kernel_for(const cuda_impl *im, int vpl, int res, int C, int *slot, size_t *smem) {
     static const norm_bwd8_fn k[2][4] = {
         {norm_backward8_kernel<1, false>, norm_backward8_kernel<2, false>, norm_backward8_kernel<4, false>,
          norm_backward8_kernel<6, false>},
         {norm_backward8_kernel<1, true>, norm_backward8_kernel<2, true>, norm_backward8_kernel<4, true>,
          norm_backward8_kernel<6, true>}};
+    static const norm_bwd8_fn ks[2][2] = {{norm_backward8_kernel<4, false, true>, norm_backward8_kernel<6, false, true>},
+                                          {norm_backward8_kernel<4, true, true>, norm_backward8_kernel<6, true, true>}};
     int i = vpl <= 1 ? 0 : vpl <= 2 ? 1 : vpl <= 4 ? 2 : 3;
+    if (im->norm_smem && i >= 2) {
+        *slot = 9 + (i - 2) + 2 * res;
+        *smem = (size_t)4 * 2 * C * 4;   /* [4 warps][2][C] floats */
+        return ks[res][i - 2];
+    }
     *slot = 1 + i + 4 * res;
+    *smem = (size_t)2 * C * 4;   /* the block's [2][C] sums */
     return k[res][i];
 }
 
@@ -67,11 +78,11 @@ static void norm_backward(iv2_backend *be, void *dinp, void *dw, void *db, const
     if (M <= 0) return;
     cuda_impl *im = impl_of(be);
     colsum_out cs = cuda_colsum_out(be, dw, db, C, 2);   /* the kernels sum both halves, used or not */
-    size_t smem = (size_t)2 * C * 4;   /* the block's [2][C] sums (the warp-per-row kernels) */
     int vec = im->vec_bwd && C % 8 == 0 && al16(dinp) && al16(dout) && al16(inp) && al16(w);
-    if (norm_bwd8_fits(im, dinp, dout, inp, w, C)) {   /* the row and the columns' sums in registers */
+    if (norm_bwd8_fits(im, dinp, dout, inp, w, C)) {   /* the row in registers */
         int slot;
-        norm_bwd8_fn k = norm_bwd8_kernel_for(cdiv(C / 8, 32), 0, &slot);
+        size_t smem;
+        norm_bwd8_fn k = norm_bwd8_kernel_for(im, cdiv(C / 8, 32), 0, C, &slot, &smem);
         int rows = norm_rows_per_block(im, slot, (const void *)k, smem, M);
         res_bwd none = {};
         k<<<cdiv(M, rows), 128, smem, im->stream>>>((bf16 *)dinp, cs, (const bf16 *)dout, (const bf16 *)inp,
@@ -118,9 +129,9 @@ static void c_rmsnorm_residual_backward(iv2_backend *be, void *dinp, void *dw, c
         return;
     }
     colsum_out cs = cuda_colsum_out(be, dw, dgamma, C, 2);   /* dw, then dgamma in the second sums */
-    size_t smem = (size_t)2 * C * 4;
     int slot;
-    norm_bwd8_fn k = norm_bwd8_kernel_for(cdiv(C / 8, 32), 1, &slot);
+    size_t smem;
+    norm_bwd8_fn k = norm_bwd8_kernel_for(im, cdiv(C / 8, 32), 1, C, &slot, &smem);
     int rows = norm_rows_per_block(im, slot, (const void *)k, smem, M);
     res_bwd rb = {};
     rb.dy = (bf16 *)dy; rb.y = (const bf16 *)y; rb.gamma = (const bf16 *)gamma;

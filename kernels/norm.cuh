@@ -191,6 +191,14 @@ __device__ __forceinline__ void norm_bwd_dx_vec(bf16 *dx, const uint4 &xv, const
     st8(dx + 8 * c8, o);
 }
 
+/* p[0..8) += v (shared memory, 16-byte aligned, this lane's own columns) */
+__device__ __forceinline__ void add8_smem(float *p, const float (&v)[8]) {
+    float4 *q = (float4 *)p;
+    float4 a = q[0], b = q[1];
+    q[0] = make_float4(a.x + v[0], a.y + v[1], a.z + v[2], a.w + v[3]);
+    q[1] = make_float4(b.x + v[4], b.y + v[5], b.z + v[6], b.w + v[7]);
+}
+
 /* The residual backward that follows a block's norm backward (norm_backward8_kernel with RES): with
  * the row's new dinp, dy = s gamma dinp (written) and dgamma += sum s dinp y, summed in the
  * kernel's second column sums (RMSNorm has no bias). s: sample row / N's drop-path scale. */
@@ -210,21 +218,29 @@ struct res_bwd {
  * 120 us for the student's 13344 x 1408 on an H100, 2026-11-27, a third of the bandwidth.)
  * The block's warps then add their sums in shared memory ([2][C] floats, dynamic) and the block
  * adds those to cs.acc, one atomic per column. VPL <= 6 (C <= 1536): at VPL 8 the row no longer
- * fits the registers. */
-template <int VPL, bool RES>
-__global__ void __launch_bounds__(128) norm_backward8_kernel(bf16 *dinp, colsum_out cs, const bf16 *dout,
-                                                             const bf16 *inp, const bf16 *w, const float *mean,
-                                                             const float *rstd, int M, int C, int rows_per_block,
-                                                             int add, res_bwd rb) {
+ * fits the registers.
+ * SMS (the launch's pick at VPL 4 and 6 unless IV2_NORM_SMEM=0): the sums go to the warp's own
+ * [2][C] floats of shared memory ([4][2][C] a block) instead of 2 x 8 x VPL registers a lane, so
+ * three blocks fit an SM where two did (226 registers a thread at VPL 6: 8 warps an SM for a
+ * memory-bound kernel, 77 us for the student's 13344 x 1408 rows where the bytes need 40). */
+template <int VPL, bool RES, bool SMS = false>
+__global__ void __launch_bounds__(128, SMS ? 3 : 1) norm_backward8_kernel(bf16 *dinp, colsum_out cs, const bf16 *dout,
+                                                                          const bf16 *inp, const bf16 *w,
+                                                                          const float *mean, const float *rstd, int M,
+                                                                          int C, int rows_per_block, int add,
+                                                                          res_bwd rb) {
     extern __shared__ __align__(16) unsigned char smem_raw[];
     float *part = (float *)smem_raw;
     int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nw = blockDim.x >> 5, C8 = C / 8;
-    float dwp[VPL][8], dbp[VPL][8];
+    constexpr int RV = SMS ? 1 : VPL;   /* register sums: none used with SMS */
+    float dwp[RV][8], dbp[RV][8];
 #pragma unroll
-    for (int u = 0; u < VPL; u++)
+    for (int u = 0; u < RV; u++)
 #pragma unroll
         for (int k = 0; k < 8; k++) dwp[u][k] = dbp[u][k] = 0.f;
-    for (int i = threadIdx.x; i < 2 * C; i += blockDim.x) part[i] = 0.f;
+    float *mine = part + (SMS ? (size_t)warp * 2 * C : 0);   /* SMS: this warp's [2][C] */
+    for (int i = threadIdx.x; i < (SMS ? nw : 1) * 2 * C; i += blockDim.x) part[i] = 0.f;
+    if (SMS) __syncthreads();
     int r0 = blockIdx.x * rows_per_block, r1 = min(M, r0 + rows_per_block);
     for (int row = r0 + warp; row < r1; row += nw) {
         const bf16 *x = inp + (size_t)row * C, *dy = dout + (size_t)row * C;
@@ -248,10 +264,17 @@ __global__ void __launch_bounds__(128) norm_backward8_kernel(bf16 *dinp, colsum_
             if (c8 < C8) {
                 float g[8], xh[8];
                 norm_bwd_vec(xv[u], gv[u], w, c8, mu, r, g, xh, &s1, &s2);
+                if constexpr (SMS) {   /* with RES, the second sums take dgamma below */
 #pragma unroll
-                for (int k = 0; k < 8; k++) {
-                    dwp[u][k] += g[k] * xh[k];
-                    if (!RES) dbp[u][k] += g[k];   /* with RES, dbp sums dgamma below */
+                    for (int k = 0; k < 8; k++) xh[k] *= g[k];
+                    add8_smem(mine + 8 * c8, xh);
+                    if (!RES) add8_smem(mine + C + 8 * c8, g);
+                } else {
+#pragma unroll
+                    for (int k = 0; k < 8; k++) {
+                        dwp[u][k] += g[k] * xh[k];
+                        if (!RES) dbp[u][k] += g[k];   /* with RES, dbp sums dgamma below */
+                    }
                 }
             }
         }
@@ -269,33 +292,46 @@ __global__ void __launch_bounds__(128) norm_backward8_kernel(bf16 *dinp, colsum_
                 float yf[8], gf[8];
                 ld8(rb.y + (size_t)row * C + 8 * c8, yf);
                 if (rb.gamma) ld8(rb.gamma + 8 * c8, gf);
+                float dg[8];
 #pragma unroll
                 for (int k = 0; k < 8; k++) {
-                    dbp[u][k] += sc * o[k] * yf[k];
+                    dg[k] = sc * o[k] * yf[k];
                     yf[k] = sc * (rb.gamma ? gf[k] : 1.f) * o[k];
                 }
+                if constexpr (SMS) add8_smem(mine + C + 8 * c8, dg);
+                else
+#pragma unroll
+                    for (int k = 0; k < 8; k++) dbp[u][k] += dg[k];
                 st8(rb.dy + (size_t)row * C + 8 * c8, yf);
             }
         }
     }
-    /* the warps add their sums into part one after the other: plain adds, no contended float
-     * atomics on shared memory */
     __syncthreads();
-    for (int wi = 0; wi < nw; wi++) {
-        if (warp == wi)
+    if constexpr (SMS) {   /* the warps' sums, column by column */
+        for (int i = threadIdx.x; i < 2 * C; i += blockDim.x) {
+            float t = 0.f;
+            for (int wi = 0; wi < nw; wi++) t += part[(size_t)wi * 2 * C + i];
+            atomicAdd(cs.acc + i, t);
+        }
+    } else {
+        /* the warps add their sums into part one after the other: plain adds, no contended float
+         * atomics on shared memory */
+        for (int wi = 0; wi < nw; wi++) {
+            if (warp == wi)
 #pragma unroll
-            for (int u = 0; u < VPL; u++) {
-                int c8 = lane + 32 * u;
-                if (c8 < C8)
+                for (int u = 0; u < VPL; u++) {
+                    int c8 = lane + 32 * u;
+                    if (c8 < C8)
 #pragma unroll
-                    for (int k = 0; k < 8; k++) {
-                        part[8 * c8 + k] += dwp[u][k];
-                        part[C + 8 * c8 + k] += dbp[u][k];
-                    }
-            }
-        __syncthreads();
+                        for (int k = 0; k < 8; k++) {
+                            part[8 * c8 + k] += dwp[u][k];
+                            part[C + 8 * c8 + k] += dbp[u][k];
+                        }
+                }
+            __syncthreads();
+        }
+        for (int i = threadIdx.x; i < 2 * C; i += blockDim.x) atomicAdd(cs.acc + i, part[i]);
     }
-    for (int i = threadIdx.x; i < 2 * C; i += blockDim.x) atomicAdd(cs.acc + i, part[i]);
     colsum_finish(cs);
 }
 

@@ -93,6 +93,30 @@ int main(void) {
     double l, c;
     iv2_heads_final(h, pooled, NULL, B, tgt_fin, 1.0f, &l, &c);
     CHECK(fabs(l - 2 * (1 - c)) < 1e-9, "mean loss %g vs cos %g", l, c);
+    /* deferred readback (the trainer's: one host wait for all heads) gives each call the means an
+     * immediate readback gives, in its own pointers, whatever the order of the calls */
+    {
+        double a[4], b[4], cs[4];
+        iv2_heads_clip(h, 1, inp_clip, NULL, vis, B, NV, tgt_clip, 1.0f, &a[0], NULL);
+        iv2_heads_clip(h, 0, inp_mae, NULL, vis, B, NV, tgt_clip, 1.0f, &a[1], NULL);
+        iv2_heads_mae(h, 0, inp_mae, NULL, vis, B, NV, tgt_mae, 1.0f, &a[2], NULL);
+        iv2_heads_final(h, pooled, NULL, B, tgt_fin, 1.0f, &a[3], NULL);
+        iv2_heads_defer(h);
+        iv2_heads_final(h, pooled, NULL, B, tgt_fin, 1.0f, &b[3], &cs[3]);
+        iv2_heads_mae(h, 0, inp_mae, NULL, vis, B, NV, tgt_mae, 1.0f, &b[2], &cs[2]);
+        iv2_heads_clip(h, 0, inp_mae, NULL, vis, B, NV, tgt_clip, 1.0f, &b[1], &cs[1]);
+        iv2_heads_clip(h, 1, inp_clip, NULL, vis, B, NV, tgt_clip, 1.0f, &b[0], &cs[0]);
+        b[0] = b[1] = b[2] = b[3] = -1;   /* the collect alone fills them in */
+        CHECK(iv2_heads_collect(h) == 0, "collect");
+        for (int i = 0; i < 4; i++)
+            CHECK(a[i] == b[i] && fabs(cs[i] - (1 - a[i] / 2)) < 1e-12, "deferred head %d: mean %g vs %g", i, b[i], a[i]);
+        /* more calls than the heads hold: an error, not an overrun of the loss rows */
+        iv2_heads_defer(h);
+        int rc = 0;
+        for (int i = 0; i < 5 && !rc; i++) rc = iv2_heads_final(h, pooled, NULL, B, tgt_fin, 1.0f, &b[0], NULL);
+        CHECK(rc != 0 && strstr(iv2_errmsg(), "deferred"), "a fifth deferred call is refused: %s", iv2_errmsg());
+        iv2_heads_collect(h);
+    }
     CHECK(iv2_no_weight_decay("clip_pos_embed", 3) && iv2_no_weight_decay("clip_decoder.0.head.bias", 1) &&
           iv2_no_weight_decay("clip_decoder.0.norm.weight", 1) && !iv2_no_weight_decay("clip_decoder.0.head.weight", 2) &&
           iv2_no_weight_decay("cls_token", 3), "weight-decay exclusions");

@@ -11,7 +11,8 @@
  *   l2_cos_loss_kernel): 2 - 2 <x/|x|, t> and its gradient;
  *   AdamW over a buffer's tensors in one launch (adamw_chunks_kernel) = adamw_kernel per tensor;
  *   the visible tokens' patch rows (patchify_kernel with rows: = the full call's rows, CLS zero),
- *   a table's rows added at indices and the backward's fp32 sums (add_table_rows*_kernel);
+ *   a table's rows added at indices and the backward's fp32 sums (add_table_rows*_kernel, scalar and
+ *   on 16-byte vectors);
  *   residual + norm in one pass (residual_norm8_kernel) = residual8_kernel then norm8_kernel, bit
  *   for bit, and against the formulas.
  * Each runs as the 16-byte-vector kernel (norm_backward8_kernel at every VPL the launch picks
@@ -129,9 +130,12 @@ static void test_norm_backward(int M, int C, bool ln, bool with_w, bool with_din
     }
     const bf16 *wp = with_w ? w.data() : NULL;
     const float *mp = ln ? mean.data() : NULL;
-    for (int vec = 0; vec < 3; vec++) {   /* scalar, registers (C <= 1536), two kernels (any C % 8 == 0) */
+    /* scalar, registers (C <= 1536), two kernels (any C % 8 == 0), and 3: the row in registers, the
+     * column sums in shared memory (SMS, at VPL 4 and 6) */
+    for (int vec = 0; vec < 4; vec++) {
         int vpl = (C / 8 + 31) / 32;
-        if (vec == 1 && vpl > 6) continue;
+        if ((vec == 1 || vec == 3) && vpl > 6) continue;
+        if (vec == 3 && vpl <= 2) continue;
         std::vector<bf16> dx = dx0;
         sums_into acc(C, 2);
         bf16 *dxp = with_dinp ? dx.data() : NULL;
@@ -146,6 +150,14 @@ static void test_norm_backward(int M, int C, bool ln, bool with_w, bool with_din
             dim3 grid = {(unsigned)((C / 8 + 31) / 32), (unsigned)((M + rows_per - 1) / rows_per), 1};
             emu_launch(grid, CS_THREADS, 0, [&] {
                 norm_dwdb8_kernel(acc.out(), dy.data(), x.data(), mp, rstd.data(), M, C / 8, rows_per);
+            });
+        } else if (vec == 3) {   /* SMS: [4 warps][2][C] floats of shared memory */
+            vpl = vpl <= 4 ? 4 : 6;
+            int rows = 5;
+            dim3 grid = {(unsigned)((M + rows - 1) / rows), 1, 1};
+            emu_launch(grid, 128, (size_t)4 * 2 * C * 4, [&] {
+                if (vpl == 4) norm_backward8_kernel<4, false, true>(dxp, acc.out(), dy.data(), x.data(), wp, mp, rstd.data(), M, C, rows, add, {});
+                else norm_backward8_kernel<6, false, true>(dxp, acc.out(), dy.data(), x.data(), wp, mp, rstd.data(), M, C, rows, add, {});
             });
         } else if (vec) {   /* as norm.cu: VPL rounded up to an instantiation, 128 threads, rows per block */
             vpl = vpl <= 1 ? 1 : vpl <= 2 ? 2 : vpl <= 4 ? 4 : 6;
@@ -170,9 +182,10 @@ static void test_norm_backward(int M, int C, bool ln, bool with_w, bool with_din
             });
         }
         char what[160];
-        const char *name = vec == 2 ? "norm_dx_wide + norm_dwdb8" : vec ? "norm_backward8" : "norm_backward (scalar)";
+        const char *name = vec == 3 ? "norm_backward8 SMS" : vec == 2 ? "norm_dx_wide + norm_dwdb8" : vec ? "norm_backward8" :
+                           "norm_backward (scalar)";
         char vp[16] = "";
-        if (vec == 1) snprintf(vp, sizeof vp, " VPL %d", vpl);
+        if (vec == 1 || vec == 3) snprintf(vp, sizeof vp, " VPL %d", vpl);
         snprintf(what, sizeof what, "%s %s %dx%d%s%s%s", name, ln ? "LN" : "RMS", M, C, vp, with_w ? "" : " no weight",
                  add ? "" : " SET");
         if (with_dinp) {
@@ -216,28 +229,38 @@ static void test_rms_residual_backward(int B, int N, int C, bool with_gamma) {
             sums[C + c] += sc * dx_want[i] * f(y[i]);
         }
     }
-    std::vector<bf16> dx = dx0;
-    sums_into acc(C, 2);
-    rb.dy = dy.data(); rb.y = y.data(); rb.gamma = with_gamma ? gam.data() : NULL; rb.has_s = 1; rb.N = N;
     int vpl = (C / 8 + 31) / 32, rows = 5;
     vpl = vpl <= 1 ? 1 : vpl <= 2 ? 2 : vpl <= 4 ? 4 : 6;
-    emu_launch(dim3{(unsigned)((M + rows - 1) / rows), 1, 1}, 128, (size_t)2 * C * 4, [&] {
+    for (int sms = 0; sms < (vpl >= 4 ? 2 : 1); sms++) {   /* the column sums in registers, or shared memory */
+        std::vector<bf16> dx = dx0;
+        dy = start_grad((size_t)M * C, IV2_SET);
+        sums_into acc(C, 2);
+        rb.dy = dy.data(); rb.y = y.data(); rb.gamma = with_gamma ? gam.data() : NULL; rb.has_s = 1; rb.N = N;
+        emu_launch(dim3{(unsigned)((M + rows - 1) / rows), 1, 1}, 128, (size_t)(sms ? 4 : 1) * 2 * C * 4, [&] {
 #define NB8(V) norm_backward8_kernel<V, true>(dx.data(), acc.out(), g.data(), x.data(), w.data(), NULL, rstd.data(), M, C, rows, IV2_ADD, rb)
-        switch (vpl) {
-        case 1: NB8(1); break;
-        case 2: NB8(2); break;
-        case 4: NB8(4); break;
-        default: NB8(6); break;
-        }
+#define NB8S(V) norm_backward8_kernel<V, true, true>(dx.data(), acc.out(), g.data(), x.data(), w.data(), NULL, rstd.data(), M, C, rows, IV2_ADD, rb)
+            if (sms) {
+                if (vpl == 4) NB8S(4);
+                else NB8S(6);
+            } else
+                switch (vpl) {
+                case 1: NB8(1); break;
+                case 2: NB8(2); break;
+                case 4: NB8(4); break;
+                default: NB8(6); break;
+                }
 #undef NB8
-    });
-    char what[128];
-    snprintf(what, sizeof what, "norm_backward8 + residual RMS %dx%dx%d%s dinp", B, N, C, with_gamma ? " gamma" : "");
-    check_bf16(what, dx_want, dx, 1e-2);
-    snprintf(what, sizeof what, "norm_backward8 + residual RMS %dx%dx%d%s dy (over NaN)", B, N, C, with_gamma ? " gamma" : "");
-    check_bf16(what, dy_want, dy, 1e-2);
-    snprintf(what, sizeof what, "norm_backward8 + residual RMS %dx%dx%d dw, dgamma", B, N, C);
-    check_sums(what, sums, acc);
+#undef NB8S
+        });
+        const char *k = sms ? "norm_backward8 SMS" : "norm_backward8";
+        char what[128];
+        snprintf(what, sizeof what, "%s + residual RMS %dx%dx%d%s dinp", k, B, N, C, with_gamma ? " gamma" : "");
+        check_bf16(what, dx_want, dx, 1e-2);
+        snprintf(what, sizeof what, "%s + residual RMS %dx%dx%d%s dy (over NaN)", k, B, N, C, with_gamma ? " gamma" : "");
+        check_bf16(what, dy_want, dy, 1e-2);
+        snprintf(what, sizeof what, "%s + residual RMS %dx%dx%d dw, dgamma", k, B, N, C);
+        check_sums(what, sums, acc);
+    }
 }
 
 /* ---- GELU backward ---- */
@@ -498,6 +521,14 @@ static void test_stem_rows(void) {
         });
         snprintf(w, sizeof w, "add_table_rows_backward n%d C%d (fp32 sums)", n, C);
         check(w, dw, acc.data(), acc.size(), 1e-6);
+        if (C % 8 == 0) {
+            std::fill(acc.begin(), acc.end(), 0.f);
+            emu_launch(dim3{3, 1, 1}, 64, 0, [&] {
+                add_table_rows_backward8_kernel(acc.data(), x0.data(), rows.data(), n, ntok, C / 8);
+            });
+            snprintf(w, sizeof w, "add_table_rows_backward8 n%d C%d (fp32 sums)", n, C);
+            check(w, dw, acc.data(), acc.size(), 1e-6);
+        }
     }
 }
 
