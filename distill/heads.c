@@ -162,14 +162,26 @@ static void loss_means(const float *rows, int n, double *mean_loss, double *mean
     if (mean_cos) *mean_cos = 1.0 - s / n / 2.0;
 }
 
-/* yn -> out = yn / |yn| -> loss rows against the target (backend memory), and with backward the
- * gradient dyn, all in one pass (l2_cos_loss); then the means: read back now (a host wait), or,
- * while deferring, queued for iv2_heads_collect */
-static void head_loss(iv2_heads *h, int M, int D, const void *target, float scale, int backward, double *mean_loss,
-                      double *mean_cos) {
+/* A head's end: y [M,D] -> LayerNorm -> yn -> L2 -> loss rows against the target (backend
+ * memory), and with backward the gradient back through both into dy (written) and the LN's
+ * weight gradients: one op where the backend fuses them (layernorm_l2_cos_loss), else layernorm,
+ * l2_cos_loss (L2, loss and L2 backward in one pass) and layernorm_backward. Then the means: read
+ * back now (a host wait), or, while deferring, queued for iv2_heads_collect. */
+static void head_end(iv2_heads *h, int M, int D, size_t lnw, size_t lnb, const void *target, float scale, int backward,
+                     double *mean_loss, double *mean_cos) {
     iv2_backend *be = h->be;
     int off = h->deferring ? h->pending_rows : 0;
-    be->l2_cos_loss(be, h->loss_rows + off, backward ? h->dyn : NULL, h->yn, target, M, D, scale);
+    float *rows_dst = h->loss_rows + off;
+    if (be->layernorm_l2_cos_loss)
+        be->layernorm_l2_cos_loss(be, rows_dst, backward ? h->dy : NULL, backward ? G(lnw) : NULL,
+                                  backward ? G(lnb) : NULL, h->y, target, P(lnw), P(lnb), M, D, HEAD_LN_EPS, scale);
+    else {
+        be->layernorm(be, h->yn, h->ln_mean, h->ln_rstd, h->y, P(lnw), P(lnb), M, D, HEAD_LN_EPS);
+        be->l2_cos_loss(be, rows_dst, backward ? h->dyn : NULL, h->yn, target, M, D, scale);
+        if (backward)
+            be->layernorm_backward(be, h->dy, G(lnw), G(lnb), h->dyn, h->y, P(lnw), h->ln_mean, h->ln_rstd, M, D,
+                                   IV2_SET);
+    }
     if (h->deferring) {
         h->pending[h->n_pending].off = off;
         h->pending[h->n_pending].M = M;
@@ -210,16 +222,6 @@ static int check_pending(iv2_heads *h, int M, const char *what) {
     return 0;
 }
 
-/* y [M,D] -> LN -> yn (then head_loss: L2 and the loss); backward from dyn to dy (written) */
-static void norm_forward(iv2_heads *h, int M, int D, size_t lnw, size_t lnb) {
-    iv2_backend *be = h->be;
-    be->layernorm(be, h->yn, h->ln_mean, h->ln_rstd, h->y, P(lnw), P(lnb), M, D, HEAD_LN_EPS);
-}
-static void norm_backward(iv2_heads *h, int M, int D, size_t lnw, size_t lnb) {
-    iv2_backend *be = h->be;
-    be->layernorm_backward(be, h->dy, G(lnw), G(lnb), h->dyn, h->y, P(lnw), h->ln_mean, h->ln_rstd, M, D, IV2_SET);
-}
-
 static int check_rows(iv2_heads *h, int M, const char *what) {
     if (M < 1 || M > h->d.max_rows) return iv2_err("%s head: %d rows, scratch holds %d", what, M, h->d.max_rows);
     return check_pending(h, M, what);
@@ -249,11 +251,9 @@ int iv2_heads_clip_dev(iv2_heads *h, int k, const void *inp, void *dinp, const i
     be->copy(be, h->x, inp, (size_t)M * C * be->esize);
     be->add_table_rows(be, h->x, P(h->clip_pos), vis, M, ntok, C);
     be->matmul(be, h->y, h->x, P(h->clip_w[k]), P(h->clip_b[k]), M, C, D);
-    norm_forward(h, M, D, h->clip_lnw[k], h->clip_lnb[k]);
-    head_loss(h, M, D, target, scale, dinp != NULL, mean_loss, mean_cos);
+    head_end(h, M, D, h->clip_lnw[k], h->clip_lnb[k], target, scale, dinp != NULL, mean_loss, mean_cos);
     if (!dinp) return 0;
-    /* backward */
-    norm_backward(h, M, D, h->clip_lnw[k], h->clip_lnb[k]);
+    /* backward, from dy */
     be->matmul_backward(be, h->dx, G(h->clip_w[k]), G(h->clip_b[k]), h->dy, h->x, P(h->clip_w[k]), M, C, D, IV2_SET);
     be->axpy(be, dinp, h->dx, 1.0f, (size_t)M * C);
     be->add_table_rows_backward(be, G(h->clip_pos), h->dx, vis, M, ntok, C);   /* fp32 sums over the batch */
@@ -294,11 +294,9 @@ int iv2_heads_mae_dev(iv2_heads *h, int k, const void *inp, void *dinp, const in
     be->matmul(be, h->h1, h->x, P(h->mae_w1[k]), P(h->mae_b1[k]), M, C, C);
     be->gelu(be, h->g1, h->h1, (size_t)M * C, IV2_GELU_ERF);   /* nn.GELU(): exact */
     be->matmul(be, h->y, h->g1, P(h->mae_w2[k]), P(h->mae_b2[k]), M, C, D);
-    norm_forward(h, M, D, h->mae_lnw[k], h->mae_lnb[k]);
-    head_loss(h, M, D, target, scale, dinp != NULL, mean_loss, mean_cos);
+    head_end(h, M, D, h->mae_lnw[k], h->mae_lnb[k], target, scale, dinp != NULL, mean_loss, mean_cos);
     if (!dinp) return 0;
-    /* backward */
-    norm_backward(h, M, D, h->mae_lnw[k], h->mae_lnb[k]);
+    /* backward, from dy */
     be->matmul_backward(be, h->dg1, G(h->mae_w2[k]), G(h->mae_b2[k]), h->dy, h->g1, P(h->mae_w2[k]), M, C, D,
                         IV2_SET);
     be->gelu_backward(be, h->dh1, h->dg1, h->h1, (size_t)M * C, IV2_GELU_ERF, IV2_SET);
@@ -324,10 +322,8 @@ int iv2_heads_final_dev(iv2_heads *h, const void *inp, void *dinp, int B, const 
     if (!h->d.use_final) return iv2_err("final head: not configured");
     if (check_rows(h, B, "final")) return -1;
     be->matmul(be, h->y, inp, P(h->fin_w), P(h->fin_b), B, Cp, D);
-    norm_forward(h, B, D, h->fin_lnw, h->fin_lnb);
-    head_loss(h, B, D, target, scale, dinp != NULL, mean_loss, mean_cos);
+    head_end(h, B, D, h->fin_lnw, h->fin_lnb, target, scale, dinp != NULL, mean_loss, mean_cos);
     if (!dinp) return 0;
-    norm_backward(h, B, D, h->fin_lnw, h->fin_lnb);
     be->matmul_backward(be, dinp, G(h->fin_w), G(h->fin_b), h->dy, inp, P(h->fin_w), B, Cp, D, IV2_ADD);
     return 0;
 }

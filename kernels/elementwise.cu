@@ -201,9 +201,11 @@ static void c_l2_cos_loss(iv2_backend *be, float *loss_rows, void *dinp, const v
 /* ---- sum of squares: block partial sums, one atomic per block ---- */
 static void c_sumsq(iv2_backend *be, float *acc, const void *x, size_t n) {
     if (!n) return;
-    unsigned g = cdiv(n, NT);
+    int vec = impl_of(be)->vec_bwd && al16(x);
+    unsigned g = cdiv(vec ? n / 8 + 1 : n, NT);
     if (g > 1024) g = 1024;
-    sumsq_kernel<<<g, NT, 0, impl_of(be)->stream>>>(acc, (const bf16 *)x, n);
+    if (vec) sumsq8_kernel<<<g, NT, 0, impl_of(be)->stream>>>(acc, (const bf16 *)x, n);
+    else sumsq_kernel<<<g, NT, 0, impl_of(be)->stream>>>(acc, (const bf16 *)x, n);
     LAUNCH_CHECK();
 }
 /* ---- AdamW (PyTorch semantics), fp32 master and moments, bf16 parameters ---- */

@@ -204,8 +204,8 @@ static double time_full_step(iv2_distill_config c, int depth, const iv2_batch *b
 /* the whole step at depths 2 and 6, extrapolated to full depth (views/s, tokens/s, MFU; FLOPs of
  * the model, not of the recomputation); a batch by hand: frames, the visible tokens as the
  * recipe's mask keeps them (52 per frame and the CLS), targets of a cheap pattern */
-static void full_step_row(const char *device, const char *preset, int S, int recompute, const int dims[3], double peak,
-                          FILE *js, int profile_depth) {
+static void full_step_row(const char *device, const char *preset, int S, int recompute, const char *tag,
+                          const int dims[3], double peak, FILE *js, int profile_depth) {
     iv2_distill_config c;
     iv2_distill_config_default(&c);
     snprintf(c.device, sizeof c.device, "%s", device);
@@ -253,7 +253,7 @@ static void full_step_row(const char *device, const char *preset, int S, int rec
         free(b.vis);
         return;
     }
-    double t1 = time_full_step(c, 2, &b, 5, dims), t2 = time_full_step(c, 6, &b, 5, dims);
+    double t1 = time_full_step(c, 2, &b, 11, dims), t2 = time_full_step(c, 6, &b, 11, dims);
     double t = t1 + (vc.depth - 2) * (t2 - t1) / 4;
     double per_block = (double)nv * (8.0 * C * C + 4.0 * C * vc.mlp) + 4.0 * (double)nv * nv * C;
     double heads = c.n_clip * 2.0 * nv * C * dims[0] + c.n_mae * 2.0 * (nv - 1) * ((double)C * C + (double)C * dims[1]) +
@@ -263,9 +263,9 @@ static void full_step_row(const char *device, const char *preset, int S, int rec
     snprintf(name, sizeof name, "%s step", preset);
     printf("%-14s %6d %10.2f %9.0f %-2s %12.2f %10.1f %7.1f%%   (whole step: + heads, loss, clip, AdamW; recompute %s)\n",
            name, S, t * 1e3, S * nv / t, "tk", S / t, tf / 1e12, 100 * tf / peak, recompute ? "all" : "none");
-    if (js) fprintf(js, ", {\"model\": \"%s-step%s\", \"batch\": %d, \"n_vis\": %d, \"unit\": \"views\", "
+    if (js) fprintf(js, ", {\"model\": \"%s-step%s%s\", \"batch\": %d, \"n_vis\": %d, \"unit\": \"views\", "
                     "\"ms\": %.3f, \"per_s\": %.2f, \"tokens_per_s\": %.1f, \"tflops\": %.2f, \"mfu\": %.4f, "
-                    "\"recompute\": %d, \"ms_timed\": [%.3f, %.3f]}", preset, recompute ? "-recompute" : "", S, nv,
+                    "\"recompute\": %d, \"ms_timed\": [%.3f, %.3f]}", preset, recompute ? "-recompute" : "", tag, S, nv,
                     t * 1e3, S / t, S * nv / t, tf / 1e12, tf / peak, recompute ? 1 : 0, t1 * 1e3, t2 * 1e3);
     fflush(stdout);
     for (int i = 0; i < nt; i++) free(tg[i]);
@@ -293,7 +293,7 @@ static int profile_step(iv2_backend *be) {
 int main(int argc, char **argv) {
     if (argc > 1 && !strcmp(argv[1], "--step-smoke")) {   /* the whole-step path on the CPU, tiny (no GPU needed) */
         const int dims[3] = {24, 16, 8};
-        full_step_row("cpu", "iv2-tiny", 2, 0, dims, 1e12, NULL, 0);
+        full_step_row("cpu", "iv2-tiny", 2, 0, "", dims, 1e12, NULL, 0);
         return 0;
     }
     if (argc > 1 && !strcmp(argv[1], "--profile-whole-step")) {   /* the trainer makes its own backend */
@@ -307,7 +307,7 @@ int main(int argc, char **argv) {
             fprintf(stderr, "bench_vit: IV2_BENCH_VIEWS and IV2_PROFILE_DEPTH must be >= 1\n");
             return 2;
         }
-        full_step_row("cuda", "iv2-1b", views, 0, dims, 989e12, NULL, depth);
+        full_step_row("cuda", "iv2-1b", views, 0, "", dims, 989e12, NULL, depth);
         return 0;
     }
     iv2_backend *be = iv2_backend_create("cuda:0", 0);
@@ -348,7 +348,7 @@ int main(int argc, char **argv) {
     int views = getenv("IV2_BENCH_VIEWS") ? atoi(getenv("IV2_BENCH_VIEWS")) : 32, nv = 0;
     iv2_vit_config sc;
     iv2_vit_preset("iv2-1b", &sc);
-    double fl, t1 = time_train(be, "iv2-1b", 2, views, 5, &fl, &nv), t2 = time_train(be, "iv2-1b", 6, views, 5, &fl, &nv);
+    double fl, t1 = time_train(be, "iv2-1b", 2, views, 11, &fl, &nv), t2 = time_train(be, "iv2-1b", 6, views, 11, &fl, &nv);
     double t = t1 + (sc.depth - 2) * (t2 - t1) / 4, tf = fl / t;
     printf("%-14s %6d %10.2f %9.0f %-2s %12.2f %10.1f %7.1f%%   (train step, fwd+bwd, no optimiser)\n", "iv2-1b train",
            views, t * 1e3, views * nv / t, "tk", views / t, tf / 1e12, 100 * tf / peak);
@@ -364,7 +364,7 @@ int main(int argc, char **argv) {
     const char *st = getenv("IV2_BENCH_STEP");
     if (!st || strcmp(st, "0")) {
         const int dims[3] = {3200, 1408, 768};
-        full_step_row("cuda", "iv2-1b", views, 0, dims, peak, js, 0);
+        full_step_row("cuda", "iv2-1b", views, 0, "", dims, peak, js, 0);
         /* the largest batch that fits at full depth with every block recomputed (the trainer's
          * memory plan, in what is free now less 2 GiB for the trainer's own CUDA context), timed
          * at up to 128 views: the host batch of f32 targets is 41 MB a view, and the GEMMs are
@@ -379,7 +379,14 @@ int main(int argc, char **argv) {
         int sv = getenv("IV2_BENCH_STEP_VIEWS") ? atoi(getenv("IV2_BENCH_STEP_VIEWS")) : fit < 128 ? fit : 128;
         printf("iv2-1b step: the largest batch that fits with every block recomputed: %d views (memory plan, %.1f GiB "
                "free); timed at %d\n", fit, fr / 1073741824.0, sv);
-        if (sv > 0) full_step_row("cuda", "iv2-1b", sv, IV2_RECOMPUTE_ALL, dims, peak, js, 0);
+        if (sv > 0) full_step_row("cuda", "iv2-1b", sv, IV2_RECOMPUTE_ALL, "", dims, peak, js, 0);
+        /* and the largest batch that fits recomputing none (issue 8's "batch as large as fits"; the
+         * optimiser's fixed cost spread over more views), IV2_BENCH_STEP_VIEWS_NONE views if set */
+        int fitn = fr > ((size_t)2 << 30) ? iv2_distill_largest_batch(&rc, dims[0], dims[1], dims[2], nvr, 0, be->esize,
+                                                                        fr - ((size_t)2 << 30)) : 0;
+        int svn = getenv("IV2_BENCH_STEP_VIEWS_NONE") ? atoi(getenv("IV2_BENCH_STEP_VIEWS_NONE")) : fitn;
+        printf("iv2-1b step: the largest batch that fits recomputing none: %d views; timed at %d\n", fitn, svn);
+        if (svn > views) full_step_row("cuda", "iv2-1b", svn, 0, "-largest", dims, peak, js, 0);
     }
     if (js) { fprintf(js, "]}\n"); fclose(js); }
     iv2_backend_destroy(be);

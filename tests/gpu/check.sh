@@ -145,6 +145,9 @@ if command -v compute-sanitizer >/dev/null 2>&1 && [ -x build/gpu/test_cuda_vit 
   # no FFmpeg for the decoding half)
   [ -x build/tests/test_extract_teachers ] && step memcheck_extract_teachers 150 compute-sanitizer --tool memcheck \
     --leak-check full --error-exitcode 3 build/tests/test_extract_teachers
+  # every op test under memcheck (3 s on an H100, 2026-11-27)
+  [ -x build/gpu/test_cuda_ops ] && step memcheck_ops 60 compute-sanitizer --tool memcheck --error-exitcode 3 \
+    build/gpu/test_cuda_ops
 else
   printf '%-34s %-20s\n' memcheck_tiny_forward "SKIP (no compute-sanitizer or test)" | tee -a "$SUMMARY"
 fi
@@ -225,19 +228,15 @@ if [ -n "$NCU" ] && [ -x build/gpu/bench_kernels ] && [ $(( $(date +%s) - T0 )) 
     build/gpu/bench_kernels --ncu
 fi
 
-# and the memory-bound backward kernels of the student step (norm, LayerScale, bias sums): how close
-# to the memory bandwidth they run, their occupancy and stalls; one call of each (ncu_vector_bwd.log)
+# and the student step's norm backward kernels at full size (the first launch, the pool head's, skipped;
+# then the final norm's, a block's norm2 + ls1, its q norm's): how close to the memory bandwidth they
+# run, their occupancy and stalls (ncu_vector_bwd.log)
 if [ -n "$NCU" ] && [ -x build/gpu/bench_vit ] && [ $(( $(date +%s) - T0 )) -lt 330 ]; then
   step ncu_vector_bwd 90 "$NCU" --section SpeedOfLight --section MemoryWorkloadAnalysis --section Occupancy \
-    --section LaunchStats --section WarpStateStats -k "regex:norm_backward8|norm_dx_wide|norm_dwdb8|residual_backward8|colsum8" \
-    -c 6 build/gpu/bench_vit --profile-step
+    --section LaunchStats --section WarpStateStats -k "regex:norm_backward8" --launch-skip 1 -c 4 \
+    build/gpu/bench_vit --profile-step
 fi
 
-# the op tests under memcheck last, if time is left (slow under the sanitizer)
-if command -v compute-sanitizer >/dev/null 2>&1 && [ -x build/gpu/test_cuda_ops ] && \
-   [ $(( $(date +%s) - T0 )) -lt 270 ]; then
-  step memcheck_ops 60 compute-sanitizer --tool memcheck --error-exitcode 3 build/gpu/test_cuda_ops
-fi
 # and every op (the fused attention backward included) under racecheck, if time is still left
 if command -v compute-sanitizer >/dev/null 2>&1 && [ -x build/gpu/test_cuda_ops ] && \
    [ $(( $(date +%s) - T0 )) -lt 360 ]; then
@@ -279,6 +278,8 @@ if iv and tv:
         t = tm.get(m["model"])
         if t and "per_s" in t: print(f"{m['model']:14s} iv2 {m['per_s']:8.1f} {m['unit']}/s MFU {100*m['mfu']:5.1f}%   "
                     f"torch {t['per_s']:8.1f}/s MFU {100*t['mfu']:5.1f}%   speed-up x{m['per_s']/t['per_s']:.2f}")
+        else: print(f"{m['model']:14s} iv2 {m['per_s']:8.1f} {m['unit']}/s MFU {100*m['mfu']:5.1f}%   (batch {m['batch']}; "
+                    f"no PyTorch row)")
     for row in ("iv2-1b-step", "iv2-1b-train"):
         i, c = next((m for m in iv["models"] if m["model"] == row), None), tm.get(row + "-compiled")
         if i and c and "per_s" in c:
