@@ -222,13 +222,6 @@ struct iv2_backend {
      * target>) / ||inp||. target is in be->dtype. (l2norm, the loss and l2norm_backward in one pass.) */
     void (*l2_cos_loss)(iv2_backend *be, float *loss_rows, void *dinp, const void *inp, const void *target, int M,
                         int C, float scale);
-    /* Optional (NULL where a backend has none: the heads then run layernorm, l2_cos_loss and
-     * layernorm_backward): a head's end in one op. yn = LayerNorm(y; w, b, eps), then loss_rows as
-     * l2_cos_loss of yn against target, and where dy is not NULL the gradient through both:
-     * dy [M,C] written, dw and db added (f32 sums rounded once into be->dtype). */
-    void (*layernorm_l2_cos_loss)(iv2_backend *be, float *loss_rows, void *dy, void *dw, void *db, const void *y,
-                                  const void *target, const void *w, const void *b, int M, int C, float eps,
-                                  float scale);
 
     /* sum of squares of n elements of x, added into *acc (f32 in backend memory; one float). */
     void (*sumsq)(iv2_backend *be, float *acc, const void *x, size_t n);

@@ -164,24 +164,18 @@ static void loss_means(const float *rows, int n, double *mean_loss, double *mean
 
 /* A head's end: y [M,D] -> LayerNorm -> yn -> L2 -> loss rows against the target (backend
  * memory), and with backward the gradient back through both into dy (written) and the LN's
- * weight gradients: one op where the backend fuses them (layernorm_l2_cos_loss), else layernorm,
- * l2_cos_loss (L2, loss and L2 backward in one pass) and layernorm_backward. Then the means: read
- * back now (a host wait), or, while deferring, queued for iv2_heads_collect. */
+ * weight gradients: layernorm, l2_cos_loss (L2, loss and L2 backward in one pass) and
+ * layernorm_backward. Then the means: read back now (a host wait), or, while deferring, queued for
+ * iv2_heads_collect. */
 static void head_end(iv2_heads *h, int M, int D, size_t lnw, size_t lnb, const void *target, float scale, int backward,
                      double *mean_loss, double *mean_cos) {
     iv2_backend *be = h->be;
     int off = h->deferring ? h->pending_rows : 0;
     float *rows_dst = h->loss_rows + off;
-    if (be->layernorm_l2_cos_loss)
-        be->layernorm_l2_cos_loss(be, rows_dst, backward ? h->dy : NULL, backward ? G(lnw) : NULL,
-                                  backward ? G(lnb) : NULL, h->y, target, P(lnw), P(lnb), M, D, HEAD_LN_EPS, scale);
-    else {
-        be->layernorm(be, h->yn, h->ln_mean, h->ln_rstd, h->y, P(lnw), P(lnb), M, D, HEAD_LN_EPS);
-        be->l2_cos_loss(be, rows_dst, backward ? h->dyn : NULL, h->yn, target, M, D, scale);
-        if (backward)
-            be->layernorm_backward(be, h->dy, G(lnw), G(lnb), h->dyn, h->y, P(lnw), h->ln_mean, h->ln_rstd, M, D,
-                                   IV2_SET);
-    }
+    be->layernorm(be, h->yn, h->ln_mean, h->ln_rstd, h->y, P(lnw), P(lnb), M, D, HEAD_LN_EPS);
+    be->l2_cos_loss(be, rows_dst, backward ? h->dyn : NULL, h->yn, target, M, D, scale);
+    if (backward)
+        be->layernorm_backward(be, h->dy, G(lnw), G(lnb), h->dyn, h->y, P(lnw), h->ln_mean, h->ln_rstd, M, D, IV2_SET);
     if (h->deferring) {
         h->pending[h->n_pending].off = off;
         h->pending[h->n_pending].M = M;

@@ -585,12 +585,8 @@ static void c_attention_backward(iv2_backend *be, void *dq, void *dk, void *dv, 
     float *delta = cuda_scratch(be, simple || fused ? (size_t)B * H * Nq * sizeof(float) : bwd_scratch_bytes(B, H, Nq, Nk));
     const int wpb = 4;
     int rq = B * H * Nq, rk = B * H * Nk;
-    if (im->vec_bwd && D % 8 == 0 && o_stride % 8 == 0 && aligned16(dout) && aligned16(out))
-        attn_delta8_kernel<<<cdiv(rq, 256), 256, 0, im->stream>>>(delta, (const bf16 *)dout, (const bf16 *)out, B, H, Nq,
-                                                                  D / 8, o_stride);
-    else
-        attn_delta_kernel<<<cdiv(rq, wpb), wpb * 32, 0, im->stream>>>(delta, (const bf16 *)dout, (const bf16 *)out, B,
-                                                                      H, Nq, D, o_stride);
+    attn_delta_kernel<<<cdiv(rq, wpb), wpb * 32, 0, im->stream>>>(delta, (const bf16 *)dout, (const bf16 *)out, B, H,
+                                                                  Nq, D, o_stride);
     LAUNCH_CHECK();
     if (fused) {
         const bf16 *G = (const bf16 *)dout, *Q = (const bf16 *)q, *K = (const bf16 *)k, *V = (const bf16 *)v;

@@ -224,8 +224,6 @@ extern "C" iv2_backend *iv2_cuda_backend_create(int device) {
     im->fuse_norm = !(fn && !strcmp(fn, "0"));
     const char *ns = getenv("IV2_NORM_SMEM");   /* 0: the norm backward's column sums in registers */
     im->norm_smem = !(ns && !strcmp(ns, "0"));
-    const char *bg = getenv("IV2_BGRAD");   /* 0: bias gradients by colsum kernels, for side-by-side timing */
-    im->bgrad_fusion = !(bg && !strcmp(bg, "0"));
 #ifdef IV2_WGMMA   /* the Makefile defines it when CUDA_ARCH has 90a: sm_90a code runs on 9.0 only */
     im->wgmma = prop.major == 9 && prop.minor == 0;
 #endif

@@ -50,16 +50,13 @@ typedef struct {
     int gemm_next;
     size_t smem_optin;            /* largest dynamic shared memory a block may opt in to */
     int sms;                      /* streaming multiprocessors */
-    int norm_bwd_blocks[16];      /* resident blocks per SM of norm_backward8_kernel<VPL, RES, SMS> (0: not asked
-                                     yet; norm.cu's norm_bwd8_kernel_for numbers them 1..12) and of
-                                     layernorm_l2_cos8_kernel<VPL> (13..15) */
-    size_t norm_bwd_smem[16];     /* the dynamic shared memory each was asked for */
+    int norm_bwd_blocks[13];      /* resident blocks per SM of norm_backward8_kernel<VPL, RES, SMS> (0: not asked
+                                     yet; norm.cu's norm_bwd8_kernel_for numbers the twelve) */
+    size_t norm_bwd_smem[13];     /* the dynamic shared memory each was asked for */
     int norm_smem;                /* norm_backward8_kernel's column sums in shared memory at VPL 4 and 6 (SMS);
                                      IV2_NORM_SMEM=0: in registers */
     int gelu_fusion;              /* the tanh GELU fused into the MLP's GEMMs (matmul_gelu); IV2_GELU_FUSION=0: off */
     int fuse_norm;                /* residual_norm in one kernel; IV2_FUSE_NORM=0: copy, residual and norm apart */
-    int bgrad_fusion;             /* a linear layer's bias gradient in its weight-gradient GEMM's epilogue (cuBLASLt
-                                     BGRADB); IV2_BGRAD=0: a column-sum kernel after the GEMM */
     int vec_bwd;                  /* the 16-byte-vector kernels (norm and GELU backward, residual, bias sums, gather and
                                      scatter of rows, L2 norm, cosine loss); IV2_VEC_BWD=0: the scalar ones */
     int wgmma;                    /* the sm_90a kernels run here: built with IV2_WGMMA, compute capability 9.0 */

@@ -652,32 +652,6 @@ __device__ __forceinline__ void add_rows(bf16 *dst, size_t stride, int row0, int
     }
 }
 
-/* delta[b,h,i] = sum_d dout * out, the fused backward's row term, on 16-byte vectors (D % 8 == 0,
- * os % 8 == 0, 16-byte aligned): one thread a (token, head), a token's heads on adjacent threads,
- * so a warp reads whole rows. attention.cu's attn_delta_kernel (a warp a (head, token), D / 32
- * scalars a lane, warps on rows os apart) took 54 us for the student's 13344 x 16 heads of 88
- * on an H100 (2026-11-27), twice what its 75 MB need. */
-__global__ void attn_delta8_kernel(float *delta, const bf16 *dout, const bf16 *out, int B, int H, int Nq, int D8,
-                                   int os) {
-    size_t t = blockIdx.x * (size_t)blockDim.x + threadIdx.x;
-    if (t >= (size_t)B * Nq * H) return;
-    int h = (int)(t % H);
-    size_t bi = t / H;   /* the token: b * Nq + i */
-    const uint4 *g = (const uint4 *)(dout + bi * os + (size_t)h * D8 * 8), *o = (const uint4 *)(out + bi * os + (size_t)h * D8 * 8);
-    float s = 0.f;
-    for (int c = 0; c < D8; c++) {
-        uint4 a = g[c], x = o[c];
-        const __nv_bfloat162 *a2 = (const __nv_bfloat162 *)&a, *x2 = (const __nv_bfloat162 *)&x;
-#pragma unroll
-        for (int k = 0; k < 4; k++) {
-            float2 u = __bfloat1622float2(a2[k]), v = __bfloat1622float2(x2[k]);
-            s += u.x * v.x + u.y * v.y;
-        }
-    }
-    int i = (int)(bi % Nq), b = (int)(bi / Nq);
-    delta[((size_t)b * H + h) * Nq + i] = s;
-}
-
 /* lse (in log2 units) and delta of this thread's query rows r and r + 8 of one head (0 past Nq) */
 __device__ __forceinline__ void row_stats(float (&lse2)[2], float (&dl)[2], const float *lse, const float *delta, int r,
                                           int Nq) {

@@ -21,16 +21,14 @@ __global__ void fill_bias_kernel(bf16 *d, const bf16 *bias, int m, int n, int ld
 }
 
 /* the epilogues gemm_lt runs (cuBLASLt's GELU is the tanh form) */
-enum { EPI_NONE, EPI_BIAS, EPI_GELU_AUX_BIAS, EPI_DGELU, EPI_BGRADB, EPI_BGRADB16 };
+enum { EPI_NONE, EPI_BIAS, EPI_GELU_AUX_BIAS, EPI_DGELU };
 
 /* column-major D[m,n] = alpha op(A)[m,k] op(B)[k,n] + beta D, then the epilogue: EPI_BIAS
  * D += bias[m]; EPI_GELU_AUX_BIAS aux = D + bias[m], D = gelu_tanh(aux); EPI_DGELU (beta 0)
- * D = D * gelu_tanh'(aux); EPI_BGRADB bias[n] = sum over k of op(B)[k,n], written in fp32 (bias is
- * a float * then; EPI_BGRADB16 the same in bf16). aux is [m,n] with leading dimension ldd.
- * Otherwise bf16; lda/ldb/ldd are the
+ * D = D * gelu_tanh'(aux). aux is [m,n] with leading dimension ldd. All bf16; lda/ldb/ldd are the
  * column-major leading dimensions. Returns 0 when cuBLASLt has no algorithm for it (nothing
  * done), else 1. */
-static int gemm_lt(iv2_backend *be, bf16 *d, const bf16 *a, const bf16 *b, const void *bias, bf16 *aux, int epi,
+static int gemm_lt(iv2_backend *be, bf16 *d, const bf16 *a, const bf16 *b, const bf16 *bias, bf16 *aux, int epi,
                    int m, int n, int k, int ta, int tb, int lda, int ldb, int ldd, float beta) {
     cuda_impl *im = impl_of(be);
     float alpha = 1.f;
@@ -51,7 +49,6 @@ static int gemm_lt(iv2_backend *be, bf16 *d, const bf16 *a, const bf16 *b, const
     CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_TRANSB, &opb, sizeof opb));
     cublasLtEpilogue_t ep = epi == EPI_BIAS ? CUBLASLT_EPILOGUE_BIAS : epi == EPI_GELU_AUX_BIAS ?
                             CUBLASLT_EPILOGUE_GELU_AUX_BIAS : epi == EPI_DGELU ? CUBLASLT_EPILOGUE_DGELU :
-                            epi == EPI_BGRADB || epi == EPI_BGRADB16 ? CUBLASLT_EPILOGUE_BGRADB :
                             CUBLASLT_EPILOGUE_DEFAULT;
     CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_EPILOGUE, &ep, sizeof ep));
     if (aux) {
@@ -60,7 +57,7 @@ static int gemm_lt(iv2_backend *be, bf16 *d, const bf16 *a, const bf16 *b, const
         CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_LD, &ld64, sizeof ld64));
     }
     if (bias) {
-        cudaDataType_t bt = epi == EPI_BGRADB ? CUDA_R_32F : CUDA_R_16BF;
+        cudaDataType_t bt = CUDA_R_16BF;
         CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, &bt, sizeof bt));
         CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof bias));
     }
@@ -137,47 +134,12 @@ static void c_matmul(iv2_backend *be, void *out, const void *inp, const void *w,
     gemm(be, (bf16 *)out, (const bf16 *)w, (const bf16 *)inp, (const bf16 *)bias, N, M, K, 1, 0, K, K, N, 0.f);
 }
 
-/* dst[i] += acc[i] (rounded once), acc[i] = 0: the BGRADB epilogue's sums (fp32, or bf16 with
- * half16) into a bias gradient, leaving the column sums' accumulator zero as colsum_out needs it */
-__global__ void add_bgrad_kernel(bf16 *dst, float *acc, int n, int half16) {
-    int i = blockIdx.x * blockDim.x + threadIdx.x;
-    if (i < n) {
-        bf16 *a16 = (bf16 *)acc;
-        float a = half16 ? __bfloat162float(a16[i]) : acc[i];
-        dst[i] = __float2bfloat16(__bfloat162float(dst[i]) + a);
-        if (half16) a16[i] = __float2bfloat16(0.f);
-        else acc[i] = 0.f;
-    }
-}
-
-/* dw^T[K,N] += (inp stored K x M) @ (dout stored N x M)^T with dbias[N] += colsum(dout) in the same
- * GEMM (BGRADB: the sum over the GEMM's k = M of op(B) = dout), into the column sums' accumulator
- * (fp32, or bf16 where cuBLASLt has no fp32 bias for it), then added; 0 where cuBLASLt has neither
- * (nothing done) */
-static int wgrad_bgrad(iv2_backend *be, void *dw, void *dbias, const void *dout, const void *inp, int M, int K, int N) {
-    cuda_impl *im = impl_of(be);
-    if (!im->bgrad_fusion) return 0;
-    colsum_out cs = cuda_colsum_out(be, dbias, NULL, N, 1);
-    int half16 = 0;
-    if (!gemm_lt(be, (bf16 *)dw, (const bf16 *)inp, (const bf16 *)dout, cs.acc, NULL, EPI_BGRADB, K, N, M, 0, 1, K, N,
-                 K, 1.f)) {
-        if (!gemm_lt(be, (bf16 *)dw, (const bf16 *)inp, (const bf16 *)dout, cs.acc, NULL, EPI_BGRADB16, K, N, M, 0, 1,
-                     K, N, K, 1.f))
-            return 0;
-        half16 = 1;
-    }
-    add_bgrad_kernel<<<cdiv(N, 256), 256, 0, im->stream>>>((bf16 *)dbias, cs.acc, N, half16);
-    LAUNCH_CHECK();
-    return 1;
-}
-
 static void c_matmul_backward(iv2_backend *be, void *dinp, void *dw, void *dbias, const void *dout, const void *inp,
                               const void *w, int M, int K, int N, int add) {
     if (M <= 0) return;
     /* dinp^T[K,M] (+)= (w stored K x N) @ (dout stored N x M) */
     if (dinp)
         gemm(be, (bf16 *)dinp, (const bf16 *)w, (const bf16 *)dout, NULL, K, M, N, 0, 0, K, N, K, add ? 1.f : 0.f);
-    if (dw && dbias && wgrad_bgrad(be, dw, dbias, dout, inp, M, K, N)) return;
     /* dw^T[K,N] += (inp stored K x M) @ (dout stored N x M)^T */
     if (dw) gemm(be, (bf16 *)dw, (const bf16 *)inp, (const bf16 *)dout, NULL, K, N, M, 0, 1, K, N, K, 1.f);
     if (dbias) cuda_bias_grad(be, dbias, dout, M, N);   /* elementwise.cu */

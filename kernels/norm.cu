@@ -211,41 +211,7 @@ static void c_l2norm_backward(iv2_backend *be, void *dinp, const void *dout, con
     LAUNCH_CHECK();
 }
 
-/* layernorm_l2_cos_loss: the fused kernel where the row fits its registers (C % 8 == 0, C <= 3328,
- * 16-byte aligned rows), else layernorm, l2_cos_loss and layernorm_backward through scratch */
-static void c_layernorm_l2_cos_loss(iv2_backend *be, float *loss_rows, void *dy, void *dw, void *db, const void *y,
-                                    const void *target, const void *w, const void *b, int M, int C, float eps,
-                                    float scale) {
-    if (M <= 0) return;
-    cuda_impl *im = impl_of(be);
-    int c8 = C / 8, vpl = c8 <= 128 ? 4 : c8 <= 192 ? 6 : 13;
-    if (im->vec_bwd && C % 8 == 0 && cdiv(c8, 32) <= 13 && w && b && al16(y) && al16(target) && al16(w) && al16(b) &&
-        (!dy || al16(dy))) {
-        typedef void (*fn)(float *, bf16 *, colsum_out, const bf16 *, const bf16 *, const bf16 *, const bf16 *, int, int,
-                           float, float, int);
-        fn k = vpl == 4 ? layernorm_l2_cos8_kernel<4> : vpl == 6 ? layernorm_l2_cos8_kernel<6> : layernorm_l2_cos8_kernel<13>;
-        int slot = vpl == 4 ? 13 : vpl == 6 ? 14 : 15;
-        size_t smem = (size_t)4 * 2 * C * 4;   /* [4 warps][2][C] floats */
-        colsum_out cs = {};
-        if (dy) cs = cuda_colsum_out(be, dw, db, C, 2);
-        int rows = norm_rows_per_block(im, slot, (const void *)k, smem, M);
-        k<<<cdiv(M, rows), 128, smem, im->stream>>>(loss_rows, (bf16 *)dy, cs, (const bf16 *)y, (const bf16 *)target,
-                                                    (const bf16 *)w, (const bf16 *)b, M, C, eps, scale, rows);
-        LAUNCH_CHECK();
-        return;
-    }
-    /* yn, dyn (bf16 [M, C] each), mean, rstd (f32 [M] each) in scratch: none of the three ops uses it */
-    size_t e = (size_t)M * C;
-    char *sc = (char *)cuda_scratch(be, 2 * e * 2 + 2 * (size_t)M * 4 + 256);
-    void *yn = sc, *dyn = sc + e * 2;
-    float *mean = (float *)(sc + 2 * e * 2), *rstd = mean + M;
-    be->layernorm(be, yn, mean, rstd, y, w, b, M, C, eps);
-    be->l2_cos_loss(be, loss_rows, dy ? dyn : NULL, yn, target, M, C, scale);
-    if (dy) be->layernorm_backward(be, dy, dw, db, dyn, y, w, mean, rstd, M, C, IV2_SET);
-}
-
 void cuda_install_norm(iv2_backend *be) {
-    be->layernorm_l2_cos_loss = c_layernorm_l2_cos_loss;
     be->rmsnorm = c_rmsnorm;
     be->rmsnorm_backward = c_rmsnorm_backward;
     be->rmsnorm_residual_backward = c_rmsnorm_residual_backward;

@@ -221,8 +221,10 @@ struct res_bwd {
  * fits the registers.
  * SMS (the launch's pick at VPL 4 and 6 unless IV2_NORM_SMEM=0): the sums go to the warp's own
  * [2][C] floats of shared memory ([4][2][C] a block) instead of 2 x 8 x VPL registers a lane, so
- * three blocks fit an SM where two did (226 registers a thread at VPL 6: 8 warps an SM for a
- * memory-bound kernel, 77 us for the student's 13344 x 1408 rows where the bytes need 40). */
+ * three blocks fit an SM where two did (226 registers a thread at VPL 6, 126-140 with SMS). On an
+ * H100 (2026-11-27, Nsight Compute, the student's 13344 x 1408): the q/k norm backward 77 -> 70-73
+ * us, norm2 with the ls1 residual 131-137 -> 115-118 us; still 39-51 % of the DRAM bandwidth at
+ * 25 % occupancy, so latency-bound: the next step is more rows in flight per warp. */
 template <int VPL, bool RES, bool SMS = false>
 __global__ void __launch_bounds__(128, SMS ? 3 : 1) norm_backward8_kernel(bf16 *dinp, colsum_out cs, const bf16 *dout,
                                                                           const bf16 *inp, const bf16 *w,
@@ -401,136 +403,6 @@ __global__ void __launch_bounds__(CS_THREADS) norm_dwdb8_kernel(colsum_out cs, c
         }
     block_colsum_add(cs.acc, dw, C8);
     block_colsum_add(cs.acc + 8 * C8, db, C8);
-    colsum_finish(cs);
-}
-
-/* A head's LayerNorm, L2 norm, cosine loss and their backward in one pass over the row
- * (layernorm_l2_cos_loss): one warp per row, the row of y and of the target in registers
- * (16-byte vectors, VPL a lane: C <= 256 VPL), each read from memory once. yn and dyn are rounded
- * to bf16 where the three-op path stores them, so the arithmetic is that path's: yn = (y - mu) r w
- * + b; loss = 2 - 2c with n = |yn|, c = <yn, t> / n; dyn = -2 scale / n (t - c yn / n); then
- * dy = r (g - mean(g) - xh mean(g xh)) with g = dyn w, xh = (y - mu) r, written; dw += sum dyn xh,
- * db += sum dyn in each warp's [2][C] floats of shared memory, then cs. Without dy: the loss only.
- * Against the three ops' ten passes over [M, C] (the CLIP heads' 13344 x 3200: 406 us on an H100,
- * 2026-11-27) it reads y and the target once and writes dy. */
-__device__ __forceinline__ float bf16_round(float x) { return __bfloat162float(__float2bfloat16(x)); }
-template <int VPL>
-__global__ void __launch_bounds__(128) layernorm_l2_cos8_kernel(float *loss, bf16 *dy, colsum_out cs, const bf16 *y,
-                                                                const bf16 *tgt, const bf16 *w, const bf16 *b, int M,
-                                                                int C, float eps, float scale, int rows_per_block) {
-    extern __shared__ __align__(16) unsigned char smem_raw[];
-    float *part = (float *)smem_raw;
-    int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nw = blockDim.x >> 5, C8 = C / 8;
-    float *mine = part + (size_t)warp * 2 * C;   /* this warp's dw, db sums */
-    if (dy) {
-        for (int i = threadIdx.x; i < nw * 2 * C; i += blockDim.x) part[i] = 0.f;
-        __syncthreads();
-    }
-    int r0 = blockIdx.x * rows_per_block, r1 = min(M, r0 + rows_per_block);
-    for (int row = r0 + warp; row < r1; row += nw) {
-        const bf16 *yr = y + (size_t)row * C, *tr = tgt + (size_t)row * C;
-        uint4 yv[VPL] = {}, tv[VPL] = {};
-#pragma unroll
-        for (int u = 0; u < VPL; u++) {
-            int c8 = lane + 32 * u;
-            if (c8 < C8) { yv[u] = ldv(yr + 8 * c8); tv[u] = ldv(tr + 8 * c8); }
-        }
-        /* the LayerNorm's statistics, two passes over the registers */
-        float s = 0.f;
-#pragma unroll
-        for (int u = 0; u < VPL; u++)
-            if (lane + 32 * u < C8) {
-                float v[8];
-                unpack8(yv[u], v);
-#pragma unroll
-                for (int k = 0; k < 8; k++) s += v[k];
-            }
-        float mu = warp_sum(s) / C, ss = 0.f;
-#pragma unroll
-        for (int u = 0; u < VPL; u++)
-            if (lane + 32 * u < C8) {
-                float v[8];
-                unpack8(yv[u], v);
-#pragma unroll
-                for (int k = 0; k < 8; k++) { float d = v[k] - mu; ss += d * d; }
-            }
-        float r = rsqrtf(warp_sum(ss) / C + eps);
-        /* yn and the loss's sums */
-        float xx = 0.f, xt = 0.f;
-#pragma unroll
-        for (int u = 0; u < VPL; u++) {
-            int c8 = lane + 32 * u;
-            if (c8 < C8) {
-                float v[8], t[8], wf[8], bf[8];
-                unpack8(yv[u], v);
-                unpack8(tv[u], t);
-                ld8(w + 8 * c8, wf);
-                ld8(b + 8 * c8, bf);
-#pragma unroll
-                for (int k = 0; k < 8; k++) {
-                    float yn = bf16_round((v[k] - mu) * r * wf[k] + bf[k]);
-                    xx += yn * yn;
-                    xt += yn * t[k];
-                }
-            }
-        }
-        xx = warp_sum(xx);
-        xt = warp_sum(xt);
-        float n = sqrtf(xx), c = xt / n, kk = -2.f * scale / n;
-        if (lane == 0) loss[row] = 2.f - 2.f * c;
-        if (!dy) continue;
-        /* dyn, and the LayerNorm backward's row sums */
-        float s1 = 0.f, s2 = 0.f;
-#pragma unroll
-        for (int u = 0; u < VPL; u++) {
-            int c8 = lane + 32 * u;
-            if (c8 < C8) {
-                float v[8], t[8], wf[8], bf[8];
-                unpack8(yv[u], v);
-                unpack8(tv[u], t);
-                ld8(w + 8 * c8, wf);
-                ld8(b + 8 * c8, bf);
-#pragma unroll
-                for (int k = 0; k < 8; k++) {
-                    float xh = (v[k] - mu) * r, yn = bf16_round(xh * wf[k] + bf[k]);
-                    float g = bf16_round(kk * (t[k] - c * yn / n)) * wf[k];
-                    s1 += g;
-                    s2 += g * xh;
-                }
-            }
-        }
-        s1 = warp_sum(s1) / C;
-        s2 = warp_sum(s2) / C;
-#pragma unroll
-        for (int u = 0; u < VPL; u++) {
-            int c8 = lane + 32 * u;
-            if (c8 < C8) {
-                float v[8], t[8], wf[8], bf[8], o[8], dw[8], db[8];
-                unpack8(yv[u], v);
-                unpack8(tv[u], t);
-                ld8(w + 8 * c8, wf);
-                ld8(b + 8 * c8, bf);
-#pragma unroll
-                for (int k = 0; k < 8; k++) {
-                    float xh = (v[k] - mu) * r, yn = bf16_round(xh * wf[k] + bf[k]);
-                    float dyn = bf16_round(kk * (t[k] - c * yn / n));
-                    o[k] = r * (dyn * wf[k] - s1 - xh * s2);
-                    dw[k] = dyn * xh;
-                    db[k] = dyn;
-                }
-                st8(dy + (size_t)row * C + 8 * c8, o);
-                add8_smem(mine + 8 * c8, dw);
-                add8_smem(mine + C + 8 * c8, db);
-            }
-        }
-    }
-    if (!dy) return;
-    __syncthreads();
-    for (int i = threadIdx.x; i < 2 * C; i += blockDim.x) {
-        float t = 0.f;
-        for (int wi = 0; wi < nw; wi++) t += part[(size_t)wi * 2 * C + i];
-        atomicAdd(cs.acc + i, t);
-    }
     colsum_finish(cs);
 }
 

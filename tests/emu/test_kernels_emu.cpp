@@ -10,7 +10,6 @@
  *   L2 normalisation and its backward; the heads' loss in one pass (l2_cos_loss8_kernel,
  *   l2_cos_loss_kernel): 2 - 2 <x/|x|, t> and its gradient;
  *   the sum of squares on 16-byte vectors (sumsq8_kernel) = the sum in double;
- *   a head's LayerNorm, L2, cosine loss and backward in one kernel (layernorm_l2_cos8_kernel);
  *   AdamW over a buffer's tensors in one launch (adamw_chunks_kernel) = adamw_kernel per tensor;
  *   the visible tokens' patch rows (patchify_kernel with rows: = the full call's rows, CLS zero),
  *   a table's rows added at indices and the backward's fp32 sums (add_table_rows*_kernel, scalar and
@@ -607,63 +606,6 @@ static void test_colsum(int M, int N) {
     }
 }
 
-/* ---- a head's end in one kernel (layernorm_l2_cos8_kernel): LayerNorm, L2, cosine loss and their
- * backward against a double reference rounded where the three-op path stores bf16 (yn, dyn) ---- */
-static double rbf(double x) { return f(__float2bfloat16((float)x)); }
-static void test_layernorm_l2_cos(int M, int C, bool backward) {
-    std::vector<bf16> y = rand_bf16((size_t)M * C, 2.f), t = rand_bf16((size_t)M * C, 0.05f);
-    std::vector<bf16> w = rand_bf16(C, 1.f), b = rand_bf16(C, 0.3f), dy = start_grad((size_t)M * C, IV2_SET);
-    const float eps = 1e-5f, scale = 0.37f;
-    std::vector<double> loss_want(M), dy_want((size_t)M * C), sums(2 * (size_t)C, 0.0);
-    for (int r = 0; r < M; r++) {
-        const bf16 *yr = &y[(size_t)r * C], *tr = &t[(size_t)r * C];
-        double mu = 0, ss = 0;
-        for (int c = 0; c < C; c++) mu += f(yr[c]);
-        mu /= C;
-        for (int c = 0; c < C; c++) ss += (f(yr[c]) - mu) * (f(yr[c]) - mu);
-        double rs = 1 / sqrt(ss / C + eps), xx = 0, xt = 0;
-        std::vector<double> yn(C), dyn(C), xh(C);
-        for (int c = 0; c < C; c++) {
-            xh[c] = (f(yr[c]) - mu) * rs;
-            yn[c] = rbf(xh[c] * f(w[c]) + f(b[c]));
-            xx += yn[c] * yn[c];
-            xt += yn[c] * f(tr[c]);
-        }
-        double n = sqrt(xx), cs = xt / n, s1 = 0, s2 = 0;
-        loss_want[r] = 2 - 2 * cs;
-        for (int c = 0; c < C; c++) {
-            dyn[c] = rbf(-2 * scale / n * (f(tr[c]) - cs * yn[c] / n));
-            double g = dyn[c] * f(w[c]);
-            s1 += g;
-            s2 += g * xh[c];
-            sums[c] += dyn[c] * xh[c];
-            sums[C + c] += dyn[c];
-        }
-        s1 /= C;
-        s2 /= C;
-        for (int c = 0; c < C; c++) dy_want[(size_t)r * C + c] = rs * (dyn[c] * f(w[c]) - s1 - xh[c] * s2);
-    }
-    int c8 = C / 8, vpl = c8 <= 128 ? 4 : c8 <= 192 ? 6 : 13, rows = 5;   /* as norm.cu; 5 rows a block: a tail */
-    std::vector<float> loss(M, NAN);
-    sums_into acc(C, 2);
-    bf16 *dyp = backward ? dy.data() : NULL;
-    emu_launch(dim3{(unsigned)((M + rows - 1) / rows), 1, 1}, 128, (size_t)4 * 2 * C * 4, [&] {
-#define LLC(V) layernorm_l2_cos8_kernel<V>(loss.data(), dyp, acc.out(), y.data(), t.data(), w.data(), b.data(), M, C, eps, scale, rows)
-        if (vpl == 4) LLC(4);
-        else if (vpl == 6) LLC(6);
-        else LLC(13);
-#undef LLC
-    });
-    char what[128];
-    snprintf(what, sizeof what, "layernorm_l2_cos8 %dx%d VPL %d loss rows%s", M, C, vpl, backward ? "" : " (no backward)");
-    check(what, loss_want, loss.data(), M, 1e-5);
-    if (!backward) return;
-    snprintf(what, sizeof what, "layernorm_l2_cos8 %dx%d dy (over NaN)", M, C);
-    check_bf16(what, dy_want, dy, 1e-2);
-    snprintf(what, sizeof what, "layernorm_l2_cos8 %dx%d dw, db", M, C);
-    check_sums(what, sums, acc);
-}
-
 /* the sum of squares on 16-byte vectors (sumsq8_kernel, its n % 8 tail in block 0) against the
  * sum in double and the scalar kernel */
 static void test_sumsq(size_t n) {
@@ -740,10 +682,6 @@ int main() {
     test_norm_backward(21, 1408, false, true, true, IV2_SET);   /* written, not added: the q/k norms of a block */
     test_norm_backward(19, 96, true, true, true, IV2_SET);
     test_norm_backward(11, 3200, true, true, true, IV2_SET);
-    test_layernorm_l2_cos(11, 3200, true);   /* the CLIP heads: VPL 13, lanes 16..31 idle in the last vector */
-    test_layernorm_l2_cos(9, 1408, true);    /* the MAE heads: VPL 6 */
-    test_layernorm_l2_cos(6, 768, true);     /* the final head: VPL 4 (3 used) */
-    test_layernorm_l2_cos(7, 1408, false);   /* the loss alone (evaluation) */
     test_sumsq(3 * 1408 + 5);   /* a tail of 5 */
     test_sumsq(1000);
     test_rms_residual_backward(3, 7, 1408, true);   /* the student's norm2 + ls1: VPL 6 */

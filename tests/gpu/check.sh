@@ -13,7 +13,7 @@
 #             (test_distill_cuda_resume), 90 s each; the Hopper forward's wgmma building blocks
 #             (test_wgmma_probe) and the op/ViT/golden tests again with the wgmma forward
 #             (IV2_ATTN_FWD=wg128 etc.) and the wgmma backward (IV2_ATTN_BWD=wg), and with the
-#             scalar backward kernels, the GELU, residual norms and bias gradients unfused (IV2_VEC_BWD=0 IV2_GELU_FUSION=0 IV2_FUSE_NORM=0 IV2_BGRAD=0)
+#             scalar backward kernels, the GELU and residual norms unfused (IV2_VEC_BWD=0 IV2_GELU_FUSION=0 IV2_FUSE_NORM=0)
 #   memcheck  compute-sanitizer memcheck on one tiny InternViT forward, on the extract teachers test
 #             (and on the op tests); racecheck on the tiny forward (default and wg128p)
 #   bench_*   bench_kernels, bench_vit (iv2, incl. the whole training step of iv2-distill; again
@@ -113,9 +113,9 @@ step build_extract_teachers 200 $MK BASE_CFLAGS="$DEP_CFLAGS" BASE_LIBS="$DEP_LI
 [ -x build/gpu/test_cuda_ops ] && step test_cuda_ops_simple_attention 150 env IV2_ATTN_SIMPLE=1 build/gpu/test_cuda_ops
 # the scalar norm / GELU / residual / bias-gradient backward kernels (the default takes 16-byte
 # vectors) and the MLP's GELU unfused (the default fuses it into the GEMMs' epilogues)
-[ -x build/gpu/test_cuda_ops ] && step test_cuda_ops_unfused 150 env IV2_VEC_BWD=0 IV2_GELU_FUSION=0 IV2_FUSE_NORM=0 IV2_BGRAD=0 \
+[ -x build/gpu/test_cuda_ops ] && step test_cuda_ops_unfused 150 env IV2_VEC_BWD=0 IV2_GELU_FUSION=0 IV2_FUSE_NORM=0 \
   build/gpu/test_cuda_ops
-[ -x build/gpu/test_cuda_vit ] && step test_cuda_vit_unfused 150 env IV2_VEC_BWD=0 IV2_GELU_FUSION=0 IV2_FUSE_NORM=0 IV2_BGRAD=0 \
+[ -x build/gpu/test_cuda_vit ] && step test_cuda_vit_unfused 150 env IV2_VEC_BWD=0 IV2_GELU_FUSION=0 IV2_FUSE_NORM=0 \
   build/gpu/test_cuda_vit
 # the norm backward's column sums in registers (IV2_NORM_SMEM=0; the default sums them in shared memory)
 [ -x build/gpu/test_cuda_ops ] && step test_cuda_ops_norm_regs 150 env IV2_NORM_SMEM=0 build/gpu/test_cuda_ops
@@ -177,12 +177,8 @@ fi
   "$OUT/bench_vit_gemm_backward.json"
 # the student step with the scalar norm / GELU / residual / bias backward kernels and the GELU
 # unfused (the kernels before 2026-11-26 late), beside bench_vit
-[ -x build/gpu/bench_vit ] && step bench_vit_unfused 150 env IV2_BENCH_STEP=0 IV2_VEC_BWD=0 IV2_GELU_FUSION=0 IV2_FUSE_NORM=0 IV2_BGRAD=0 \
+[ -x build/gpu/bench_vit ] && step bench_vit_unfused 150 env IV2_BENCH_STEP=0 IV2_VEC_BWD=0 IV2_GELU_FUSION=0 IV2_FUSE_NORM=0 \
   build/gpu/bench_vit "$OUT/bench_vit_unfused.json"
-# the student step with the bias gradients as column-sum kernels (IV2_BGRAD=0), beside bench_vit's
-# default (in the weight-gradient GEMMs' epilogue, cuBLASLt BGRADB)
-[ -x build/gpu/bench_vit ] && step bench_vit_no_bgrad 150 env IV2_BENCH_STEP=0 IV2_BGRAD=0 build/gpu/bench_vit \
-  "$OUT/bench_vit_no_bgrad.json"
 # the student step with the norm backward's column sums in registers (IV2_NORM_SMEM=0), beside the default
 [ -x build/gpu/bench_vit ] && step bench_vit_norm_regs 150 env IV2_BENCH_STEP=0 IV2_NORM_SMEM=0 build/gpu/bench_vit \
   "$OUT/bench_vit_norm_regs.json"
@@ -247,7 +243,7 @@ fi
 {
   echo
   echo "== figures (device: $(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -n 1))"
-  for b in bench_vit bench_distill_cuda bench_extract bench_vit_gemm_backward bench_vit_unfused bench_vit_no_bgrad bench_vit_norm_regs bench_vit_bwd_wg \
+  for b in bench_vit bench_distill_cuda bench_extract bench_vit_gemm_backward bench_vit_unfused bench_vit_norm_regs bench_vit_bwd_wg \
            bench_vit_fwd_wg bench_torch bench_torch_compiled bench_kernels; do
     [ -f "$OUT/$b.log" ] && { echo "-- $b"; grep -v '^==' "$OUT/$b.log"; }
   done
@@ -291,8 +287,7 @@ if iv:
     # each variant run of bench_vit against the default run, row by row: the decisions of
     # docs/cuda.md ("The next GPU session") read from here (time ratio < 1: the variant is faster)
     base = {m["model"]: m for m in iv["models"] if "ms" in m}
-    for v, what in [("bench_vit_unfused", "scalar backward kernels, GELU, residual norms and bias gradients unfused (IV2_VEC_BWD=0 IV2_GELU_FUSION=0 IV2_FUSE_NORM=0 IV2_BGRAD=0)"),
-                    ("bench_vit_no_bgrad", "bias gradients by column-sum kernels (IV2_BGRAD=0)"),
+    for v, what in [("bench_vit_unfused", "scalar backward kernels, GELU and residual norms unfused (IV2_VEC_BWD=0 IV2_GELU_FUSION=0 IV2_FUSE_NORM=0)"),
                     ("bench_vit_norm_regs", "norm backward's column sums in registers (IV2_NORM_SMEM=0)"),
                     ("bench_vit_bwd_wg", "wgmma attention backward (IV2_ATTN_BWD=wg)"),
                     ("bench_vit_fwd_wg", "wgmma attention forward (IV2_ATTN_FWD=best_fwd.py's pick)"),
