@@ -515,7 +515,7 @@ static void launch_bwd_fused(cuda_impl *im, bf16 *dq, bf16 *dk, bf16 *dv, const 
     }
     if (dk || dv) {
         attn_bwd_dkv_kernel<DP><<<dim3(cdiv(Nk, M), B * H), BWARPS * 32, smem_dkv, im->stream>>>(
-            dk, dv, dout, q, k, v, lse, delta, H, Nq, Nk, D, qs, ks, os, scale, add);
+            dk, dv, dout, q, k, v, lse, delta, H, Nq, Nk, D, qs, ks, os, scale, add, ds_out{NULL, 0});
         LAUNCH_CHECK();
     }
     if (dq) {
@@ -523,6 +523,35 @@ static void launch_bwd_fused(cuda_impl *im, bf16 *dq, bf16 *dk, bf16 *dv, const 
             dq, dout, q, k, v, lse, delta, H, Nq, Nk, D, qs, ks, os, scale, add);
         LAUNCH_CHECK();
     }
+}
+
+/* IV2_ATTN_BWD=ds: the dK/dV kernel also stores dS (bf16, [B*H][Nq][ld], ld = Nk rounded up to 8;
+ * scratch after delta), and dQ = scale dS K takes one product a tile (attn_bwd_dq_ds_kernel)
+ * instead of the dQ kernel's three. Scratch: 2 B x H x Nq x ld bytes (181 MB at the student's
+ * 32 x 16 x 417). Needs dk or dv (the dK/dV kernel runs); not yet timed on a GPU. */
+static size_t ds_ld(int Nk) { return ((size_t)Nk + 7) / 8 * 8; }
+template <int DP>
+static void launch_bwd_ds(cuda_impl *im, bf16 *dq, bf16 *dk, bf16 *dv, const bf16 *dout, const bf16 *q,
+                          const bf16 *k, const bf16 *v, const float *lse, const float *delta, int B, int H, int Nq,
+                          int Nk, int D, int qs, int ks, int os, float scale, int add) {
+    const int M = BWARPS * 16;
+    size_t smem_dkv = bwd_dkv_smem_bytes<DP>(), smem_dq = bwd_dq_ds_smem_bytes<DP>();
+    static int configured = 0;   /* per instantiation */
+    if (!configured) {
+        CUDA_CHECK(cudaFuncSetAttribute(attn_bwd_dkv_kernel<DP, true>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                        (int)smem_dkv));
+        CUDA_CHECK(cudaFuncSetAttribute(attn_bwd_dq_ds_kernel<DP>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                        (int)smem_dq));
+        configured = 1;
+    }
+    int ld = (int)ds_ld(Nk);
+    bf16 *dS = (bf16 *)((char *)delta + bwd_delta_bytes(B, H, Nq));
+    attn_bwd_dkv_kernel<DP, true><<<dim3(cdiv(Nk, M), B * H), BWARPS * 32, smem_dkv, im->stream>>>(
+        dk, dv, dout, q, k, v, lse, delta, H, Nq, Nk, D, qs, ks, os, scale, add, ds_out{dS, ld});
+    LAUNCH_CHECK();
+    attn_bwd_dq_ds_kernel<DP><<<dim3(cdiv(Nq, M), B * H), BWARPS * 32, smem_dq, im->stream>>>(
+        dq, dS, ld, k, H, Nq, Nk, D, qs, ks, scale, add);
+    LAUNCH_CHECK();
 }
 
 /* the Hopper fused backward (wgmma): BWG warpgroups of 64 rows per block, in both kernels */
@@ -557,19 +586,21 @@ static void launch_bwd3(cuda_impl *im, bf16 *dq, bf16 *dk, bf16 *dv, const bf16 
  * The fused backward takes every model's case (D <= 128, D % 8 == 0, 16-byte aligned rows);
  * the GEMM path takes the rest, and everything when IV2_ATTN_BWD=gemm (tests/gpu/check.sh
  * runs the parity tests both ways). IV2_ATTN_BWD=wg selects the Hopper kernels for the fused
- * cases (not yet the default: they have not run on a GPU). */
+ * cases (they pass on an H100, but are no faster than the mma.sync ones); IV2_ATTN_BWD=ds the
+ * mma.sync dK/dV kernel storing dS and dQ from it (3, launch_bwd_ds). */
 static int backward_path(const cuda_impl *im, const void *dq, const void *dk, const void *dv, const void *dout,
                          const void *q, const void *k, const void *v, int D, int qs, int ks, int os) {
     const char *m = getenv("IV2_ATTN_BWD");
     if (m && strcmp(m, "gemm") == 0) return 0;
-    int wg = m && strcmp(m, "wg") == 0;
-    if (m && *m && !wg) iv2_panic("cuda attention: IV2_ATTN_BWD=%s: expected gemm or wg (or unset)", m);
+    int wg = m && strcmp(m, "wg") == 0, dsm = m && strcmp(m, "ds") == 0;
+    if (m && *m && !wg && !dsm) iv2_panic("cuda attention: IV2_ATTN_BWD=%s: expected gemm, wg or ds (or unset)", m);
     if (wg && !im->wgmma)
         iv2_panic("cuda attention: IV2_ATTN_BWD=wg needs a build with CUDA_ARCH 90a and a compute capability 9.0 GPU");
     int ok = D <= 128 && D % 8 == 0 && qs % 8 == 0 && ks % 8 == 0 && os % 8 == 0;
     const void *p[7] = {dq, dk, dv, dout, q, k, v};
     for (int i = 0; i < 7; i++) ok = ok && (p[i] == NULL || aligned16(p[i]));
-    return ok ? 1 + wg : 0;
+    if (!ok) return 0;
+    return wg ? 2 : dsm && dq && (dk || dv) ? 3 : 1;   /* ds: dQ from dS only when the dK/dV kernel runs */
 }
 
 static void c_attention_backward(iv2_backend *be, void *dq, void *dk, void *dv, const void *dout, const void *q,
@@ -582,7 +613,9 @@ static void c_attention_backward(iv2_backend *be, void *dq, void *dk, void *dv, 
     int simple = getenv("IV2_ATTN_SIMPLE") != NULL;
     int path = simple ? 0 : backward_path(im, dq, dk, dv, dout, q, k, v, D, q_stride, kv_stride, o_stride);
     int fused = path > 0;
-    float *delta = cuda_scratch(be, simple || fused ? (size_t)B * H * Nq * sizeof(float) : bwd_scratch_bytes(B, H, Nq, Nk));
+    size_t scratch = path == 3 ? bwd_delta_bytes(B, H, Nq) + (size_t)B * H * Nq * ds_ld(Nk) * 2 :
+                     simple || fused ? (size_t)B * H * Nq * sizeof(float) : bwd_scratch_bytes(B, H, Nq, Nk);
+    float *delta = cuda_scratch(be, scratch);
     const int wpb = 4;
     int rq = B * H * Nq, rk = B * H * Nk;
     attn_delta_kernel<<<cdiv(rq, wpb), wpb * 32, 0, im->stream>>>(delta, (const bf16 *)dout, (const bf16 *)out, B, H,
@@ -597,6 +630,13 @@ static void c_attention_backward(iv2_backend *be, void *dq, void *dk, void *dv, 
             else if (D <= 64) launch_bwd3<64>(BWD_ARGS);
             else if (D <= 96) launch_bwd3<96>(BWD_ARGS);
             else launch_bwd3<128>(BWD_ARGS);
+            return;
+        }
+        if (path == 3) {
+            if (D <= 32) launch_bwd_ds<32>(BWD_ARGS);
+            else if (D <= 64) launch_bwd_ds<64>(BWD_ARGS);
+            else if (D <= 96) launch_bwd_ds<96>(BWD_ARGS);
+            else launch_bwd_ds<128>(BWD_ARGS);
             return;
         }
         if (D <= 32) launch_bwd_fused<32>(BWD_ARGS);

@@ -725,12 +725,22 @@ __global__ void __launch_bounds__(BWARPS * 32, 2) attn_bwd_dq_kernel(bf16 *dq, c
     if (active) add_rows<DP>(dq + (size_t)b * Nq * qs + (size_t)h * D, qs, row0, Nq, D, scale, acc[0], g, t, add);
 }
 
+/* where the dK/dV kernel also stores dS (IV2_ATTN_BWD=ds): row q, column key of head bh at
+ * p[q * ld + key], ld = Nk rounded up to 8 (16-byte rows for the dQ kernel's cp.async), the
+ * columns Nk..ld-1 written as zeros */
+struct ds_out {
+    bf16 *p;
+    int ld;
+};
+
 /* one query tile for one warp's 16 key rows: P^T and dS^T, then dV += P^T dO, dK += dS^T Q.
- * Query columns past Nq carry lse = +inf (so P = 0) and delta = 0. */
-template <int DP, bool TAIL>
+ * Query columns past Nq carry lse = +inf (so P = 0) and delta = 0. With DS, dS (unscaled, as
+ * bf16, the values the dK product takes) goes to ds rows q0.. (queries), columns k0 + g, + 8. */
+template <int DP, bool TAIL, bool DS>
 __device__ __forceinline__ void bwd_dkv_tile(float (&dk)[DP / 8][4], float (&dv)[DP / 8][4], const bf16 *ka,
                                              const bf16 *va, const bf16 *Qs, const bf16 *Gs, const float *lse2s,
-                                             const float *dls, ldsm_lane l, int qn, int t, float sl2) {
+                                             const float *dls, ldsm_lane l, int qn, int t, float sl2, ds_out ds,
+                                             int q0, int k0, int Nk, int g) {
     float s[BN / 8][4], dp[BN / 8][4];
     two_products<DP, TAIL>(s, dp, ka, va, Qs, Gs, l, qn);   /* S^T = K Q^T, dP^T = V dO^T */
 #pragma unroll
@@ -742,6 +752,15 @@ __device__ __forceinline__ void bwd_dkv_tile(float (&dk)[DP / 8][4], float (&dv)
             s[j][e] = p;
             dp[j][e] = p * (dp[j][e] - dls[col]);
         }
+    if constexpr (DS)
+#pragma unroll
+        for (int j = 0; j < BN / 8; j++)
+#pragma unroll
+            for (int e = 0; e < 4; e++) {
+                int col = j * 8 + 2 * t + (e & 1), key = k0 + g + 8 * (e >> 1);
+                if (col < qn && key < ds.ld)
+                    ds.p[(size_t)(q0 + col) * ds.ld + key] = __float2bfloat16(key < Nk ? dp[j][e] : 0.f);
+            }
     acc_product<DP, TAIL>(dv, s, Gs, l, qn);
     acc_product<DP, TAIL>(dk, dp, Qs, l, qn);
 }
@@ -755,12 +774,13 @@ __device__ __forceinline__ void stats_tile(float *dst, const float *lse, const f
     }
 }
 
-template <int DP>
+/* DS: also store dS (IV2_ATTN_BWD=ds; ds unused otherwise, the default's code unchanged) */
+template <int DP, bool DS = false>
 __global__ void __launch_bounds__(BWARPS * 32, 2) attn_bwd_dkv_kernel(bf16 *dk, bf16 *dv, const bf16 *dout,
                                                                       const bf16 *q, const bf16 *k, const bf16 *v,
                                                                       const float *lse, const float *delta, int H,
                                                                       int Nq, int Nk, int D, int qs, int ks, int os,
-                                                                      float scale, int add) {
+                                                                      float scale, int add, ds_out ds) {
     const int SP = DP + 8, KM = BWARPS * 16;
     extern __shared__ __align__(16) unsigned char smem_raw[];
     bf16 *Ks = (bf16 *)smem_raw, *Vs = Ks + KM * SP, *QG = Vs + KM * SP;   /* QG: [2 stages][Q, dO][BN][SP] */
@@ -770,6 +790,7 @@ __global__ void __launch_bounds__(BWARPS * 32, 2) attn_bwd_dkv_kernel(bf16 *dk, 
     const bf16 *qb = q + (size_t)b * Nq * qs + (size_t)h * D, *gb = dout + (size_t)b * Nq * os + (size_t)h * D;
     const bf16 *kb = k + (size_t)b * Nk * ks + (size_t)h * D, *vb = v + (size_t)b * Nk * ks + (size_t)h * D;
     const float *lseb = lse + ((size_t)b * H + h) * Nq, *dlb = delta + ((size_t)b * H + h) * Nq;
+    if (DS) ds.p += (size_t)bh * Nq * ds.ld;   /* this head's [Nq][ld] */
     int ntiles = (Nq + BN - 1) / BN;
     tile_async<DP>(Ks, kb, k0, KM, Nk, D, ks);
     tile_async<DP>(Vs, vb, k0, KM, Nk, D, ks);
@@ -796,8 +817,8 @@ __global__ void __launch_bounds__(BWARPS * 32, 2) attn_bwd_dkv_kernel(bf16 *dk, 
         const float *st = ST + (it & 1) * 2 * BN;
         int qn = min(BN, Nq - it * BN);
         if (active) {
-            if (qn == BN) bwd_dkv_tile<DP, false>(dka, dva, ka, va, Qt, Gt, st, st + BN, l, qn, t, sl2);
-            else bwd_dkv_tile<DP, true>(dka, dva, ka, va, Qt, Gt, st, st + BN, l, qn, t, sl2);
+            if (qn == BN) bwd_dkv_tile<DP, false, DS>(dka, dva, ka, va, Qt, Gt, st, st + BN, l, qn, t, sl2, ds, it * BN, row0, Nk, g);
+            else bwd_dkv_tile<DP, true, DS>(dka, dva, ka, va, Qt, Gt, st, st + BN, l, qn, t, sl2, ds, it * BN, row0, Nk, g);
         }
         __syncthreads();
     }
@@ -808,6 +829,64 @@ __global__ void __launch_bounds__(BWARPS * 32, 2) attn_bwd_dkv_kernel(bf16 *dk, 
 }
 
 
+/* dQ from the dS the dK/dV kernel stored (IV2_ATTN_BWD=ds): dQ += scale dS K, one product a key
+ * tile where attn_bwd_dq_kernel recomputes S and dP first (three). A block takes BWARPS x 16
+ * query rows of one head; K tiles and dS tiles ([queries][BN keys], zero past Nk) double-buffered
+ * with cp.async; the dS rows as the A operand (ldmatrix), K as B (ldmatrix.trans). */
+template <int DP>
+__global__ void __launch_bounds__(BWARPS * 32, 2) attn_bwd_dq_ds_kernel(bf16 *dq, const bf16 *ds, int ldds,
+                                                                        const bf16 *k, int H, int Nq, int Nk, int D,
+                                                                        int qs, int ks, float scale, int add) {
+    const int SP = DP + 8, SD = BN + 8, QM = BWARPS * 16;
+    extern __shared__ __align__(16) unsigned char smem_raw[];
+    bf16 *Kst = (bf16 *)smem_raw, *Dst = Kst + 2 * BN * SP;   /* [2][BN][SP] K tiles, [2][QM][SD] dS tiles */
+    int bh = blockIdx.y, b = bh / H, h = bh % H, q0 = blockIdx.x * QM;
+    int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+    const bf16 *kb = k + (size_t)b * Nk * ks + (size_t)h * D, *db = ds + (size_t)bh * Nq * ldds;
+    int ntiles = (Nk + BN - 1) / BN;
+    /* key tile it: BN rows of K, and columns it*BN.. of the block's dS rows (ldds - it*BN of them valid) */
+    auto load = [&](int it) {
+        tile_async<DP>(Kst + (it & 1) * BN * SP, kb, it * BN, BN, Nk, D, ks);
+        tile_async<BN>(Dst + (it & 1) * QM * SD, db + it * BN, q0, QM, Nq, min(BN, ldds - it * BN), ldds);
+        cp_async_commit();
+    };
+    load(0);
+    const int row0 = q0 + warp * 16;
+    const bool active = row0 < Nq;
+    float acc[DP / 8][4];
+#pragma unroll
+    for (int j = 0; j < DP / 8; j++) acc[j][0] = acc[j][1] = acc[j][2] = acc[j][3] = 0.f;
+    ldsm_lane l = ldsm_lane_of(lane);
+    for (int it = 0; it < ntiles; it++) {
+        if (it + 1 < ntiles) {
+            load(it + 1);
+            cp_async_wait<1>();
+        } else {
+            cp_async_wait<0>();
+        }
+        __syncthreads();
+        const bf16 *Ks = Kst + (it & 1) * BN * SP, *Ds = Dst + (it & 1) * QM * SD + (warp * 16 + l.arow) * SD + l.acol;
+        if (active)
+#pragma unroll
+            for (int kc = 0; kc < BN / 16; kc++) {   /* dS columns past Nk are zero, as are K's rows there */
+                uint32_t a0, a1, a2, a3;
+                ldsm_x4(a0, a1, a2, a3, Ds + kc * 16);
+#pragma unroll
+                for (int j = 0; j < DP / 8; j += 2) {
+                    uint32_t b0, b1, b2, b3;
+                    ldsm_x4_t(b0, b1, b2, b3, Ks + (kc * 16 + l.vrow) * SP + j * 8 + l.vcol);
+                    mma16816(acc[j], a0, a1, a2, a3, b0, b1);
+                    mma16816(acc[j + 1], a0, a1, a2, a3, b2, b3);
+                }
+            }
+        __syncthreads();
+    }
+    if (active) add_rows<DP>(dq + (size_t)b * Nq * qs + (size_t)h * D, qs, row0, Nq, D, scale, acc[0], g, t, add);
+}
+
+template <int DP> constexpr size_t bwd_dq_ds_smem_bytes() {
+    return (size_t)2 * BN * (DP + 8) * 2 + (size_t)2 * BWARPS * 16 * (BN + 8) * 2;
+}
 template <int DP> constexpr size_t bwd_dq_smem_bytes() { return (size_t)(2 * BWARPS * 16 + 4 * BN) * (DP + 8) * 2; }
 template <int DP> constexpr size_t bwd_dkv_smem_bytes() { return bwd_dq_smem_bytes<DP>() + 4 * BN * sizeof(float); }
 

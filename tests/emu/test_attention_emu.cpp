@@ -218,9 +218,11 @@ template <int DP> static void run_shape(const shape &s) {
             for (auto &x : dqsep0) x.u = 0xffff;
         }
         const bf16 *dq0 = s.fused_qkv ? dkv0.data() : dqsep0.data(), *dk0 = dkv0.data() + C, *dv0 = dkv0.data() + 2 * C;
-        /* the backward of one kernel pair (mma.sync as launch_bwd_fused, wgmma as launch_bwd3) onto
-         * copies of the same existing gradients, checked against the reference increments */
-        for (int hopper = 0; hopper < 2; hopper++) {
+        /* the backward of one kernel pair (mma.sync as launch_bwd_fused, wgmma as launch_bwd3, and
+         * 2: the mma.sync dK/dV kernel storing dS, then dQ from it, as launch_bwd_ds) onto copies of
+         * the same existing gradients, checked against the reference increments */
+        for (int hopper = 0; hopper < 3; hopper++) {
+            const char *vname = hopper == 1 ? " wg" : hopper == 2 ? " ds" : "";
             std::vector<bf16> dkv = dkv0, dqsep = dqsep0;
             bf16 *dq = s.fused_qkv ? dkv.data() : dqsep.data(), *dk = dkv.data() + C, *dv = dkv.data() + 2 * C;
             const bf16 *G = dout.data();
@@ -229,11 +231,27 @@ template <int DP> static void run_shape(const shape &s) {
             if (!hopper) {
                 const int M = BWARPS * 16;
                 emu_launch(blocks(Nk, M), BWARPS * 32, bwd_dkv_smem_bytes<DP>(), [&] {
-                    attn_bwd_dkv_kernel<DP>(dk, dv, G, q, k, v, L, dl, H, Nq, Nk, D, qs, ks, os, scale, add);
+                    attn_bwd_dkv_kernel<DP>(dk, dv, G, q, k, v, L, dl, H, Nq, Nk, D, qs, ks, os, scale, add,
+                                            ds_out{NULL, 0});
                 });
                 emu_launch(blocks(Nq, M), BWARPS * 32, bwd_dq_smem_bytes<DP>(), [&] {
                     attn_bwd_dq_kernel<DP>(dq, G, q, k, v, L, dl, H, Nq, Nk, D, qs, ks, os, scale, add);
                 });
+            } else if (hopper == 2) {
+                const int M = BWARPS * 16, ld = (Nk + 7) / 8 * 8;
+                /* NaN where dS goes: the dK/dV kernel must write every element the dQ kernel reads,
+                 * the zero columns Nk..ld-1 included */
+                std::vector<bf16> dsb((size_t)B * H * Nq * ld);
+                for (auto &x : dsb) x.u = 0xffff;
+                emu_register(dsb.data(), dsb.size() * 2);
+                emu_launch(blocks(Nk, M), BWARPS * 32, bwd_dkv_smem_bytes<DP>(), [&] {
+                    attn_bwd_dkv_kernel<DP, true>(dk, dv, G, q, k, v, L, dl, H, Nq, Nk, D, qs, ks, os, scale, add,
+                                                  ds_out{dsb.data(), ld});
+                });
+                emu_launch(blocks(Nq, M), BWARPS * 32, bwd_dq_ds_smem_bytes<DP>(), [&] {
+                    attn_bwd_dq_ds_kernel<DP>(dq, dsb.data(), ld, k, H, Nq, Nk, D, qs, ks, scale, add);
+                });
+                emu::globals.pop_back();
             } else {
                 const int M = BWG * 64;
                 emu_launch(blocks(Nk, M), BWG * 128, bwd3_dkv_smem_bytes<DP>(), [&] {
@@ -254,7 +272,7 @@ template <int DP> static void run_shape(const shape &s) {
                         want[r * C + c] = (add ? (double)f(t.g0[r * t.stride + c]) : 0.0) + (*t.ref)[r * C + c];
                         have[r * C + c] = f(t.g[r * t.stride + c]);
                     }
-                snprintf(what, sizeof what, "backward%s %s  B%d H%d Nq%d Nk%d D%d%s%s", hopper ? " wg" : "", t.name, B,
+                snprintf(what, sizeof what, "backward%s %s  B%d H%d Nq%d Nk%d D%d%s%s", vname, t.name, B,
                          H, Nq, Nk, D, s.fused_qkv ? " (fused qkv)" : "", add ? "" : " SET");
                 double err = rel_l2(want, have);
                 check(err <= 2e-2, "rel L2 %.2e (limit %.0e)", what, err, 2e-2);
@@ -266,7 +284,7 @@ template <int DP> static void run_shape(const shape &s) {
                 for (size_t r = 0; r < (size_t)B * Nk; r++)
                     for (int c = 0; c < C; c++) changed += dkv[r * ks + c].u != dkv0[r * ks + c].u;
                 snprintf(what, sizeof what, "backward%s leaves other columns alone  B%d H%d Nq%d Nk%d D%d%s",
-                         hopper ? " wg" : "", B, H, Nq, Nk, D, add ? "" : " SET");
+                         vname, B, H, Nq, Nk, D, add ? "" : " SET");
                 check(changed == 0, "%.0f changed (limit %.0f)", what, (double)changed, 0);
             }
         }

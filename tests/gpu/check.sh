@@ -13,7 +13,8 @@
 #             (test_distill_cuda_resume), 90 s each; the Hopper forward's wgmma building blocks
 #             (test_wgmma_probe) and the op/ViT/golden tests again with the wgmma forward
 #             (IV2_ATTN_FWD=wg128 etc.) and the wgmma backward (IV2_ATTN_BWD=wg), and with the
-#             scalar backward kernels, the GELU and residual norms unfused (IV2_VEC_BWD=0 IV2_GELU_FUSION=0 IV2_FUSE_NORM=0)
+#             scalar backward kernels, the GELU and residual norms unfused (IV2_VEC_BWD=0 IV2_GELU_FUSION=0 IV2_FUSE_NORM=0),
+#             the norm backward's sums in registers (IV2_NORM_SMEM=0) and dQ from a stored dS (IV2_ATTN_BWD=ds)
 #   memcheck  compute-sanitizer memcheck on one tiny InternViT forward, on the extract teachers test
 #             (and on the op tests); racecheck on the tiny forward (default and wg128p)
 #   bench_*   bench_kernels, bench_vit (iv2, incl. the whole training step of iv2-distill; again
@@ -133,6 +134,11 @@ done
 [ -x build/gpu/test_cuda_ops ] && step test_cuda_ops_bwd_wg 150 env IV2_ATTN_BWD=wg build/gpu/test_cuda_ops
 [ -x build/gpu/test_cuda_vit ] && step test_cuda_vit_bwd_wg 150 env IV2_ATTN_BWD=wg build/gpu/test_cuda_vit
 [ -x build/gpu/test_cuda_goldens ] && step test_cuda_goldens_bwd_wg 150 env IV2_ATTN_BWD=wg build/gpu/test_cuda_goldens
+# the backward that stores dS in the dK/dV kernel and takes dQ from it (IV2_ATTN_BWD=ds; not the default
+# until it is timed)
+[ -x build/gpu/test_cuda_ops ] && step test_cuda_ops_bwd_ds 150 env IV2_ATTN_BWD=ds build/gpu/test_cuda_ops
+[ -x build/gpu/test_cuda_vit ] && step test_cuda_vit_bwd_ds 150 env IV2_ATTN_BWD=ds build/gpu/test_cuda_vit
+[ -x build/gpu/test_cuda_goldens ] && step test_cuda_goldens_bwd_ds 150 env IV2_ATTN_BWD=ds build/gpu/test_cuda_goldens
 [ -x build/gpu/test_cuda_goldens ] && step test_cuda_goldens_fwd_wg128 150 env IV2_ATTN_FWD=wg128 \
   build/gpu/test_cuda_goldens
 [ -e build/gpu/test_cuda_ops ] || printf '%-34s %-20s\n' test_cuda_ops "FAIL (not built)" | tee -a "$SUMMARY"
@@ -165,6 +171,9 @@ step bench_torch 150 env IV2_BENCH_COMPILE=0 python3 tests/gpu/bench_torch.py "$
 # the student step with the Hopper fused backward, beside bench_vit's default (mma.sync) backward
 [ -x build/gpu/bench_vit ] && step bench_vit_bwd_wg 150 env IV2_BENCH_STEP=0 IV2_ATTN_BWD=wg build/gpu/bench_vit \
   "$OUT/bench_vit_bwd_wg.json"
+# the student step with dQ from the stored dS (IV2_ATTN_BWD=ds), beside the default
+[ -x build/gpu/bench_vit ] && step bench_vit_bwd_ds 150 env IV2_BENCH_STEP=0 IV2_ATTN_BWD=ds build/gpu/bench_vit \
+  "$OUT/bench_vit_bwd_ds.json"
 # the forward models with the fastest Hopper attention forward (wgmma) of bench_kernels' sweep
 # (tests/gpu/best_fwd.py; none when a wg configuration was wrong), beside bench_vit's default
 WG=$( [ -f "$OUT/bench_kernels.json" ] && python3 tests/gpu/best_fwd.py "$OUT/bench_kernels.json" 2>/dev/null )
@@ -243,7 +252,7 @@ fi
 {
   echo
   echo "== figures (device: $(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -n 1))"
-  for b in bench_vit bench_distill_cuda bench_extract bench_vit_gemm_backward bench_vit_unfused bench_vit_norm_regs bench_vit_bwd_wg \
+  for b in bench_vit bench_distill_cuda bench_extract bench_vit_gemm_backward bench_vit_unfused bench_vit_norm_regs bench_vit_bwd_wg bench_vit_bwd_ds \
            bench_vit_fwd_wg bench_torch bench_torch_compiled bench_kernels; do
     [ -f "$OUT/$b.log" ] && { echo "-- $b"; grep -v '^==' "$OUT/$b.log"; }
   done
@@ -290,6 +299,7 @@ if iv:
     for v, what in [("bench_vit_unfused", "scalar backward kernels, GELU and residual norms unfused (IV2_VEC_BWD=0 IV2_GELU_FUSION=0 IV2_FUSE_NORM=0)"),
                     ("bench_vit_norm_regs", "norm backward's column sums in registers (IV2_NORM_SMEM=0)"),
                     ("bench_vit_bwd_wg", "wgmma attention backward (IV2_ATTN_BWD=wg)"),
+                    ("bench_vit_bwd_ds", "attention backward with dQ from the stored dS (IV2_ATTN_BWD=ds)"),
                     ("bench_vit_fwd_wg", "wgmma attention forward (IV2_ATTN_FWD=best_fwd.py's pick)"),
                     ("bench_vit_gemm_backward", "cuBLAS attention backward (IV2_ATTN_BWD=gemm)")]:
         vj = load(v + ".json")
