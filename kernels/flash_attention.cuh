@@ -612,23 +612,31 @@ __device__ __forceinline__ void two_products(float (&s)[BN / 8][4], float (&d)[B
     }
 }
 
+/* acc[16 x DP] += A[16 x 16] (fragments a0..a3) times rows kc*16.. of Z ([k][DP], read transposed
+ * as the B operand) */
+template <int DP>
+__device__ __forceinline__ void acc_k16(float (&acc)[DP / 8][4], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3,
+                                        const bf16 *Z, ldsm_lane l, int kc) {
+    const int SP = DP + 8;
+#pragma unroll
+    for (int j = 0; j < DP / 8; j += 2) {
+        uint32_t b0, b1, b2, b3;
+        ldsm_x4_t(b0, b1, b2, b3, Z + (kc * 16 + l.vrow) * SP + j * 8 + l.vcol);
+        mma16816(acc[j], a0, a1, a2, a3, b0, b1);
+        mma16816(acc[j + 1], a0, a1, a2, a3, b2, b3);
+    }
+}
+
 /* acc[16 x DP] += p[16 x BN] (an accumulator, used as the A operand in bf16) times Z ([BN][DP]) */
 template <int DP, bool TAIL>
 __device__ __forceinline__ void acc_product(float (&acc)[DP / 8][4], const float (&p)[BN / 8][4], const bf16 *Z,
                                             ldsm_lane l, int n) {
-    const int SP = DP + 8;
 #pragma unroll
     for (int kc = 0; kc < BN / 16; kc++) {
         if (TAIL && kc * 16 >= n) break;   /* all zero past n */
         uint32_t a0 = pack_bf16(p[2 * kc][0], p[2 * kc][1]), a1 = pack_bf16(p[2 * kc][2], p[2 * kc][3]);
         uint32_t a2 = pack_bf16(p[2 * kc + 1][0], p[2 * kc + 1][1]), a3 = pack_bf16(p[2 * kc + 1][2], p[2 * kc + 1][3]);
-#pragma unroll
-        for (int j = 0; j < DP / 8; j += 2) {
-            uint32_t b0, b1, b2, b3;
-            ldsm_x4_t(b0, b1, b2, b3, Z + (kc * 16 + l.vrow) * SP + j * 8 + l.vcol);
-            mma16816(acc[j], a0, a1, a2, a3, b0, b1);
-            mma16816(acc[j + 1], a0, a1, a2, a3, b2, b3);
-        }
+        acc_k16<DP>(acc, a0, a1, a2, a3, Z, l, kc);
     }
 }
 
@@ -871,13 +879,7 @@ __global__ void __launch_bounds__(BWARPS * 32, 2) attn_bwd_dq_ds_kernel(bf16 *dq
             for (int kc = 0; kc < BN / 16; kc++) {   /* dS columns past Nk are zero, as are K's rows there */
                 uint32_t a0, a1, a2, a3;
                 ldsm_x4(a0, a1, a2, a3, Ds + kc * 16);
-#pragma unroll
-                for (int j = 0; j < DP / 8; j += 2) {
-                    uint32_t b0, b1, b2, b3;
-                    ldsm_x4_t(b0, b1, b2, b3, Ks + (kc * 16 + l.vrow) * SP + j * 8 + l.vcol);
-                    mma16816(acc[j], a0, a1, a2, a3, b0, b1);
-                    mma16816(acc[j + 1], a0, a1, a2, a3, b2, b3);
-                }
+                acc_k16<DP>(acc, a0, a1, a2, a3, Ks, l, kc);
             }
         __syncthreads();
     }
