@@ -73,6 +73,9 @@ size_t iv2_heads_count_params(const iv2_heads_dims *d) {
 
 static int imax(int a, int b) { return a > b ? a : b; }
 
+/* the heads that write loss rows: each its own max_rows of loss_rows (deferred readback) */
+static int loss_slots(const iv2_heads_dims *d) { return d->n_clip + d->n_mae + (d->use_final ? 1 : 0); }
+
 iv2_heads *iv2_heads_create(iv2_backend *be, const iv2_heads_dims *d) {
     if (d->C < 1 || d->n_clip < 0 || d->n_mae < 0 || d->n_clip > IV2_DISTILL_MAX_LAYERS ||
         d->n_mae > IV2_DISTILL_MAX_LAYERS || d->max_rows < 1 || d->T < 1 || d->G < 1 ||
@@ -94,7 +97,7 @@ iv2_heads *iv2_heads_create(iv2_backend *be, const iv2_heads_dims *d) {
     for (size_t i = 0; i < sizeof bufs / sizeof *bufs; i++) *bufs[i] = be->alloc(be, big);
     size_t fr = (size_t)d->max_rows * sizeof(float);
     h->ln_mean = be->alloc(be, fr); h->ln_rstd = be->alloc(be, fr);
-    h->loss_rows = be->alloc(be, fr * (size_t)(d->n_clip + d->n_mae + (d->use_final ? 1 : 0)));
+    h->loss_rows = be->alloc(be, fr * (size_t)loss_slots(d));
     h->idx_pos = be->alloc(be, (size_t)d->max_rows * sizeof(int32_t));
     h->idx_rows = be->alloc(be, (size_t)d->max_rows * sizeof(int32_t));
     if (!h->params || !h->grads || !h->dyn || !h->idx_rows) {
@@ -210,7 +213,7 @@ int iv2_heads_collect(iv2_heads *h) {
 
 /* a deferred call needs room for its rows and a queue entry: one call per head between defer and collect */
 static int check_pending(iv2_heads *h, int M, const char *what) {
-    int slots = h->d.n_clip + h->d.n_mae + (h->d.use_final ? 1 : 0);
+    int slots = loss_slots(&h->d);
     if (h->deferring && (h->n_pending >= slots || h->pending_rows + M > slots * h->d.max_rows))
         return iv2_err("%s head: more deferred loss rows than the heads hold (one call per head between defer and collect)", what);
     return 0;
