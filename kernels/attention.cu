@@ -500,58 +500,45 @@ static void attention_backward_gemm(iv2_backend *be, bf16 *dq, bf16 *dk, bf16 *d
     }
 }
 
-template <int DP>
+/* IV2_ATTN_BWD=ds (DS): the dK/dV kernel also stores dS (bf16, [B*H][Nq][ld], ld = Nk rounded up
+ * to 8; scratch after delta), and dQ = scale dS K takes one product a tile (attn_bwd_dq_ds_kernel)
+ * instead of the dQ kernel's three. Scratch: 2 B x H x Nq x ld bytes (181 MB at the student's
+ * 32 x 16 x 417). Needs dq and dk or dv (backward_path); not yet timed on a GPU. */
+static size_t ds_ld(int Nk) { return ((size_t)Nk + 7) / 8 * 8; }
+template <int DP, bool DS = false>
 static void launch_bwd_fused(cuda_impl *im, bf16 *dq, bf16 *dk, bf16 *dv, const bf16 *dout, const bf16 *q,
                              const bf16 *k, const bf16 *v, const float *lse, const float *delta, int B, int H, int Nq,
                              int Nk, int D, int qs, int ks, int os, float scale, int add) {
     const int M = BWARPS * 16;
-    size_t smem_dq = bwd_dq_smem_bytes<DP>(), smem_dkv = bwd_dkv_smem_bytes<DP>();
+    size_t smem_dq = DS ? bwd_dq_ds_smem_bytes<DP>() : bwd_dq_smem_bytes<DP>(), smem_dkv = bwd_dkv_smem_bytes<DP>();
     static int configured = 0;   /* per instantiation */
     if (!configured) {
-        CUDA_CHECK(cudaFuncSetAttribute(attn_bwd_dq_kernel<DP>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem_dq));
-        CUDA_CHECK(cudaFuncSetAttribute(attn_bwd_dkv_kernel<DP>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+        if (DS)
+            CUDA_CHECK(cudaFuncSetAttribute(attn_bwd_dq_ds_kernel<DP>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                            (int)smem_dq));
+        else
+            CUDA_CHECK(cudaFuncSetAttribute(attn_bwd_dq_kernel<DP>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                            (int)smem_dq));
+        CUDA_CHECK(cudaFuncSetAttribute(attn_bwd_dkv_kernel<DP, DS>, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                         (int)smem_dkv));
         configured = 1;
     }
+    ds_out ds = {NULL, 0};
+    if (DS) ds = ds_out{(bf16 *)((char *)delta + bwd_delta_bytes(B, H, Nq)), (int)ds_ld(Nk)};
     if (dk || dv) {
-        attn_bwd_dkv_kernel<DP><<<dim3(cdiv(Nk, M), B * H), BWARPS * 32, smem_dkv, im->stream>>>(
-            dk, dv, dout, q, k, v, lse, delta, H, Nq, Nk, D, qs, ks, os, scale, add, ds_out{NULL, 0});
+        attn_bwd_dkv_kernel<DP, DS><<<dim3(cdiv(Nk, M), B * H), BWARPS * 32, smem_dkv, im->stream>>>(
+            dk, dv, dout, q, k, v, lse, delta, H, Nq, Nk, D, qs, ks, os, scale, add, ds);
         LAUNCH_CHECK();
     }
-    if (dq) {
+    if (dq && DS) {
+        attn_bwd_dq_ds_kernel<DP><<<dim3(cdiv(Nq, M), B * H), BWARPS * 32, smem_dq, im->stream>>>(
+            dq, ds.p, ds.ld, k, H, Nq, Nk, D, qs, ks, scale, add);
+        LAUNCH_CHECK();
+    } else if (dq) {
         attn_bwd_dq_kernel<DP><<<dim3(cdiv(Nq, M), B * H), BWARPS * 32, smem_dq, im->stream>>>(
             dq, dout, q, k, v, lse, delta, H, Nq, Nk, D, qs, ks, os, scale, add);
         LAUNCH_CHECK();
     }
-}
-
-/* IV2_ATTN_BWD=ds: the dK/dV kernel also stores dS (bf16, [B*H][Nq][ld], ld = Nk rounded up to 8;
- * scratch after delta), and dQ = scale dS K takes one product a tile (attn_bwd_dq_ds_kernel)
- * instead of the dQ kernel's three. Scratch: 2 B x H x Nq x ld bytes (181 MB at the student's
- * 32 x 16 x 417). Needs dk or dv (the dK/dV kernel runs); not yet timed on a GPU. */
-static size_t ds_ld(int Nk) { return ((size_t)Nk + 7) / 8 * 8; }
-template <int DP>
-static void launch_bwd_ds(cuda_impl *im, bf16 *dq, bf16 *dk, bf16 *dv, const bf16 *dout, const bf16 *q,
-                          const bf16 *k, const bf16 *v, const float *lse, const float *delta, int B, int H, int Nq,
-                          int Nk, int D, int qs, int ks, int os, float scale, int add) {
-    const int M = BWARPS * 16;
-    size_t smem_dkv = bwd_dkv_smem_bytes<DP>(), smem_dq = bwd_dq_ds_smem_bytes<DP>();
-    static int configured = 0;   /* per instantiation */
-    if (!configured) {
-        CUDA_CHECK(cudaFuncSetAttribute(attn_bwd_dkv_kernel<DP, true>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                        (int)smem_dkv));
-        CUDA_CHECK(cudaFuncSetAttribute(attn_bwd_dq_ds_kernel<DP>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                        (int)smem_dq));
-        configured = 1;
-    }
-    int ld = (int)ds_ld(Nk);
-    bf16 *dS = (bf16 *)((char *)delta + bwd_delta_bytes(B, H, Nq));
-    attn_bwd_dkv_kernel<DP, true><<<dim3(cdiv(Nk, M), B * H), BWARPS * 32, smem_dkv, im->stream>>>(
-        dk, dv, dout, q, k, v, lse, delta, H, Nq, Nk, D, qs, ks, os, scale, add, ds_out{dS, ld});
-    LAUNCH_CHECK();
-    attn_bwd_dq_ds_kernel<DP><<<dim3(cdiv(Nq, M), B * H), BWARPS * 32, smem_dq, im->stream>>>(
-        dq, dS, ld, k, H, Nq, Nk, D, qs, ks, scale, add);
-    LAUNCH_CHECK();
 }
 
 /* the Hopper fused backward (wgmma): BWG warpgroups of 64 rows per block, in both kernels */
@@ -587,7 +574,7 @@ static void launch_bwd3(cuda_impl *im, bf16 *dq, bf16 *dk, bf16 *dv, const bf16 
  * the GEMM path takes the rest, and everything when IV2_ATTN_BWD=gemm (tests/gpu/check.sh
  * runs the parity tests both ways). IV2_ATTN_BWD=wg selects the Hopper kernels for the fused
  * cases (they pass on an H100, but are no faster than the mma.sync ones); IV2_ATTN_BWD=ds the
- * mma.sync dK/dV kernel storing dS and dQ from it (3, launch_bwd_ds). */
+ * mma.sync dK/dV kernel storing dS and dQ from it (3, launch_bwd_fused<DP, true>). */
 static int backward_path(const cuda_impl *im, const void *dq, const void *dk, const void *dv, const void *dout,
                          const void *q, const void *k, const void *v, int D, int qs, int ks, int os) {
     const char *m = getenv("IV2_ATTN_BWD");
@@ -633,10 +620,10 @@ static void c_attention_backward(iv2_backend *be, void *dq, void *dk, void *dv, 
             return;
         }
         if (path == 3) {
-            if (D <= 32) launch_bwd_ds<32>(BWD_ARGS);
-            else if (D <= 64) launch_bwd_ds<64>(BWD_ARGS);
-            else if (D <= 96) launch_bwd_ds<96>(BWD_ARGS);
-            else launch_bwd_ds<128>(BWD_ARGS);
+            if (D <= 32) launch_bwd_fused<32, true>(BWD_ARGS);
+            else if (D <= 64) launch_bwd_fused<64, true>(BWD_ARGS);
+            else if (D <= 96) launch_bwd_fused<96, true>(BWD_ARGS);
+            else launch_bwd_fused<128, true>(BWD_ARGS);
             return;
         }
         if (D <= 32) launch_bwd_fused<32>(BWD_ARGS);

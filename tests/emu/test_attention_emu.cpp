@@ -219,7 +219,7 @@ template <int DP> static void run_shape(const shape &s) {
         }
         const bf16 *dq0 = s.fused_qkv ? dkv0.data() : dqsep0.data(), *dk0 = dkv0.data() + C, *dv0 = dkv0.data() + 2 * C;
         /* the backward of one kernel pair (mma.sync as launch_bwd_fused, wgmma as launch_bwd3, and
-         * 2: the mma.sync dK/dV kernel storing dS, then dQ from it, as launch_bwd_ds) onto copies of
+         * 2: the mma.sync dK/dV kernel storing dS, then dQ from it, as launch_bwd_fused<DP, true>) onto copies of
          * the same existing gradients, checked against the reference increments */
         for (int hopper = 0; hopper < 3; hopper++) {
             const char *vname = hopper == 1 ? " wg" : hopper == 2 ? " ds" : "";
