@@ -32,7 +32,9 @@
 typedef struct iv2_backend iv2_backend;
 typedef struct iv2_event iv2_event;   /* a point in a stream's work (a cudaEvent_t on CUDA) */
 
-enum { IV2_STREAM_COMPUTE = 0, IV2_STREAM_COPY = 1 };
+/* the streams: compute (every op), copy (upload_async) and side (adamw_chunks beside the next
+ * step's forward: distill/optim.c, "overlap") */
+enum { IV2_STREAM_COMPUTE = 0, IV2_STREAM_COPY = 1, IV2_STREAM_SIDE = 2 };
 
 #define IV2_AT(be, p, n) ((void *)((char *)(p) + (size_t)(n) * (be)->esize))
 
@@ -85,7 +87,16 @@ struct iv2_backend {
      *                                            stream (waits for b).
      * A wait refers to the latest record before it; an event never recorded counts as reached.
      * Call these from one thread. CPU: upload_async is memcpy, the waits are no-ops and an event
-     * records the time, so event_seconds between records around copies is their memcpy time. */
+     * records the time, so event_seconds between records around copies is their memcpy time.
+     *
+     * The side stream carries adamw_chunks(..., IV2_STREAM_SIDE) and nothing else; the same events
+     * order it (record on SIDE, wait on COMPUTE: compute work queued after the wait may read what
+     * the side work wrote). On CUDA it runs at a lower priority than the compute stream, so its
+     * blocks fill the SMs the compute kernels leave idle. On the CPU its work runs as late as the
+     * events allow: when an event recorded after it is waited for (on any stream) or synced, and
+     * at sync. That is the latest schedule a GPU could take, so a missing wait reads stale values
+     * in the CPU tests, every time, where on a GPU it would race now and then. sync waits for the
+     * side stream too; download does not (it is ordered on the compute stream only). */
     void (*upload_async)(iv2_backend *be, void *dst, const void *src, size_t bytes);
     /* download_async queues a raw backend -> host copy on the compute stream, after the work
      * queued there so far, and returns at once: the device keeps computing what is queued next
@@ -234,10 +245,11 @@ struct iv2_backend {
     /* Optional (NULL: call adamw per tensor): the same step over many tensors of one buffer in one
      * launch. chunks is backend memory (upload_raw of n_chunks iv2_adamw_chunk, made once) naming
      * pieces of the buffer by element offset, at most IV2_ADAMW_CHUNK elements each; wd applies to
-     * the pieces whose no_wd is 0. Element for element the arithmetic of adamw. */
+     * the pieces whose no_wd is 0. Element for element the arithmetic of adamw. stream:
+     * IV2_STREAM_COMPUTE, or IV2_STREAM_SIDE (see "the side stream" above). */
     void (*adamw_chunks)(iv2_backend *be, void *param, float *master, const void *grad, float *m, float *v,
                          const void *chunks, int n_chunks, float lr, float b1, float b2, float eps, float wd, int t,
-                         float grad_scale);
+                         float grad_scale, int stream);
 };
 
 #define IV2_ADAMW_CHUNK 65536

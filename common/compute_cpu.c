@@ -57,10 +57,30 @@ static void cpu_mem_info(iv2_backend *be, size_t *free_bytes, size_t *total_byte
     if (free_bytes) *free_bytes = avail;
     if (total_bytes) *total_bytes = total;
 }
-static void cpu_sync(iv2_backend *be) {}
+/* The side stream on the CPU (compute.h): its adamw_chunks calls wait in a queue and run as late
+ * as the events allow. An event recorded on the side stream marks the queue's length then; a
+ * wait for it or a sync of it runs the queue up to there. */
+typedef struct {
+    void *param; float *master; const void *grad; float *m, *v; const void *chunks;
+    int n_chunks; float lr, b1, b2, eps, wd; int t; float grad_scale;
+} cpu_side_job;
+typedef struct {
+    cpu_side_job *job;
+    size_t n, cap, done;   /* queued, room, run */
+    size_t base;           /* jobs queued before job[0]: positions are counted from the backend's start */
+} cpu_side;                /* be->impl */
+
+static void cpu_adamw_chunks_now(iv2_backend *be, const cpu_side_job *j);
+/* run the side queue's jobs before position upto */
+static void cpu_side_run(iv2_backend *be, size_t upto) {
+    cpu_side *q = be->impl;
+    for (; q->done < q->n && q->base + q->done < upto; q->done++) cpu_adamw_chunks_now(be, &q->job[q->done]);
+    if (q->done == q->n) { q->base += q->n; q->n = q->done = 0; }
+}
+static void cpu_sync(iv2_backend *be) { cpu_side_run(be, (size_t)-1); }
 /* the copy stream on the CPU: copies happen at once, so there is nothing to wait for; an event
- * is the time it was recorded */
-struct iv2_event { double t; };
+ * is the time it was recorded, and on the side stream how far the queue had got */
+struct iv2_event { double t; size_t side; int on_side; };
 static double cpu_now(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -68,11 +88,24 @@ static double cpu_now(void) {
 }
 static iv2_event *cpu_event_create(iv2_backend *be) { return iv2_calloc(1, sizeof(iv2_event)); }
 static void cpu_event_destroy(iv2_backend *be, iv2_event *e) { free(e); }
-static void cpu_event_record(iv2_backend *be, iv2_event *e, int stream) { e->t = cpu_now(); }
-static void cpu_event_wait(iv2_backend *be, iv2_event *e, int stream) {}
-static void cpu_event_sync(iv2_backend *be, iv2_event *e) {}
+static void cpu_event_record(iv2_backend *be, iv2_event *e, int stream) {
+    cpu_side *q = be->impl;
+    e->t = cpu_now();
+    e->on_side = stream == IV2_STREAM_SIDE;
+    e->side = q->base + q->n;
+}
+static void cpu_event_wait(iv2_backend *be, iv2_event *e, int stream) {
+    if (e->on_side) cpu_side_run(be, e->side);
+}
+static void cpu_event_sync(iv2_backend *be, iv2_event *e) {
+    if (e->on_side) cpu_side_run(be, e->side);
+}
 static double cpu_event_seconds(iv2_backend *be, iv2_event *a, iv2_event *b) { return b->t - a->t; }
-static void cpu_destroy(iv2_backend *be) { free(be); }
+static void cpu_destroy(iv2_backend *be) {
+    if (be->impl) free(((cpu_side *)be->impl)->job);
+    free(be->impl);
+    free(be);
+}
 
 int iv2_cpu_threads(const iv2_backend *be) { return be->threads > 0 ? be->threads : 1; }
 
@@ -635,19 +668,31 @@ static void cpu_adamw(iv2_backend *be, void *param_, float *master, const void *
 }
 
 /* every tensor of a buffer in one call: the chunks spread over the threads */
-static void cpu_adamw_chunks(iv2_backend *be, void *param, float *master, const void *grad, float *m, float *v,
-                             const void *chunks_, int n_chunks, float lr, float b1, float b2, float eps, float wd,
-                             int t, float grad_scale) {
-    const iv2_adamw_chunk *ch = chunks_;
-    float bc1 = 1.0f - powf(b1, (float)t), bc2 = 1.0f - powf(b2, (float)t);
-    float step = lr / bc1, bc2s = sqrtf(bc2), decay = 1.0f - lr * wd;
-    int nt = nthreads_for(be, (double)n_chunks * IV2_ADAMW_CHUNK * 4);
+static void cpu_adamw_chunks_now(iv2_backend *be, const cpu_side_job *j) {
+    const iv2_adamw_chunk *ch = j->chunks;
+    float bc1 = 1.0f - powf(j->b1, (float)j->t), bc2 = 1.0f - powf(j->b2, (float)j->t);
+    float step = j->lr / bc1, bc2s = sqrtf(bc2), decay = 1.0f - j->lr * j->wd;
+    size_t work = 0;
+    for (int c = 0; c < j->n_chunks; c++) work += ch[c].n;
+    int nt = nthreads_for(be, (double)work * 4);
 #pragma omp parallel for num_threads(nt) schedule(dynamic, 1)
-    for (int c = 0; c < n_chunks; c++) {
+    for (int c = 0; c < j->n_chunks; c++) {
         float d = ch[c].no_wd ? 1.0f : decay;
         for (size_t i = ch[c].off; i < ch[c].off + ch[c].n; i++)
-            adamw_one(param, master, grad, m, v, i, b1, b2, eps, step, bc2s, d, grad_scale);
+            adamw_one(j->param, j->master, j->grad, j->m, j->v, i, j->b1, j->b2, j->eps, step, bc2s, d, j->grad_scale);
     }
+}
+static void cpu_adamw_chunks(iv2_backend *be, void *param, float *master, const void *grad, float *m, float *v,
+                             const void *chunks, int n_chunks, float lr, float b1, float b2, float eps, float wd,
+                             int t, float grad_scale, int stream) {
+    cpu_side_job j = {param, master, grad, m, v, chunks, n_chunks, lr, b1, b2, eps, wd, t, grad_scale};
+    if (stream != IV2_STREAM_SIDE) { cpu_adamw_chunks_now(be, &j); return; }
+    cpu_side *q = be->impl;
+    if (q->n == q->cap) {
+        q->cap = q->cap ? 2 * q->cap : 64;
+        q->job = iv2_realloc(q->job, sizeof *q->job * q->cap);
+    }
+    q->job[q->n++] = j;
 }
 
 /* ---------------------------------------------------------------------------------------------
@@ -662,6 +707,8 @@ iv2_backend *iv2_cpu_backend_create(int threads) {
     be->threads = threads > 0 ? threads : omp_get_max_threads();
     if (be->threads < 1) be->threads = 1;
     be->device = -1;
+    be->impl = calloc(1, sizeof(cpu_side));
+    if (!be->impl) { free(be); iv2_err("cpu backend: out of memory"); return NULL; }
     /* all parallelism is ours (OpenMP); OpenBLAS runs single-threaded inside each panel */
     openblas_set_num_threads(1);
 

@@ -511,6 +511,10 @@ int iv2_vit_forward(iv2_vit *m, iv2_vit_io *io) {
     return 0;
 }
 
+size_t iv2_vit_params_before(const iv2_vit *m, int l) {
+    return l < m->cfg.depth ? m->st->off.blk[l].norm1_w : m->n_elems;
+}
+
 int iv2_vit_forward_train(iv2_vit *m, iv2_vit_io *io) {
     if (check_io(m, io)) return -1;
     const iv2_vit_config *c = &m->cfg;
@@ -523,12 +527,15 @@ int iv2_vit_forward_train(iv2_vit *m, iv2_vit_io *io) {
         if (arena_make(m, a, S, N, 1, bw)) { free(bw); return -1; }
         a->bwd = bw;
     }
+    if (m->params_needed) m->params_needed(m->params_needed_ctx, iv2_vit_params_before(m, 0));
     embed(m, a, io->frames, S, io->vis, io->vis ? io->vis_rows : NULL, N);
     int k = 0;
     /* all blocks run: the backward expects every block's activations */
     for (int l = 0; l < c->depth; l++) {
         vit_act_block *b = &a->blk[l];
         int nx = l + 1 < c->depth;   /* the next block's norm1 runs here, with this block's last residual */
+        /* block l, the next one's norm1; after the last block the final norm and the pooling head */
+        if (m->params_needed) m->params_needed(m->params_needed_ctx, iv2_vit_params_before(m, l + 2));
         block_fwd(m, &m->st->off.blk[l], b, S, N, drop_at(io->drop, l, S),
                   drop_at(io->drop_mlp ? io->drop_mlp : io->drop, l, S), l > 0, nx ? &m->st->off.blk[l + 1] : NULL,
                   nx ? &a->blk[l + 1] : NULL, 1);

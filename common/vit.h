@@ -147,6 +147,10 @@ typedef struct iv2_vit {
      * on CUDA they are final in stream order, not yet synchronised. */
     void (*grads_ready)(void *ctx, size_t from);
     void *grads_ready_ctx;
+    /* optional forward hook (the optimiser's step beside the forward, distill/optim.c): called by
+     * iv2_vit_forward_train before it queues work that reads params[0, upto) */
+    void (*params_needed)(void *ctx, size_t upto);
+    void *params_needed_ctx;
 } iv2_vit;
 
 iv2_vit *iv2_vit_create(iv2_backend *be, const iv2_vit_config *cfg);   /* params zeroed */
@@ -175,6 +179,10 @@ const iv2_vit_param *iv2_vit_find(const iv2_vit *m, const char *name);
 /* Pointer into params / grads for a named tensor (NULL if absent). */
 void *iv2_vit_tensor(iv2_vit *m, const char *name);
 void *iv2_vit_grad(iv2_vit *m, const char *name);
+
+/* Where block l's parameters begin in the buffer (the stem's lie before block 0's, the final norm's
+ * and the pooling head's after the last block's): n_elems for l >= depth. */
+size_t iv2_vit_params_before(const iv2_vit *m, int l);
 
 /* Gradient buffer (zeroed) and its reset. */
 int iv2_vit_alloc_grads(iv2_vit *m);

@@ -106,6 +106,7 @@ static void remove_stale_temps(const char *dir) {
 int iv2_ckpt_save(const char *dir, int64_t step, iv2_vit *student, iv2_heads *heads, iv2_optim *opt,
                   const char *cfg_json, const char *data_json, int keep) {
     iv2_backend *be = student->be;
+    if (opt) iv2_optim_join(opt);   /* an overlapped step still writes parameters and moments */
     iv2_st_writer w;
     iv2_st_writer_init(&w);
     void *hold = NULL;
@@ -214,6 +215,7 @@ char *iv2_ckpt_meta(const char *path, const char *key) {
 
 int iv2_ckpt_load(const char *path, iv2_vit *student, iv2_heads *heads, iv2_optim *opt, int64_t *step,
                   char **cfg_json) {
+    if (opt) iv2_optim_join(opt);   /* nothing of a pending step may land after the load */
     iv2_st_file f;
     if (iv2_st_open(&f, path)) return iv2_err_ctx("corrupt or unreadable checkpoint");
     int rc = -1;

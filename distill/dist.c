@@ -6,8 +6,8 @@
  * first; then, walking the student's blocks from the last to the first, a bucket is started each
  * time at least bucket_bytes of gradients (at the end of the buffer) are final, and the rest
  * when the embedding is done. On the CPU each bucket is an MPI_Iallreduce (sum, in place), the
- * average taken once all are done; on CUDA an ncclAllReduce (ncclAvg) on a side stream that
- * waits on an event of the backend's stream, and the backend's stream waits for the side stream
+ * average taken once all are done; on CUDA an ncclAllReduce (ncclAvg) on a stream of its own that
+ * waits on an event of the backend's stream, and the backend's stream waits for that stream
  * before the optimiser runs. */
 #include "dist.h"
 #include "distill.h"

@@ -227,7 +227,15 @@ typedef struct iv2_optim_group {   /* one parameter buffer with its table */
     const iv2_dparam *table;
     int n_table;
     void *chunks;                  /* backend iv2_adamw_chunk table of the buffer (be->adamw_chunks), or NULL */
+    iv2_adamw_chunk *hchunks;      /* its host copy, in offset order */
     int n_chunks;
+    /* the step beside the next forward (overlap): n_pieces launches, piece k the chunks
+     * [piece_chunk[k], piece_chunk[k + 1]), the elements below piece_end[k] and from the one before */
+    int n_pieces;
+    size_t *piece_end;             /* [n_pieces], increasing, the last n */
+    int *piece_chunk;              /* [n_pieces + 1] */
+    iv2_event **piece_done;        /* [n_pieces], recorded on the side stream after piece k */
+    int waited;                    /* pieces [0, waited) of the pending step the compute stream waits for */
 } iv2_optim_group;
 
 typedef struct iv2_optim {
@@ -235,11 +243,15 @@ typedef struct iv2_optim {
     iv2_optim_group g[2];          /* student, heads */
     int n_groups;
     float *acc;                    /* f32 backend scalar for sumsq */
+    int overlap;                   /* the step on the side stream, beside the next forward (iv2_optim_set_overlap) */
+    int pending;                   /* an overlapped step is queued and the compute stream has not joined it */
+    iv2_event *grads_done;         /* compute stream, before the step: where the side stream starts */
+    iv2_event *all_done;           /* side stream, after the step's last launch */
 } iv2_optim;
 
 int iv2_optim_init(iv2_optim *o, iv2_backend *be);
 void iv2_optim_add(iv2_optim *o, void *params, void *grads, size_t n, const iv2_dparam *table, int n_table);
-void iv2_optim_free(iv2_optim *o);
+void iv2_optim_free(iv2_optim *o);   /* waits for a pending step */
 /* after loading weights into the parameter buffers: refresh the fp32 master copies (no-op on the CPU) */
 void iv2_optim_sync_master(iv2_optim *o);
 /* global L2 norm of all grads (before clipping) */
@@ -248,6 +260,28 @@ double iv2_optim_grad_norm(iv2_optim *o);
 float iv2_clip_coef(double norm, float max_norm);
 /* one AdamW step t (1-based) on every group: grads scaled by grad_scale; wd 0 on no_wd tensors. */
 void iv2_optim_step(iv2_optim *o, float lr, const iv2_distill_config *c, int64_t t, float grad_scale);
+
+/* The step beside the next forward. AdamW reads and writes 28 bytes a parameter (some 12 ms of
+ * the 1B student's 208 ms step on an H100), memory-bound work that can share the GPU with the next
+ * step's GEMMs. With overlap on (before iv2_optim_add; needs be->adamw_chunks) iv2_optim_step
+ * queues each group's step on the side stream in pieces (iv2_optim_set_pieces; one piece each by
+ * default) of small chunks (IV2_ADAMW_CHUNK_SIDE) and returns; the forward then waits for each
+ * piece just before it reads that piece's parameters (iv2_optim_wait_params), and everything else
+ * that touches parameters, gradients or moments waits for all of it (iv2_optim_join: before
+ * the grads are zeroed, a checkpoint, an eval). The same arithmetic in the same order per element:
+ * only the schedule changes. Off by default until measured faster (IV2_OPTIM_OVERLAP=1 turns it
+ * on in the trainer; docs/cuda.md). */
+#define IV2_ADAMW_CHUNK_SIDE 8192   /* elements a block: ~230 KB of traffic, microseconds on an SM */
+int iv2_optim_set_overlap(iv2_optim *o, int on);
+/* cut group g's step at the element offsets ends[0..n-1] (increasing, the last the group's n; no
+ * tensor may straddle a cut); -1 with iv2_err when they do not fit the chunks */
+int iv2_optim_set_pieces(iv2_optim *o, int g, const size_t *ends, int n);
+/* the compute stream's work queued next reads group g's parameters [0, upto): wait for the pieces
+ * of the pending step that hold them (nothing when no step is pending) */
+void iv2_optim_wait_params(iv2_optim *o, int g, size_t upto);
+/* the compute stream's work queued next may touch any parameter, gradient or moment: wait for all
+ * of the pending step */
+void iv2_optim_join(iv2_optim *o);
 /* the exclusion rule: 1-D params, names ending in "bias", pos embeds, cls token */
 int iv2_no_weight_decay(const char *name, int ndim);
 

@@ -11,6 +11,7 @@ int iv2_trainer_eval(iv2_trainer *t, char **out_json) {
     iv2_backend *be = t->be;
     const iv2_distill_config *c = &t->cfg;
     if (L->n_eval < 1) return iv2_err("eval: no held-out views (set eval_views in the config)");
+    iv2_optim_join(&t->opt);   /* the last step's AdamW, if it runs beside, before the weights are read */
     int ntok = 1 + L->T * L->P;
     int eb = (int)(t->heads->d.max_rows / ntok);
     if (eb > c->batch) eb = c->batch;

@@ -285,6 +285,29 @@ static void print_memory_plan(const iv2_trainer *t, int nv, size_t avail, size_t
         iv2_warn("memory plan: batch %d needs %s, more than the %s free", B, human(h[0], model + act), human(h[1], avail));
 }
 
+/* AdamW beside the next step's forward (distill.h, "the step beside the next forward"):
+ * IV2_OPTIM_OVERLAP=1 turns it on, on a backend with a side stream */
+static int optim_overlap(iv2_trainer *t) {
+    const char *e = getenv("IV2_OPTIM_OVERLAP");
+    return iv2_optim_set_overlap(&t->opt, e && !strcmp(e, "1"));
+}
+
+static void params_needed(void *ctx, size_t upto) { iv2_optim_wait_params(&((iv2_trainer *)ctx)->opt, 0, upto); }
+
+/* the student's step in pieces of a block each (the stem with block 0, the final norm and the
+ * pooling head with the last block), each waited for just before the forward reads it */
+static int optim_pieces(iv2_trainer *t) {
+    int depth = t->student->cfg.depth;
+    size_t *ends = iv2_malloc(sizeof(size_t) * (size_t)(depth > 0 ? depth : 1));
+    for (int l = 0; l < depth; l++) ends[l] = iv2_vit_params_before(t->student, l + 1);
+    if (depth < 1) ends[0] = t->student->n_elems;
+    int rc = iv2_optim_set_pieces(&t->opt, 0, ends, depth > 0 ? depth : 1);
+    free(ends);
+    if (rc) return -1;
+    t->student->params_needed = params_needed;   /* its context set by forward_backward */
+    return 0;
+}
+
 int iv2_trainer_init(iv2_trainer *t, const iv2_distill_config *c, int clip_dim, int mae_dim, int final_dim, int nv) {
     t->cfg = *c;
     iv2_vit_config vc;
@@ -329,9 +352,10 @@ int iv2_trainer_init(iv2_trainer *t, const iv2_distill_config *c, int clip_dim, 
         q->off = p->offset; q->n = p->numel;
         q->no_wd = p->no_wd || iv2_no_weight_decay(p->name, p->ndim);
     }
-    if (iv2_optim_init(&t->opt, be)) return -1;
+    if (iv2_optim_init(&t->opt, be) || optim_overlap(t)) return -1;
     iv2_optim_add(&t->opt, t->student->params, t->student->grads, t->student->n_elems, t->stab, t->student->n_param);
     iv2_optim_add(&t->opt, t->heads->params, t->heads->grads, t->heads->n_params, t->heads->table, t->heads->n_table);
+    if (t->opt.overlap && optim_pieces(t)) return -1;
     t->n_out = readout_blocks(c, t->blocks);
     for (int k = 0; k < c->n_clip; k++) t->clip_out[k] = slot_of(t, c->clip_student[k]);
     for (int k = 0; k < c->n_mae; k++) t->mae_out[k] = slot_of(t, c->mae_student[k]);
@@ -544,8 +568,6 @@ static int forward_backward(iv2_trainer *t, iv2_dev_batch *d, int backward) {
     const iv2_vit_config *vc = &t->student->cfg;
     int B = d->S, nv = d->nv, C = vc->width;
     int64_t step = d->step;
-    iv2_vit_zero_grads(t->student);
-    be->memset0(be, t->heads->grads, t->heads->n_params * be->esize);
     for (int i = 0; i < t->n_out; i++) be->memset0(be, t->dout[i], (size_t)B * nv * C * be->esize);
     be->memset0(be, t->dpooled, (size_t)B * vc->pool_dim * be->esize);
     be->event_wait(be, d->copied, IV2_STREAM_COMPUTE);   /* the batch is on the device */
@@ -557,7 +579,13 @@ static int forward_backward(iv2_trainer *t, iv2_dev_batch *d, int backward) {
     io.n_out = t->n_out;
     for (int i = 0; i < t->n_out; i++) { io.blocks[i] = t->blocks[i]; io.out[i] = t->out[i]; }
     io.pooled = c->use_final ? t->pooled : NULL;
+    t->student->params_needed_ctx = t;   /* where the trainer is now: a caller may have moved the struct */
     int rc = iv2_vit_forward_train(t->student, &io) ? iv2_err_ctx("step %lld: student forward", (long long)step) : 0;
+    /* the last step's AdamW, when it runs beside the forward (optim_overlap), reads the grads and
+     * writes the heads: all of it before the grads are zeroed */
+    iv2_optim_join(&t->opt);
+    iv2_vit_zero_grads(t->student);
+    be->memset0(be, t->heads->grads, t->heads->n_params * be->esize);
     iv2_loss L = {0};
     if (!rc) rc = heads_loss(t, d, backward, &L);
     be->event_record(be, d->released, IV2_STREAM_COMPUTE);   /* even after a failure: no copy may wait on an older point */
@@ -618,6 +646,7 @@ static int fetch(iv2_trainer *t, int64_t step, iv2_dev_batch *d, double *wait) {
 }
 
 static int save(iv2_trainer *t) {
+    iv2_optim_join(&t->opt);
     if (iv2_dist_check_weights(t)) return -1;
     int rc = iv2_dist_rank() == 0 ? iv2_ckpt_save(t->out_dir, t->step, t->student, t->heads, &t->opt, t->cfg_json, t->data_json, t->cfg.keep_ckpt) : 0;
     return iv2_dist_bcast_rc(rc, "checkpoint");   /* rank 0 writes; the others learn whether it worked */

@@ -68,6 +68,7 @@ static void *c_alloc(iv2_backend *be, size_t bytes) {
 static void c_free(iv2_backend *be, void *p) {
     if (!p) return;
     CUDA_CHECK(cudaStreamSynchronize(impl_of(be)->stream));  /* pending kernels may still read it */
+    CUDA_CHECK(cudaStreamSynchronize(impl_of(be)->side_stream));
     CUDA_CHECK(cudaStreamSynchronize(impl_of(be)->copy_stream));   /* or pending copies write it */
     CUDA_CHECK(cudaFree(p));
 }
@@ -131,12 +132,12 @@ static void c_free_host(iv2_backend *be, void *p) {
     CUDA_CHECK(cudaStreamSynchronize(impl_of(be)->copy_stream));   /* a pending copy may read it */
     CUDA_CHECK(cudaFreeHost(p));
 }
-static void c_sync(iv2_backend *be) { CUDA_CHECK(cudaStreamSynchronize(impl_of(be)->stream)); }
-
-/* ---- the copy stream and its events (compute.h) ---- */
-static cudaStream_t stream_of(iv2_backend *be, int stream) {
-    return stream == IV2_STREAM_COPY ? impl_of(be)->copy_stream : impl_of(be)->stream;
+static void c_sync(iv2_backend *be) {
+    CUDA_CHECK(cudaStreamSynchronize(impl_of(be)->stream));
+    CUDA_CHECK(cudaStreamSynchronize(impl_of(be)->side_stream));
 }
+
+/* ---- the copy and side streams and their events (compute.h) ---- */
 static void c_upload_async(iv2_backend *be, void *dst, const void *src, size_t bytes) {
     if (bytes) CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, impl_of(be)->copy_stream));
 }
@@ -170,6 +171,7 @@ static void c_destroy(iv2_backend *be) {
     cuda_impl *im = impl_of(be);
     if (im) {
         if (im->stream) cudaStreamSynchronize(im->stream);
+        if (im->side_stream) cudaStreamSynchronize(im->side_stream);
         if (im->copy_stream) cudaStreamSynchronize(im->copy_stream);
         cuda_matmul_release(im);
         if (im->workspace) cudaFree(im->workspace);
@@ -181,6 +183,7 @@ static void c_destroy(iv2_backend *be) {
         if (im->blas) cublasDestroy(im->blas);
         if (im->stream) cudaStreamDestroy(im->stream);
         if (im->copy_stream) cudaStreamDestroy(im->copy_stream);
+        if (im->side_stream) cudaStreamDestroy(im->side_stream);
         free(im);
     }
     free(be);
@@ -227,7 +230,12 @@ extern "C" iv2_backend *iv2_cuda_backend_create(int device) {
 #ifdef IV2_WGMMA   /* the Makefile defines it when CUDA_ARCH has 90a: sm_90a code runs on 9.0 only */
     im->wgmma = prop.major == 9 && prop.minor == 0;
 #endif
-    if ((e = cudaStreamCreateWithFlags(&im->stream, cudaStreamNonBlocking)) != cudaSuccess ||
+    /* the compute stream first in the block scheduler's order, the side stream (AdamW beside the
+     * next forward) last: its blocks take only what the compute kernels leave */
+    int prio_least = 0, prio_greatest = 0;
+    cudaDeviceGetStreamPriorityRange(&prio_least, &prio_greatest);
+    if ((e = cudaStreamCreateWithPriority(&im->stream, cudaStreamNonBlocking, prio_greatest)) != cudaSuccess ||
+        (e = cudaStreamCreateWithPriority(&im->side_stream, cudaStreamNonBlocking, prio_least)) != cudaSuccess ||
         (e = cudaStreamCreateWithFlags(&im->copy_stream, cudaStreamNonBlocking)) != cudaSuccess) {
         iv2_err("cuda:%d: cannot create a stream: %s", device, cudaGetErrorString(e));
         c_destroy(be);

@@ -34,6 +34,8 @@ typedef struct {
 typedef struct {
     cudaStream_t stream;
     cudaStream_t copy_stream;     /* upload_async (compute.h "the copy stream") */
+    cudaStream_t side_stream;     /* adamw_chunks beside the compute (compute.h "the side stream"): the lowest
+                                     priority, the compute stream the highest */
     cublasLtHandle_t lt;
     cublasHandle_t blas;
     void *workspace;              /* cuBLASLt workspace */
@@ -63,6 +65,11 @@ typedef struct {
 } cuda_impl;
 
 static inline cuda_impl *impl_of(iv2_backend *be) { return (cuda_impl *)be->impl; }
+/* compute.h's IV2_STREAM_* as a CUDA stream */
+static inline cudaStream_t stream_of(iv2_backend *be, int stream) {
+    cuda_impl *im = impl_of(be);
+    return stream == IV2_STREAM_COPY ? im->copy_stream : stream == IV2_STREAM_SIDE ? im->side_stream : im->stream;
+}
 float *cuda_scratch(iv2_backend *be, size_t bytes);   /* cuda_backend.cu */
 /* where a column-sum kernel's n (x halves) sums go and which bf16 gradients they end in */
 colsum_out cuda_colsum_out(iv2_backend *be, void *dst0, void *dst1, int n, int halves);   /* cuda_backend.cu */

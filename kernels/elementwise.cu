@@ -219,11 +219,11 @@ static void c_adamw(iv2_backend *be, void *param, float *master, const void *gra
 }
 static void c_adamw_chunks(iv2_backend *be, void *param, float *master, const void *grad, float *m, float *v,
                            const void *chunks, int n_chunks, float lr, float b1, float b2, float eps, float wd, int t,
-                           float grad_scale) {
+                           float grad_scale, int stream) {
     if (n_chunks <= 0) return;
     float bc1 = 1.f - powf(b1, (float)t), bc2 = 1.f - powf(b2, (float)t);
     int vec = impl_of(be)->vec_bwd && al16(param) && al16(master) && al16(grad) && al16(m) && al16(v);
-    adamw_chunks_kernel<<<n_chunks, NT, 0, impl_of(be)->stream>>>((bf16 *)param, master, (const bf16 *)grad, m, v,
+    adamw_chunks_kernel<<<n_chunks, NT, 0, stream_of(be, stream)>>>((bf16 *)param, master, (const bf16 *)grad, m, v,
                                                                   (const iv2_adamw_chunk *)chunks, lr, b1, b2, eps, wd,
                                                                   bc1, bc2, grad_scale, vec);
     LAUNCH_CHECK();

@@ -454,13 +454,16 @@ __global__ void adamw_kernel(bf16 *param, float *master, const bf16 *grad, float
 }
 /* adamw_elem on the 4 elements i..i+3 (i % 4 == 0, every array aligned for it): 16-byte loads
  * and stores of master, m and v, 8-byte ones of the bf16 gradient and parameters; element for
- * element the same arithmetic */
+ * element the same arithmetic. Gradient, master and moments are read and written once a step:
+ * streaming accesses (evict first), so that beside the next forward (the side stream) they
+ * leave the L2 to its GEMMs; the bf16 parameters, which that forward reads next, are stored
+ * plainly. */
 __device__ __forceinline__ void adamw_elem4(bf16 *param, float *master, const bf16 *grad, float *m, float *v, size_t i,
                                             float lr, float b1, float b2, float eps, float wd, float bc1, float bc2,
                                             float gs) {
-    float4 mv = *(float4 *)(m + i), vv = *(float4 *)(v + i), wv;
-    uint2 gr = *(const uint2 *)(grad + i), pr;
-    if (master) wv = *(float4 *)(master + i);
+    float4 mv = __ldcs((const float4 *)(m + i)), vv = __ldcs((const float4 *)(v + i)), wv;
+    uint2 gr = __ldcs((const uint2 *)(grad + i)), pr;
+    if (master) wv = __ldcs((const float4 *)(master + i));
     else {
         pr = *(const uint2 *)(param + i);
         float2 a = __bfloat1622float2(*(__nv_bfloat162 *)&pr.x), b = __bfloat1622float2(*(__nv_bfloat162 *)&pr.y);
@@ -476,9 +479,9 @@ __device__ __forceinline__ void adamw_elem4(bf16 *param, float *master, const bf
         vi[k] = b2 * vi[k] + (1.f - b2) * gk * gk;
         w[k] -= lr * ((mi[k] / bc1) / (sqrtf(vi[k] / bc2) + eps) + wd * w[k]);
     }
-    *(float4 *)(m + i) = make_float4(mi[0], mi[1], mi[2], mi[3]);
-    *(float4 *)(v + i) = make_float4(vi[0], vi[1], vi[2], vi[3]);
-    if (master) *(float4 *)(master + i) = make_float4(w[0], w[1], w[2], w[3]);
+    __stcs((float4 *)(m + i), make_float4(mi[0], mi[1], mi[2], mi[3]));
+    __stcs((float4 *)(v + i), make_float4(vi[0], vi[1], vi[2], vi[3]));
+    if (master) __stcs((float4 *)(master + i), make_float4(w[0], w[1], w[2], w[3]));
     __nv_bfloat162 lo = __floats2bfloat162_rn(w[0], w[1]), hi = __floats2bfloat162_rn(w[2], w[3]);
     pr.x = *(uint32_t *)&lo;
     pr.y = *(uint32_t *)&hi;

@@ -218,6 +218,39 @@ static void check_step_loaded(const char *cache, const synth_spec *sp, const iv2
     iv2_loader_close(&L);
 }
 
+static void check_overlap(const char *cache, const iv2_distill_config *c, const double *la, int N, const char *a) {
+    char ov[300], path[700], p2[700];
+    double lo[64] = {0};
+    snprintf(ov, sizeof ov, "%s.overlap", ROOT);
+    snprintf(path, sizeof path, "rm -rf %s %s.nohook", ov, ROOT);
+    (void)!system(path);
+    setenv("IV2_OPTIM_OVERLAP", "1", 1);
+    iv2_trainer t;
+    CHECK(run(cache, c, ov, 0, 0, &t) == 0, "overlapped run: %s", iv2_errmsg());
+    if (t.be) {
+        CHECK(t.opt.overlap && t.opt.g[0].n_pieces == t.student->cfg.depth && t.opt.g[1].n_pieces == 1,
+              "overlap on, the student's step in %d pieces (depth %d)", t.opt.g[0].n_pieces, t.student->cfg.depth);
+        iv2_trainer_close(&t);
+    }
+    int same = read_losses(ov, lo, 64) == N;
+    for (int i = 0; i < N; i++) same &= la[i] == lo[i];
+    CHECK(same, "losses with AdamW beside the forward equal run 1's, bit for bit");
+    snprintf(path, sizeof path, "%s/ckpt_%08d.safetensors", a, N);
+    snprintf(p2, sizeof p2, "%s/ckpt_%08d.safetensors", ov, N);
+    CHECK(same_tensors(path, p2), "final weights and moments with AdamW beside the forward bit-identical");
+    snprintf(ov, sizeof ov, "%s.nohook", ROOT);
+    iv2_trainer u;
+    if (iv2_trainer_open(&u, cache, c, ov, 0) == 0) {
+        u.student->params_needed = NULL;
+        CHECK(iv2_trainer_run(&u, 3) == 0, "run without the forward's waits: %s", iv2_errmsg());
+        iv2_trainer_close(&u);
+        int differ = read_losses(ov, lo, 64) == 3 && lo[0] == la[0] && (lo[1] != la[1] || lo[2] != la[2]);
+        CHECK(differ, "without the forward's waits step 1 reads stale weights: losses %.9g %.9g vs %.9g %.9g", lo[1],
+              lo[2], la[1], la[2]);
+    } else CHECK(0, "open: %s", iv2_errmsg());
+    unsetenv("IV2_OPTIM_OVERLAP");
+}
+
 int main(void) {
     iv2_set_quiet(1);
     char cache[256], cnan[256], a[256], b[256], d[256], path[512], p2[512];
@@ -284,6 +317,12 @@ int main(void) {
         CHECK(m && sscanf(m, " lr is %lf here, %lf in the checkpoint", &here, &there) == 2 && (float)here == e.base_lr &&
               (float)there == c.base_lr, "changed lr refused: %s", iv2_errmsg());
     }
+
+    /* 2b. AdamW beside the next forward (IV2_OPTIM_OVERLAP=1): the CPU runs the side stream's
+     * pieces as late as the events allow (compute.h), so a missing wait reads stale weights or
+     * zeroed grads here; with the waits in place the run is run 1 bit for bit. Without the
+     * forward's waits (its hook removed) it is not: the emulation bites. */
+    check_overlap(cache, &c, la, N, a);
 
     /* 3. the fp32 master weights (CUDA) through a checkpoint; a step on the loaded batch */
     check_master_ckpt(&sp, &c);

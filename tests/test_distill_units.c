@@ -117,6 +117,58 @@ static void test_masks(void) {
     CHECK(v[1] == 2 && v[2] == 4, "zero-weight patches skipped (%d %d)", v[1], v[2]);
 }
 
+/* The step beside the next forward (distill.h): pieces cut at tensor boundaries only; on the CPU
+ * the side stream's pieces run when waited for (compute.h), so each wait is seen to release
+ * exactly its pieces; and the result is the plain step's, bit for bit. */
+static void test_optim_overlap(void) {
+    iv2_backend *be = iv2_cpu_backend_create(1);
+    enum { N = 206 };
+    iv2_dparam tab[3] = {{.name = "a.weight", .ndim = 2, .shape = {10, 10}, .off = 0, .n = 100},
+                         {.name = "b.weight", .ndim = 2, .shape = {5, 10}, .off = 112, .n = 50},
+                         {.name = "c.bias", .ndim = 1, .shape = {30}, .off = 176, .n = 30, .no_wd = 1}};
+    float *p[2], *g[2], p0[N];
+    iv2_optim o[2];
+    iv2_distill_config c;
+    iv2_distill_config_default(&c);
+    for (int i = 0; i < N; i++) p0[i] = (float)((i * 37) % 101) / 50 - 1;
+    for (int k = 0; k < 2; k++) {   /* o[0] plain, o[1] beside */
+        p[k] = be->alloc(be, N * 4);
+        g[k] = be->alloc(be, N * 4);
+        memcpy(p[k], p0, sizeof p0);
+        for (int i = 0; i < N; i++) g[k][i] = (float)((i * 13) % 17) / 8 - 1;
+        iv2_optim_init(&o[k], be);
+        CHECK(iv2_optim_set_overlap(&o[k], k) == 0, "overlap %d", k);
+        iv2_optim_add(&o[k], p[k], g[k], N, tab, 3);
+    }
+    CHECK(o[1].g[0].n_pieces == 1, "one piece by default");
+    const size_t straddle[2] = {150, N}, back[3] = {176, 112, N}, short_[2] = {112, 200}, ok[3] = {112, 176, N};
+    CHECK(iv2_optim_set_pieces(&o[1], 0, straddle, 2) == -1 && strstr(iv2_errmsg(), "straddles"), "a cut inside a tensor refused: %s", iv2_errmsg());
+    CHECK(iv2_optim_set_pieces(&o[1], 0, back, 3) == -1 && strstr(iv2_errmsg(), "increasing"), "ends out of order refused: %s", iv2_errmsg());
+    CHECK(iv2_optim_set_pieces(&o[1], 0, short_, 2) == -1 && strstr(iv2_errmsg(), "last piece"), "ends short of the buffer refused: %s", iv2_errmsg());
+    CHECK(iv2_optim_set_pieces(&o[1], 0, ok, 3) == 0 && o[1].g[0].n_pieces == 3, "three pieces: %s", iv2_errmsg());
+    CHECK(iv2_optim_set_pieces(&o[0], 0, ok, 3) == -1, "pieces need overlap on");
+    for (int t = 1; t <= 2; t++) {
+        float before[N];
+        memcpy(before, p[1], sizeof before);
+        for (int k = 0; k < 2; k++) iv2_optim_step(&o[k], 0.01f, &c, t, 0.7f);
+        CHECK(o[1].pending && !memcmp(p[1], before, sizeof before), "step %d: queued, nothing run yet", t);
+        iv2_optim_wait_params(&o[1], 0, 50);   /* piece 0 alone */
+        CHECK(p[1][0] != before[0] && p[1][99] != before[99] && p[1][112] == before[112], "step %d: piece 0 run, piece 1 not", t);
+        iv2_optim_wait_params(&o[1], 0, 113);   /* into piece 1 */
+        CHECK(p[1][161] != before[161] && p[1][176] == before[176], "step %d: piece 1 run, piece 2 not", t);
+        iv2_optim_join(&o[1]);
+        CHECK(!o[1].pending && p[1][205] != before[205], "step %d: joined", t);
+        CHECK(!memcmp(p[0], p[1], N * 4) && !memcmp(o[0].g[0].m, o[1].g[0].m, N * 4) &&
+              !memcmp(o[0].g[0].v, o[1].g[0].v, N * 4), "step %d beside = the plain step, bit for bit", t);
+    }
+    iv2_optim_step(&o[1], 0.01f, &c, 3, 0.7f);   /* pending at free: free waits for it */
+    for (int k = 0; k < 2; k++) {
+        iv2_optim_free(&o[k]);
+        be->free(be, p[k]); be->free(be, g[k]);
+    }
+    be->destroy(be);
+}
+
 static void test_optim(void) {
     iv2_backend *be = iv2_cpu_backend_create(1);
     float *p = be->alloc(be, 5 * sizeof(float)), *g = be->alloc(be, 5 * sizeof(float));
@@ -175,6 +227,7 @@ static void test_optim(void) {
     be->free(be, p2); be->free(be, g2);
     free(q2); free(mq); free(vq);
     be->destroy(be);
+    test_optim_overlap();
 }
 
 /* the heads' parameter count (what the memory plan charges for them) by the formula of the

@@ -475,6 +475,10 @@ static inline float __shfl_xor_sync(unsigned mask, float v, int m) {
     return emu::cur->d[0];
 }
 
+/* cache-streaming loads and stores: hints to the cache, plain accesses here */
+template <typename T> static inline T __ldcs(const T *p) { return *p; }
+template <typename T> static inline void __stcs(T *p, T v) { *p = v; }
+
 /* atomics: threads switch only at collectives, so a plain read-modify-write is atomic here */
 static inline float atomicAdd(float *p, float v) { float o = *p; *p = o + v; return o; }
 static inline bf16 atomicAdd(bf16 *p, bf16 v) {

@@ -14,12 +14,13 @@
 #             (test_wgmma_probe) and the op/ViT/golden tests again with the wgmma forward
 #             (IV2_ATTN_FWD=wg128 etc.) and the wgmma backward (IV2_ATTN_BWD=wg), and with the
 #             scalar backward kernels, the GELU and residual norms unfused (IV2_VEC_BWD=0 IV2_GELU_FUSION=0 IV2_FUSE_NORM=0),
-#             the norm backward's sums in registers (IV2_NORM_SMEM=0) and dQ from a stored dS (IV2_ATTN_BWD=ds)
+#             the norm backward's sums in registers (IV2_NORM_SMEM=0) and dQ from a stored dS (IV2_ATTN_BWD=ds);
+#             the curve and resume tests with AdamW beside the next forward (IV2_OPTIM_OVERLAP=1)
 #   memcheck  compute-sanitizer memcheck on one tiny InternViT forward, on the extract teachers test
 #             (and on the op tests); racecheck on the tiny forward (default and wg128p)
 #   bench_*   bench_kernels, bench_vit (iv2, incl. the whole training step of iv2-distill; again
-#             with the cuBLAS attention backward, the wgmma backward, the wgmma forward, and the
-#             unfused kernels), bench_distill_cuda (iv2-distill from a recipe-size cache: the
+#             with the cuBLAS attention backward, the wgmma backward, the wgmma forward, the
+#             unfused kernels, and the whole step with AdamW beside the next forward), bench_distill_cuda (iv2-distill from a recipe-size cache: the
 #             GPU's wait on the loader), bench_extract (iv2-extract's teachers, downloads,
 #             encoding and LMDB writes at full size, views/s per stage) and bench_torch.py
 #             (PyTorch, same GPU, same run: the whole step under bf16 autocast and the fwd+bwd
@@ -139,6 +140,11 @@ done
 [ -x build/gpu/test_cuda_ops ] && step test_cuda_ops_bwd_ds 150 env IV2_ATTN_BWD=ds build/gpu/test_cuda_ops
 [ -x build/gpu/test_cuda_vit ] && step test_cuda_vit_bwd_ds 150 env IV2_ATTN_BWD=ds build/gpu/test_cuda_vit
 [ -x build/gpu/test_cuda_goldens ] && step test_cuda_goldens_bwd_ds 150 env IV2_ATTN_BWD=ds build/gpu/test_cuda_goldens
+# AdamW beside the next step's forward (IV2_OPTIM_OVERLAP=1; not the default until it is timed):
+# the 100-step curve against the CPU and the checkpoints GPU <-> CPU with it
+for t in test_distill_cuda_curve test_distill_cuda_resume; do
+  [ -x build/gpu/$t ] && step ${t}_overlap 90 env IV2_OPTIM_OVERLAP=1 build/gpu/$t
+done
 [ -x build/gpu/test_cuda_goldens ] && step test_cuda_goldens_fwd_wg128 150 env IV2_ATTN_FWD=wg128 \
   build/gpu/test_cuda_goldens
 [ -e build/gpu/test_cuda_ops ] || printf '%-34s %-20s\n' test_cuda_ops "FAIL (not built)" | tee -a "$SUMMARY"
@@ -174,6 +180,9 @@ step bench_torch 150 env IV2_BENCH_COMPILE=0 python3 tests/gpu/bench_torch.py "$
 # the student step with dQ from the stored dS (IV2_ATTN_BWD=ds), beside the default
 [ -x build/gpu/bench_vit ] && step bench_vit_bwd_ds 150 env IV2_BENCH_STEP=0 IV2_ATTN_BWD=ds build/gpu/bench_vit \
   "$OUT/bench_vit_bwd_ds.json"
+# the whole step with AdamW beside the next forward (IV2_OPTIM_OVERLAP=1), beside the default's
+[ -x build/gpu/bench_vit ] && step bench_vit_overlap 120 env IV2_BENCH_ONLY_STEP=1 IV2_OPTIM_OVERLAP=1 build/gpu/bench_vit \
+  "$OUT/bench_vit_overlap.json"
 # the forward models with the fastest Hopper attention forward (wgmma) of bench_kernels' sweep
 # (tests/gpu/best_fwd.py; none when a wg configuration was wrong), beside bench_vit's default
 WG=$( [ -f "$OUT/bench_kernels.json" ] && python3 tests/gpu/best_fwd.py "$OUT/bench_kernels.json" 2>/dev/null )
@@ -252,7 +261,7 @@ fi
 {
   echo
   echo "== figures (device: $(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -n 1))"
-  for b in bench_vit bench_distill_cuda bench_extract bench_vit_gemm_backward bench_vit_unfused bench_vit_norm_regs bench_vit_bwd_wg bench_vit_bwd_ds \
+  for b in bench_vit bench_distill_cuda bench_extract bench_vit_gemm_backward bench_vit_unfused bench_vit_norm_regs bench_vit_bwd_wg bench_vit_bwd_ds bench_vit_overlap \
            bench_vit_fwd_wg bench_torch bench_torch_compiled bench_kernels; do
     [ -f "$OUT/$b.log" ] && { echo "-- $b"; grep -v '^==' "$OUT/$b.log"; }
   done
@@ -265,7 +274,7 @@ fi
     [ -f "$OUT/$t.log" ] && grep -E "rel L2|checks" "$OUT/$t.log" | grep -v "grad blocks\|dblocks" | sed "s/^/$t: /"
   done
   [ -f "$OUT/test_cuda_ops.log" ] && grep -E "off;|checks" "$OUT/test_cuda_ops.log" | sed "s/^/test_cuda_ops: /"
-  for t in test_distill_cuda_curve test_distill_cuda_resume; do
+  for t in test_distill_cuda_curve test_distill_cuda_resume test_distill_cuda_curve_overlap test_distill_cuda_resume_overlap; do
     [ -f "$OUT/$t.log" ] && grep -E "rel diff|differ|steps:|checks" "$OUT/$t.log" | sed "s/^/$t: /"
   done
   python3 - "$OUT" <<'PY' 2>/dev/null
@@ -300,6 +309,7 @@ if iv:
                     ("bench_vit_norm_regs", "norm backward's column sums in registers (IV2_NORM_SMEM=0)"),
                     ("bench_vit_bwd_wg", "wgmma attention backward (IV2_ATTN_BWD=wg)"),
                     ("bench_vit_bwd_ds", "attention backward with dQ from the stored dS (IV2_ATTN_BWD=ds)"),
+                    ("bench_vit_overlap", "AdamW beside the next forward (IV2_OPTIM_OVERLAP=1)"),
                     ("bench_vit_fwd_wg", "wgmma attention forward (IV2_ATTN_FWD=best_fwd.py's pick)"),
                     ("bench_vit_gemm_backward", "cuBLAS attention backward (IV2_ATTN_BWD=gemm)")]:
         vj = load(v + ".json")

@@ -520,7 +520,8 @@ static void test_adamw(void) {
 
 /* AdamW over a buffer of three tensors in one launch (adamw_chunks, as the optimiser calls it)
  * against the CPU's adamw per tensor: a tensor over one chunk (IV2_ADAMW_CHUNK), and one
- * without weight decay between two with it */
+ * without weight decay between two with it; the second of three steps on the side stream,
+ * fenced by events both ways as distill/optim.c fences it */
 static void test_adamw_chunks(void) {
     if (!G->adamw_chunks) { printf("adamw_chunks: not installed\n"); return; }
     size_t sz[3] = {IV2_ADAMW_CHUNK + 1000, 300, 4000}, n = sz[0] + sz[1] + sz[2];
@@ -536,13 +537,20 @@ static void test_adamw_chunks(void) {
                                          .no_wd = (uint32_t)no_wd[j]};
     void *chg = G->alloc(G, sizeof ch);
     G->upload_raw(G, chg, ch, sizeof *ch * nc);
+    iv2_event *before = G->event_create(G), *after = G->event_create(G);
     for (int t = 1; t <= 3; t++) {
-        G->adamw_chunks(G, p.g, master.g, gr.g, m.g, v.g, chg, nc, 1e-2f, 0.9f, 0.98f, 1e-6f, 0.05f, t, 0.5f);
+        int side = t == 2;
+        if (side) { G->event_record(G, before, IV2_STREAM_COMPUTE); G->event_wait(G, before, IV2_STREAM_SIDE); }
+        G->adamw_chunks(G, p.g, master.g, gr.g, m.g, v.g, chg, nc, 1e-2f, 0.9f, 0.98f, 1e-6f, 0.05f, t, 0.5f,
+                        side ? IV2_STREAM_SIDE : IV2_STREAM_COMPUTE);
+        if (side) { G->event_record(G, after, IV2_STREAM_SIDE); G->event_wait(G, after, IV2_STREAM_COMPUTE); }
         for (int j = 0, off = 0; j < 3; off += (int)sz[j], j++)
             C->adamw(C, IV2_AT(C, p.c, off), (float *)IV2_AT(C, p.c, off), IV2_AT(C, gr.c, off), (float *)m.c + off,
                      (float *)v.c + off, sz[j], 1e-2f, 0.9f, 0.98f, 1e-6f, no_wd[j] ? 0.f : 0.05f, t, 0.5f);
     }
     cmp_adamw("adamw_chunks", p, master, m, v, n);
+    G->event_destroy(G, before);
+    G->event_destroy(G, after);
     G->free(G, chg);
     drop(&p); drop(&gr); drop(&m); drop(&v); drop(&master);
 }
