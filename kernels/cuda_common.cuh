@@ -86,5 +86,8 @@ void cuda_install_elementwise(iv2_backend *be);
 void cuda_matmul_release(cuda_impl *im);
 void cuda_bias_grad(iv2_backend *be, void *dbias, const void *dout, int M, int N);   /* dbias += column sums of dout[M][N] */
 void cuda_gelu_grad_scale(iv2_backend *be, void *x, const void *pre, size_t n);   /* x *= gelu_tanh'(pre) */
+/* rows of cols elements to pitch ld, zeros after cols; and back, added (elementwise.cu) */
+void cuda_pad_cols(iv2_backend *be, void *dst, const void *src, int rows, int cols, int ld);
+void cuda_add_cols(iv2_backend *be, void *dst, const void *src, int rows, int cols, int ld);
 
 #endif

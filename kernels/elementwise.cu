@@ -40,6 +40,18 @@ void cuda_gelu_grad_scale(iv2_backend *be, void *x, const void *pre, size_t n) {
         gelu_grad_scale_kernel<<<GRID(n), NT, 0, impl_of(be)->stream>>>((bf16 *)x, (const bf16 *)pre, n);
     LAUNCH_CHECK();
 }
+void cuda_pad_cols(iv2_backend *be, void *dst, const void *src, int rows, int cols, int ld) {
+    if (rows <= 0 || ld <= 0) return;
+    pad_cols_kernel<<<GRID((size_t)rows * ld), NT, 0, impl_of(be)->stream>>>((bf16 *)dst, (const bf16 *)src, rows,
+                                                                             cols, ld);
+    LAUNCH_CHECK();
+}
+void cuda_add_cols(iv2_backend *be, void *dst, const void *src, int rows, int cols, int ld) {
+    if (rows <= 0 || cols <= 0) return;
+    add_cols_kernel<<<GRID((size_t)rows * cols), NT, 0, impl_of(be)->stream>>>((bf16 *)dst, (const bf16 *)src, rows,
+                                                                               cols, ld);
+    LAUNCH_CHECK();
+}
 /* ---- residual with LayerScale and drop-path scale ---- */
 static void c_residual(iv2_backend *be, void *x, const void *y, const void *gamma, const float *s, int B, int N,
                        int C) {

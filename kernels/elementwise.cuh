@@ -268,6 +268,23 @@ __global__ void add_table_rows_backward8_kernel(float *acc, const bf16 *dx, cons
 __global__ void add_f32_kernel(bf16 *dst, const float *src, size_t n) {
     FOR_N(i, n) st(dst + i, ld(dst + i) + src[i]);
 }
+/* ---- rows to and from a padded pitch (matmul.cu's weight gradient of unaligned rows) ---- */
+/* dst[r][c] = src[r][c] for c < cols, 0 for cols <= c < pitch: rows of cols elements at pitch */
+__global__ void pad_cols_kernel(bf16 *dst, const bf16 *src, int rows, int cols, int pitch) {
+    FOR_N(i, (size_t)rows * pitch) {
+        size_t r = i / pitch;
+        int c = (int)(i - r * pitch);
+        dst[i] = c < cols ? src[r * cols + c] : __float2bfloat16(0.f);
+    }
+}
+/* dst[r][c] += src[r][c] for c < cols, src at pitch: the padded columns left out */
+__global__ void add_cols_kernel(bf16 *dst, const bf16 *src, int rows, int cols, int pitch) {
+    FOR_N(i, (size_t)rows * cols) {
+        size_t r = i / cols;
+        int c = (int)(i - r * cols);
+        st(dst + i, ld(dst + i) + ld(src + r * pitch + c));
+    }
+}
 /* ---- axpy ---- */
 __global__ void axpy_kernel(bf16 *y, const bf16 *x, float a, size_t n) {
     FOR_N(i, n) st(y + i, ld(y + i) + a * ld(x + i));

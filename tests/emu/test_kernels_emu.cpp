@@ -380,6 +380,31 @@ static void test_gather_scatter(int n, int R, int C) {
     }
 }
 
+/* ---- rows to a padded pitch and back (matmul.cu's weight gradient of unaligned rows, K = 588):
+ * pad_cols copies each row and zeroes the pitch's tail (written over NaN: a pad left unwritten
+ * fails); add_cols adds the first cols of each padded row into the packed rows and nothing of
+ * the tail (the tail holds NaN: a column past cols read fails) ---- */
+static void test_pad_cols(int rows, int cols, int pitch) {
+    std::vector<bf16> src = rand_bf16((size_t)rows * cols, 1.f), pad((size_t)rows * pitch, __float2bfloat16(NAN));
+    emu_launch(dim3{3, 1, 1}, 64, 0, [&] { pad_cols_kernel(pad.data(), src.data(), rows, cols, pitch); });
+    std::vector<double> want((size_t)rows * pitch);
+    for (int r = 0; r < rows; r++)
+        for (int c = 0; c < pitch; c++) want[(size_t)r * pitch + c] = c < cols ? f(src[(size_t)r * cols + c]) : 0.0;
+    char w[128];
+    snprintf(w, sizeof w, "pad_cols %d rows of %d to %d", rows, cols, pitch);
+    check_bf16(w, want, pad, 0);
+    std::vector<bf16> acc = rand_bf16((size_t)rows * cols, 1.f), tmp = rand_bf16((size_t)rows * pitch, 1.f);
+    for (int r = 0; r < rows; r++)
+        for (int c = cols; c < pitch; c++) tmp[(size_t)r * pitch + c] = __float2bfloat16(NAN);
+    std::vector<double> sum((size_t)rows * cols);
+    for (int r = 0; r < rows; r++)
+        for (int c = 0; c < cols; c++)
+            sum[(size_t)r * cols + c] = f(acc[(size_t)r * cols + c]) + f(tmp[(size_t)r * pitch + c]);
+    emu_launch(dim3{3, 1, 1}, 64, 0, [&] { add_cols_kernel(acc.data(), tmp.data(), rows, cols, pitch); });
+    snprintf(w, sizeof w, "add_cols %d rows of %d from %d", rows, cols, pitch);
+    check_bf16(w, sum, acc, 1e-2);
+}
+
 /* ---- the heads' L2 normalisation and cosine loss, forward and backward:
  * out = x / |x|; dinp += (dout - out <dout, out>) / |x|; loss = 2 - 2 <pred, target>,
  * dpred += -2 scale target ---- */
@@ -707,6 +732,8 @@ int main() {
     test_l2_cos_loss(5, 200);
     test_gather_scatter(29, 11, 1408);
     test_gather_scatter(9, 4, 200);
+    test_pad_cols(37, 588, 592);   /* the patch embedding's rows */
+    test_pad_cols(5, 3, 8);
     test_colsum(130, 1408);
     test_colsum(70, 200);
     for (int vec = 0; vec < 2; vec++) {

@@ -561,7 +561,8 @@ int main(void) {
     C = iv2_cpu_backend_create(0);
     if (!C) { fprintf(stderr, "cpu backend: %s\n", iv2_errmsg()); return 1; }
     test_matmul(77, 96, 200, 1);
-    test_matmul(130, 588, 96, 1);     /* patch embedding: K = 3*14*14, unaligned rows */
+    test_matmul(130, 588, 96, 1);     /* patch embedding: K = 3*14*14, unaligned rows (the padded weight gradient) */
+    test_matmul(1000, 588, 1408, 1);  /* the student's patch embedding, fewer rows */
     test_matmul(64, 1408, 1408, 0);
     test_matmul_batch_w(130, 1408, 1408);   /* the student's q, k, v */
     test_matmul_batch_w(33, 96, 100);       /* odd widths */
