@@ -431,7 +431,9 @@ static void pool_fwd(iv2_vit *m, vit_arena *a, const void *x, int S, int N, void
     be->matmul(be, a->pq, a->pqn, W(o->pq_w), W(o->pq_b), S, C, C);
     be->matmul(be, a->pk, a->pkn, W(o->pk_w), W(o->pk_b), M, C, C);
     be->matmul(be, a->pv, a->pvn, W(o->pv_w), W(o->pv_b), M, C, C);
-    be->attention(be, a->po, a->plse, a->pprobs, a->pq, a->pk, a->pv, S, ph, 1, N, D, C, C, C, 1.0f / sqrtf((float)D));
+    /* the map over the tokens only when asked for (iv2-extract's; 0.34 ms of a training step on an H100) */
+    be->attention(be, a->po, a->plse, pool_attn ? a->pprobs : NULL, a->pq, a->pk, a->pv, S, ph, 1, N, D, C, C, C,
+                  1.0f / sqrtf((float)D));
     if (pooled) be->matmul(be, pooled, a->po, W(o->pp_w), W(o->pp_b), S, C, c->pool_dim);
     if (pool_attn) {
         int cls = c->cls ? 1 : 0;

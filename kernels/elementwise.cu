@@ -177,13 +177,22 @@ static void c_scatter_add_rows(iv2_backend *be, void *dinp, const void *dout, co
 /* ---- mean over tokens ---- */
 static void c_mean_rows(iv2_backend *be, void *out, const void *inp, int B, int N, int C) {
     if (B <= 0 || C <= 0) return;
-    mean_rows_kernel<<<GRID((size_t)B * C), NT, 0, impl_of(be)->stream>>>((bf16 *)out, (const bf16 *)inp, B, N, C);
+    if (impl_of(be)->vec_bwd && C % 8 == 0 && al16(out) && al16(inp) && B <= 65535)
+        mean_rows8_kernel<<<dim3(cdiv(C / 8, 32), B), 256, MEAN8_SMEM, impl_of(be)->stream>>>((bf16 *)out,
+                                                                                             (const bf16 *)inp, B, N,
+                                                                                             C / 8);
+    else
+        mean_rows_kernel<<<GRID((size_t)B * C), NT, 0, impl_of(be)->stream>>>((bf16 *)out, (const bf16 *)inp, B, N, C);
     LAUNCH_CHECK();
 }
 static void c_mean_rows_backward(iv2_backend *be, void *dinp, const void *dout, int B, int N, int C) {
     if (B <= 0 || N <= 0 || C <= 0) return;
-    mean_rows_backward_kernel<<<GRID((size_t)B * N * C), NT, 0, impl_of(be)->stream>>>(
-        (bf16 *)dinp, (const bf16 *)dout, B, N, C);
+    if (impl_of(be)->vec_bwd && C % 8 == 0 && al16(dinp) && al16(dout))
+        mean_rows_backward8_kernel<<<GRID((size_t)B * N * C / 8), NT, 0, impl_of(be)->stream>>>(
+            (bf16 *)dinp, (const bf16 *)dout, B, N, C / 8);
+    else
+        mean_rows_backward_kernel<<<GRID((size_t)B * N * C), NT, 0, impl_of(be)->stream>>>(
+            (bf16 *)dinp, (const bf16 *)dout, B, N, C);
     LAUNCH_CHECK();
 }
 /* ---- patchify: uint8 [T,H,W,3] -> rows [(T/tt)(H/p)(W/p), 3*tt*p*p], columns (c, kt, ky, kx) ---- */

@@ -348,6 +348,47 @@ __global__ void mean_rows_backward_kernel(bf16 *dinp, const bf16 *dout, int B, i
         st(dinp + i, ld(dinp + i) + ld(dout + b * C + c) / N);
     }
 }
+/* the same two on 16-byte vectors (C % 8 == 0, aligned). The mean: a block of 256 threads per
+ * sample and 32 vectors of its columns, 8 rows of 32 lanes each summing every 8th token, the
+ * 8 partial sums then added through shared memory (MEAN8_SMEM bytes); the scalar kernel, a
+ * thread per column walking all N tokens, ran 45 K threads for the student's pooling head:
+ * 166 us on an H100 (2026-11-27), its backward 82 us. */
+#define MEAN8_SMEM (8 * 32 * 8 * sizeof(float))
+__global__ void mean_rows8_kernel(bf16 *out, const bf16 *inp, int B, int N, int C8) {
+    extern __shared__ __align__(16) unsigned char smem_raw[];
+    float *part = (float *)smem_raw;   /* [8 rows of lanes][32 lanes][8] */
+    int x = threadIdx.x & 31, y = threadIdx.x >> 5, b = blockIdx.y, c8 = blockIdx.x * 32 + x;
+    float a[8] = {0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f};
+    if (c8 < C8)
+        for (int n = y; n < N; n += 8) {
+            float v[8];
+            ld8(inp + (((size_t)b * N + n) * C8 + c8) * 8, v);
+#pragma unroll
+            for (int k = 0; k < 8; k++) a[k] += v[k];
+        }
+#pragma unroll
+    for (int k = 0; k < 8; k++) part[(y * 32 + x) * 8 + k] = a[k];
+    __syncthreads();
+    if (y == 0 && c8 < C8) {
+        for (int r = 1; r < 8; r++)
+#pragma unroll
+            for (int k = 0; k < 8; k++) a[k] += part[(r * 32 + x) * 8 + k];
+#pragma unroll
+        for (int k = 0; k < 8; k++) a[k] /= N;
+        st8(out + ((size_t)b * C8 + c8) * 8, a);
+    }
+}
+__global__ void mean_rows_backward8_kernel(bf16 *dinp, const bf16 *dout, int B, int N, int C8) {
+    FOR_N(i, (size_t)B * N * C8) {
+        size_t c8 = i % C8, b = i / ((size_t)N * C8);
+        float u[8], g[8];
+        ld8(dinp + 8 * i, u);
+        ld8(dout + (b * C8 + c8) * 8, g);
+#pragma unroll
+        for (int k = 0; k < 8; k++) u[k] += g[k] / N;
+        st8(dinp + 8 * i, u);
+    }
+}
 /* ---- patchify: uint8 [T,H,W,3] -> rows [(T/tt)(H/p)(W/p), 3*tt*p*p], columns (c, kt, ky, kx) ---- */
 struct norm3 { float mean[3], inv[3]; };
 /* rows (NULL: every patch): output row i is token rows[i] % ntok of sample rows[i] / ntok, whose

@@ -405,6 +405,38 @@ static void test_pad_cols(int rows, int cols, int pitch) {
     check_bf16(w, sum, acc, 1e-2);
 }
 
+/* ---- the mean over tokens (the pooling head's query) and its backward, scalar and 16-byte
+ * kernels: mean[b] = sum_n x[b, n] / N; dinp[b, n] += dout[b] / N (added to what is there) ---- */
+static void test_mean_rows(int B, int N, int C) {
+    std::vector<bf16> x = rand_bf16((size_t)B * N * C, 1.f), g = rand_bf16((size_t)B * C, 1.f);
+    std::vector<bf16> d0 = rand_bf16((size_t)B * N * C, 1.f);
+    std::vector<double> mw((size_t)B * C, 0.0), dw((size_t)B * N * C);
+    for (int b = 0; b < B; b++)
+        for (int n = 0; n < N; n++)
+            for (int c = 0; c < C; c++) {
+                size_t i = ((size_t)b * N + n) * C + c;
+                mw[(size_t)b * C + c] += f(x[i]) / N;
+                dw[i] = f(d0[i]) + f(g[(size_t)b * C + c]) / N;
+            }
+    for (int vec = 0; vec < 2; vec++) {
+        std::vector<bf16> m((size_t)B * C), d = d0;
+        if (vec) {
+            emu_launch(dim3{(unsigned)((C / 8 + 31) / 32), (unsigned)B, 1}, 256, MEAN8_SMEM,
+                       [&] { mean_rows8_kernel(m.data(), x.data(), B, N, C / 8); });
+            emu_launch(dim3{3, 1, 1}, 64, 0, [&] { mean_rows_backward8_kernel(d.data(), g.data(), B, N, C / 8); });
+        } else {
+            emu_launch(dim3{3, 1, 1}, 64, 0, [&] { mean_rows_kernel(m.data(), x.data(), B, N, C); });
+            emu_launch(dim3{3, 1, 1}, 64, 0, [&] { mean_rows_backward_kernel(d.data(), g.data(), B, N, C); });
+        }
+        char w1[128], w2[128];
+        snprintf(w1, sizeof w1, "%s %d x %d tokens x %d", vec ? "mean_rows8" : "mean_rows (scalar)", B, N, C);
+        snprintf(w2, sizeof w2, "%s %d x %d tokens x %d", vec ? "mean_rows_backward8" : "mean_rows_backward (scalar)",
+                 B, N, C);
+        check_bf16(w1, mw, m, 1e-2);
+        check_bf16(w2, dw, d, 1e-2);
+    }
+}
+
 /* ---- the heads' L2 normalisation and cosine loss, forward and backward:
  * out = x / |x|; dinp += (dout - out <dout, out>) / |x|; loss = 2 - 2 <pred, target>,
  * dpred += -2 scale target ---- */
@@ -732,6 +764,8 @@ int main() {
     test_l2_cos_loss(5, 200);
     test_gather_scatter(29, 11, 1408);
     test_gather_scatter(9, 4, 200);
+    test_mean_rows(3, 41, 1408);   /* the student's width: 176 vectors, 6 blocks of 32 (the last partly idle) */
+    test_mean_rows(2, 5, 64);      /* fewer tokens than rows of lanes */
     test_pad_cols(37, 588, 592);   /* the patch embedding's rows */
     test_pad_cols(5, 3, 8);
     test_colsum(130, 1408);
