@@ -262,9 +262,14 @@ int iv2_dist_setup(iv2_trainer *t) {
         MPI_Bcast(&id, sizeof id, MPI_BYTE, 0, MPI_COMM_WORLD);
         ncclResult_t r = ncclCommInitRank(&D.comm, D.world, id, D.rank);
         if (r != ncclSuccess) rc = iv2_err("rank %d: ncclCommInitRank: %s", D.rank, ncclGetErrorString(r));
-        else if (cudaStreamCreateWithFlags(&D.side, cudaStreamNonBlocking) != cudaSuccess ||
-                 cudaEventCreateWithFlags(&D.ready, cudaEventDisableTiming) != cudaSuccess ||
-                 cudaEventCreateWithFlags(&D.done, cudaEventDisableTiming) != cudaSuccess)
+        /* at the compute stream's priority (the backend's highest): the all-reduce is not starved
+         * by the backward's blocks; the optimiser's side stream is the one that yields */
+        int least = 0, greatest = 0;
+        cudaDeviceGetStreamPriorityRange(&least, &greatest);
+        if (r == ncclSuccess &&
+            (cudaStreamCreateWithPriority(&D.side, cudaStreamNonBlocking, greatest) != cudaSuccess ||
+             cudaEventCreateWithFlags(&D.ready, cudaEventDisableTiming) != cudaSuccess ||
+             cudaEventCreateWithFlags(&D.done, cudaEventDisableTiming) != cudaSuccess))
             rc = iv2_err("rank %d: cannot create the NCCL stream and events", D.rank);
         D.main = (cudaStream_t)iv2_cuda_stream(be);
         D.nccl = rc == 0;

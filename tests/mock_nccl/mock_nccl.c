@@ -201,6 +201,18 @@ cudaError_t cudaStreamCreateWithFlags(cudaStream_t *s, unsigned int flags) {
     return cudaSuccess;
 }
 
+/* priorities order nothing here: every stream's work runs when the mock decides */
+cudaError_t cudaStreamCreateWithPriority(cudaStream_t *s, unsigned int flags, int priority) {
+    (void)priority;
+    return cudaStreamCreateWithFlags(s, flags);
+}
+
+cudaError_t cudaDeviceGetStreamPriorityRange(int *least, int *greatest) {
+    *least = 0;
+    *greatest = -5;
+    return cudaSuccess;
+}
+
 cudaError_t cudaStreamDestroy(cudaStream_t s) {
     if (!s || s->is_main) return cudaErrorInvalidResourceHandle;
     M.pending += (long long)(s->issued - s->ran);   /* CUDA finishes it; the test wants none left */
