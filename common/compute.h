@@ -22,7 +22,8 @@
  *
  * Streams. Calls are asynchronous on CUDA (one compute stream per backend); be->sync waits.
  * Reading a buffer on the host goes through be->download, which synchronises. A second stream,
- * the copy stream, carries upload_async; events order the two (see "the copy stream" below). */
+ * the copy stream, carries upload_async, and a third, the side stream, the optimiser's
+ * adamw_chunks beside the compute; events order them (see "the copy stream" below). */
 #ifndef IV2_COMPUTE_H
 #define IV2_COMPUTE_H
 #include <stddef.h>

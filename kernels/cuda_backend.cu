@@ -1,8 +1,9 @@
 /* cuda_backend.cu: the CUDA implementation of compute.h: creation, memory, transfers.
  * The ops live in matmul.cu, norm.cu, attention.cu and elementwise.cu. Storage is bf16,
- * every reduction accumulates in fp32. All work goes to one stream; only sync, download and
- * the creation/destruction wait on it. upload_async goes to a second stream (the copy stream),
- * ordered against the first only by the events of compute.h. */
+ * every reduction accumulates in fp32. All work goes to one stream (the compute stream, at the
+ * device's highest priority); only sync, download and the creation/destruction wait on it.
+ * upload_async goes to a second stream (the copy stream) and adamw_chunks may go to a third (the
+ * side stream, lowest priority), ordered against the first only by the events of compute.h. */
 #include "cuda_common.cuh"
 #include <stdlib.h>
 #include <string.h>
