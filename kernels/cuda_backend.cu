@@ -224,6 +224,8 @@ extern "C" iv2_backend *iv2_cuda_backend_create(int device) {
     im->vec_bwd = !(vb && !strcmp(vb, "0"));
     const char *gf = getenv("IV2_GELU_FUSION");   /* 0: matmul + gelu unfused, for side-by-side timing */
     im->gelu_fusion = !(gf && !strcmp(gf, "0"));
+    const char *gt = getenv("IV2_GEMM_TUNE");   /* 1: time cuBLASLt's candidates per shape (off until measured) */
+    im->gemm_tune = gt ? atoi(gt) : 0;
     const char *fn = getenv("IV2_FUSE_NORM");   /* 0: residual_norm as its three ops, for side-by-side timing */
     im->fuse_norm = !(fn && !strcmp(fn, "0"));
     const char *ns = getenv("IV2_NORM_SMEM");   /* 0: the norm backward's column sums in registers */

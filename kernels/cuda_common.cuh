@@ -50,6 +50,8 @@ typedef struct {
     int nhostf;
     gemm_cache_entry gemm[GEMM_CACHE];
     int gemm_next;
+    int gemm_tuned;               /* shapes timed so far (IV2_GEMM_TUNE): past 2 x GEMM_CACHE the cache is
+                                     evicting tuned shapes, and tuning stops */
     size_t smem_optin;            /* largest dynamic shared memory a block may opt in to */
     int sms;                      /* streaming multiprocessors */
     int norm_bwd_blocks[13];      /* resident blocks per SM of norm_backward8_kernel<VPL, RES, SMS> (0: not asked
@@ -58,6 +60,8 @@ typedef struct {
     int norm_smem;                /* norm_backward8_kernel's column sums in shared memory at VPL 4 and 6 (SMS);
                                      IV2_NORM_SMEM=0: in registers */
     int gelu_fusion;              /* the tanh GELU fused into the MLP's GEMMs (matmul_gelu); IV2_GELU_FUSION=0: off */
+    int gemm_tune;                /* IV2_GEMM_TUNE=1: each GEMM shape's algorithm timed among cuBLASLt's first
+                                     candidates at its first call (matmul.cu tune_algo); 2 also logs each pick */
     int fuse_norm;                /* residual_norm in one kernel; IV2_FUSE_NORM=0: copy, residual and norm apart */
     int vec_bwd;                  /* the 16-byte-vector kernels (norm and GELU backward, residual, bias sums, gather and
                                      scatter of rows, L2 norm, cosine loss); IV2_VEC_BWD=0: the scalar ones */

@@ -23,6 +23,60 @@ __global__ void fill_bias_kernel(bf16 *d, const bf16 *bias, int m, int n, int ld
 /* the epilogues gemm_lt runs (cuBLASLt's GELU is the tanh form) */
 enum { EPI_NONE, EPI_BIAS, EPI_GELU_AUX_BIAS, EPI_DGELU };
 
+/* IV2_GEMM_TUNE: cuBLASLt's heuristic ranks its candidates by a model, not by a clock; with the
+ * option on, the first call of each shape times up to GEMM_TUNE_ALGOS of them on the call's own
+ * operands (a warm-up and three runs each, events on the stream) and the cache keeps the fastest.
+ * They write a scratch D (and aux) of their own, so a D that is added to (beta 1) or read by
+ * the epilogue is left as it was; without the memory for it the heuristic's first pick stays.
+ * Only the first calls pay (a host wait each); the picks may differ between runs, so results may
+ * differ in the last bits where the heuristic's would not. */
+#define GEMM_TUNE_ALGOS 8
+static void tune_algo(iv2_backend *be, gemm_cache_entry *ce, const cublasLtMatmulHeuristicResult_t *h, int found,
+                      cublasLtMatmulDesc_t op, cublasLtMatrixLayout_t la, cublasLtMatrixLayout_t lb,
+                      cublasLtMatrixLayout_t ld, const bf16 *a, const bf16 *b, int n, int ldd, int has_aux,
+                      float beta) {
+    cuda_impl *im = impl_of(be);
+    size_t bytes = (size_t)n * ldd * sizeof(bf16);
+    bf16 *d = NULL, *aux = NULL;
+    if (cudaMalloc((void **)&d, bytes) != cudaSuccess) { cudaGetLastError(); return; }
+    if (has_aux && cudaMalloc((void **)&aux, bytes) != cudaSuccess) { cudaGetLastError(); cudaFree(d); return; }
+    CUDA_CHECK(cudaMemsetAsync(d, 0, bytes, im->stream));   /* beta 1 and DGELU read it */
+    if (aux) {
+        CUDA_CHECK(cudaMemsetAsync(aux, 0, bytes, im->stream));
+        CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_POINTER, &aux, sizeof aux));
+    }
+    cudaEvent_t e0, e1;
+    CUDA_CHECK(cudaEventCreate(&e0));
+    CUDA_CHECK(cudaEventCreate(&e1));
+    float alpha = 1.f, best = 0.f, first = 0.f;
+    int pick = -1;
+    for (int i = 0; i < found; i++) {
+        int ok = 1;
+        for (int r = 0; r < 4 && ok; r++) {   /* r = 0: the warm-up */
+            if (r == 1) CUDA_CHECK(cudaEventRecord(e0, im->stream));
+            ok = cublasLtMatmul(im->lt, op, &alpha, a, la, b, lb, &beta, d, ld, d, ld, &h[i].algo, im->workspace,
+                                im->workspace_size, im->stream) == CUBLAS_STATUS_SUCCESS;
+        }
+        if (!ok) continue;
+        CUDA_CHECK(cudaEventRecord(e1, im->stream));
+        CUDA_CHECK(cudaEventSynchronize(e1));
+        float ms = 0.f;
+        CUDA_CHECK(cudaEventElapsedTime(&ms, e0, e1));
+        if (i == 0) first = ms;
+        if (pick < 0 || ms < best) { best = ms; pick = i; }
+    }
+    if (pick >= 0) ce->algo = h[pick].algo;
+    if (im->gemm_tune > 1 && pick >= 0)
+        iv2_info("gemm tune: m %d n %d k %d ta %d tb %d epi %d beta %d: candidate %d of %d, %.1f us (the heuristic's "
+                 "first %.1f us)", ce->m, ce->n, ce->k, ce->ta, ce->tb, ce->epi, ce->beta1, pick, found, best * 1e3f / 3,
+                 first * 1e3f / 3);
+    CUDA_CHECK(cudaEventDestroy(e0));
+    CUDA_CHECK(cudaEventDestroy(e1));
+    CUDA_CHECK(cudaStreamSynchronize(im->stream));   /* the scratch is freed next */
+    CUDA_CHECK(cudaFree(d));
+    if (aux) CUDA_CHECK(cudaFree(aux));
+}
+
 /* column-major D[m,n] = alpha op(A)[m,k] op(B)[k,n] + beta D, then the epilogue: EPI_BIAS
  * D += bias[m]; EPI_GELU_AUX_BIAS aux = D + bias[m], D = gelu_tanh(aux); EPI_DGELU (beta 0)
  * D = D * gelu_tanh'(aux). aux is [m,n] with leading dimension ldd. All bf16; lda/ldb/ldd are the
@@ -79,15 +133,23 @@ static int gemm_lt(iv2_backend *be, bf16 *d, const bf16 *a, const bf16 *b, const
         cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, &a32[1], 4);
         cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, &a32[2], 4);
         cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &a32[2], 4);
-        cublasLtMatmulHeuristicResult_t h;
+        cublasLtMatmulHeuristicResult_t h[GEMM_TUNE_ALGOS];
         int found = 0;
-        if (cublasLtMatmulAlgoGetHeuristic(im->lt, op, la, lb, ld, ld, pref, 1, &h, &found) ==
-                CUBLAS_STATUS_SUCCESS && found > 0) {
-            ce->algo = h.algo;
+        if (cublasLtMatmulAlgoGetHeuristic(im->lt, op, la, lb, ld, ld, pref, im->gemm_tune ? GEMM_TUNE_ALGOS : 1, h,
+                                           &found) == CUBLAS_STATUS_SUCCESS && found > 0) {
+            ce->algo = h[0].algo;
             ce->ok = 1;
+            if (im->gemm_tune && found > 1 && im->gemm_tuned < 2 * GEMM_CACHE) {
+                tune_algo(be, ce, h, found, op, la, lb, ld, a, b, n, ldd, aux != NULL, beta);
+                if (++im->gemm_tuned == 2 * GEMM_CACHE)
+                    iv2_warn("IV2_GEMM_TUNE: %d shapes timed, more than the GEMM cache holds; no more tuning",
+                             im->gemm_tuned);
+            }
         }
         cublasLtMatmulPreferenceDestroy(pref);
         ce->valid = 1;
+        if (aux)   /* tune_algo pointed the descriptor at its own aux */
+            CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_POINTER, &aux, sizeof aux));
     }
     int done = 0;
     if (ce->ok) {

@@ -15,12 +15,14 @@
 #             (IV2_ATTN_FWD=wg128 etc.) and the wgmma backward (IV2_ATTN_BWD=wg), and with the
 #             scalar backward kernels, the GELU and residual norms unfused (IV2_VEC_BWD=0 IV2_GELU_FUSION=0 IV2_FUSE_NORM=0),
 #             the norm backward's sums in registers (IV2_NORM_SMEM=0) and dQ from a stored dS (IV2_ATTN_BWD=ds);
-#             the curve and resume tests with AdamW beside the next forward (IV2_OPTIM_OVERLAP=1)
+#             the curve and resume tests with AdamW beside the next forward (IV2_OPTIM_OVERLAP=1), the op
+#             and ViT tests with the GEMM algorithms timed per shape (IV2_GEMM_TUNE=1)
 #   memcheck  compute-sanitizer memcheck on one tiny InternViT forward, on the extract teachers test
 #             (and on the op tests); racecheck on the tiny forward (default and wg128p)
 #   bench_*   bench_kernels, bench_vit (iv2, incl. the whole training step of iv2-distill; again
 #             with the cuBLAS attention backward, the wgmma backward, the wgmma forward, the
-#             unfused kernels, and the whole step with AdamW beside the next forward), bench_distill_cuda (iv2-distill from a recipe-size cache: the
+#             unfused kernels, the whole step with AdamW beside the next forward, and everything with
+#             the GEMM algorithms timed per shape), bench_distill_cuda (iv2-distill from a recipe-size cache: the
 #             GPU's wait on the loader), bench_extract (iv2-extract's teachers, downloads,
 #             encoding and LMDB writes at full size, views/s per stage) and bench_torch.py
 #             (PyTorch, same GPU, same run: the whole step under bf16 autocast and the fwd+bwd
@@ -140,6 +142,10 @@ done
 [ -x build/gpu/test_cuda_ops ] && step test_cuda_ops_bwd_ds 150 env IV2_ATTN_BWD=ds build/gpu/test_cuda_ops
 [ -x build/gpu/test_cuda_vit ] && step test_cuda_vit_bwd_ds 150 env IV2_ATTN_BWD=ds build/gpu/test_cuda_vit
 [ -x build/gpu/test_cuda_goldens ] && step test_cuda_goldens_bwd_ds 150 env IV2_ATTN_BWD=ds build/gpu/test_cuda_goldens
+# each GEMM shape's algorithm timed among cuBLASLt's candidates (IV2_GEMM_TUNE=1; not the default
+# until it is timed): the other algorithms within the tests' tolerances
+[ -x build/gpu/test_cuda_ops ] && step test_cuda_ops_gemm_tune 150 env IV2_GEMM_TUNE=1 build/gpu/test_cuda_ops
+[ -x build/gpu/test_cuda_vit ] && step test_cuda_vit_gemm_tune 150 env IV2_GEMM_TUNE=1 build/gpu/test_cuda_vit
 # AdamW beside the next step's forward (IV2_OPTIM_OVERLAP=1; not the default until it is timed):
 # the 100-step curve against the CPU and the checkpoints GPU <-> CPU with it
 for t in test_distill_cuda_curve test_distill_cuda_resume; do
@@ -183,6 +189,10 @@ step bench_torch 150 env IV2_BENCH_COMPILE=0 python3 tests/gpu/bench_torch.py "$
 # the whole step with AdamW beside the next forward (IV2_OPTIM_OVERLAP=1), beside the default's
 [ -x build/gpu/bench_vit ] && step bench_vit_overlap 120 env IV2_BENCH_ONLY_STEP=1 IV2_OPTIM_OVERLAP=1 build/gpu/bench_vit \
   "$OUT/bench_vit_overlap.json"
+# every model and step with the GEMMs' algorithms timed per shape (IV2_GEMM_TUNE=2 logs each pick
+# against the heuristic's first), beside the default's
+[ -x build/gpu/bench_vit ] && step bench_vit_gemm_tune 150 env IV2_GEMM_TUNE=2 build/gpu/bench_vit \
+  "$OUT/bench_vit_gemm_tune.json"
 # the forward models with the fastest Hopper attention forward (wgmma) of bench_kernels' sweep
 # (tests/gpu/best_fwd.py; none when a wg configuration was wrong), beside bench_vit's default
 WG=$( [ -f "$OUT/bench_kernels.json" ] && python3 tests/gpu/best_fwd.py "$OUT/bench_kernels.json" 2>/dev/null )
@@ -261,10 +271,14 @@ fi
 {
   echo
   echo "== figures (device: $(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -n 1))"
-  for b in bench_vit bench_distill_cuda bench_extract bench_vit_gemm_backward bench_vit_unfused bench_vit_norm_regs bench_vit_bwd_wg bench_vit_bwd_ds bench_vit_overlap \
+  for b in bench_vit bench_distill_cuda bench_extract bench_vit_gemm_backward bench_vit_unfused bench_vit_norm_regs bench_vit_bwd_wg bench_vit_bwd_ds bench_vit_overlap bench_vit_gemm_tune \
            bench_vit_fwd_wg bench_torch bench_torch_compiled bench_kernels; do
-    [ -f "$OUT/$b.log" ] && { echo "-- $b"; grep -v '^==' "$OUT/$b.log"; }
+    [ -f "$OUT/$b.log" ] && { echo "-- $b"; grep -v '^==' "$OUT/$b.log" | grep -v 'gemm tune: m'; }
   done
+  # IV2_GEMM_TUNE=2's picks: how many shapes, how many not the heuristic's first (each line in the log)
+  [ -f "$OUT/bench_vit_gemm_tune.log" ] && grep 'gemm tune: m' "$OUT/bench_vit_gemm_tune.log" | awk '
+    { n++; for (i = 1; i < NF; i++) if ($i == "candidate" && $(i + 1) + 0 != 0) moved++ }
+    END { if (n) printf "-- gemm tune: %d shapes timed, %d not the heuristic'"'"'s first pick\n", n, moved }'
   [ -f "$OUT/profile_step.txt" ] && { echo "-- profile_step: iv2-1b train step at depth 2, 32 views, per kernel" \
     "(ncu; the step's timeline in profile_step.txt)"; sed '/^-- timeline/,$d' "$OUT/profile_step.txt"; }
   [ -f "$OUT/profile_whole_step.txt" ] && { echo "-- profile_whole_step: the whole iv2-distill step (heads, loss," \
@@ -310,6 +324,7 @@ if iv:
                     ("bench_vit_bwd_wg", "wgmma attention backward (IV2_ATTN_BWD=wg)"),
                     ("bench_vit_bwd_ds", "attention backward with dQ from the stored dS (IV2_ATTN_BWD=ds)"),
                     ("bench_vit_overlap", "AdamW beside the next forward (IV2_OPTIM_OVERLAP=1)"),
+                    ("bench_vit_gemm_tune", "GEMM algorithms timed per shape (IV2_GEMM_TUNE)"),
                     ("bench_vit_fwd_wg", "wgmma attention forward (IV2_ATTN_FWD=best_fwd.py's pick)"),
                     ("bench_vit_gemm_backward", "cuBLAS attention backward (IV2_ATTN_BWD=gemm)")]:
         vj = load(v + ".json")
