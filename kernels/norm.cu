@@ -1,7 +1,8 @@
 /* norm.cu: RMSNorm, LayerNorm and L2 normalisation over the last dim, forward and backward: the
  * launches (the kernels are in norm.cuh). One block per row in the forward; the backward takes
  * one warp per row on 16-byte vectors where the width allows (norm_backward8_kernel up to
- * C = 1536; beyond, norm_dx_wide_kernel and the column sums of norm_dwdb8_kernel), else the scalar
+ * C = 1536, or 3328 with its sums in shared memory; beyond, norm_dx_wide_kernel and the column
+ * sums of norm_dwdb8_kernel), else the scalar
  * kernel with ROWS rows per block; all sum the weight gradients per block, add them to an fp32
  * accumulator with few atomics, and the last block adds those to the gradients (colsum_out). */
 #include "cuda_common.cuh"
@@ -45,20 +46,23 @@ static int norm_rows_per_block(cuda_impl *im, int slot, const void *kernel, size
 
 typedef void (*norm_bwd8_fn)(bf16 *, colsum_out, const bf16 *, const bf16 *, const bf16 *, const float *,
                              const float *, int, int, int, int, res_bwd);
-/* the warp-per-row kernel for vpl vectors a lane (1, 2, 4 or 6), with the residual backward after
- * it or not, its column sums in shared memory (SMS: im->norm_smem, at 4 and 6) or registers; its
- * slot in the occupancy cache; *smem: the dynamic shared memory it takes for width C */
+/* the warp-per-row kernel for vpl vectors a lane (1, 2, 4, 6 or 13), with the residual backward
+ * after it or not, its column sums in shared memory (SMS: im->norm_smem, at 4, 6 and 13) or
+ * registers; its slot in the occupancy cache; *smem: the dynamic shared memory it takes for
+ * width C */
 static norm_bwd8_fn norm_bwd8_kernel_for(const cuda_impl *im, int vpl, int res, int C, int *slot, size_t *smem) {
     static const norm_bwd8_fn k[2][4] = {
         {norm_backward8_kernel<1, false>, norm_backward8_kernel<2, false>, norm_backward8_kernel<4, false>,
          norm_backward8_kernel<6, false>},
         {norm_backward8_kernel<1, true>, norm_backward8_kernel<2, true>, norm_backward8_kernel<4, true>,
          norm_backward8_kernel<6, true>}};
-    static const norm_bwd8_fn ks[2][2] = {{norm_backward8_kernel<4, false, true>, norm_backward8_kernel<6, false, true>},
-                                          {norm_backward8_kernel<4, true, true>, norm_backward8_kernel<6, true, true>}};
-    int i = vpl <= 1 ? 0 : vpl <= 2 ? 1 : vpl <= 4 ? 2 : 3;
+    static const norm_bwd8_fn ks[2][3] = {
+        {norm_backward8_kernel<4, false, true>, norm_backward8_kernel<6, false, true>,
+         norm_backward8_kernel<13, false, true>},
+        {norm_backward8_kernel<4, true, true>, norm_backward8_kernel<6, true, true>, norm_backward8_kernel<13, true, true>}};
+    int i = vpl <= 1 ? 0 : vpl <= 2 ? 1 : vpl <= 4 ? 2 : vpl <= 6 ? 3 : 4;
     if (im->norm_smem && i >= 2) {
-        *slot = 9 + (i - 2) + 2 * res;
+        *slot = 9 + (i - 2) + 3 * res;
         *smem = (size_t)4 * 2 * C * 4;   /* [4 warps][2][C] floats */
         return ks[res][i - 2];
     }
@@ -67,10 +71,14 @@ static norm_bwd8_fn norm_bwd8_kernel_for(const cuda_impl *im, int vpl, int res, 
     return k[res][i];
 }
 
-/* the vector kernel takes the row: C % 8 == 0, C <= 1536, 16-byte aligned rows */
+/* the vector kernel takes the row: C % 8 == 0, 16-byte aligned rows, C <= 1536 (C <= 3328 with
+ * the sums in shared memory, where the device lets a block have their 8 C floats: 100 KB at
+ * 3200, more than the 99 KB of compute capability 8.6 and 8.9) */
 static int norm_bwd8_fits(const cuda_impl *im, const void *dinp, const void *dout, const void *inp, const void *w,
                           int C) {
-    return im->vec_bwd && C % 8 == 0 && cdiv(C / 8, 32) <= 6 && al16(dinp) && al16(dout) && al16(inp) && al16(w);
+    int vpl = (int)cdiv(C / 8, 32);
+    int wide = im->norm_smem && vpl <= 13 && (size_t)4 * 2 * C * 4 <= im->smem_optin;
+    return im->vec_bwd && C % 8 == 0 && (vpl <= 6 || wide) && al16(dinp) && al16(dout) && al16(inp) && al16(w);
 }
 
 static void norm_backward(iv2_backend *be, void *dinp, void *dw, void *db, const void *dout, const void *inp,

@@ -217,16 +217,20 @@ struct res_bwd {
  * memory per row. (Loading dinp only after the means, and re-reading x and dout then, took two:
  * 120 us for the student's 13344 x 1408 on an H100, 2026-11-27, a third of the bandwidth.)
  * The block's warps then add their sums in shared memory ([2][C] floats, dynamic) and the block
- * adds those to cs.acc, one atomic per column. VPL <= 6 (C <= 1536): at VPL 8 the row no longer
- * fits the registers.
+ * adds those to cs.acc, one atomic per column. With the sums in registers VPL <= 6 (C <= 1536):
+ * at VPL 8 the row and the sums no longer fit them.
  * SMS (the launch's pick at VPL 4 and 6 unless IV2_NORM_SMEM=0): the sums go to the warp's own
  * [2][C] floats of shared memory ([4][2][C] a block) instead of 2 x 8 x VPL registers a lane, so
  * three blocks fit an SM where two did (226 registers a thread at VPL 6, 126-140 with SMS). On an
  * H100 (2026-11-27, Nsight Compute, the student's 13344 x 1408): the q/k norm backward 77 -> 70-73
  * us, norm2 with the ls1 residual 131-137 -> 115-118 us; still 39-51 % of the DRAM bandwidth at
- * 25 % occupancy, so latency-bound: the next step is more rows in flight per warp. */
+ * 25 % occupancy, so latency-bound: the next step is more rows in flight per warp.
+ * SMS at VPL 13 (C <= 3328: the CLIP heads' and the 6B's 3200; 2026-11-27, without a GPU): one
+ * pass where norm_dx_wide_kernel and norm_dwdb8_kernel read the rows twice (126 + 80 us a CLIP
+ * head on an H100); two blocks an SM ([4][2][3200] floats, 102 KB each), 232 registers (246
+ * with RES), no spills; a warp's row of x and dout in flight is 12.8 KB. */
 template <int VPL, bool RES, bool SMS = false>
-__global__ void __launch_bounds__(128, SMS ? 3 : 1) norm_backward8_kernel(bf16 *dinp, colsum_out cs, const bf16 *dout,
+__global__ void __launch_bounds__(128, SMS && VPL <= 6 ? 3 : SMS ? 2 : 1) norm_backward8_kernel(bf16 *dinp, colsum_out cs, const bf16 *dout,
                                                                           const bf16 *inp, const bf16 *w,
                                                                           const float *mean, const float *rstd, int M,
                                                                           int C, int rows_per_block, int add,

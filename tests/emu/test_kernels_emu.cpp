@@ -132,10 +132,11 @@ static void test_norm_backward(int M, int C, bool ln, bool with_w, bool with_din
     const bf16 *wp = with_w ? w.data() : NULL;
     const float *mp = ln ? mean.data() : NULL;
     /* scalar, registers (C <= 1536), two kernels (any C % 8 == 0), and 3: the row in registers, the
-     * column sums in shared memory (SMS, at VPL 4 and 6) */
+     * column sums in shared memory (SMS, at VPL 4, 6 and 13: C <= 3328) */
     for (int vec = 0; vec < 4; vec++) {
         int vpl = (C / 8 + 31) / 32;
-        if ((vec == 1 || vec == 3) && vpl > 6) continue;
+        if (vec == 1 && vpl > 6) continue;
+        if (vec == 3 && vpl > 13) continue;
         if (vec == 3 && vpl <= 2) continue;
         std::vector<bf16> dx = dx0;
         sums_into acc(C, 2);
@@ -153,12 +154,13 @@ static void test_norm_backward(int M, int C, bool ln, bool with_w, bool with_din
                 norm_dwdb8_kernel(acc.out(), dy.data(), x.data(), mp, rstd.data(), M, C / 8, rows_per);
             });
         } else if (vec == 3) {   /* SMS: [4 warps][2][C] floats of shared memory */
-            vpl = vpl <= 4 ? 4 : 6;
+            vpl = vpl <= 4 ? 4 : vpl <= 6 ? 6 : 13;
             int rows = 5;
             dim3 grid = {(unsigned)((M + rows - 1) / rows), 1, 1};
             emu_launch(grid, 128, (size_t)4 * 2 * C * 4, [&] {
                 if (vpl == 4) norm_backward8_kernel<4, false, true>(dxp, acc.out(), dy.data(), x.data(), wp, mp, rstd.data(), M, C, rows, add, {});
-                else norm_backward8_kernel<6, false, true>(dxp, acc.out(), dy.data(), x.data(), wp, mp, rstd.data(), M, C, rows, add, {});
+                else if (vpl == 6) norm_backward8_kernel<6, false, true>(dxp, acc.out(), dy.data(), x.data(), wp, mp, rstd.data(), M, C, rows, add, {});
+                else norm_backward8_kernel<13, false, true>(dxp, acc.out(), dy.data(), x.data(), wp, mp, rstd.data(), M, C, rows, add, {});
             });
         } else if (vec) {   /* as norm.cu: VPL rounded up to an instantiation, 128 threads, rows per block */
             vpl = vpl <= 1 ? 1 : vpl <= 2 ? 2 : vpl <= 4 ? 4 : 6;
@@ -231,8 +233,9 @@ static void test_rms_residual_backward(int B, int N, int C, bool with_gamma) {
         }
     }
     int vpl = (C / 8 + 31) / 32, rows = 5;
-    vpl = vpl <= 1 ? 1 : vpl <= 2 ? 2 : vpl <= 4 ? 4 : 6;
-    for (int sms = 0; sms < (vpl >= 4 ? 2 : 1); sms++) {   /* the column sums in registers, or shared memory */
+    vpl = vpl <= 1 ? 1 : vpl <= 2 ? 2 : vpl <= 4 ? 4 : vpl <= 6 ? 6 : 13;
+    /* the column sums in registers (VPL <= 6), or shared memory (VPL >= 4) */
+    for (int sms = vpl > 6 ? 1 : 0; sms < (vpl >= 4 ? 2 : 1); sms++) {
         std::vector<bf16> dx = dx0;
         dy = start_grad((size_t)M * C, IV2_SET);
         sums_into acc(C, 2);
@@ -242,7 +245,8 @@ static void test_rms_residual_backward(int B, int N, int C, bool with_gamma) {
 #define NB8S(V) norm_backward8_kernel<V, true, true>(dx.data(), acc.out(), g.data(), x.data(), w.data(), NULL, rstd.data(), M, C, rows, IV2_ADD, rb)
             if (sms) {
                 if (vpl == 4) NB8S(4);
-                else NB8S(6);
+                else if (vpl == 6) NB8S(6);
+                else NB8S(13);
             } else
                 switch (vpl) {
                 case 1: NB8(1); break;
@@ -743,6 +747,7 @@ int main() {
     test_sumsq(1000);
     test_rms_residual_backward(3, 7, 1408, true);   /* the student's norm2 + ls1: VPL 6 */
     test_rms_residual_backward(2, 9, 96, false);    /* VPL 1, no LayerScale */
+    test_rms_residual_backward(2, 3, 3200, true);   /* the 6B student's width: VPL 13, sums in shared memory */
     test_gelu_backward(8 * 300, IV2_GELU_ERF);
     test_gelu_backward(8 * 300, IV2_GELU_TANH);
     test_gelu_backward(8 * 300, IV2_GELU_ERF, IV2_SET);

@@ -576,7 +576,7 @@ int main(void) {
     test_norms(7, 100);               /* C % 8 != 0: the scalar kernels */
     test_residual_norm(3, 11, 1408);  /* the student's width, a dropped sample */
     test_rms_residual_backward(3, 11, 1408);   /* the student's norm2 + ls1: one kernel */
-    test_rms_residual_backward(3, 5, 3200);    /* wider than the vector kernel: the two ops */
+    test_rms_residual_backward(3, 5, 3200);    /* the 6B's width: one kernel at VPL 13 (the two ops with IV2_NORM_SMEM=0) */
     test_residual_norm(3, 5, 3200);
     test_residual_norm(3, 4, 100);    /* C % 8 != 0: the three ops apart */
     test_elementwise(3, 67, 200);
