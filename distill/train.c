@@ -297,11 +297,10 @@ static void params_needed(void *ctx, size_t upto) { iv2_optim_wait_params(&((iv2
 /* the student's step in pieces of a block each (the stem with block 0, the final norm and the
  * pooling head with the last block), each waited for just before the forward reads it */
 static int optim_pieces(iv2_trainer *t) {
-    int depth = t->student->cfg.depth;
-    size_t *ends = iv2_malloc(sizeof(size_t) * (size_t)(depth > 0 ? depth : 1));
-    for (int l = 0; l < depth; l++) ends[l] = iv2_vit_params_before(t->student, l + 1);
-    if (depth < 1) ends[0] = t->student->n_elems;
-    int rc = iv2_optim_set_pieces(&t->opt, 0, ends, depth > 0 ? depth : 1);
+    int depth = t->student->cfg.depth;   /* >= 1 (iv2_vit_config_check) */
+    size_t *ends = iv2_malloc(sizeof(size_t) * (size_t)depth);
+    for (int l = 0; l < depth; l++) ends[l] = iv2_vit_params_before(t->student, l + 1);   /* the last: n_elems */
+    int rc = iv2_optim_set_pieces(&t->opt, 0, ends, depth);
     free(ends);
     if (rc) return -1;
     t->student->params_needed = params_needed;   /* its context set by forward_backward */
