@@ -33,7 +33,6 @@ static void *cpu_alloc(iv2_backend *be, size_t bytes) {
     memset(p, 0, n);
     return p;
 }
-static void cpu_free(iv2_backend *be, void *p) { free(p); }
 static void cpu_memset0(iv2_backend *be, void *p, size_t bytes) { if (bytes) memset(p, 0, bytes); }
 static void cpu_copy(iv2_backend *be, void *dst, const void *src, size_t bytes) { if (bytes && dst != src) memmove(dst, src, bytes); }
 static void cpu_upload(iv2_backend *be, void *dst, const float *src, size_t n) { cpu_copy(be, dst, src, n * sizeof(float)); }
@@ -41,7 +40,6 @@ static void cpu_download(iv2_backend *be, float *dst, const void *src, size_t n)
 static void cpu_upload_raw(iv2_backend *be, void *dst, const void *src, size_t bytes) { cpu_copy(be, dst, src, bytes); }
 static void cpu_download_raw(iv2_backend *be, void *dst, const void *src, size_t bytes) { cpu_copy(be, dst, src, bytes); }
 static void *cpu_alloc_host(iv2_backend *be, size_t bytes) { return iv2_malloc(bytes ? bytes : 1); }
-static void cpu_free_host(iv2_backend *be, void *p) { free(p); }
 static void cpu_mem_info(iv2_backend *be, size_t *free_bytes, size_t *total_bytes) {
     long page = sysconf(_SC_PAGESIZE), phys = sysconf(_SC_PHYS_PAGES), av = sysconf(_SC_AVPHYS_PAGES);
     size_t total = page > 0 && phys > 0 ? (size_t)page * phys : 0, avail = page > 0 && av > 0 ? (size_t)page * av : 0;
@@ -57,30 +55,65 @@ static void cpu_mem_info(iv2_backend *be, size_t *free_bytes, size_t *total_byte
     if (free_bytes) *free_bytes = avail;
     if (total_bytes) *total_bytes = total;
 }
-/* The side stream on the CPU (compute.h): its adamw_chunks calls wait in a queue and run as late
- * as the events allow. An event recorded on the side stream marks the queue's length then; a
- * wait for it or a sync of it runs the queue up to there. */
+/* The copy and side streams on the CPU (compute.h): their work (upload_async; adamw_chunks on
+ * IV2_STREAM_SIDE) waits in a queue per stream and runs as late as the events allow, the latest
+ * schedule a GPU could take: an event recorded on one of them marks how far its queue had got,
+ * and a wait for it (on any stream) or a sync of it runs that queue up to there; sync, free and
+ * free_host run every queue (CUDA's wait for both streams). The compute stream runs at once. */
 typedef struct {
     void *param; float *master; const void *grad; float *m, *v; const void *chunks;
     int n_chunks; float lr, b1, b2, eps, wd; int t; float grad_scale;
-} cpu_side_job;
+} cpu_adamw_job;
 typedef struct {
-    cpu_side_job *job;
+    int adamw;                                        /* 1: a.adamw, 0: a copy */
+    cpu_adamw_job a;
+    void *dst; const void *src; size_t bytes;
+} cpu_job;
+typedef struct {
+    cpu_job *job;
     size_t n, cap, done;   /* queued, room, run */
-    size_t base;           /* jobs queued before job[0]: positions are counted from the backend's start */
-} cpu_side;                /* be->impl */
+    size_t base;           /* jobs queued before job[0]: positions count from the backend's start */
+} cpu_queue;
+typedef struct { cpu_queue q[3]; } cpu_streams;   /* be->impl, by IV2_STREAM_*; q[COMPUTE] unused */
 
-static void cpu_adamw_chunks_now(iv2_backend *be, const cpu_side_job *j);
-/* run the side queue's jobs before position upto */
-static void cpu_side_run(iv2_backend *be, size_t upto) {
-    cpu_side *q = be->impl;
-    for (; q->done < q->n && q->base + q->done < upto; q->done++) cpu_adamw_chunks_now(be, &q->job[q->done]);
+static void cpu_adamw_chunks_now(iv2_backend *be, const cpu_adamw_job *j);
+/* run the jobs of stream s's queue before position upto */
+static void cpu_queue_run(iv2_backend *be, int s, size_t upto) {
+    cpu_queue *q = &((cpu_streams *)be->impl)->q[s];
+    for (; q->done < q->n && q->base + q->done < upto; q->done++) {
+        const cpu_job *j = &q->job[q->done];
+        if (j->adamw) cpu_adamw_chunks_now(be, &j->a);
+        else if (j->bytes) memcpy(j->dst, j->src, j->bytes);
+    }
     if (q->done == q->n) { q->base += q->n; q->n = q->done = 0; }
 }
-static void cpu_sync(iv2_backend *be) { cpu_side_run(be, (size_t)-1); }
-/* the copy stream on the CPU: copies happen at once, so there is nothing to wait for; an event
- * is the time it was recorded, and on the side stream how far the queue had got */
-struct iv2_event { double t; size_t side; int on_side; };
+static void cpu_queue_push(iv2_backend *be, int s, const cpu_job *j) {
+    cpu_queue *q = &((cpu_streams *)be->impl)->q[s];
+    if (q->n == q->cap) {
+        q->cap = q->cap ? 2 * q->cap : 64;
+        q->job = iv2_realloc(q->job, sizeof *q->job * q->cap);
+    }
+    q->job[q->n++] = *j;
+}
+static void cpu_run_all(iv2_backend *be) {
+    cpu_queue_run(be, IV2_STREAM_COPY, (size_t)-1);
+    cpu_queue_run(be, IV2_STREAM_SIDE, (size_t)-1);
+}
+static void cpu_sync(iv2_backend *be) { cpu_run_all(be); }
+static void cpu_free(iv2_backend *be, void *p) {
+    cpu_run_all(be);   /* queued work may still read or write it */
+    free(p);
+}
+static void cpu_free_host(iv2_backend *be, void *p) {
+    cpu_run_all(be);
+    free(p);
+}
+static void cpu_upload_async(iv2_backend *be, void *dst, const void *src, size_t bytes) {
+    cpu_job j = {.adamw = 0, .dst = dst, .src = src, .bytes = bytes};
+    cpu_queue_push(be, IV2_STREAM_COPY, &j);
+}
+/* an event is the time it was recorded, and on the copy or side stream how far its queue had got */
+struct iv2_event { double t; size_t pos; int stream; };
 static double cpu_now(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -89,21 +122,22 @@ static double cpu_now(void) {
 static iv2_event *cpu_event_create(iv2_backend *be) { return iv2_calloc(1, sizeof(iv2_event)); }
 static void cpu_event_destroy(iv2_backend *be, iv2_event *e) { free(e); }
 static void cpu_event_record(iv2_backend *be, iv2_event *e, int stream) {
-    cpu_side *q = be->impl;
+    cpu_queue *q = &((cpu_streams *)be->impl)->q[stream];
     e->t = cpu_now();
-    e->on_side = stream == IV2_STREAM_SIDE;
-    e->side = q->base + q->n;
+    e->stream = stream;
+    e->pos = q->base + q->n;
 }
 static void cpu_event_wait(iv2_backend *be, iv2_event *e, int stream) {
-    if (e->on_side) cpu_side_run(be, e->side);
+    if (e->stream != IV2_STREAM_COMPUTE) cpu_queue_run(be, e->stream, e->pos);
 }
 static void cpu_event_sync(iv2_backend *be, iv2_event *e) {
-    if (e->on_side) cpu_side_run(be, e->side);
+    if (e->stream != IV2_STREAM_COMPUTE) cpu_queue_run(be, e->stream, e->pos);
 }
 static double cpu_event_seconds(iv2_backend *be, iv2_event *a, iv2_event *b) { return b->t - a->t; }
 static void cpu_destroy(iv2_backend *be) {
-    if (be->impl) free(((cpu_side *)be->impl)->job);
-    free(be->impl);
+    cpu_streams *st = be->impl;
+    for (int s = 0; st && s < 3; s++) free(st->q[s].job);
+    free(st);
     free(be);
 }
 
@@ -668,7 +702,7 @@ static void cpu_adamw(iv2_backend *be, void *param_, float *master, const void *
 }
 
 /* every tensor of a buffer in one call: the chunks spread over the threads */
-static void cpu_adamw_chunks_now(iv2_backend *be, const cpu_side_job *j) {
+static void cpu_adamw_chunks_now(iv2_backend *be, const cpu_adamw_job *j) {
     const iv2_adamw_chunk *ch = j->chunks;
     float bc1 = 1.0f - powf(j->b1, (float)j->t), bc2 = 1.0f - powf(j->b2, (float)j->t);
     float step = j->lr / bc1, bc2s = sqrtf(bc2), decay = 1.0f - j->lr * j->wd;
@@ -685,14 +719,9 @@ static void cpu_adamw_chunks_now(iv2_backend *be, const cpu_side_job *j) {
 static void cpu_adamw_chunks(iv2_backend *be, void *param, float *master, const void *grad, float *m, float *v,
                              const void *chunks, int n_chunks, float lr, float b1, float b2, float eps, float wd,
                              int t, float grad_scale, int stream) {
-    cpu_side_job j = {param, master, grad, m, v, chunks, n_chunks, lr, b1, b2, eps, wd, t, grad_scale};
-    if (stream != IV2_STREAM_SIDE) { cpu_adamw_chunks_now(be, &j); return; }
-    cpu_side *q = be->impl;
-    if (q->n == q->cap) {
-        q->cap = q->cap ? 2 * q->cap : 64;
-        q->job = iv2_realloc(q->job, sizeof *q->job * q->cap);
-    }
-    q->job[q->n++] = j;
+    cpu_job j = {.adamw = 1, .a = {param, master, grad, m, v, chunks, n_chunks, lr, b1, b2, eps, wd, t, grad_scale}};
+    if (stream == IV2_STREAM_SIDE) cpu_queue_push(be, IV2_STREAM_SIDE, &j);
+    else cpu_adamw_chunks_now(be, &j.a);
 }
 
 /* ---------------------------------------------------------------------------------------------
@@ -707,7 +736,7 @@ iv2_backend *iv2_cpu_backend_create(int threads) {
     be->threads = threads > 0 ? threads : omp_get_max_threads();
     if (be->threads < 1) be->threads = 1;
     be->device = -1;
-    be->impl = calloc(1, sizeof(cpu_side));
+    be->impl = calloc(1, sizeof(cpu_streams));
     if (!be->impl) { free(be); iv2_err("cpu backend: out of memory"); return NULL; }
     /* all parallelism is ours (OpenMP); OpenBLAS runs single-threaded inside each panel */
     openblas_set_num_threads(1);
@@ -725,7 +754,7 @@ iv2_backend *iv2_cpu_backend_create(int threads) {
     be->mem_info = cpu_mem_info;
     be->sync = cpu_sync;
     be->destroy = cpu_destroy;
-    be->upload_async = cpu_upload_raw;
+    be->upload_async = cpu_upload_async;
     be->download_async = cpu_download_raw;
     be->event_create = cpu_event_create;
     be->event_destroy = cpu_event_destroy;

@@ -8,7 +8,9 @@
  * - A run copying batch s+1 ahead into the other device slot while step s computes equals, loss
  *   for loss and bit for bit in the final weights and moments, a run that copies each batch at
  *   its own step into one slot (t.no_stage_ahead), so a slot mix-up fails; with eval between
- *   steps, and with the loader's prefetch thread off as well.
+ *   steps, and with the loader's prefetch thread off as well. The CPU backend runs the copy
+ *   stream's copies as late as the events allow (compute.h), so a step that does not wait for
+ *   its batch's copies reads the slot's previous batch and fails too (checked by mutation).
  * - copy_s (the batch's copy time on the copy stream) on every step line and in the summary,
  *   within [0, step_s]. */
 #include "testutil.h"
