@@ -28,7 +28,8 @@ int iv2_optim_set_overlap(iv2_optim *o, int on) {
     if (o->n_groups) iv2_panic("iv2_optim_set_overlap: after iv2_optim_add");
     if (!on) { o->overlap = 0; return 0; }
     iv2_backend *be = o->be;
-    if (!be->adamw_chunks || !be->event_create) return iv2_err("backend %s: no side stream for the optimiser", be->name);
+    if (!be->adamw_chunks || !be->event_create)
+        return iv2_err("backend %s: no side stream for the optimiser", be->name);
     o->overlap = 1;
     if (!o->grads_done) o->grads_done = be->event_create(be);
     if (!o->all_done) o->all_done = be->event_create(be);
@@ -95,7 +96,8 @@ static void free_pieces(iv2_backend *be, iv2_optim_group *g) {
 }
 
 int iv2_optim_set_pieces(iv2_optim *o, int gi, const size_t *ends, int n) {
-    if (!o->overlap || gi < 0 || gi >= o->n_groups) return iv2_err("optimiser: pieces need overlap on and group %d", gi);
+    if (!o->overlap || gi < 0 || gi >= o->n_groups)
+        return iv2_err("optimiser: pieces need overlap on and group %d", gi);
     iv2_optim_group *g = &o->g[gi];
     if (n < 1 || ends[n - 1] != g->n) return iv2_err("optimiser: the last piece must end at %zu", g->n);
     int *pc = iv2_malloc(sizeof(int) * (size_t)(n + 1));

@@ -68,8 +68,8 @@ static void tune_algo(iv2_backend *be, gemm_cache_entry *ce, const cublasLtMatmu
     if (pick >= 0) ce->algo = h[pick].algo;
     if (im->gemm_tune > 1 && pick >= 0)
         iv2_info("gemm tune: m %d n %d k %d ta %d tb %d epi %d beta %d: candidate %d of %d, %.1f us (the heuristic's "
-                 "first %.1f us)", ce->m, ce->n, ce->k, ce->ta, ce->tb, ce->epi, ce->beta1, pick, found, best * 1e3f / 3,
-                 first * 1e3f / 3);
+                 "first %.1f us)", ce->m, ce->n, ce->k, ce->ta, ce->tb, ce->epi, ce->beta1, pick, found,
+                 best * 1e3f / 3, first * 1e3f / 3);
     CUDA_CHECK(cudaEventDestroy(e0));
     CUDA_CHECK(cudaEventDestroy(e1));
     CUDA_CHECK(cudaStreamSynchronize(im->stream));   /* the scratch is freed next */
@@ -149,7 +149,8 @@ static int gemm_lt(iv2_backend *be, bf16 *d, const bf16 *a, const bf16 *b, const
         cublasLtMatmulPreferenceDestroy(pref);
         ce->valid = 1;
         if (aux)   /* tune_algo pointed the descriptor at its own aux */
-            CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_POINTER, &aux, sizeof aux));
+            CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_POINTER, &aux,
+                                                        sizeof aux));
     }
     int done = 0;
     if (ce->ok) {

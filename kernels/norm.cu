@@ -59,7 +59,8 @@ static norm_bwd8_fn norm_bwd8_kernel_for(const cuda_impl *im, int vpl, int res, 
     static const norm_bwd8_fn ks[2][3] = {
         {norm_backward8_kernel<4, false, true>, norm_backward8_kernel<6, false, true>,
          norm_backward8_kernel<13, false, true>},
-        {norm_backward8_kernel<4, true, true>, norm_backward8_kernel<6, true, true>, norm_backward8_kernel<13, true, true>}};
+        {norm_backward8_kernel<4, true, true>, norm_backward8_kernel<6, true, true>,
+         norm_backward8_kernel<13, true, true>}};
     int i = vpl <= 1 ? 0 : vpl <= 2 ? 1 : vpl <= 4 ? 2 : vpl <= 6 ? 3 : 4;
     if (im->norm_smem && i >= 2) {
         *slot = 9 + (i - 2) + 3 * res;

@@ -229,12 +229,12 @@ struct res_bwd {
  * pass where norm_dx_wide_kernel and norm_dwdb8_kernel read the rows twice (126 + 80 us a CLIP
  * head on an H100); two blocks an SM ([4][2][3200] floats, 102 KB each), 232 registers (246
  * with RES), no spills; a warp's row of x and dout in flight is 12.8 KB. */
+template <int VPL, bool SMS> constexpr int norm_bwd8_min_blocks() { return SMS && VPL <= 6 ? 3 : SMS ? 2 : 1; }
 template <int VPL, bool RES, bool SMS = false>
-__global__ void __launch_bounds__(128, SMS && VPL <= 6 ? 3 : SMS ? 2 : 1) norm_backward8_kernel(bf16 *dinp, colsum_out cs, const bf16 *dout,
-                                                                          const bf16 *inp, const bf16 *w,
-                                                                          const float *mean, const float *rstd, int M,
-                                                                          int C, int rows_per_block, int add,
-                                                                          res_bwd rb) {
+__global__ void __launch_bounds__(128, norm_bwd8_min_blocks<VPL, SMS>())
+    norm_backward8_kernel(bf16 *dinp, colsum_out cs, const bf16 *dout, const bf16 *inp, const bf16 *w,
+                          const float *mean, const float *rstd, int M, int C, int rows_per_block, int add,
+                          res_bwd rb) {
     extern __shared__ __align__(16) unsigned char smem_raw[];
     float *part = (float *)smem_raw;
     int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nw = blockDim.x >> 5, C8 = C / 8;
