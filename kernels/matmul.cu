@@ -183,10 +183,29 @@ static void gemm(iv2_backend *be, bf16 *d, const bf16 *a, const bf16 *b, const b
 }
 
 
+/* out = inp w^T + bias where rows of K elements are not 16-byte aligned (the patch embedding, K =
+ * 588): cuBLASLt's only algorithms for it were 2-byte-aligned CUTLASS kernels (163 us at 135
+ * TFLOP/s for the student's, and a 47 us bias fill before them, H100 2026-11-27). inp and w go to
+ * scratch at a pitch of Kp (K rounded up to 8, zeros after K) and the GEMM runs aligned, bias in
+ * its epilogue. */
+static void matmul_padded(iv2_backend *be, bf16 *out, const bf16 *inp, const bf16 *w, const bf16 *bias, int M,
+                          int K, int N) {
+    int Kp = (K + 7) & ~7;
+    bf16 *ip = (bf16 *)cuda_scratch(be, ((size_t)M + N) * Kp * sizeof(bf16)), *wp = ip + (size_t)M * Kp;
+    cuda_pad_cols(be, ip, inp, M, K, Kp);
+    cuda_pad_cols(be, wp, w, N, K, Kp);
+    gemm(be, out, wp, ip, bias, N, M, Kp, 1, 0, Kp, Kp, N, 0.f);
+}
+
 static void c_matmul(iv2_backend *be, void *out, const void *inp, const void *w, const void *bias, int M, int K,
                      int N) {
     if (M <= 0 || N <= 0) return;
     cuda_impl *im = impl_of(be);
+    if ((align_of(w, K) < 16 || align_of(inp, K) < 16) && align_of(out, N) >= 16 &&
+        (!bias || align_of(bias, 0) >= 16)) {
+        matmul_padded(be, (bf16 *)out, (const bf16 *)inp, (const bf16 *)w, (const bf16 *)bias, M, K, N);
+        return;
+    }
     /* col-major: out^T[N,M] = (w stored K x N)^T @ (inp stored K x M) */
     if (bias && (align_of(bias, 0) < 16 || align_of(out, N) < 16 || align_of(w, K) < 16 || align_of(inp, K) < 16)) {
         fill_bias_kernel<<<cdiv((size_t)M * N, 256), 256, 0, im->stream>>>((bf16 *)out, (const bf16 *)bias, N, M, N);
