@@ -92,15 +92,16 @@ struct iv2_backend {
      * The side stream carries adamw_chunks(..., IV2_STREAM_SIDE) and nothing else; the same events
      * order it (record on SIDE, wait on COMPUTE: compute work queued after the wait may read what
      * the side work wrote). On CUDA it runs at a lower priority than the compute stream, so its
-     * blocks fill the SMs the compute kernels leave idle. sync, free and free_host wait for the
-     * copy and side streams too; download does not (it is ordered on the compute stream only).
+     * blocks fill the SMs the compute kernels leave idle. sync and free wait for the copy and side
+     * streams too, free_host for the copy stream; download does not (it is ordered on the compute
+     * stream only).
      *
      * On the CPU the compute stream runs at once, and the copy and side streams' work runs as late
      * as the events allow: when an event recorded after it is waited for (on any stream) or
-     * synced, and at sync, free and free_host. That is the latest schedule a GPU could take, so a
-     * missing wait for a copy or an optimiser step reads stale values in the CPU tests, every
-     * time, where on a GPU it would race now and then. An event records the time too, so
-     * event_seconds between records is host time. */
+     * synced, and where CUDA waits for them (sync, free; free_host for the copies). That is the
+     * latest schedule a GPU could take, so a missing wait for a copy or an optimiser step reads
+     * stale values in the CPU tests, every time, where on a GPU it would race now and then. An
+     * event records the time too, so event_seconds between records is host time. */
     void (*upload_async)(iv2_backend *be, void *dst, const void *src, size_t bytes);
     /* download_async queues a raw backend -> host copy on the compute stream, after the work
      * queued there so far, and returns at once: the device keeps computing what is queued next

@@ -58,8 +58,8 @@ static void cpu_mem_info(iv2_backend *be, size_t *free_bytes, size_t *total_byte
 /* The copy and side streams on the CPU (compute.h): their work (upload_async; adamw_chunks on
  * IV2_STREAM_SIDE) waits in a queue per stream and runs as late as the events allow, the latest
  * schedule a GPU could take: an event recorded on one of them marks how far its queue had got,
- * and a wait for it (on any stream) or a sync of it runs that queue up to there; sync, free and
- * free_host run every queue (CUDA's wait for both streams). The compute stream runs at once. */
+ * and a wait for it (on any stream) or a sync of it runs that queue up to there; sync and free run
+ * both queues, free_host the copy stream's (as CUDA waits). The compute stream runs at once. */
 typedef struct {
     void *param; float *master; const void *grad; float *m, *v; const void *chunks;
     int n_chunks; float lr, b1, b2, eps, wd; int t; float grad_scale;
@@ -105,7 +105,7 @@ static void cpu_free(iv2_backend *be, void *p) {
     free(p);
 }
 static void cpu_free_host(iv2_backend *be, void *p) {
-    cpu_run_all(be);
+    cpu_queue_run(be, IV2_STREAM_COPY, (size_t)-1);   /* a queued copy may read it (the side stream's may not) */
     free(p);
 }
 static void cpu_upload_async(iv2_backend *be, void *dst, const void *src, size_t bytes) {

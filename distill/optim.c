@@ -157,8 +157,7 @@ void iv2_optim_sync_master(iv2_optim *o) {
 
 void iv2_optim_free(iv2_optim *o) {
     iv2_backend *be = o->be;
-    if (!be) return;
-    be->sync(be);   /* a pending step still reads and writes these */
+    if (!be) return;   /* be->free waits for a pending step (compute.h) */
     for (int i = 0; i < o->n_groups; i++) {
         iv2_optim_group *g = &o->g[i];
         be->free(be, g->m);

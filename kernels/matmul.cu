@@ -33,13 +33,13 @@ enum { EPI_NONE, EPI_BIAS, EPI_GELU_AUX_BIAS, EPI_DGELU };
 #define GEMM_TUNE_ALGOS 8
 static void tune_algo(iv2_backend *be, gemm_cache_entry *ce, const cublasLtMatmulHeuristicResult_t *h, int found,
                       cublasLtMatmulDesc_t op, cublasLtMatrixLayout_t la, cublasLtMatrixLayout_t lb,
-                      cublasLtMatrixLayout_t ld, const bf16 *a, const bf16 *b, int n, int ldd, int has_aux,
+                      cublasLtMatrixLayout_t ld, const bf16 *a, const bf16 *b, int n, int ldd, bf16 *call_aux,
                       float beta) {
     cuda_impl *im = impl_of(be);
     size_t bytes = (size_t)n * ldd * sizeof(bf16);
     bf16 *d = NULL, *aux = NULL;
     if (cudaMalloc((void **)&d, bytes) != cudaSuccess) { cudaGetLastError(); return; }
-    if (has_aux && cudaMalloc((void **)&aux, bytes) != cudaSuccess) { cudaGetLastError(); cudaFree(d); return; }
+    if (call_aux && cudaMalloc((void **)&aux, bytes) != cudaSuccess) { cudaGetLastError(); cudaFree(d); return; }
     CUDA_CHECK(cudaMemsetAsync(d, 0, bytes, im->stream));   /* beta 1 and DGELU read it */
     if (aux) {
         CUDA_CHECK(cudaMemsetAsync(aux, 0, bytes, im->stream));
@@ -74,7 +74,11 @@ static void tune_algo(iv2_backend *be, gemm_cache_entry *ce, const cublasLtMatmu
     CUDA_CHECK(cudaEventDestroy(e1));
     CUDA_CHECK(cudaStreamSynchronize(im->stream));   /* the scratch is freed next */
     CUDA_CHECK(cudaFree(d));
-    if (aux) CUDA_CHECK(cudaFree(aux));
+    if (aux) {   /* the descriptor back on the call's own aux */
+        CUDA_CHECK(cudaFree(aux));
+        CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_POINTER, &call_aux,
+                                                    sizeof call_aux));
+    }
 }
 
 /* column-major D[m,n] = alpha op(A)[m,k] op(B)[k,n] + beta D, then the epilogue: EPI_BIAS
@@ -140,7 +144,7 @@ static int gemm_lt(iv2_backend *be, bf16 *d, const bf16 *a, const bf16 *b, const
             ce->algo = h[0].algo;
             ce->ok = 1;
             if (im->gemm_tune && found > 1 && im->gemm_tuned < 2 * GEMM_CACHE) {
-                tune_algo(be, ce, h, found, op, la, lb, ld, a, b, n, ldd, aux != NULL, beta);
+                tune_algo(be, ce, h, found, op, la, lb, ld, a, b, n, ldd, aux, beta);
                 if (++im->gemm_tuned == 2 * GEMM_CACHE)
                     iv2_warn("IV2_GEMM_TUNE: %d shapes timed, more than the GEMM cache holds; no more tuning",
                              im->gemm_tuned);
@@ -148,9 +152,6 @@ static int gemm_lt(iv2_backend *be, bf16 *d, const bf16 *a, const bf16 *b, const
         }
         cublasLtMatmulPreferenceDestroy(pref);
         ce->valid = 1;
-        if (aux)   /* tune_algo pointed the descriptor at its own aux */
-            CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_POINTER, &aux,
-                                                        sizeof aux));
     }
     int done = 0;
     if (ce->ok) {
