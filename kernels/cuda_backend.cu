@@ -230,6 +230,8 @@ extern "C" iv2_backend *iv2_cuda_backend_create(int device) {
     im->fuse_norm = !(fn && !strcmp(fn, "0"));
     const char *ns = getenv("IV2_NORM_SMEM");   /* 0: the norm backward's column sums in registers */
     im->norm_smem = !(ns && !strcmp(ns, "0"));
+    const char *np = getenv("IV2_NORM_PF");   /* 1: the norm backward's next row in flight (off until timed) */
+    im->norm_pf = np && !strcmp(np, "1");
 #ifdef IV2_WGMMA   /* the Makefile defines it when CUDA_ARCH has 90a: sm_90a code runs on 9.0 only */
     im->wgmma = prop.major == 9 && prop.minor == 0;
 #endif

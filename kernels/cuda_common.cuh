@@ -54,11 +54,13 @@ typedef struct {
                                      evicting tuned shapes, and tuning stops */
     size_t smem_optin;            /* largest dynamic shared memory a block may opt in to */
     int sms;                      /* streaming multiprocessors */
-    int norm_bwd_blocks[15];      /* resident blocks per SM of norm_backward8_kernel<VPL, RES, SMS> (0: not asked
-                                     yet; norm.cu's norm_bwd8_kernel_for numbers the fourteen) */
-    size_t norm_bwd_smem[15];     /* the dynamic shared memory each was asked for */
+    int norm_bwd_blocks[19];      /* resident blocks per SM of norm_backward8_kernel<VPL, RES, SMS, PF> (0: not
+                                     asked yet; norm.cu's norm_bwd8_kernel_for numbers the eighteen) */
+    size_t norm_bwd_smem[19];     /* the dynamic shared memory each was asked for */
     int norm_smem;                /* norm_backward8_kernel's column sums in shared memory at VPL 4, 6 and 13 (SMS);
                                      IV2_NORM_SMEM=0: in registers */
+    int norm_pf;                  /* IV2_NORM_PF=1: with SMS at VPL 4 and 6, the next row's loads issued before the
+                                     row's work (PF, norm.cuh) */
     int gelu_fusion;              /* the tanh GELU fused into the MLP's GEMMs (matmul_gelu); IV2_GELU_FUSION=0: off */
     int gemm_tune;                /* IV2_GEMM_TUNE=1: each GEMM shape's algorithm timed among cuBLASLt's first
                                      candidates at its first call (matmul.cu tune_algo); 2 also logs each pick */

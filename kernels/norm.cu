@@ -48,7 +48,8 @@ typedef void (*norm_bwd8_fn)(bf16 *, colsum_out, const bf16 *, const bf16 *, con
                              const float *, int, int, int, int, res_bwd);
 /* the warp-per-row kernel for vpl vectors a lane (1, 2, 4, 6 or 13), with the residual backward
  * after it or not, its column sums in shared memory (SMS: im->norm_smem, at 4, 6 and 13) or
- * registers; its slot in the occupancy cache; *smem: the dynamic shared memory it takes for
+ * registers, the next row's loads issued before the row's work (PF: im->norm_pf, with SMS at 4
+ * and 6); its slot in the occupancy cache; *smem: the dynamic shared memory it takes for
  * width C */
 static norm_bwd8_fn norm_bwd8_kernel_for(const cuda_impl *im, int vpl, int res, int C, int *slot, size_t *smem) {
     static const norm_bwd8_fn k[2][4] = {
@@ -61,7 +62,15 @@ static norm_bwd8_fn norm_bwd8_kernel_for(const cuda_impl *im, int vpl, int res, 
          norm_backward8_kernel<13, false, true>},
         {norm_backward8_kernel<4, true, true>, norm_backward8_kernel<6, true, true>,
          norm_backward8_kernel<13, true, true>}};
+    static const norm_bwd8_fn kp[2][2] = {
+        {norm_backward8_kernel<4, false, true, true>, norm_backward8_kernel<6, false, true, true>},
+        {norm_backward8_kernel<4, true, true, true>, norm_backward8_kernel<6, true, true, true>}};
     int i = vpl <= 1 ? 0 : vpl <= 2 ? 1 : vpl <= 4 ? 2 : vpl <= 6 ? 3 : 4;
+    if (im->norm_smem && im->norm_pf && (i == 2 || i == 3)) {   /* the next row's loads in flight too */
+        *slot = 15 + (i - 2) + 2 * res;
+        *smem = (size_t)4 * 2 * C * 4;
+        return kp[res][i - 2];
+    }
     if (im->norm_smem && i >= 2) {
         *slot = 9 + (i - 2) + 3 * res;
         *smem = (size_t)4 * 2 * C * 4;   /* [4 warps][2][C] floats */

@@ -229,16 +229,41 @@ struct res_bwd {
  * pass where norm_dx_wide_kernel and norm_dwdb8_kernel read the rows twice (126 + 80 us a CLIP
  * head on an H100); two blocks an SM ([4][2][3200] floats, 102 KB each), 232 registers (246
  * with RES), no spills; a warp's row of x and dout in flight is 12.8 KB. */
-template <int VPL, bool SMS> constexpr int norm_bwd8_min_blocks() { return SMS && VPL <= 6 ? 3 : SMS ? 2 : 1; }
-template <int VPL, bool RES, bool SMS = false>
-__global__ void __launch_bounds__(128, norm_bwd8_min_blocks<VPL, SMS>())
+/* PF (IV2_NORM_PF=1, with SMS at VPL 4 and 6; written 2026-11-27 without a GPU, to be timed):
+ * each warp issues the loads of its next row (x, dout, dinp and, with RES, y) before it works on
+ * the current one, so a warp has two rows in flight and its round trip to memory overlaps the
+ * row's arithmetic and stores; y comes with the first loads, not after the means. Twice the
+ * row registers: two blocks an SM. */
+template <int VPL, bool SMS, bool PF = false> constexpr int norm_bwd8_min_blocks() {
+    return PF ? 2 : SMS && VPL <= 6 ? 3 : SMS ? 2 : 1;
+}
+/* one row's vectors of this lane: x, dout, dinp (dx, when it is added to) and, with Y, y */
+template <int VPL, bool Y, int YV>
+__device__ __forceinline__ void norm_bwd_load_row(uint4 (&xv)[VPL], uint4 (&gv)[VPL], uint4 (&dv)[VPL],
+                                                  uint4 (&yv)[YV], const bf16 *x, const bf16 *dy, const bf16 *dx,
+                                                  const bf16 *y, int lane, int C8) {
+#pragma unroll
+    for (int u = 0; u < VPL; u++) {
+        int c8 = lane + 32 * u;
+        if (c8 < C8) {
+            xv[u] = ldv(x + 8 * c8);
+            gv[u] = ldv(dy + 8 * c8);
+            if (dx) dv[u] = ldv(dx + 8 * c8);
+            if (Y) yv[u < YV ? u : 0] = ldv(y + 8 * c8);
+        }
+    }
+}
+template <int VPL, bool RES, bool SMS = false, bool PF = false>
+__global__ void __launch_bounds__(128, norm_bwd8_min_blocks<VPL, SMS, PF>())
     norm_backward8_kernel(bf16 *dinp, colsum_out cs, const bf16 *dout, const bf16 *inp, const bf16 *w,
                           const float *mean, const float *rstd, int M, int C, int rows_per_block, int add,
                           res_bwd rb) {
+    static_assert(!PF || SMS, "PF runs with its sums in shared memory");
     extern __shared__ __align__(16) unsigned char smem_raw[];
     float *part = (float *)smem_raw;
     int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nw = blockDim.x >> 5, C8 = C / 8;
     constexpr int RV = SMS ? 1 : VPL;   /* register sums: none used with SMS */
+    constexpr int YV = PF && RES ? VPL : 1;   /* y in registers: with PF and RES */
     float dwp[RV][8], dbp[RV][8];
 #pragma unroll
     for (int u = 0; u < RV; u++)
@@ -248,19 +273,42 @@ __global__ void __launch_bounds__(128, norm_bwd8_min_blocks<VPL, SMS>())
     for (int i = threadIdx.x; i < (SMS ? nw : 1) * 2 * C; i += blockDim.x) part[i] = 0.f;
     if (SMS) __syncthreads();
     int r0 = blockIdx.x * rows_per_block, r1 = min(M, r0 + rows_per_block);
+    /* PF: the row in hand, loaded in the previous round (zeroed: g++, building the emulation,
+     * cannot tell that the vectors not loaded go unread) */
+    uint4 xp[PF ? VPL : 1] = {}, gp[PF ? VPL : 1] = {}, dp[PF ? VPL : 1] = {}, yp[YV] = {};
+    const bf16 *ry = RES ? rb.y : NULL;
+    if constexpr (PF) {
+        int row = r0 + warp;
+        if (row < r1)
+            norm_bwd_load_row<VPL, PF && RES, YV>(xp, gp, dp, yp, inp + (size_t)row * C, dout + (size_t)row * C,
+                                       dinp && add ? dinp + (size_t)row * C : NULL,
+                                       ry ? ry + (size_t)row * C : NULL, lane, C8);
+    }
     for (int row = r0 + warp; row < r1; row += nw) {
         const bf16 *x = inp + (size_t)row * C, *dy = dout + (size_t)row * C;
         bf16 *dx = dinp ? dinp + (size_t)row * C : NULL;
         float mu = mean ? mean[row] : 0.f, r = rstd[row];
         /* zeroed: g++, building the emulation, cannot tell that the vectors not loaded go unread */
-        uint4 xv[VPL] = {}, gv[VPL] = {}, dv[VPL] = {};
+        uint4 xv[VPL] = {}, gv[VPL] = {}, dv[VPL] = {}, yv[YV] = {};
+        if constexpr (PF) {
 #pragma unroll
-        for (int u = 0; u < VPL; u++) {
-            int c8 = lane + 32 * u;
-            if (c8 < C8) {
-                xv[u] = ldv(x + 8 * c8);
-                gv[u] = ldv(dy + 8 * c8);
-                if (dx && add) dv[u] = ldv(dx + 8 * c8);
+            for (int u = 0; u < VPL; u++) { xv[u] = xp[u]; gv[u] = gp[u]; dv[u] = dp[u]; }
+#pragma unroll
+            for (int u = 0; u < YV; u++) yv[u] = yp[u];
+            int next = row + nw;   /* the next row's loads go out before this row's work */
+            if (next < r1)
+                norm_bwd_load_row<VPL, PF && RES, YV>(xp, gp, dp, yp, inp + (size_t)next * C, dout + (size_t)next * C,
+                                           dinp && add ? dinp + (size_t)next * C : NULL,
+                                           ry ? ry + (size_t)next * C : NULL, lane, C8);
+        } else {
+#pragma unroll
+            for (int u = 0; u < VPL; u++) {
+                int c8 = lane + 32 * u;
+                if (c8 < C8) {
+                    xv[u] = ldv(x + 8 * c8);
+                    gv[u] = ldv(dy + 8 * c8);
+                    if (dx && add) dv[u] = ldv(dx + 8 * c8);
+                }
             }
         }
         float s1 = 0.f, s2 = 0.f;
@@ -296,7 +344,8 @@ __global__ void __launch_bounds__(128, norm_bwd8_min_blocks<VPL, SMS>())
             norm_bwd_dx_vec(dx, xv[u], gv[u], dv[u], w, c8, mu, r, s1, s2, add, o);
             if (RES) {   /* dy = s gamma dinp; dgamma sums (in dbp: RMSNorm has no db) */
                 float yf[8], gf[8];
-                ld8(rb.y + (size_t)row * C + 8 * c8, yf);
+                if constexpr (PF) unpack8(yv[u < YV ? u : 0], yf);
+                else ld8(rb.y + (size_t)row * C + 8 * c8, yf);
                 if (rb.gamma) ld8(rb.gamma + 8 * c8, gf);
                 float dg[8];
 #pragma unroll

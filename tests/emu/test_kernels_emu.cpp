@@ -133,11 +133,12 @@ static void test_norm_backward(int M, int C, bool ln, bool with_w, bool with_din
     const float *mp = ln ? mean.data() : NULL;
     /* scalar, registers (C <= 1536), two kernels (any C % 8 == 0), and 3: the row in registers, the
      * column sums in shared memory (SMS, at VPL 4, 6 and 13: C <= 3328) */
-    for (int vec = 0; vec < 4; vec++) {
+    for (int vec = 0; vec < 5; vec++) {
         int vpl = (C / 8 + 31) / 32;
         if (vec == 1 && vpl > 6) continue;
         if (vec == 3 && vpl > 13) continue;
         if (vec == 3 && vpl <= 2) continue;
+        if (vec == 4 && (vpl <= 2 || vpl > 6)) continue;
         std::vector<bf16> dx = dx0;
         sums_into acc(C, 2);
         bf16 *dxp = with_dinp ? dx.data() : NULL;
@@ -152,6 +153,14 @@ static void test_norm_backward(int M, int C, bool ln, bool with_w, bool with_din
             dim3 grid = {(unsigned)((C / 8 + 31) / 32), (unsigned)((M + rows_per - 1) / rows_per), 1};
             emu_launch(grid, CS_THREADS, 0, [&] {
                 norm_dwdb8_kernel(acc.out(), dy.data(), x.data(), mp, rstd.data(), M, C / 8, rows_per);
+            });
+        } else if (vec == 4) {   /* PF: SMS with the next row's loads in flight (IV2_NORM_PF=1) */
+            vpl = vpl <= 4 ? 4 : 6;
+            int rows = 9;   /* two or three rows a warp, one warp with one: the prefetch's edges */
+            dim3 grid = {(unsigned)((M + rows - 1) / rows), 1, 1};
+            emu_launch(grid, 128, (size_t)4 * 2 * C * 4, [&] {
+                if (vpl == 4) norm_backward8_kernel<4, false, true, true>(dxp, acc.out(), dy.data(), x.data(), wp, mp, rstd.data(), M, C, rows, add, {});
+                else norm_backward8_kernel<6, false, true, true>(dxp, acc.out(), dy.data(), x.data(), wp, mp, rstd.data(), M, C, rows, add, {});
             });
         } else if (vec == 3) {   /* SMS: [4 warps][2][C] floats of shared memory */
             vpl = vpl <= 4 ? 4 : vpl <= 6 ? 6 : 13;
@@ -185,10 +194,10 @@ static void test_norm_backward(int M, int C, bool ln, bool with_w, bool with_din
             });
         }
         char what[160];
-        const char *name = vec == 3 ? "norm_backward8 SMS" : vec == 2 ? "norm_dx_wide + norm_dwdb8" : vec ? "norm_backward8" :
+        const char *name = vec == 4 ? "norm_backward8 SMS PF" : vec == 3 ? "norm_backward8 SMS" : vec == 2 ? "norm_dx_wide + norm_dwdb8" : vec ? "norm_backward8" :
                            "norm_backward (scalar)";
         char vp[16] = "";
-        if (vec == 1 || vec == 3) snprintf(vp, sizeof vp, " VPL %d", vpl);
+        if (vec == 1 || vec >= 3) snprintf(vp, sizeof vp, " VPL %d", vpl);
         snprintf(what, sizeof what, "%s %s %dx%d%s%s%s", name, ln ? "LN" : "RMS", M, C, vp, with_w ? "" : " no weight",
                  add ? "" : " SET");
         if (with_dinp) {
@@ -234,16 +243,22 @@ static void test_rms_residual_backward(int B, int N, int C, bool with_gamma) {
     }
     int vpl = (C / 8 + 31) / 32, rows = 5;
     vpl = vpl <= 1 ? 1 : vpl <= 2 ? 2 : vpl <= 4 ? 4 : vpl <= 6 ? 6 : 13;
-    /* the column sums in registers (VPL <= 6), or shared memory (VPL >= 4) */
-    for (int sms = vpl > 6 ? 1 : 0; sms < (vpl >= 4 ? 2 : 1); sms++) {
+    /* the column sums in registers (VPL <= 6), or shared memory (VPL >= 4), or that with the next
+     * row's loads in flight (sms 2: PF, VPL 4 and 6) */
+    for (int sms = vpl > 6 ? 1 : 0; sms < (vpl >= 4 ? (vpl <= 6 ? 3 : 2) : 1); sms++) {
         std::vector<bf16> dx = dx0;
         dy = start_grad((size_t)M * C, IV2_SET);
         sums_into acc(C, 2);
         rb.dy = dy.data(); rb.y = y.data(); rb.gamma = with_gamma ? gam.data() : NULL; rb.has_s = 1; rb.N = N;
-        emu_launch(dim3{(unsigned)((M + rows - 1) / rows), 1, 1}, 128, (size_t)(sms ? 4 : 1) * 2 * C * 4, [&] {
+        int rws = sms == 2 ? 9 : rows;
+        emu_launch(dim3{(unsigned)((M + rws - 1) / rws), 1, 1}, 128, (size_t)(sms ? 4 : 1) * 2 * C * 4, [&] {
 #define NB8(V) norm_backward8_kernel<V, true>(dx.data(), acc.out(), g.data(), x.data(), w.data(), NULL, rstd.data(), M, C, rows, IV2_ADD, rb)
 #define NB8S(V) norm_backward8_kernel<V, true, true>(dx.data(), acc.out(), g.data(), x.data(), w.data(), NULL, rstd.data(), M, C, rows, IV2_ADD, rb)
-            if (sms) {
+#define NB8P(V) norm_backward8_kernel<V, true, true, true>(dx.data(), acc.out(), g.data(), x.data(), w.data(), NULL, rstd.data(), M, C, rws, IV2_ADD, rb)
+            if (sms == 2) {
+                if (vpl == 4) NB8P(4);
+                else NB8P(6);
+            } else if (sms) {
                 if (vpl == 4) NB8S(4);
                 else if (vpl == 6) NB8S(6);
                 else NB8S(13);
@@ -256,8 +271,9 @@ static void test_rms_residual_backward(int B, int N, int C, bool with_gamma) {
                 }
 #undef NB8
 #undef NB8S
+#undef NB8P
         });
-        const char *k = sms ? "norm_backward8 SMS" : "norm_backward8";
+        const char *k = sms == 2 ? "norm_backward8 SMS PF" : sms ? "norm_backward8 SMS" : "norm_backward8";
         char what[128];
         snprintf(what, sizeof what, "%s + residual RMS %dx%dx%d%s dinp", k, B, N, C, with_gamma ? " gamma" : "");
         check_bf16(what, dx_want, dx, 1e-2);
@@ -743,10 +759,12 @@ int main() {
     test_norm_backward(21, 1408, false, true, true, IV2_SET);   /* written, not added: the q/k norms of a block */
     test_norm_backward(19, 96, true, true, true, IV2_SET);
     test_norm_backward(11, 3200, true, true, true, IV2_SET);
+    test_norm_backward(13, 768, true, true, false);    /* no dinp at VPL 4: PF's rows go on without one */
     test_sumsq(3 * 1408 + 5);   /* a tail of 5 */
     test_sumsq(1000);
     test_rms_residual_backward(3, 7, 1408, true);   /* the student's norm2 + ls1: VPL 6 */
     test_rms_residual_backward(2, 9, 96, false);    /* VPL 1, no LayerScale */
+    test_rms_residual_backward(2, 11, 768, true);   /* VPL 3 -> 4 (SMS, PF) */
     test_rms_residual_backward(2, 3, 3200, true);   /* the 6B student's width: VPL 13, sums in shared memory */
     test_gelu_backward(8 * 300, IV2_GELU_ERF);
     test_gelu_backward(8 * 300, IV2_GELU_TANH);

@@ -2,7 +2,9 @@
  * of InternViT-6B (8 frames x 257 tokens), VideoMAEv2-g (one 2048-token clip) and the 1B
  * student (417 visible tokens), in TFLOP/s (median of repeated timed calls). The attention
  * forward is also swept over its launch configurations (IV2_ATTN_FWD, docs/cuda.md), each
- * output compared bit for bit with the default's.
+ * output compared bit for bit with the default's. Then the norm backwards at the student's and the
+ * heads' shapes in GB/s, the default beside IV2_NORM_PF=1 (a second backend), whose rows must
+ * equal the default's bit for bit.
  *   bench_kernels [out.json]
  *   bench_kernels --ncu        one attention forward + backward per shape, for Nsight Compute
  * Exit 77 without a CUDA device, 1 when a configuration's output is wrong (not just rounded
@@ -144,6 +146,97 @@ static int ncu_attention(iv2_backend *be) {
     return 0;
 }
 
+/* ---- the norm backwards: b[0] x, b[1] dout, b[2] dinp, b[3] w, b[4] dw, b[5] rstd (f32), b[6] y,
+ * b[7] dy, b[8] gamma, b[9] dgamma, b[10] mean (f32); a = {B, N, C, kind, add}; kind 0 RMSNorm,
+ * 1 RMSNorm + the residual backward (a block's norm2 with ls1), 2 LayerNorm ---- */
+static const float ones64[64] = {1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+                                 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+                                 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1};
+static void norm_bwd_fn(iv2_backend *be, void **b, const int *a) {
+    int M = a[0] * a[1], C = a[2];
+    if (a[3] == 1)
+        be->rmsnorm_residual_backward(be, b[2], b[4], b[1], b[0], b[3], (const float *)b[5], b[7], b[9], b[6], b[8],
+                                      ones64, a[0], a[1], C);
+    else if (a[3] == 2)
+        be->layernorm_backward(be, b[2], b[4], b[9], b[1], b[0], b[3], (const float *)b[10], (const float *)b[5], M, C,
+                               a[4]);
+    else be->rmsnorm_backward(be, b[2], b[4], b[1], b[0], b[3], (const float *)b[5], M, C, a[4]);
+}
+/* elements of two backend buffers that differ bitwise */
+static long differ_bits(iv2_backend *be, const void *x, const void *y, size_t n) {
+    size_t es = be->esize;
+    unsigned char *hx = malloc(n * es), *hy = malloc(n * es);
+    if (!hx || !hy) iv2_panic("bench_kernels: out of host memory");
+    be->download_raw(be, hx, x, n * es);
+    be->download_raw(be, hy, y, n * es);
+    long d = 0;
+    for (size_t i = 0; i < n; i++) d += memcmp(hx + i * es, hy + i * es, es) != 0;
+    free(hx);
+    free(hy);
+    return d;
+}
+/* each shape with the default kernels (be) and with IV2_NORM_PF=1 (pf), alternated; 1 when the
+ * two disagree on a row */
+static int bench_norms(iv2_backend *be, iv2_backend *pf, FILE *js) {
+    struct { const char *what; int B, N, C, kind, add; } sh[] = {
+        {"student q/k RMSNorm (SET)", 32, 417, 1408, 0, IV2_SET},
+        {"student norm + residual", 32, 417, 1408, 1, IV2_ADD},
+        {"MAE head LayerNorm (SET)", 32, 416, 1408, 2, IV2_SET},
+        {"CLIP head LayerNorm (SET)", 32, 417, 3200, 2, IV2_SET},
+        {"ViT-B width RMSNorm (ADD)", 32, 417, 768, 0, IV2_ADD},
+    };
+    int wrong = 0;
+    printf("\n%-28s %6s %6s %6s %10s %8s %10s %8s %8s %s\n", "norm backward", "M", "C", "MB", "ms", "GB/s", "PF ms",
+           "GB/s", "PF/def", "rows differ");
+    if (js) fprintf(js, ", \"norm_backward\": [");
+    for (size_t i = 0; i < sizeof sh / sizeof sh[0]; i++) {
+        int M = sh[i].B * sh[i].N, C = sh[i].C;
+        size_t n = (size_t)M * C;
+        void *b[11];
+        for (int k = 0; k < 11; k++) {
+            size_t e = k == 3 || k == 4 || k == 8 || k == 9 ? (size_t)C : k == 5 || k == 10 ? (size_t)M : n;
+            b[k] = be->alloc(be, e * (k == 5 || k == 10 ? 4 : be->esize));
+            if (k != 5 && k != 10) fill(be, b[k], e, 10 + k);
+        }
+        float *h = malloc((size_t)M * sizeof(float));
+        for (int r = 0; r < M; r++) h[r] = 0.5f + (r % 7) * 0.1f;
+        be->upload_raw(be, b[5], h, (size_t)M * 4);
+        for (int r = 0; r < M; r++) h[r] = (r % 5) * 0.01f;
+        be->upload_raw(be, b[10], h, (size_t)M * 4);
+        free(h);
+        int a[5] = {sh[i].B, sh[i].N, C, sh[i].kind, sh[i].add};
+        /* bytes moved: x, dout read, dinp written (and read when added), y read and dy written */
+        double mb = (double)n * be->esize * (3 + (sh[i].add == IV2_ADD) + (sh[i].kind == 1 ? 2 : 0)) / 1e6;
+        double td[3], tp[3];
+        for (int r = 0; r < 3; r++) { td[r] = time_it(be, norm_bwd_fn, b, a, 7, 4); tp[r] = time_it(pf, norm_bwd_fn, b, a, 7, 4); }
+        qsort(td, 3, sizeof(double), cmpd);
+        qsort(tp, 3, sizeof(double), cmpd);
+        /* the rows: one call each from the same dinp (a SET writes it; an ADD adds to the same start) */
+        void *d0 = be->alloc(be, n * be->esize), *y0 = be->alloc(be, n * be->esize);
+        fill(be, b[2], n, 12);
+        norm_bwd_fn(be, b, a);
+        be->sync(be);
+        be->copy(be, d0, b[2], n * be->esize);
+        be->copy(be, y0, b[7], n * be->esize);
+        be->sync(be);
+        fill(be, b[2], n, 12);
+        norm_bwd_fn(pf, b, a);
+        pf->sync(pf);
+        long diff = differ_bits(be, d0, b[2], n) + (sh[i].kind == 1 ? differ_bits(be, y0, b[7], n) : 0);
+        wrong += diff != 0;
+        printf("%-28s %6d %6d %6.0f %10.4f %8.0f %10.4f %8.0f %8.3f %ld%s\n", sh[i].what, M, C, mb, td[1] * 1e3,
+               mb / 1e3 / td[1], tp[1] * 1e3, mb / 1e3 / tp[1], tp[1] / td[1], diff, diff ? " FAIL" : "");
+        if (js)
+            fprintf(js, "%s{\"what\": \"%s\", \"M\": %d, \"C\": %d, \"mb\": %.1f, \"ms\": %.4f, \"pf_ms\": %.4f, "
+                    "\"differ\": %ld}", i ? ", " : "", sh[i].what, M, C, mb, td[1] * 1e3, tp[1] * 1e3, diff);
+        be->free(be, d0);
+        be->free(be, y0);
+        for (int k = 0; k < 11; k++) be->free(be, b[k]);
+    }
+    if (js) fprintf(js, "]");
+    return wrong;
+}
+
 int main(int argc, char **argv) {
     iv2_backend *be = iv2_cuda_backend_create(0);
     if (!be) { printf("skipped: %s\n", iv2_errmsg()); return 77; }
@@ -268,7 +361,17 @@ int main(int argc, char **argv) {
                    bad ? "FAIL" : "note", fwd_cfgs[c], at[i].what, sw[i].differ[c], sw[i].maxd[c], SWEEP_MAXD);
             wrong += bad;
         }
-    if (js) { fprintf(js, "]}\n"); fclose(js); }
+    if (js) fprintf(js, "]");
+    /* the norm backwards beside IV2_NORM_PF=1: a second backend, made with the switch set */
+    const char *pf_was = getenv("IV2_NORM_PF");
+    char *pf_keep = pf_was ? strdup(pf_was) : NULL;
+    setenv("IV2_NORM_PF", "1", 1);
+    iv2_backend *pf = iv2_cuda_backend_create(0);
+    if (pf_keep) { setenv("IV2_NORM_PF", pf_keep, 1); free(pf_keep); } else unsetenv("IV2_NORM_PF");
+    if (!pf) iv2_panic("bench_kernels: a second backend: %s", iv2_errmsg());
+    wrong += bench_norms(be, pf, js);
+    iv2_backend_destroy(pf);
+    if (js) { fprintf(js, "}\n"); fclose(js); }
     iv2_backend_destroy(be);
     return wrong ? 1 : 0;
 }

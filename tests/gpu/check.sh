@@ -16,13 +16,14 @@
 #             scalar backward kernels, the GELU and residual norms unfused (IV2_VEC_BWD=0 IV2_GELU_FUSION=0 IV2_FUSE_NORM=0),
 #             the norm backward's sums in registers (IV2_NORM_SMEM=0) and dQ from a stored dS (IV2_ATTN_BWD=ds);
 #             the curve and resume tests with AdamW beside the next forward (IV2_OPTIM_OVERLAP=1), the op
-#             and ViT tests with the GEMM algorithms timed per shape (IV2_GEMM_TUNE=1)
+#             and ViT tests with the GEMM algorithms timed per shape (IV2_GEMM_TUNE=1) and with the
+#             norm backward's next row in flight (IV2_NORM_PF=1)
 #   memcheck  compute-sanitizer memcheck on one tiny InternViT forward, on the extract teachers test
 #             (and on the op tests); racecheck on the tiny forward (default and wg128p)
-#   bench_*   bench_kernels, bench_vit (iv2, incl. the whole training step of iv2-distill; again
+#   bench_*   bench_kernels (GEMMs, attention, the norm backwards beside IV2_NORM_PF=1), bench_vit (iv2, incl. the whole training step of iv2-distill; again
 #             with the cuBLAS attention backward, the wgmma backward, the wgmma forward, the
 #             unfused kernels, the whole step with AdamW beside the next forward, and everything with
-#             the GEMM algorithms timed per shape), bench_distill_cuda (iv2-distill from a recipe-size cache: the
+#             the GEMM algorithms timed per shape, the whole step with IV2_NORM_PF=1), bench_distill_cuda (iv2-distill from a recipe-size cache: the
 #             GPU's wait on the loader), bench_extract (iv2-extract's teachers, downloads,
 #             encoding and LMDB writes at full size, views/s per stage) and bench_torch.py
 #             (PyTorch, same GPU, same run: the whole step under bf16 autocast and the fwd+bwd
@@ -124,6 +125,10 @@ step build_extract_teachers 200 $MK BASE_CFLAGS="$DEP_CFLAGS" BASE_LIBS="$DEP_LI
 # the norm backward's column sums in registers (IV2_NORM_SMEM=0; the default sums them in shared memory)
 [ -x build/gpu/test_cuda_ops ] && step test_cuda_ops_norm_regs 150 env IV2_NORM_SMEM=0 build/gpu/test_cuda_ops
 [ -x build/gpu/test_cuda_vit ] && step test_cuda_vit_norm_regs 150 env IV2_NORM_SMEM=0 build/gpu/test_cuda_vit
+# the norm backward with the next row's loads in flight (IV2_NORM_PF=1; off until timed: bench_kernels'
+# norm rows and bench_vit_norm_pf)
+[ -x build/gpu/test_cuda_ops ] && step test_cuda_ops_norm_pf 150 env IV2_NORM_PF=1 build/gpu/test_cuda_ops
+[ -x build/gpu/test_cuda_vit ] && step test_cuda_vit_norm_pf 150 env IV2_NORM_PF=1 build/gpu/test_cuda_vit
 # the cuBLAS attention backward (the default is the fused kernels of flash_attention.cuh) too
 [ -x build/gpu/test_cuda_ops ] && step test_cuda_ops_gemm_backward 150 env IV2_ATTN_BWD=gemm build/gpu/test_cuda_ops
 [ -x build/gpu/test_cuda_vit ] && step test_cuda_vit_gemm_backward 150 env IV2_ATTN_BWD=gemm build/gpu/test_cuda_vit
@@ -193,6 +198,9 @@ step bench_torch 150 env IV2_BENCH_COMPILE=0 python3 tests/gpu/bench_torch.py "$
 # against the heuristic's first), beside the default's
 [ -x build/gpu/bench_vit ] && step bench_vit_gemm_tune 150 env IV2_GEMM_TUNE=2 build/gpu/bench_vit \
   "$OUT/bench_vit_gemm_tune.json"
+# the whole student step with the norm backward's next row in flight (IV2_NORM_PF=1), beside the default
+[ -x build/gpu/bench_vit ] && step bench_vit_norm_pf 120 env IV2_BENCH_ONLY_STEP=1 IV2_NORM_PF=1 build/gpu/bench_vit \
+  "$OUT/bench_vit_norm_pf.json"
 # the forward models with the fastest Hopper attention forward (wgmma) of bench_kernels' sweep
 # (tests/gpu/best_fwd.py; none when a wg configuration was wrong), beside bench_vit's default
 WG=$( [ -f "$OUT/bench_kernels.json" ] && python3 tests/gpu/best_fwd.py "$OUT/bench_kernels.json" 2>/dev/null )
@@ -271,7 +279,7 @@ fi
 {
   echo
   echo "== figures (device: $(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -n 1))"
-  for b in bench_vit bench_distill_cuda bench_extract bench_vit_gemm_backward bench_vit_unfused bench_vit_norm_regs bench_vit_bwd_wg bench_vit_bwd_ds bench_vit_overlap bench_vit_gemm_tune \
+  for b in bench_vit bench_distill_cuda bench_extract bench_vit_gemm_backward bench_vit_unfused bench_vit_norm_regs bench_vit_bwd_wg bench_vit_bwd_ds bench_vit_overlap bench_vit_gemm_tune bench_vit_norm_pf \
            bench_vit_fwd_wg bench_torch bench_torch_compiled bench_kernels; do
     [ -f "$OUT/$b.log" ] && { echo "-- $b"; grep -v '^==' "$OUT/$b.log" | grep -v 'gemm tune: m'; }
   done
@@ -325,6 +333,7 @@ if iv:
                     ("bench_vit_bwd_ds", "attention backward with dQ from the stored dS (IV2_ATTN_BWD=ds)"),
                     ("bench_vit_overlap", "AdamW beside the next forward (IV2_OPTIM_OVERLAP=1)"),
                     ("bench_vit_gemm_tune", "GEMM algorithms timed per shape (IV2_GEMM_TUNE)"),
+                    ("bench_vit_norm_pf", "norm backward with the next row in flight (IV2_NORM_PF=1)"),
                     ("bench_vit_fwd_wg", "wgmma attention forward (IV2_ATTN_FWD=best_fwd.py's pick)"),
                     ("bench_vit_gemm_backward", "cuBLAS attention backward (IV2_ATTN_BWD=gemm)")]:
         vj = load(v + ".json")
