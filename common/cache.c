@@ -310,6 +310,15 @@ static int is_free(const char *key, const char *const *extra) {
 }
 
 static void json_short(const cJSON *j, char *buf, size_t cap) {
+    if (cJSON_IsNumber(j)) {   /* exactly (cJSON prints 15 digits: two seeds near 2^53 would read the same) */
+        double v = j->valuedouble;
+        if (v == floor(v) && fabs(v) <= 9007199254740992.0) snprintf(buf, cap, "%.0f", v);
+        else {
+            snprintf(buf, cap, "%.15g", v);
+            if (strtod(buf, NULL) != v) snprintf(buf, cap, "%.17g", v);
+        }
+        return;
+    }
     char *s = j ? cJSON_PrintUnformatted(j) : NULL;
     snprintf(buf, cap, "%s", s ? s : "(absent)");
     if (strlen(buf) >= cap - 1 && cap > 4) strcpy(buf + cap - 4, "...");
@@ -345,6 +354,9 @@ static int json_diff(const cJSON *a, const cJSON *b, char *path, size_t cap, con
         if (na != nb) { snprintf(path + len, cap - len, " (length)"); return 1; }
         return 0;
     }
+    /* numbers exactly (cJSON_Compare allows a relative epsilon: two seeds near 2^53 one apart
+     * would compare equal); both sides are parsed from the same printed forms */
+    if (cJSON_IsNumber(a) && cJSON_IsNumber(b)) return a->valuedouble != b->valuedouble;
     return !cJSON_Compare(a, b, 1);
 }
 

@@ -3,10 +3,19 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #define ERRMAX 8192 /* a path (PATH_MAX 4096) with room for its context and the reason */
 static _Thread_local char errbuf[ERRMAX];
 static int quiet = -1;
+
+/* On a terminal a progress line (log.h) may hold the cursor: a message starts a clean line
+ * instead of running on after its "eta" (clearing an empty line costs nothing) */
+static void line_start(void) {
+    static int tty = -1;
+    if (tty < 0) tty = isatty(2);
+    if (tty) fputs("\r\033[K", stderr);
+}
 
 int iv2_err(const char *fmt, ...) {
     va_list ap;
@@ -40,12 +49,14 @@ const char *iv2_errmsg(void) { return errbuf; }
 void iv2_err_clear(void) { errbuf[0] = 0; }
 
 void iv2_die(const char *tool) {
+    line_start();
     fprintf(stderr, "%s: error: %s\n", tool, errbuf[0] ? errbuf : "unknown error");
     exit(1);
 }
 
 void iv2_panic(const char *fmt, ...) {
     va_list ap;
+    line_start();
     fprintf(stderr, "iv2: fatal: ");
     va_start(ap, fmt);
     vfprintf(stderr, fmt, ap);
@@ -87,6 +98,7 @@ static int is_quiet(void) {
 void iv2_info(const char *fmt, ...) {
     if (is_quiet()) return;
     va_list ap;
+    line_start();
     va_start(ap, fmt);
     vfprintf(stderr, fmt, ap);
     va_end(ap);
@@ -94,6 +106,7 @@ void iv2_info(const char *fmt, ...) {
 }
 void iv2_warn(const char *fmt, ...) {
     va_list ap;
+    line_start();
     fprintf(stderr, "warning: ");
     va_start(ap, fmt);
     vfprintf(stderr, fmt, ap);

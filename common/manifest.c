@@ -96,6 +96,7 @@ static int fill_row(const cJSON *root, const char *base_dir, iv2_row *out) {
     else if (has_end && out->start >= out->end) rc = iv2_err("start %g >= end %g", out->start, out->end);
     if (rc) { cJSON_Delete(extra); return -1; }
     out->video = resolve(video->valuestring, base_dir);
+    out->video_rel = out->video + strlen(out->video) - strlen(video->valuestring);   /* its tail */
     out->id = id ? iv2_strdup(id->valuestring) : NULL;
     out->source = iv2_strdup(source ? source->valuestring : "");
     out->stream = stream ? (int)stream->valuedouble : -1;

@@ -14,7 +14,8 @@
 typedef struct iv2_row {
     int64_t index;        /* 0-based position among the manifest's rows (the cache key) */
     int line;             /* 1-based line number in the file */
-    char *video;          /* resolved path */
+    char *video;          /* resolved path (relative ones from the manifest's folder) */
+    const char *video_rel; /* the path as the manifest wrote it: the tail of video, not owned */
     char *id;             /* given id, or the row index as text */
     char *source;         /* "" when absent */
     double start, end;    /* seconds; end < 0 means "to the end" */

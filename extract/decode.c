@@ -90,6 +90,18 @@ static int av_fail(iv2_video *v, const char *what, int ret) {
     return iv2_err("%s: %s: %s", v->path, what, buf);
 }
 
+int iv2_parse_seed(const char *flag, const char *s, uint64_t *out) {
+    const char *d = s;
+    while (*d >= '0' && *d <= '9') d++;
+    errno = 0;
+    unsigned long long v = d > s && !*d ? strtoull(s, NULL, 10) : 0;   /* digits only: no sign, no space */
+    if (d == s || *d || errno || v > IV2_SEED_MAX)
+        return iv2_err("%s %s: want a whole number from 0 to 2^53 = %llu (the cache's metadata keeps the seed as a "
+                       "JSON number)", flag, s, IV2_SEED_MAX);
+    *out = v;
+    return 0;
+}
+
 void iv2_sample_opts_default(iv2_sample_opts *o) {
     memset(o, 0, sizeof *o);
     o->num_frames = 16;
@@ -214,6 +226,13 @@ iv2_video *iv2_video_open(const char *path, const iv2_sample_opts *o) {
     iv2_sample_opts def;
     if (!o) iv2_sample_opts_default(&def), o = &def;
     if (check_opts(o) < 0) { iv2_err_ctx("%s", path); return NULL; }
+    struct stat st;   /* a local path that is not a regular file: a pipe's open or read would block
+                       * where the time limit cannot reach it (URLs do not stat, and go on) */
+    if (stat(path, &st) == 0 && !S_ISREG(st.st_mode)) {
+        iv2_err("%s: not a regular file (%s)", path, S_ISDIR(st.st_mode) ? "a directory" : S_ISFIFO(st.st_mode) ? "a pipe" :
+                S_ISSOCK(st.st_mode) ? "a socket" : S_ISCHR(st.st_mode) || S_ISBLK(st.st_mode) ? "a device" : "not a file");
+        return NULL;
+    }
     iv2_video *v = iv2_calloc(1, sizeof *v);
     v->path = iv2_strdup(path);
     v->o = *o;
@@ -635,10 +654,12 @@ int iv2_video_sample(iv2_video *v, double start, double end, const char *source,
         int slot = (int)order[j][1];
         if (j > 0 && order[j][0] == order[j - 1][0]) { /* repeated frame: copy */
             memcpy(rgb + slot * plane, rgb + order[j - 1][1] * plane, plane);
+            if (v->frame_idx != order[j][0]) r.stand_ins++;
             continue;
         }
         const AVFrame *f = get_frame(v, order[j][0]);
         if (!f || frame_to_rgb(v, f) < 0) { v->n_want = 0; return -1; }
+        if (v->frame_idx != order[j][0]) r.stand_ins++;   /* repeats of it count too, below */
         if (!have_crop) { /* the crop is drawn from the first frame's size, then fixed for the clip */
             r.src_w = v->rgb_w, r.src_h = v->rgb_h;
             iv2_sample_crop(r.src_w, r.src_h, size, o->deterministic, flip_ok, seed, row, view, &r.crop_x, &r.crop_y,

@@ -44,7 +44,17 @@ typedef struct iv2_clip_record {
     int flip;                           /* 1 = flipped horizontally (after the resize) */
     int size;                           /* output side */
     int deterministic;                  /* 1 = deterministic view */
+    int stand_ins;                      /* frames that could not be decoded (a damaged file), whose slot
+                                           holds the next decodable frame (the last one at the tail);
+                                           not stored in the cache, reported by iv2-extract */
 } iv2_clip_record;
+
+/* Seeds are whole numbers in [0, IV2_SEED_MAX]: the cache's JSON metadata records the seed as a
+ * number, exact in JSON's doubles only up to 2^53 (a larger seed could resume a cache sampled
+ * with another). iv2_parse_seed: the decimal text s of option `flag` into *out, or -1 with a
+ * message naming both. */
+#define IV2_SEED_MAX 9007199254740992ULL   /* 2^53 */
+int iv2_parse_seed(const char *flag, const char *s, uint64_t *out);
 
 /* Defaults: 16 frames, 224, 1 thread, 60 s, training view, flip allowed, best stream. */
 void iv2_sample_opts_default(iv2_sample_opts *o);

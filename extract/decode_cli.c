@@ -96,13 +96,16 @@ static int decode_cli(int argc, char **argv) {
             for (size_t k = 0; k < sizeof ints / sizeof *ints; k++) is_int |= !strcmp(a, ints[k]);
             if (!is_int && strcmp(a, "--start") && strcmp(a, "--end") && strcmp(a, "--time-limit"))
                 return iv2_err("unknown option %s (see --help)", a);
+            if (!strcmp(a, "--seed")) {   /* exact, as iv2-extract's (a double would round it) */
+                if (iv2_parse_seed(a, val, &seed)) return -1;
+                continue;
+            }
             if (parse_num(a, val, is_int ? 0 : -1e18, 1e18, &x) < 0) return -1;
             if (is_int && x != (double)(int64_t)x) return iv2_err("%s: '%s' is not an integer", a, val);
             if (!strcmp(a, "--frame")) frame = x;
             else if (!strcmp(a, "--stream")) o.stream = (int)x;
             else if (!strcmp(a, "--start")) start = x;
             else if (!strcmp(a, "--end")) end = x;
-            else if (!strcmp(a, "--seed")) seed = (uint64_t)x;
             else if (!strcmp(a, "--row")) row = (int64_t)x;
             else if (!strcmp(a, "--view")) view = (int)x;
             else if (!strcmp(a, "--frames")) o.num_frames = (int)x;
@@ -168,8 +171,8 @@ static int decode_cli(int argc, char **argv) {
                 for (int i = 0; i < r.num_frames; i++) fprintf(meta, "%s%lld", i ? "," : "", (long long)r.frame[i]);
                 fputs("],\"pts\":[", meta);
                 for (int i = 0; i < r.num_frames; i++) fprintf(meta, "%s%.6f", i ? "," : "", r.pts[i]);
-                fprintf(meta, "],\"src_w\":%d,\"src_h\":%d,\"crop\":[%d,%d,%d,%d],\"flip\":%d,\"size\":%d}\n", r.src_w,
-                        r.src_h, r.crop_x, r.crop_y, r.crop_w, r.crop_h, r.flip, r.size);
+                fprintf(meta, "],\"src_w\":%d,\"src_h\":%d,\"crop\":[%d,%d,%d,%d],\"flip\":%d,\"size\":%d,\"stand_ins\":%d}\n",
+                        r.src_w, r.src_h, r.crop_x, r.crop_y, r.crop_w, r.crop_h, r.flip, r.size, r.stand_ins);
             }
         }
     }

@@ -17,7 +17,7 @@ static void usage(FILE *f) {
             "8 even ones, store the student's 8 frames and one value per target in the LMDB cache DIR.\n"
             "A rerun resumes (stored views are skipped); a bad row goes to the cache's errors.\n"
             "Exit status: 0 when the rows are done or recorded as failed, 1 on an error that stops the\n"
-            "run, 3 when every row this run tried failed (a missing mount, a wrong path prefix).\n"
+            "run, 3 when every row failed, none stored (a missing mount, a wrong path prefix).\n"
             "\n"
             "  --teacher NAME=W     NAME internvit or videomae; W a safetensors file or preset:PRESET[:seed][:{json}]\n"
             "                       (random weights, e.g. preset:internvit-tiny:1, preset:videomae-tiny:2:{\"img\":112})\n"
@@ -100,12 +100,7 @@ int main(int argc, char **argv) {
         else if (!strcmp(a, "--batch-views")) { NEED(); if (parse_int(a, val, 1, 256, &v)) iv2_die("iv2-extract"); o.batch_views = (int)v; }
         else if (!strcmp(a, "--threads")) { NEED(); if (parse_int(a, val, 1, 256, &v)) iv2_die("iv2-extract"); o.threads = (int)v; }
         else if (!strcmp(a, "--compute-threads")) { NEED(); if (parse_int(a, val, 0, 4096, &v)) iv2_die("iv2-extract"); o.compute_threads = (int)v; }
-        else if (!strcmp(a, "--seed")) {
-            NEED();
-            char *end;
-            o.seed = strtoull(val, &end, 10);
-            if (end == val || *end) { iv2_err("--seed %s: want a non-negative integer", val); iv2_die("iv2-extract"); }
-        }
+        else if (!strcmp(a, "--seed")) { NEED(); if (iv2_parse_seed(a, val, &o.seed)) iv2_die("iv2-extract"); }
         else if (!strcmp(a, "--deterministic")) o.deterministic = 1;
         else if (!strcmp(a, "--no-flip")) o.no_flip = 1;
         else if (!strcmp(a, "--retry-errors")) o.retry_errors = 1;
@@ -131,12 +126,14 @@ int main(int argc, char **argv) {
            "decode %.2f s, teachers %.2f s, write %.2f s\n",
            (long long)st.rows_done, (long long)st.rows_failed, (long long)st.rows_skipped, (long long)st.views_done,
            st.bytes_per_view, st.seconds > 0 ? st.views_done / st.seconds : 0.0, st.t_decode, st.t_teachers, st.t_write);
-    if (st.rows_failed > 0 && st.rows_done == 0) {
-        /* every row tried failed: likely the run's fault (a missing mount, a wrong path prefix), not
-         * the videos'; the job must not look like a success. The rows are recorded: fix the cause,
-         * then --retry-errors */
-        fprintf(stderr, "iv2-extract: error: every row this run tried failed (%lld; `iv2-cache info %s` lists the "
-                "reasons; after a fix, --retry-errors tries them again)\n", (long long)st.rows_failed, o.cache);
+    int64_t stored = st.rows_done + st.rows_skipped - st.rows_skipped_failed, failed = st.rows_failed + st.rows_skipped_failed;
+    if (failed > 0 && stored == 0) {
+        /* every row of this manifest (shard) failed, in this run or an earlier one: likely the
+         * run's fault (a missing mount, a wrong path prefix), not the videos'; the job must not look
+         * like a success, nor its plain rerun. The rows are recorded: fix the cause, then
+         * --retry-errors */
+        fprintf(stderr, "iv2-extract: error: every row failed (%lld, none stored; `iv2-cache info %s` lists the "
+                "reasons; after a fix, --retry-errors tries them again)\n", (long long)failed, o.cache);
         return 3;
     }
     return 0;

@@ -162,6 +162,7 @@ typedef struct queue {
     ring r;                    /* of item; producers = decode workers */
     int next_work, n_work;
     double t_decode;
+    int64_t stand_in_views;    /* views in which undecodable frames were stood in for */
 } queue;
 
 typedef struct worker_ctx {
@@ -171,13 +172,45 @@ typedef struct worker_ctx {
     iv2_sample_opts so;
 } worker_ctx;
 
+/* A decode worker's place. The time limit reaches FFmpeg's reads through its interrupt callback,
+ * but a read() that blocks in the kernel (a hung network mount) never returns to it; the
+ * watchdog then gives up on the worker: it records the row's error, starts another worker in its
+ * place, and leaves this one detached. A worker given up on touches nothing shared when its read
+ * returns (the run may be over): it checks its own slot, frees what it holds and ends. Its slot
+ * is then never freed (a few bytes). */
+typedef struct worker_slot {
+    pthread_t tid;
+    worker_ctx *wc;
+    pthread_mutex_t mu;   /* guards the three below */
+    int w;                /* the row in hand */
+    double io_since;      /* 0: not in an open or a read; else when it started (iv2_now) */
+    int gone;             /* given up on by the watchdog */
+    const char *test_stall;   /* IV2_TEST_STALL: a row whose video path has it blocks in its open (tests) */
+} worker_slot;
+
+/* the slot's open or read starts (0), ends (1 when the worker was given up on meanwhile) */
+static void io_begin(worker_slot *s, int w) {
+    pthread_mutex_lock(&s->mu);
+    s->w = w;
+    s->io_since = iv2_now();
+    pthread_mutex_unlock(&s->mu);
+}
+static int io_end(worker_slot *s) {
+    pthread_mutex_lock(&s->mu);
+    s->io_since = 0;
+    int gone = s->gone;
+    pthread_mutex_unlock(&s->mu);
+    return gone;
+}
+
 static void push_error(queue *q, int w, const char *msg) {
     item x = {w, -1, NULL, {0}, iv2_strdup(msg)};
     if (ring_push(&q->r, &x)) free(x.reason);
 }
 
 static void *worker_main(void *arg) {
-    worker_ctx *wc = arg;
+    worker_slot *slot = arg;
+    worker_ctx *wc = slot->wc;
     queue *q = wc->q;
     const iv2_extract_opts *o = wc->o;
     size_t clip_bytes = (size_t)CLIP_FRAMES * wc->so.size * wc->so.size * 3;
@@ -192,7 +225,16 @@ static void *worker_main(void *arg) {
         iv2_err_clear();
         iv2_sample_opts so = wc->so;
         if (r->stream >= 0) so.stream = r->stream;   /* the row names its stream */
+        /* what the worker needs after a read is copied first: a worker given up on reads nothing shared */
+        double start = r->start, end = r->end;
+        char source[64];
+        snprintf(source, sizeof source, "%s", r->source);
+        uint64_t seed = o->seed;
+        int64_t index = r->index;
+        io_begin(slot, w);
+        if (slot->test_stall && strstr(r->video, slot->test_stall)) sleep(3600);
         iv2_video *v = iv2_video_open(r->video, &so);
+        if (io_end(slot)) { iv2_video_close(v); return NULL; }
         if (!v) {
             pthread_mutex_lock(&q->r.mu); q->t_decode += iv2_now() - t0; pthread_mutex_unlock(&q->r.mu);
             push_error(q, w, iv2_errmsg());
@@ -201,12 +243,20 @@ static void *worker_main(void *arg) {
         for (int i = 0; i < wr->n_need; i++) {
             item x = {w, (int)wr->need[i], iv2_malloc(clip_bytes), {0}, NULL};
             if (i) t0 = iv2_now();
-            int rc = iv2_video_sample(v, r->start, r->end, r->source, o->seed, r->index, x.view, &so, x.rgb, &x.rec);
+            io_begin(slot, w);
+            int rc = iv2_video_sample(v, start, end, source, seed, index, x.view, &so, x.rgb, &x.rec);
+            if (io_end(slot)) { free(x.rgb); iv2_video_close(v); return NULL; }
             pthread_mutex_lock(&q->r.mu); q->t_decode += iv2_now() - t0; pthread_mutex_unlock(&q->r.mu);
             if (rc) {
                 free(x.rgb);
                 push_error(q, w, iv2_errmsg());
                 break;
+            }
+            if (x.rec.stand_ins) {   /* a damaged file: stored, but said */
+                iv2_warn("%s:%d: row %lld view %d: %d of %d frames could not be decoded (a damaged file?); the next "
+                         "decodable frames stand in", o->manifest, r->line, (long long)index, x.view, x.rec.stand_ins,
+                         x.rec.num_frames);
+                pthread_mutex_lock(&q->r.mu); q->stand_in_views++; pthread_mutex_unlock(&q->r.mu);
             }
             if (ring_push(&q->r, &x)) { free(x.rgb); break; }
         }
@@ -214,6 +264,106 @@ static void *worker_main(void *arg) {
     }
     ring_add_producers(&q->r, -1);
     return NULL;
+}
+
+/* The workers and their watchdog. A worker in one open or read for longer than the time limit
+ * allows (stall_after seconds: the limit, which FFmpeg's own checks enforce, plus a margin for
+ * them to act) is given up on, as worker_slot says. */
+typedef struct workers {
+    worker_ctx *wc;
+    worker_slot **slot;   /* every slot started; the ones given up on stay (gone) */
+    int n, cap;
+    double stall_after;   /* seconds; 0: no watchdog (no time limit) */
+    pthread_t watch;
+    int watching;
+    pthread_mutex_t mu;   /* guards stop */
+    pthread_cond_t cv;
+    int stop;
+} workers;
+
+static int worker_start(workers *ws) {
+    worker_slot *s = iv2_calloc(1, sizeof *s);
+    s->wc = ws->wc;
+    pthread_mutex_init(&s->mu, NULL);
+    s->test_stall = getenv("IV2_TEST_STALL");
+    if (s->test_stall && !*s->test_stall) s->test_stall = NULL;
+    if (pthread_create(&s->tid, NULL, worker_main, s)) { pthread_mutex_destroy(&s->mu); free(s); return -1; }
+    if (ws->n == ws->cap) {
+        ws->cap = ws->cap ? 2 * ws->cap : 8;
+        ws->slot = iv2_realloc(ws->slot, (size_t)ws->cap * sizeof *ws->slot);
+    }
+    ws->slot[ws->n++] = s;
+    return 0;
+}
+
+static void *watchdog_main(void *arg) {
+    workers *ws = arg;
+    queue *q = ws->wc->q;
+    pthread_mutex_lock(&ws->mu);
+    while (!ws->stop) {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        ts.tv_nsec += 250 * 1000000L;
+        if (ts.tv_nsec >= 1000000000L) { ts.tv_sec++; ts.tv_nsec -= 1000000000L; }
+        pthread_cond_timedwait(&ws->cv, &ws->mu, &ts);
+        if (ws->stop) break;
+        double now = iv2_now();
+        for (int i = 0; i < ws->n; i++) {
+            worker_slot *s = ws->slot[i];
+            pthread_mutex_lock(&s->mu);
+            int stuck = !s->gone && s->io_since > 0 && now - s->io_since > ws->stall_after, w = s->w;
+            if (stuck) s->gone = 1;
+            pthread_mutex_unlock(&s->mu);
+            if (!stuck) continue;
+            pthread_detach(s->tid);
+            char msg[4200];
+            snprintf(msg, sizeof msg, "%s: no progress for %.3g s in one read (past the time limit: a hung mount or "
+                     "device?); the worker reading it was left behind", ws->wc->work[w].row->video, ws->stall_after);
+            push_error(q, w, msg);
+            /* its place in the producers' count passes to the new worker */
+            if (worker_start(ws)) ring_add_producers(&q->r, -1);
+        }
+    }
+    pthread_mutex_unlock(&ws->mu);
+    return NULL;
+}
+
+/* n workers; with a time limit, the watchdog */
+static int workers_start(workers *ws, worker_ctx *wc, int n, double time_limit) {
+    memset(ws, 0, sizeof *ws);
+    ws->wc = wc;
+    pthread_mutex_init(&ws->mu, NULL);
+    pthread_cond_init(&ws->cv, NULL);
+    ws->stall_after = time_limit > 0 ? time_limit * 1.5 + 1 : 0;
+    for (int i = 0; i < n; i++)
+        if (worker_start(ws)) return iv2_err("cannot start a decode thread");
+    if (ws->stall_after > 0) {
+        if (pthread_create(&ws->watch, NULL, watchdog_main, ws)) return iv2_err("cannot start the decode watchdog");
+        ws->watching = 1;
+    }
+    return 0;
+}
+
+/* the watchdog first (no new worker after this), then every worker not given up on */
+static void workers_join(workers *ws) {
+    if (ws->watching) {
+        pthread_mutex_lock(&ws->mu);
+        ws->stop = 1;
+        pthread_cond_signal(&ws->cv);
+        pthread_mutex_unlock(&ws->mu);
+        pthread_join(ws->watch, NULL);
+    }
+    for (int i = 0; i < ws->n; i++) {
+        worker_slot *s = ws->slot[i];
+        if (s->gone) continue;   /* detached; its slot outlives the run */
+        pthread_join(s->tid, NULL);
+        pthread_mutex_destroy(&s->mu);
+        free(s);
+    }
+    free(ws->slot);
+    pthread_mutex_destroy(&ws->mu);
+    pthread_cond_destroy(&ws->cv);
+    memset(ws, 0, sizeof *ws);
 }
 
 /* ---------------------------------------------------------------- meta */
@@ -428,6 +578,7 @@ typedef struct run_state {
     iv2_extract_stats *st;
     iv2_metrics metrics;
     iv2_progress prog;
+    int64_t views_given_up;    /* views of failed rows never to come (the progress line's count) */
     size_t view_bytes, frame_bytes;
     int batch_views;
     queue *q;
@@ -714,21 +865,38 @@ static void pending_clear(pending *p) {
     p->bytes = 0;
 }
 
+/* a row's reason as stored: its video as the manifest wrote it, not as resolved from the
+ * manifest's folder, so what a cache holds does not depend on where the run started */
+static char *reason_to_store(const iv2_row *r, const char *reason) {
+    size_t n = strlen(r->video);
+    if (r->video_rel == r->video || strncmp(reason, r->video, n)) return iv2_strdup(reason);
+    size_t a = strlen(r->video_rel), b = strlen(reason + n);
+    char *s = iv2_malloc(a + b + 1);
+    memcpy(s, r->video_rel, a);
+    memcpy(s + a, reason + n, b + 1);
+    return s;
+}
+
 static int flush(run_state *rs, pending *p) {
     if (!p->n && !p->n_err) return 0;
     iv2_cache_entry e[64];
     int64_t err_row[256];
-    const char *reasons[256];
+    char *reasons[256];
     for (int i = 0; i < p->n; i++) {
         memset(&e[i], 0, sizeof e[i]);
         e[i].view = p->v[i].rec;
         e[i].frames = p->v[i].frames;
         e[i].encoded = (const void *const *)p->v[i].enc;
     }
-    for (int i = 0; i < p->n_err; i++) { err_row[i] = rs->work[p->err[i].w].row->index; reasons[i] = p->err[i].reason; }
+    for (int i = 0; i < p->n_err; i++) {
+        const iv2_row *r = rs->work[p->err[i].w].row;
+        err_row[i] = r->index;
+        reasons[i] = reason_to_store(r, p->err[i].reason);
+    }
     double t0 = iv2_now();
-    int rc = iv2_cache_put(rs->cache, e, p->n, err_row, reasons, p->n_err);
+    int rc = iv2_cache_put(rs->cache, e, p->n, err_row, (const char *const *)reasons, p->n_err);
     rs->st->t_write += iv2_now() - t0;
+    for (int i = 0; i < p->n_err; i++) free(reasons[i]);
     if (rc) { pending_clear(p); return -1; }
     for (int i = 0; i < p->n; i++) {
         work_row *w = &rs->work[p->v[i].w];
@@ -737,8 +905,9 @@ static int flush(run_state *rs, pending *p) {
     }
     for (int i = 0; i < p->n_err; i++) {
         work_row *w = &rs->work[p->err[i].w];
-        iv2_warn("%s: row %lld (%s): %s", rs->o->manifest, (long long)w->row->index, w->row->video, p->err[i].reason);
+        iv2_warn("%s:%d: row %lld: %s", rs->o->manifest, w->row->line, (long long)w->row->index, p->err[i].reason);
         rs->st->rows_failed++;
+        rs->views_given_up += w->left;   /* for the progress line: they are not coming */
     }
     double el = iv2_now() - rs->prog.t0, tt = 0;
     pthread_mutex_lock(&rs->mu);
@@ -748,11 +917,12 @@ static int flush(run_state *rs, pending *p) {
     double td = rs->q->t_decode;
     pthread_mutex_unlock(&rs->q->r.mu);
     iv2_metrics_write(&rs->metrics, "write",
-                      "\"views\":%lld,\"rows_done\":%lld,\"rows_failed\":%lld,\"batch_views\":%d,\"batch_errors\":%d,"
+                      "\"views\":%lld,\"rows_done\":%lld,\"rows_failed\":%lld,\"txn_views\":%d,\"txn_errors\":%d,"
                       "\"views_per_s\":%.4g,\"t_decode\":%.4g,\"t_teachers\":%.4g,\"t_write\":%.4g",
                       (long long)rs->st->views_done, (long long)rs->st->rows_done, (long long)rs->st->rows_failed, p->n,
                       p->n_err, el > 0 ? rs->st->views_done / el : 0.0, td, tt, rs->st->t_write);
-    iv2_progress_update(&rs->prog, rs->st->views_done, NULL);
+    int64_t seen = rs->st->views_done + rs->views_given_up;   /* (a view of a row that failed later counts twice) */
+    iv2_progress_update(&rs->prog, rs->prog.total && seen > rs->prog.total ? rs->prog.total : seen, NULL);
     pending_clear(p);
     return 0;
 }
@@ -790,6 +960,9 @@ static int check_opts(const iv2_extract_opts *o) {
     if (!o->cache) return iv2_err("--cache is required");
     if (!o->internvit && !o->videomae) return iv2_err("give at least one --teacher (internvit=... or videomae=...)");
     if (o->views < 1 || o->views > 64) return iv2_err("--views %d: want 1..64", o->views);
+    if (o->deterministic && o->views > 1)
+        return iv2_err("--views %d with --deterministic: its views of a row are all the same (segment-middle frames, "
+                       "centre crop, no flip); use --views 1", o->views);
     if (o->shard_n < 1 || o->shard_k < 0 || o->shard_k >= o->shard_n) return iv2_err("--shard %d/%d: want k/N with 0 <= k < N", o->shard_k, o->shard_n);
     if (o->threads < 1 || o->threads > 256) return iv2_err("--threads %d: want 1..256", o->threads);
     if (o->batch < 1 || o->batch > 64) return iv2_err("--batch %d: want 1..64", o->batch);
@@ -838,9 +1011,10 @@ int iv2_extract_run(const iv2_extract_opts *o, iv2_extract_stats *st) {
     queue q;
     memset(&q, 0, sizeof q);
     rs->q = &q;
-    pthread_t *tid = NULL;
+    workers ws;
+    memset(&ws, 0, sizeof ws);
     worker_ctx wc;
-    int started = 0, lock_fd = -2;
+    int started = 0, lock_fd = -2, locked = 0;
     long long grew_from = -1;   /* the cache's manifest rows when this manifest extends it */
     ring_init(&q.r);
     ring_init(&rs->oq);
@@ -860,6 +1034,17 @@ int iv2_extract_run(const iv2_extract_opts *o, iv2_extract_stats *st) {
      * that spin beside busy decoders slow the teachers down many times over) */
     long nc = sysconf(_SC_NPROCESSORS_ONLN);
     int ct = nc > o->threads + 1 ? (int)nc - o->threads : 1;
+    /* what can be refused in a moment is refused before the teachers load (minutes for the 6B):
+     * a cache folder another extract holds or that cannot be written, a metrics file that cannot
+     * be opened */
+    struct stat cst;
+    if (stat(o->cache, &cst) == 0) {
+        if (!S_ISDIR(cst.st_mode)) { iv2_err("cache %s is not a folder", o->cache); goto out; }
+        if (access(o->cache, W_OK)) { iv2_err("cache folder %s is not writable: %s", o->cache, strerror(errno)); goto out; }
+        if ((lock_fd = lock_cache_dir(o->cache)) == -1) goto out;
+        locked = 1;
+    }
+    if (iv2_metrics_open(&rs->metrics, o->metrics)) goto out;
     if (parse_devices(o, rs, ct)) goto out;
     if (start_devices(rs)) goto out;
     iv2_teachers *ts = &rs->dev[0].ts;
@@ -881,7 +1066,7 @@ int iv2_extract_run(const iv2_extract_opts *o, iv2_extract_stats *st) {
     so.time_limit = o->time_limit;
     meta = build_meta(o, ts, &m, be, &so);
     if (iv2_cache_open(&rs->cache, o->cache, IV2_CACHE_RDWR)) goto out;
-    if ((lock_fd = lock_cache_dir(o->cache)) == -1) goto out;
+    if (!locked && (lock_fd = lock_cache_dir(o->cache)) == -1) goto out;   /* a folder made just now */
     const char *old_meta = iv2_cache_meta(rs->cache);
     if (old_meta && manifest_grew(old_meta, &m)) {   /* rows appended: the stored ones keep their keys */
         static const char *const grown[] = {"manifest_sha256", "manifest_rows", NULL};
@@ -905,7 +1090,11 @@ int iv2_extract_run(const iv2_extract_opts *o, iv2_extract_stats *st) {
     for (int64_t i = 0; i < m.n_rows; i++) {
         const iv2_row *r = &m.rows[i];
         if (r->index % o->shard_n != o->shard_k) continue;
-        if (!o->retry_errors && bsearch(&r->index, er.rows, (size_t)er.n, sizeof *er.rows, cmp_i64)) { st->rows_skipped++; continue; }
+        if (!o->retry_errors && bsearch(&r->index, er.rows, (size_t)er.n, sizeof *er.rows, cmp_i64)) {
+            st->rows_skipped++;
+            st->rows_skipped_failed++;
+            continue;
+        }
         work_row *w = &rs->work[n_work];
         w->row = r;
         for (int v = 0; v < o->views; v++) {
@@ -918,7 +1107,6 @@ int iv2_extract_run(const iv2_extract_opts *o, iv2_extract_stats *st) {
         total_views += w->n_need;
         n_work++;
     }
-    if (iv2_metrics_open(&rs->metrics, o->metrics)) goto out;
     if (grew_from >= 0)
         iv2_metrics_write(&rs->metrics, "manifest_grew", "\"rows_before\":%lld,\"rows\":%lld", grew_from, (long long)m.n_rows);
     iv2_progress_start(&rs->prog, "views", total_views, 0);
@@ -936,11 +1124,8 @@ int iv2_extract_run(const iv2_extract_opts *o, iv2_extract_stats *st) {
     q.n_work = n_work;
     q.r.producers = o->threads;
     wc.q = &q; wc.work = rs->work; wc.o = o; wc.so = so;
-    tid = iv2_calloc((size_t)o->threads, sizeof *tid);
-    for (int i = 0; i < o->threads; i++) {
-        if (pthread_create(&tid[i], NULL, worker_main, &wc)) iv2_panic("cannot start decode thread");
-        started++;
-    }
+    started = 1;
+    if (workers_start(&ws, &wc, o->threads, so.time_limit)) iv2_panic("%s", iv2_errmsg());
     /* finished views wait for the writer: one transaction plus every device's next batch */
     ring_alloc(&rs->oq, o->batch + rs->batch_views * rs->n_dev, sizeof(done_item));
     release_devices(rs, 1);
@@ -954,7 +1139,7 @@ out:
         snprintf(keep, sizeof keep, "%s", iv2_errmsg());
         if (ret) stop_all(rs);
         release_devices(rs, -1);   /* devices still waiting for go leave */
-        for (int i = 0; i < started; i++) pthread_join(tid[i], NULL);
+        if (started) workers_join(&ws);
         for (int i = 0; i < rs->n_dev; i++)
             if (rs->dev[i].started) pthread_join(rs->dev[i].tid, NULL);
         /* drain what the workers and devices left */
@@ -999,10 +1184,12 @@ out:
         iv2_metrics_write(&rs->metrics, "summary",
                           "\"rows_done\":%lld,\"rows_failed\":%lld,\"rows_skipped\":%lld,\"views\":%lld,"
                           "\"bytes_per_view\":%.0f,\"views_per_s\":%.4g,\"seconds\":%.4g,\"t_decode\":%.4g,"
-                          "\"t_teachers\":%.4g,\"t_encode\":%.4g,\"t_write\":%.4g,\"devices\":%d,\"batch_views\":%d",
+                          "\"t_teachers\":%.4g,\"t_encode\":%.4g,\"t_write\":%.4g,\"devices\":%d,\"batch_views\":%d,"
+                          "\"views_with_stand_ins\":%lld",
                           (long long)st->rows_done, (long long)st->rows_failed, (long long)st->rows_skipped,
                           (long long)st->views_done, st->bytes_per_view, vps, st->seconds, st->t_decode,
-                          st->t_teachers, st->t_encode, st->t_write, rs->n_dev, rs->batch_views);
+                          st->t_teachers, st->t_encode, st->t_write, rs->n_dev, rs->batch_views,
+                          (long long)q.stand_in_views);
     }
     if (ret == 0)
         for (int t = 0; t < IV2_CACHE_MAX_TARGETS; t++) {
@@ -1015,7 +1202,6 @@ out:
         }
     for (int i = 0; i < rs->n_dev; i++) free(rs->dev[i].qtmp);
     if (p) { pending_clear(p); free(p); }
-    free(tid);
     free(done);
     free(er.rows);
     free(rs->work);

@@ -37,6 +37,7 @@ typedef struct iv2_extract_opts {
 
 typedef struct iv2_extract_stats {
     int64_t rows_done, rows_failed, rows_skipped;   /* skipped: already stored (or already failed) */
+    int64_t rows_skipped_failed;                     /* of those skipped, the ones already failed */
     int64_t views_done;
     double seconds, t_decode, t_teachers, t_write;  /* t_decode summed over workers, t_teachers
                                                        over devices; t_write: the writer's commits */

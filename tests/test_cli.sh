@@ -37,7 +37,11 @@ unknown option '--bogus'|iv2-extract --bogus
 unknown option --bogus|iv2-extract decode x.mp4 --bogus
 unknown option --bogus|iv2-extract decode x.mp4 --bogus 3
 --frames: '2.5' is not an integer|iv2-extract decode x.mp4 --frames 2.5
---seed: '-3' is not a number|iv2-extract decode x.mp4 --seed -3
+--seed -3: want a whole number from 0 to 2^53|iv2-extract decode x.mp4 --seed -3
+--seed 9007199254740993: want a whole number|iv2-extract decode x.mp4 --seed 9007199254740993
+--views 2 with --deterministic: its views of a row are all the same|iv2-extract --deterministic --views 2 --manifest m --cache c --teacher internvit=preset:internvit-tiny
+--seed -1: want a whole number|iv2-extract --seed -1 --manifest m --cache c
+--seed 1700000000000000000: want a whole number|iv2-extract --seed 1700000000000000000 --manifest m --cache c
 --frame needs a value|iv2-extract decode x.mp4 --frame
 unknown command 'bogus'|iv2-cache bogus
 verify: --sample needs a value|iv2-cache verify $d --sample

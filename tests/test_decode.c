@@ -8,6 +8,7 @@
 #include <pthread.h>
 #include <stdint.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "decode.h"
 #include "err.h"
@@ -222,6 +223,14 @@ static void check_bad_inputs(const char *good) {
     fputs("this is not a video\n", f);
     fclose(f);
     expect_error("not a video", iv2_sample_clip(p, 0, -1, "", 1, 0, 0, &o, rgb, &r), p, "not a video");
+    /* a pipe (or a directory) is refused before FFmpeg opens it: the open of a pipe with no writer
+     * blocks where no time limit reaches (the alarm turns a hang into a failure) */
+    snprintf(p, sizeof p, "%s/fifo.mp4", tmp);
+    CHECK(mkfifo(p, 0600) == 0, "mkfifo %s", p);
+    alarm(30);
+    expect_error("a pipe", iv2_sample_clip(p, 0, -1, "", 1, 0, 0, &o, rgb, &r), p, "not a regular file (a pipe)");
+    expect_error("a directory", iv2_sample_clip(tmp, 0, -1, "", 1, 0, 0, &o, rgb, &r), tmp, "(a directory)");
+    alarm(0);
     snprintf(p, sizeof p, "%s/empty.mkv", tmp);
     fclose(fopen(p, "w"));
     expect_error("empty file", iv2_sample_clip(p, 0, -1, "", 1, 0, 0, &o, rgb, &r), p, "empty file (0 bytes)");
@@ -253,6 +262,16 @@ static void check_bad_inputs(const char *good) {
     snprintf(p, sizeof p, "%s/noise.avi", tmp);
     sh("ffmpeg -nostdin -v error -f lavfi -i testsrc2=size=64x48:rate=25 -t 0.4 -c:v mjpeg -bsf:v noise=amount=1 -y '%s'", p);
     expect_error("zero decodable frames", iv2_sample_clip(p, 0, -1, "", 1, 0, 0, &o, rgb, &r), p, "no decodable frames");
+    /* some packets' bytes damaged (one in 200, intra-only MJPEG): the frames that do not decode are
+     * stood in for by the next decodable ones, and the record counts them; the intact file has none */
+    snprintf(p, sizeof p, "%s/some_noise.avi", tmp);
+    snprintf(q, sizeof q, "%s/no_noise.avi", tmp);
+    sh("ffmpeg -nostdin -v error -f lavfi -i testsrc2=size=64x48:rate=25 -t 2 -c:v mjpeg -bsf:v noise=amount=200 -y '%s'", p);
+    sh("ffmpeg -nostdin -v error -f lavfi -i testsrc2=size=64x48:rate=25 -t 2 -c:v mjpeg -y '%s'", q);
+    CHECK(iv2_sample_clip(p, 0, -1, "", 1, 0, 0, &o, rgb, &r) == 0 && r.stand_ins > 0 && r.stand_ins < 16,
+          "damaged MJPEG: a clip with stand-ins (%d): %s", r.stand_ins, iv2_errmsg());
+    CHECK(iv2_sample_clip(q, 0, -1, "", 1, 0, 0, &o, rgb, &r) == 0 && r.stand_ins == 0, "intact MJPEG: no stand-ins (%d)",
+          r.stand_ins);
     /* damaged bytes in some packets, and Matroska cut anywhere: a clip or a clear error, never a crash */
     snprintf(p, sizeof p, "%s/damaged.mkv", tmp);
     snprintf(q, sizeof q, "%s/cut.mkv", tmp);

@@ -117,12 +117,35 @@ check "errors are rows 1-4 (got '$rows')" test "$rows" = "1 2 3 4 "
 check "reasons name the problem" sh -c "./bin/iv2-cache info $T/bad | grep -q 'row 3: .*no video stream'"
 out=$(X --manifest $T/bad.jsonl --cache $T/bad)
 check "failed rows are skipped on rerun: $out" expr "$out" : 'rows done 0, failed 0, skipped 6;' >/dev/null
+check "stored reasons name the video as the manifest does" sh -c "./bin/iv2-cache info $T/bad | grep -q 'row 1: missing.mp4: no such file'"
+
+# ---- a metrics file that cannot be opened is refused before anything is made
+X --manifest $T/good.jsonl --cache $T/nometrics --metrics $T/no/such/folder/m.jsonl >/dev/null 2>&1
+check "unopenable metrics: refused, no cache folder made" sh -c "test $? -ne 0 && test ! -e $T/nometrics"
+
+# ---- a read that never returns (IV2_TEST_STALL: the row's worker sleeps in its open, as in a
+# hung mount's read(), where FFmpeg's time limit cannot reach): the watchdog records the row
+# after 1.5 x the limit + 1 s and a new worker does the rest; the run ends
+printf '{"video":"v0.mp4"}\n{"video":"stalled.mp4"}\n{"video":"v2.mkv"}\n' > $T/stall.jsonl
+cp $T/v1.mp4 $T/stalled.mp4
+t0=$(date +%s)
+out=$(IV2_TEST_STALL=stalled.mp4 timeout 60 ./bin/iv2-extract --teacher "$IVIT" --teacher "$MAE" --compute-threads 1 \
+      --threads 1 --views 1 --time-limit 1 --manifest $T/stall.jsonl --cache $T/stall 2>/dev/null)
+rc=$?
+check "a stalled read ends the row, not the run (rc $rc, $(( $(date +%s) - t0 )) s): $out" \
+  expr "$out" : 'rows done 2, failed 1, skipped 0; views 2;' >/dev/null
+check "its reason says so" sh -c "./bin/iv2-cache info $T/stall | grep -q 'row 1: stalled.mp4: no progress for 2.5 s in one read'"
+check "the cache verifies" ./bin/iv2-cache verify $T/stall >/dev/null
 
 # ---- changed settings are refused, naming the setting
 err=$(X --manifest $T/good.jsonl --cache $T/ref --dtype fp16 2>&1 >/dev/null)
 check "dtype refused: $err" sh -c "echo '$err' | grep -q 'targets\[0\].dtype is \"fp16\" here, \"bf16\" in the cache'"
 err=$(X --manifest $T/good.jsonl --cache $T/ref --seed 8 2>&1 >/dev/null)
 check "seed refused: $err" sh -c "echo '$err' | grep -q 'seed is 8 here, 7 in the cache'"
+# seeds compare exactly: one apart near 2^53 (within cJSON_Compare's relative epsilon) is another seed
+X --manifest $T/one.jsonl --cache $T/bigseed --seed 9007199254740991 >/dev/null 2>&1 || echo "FAIL: seed 2^53 - 1"
+err=$(X --manifest $T/one.jsonl --cache $T/bigseed --seed 9007199254740992 2>&1 >/dev/null)
+check "a seed one apart near 2^53 refused: $err" sh -c "echo '$err' | grep -q 'seed is 9007199254740992 here, 9007199254740991 in the cache'"
 err=$(./bin/iv2-extract --teacher 'internvit=preset:internvit-tiny:5:{"img":112}' --teacher "$MAE" --views 2 --seed 7 --manifest $T/good.jsonl --cache $T/ref 2>&1 >/dev/null)
 check "teacher refused: $err" sh -c "echo '$err' | grep -q 'teachers.internvit.weights'"
 sed '1s/"v0.mp4"/"v1.mp4"/' $T/good.jsonl > $T/good2.jsonl   # a stored row changed
@@ -173,8 +196,11 @@ check "pipe manifest refused: $err" sh -c "echo '$err' | grep -q 'not a regular 
 printf '{"video":"/nonexistent-mount/a.mp4"}\n{"video":"/nonexistent-mount/b.mp4"}\n' > $T/gone.jsonl
 err=$(X --manifest $T/gone.jsonl --cache $T/gone 2>&1 >/dev/null)
 rc=$?
-check "all rows failed: exit 3 (rc $rc): $err" sh -c "test $rc -eq 3 && echo '$err' | grep -q 'every row this run tried failed (2'"
+check "all rows failed: exit 3 (rc $rc): $err" sh -c "test $rc -eq 3 && echo '$err' | grep -q 'every row failed (2, none stored'"
 check "and they are recorded" sh -c "./bin/iv2-cache info $T/gone | grep -q 'errors 2'"
+X --manifest $T/gone.jsonl --cache $T/gone >/dev/null 2>&1
+rc=$?
+check "its plain rerun (the rows skipped) exits 3 too (rc $rc)" test $rc -eq 3
 
 # ---- a map that may not grow: clear error, valid cache, resume completes
 err=$(IV2_CACHE_MAX_MAP=3000000 X --batch 1 --manifest $T/good.jsonl --cache $T/full 2>&1 >/dev/null)
