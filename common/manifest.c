@@ -116,6 +116,11 @@ int iv2_manifest_parse_line(const char *line, size_t len, const char *base_dir, 
     while (i < len && is_space(line[i])) i++;
     if (i == len || line[i] == '#') return 1;
     if (memchr(line, 0, len)) return iv2_err("line contains a NUL byte");
+    for (size_t k = 0, run = 0; k < len; k++) {   /* an escaped NUL would cut a string (a path) short */
+        if (line[k] != '\\') { run = 0; continue; }
+        if (run++ % 2 == 0 && k + 5 < len && line[k + 1] == 'u' && !memcmp(line + k + 2, "0000", 4))
+            return iv2_err("a string holds \\u0000 (NUL) at column %zu", k + 1);
+    }
     const char *stop = NULL;
     cJSON *root = cJSON_ParseWithLengthOpts(line, len, &stop, 0);
     if (!root) {

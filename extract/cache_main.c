@@ -210,7 +210,7 @@ static int drop_bad(iv2_cache *c, const char *dir, const iv2_cache_verify_report
 
 static int cmd_verify(int argc, char **argv) {
     const char *dir = NULL, *ivit = NULL, *device = "cpu";
-    int stats = 0, sample = 8, drop = 0;
+    int stats = 0, sample = 8, drop = 0, sample_given = 0, device_given = 0;
     for (int i = 0; i < argc; i++) {
         int has_val = i + 1 < argc;
         if (!strcmp(argv[i], "--stats")) stats = 1;
@@ -222,7 +222,8 @@ static int cmd_verify(int argc, char **argv) {
             long n = strtol(argv[++i], &e, 10);
             if (e == argv[i] || *e || n < 1 || n > 1 << 20) return iv2_err("verify: --sample '%s': want a view count >= 1", argv[i]);
             sample = (int)n;
-        } else if (!strcmp(argv[i], "--device")) device = argv[++i];
+            sample_given = 1;
+        } else if (!strcmp(argv[i], "--device")) device = argv[++i], device_given = 1;
         else if (!strcmp(argv[i], "--teacher")) {
             const char *v = argv[++i];
             if (strncmp(v, "internvit=", 10)) return iv2_err("--teacher %s: only internvit=W is used by --stats", v);
@@ -232,6 +233,8 @@ static int cmd_verify(int argc, char **argv) {
         else return iv2_err("verify: one cache folder at a time ('%s')", argv[i]);
     }
     if (!dir) return iv2_err("verify: which cache folder?");
+    if (!stats && (sample_given || ivit || device_given))
+        return iv2_err("verify: --sample, --teacher and --device go with --stats (the storage-error check)");
     iv2_cache *c;
     if (iv2_cache_open(&c, dir, drop ? IV2_CACHE_RDWR : IV2_CACHE_RDONLY)) return -1;
     iv2_cache_verify_report r;
@@ -337,6 +340,14 @@ static int cmd_merge(int argc, char **argv) {
     return rc;
 }
 
+/* the recorded reason of one row (iv2_cache_each_error) */
+typedef struct row_reason { int64_t row; char *reason; } row_reason;
+static int find_reason(void *ctx, int64_t row, const char *reason) {
+    row_reason *r = ctx;
+    if (row == r->row && !r->reason) r->reason = iv2_strdup(reason);
+    return 0;
+}
+
 static int cmd_export(int argc, char **argv) {
     const char *dir = NULL, *out = NULL;
     long row = -1, view = 0;
@@ -360,7 +371,15 @@ static int cmd_export(int argc, char **argv) {
     float *vals[IV2_CACHE_MAX_TARGETS] = {0};
     iv2_st_writer w;
     iv2_st_writer_init(&w);
-    if (iv2_cache_read_view(c, k, &v, NULL)) goto out;
+    if (iv2_cache_read_view(c, k, &v, NULL)) {   /* a row that failed: say why */
+        row_reason rr = {row, NULL};
+        char keep[1024];
+        snprintf(keep, sizeof keep, "%s", iv2_errmsg());
+        if (iv2_cache_each_error(c, find_reason, &rr) == 0 && rr.reason)
+            iv2_err("%s (the row failed at extraction: %s)", keep, rr.reason);
+        free(rr.reason);
+        goto out;
+    }
     frames = iv2_malloc(iv2_cache_frames_bytes(&v));
     if (iv2_cache_read_view(c, k, &v, frames)) goto out;
     size_t fb = (size_t)v.size * v.size * 3;

@@ -102,6 +102,12 @@ static void test_valid(void) {
 
     /* a manifest named without a folder resolves against "." (kept relative) */
     iv2_row r;
+    {   /* an escaped backslash, then "u0000" as text: a path of that name, not a NUL */
+        const char *l = "{\"video\":\"a\\\\u0000b.mp4\"}";
+        CHECK(iv2_manifest_parse_line(l, strlen(l), "", &r) == 0 && !strcmp(r.video, "a\\u0000b.mp4"),
+              "a backslash and u0000 as text: %s", iv2_errmsg());
+        iv2_row_free(&r);
+    }
     CHECK(iv2_manifest_parse_line("{\"video\":\"v.mp4\"}", 17, "", &r) == 0 && !strcmp(r.video, "v.mp4") && r.id == NULL, "no base dir");
     iv2_row_free(&r);
     CHECK(iv2_manifest_parse_line("{\"video\":\"v.mp4\",\"stream\":2}", 28, "", &r) == 0 && r.stream == 2 &&
@@ -155,6 +161,7 @@ static void test_bad(void) {
     BAD("dupfield.jsonl", "{\"video\": \"a\", \"video\": \"b\"}\n", 1, "field \"video\" appears twice");
     BAD("trailing.jsonl", "{\"video\": \"a\"} {\"video\": \"b\"}\n", 1, "unexpected text after the JSON object (at column 16)");
     BAD("nul.jsonl", "{\"video\": \"a\0b\"}\n", 1, "NUL byte");
+    BAD("nulesc.jsonl", "{\"video\": \"v.mp4\"}\n{\"video\": \"a\\u0000b.mp4\"}\n", 2, "a string holds \\u0000 (NUL) at column 13");
     BAD("empty.jsonl", "", 0, "empty manifest: no rows");
     BAD("comments.jsonl", "# only\n\n  \r\n", 0, "empty manifest: no rows");
     BAD("bomonly.jsonl", "\xEF\xBB\xBF", 0, "empty manifest");
