@@ -313,7 +313,12 @@ static void json_short(const cJSON *j, char *buf, size_t cap) {
     if (cJSON_IsNumber(j)) {   /* exactly (cJSON prints 15 digits: two seeds near 2^53 would read the same) */
         double v = j->valuedouble;
         if (v == floor(v) && fabs(v) <= 9007199254740992.0) snprintf(buf, cap, "%.0f", v);
-        else {
+        else if ((double)(float)v == v) {   /* a float field written as a double: its shortest float form */
+            for (int d = 6; d <= 9; d++) {
+                snprintf(buf, cap, "%.*g", d, v);
+                if ((float)strtod(buf, NULL) == (float)v) break;
+            }
+        } else {
             snprintf(buf, cap, "%.15g", v);
             if (strtod(buf, NULL) != v) snprintf(buf, cap, "%.17g", v);
         }

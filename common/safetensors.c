@@ -118,7 +118,9 @@ static int parse_buffer(iv2_st_file *f, const uint8_t *buf, size_t size) {
     if (size < 8) return iv2_err("file is %zu bytes, shorter than the 8-byte header length", size);
     uint64_t n = 0;
     for (int i = 7; i >= 0; i--) n = n << 8 | buf[i]; /* little-endian u64 */
-    if (n > ST_MAX_HEADER) return iv2_err("header length %llu exceeds the limit of %llu bytes", (unsigned long long)n, ST_MAX_HEADER);
+    if (n > ST_MAX_HEADER)
+        return iv2_err("not a safetensors file? its header length %llu exceeds the limit of %llu bytes",
+                       (unsigned long long)n, ST_MAX_HEADER);
     if (n > size - 8) return iv2_err("header length %llu goes beyond the file (%zu bytes)", (unsigned long long)n, size);
     const char *h = (const char *)buf + 8;
     if (n < 2 || h[0] != '{') return iv2_err("header does not start with '{'");

@@ -120,7 +120,8 @@ static int json_enum(const cJSON *v, const char *key, const char **names, int n,
 
 int iv2_vit_config_json(iv2_vit_config *c, const char *json) {
     cJSON *root = cJSON_Parse(json);
-    if (!root || !cJSON_IsObject(root)) {
+    if (!root) return iv2_err("model config: not valid JSON (near \"%.20s\")", cJSON_GetErrorPtr() ? cJSON_GetErrorPtr() : "");
+    if (!cJSON_IsObject(root)) {
         cJSON_Delete(root);
         return iv2_err("model config: not a JSON object");
     }

@@ -403,6 +403,7 @@ int iv2_vit_load_st(iv2_vit *m, iv2_st_file *f, int strict) {
         shape_str(ss, sizeof ss, t->ndim, t->shape);
         if (!iv2_dtype_is_float(t->dtype)) {
             nl_add(&bad, "'%s' has dtype %s (want a float type)", t->name, iv2_dtype_name(t->dtype));
+            got[pi] |= part >= 0 ? 1u << part : 7u;
             continue;
         }
         size_t dst_off = p->offset, want_n = p->numel;
@@ -436,6 +437,7 @@ int iv2_vit_load_st(iv2_vit *m, iv2_st_file *f, int strict) {
         }
         if (!ok) {
             nl_add(&bad, "'%s' has shape %s, want %s", t->name, ss, ws);
+            got[pi] |= part >= 0 ? 1u << part : 7u;   /* there, though bad: not missing too */
             continue;
         }
         unsigned bit = part >= 0 ? 1u << part : 7u;

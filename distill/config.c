@@ -59,16 +59,21 @@ static int parse_pairs(const cJSON *a, int *n, int *teacher, int *student, const
         if (!cJSON_IsArray(p) || cJSON_GetArraySize(p) != 2 || !cJSON_IsNumber(cJSON_GetArrayItem(p, 0)) ||
             !cJSON_IsNumber(cJSON_GetArrayItem(p, 1)))
             return iv2_err("\"%s\"[%d]: expected [teacher_block, student_block]", key, i);
-        teacher[i] = cJSON_GetArrayItem(p, 0)->valueint;
-        student[i] = cJSON_GetArrayItem(p, 1)->valueint;
-        if (teacher[i] < 0 || student[i] < 0) return iv2_err("\"%s\"[%d]: negative block", key, i);
+        double t = cJSON_GetArrayItem(p, 0)->valuedouble, u = cJSON_GetArrayItem(p, 1)->valuedouble;
+        if (t != floor(t) || u != floor(u)) return iv2_err("\"%s\"[%d]: block numbers are whole numbers", key, i);
+        if (t < 0 || u < 0) return iv2_err("\"%s\"[%d]: negative block", key, i);
+        if (t > 4096 || u > 4096) return iv2_err("\"%s\"[%d]: block %g is past any model's depth", key, i, t > u ? t : u);
+        teacher[i] = (int)t;
+        student[i] = (int)u;
     }
     *n = k;
     return 0;
 }
 
+/* a number for a float field: finite as a float (1e40 would be inf there) */
 static int get_num(const cJSON *it, double *v) {
     if (!cJSON_IsNumber(it)) return iv2_err("\"%s\": expected a number", it->string);
+    if (!isfinite((float)it->valuedouble)) return iv2_err("\"%s\": %g is beyond a float's range", it->string, it->valuedouble);
     *v = it->valuedouble;
     return 0;
 }
@@ -100,7 +105,11 @@ int iv2_distill_config_parse(iv2_distill_config *c, const char *json, const char
 #define NUM(key, field, cast) else if (!strcmp(k, key)) { if ((rc = get_num(it, &v)) == 0) c->field = (cast)v; }
 #define INT(key, field, cast, lo, hi) else if (!strcmp(k, key)) { if ((rc = get_int(it, lo, hi, &v)) == 0) c->field = (cast)v; }
         if (!strcmp(k, "student")) {
+            iv2_vit_config pc;
             if (!cJSON_IsString(it) || strlen(it->valuestring) >= sizeof c->student) rc = iv2_err("\"student\": expected a preset name");
+            else if (iv2_vit_preset(it->valuestring, &pc) || pc.arch != IV2_VIT_STUDENT)
+                rc = iv2_err("\"student\": '%s' is not a student preset (iv2-tiny, iv2-s, iv2-b, iv2-l, iv2-1b, iv2-6b)",
+                             it->valuestring);
             else snprintf(c->student, sizeof c->student, "%s", it->valuestring);
         } else if (!strcmp(k, "student_overrides")) {
             char *s = cJSON_PrintUnformatted(it);
@@ -143,14 +152,14 @@ int iv2_distill_config_parse(iv2_distill_config *c, const char *json, const char
         }
         NUM("alpha_clip", alpha_clip, float) NUM("alpha_final", alpha_final, float) NUM("alpha_mae", alpha_mae, float)
         NUM("mask_ratio", mask_ratio, float) INT("batch", batch, int, -INT_LIM, INT_LIM)
-        INT("epochs", epochs, int, -INT_LIM, INT_LIM) INT("steps", steps, int64_t, -I64_LIM, I64_LIM)
+        INT("epochs", epochs, int, 0, INT_LIM) INT("steps", steps, int64_t, -I64_LIM, I64_LIM)
         NUM("lr", base_lr, float) NUM("min_lr", base_min_lr, float)
         NUM("warmup_epochs", warmup_epochs, float) INT("warmup_steps", warmup_steps, int64_t, -I64_LIM, I64_LIM)
         NUM("beta1", beta1, float) NUM("beta2", beta2, float) NUM("eps", eps, float)
         NUM("weight_decay", weight_decay, float) NUM("clip_grad", clip_grad, float) NUM("drop_path", drop_path, float)
         INT("seed", seed, uint64_t, 0, I64_LIM) INT("ckpt_every", ckpt_every, int64_t, -I64_LIM, I64_LIM)
         INT("keep_ckpt", keep_ckpt, int, -INT_LIM, INT_LIM) INT("eval_every", eval_every, int64_t, -I64_LIM, I64_LIM)
-        INT("eval_views", eval_views, int, -INT_LIM, INT_LIM) INT("log_every", log_every, int, -INT_LIM, INT_LIM)
+        INT("eval_views", eval_views, int, 0, INT_LIM) INT("log_every", log_every, int, -INT_LIM, INT_LIM)
         INT("threads", threads, int, -INT_LIM, INT_LIM) INT("loader_threads", loader_threads, int, -INT_LIM, INT_LIM)
         else rc = iv2_err("unknown key \"%s\" (see docs/distill.md)", k);
 #undef NUM
@@ -199,7 +208,7 @@ int iv2_distill_config_check(const iv2_distill_config *c) {
     if (c->keep_ckpt < 1) return iv2_err("keep_ckpt must be >= 1");
     if (c->log_every < 0) return iv2_err("log_every must be >= 0 (0: a progress line every few seconds)");
     if (c->loader_threads < 0 || c->loader_threads > 64) return iv2_err("loader_threads %d must be in [0, 64] (0 = auto)", c->loader_threads);
-    if (c->eval_views < -1) return iv2_err("eval_views must be >= 0 (-1: the whole cache is for eval)");
+    if (c->eval_views < -1) return iv2_err("eval_views must be >= 0");   /* -1: iv2-distill eval's own (the whole cache) */
     return 0;
 }
 

@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <unistd.h>
 
 static void usage(FILE *f) {
     fprintf(f,
@@ -102,7 +103,8 @@ static int ckpt_config(const char *path, iv2_distill_config *c) {
     if (iv2_st_open(&f, path)) return iv2_err_ctx("checkpoint");
     const char *js = iv2_st_meta(&f, "iv2.distill");
     iv2_distill_config_default(c);
-    int rc = js ? iv2_distill_config_parse(c, js, path) : iv2_err("%s: no iv2.distill metadata", path);
+    int rc = js ? iv2_distill_config_parse(c, js, path) : iv2_err("%s: not an iv2-distill checkpoint (no iv2.distill metadata: an exported student or "
+                                                                "another file?)", path);
     iv2_st_close(&f);
     return rc;
 }
@@ -135,7 +137,7 @@ int main(int argc, char **argv) {
         } else if (!strcmp(a, "--resume")) resume = resume ? resume : 1;
         else if (!strcmp(a, "--resume-any-cache")) resume = 2;
         else if (!strcmp(a, "--log")) log_y = 1;
-        else { usage(stderr); iv2_err("unknown argument '%s'", a); iv2_die("iv2-distill"); }
+        else { iv2_err("unknown argument '%s' (see --help)", a); iv2_die("iv2-distill"); }
     }
     iv2_distill_config c;
     iv2_distill_config_default(&c);
@@ -151,9 +153,18 @@ int main(int argc, char **argv) {
             /* the device it records is the one rank 0 ran on ("cuda:0"); each rank picks its own again */
             if (!strncmp(c.device, "cuda:", 5)) c.device[4] = 0;
             iv2_info("resume: the run config of %s (no --config given)", path);
+        } else if (!config && resume) {   /* killed before its first checkpoint: the config it wrote */
+            snprintf(path, sizeof path, "%s/config.json", out);
+            if (access(path, F_OK) == 0) {
+                if (iv2_distill_config_load(&c, path)) iv2_die("iv2-distill");
+                if (!strncmp(c.device, "cuda:", 5)) c.device[4] = 0;
+                iv2_info("resume: no checkpoint yet; the run config %s (no --config given)", path);
+            }
         }
         if (device) snprintf(c.device, sizeof c.device, "%s", device);
         if (threads >= 0) c.threads = threads;
+        if (c.eval_every > 0 && c.eval_views == 0)
+            iv2_warn("eval_every %lld with eval_views 0: no views are held out, so no eval runs", (long long)c.eval_every);
         /* data parallel when launched by mpirun / srun: one rank per process (docs/distill.md) */
         if (iv2_dist_init(&argc, &argv)) iv2_die("iv2-distill");
         iv2_dist_pick_device(c.device, sizeof c.device);
@@ -203,6 +214,8 @@ int main(int argc, char **argv) {
 #endif
         if (device) snprintf(c.device, sizeof c.device, "%s", device);
         if (threads >= 0) c.threads = threads;
+        if (c.eval_every > 0 && c.eval_views == 0)
+            iv2_warn("eval_every %lld with eval_views 0: no views are held out, so no eval runs", (long long)c.eval_every);
         char tmp[] = "/tmp/iv2-distill-eval-XXXXXX";   /* the trainer wants a run folder; eval writes nothing */
         if (!mkdtemp(tmp)) { iv2_err("cannot make a temporary folder"); iv2_die("iv2-distill"); }
         iv2_trainer t;

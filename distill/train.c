@@ -462,7 +462,15 @@ int iv2_trainer_open(iv2_trainer *t, const char *cache_dirs, const iv2_distill_c
         if (r == 1) iv2_info("resume: no checkpoint in %s, starting from step 0", out_dir);
         else {
             char *old = NULL;
-            if (iv2_ckpt_load(path, t->student, t->heads, &t->opt, &t->step, &old)) goto fail;
+            if (iv2_ckpt_load(path, t->student, t->heads, &t->opt, &t->step, &old)) {
+                if (strstr(iv2_errmsg(), "corrupt")) {   /* a damaged file (a disk error): the way back */
+                    char keep[2048];
+                    snprintf(keep, sizeof keep, "%s", iv2_errmsg());
+                    iv2_err("%s; move that file aside (to *.damaged) and --resume continues from the checkpoint "
+                            "before it, if keep_ckpt kept one", keep);
+                }
+                goto fail;
+            }
             if (old && iv2_meta_compare_where(t->cfg_json, old, resume_free, "in the checkpoint")) {
                 iv2_err_ctx("resume from %s: the run config differs", path);
                 free(old);
@@ -726,15 +734,17 @@ int iv2_trainer_run(iv2_trainer *t, int64_t max_steps) {
         snprintf(extra, sizeof extra, "loss %.4f lr %.3g |g| %.3g %.2f views/s", t->loss.total, t->lr, t->grad_norm, c->batch / ema);
         if (iv2_dist_rank() == 0 && (c->log_every <= 0 || t->step % c->log_every == 0 || t->step == end))
             iv2_progress_update(&pr, t->step, extra);   /* rank 0 alone prints progress (docs/distill.md) */
-        if (c->ckpt_every > 0 && t->step % c->ckpt_every == 0) {
-            if (save(t)) { rc = -1; break; }
-            last_saved = t->step;
-        }
+        /* the eval before the checkpoint of the same step: a run killed between the two redoes both
+         * on resume (else the eval of that step would be lost) */
         if (c->eval_every > 0 && t->step % c->eval_every == 0 && t->L.n_eval > 0 && iv2_dist_rank() == 0) {
             char *js;
             if (iv2_trainer_eval(t, &js)) { rc = -1; break; }
             iv2_metrics_write(&m, "eval", "\"step\":%lld,\"cos\":%s", (long long)t->step, js);
             free(js);
+        }
+        if (c->ckpt_every > 0 && t->step % c->ckpt_every == 0) {
+            if (save(t)) { rc = -1; break; }
+            last_saved = t->step;
         }
         int sig = iv2_dist_max_int(stop_request);   /* a collective only with several ranks */
         if (sig && t->step < end) { t->stopped_by = sig; break; }
@@ -745,7 +755,9 @@ int iv2_trainer_run(iv2_trainer *t, int64_t max_steps) {
         iv2_info("stopped by signal %d at step %lld; the checkpoint of that step is written (--resume continues)",
                  t->stopped_by, (long long)t->step);
     }
-    if (iv2_dist_rank() == 0) iv2_progress_end(&pr, rc || t->stopped_by ? "stopped" : "done");
+    if (iv2_dist_rank() == 0)
+        iv2_progress_end(&pr, rc || t->stopped_by ? "stopped" : t->step < t->plan.total_steps ? "paused at --max-steps "
+                         "(--resume goes on)" : "done");
     if (rc == 0 && t->step > first) summary(t, &m, t->step - first, sum_step, sum_wait, sum_copy);
     iv2_metrics_close(&m);
     return rc;

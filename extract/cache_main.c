@@ -251,8 +251,8 @@ static int cmd_verify(int argc, char **argv) {
     free(r.bad_keys);
     if (stats && verify_stats(c, sample, ivit, device)) { iv2_cache_close(c); return -1; }
     iv2_cache_close(c);
-    if (rc) return iv2_err("cache %s: %lld problems (listed above; --drop-bad removes those views for re-extraction)",
-                           dir, (long long)r.bad);
+    if (rc) return iv2_err("cache %s: %lld problem%s (listed above; --drop-bad removes those views for re-extraction)",
+                           dir, (long long)r.bad, r.bad == 1 ? "" : "s");
     return 0;
 }
 

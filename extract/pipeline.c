@@ -1116,6 +1116,16 @@ int iv2_extract_run(const iv2_extract_opts *o, iv2_extract_stats *st) {
     iv2_info("%s: %d rows to do (%lld views), %lld skipped; %d targets, %.2f MB per view; %d device%s, %d views per teacher call",
              o->cache, n_work, (long long)total_views, (long long)st->rows_skipped, ts->n_targets, rs->view_bytes / 1e6,
              rs->n_dev, rs->n_dev > 1 ? "s" : "", rs->batch_views);
+    {   /* a run's first metrics line: runs appended to one file stay apart */
+        char em[8200], ec[8200];
+        iv2_metrics_write(&rs->metrics, "start",
+                          "\"manifest\":\"%s\",\"cache\":\"%s\",\"rows_to_do\":%d,\"views_to_do\":%lld,"
+                          "\"rows_skipped\":%lld,\"views_per_row\":%d,\"targets\":%d,\"devices\":%d,\"batch_views\":%d,"
+                          "\"threads\":%d,\"shard\":\"%d/%d\"", iv2_json_escape(em, sizeof em, o->manifest),
+                          iv2_json_escape(ec, sizeof ec, o->cache), n_work, (long long)total_views,
+                          (long long)st->rows_skipped, o->views, ts->n_targets, rs->n_dev, rs->batch_views, o->threads,
+                          o->shard_k, o->shard_n);
+    }
 
     /* decode workers: enough queue to fill every device's next batch while it runs this one */
     int qcap = 2 * o->threads;
@@ -1150,7 +1160,12 @@ out:
         /* a device's own error comes first: the writer only saw the queues stop */
         for (int i = 0; i < rs->n_dev; i++)
             if (rs->dev[i].failed && rs->dev[i].err[0] && ret) { snprintf(keep, sizeof keep, "%s", rs->dev[i].err); break; }
-        if (ret) iv2_err("%s", keep);
+        if (ret) {   /* the metrics say so too (when they are open): a log ends with "summary" or "failed" */
+            char ek[8200];
+            iv2_metrics_write(&rs->metrics, "failed", "\"error\":\"%s\",\"views\":%lld,\"rows_done\":%lld",
+                              iv2_json_escape(ek, sizeof ek, keep), (long long)st->views_done, (long long)st->rows_done);
+            iv2_err("%s", keep);
+        }
     }
     st->t_decode = q.t_decode;
     for (int i = 0; i < rs->n_dev; i++) { st->t_teachers += rs->dev[i].t_teachers; st->t_encode += rs->dev[i].t_encode; }

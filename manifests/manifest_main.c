@@ -45,7 +45,7 @@ static int cmd_check(int argc, char **argv) {
         if (iv2_manifest_load(&m, argv[i])) { fprintf(stderr, "iv2-manifest: error: %s\n", iv2_errmsg()); bad = 1; continue; }
         char hex[65];
         iv2_sha256_hex(m.sha256, hex);
-        printf("%s: ok, %lld rows, sha256 %s\n", argv[i], (long long)m.n_rows, hex);
+        printf("%s: ok, %lld row%s, sha256 %s\n", argv[i], (long long)m.n_rows, m.n_rows == 1 ? "" : "s", hex);
         iv2_manifest_free(&m);
     }
     return bad;

@@ -13,7 +13,7 @@ STEPS=${DEMO_STEPS:-300}
 mkdir -p "$OUT/videos"
 T0=$(date +%s)
 
-echo "== 1. corpus: 16 short videos (ffmpeg testsrc2/mandelbrot/life, H.264, HEVC, VP9, MPEG-4, AV1 where available)"
+echo "== 1. corpus: 16 short videos (ffmpeg testsrc2/mandelbrot/life; H.264, HEVC, VP9, MPEG-4 where the encoder is there)"
 i=0
 for spec in \
   "testsrc2=size=320x240:rate=25 libx264 mp4" "mandelbrot=size=256x256:rate=24 libx264 mp4" \

@@ -47,7 +47,7 @@ static int file_has(const char *path, const char *what) { return t_count_lines(p
 static void check_stop_signal(const char *cache, const iv2_distill_config *c) {
     iv2_distill_config o = *c;
     o.steps = 40; o.ckpt_every = 0; o.eval_every = 0;
-    char cfg[300], a[300], b[300], cmd[2048], path[700], p2[700];
+    char cfg[300], a[300], b[300], cmd[4096], path[700], p2[700];
     snprintf(cfg, sizeof cfg, "%s.sig.json", ROOT);
     snprintf(a, sizeof a, "%s.sig_a", ROOT);
     snprintf(b, sizeof b, "%s.sig_b", ROOT);
@@ -89,6 +89,12 @@ static void check_stop_signal(const char *cache, const iv2_distill_config *c) {
     ok = iv2_trainer_open(&t, cache, &o, b, 1) == 0;
     CHECK(ok, "and the same cache resumes: %s", ok ? "" : iv2_errmsg());
     if (ok) iv2_trainer_close(&t);
+    /* killed before its first checkpoint: --resume without --config takes the config.json the run
+     * wrote (not the recipe's 1B student at batch 4096), and writes it back unchanged */
+    snprintf(cmd, sizeof cmd, "rm -rf %s.c && mkdir -p %s.c && cp %s/config.json %s.c/ && IV2_QUIET=1 bin/iv2-distill train "
+             "--cache %s --out %s.c --resume --max-steps 1 2>/dev/null && cmp -s %s/config.json %s.c/config.json", b, b, a, b,
+             cache, b, a, b);
+    CHECK(system(cmd) == 0, "--resume with no checkpoint yet and no --config: the run's config.json");
 }
 
 static double field(const char *line, const char *key) {   /* "key": number, or NAN */

@@ -41,7 +41,13 @@ static void test_config(void) {
         {"{\"seed\": 1e30}", "seed"}, {"{\"keep_ckpt\": 1.5}", "keep_ckpt"}, {"{\"ckpt_every\": -5}", "ckpt_every"},
         {"{\"eval_every\": -1}", "eval_every"}, {"{\"warmup_epochs\": -2}", "warmup_epochs"},
         {"{\"warmup_steps\": -2}", "warmup_steps"}, {"{\"steps\": -2}", "steps"}, {"{\"threads\": -4}", "threads"},
-        {"{\"alpha_mae\": -1}", "alpha_mae"}, {"{\"batch\": 4, \"lr\": 1e-3, \"batch\": 8}", "\"batch\" given twice"}};
+        {"{\"alpha_mae\": -1}", "alpha_mae"}, {"{\"batch\": 4, \"lr\": 1e-3, \"batch\": 8}", "\"batch\" given twice"},
+        /* a float key past a float's range (inf), block pairs that are not whole numbers, the
+         * internal eval_views -1, negative epochs, a teacher or unknown preset as the student */
+        {"{\"alpha_clip\": 1e40}", "beyond a float's range"}, {"{\"lr\": -1e39}", "\"lr\""},
+        {"{\"clip_layers\": [[5.7, 5]]}", "whole numbers"}, {"{\"mae_layers\": [[3, 5.5]]}", "whole numbers"},
+        {"{\"eval_views\": -1}", "eval_views"}, {"{\"epochs\": -3, \"steps\": 5}", "epochs"},
+        {"{\"student\": \"internvit-tiny\"}", "not a student preset"}, {"{\"student\": \"iv2-xx\"}", "\"student\""}};
     for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
         iv2_distill_config_default(&c);
         CHECK(iv2_distill_config_parse(&c, bad[i][0], "run.json") == -1 && strstr(iv2_errmsg(), bad[i][1]), "%s refused: %s",

@@ -43,6 +43,7 @@ check "summary: $out" expr "$out" : 'rows done 4, failed 0, skipped 0; views 8;'
 D=$(digest $T/ref)
 check "reference verifies" test -n "$D"
 check "metrics summary line" grep -q '"event":"summary"' $T/ref.jsonl
+check "metrics start line first" sh -c "head -n 1 $T/ref.jsonl | grep -q '\"event\":\"start\".*\"rows_to_do\":4,\"views_to_do\":8'"
 out=$(X --manifest $T/good.jsonl --cache $T/ref) || echo "FAIL: rerun"
 check "rerun skips: $out" expr "$out" : 'rows done 0, failed 0, skipped 4; views 0;' >/dev/null
 check "rerun keeps content" test "$(digest $T/ref)" = "$D"
@@ -203,9 +204,10 @@ rc=$?
 check "its plain rerun (the rows skipped) exits 3 too (rc $rc)" test $rc -eq 3
 
 # ---- a map that may not grow: clear error, valid cache, resume completes
-err=$(IV2_CACHE_MAX_MAP=3000000 X --batch 1 --manifest $T/good.jsonl --cache $T/full 2>&1 >/dev/null)
+err=$(IV2_CACHE_MAX_MAP=3000000 X --batch 1 --manifest $T/good.jsonl --cache $T/full --metrics $T/full.jsonl 2>&1 >/dev/null)
 rc=$?
 check "map limit fails the run (rc $rc): $err" sh -c "test $rc -ne 0 && echo '$err' | grep -q 'is full'"
+check "and its metrics end with a failed line" sh -c "tail -n 1 $T/full.jsonl | grep -q '\"event\":\"failed\",\"error\":\".*is full'"
 check "full cache verifies" ./bin/iv2-cache verify $T/full >/dev/null
 X --manifest $T/good.jsonl --cache $T/full >/dev/null || echo "FAIL: resume after full"
 check "grown cache equals the uninterrupted one" test "$(digest $T/full)" = "$D"

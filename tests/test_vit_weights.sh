@@ -46,7 +46,8 @@ $W convert tests/goldens/internvit_rs_c.pth -o "$d/c.safetensors" --model intern
 grep -q "loads as internvit-tiny" "$d/conv.txt" || fail "convert check: $(cat "$d/conv.txt")"
 err=$($W convert tests/goldens/internvit_rs_c.pth -o "$d/c2.safetensors" --model internvit --check internvit-tiny 2>&1) \
   && fail "converted file accepted by the wrong config"
-echo "$err" | grep -q "pos_embed\|patch_embed" || fail "wrong-config message: $err"
+echo "$err" | grep -q "bad tensors: .* has shape \[40\], want \[96\]" || fail "wrong-config message: $err"
+[ "$(echo "$err" | grep -o "'blocks.0.attn.k_norm.weight'" | wc -l)" = 1 ] || fail "a tensor of the wrong shape is listed twice (missing and bad): $err"
 
 # bad input: one line, non-zero
 err=$($W init --preset nope -o "$d/x.safetensors" 2>&1) && fail "unknown preset accepted"
