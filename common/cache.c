@@ -534,6 +534,10 @@ int iv2_cache_open(iv2_cache **out, const char *dir, int mode) {
     snprintf(path, sizeof path, "%s/data.mdb", dir);
     int exists = stat(path, &st) == 0;
     if (!c->rdwr && !exists) { iv2_err("no cache in %s (no data.mdb)", dir); goto fail; }
+    if (!c->rdwr && st.st_size == 0) {   /* LMDB would say "Bad file descriptor" */
+        iv2_err("no cache in %s (data.mdb is empty: a cache whose creation was cut off, or not a cache)", dir);
+        goto fail;
+    }
     if (c->rdwr && mkdir_p(dir)) { iv2_err("cannot create cache folder %s: %s", dir, strerror(errno)); goto fail; }
     if (c->rdwr && access(dir, W_OK)) { iv2_err("cache folder %s is not writable: %s", dir, strerror(errno)); goto fail; }
 

@@ -431,6 +431,22 @@ static int check_resume_data(const iv2_trainer *t, const char *path, int any) {
     return rc;
 }
 
+/* steps / epochs may change on resume (a run extended): the cosine schedule is then recomputed
+ * over the new length, and the learning rate at the resumed step moves; say by how much */
+static void warn_schedule_change(const iv2_trainer *t, const char *old_json) {
+    iv2_distill_config oc = t->cfg;
+    iv2_plan op;
+    if (iv2_distill_config_parse(&oc, old_json, "checkpoint") || iv2_plan_make(&op, &oc, t->plan.train_videos)) {
+        iv2_err_clear();
+        return;
+    }
+    if (op.total_steps == t->plan.total_steps && op.warmup_steps == t->plan.warmup_steps) return;
+    iv2_warn("the run's length changed (%lld steps, warmup %lld; the checkpoint's run: %lld, warmup %lld): the learning "
+             "rate follows the new schedule from step %lld (%.3g there, %.3g on the old one)",
+             (long long)t->plan.total_steps, (long long)t->plan.warmup_steps, (long long)op.total_steps,
+             (long long)op.warmup_steps, (long long)t->step, iv2_lr_at(&t->plan, t->step), iv2_lr_at(&op, t->step));
+}
+
 int iv2_trainer_open(iv2_trainer *t, const char *cache_dirs, const iv2_distill_config *c0, const char *out_dir, int resume) {
     memset(t, 0, sizeof *t);
     iv2_distill_config cfg = *c0, *c = &cfg;
@@ -452,7 +468,8 @@ int iv2_trainer_open(iv2_trainer *t, const char *cache_dirs, const iv2_distill_c
     if (iv2_trainer_init(t, c, t->L.clip_dim, t->L.mae_dim, t->L.final_dim, t->L.nv)) goto fail;
     t->data_json = data_json(&t->L);
     t->L.be = t->be;   /* pinned batches in the backend's form */
-    print_memory_plan(t, t->L.nv, t->mem_free, t->mem_total);
+    if (c->eval_views >= 0) print_memory_plan(t, t->L.nv, t->mem_free, t->mem_total);
+    else iv2_info("eval on %s: at batch %d x %d tokens a view", t->be->name, c->batch, t->L.nv);   /* not the training plan */
     if (mkdir(out_dir, 0755) && errno != EEXIST) { iv2_err("%s: cannot create the run folder", out_dir); goto fail; }
     if (resume) {
         char path[4096];
@@ -476,6 +493,7 @@ int iv2_trainer_open(iv2_trainer *t, const char *cache_dirs, const iv2_distill_c
                 free(old);
                 goto fail;
             }
+            if (old) warn_schedule_change(t, old);
             free(old);
             if (check_resume_data(t, path, resume == 2)) goto fail;
             iv2_info("resumed from %s at step %lld", path, (long long)t->step);
@@ -683,6 +701,12 @@ int iv2_trainer_run(iv2_trainer *t, int64_t max_steps) {
     const iv2_distill_config *c = &t->cfg;
     int64_t end = t->plan.total_steps;
     if (max_steps > 0 && t->step + max_steps < end) end = t->step + max_steps;
+    if (t->step >= t->plan.total_steps) {   /* a finished run, resumed: nothing to do, nothing logged */
+        if (iv2_dist_rank() == 0)
+            iv2_info("%s: the run is complete (step %lld of %lld): nothing to do (raise steps or epochs to go on)",
+                     t->out_dir, (long long)t->step, (long long)t->plan.total_steps);
+        return 0;
+    }
     char path[2300];
     snprintf(path, sizeof path, "%s/metrics.jsonl", t->out_dir);
     iv2_metrics m;

@@ -293,6 +293,11 @@ int main(void) {
         CHECK(iv2_cache_open(&c, "build/tmp/test_cache_file", IV2_CACHE_RDONLY) == -1 && strstr(iv2_errmsg(), "not a folder"),
               "file as cache (ro): %s", iv2_errmsg());
         remove("build/tmp/test_cache_file");
+        /* an empty data.mdb (a creation cut off): named as such for readers, not LMDB's EBADF */
+        (void)!system("rm -rf build/tmp/test_cache_empty && mkdir -p build/tmp/test_cache_empty && "
+                      ": > build/tmp/test_cache_empty/data.mdb");
+        CHECK(iv2_cache_open(&c, "build/tmp/test_cache_empty", IV2_CACHE_RDONLY) == -1 &&
+              strstr(iv2_errmsg(), "data.mdb is empty"), "empty data.mdb (ro): %s", iv2_errmsg());
     }
 
     /* map limit: a map that may not grow fails clearly and keeps the cache valid */

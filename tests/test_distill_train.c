@@ -76,6 +76,13 @@ static void check_stop_signal(const char *cache, const iv2_distill_config *c) {
     snprintf(path, sizeof path, "%s/ckpt_00000040.safetensors", a);
     snprintf(p2, sizeof p2, "%s/ckpt_00000040.safetensors", b);
     CHECK(same_tensors(path, p2), "stopped at step %lld and resumed == uninterrupted, bit for bit", (long long)at);
+    {   /* the finished run resumed again: nothing to do, nothing appended to its metrics */
+        char mp[700];
+        snprintf(mp, sizeof mp, "%s/metrics.jsonl", b);
+        int lines = t_count_lines(mp, "\"event\"");
+        snprintf(cmd, sizeof cmd, "IV2_QUIET=1 bin/iv2-distill train --cache %s --config %s --out %s --resume", cache, cfg, b);
+        CHECK(system(cmd) == 0 && t_count_lines(mp, "\"event\"") == lines, "a finished run resumed: no new metrics lines");
+    }
     /* the checkpoint records its training set: a resume on a cache that grew (a second shard) is
      * refused, naming what changed, unless the caller accepts it (--resume-any-cache) */
     char grown[700];
@@ -95,6 +102,18 @@ static void check_stop_signal(const char *cache, const iv2_distill_config *c) {
              "--cache %s --out %s.c --resume --max-steps 1 2>/dev/null && cmp -s %s/config.json %s.c/config.json", b, b, a, b,
              cache, b, a, b);
     CHECK(system(cmd) == 0, "--resume with no checkpoint yet and no --config: the run's config.json");
+    {
+        /* extended (steps 40 -> 60): the schedule is recomputed, and the resume says so */
+        iv2_distill_config ext = o;
+        ext.steps = 60;
+        char cfg2[320], err2[320];
+        snprintf(cfg2, sizeof cfg2, "%s.sig60.json", ROOT);
+        snprintf(err2, sizeof err2, "%s.sig60.err", ROOT);
+        write_config(cfg2, &ext);
+        snprintf(cmd, sizeof cmd, "IV2_QUIET=1 bin/iv2-distill train --cache %s --config %s --out %s --resume --max-steps 1 "
+                 "2>%s", cache, cfg2, b, err2);
+        CHECK(system(cmd) == 0 && file_has(err2, "the run's length changed (60 steps"), "an extended run's resume warns");
+    }
 }
 
 static double field(const char *line, const char *key) {   /* "key": number, or NAN */
