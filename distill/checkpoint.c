@@ -213,6 +213,17 @@ char *iv2_ckpt_meta(const char *path, const char *key) {
     return out;
 }
 
+int iv2_ckpt_before(const char *dir, int64_t step, char *path, size_t cap, int64_t *prev) {
+    int64_t *steps;
+    int n, k = -1;
+    if (list_ckpts(dir, &steps, &n)) return -1;
+    for (int i = 0; i < n; i++)
+        if (steps[i] < step) k = i;
+    if (k >= 0) { *prev = steps[k]; ckpt_path(path, cap, dir, *prev); }
+    free(steps);
+    return k >= 0 ? 0 : 1;
+}
+
 int iv2_ckpt_load(const char *path, iv2_vit *student, iv2_heads *heads, iv2_optim *opt, int64_t *step,
                   char **cfg_json) {
     if (opt) iv2_optim_join(opt);   /* nothing of a pending step may land after the load */

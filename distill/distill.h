@@ -363,12 +363,15 @@ int iv2_loader_build_eval(iv2_loader *L, int64_t first, iv2_batch *b);
  * done), iv2.distill (run config JSON), iv2.data (the training set's identity, data_json: view
  * and video counts and a hash of the view keys; may be NULL), iv2.config (student config) and
  * iv2.digest (a checksum
- * over every tensor, so a damaged file is an error, not a silent restart). Written to a temp
+ * over every tensor, so a damaged file is an error, not a silent restart; iv2_trainer_open's
+ * resume then goes back to the checkpoint before it). Written to a temp
  * file, fsynced, renamed, the folder fsynced; then all but the newest `keep` are removed. */
 int iv2_ckpt_save(const char *dir, int64_t step, iv2_vit *student, iv2_heads *heads, iv2_optim *opt,
                   const char *cfg_json, const char *data_json, int keep);
 /* Newest checkpoint in dir: 0 and its path and step, 1 when there is none, -1 on error. */
 int iv2_ckpt_latest(const char *dir, char *path, size_t cap, int64_t *step);
+/* The newest one before `step`: 0 and its path and step, 1 when there is none, -1 on error. */
+int iv2_ckpt_before(const char *dir, int64_t step, char *path, size_t cap, int64_t *prev);
 /* Load into student / heads / opt (heads and opt may be NULL); the digest and every tensor's
  * name and shape are checked. *step and *cfg_json (malloc'd, may be NULL) from the metadata. */
 int iv2_ckpt_load(const char *path, iv2_vit *student, iv2_heads *heads, iv2_optim *opt, int64_t *step,
@@ -416,6 +419,9 @@ typedef struct iv2_trainer {
     char out_dir[2048];
     char *cfg_json;
     char *data_json;               /* the training set's identity (checkpoints' iv2.data) */
+    char *damaged;                 /* a damaged newest checkpoint the resume went back past: set aside
+                                      (renamed *.damaged) by the next checkpoint write, else it would
+                                      outrank the new ones in keep_ckpt's pruning; NULL: none */
     /* last step's figures */
     iv2_loss loss;
     double grad_norm, step_s, copy_s;   /* copy_s: the batch's copies on the copy stream */

@@ -479,14 +479,23 @@ int iv2_trainer_open(iv2_trainer *t, const char *cache_dirs, const iv2_distill_c
         if (r == 1) iv2_info("resume: no checkpoint in %s, starting from step 0", out_dir);
         else {
             char *old = NULL;
-            if (iv2_ckpt_load(path, t->student, t->heads, &t->opt, &t->step, &old)) {
-                if (strstr(iv2_errmsg(), "corrupt")) {   /* a damaged file (a disk error): the way back */
-                    char keep[2048];
-                    snprintf(keep, sizeof keep, "%s", iv2_errmsg());
-                    iv2_err("%s; move that file aside (to *.damaged) and --resume continues from the checkpoint "
-                            "before it, if keep_ckpt kept one", keep);
+            while (iv2_ckpt_load(path, t->student, t->heads, &t->opt, &t->step, &old)) {
+                /* a damaged file (a disk error; the digest or the header says so, before anything was
+                 * loaded): the checkpoint before it, which keep_ckpt kept. Every rank sees the same
+                 * files and goes back the same way; rank 0 sets the damaged one aside at its next write */
+                if (!strstr(iv2_errmsg(), "corrupt") || strstr(iv2_errmsg(), "cannot open")) goto fail;
+                char keep[2048], prev[4096];
+                snprintf(keep, sizeof keep, "%s", iv2_errmsg());
+                int64_t ps;
+                int rb = iv2_ckpt_before(out_dir, step, prev, sizeof prev, &ps);
+                if (rb) {
+                    if (rb == 1) iv2_err("%s; no checkpoint before it to go back to", keep);
+                    goto fail;
                 }
-                goto fail;
+                iv2_warn("%s; resuming from the checkpoint before it, %s", keep, prev);
+                if (!t->damaged) t->damaged = iv2_strdup(path);   /* the newest: it outranks the rest */
+                snprintf(path, sizeof path, "%s", prev);
+                step = ps;
             }
             if (old && iv2_meta_compare_where(t->cfg_json, old, resume_free, "in the checkpoint")) {
                 iv2_err_ctx("resume from %s: the run config differs", path);
@@ -524,6 +533,7 @@ void iv2_trainer_close(iv2_trainer *t) {
     free(t->drop);
     free(t->cfg_json);
     free(t->data_json);
+    free(t->damaged);
     memset(t, 0, sizeof *t);
 }
 
@@ -672,6 +682,15 @@ static int fetch(iv2_trainer *t, int64_t step, iv2_dev_batch *d, double *wait) {
 
 static int save(iv2_trainer *t) {
     iv2_optim_join(&t->opt);
+    if (t->damaged && iv2_dist_rank() == 0) {   /* before the write: pruning would keep it as the newest */
+        char aside[4200];
+        snprintf(aside, sizeof aside, "%s.damaged", t->damaged);
+        if (rename(t->damaged, aside) == 0) iv2_warn("set the damaged checkpoint aside as %s", aside);
+        else iv2_warn("cannot set %s aside (%s): remove it, or keep_ckpt may keep it over newer ones", t->damaged,
+                      strerror(errno));
+    }
+    free(t->damaged);
+    t->damaged = NULL;
     if (iv2_dist_check_weights(t)) return -1;
     int rc = iv2_dist_rank() == 0 ? iv2_ckpt_save(t->out_dir, t->step, t->student, t->heads, &t->opt, t->cfg_json, t->data_json, t->cfg.keep_ckpt) : 0;
     return iv2_dist_bcast_rc(rc, "checkpoint");   /* rank 0 writes; the others learn whether it worked */

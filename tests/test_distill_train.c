@@ -363,14 +363,38 @@ int main(void) {
     e = c;
     snprintf(e.student_json, sizeof e.student_json, "{\"img\": 84}");
     CHECK(run(cache, &e, d, 0, 1, NULL) == -1 && strstr(iv2_errmsg(), "mismatch"), "grid mismatch: %s", iv2_errmsg());
-    /* corrupt the newest checkpoint of run b: one byte near the end (tensor data) */
-    FILE *f = fopen(p2, "r+b");
-    if (f) { fseek(f, -100, SEEK_END); int ch = fgetc(f); fseek(f, -100, SEEK_END); fputc(ch ^ 0x55, f); fclose(f); }
+    /* a damaged newest checkpoint of run b (one byte of tensor data near the end): the resume goes
+     * back to the checkpoint before it, and the next checkpoint write sets the damaged one aside
+     * (else keep_ckpt's pruning would keep it, the newest by step, over the new ones) */
+    char one[300], p3[700];
+    snprintf(one, sizeof one, "%s.one", ROOT);
+    snprintf(p3, sizeof p3, "%s/ckpt_%08d.safetensors", one, N);
+    char cp1[2200];
+    snprintf(cp1, sizeof cp1, "rm -rf %s && mkdir -p %s && cp %s %s", one, one, p2, one);
+    CHECK(system(cp1) == 0, "a run folder with one checkpoint");
+    const char *const damage[2] = {p2, p3};
+    FILE *f;
+    for (int k = 0; k < 2; k++) {
+        f = fopen(damage[k], "r+b");
+        if (f) { fseek(f, -100, SEEK_END); int ch = fgetc(f); fseek(f, -100, SEEK_END); fputc(ch ^ 0x55, f); fclose(f); }
+    }
+    int64_t ps = -1;
+    char prev[700], aside[720];
+    CHECK(iv2_ckpt_before(b, N, prev, sizeof prev, &ps) == 0 && ps < N, "run b keeps a checkpoint before its newest");
     e = c; e.epochs = c.epochs + 1;
-    CHECK(run(cache, &e, b, 1, 0, NULL) == -1 && strstr(iv2_errmsg(), "corrupt"), "corrupt checkpoint: %s", iv2_errmsg());
-    {   /* the message names the file once, not "ckpt: ckpt: corrupt ..." */
-        const char *m = iv2_errmsg(), *at = strstr(m, p2);
-        CHECK(at && !strstr(at + strlen(p2), p2), "corrupt checkpoint names the file once: %s", m);
+    int okr = run(cache, &e, b, 1, 0, NULL) == 0;
+    CHECK(okr, "a damaged newest checkpoint: the resume goes back to the one before: %s", okr ? "" : iv2_errmsg());
+    snprintf(aside, sizeof aside, "%s.damaged", p2);
+    CHECK(access(aside, F_OK) == 0, "and the damaged one is set aside as %s", aside);
+    int64_t newest = -1;
+    CHECK(iv2_ckpt_latest(b, path, sizeof path, &newest) == 0 && newest > N, "the newest checkpoint now the run's own (%lld)",
+          (long long)newest);
+    /* nothing before it: an error that names the file once, not "ckpt: ckpt: corrupt ..." */
+    CHECK(run(cache, &e, one, 1, 0, NULL) == -1 && strstr(iv2_errmsg(), "corrupt") &&
+          strstr(iv2_errmsg(), "no checkpoint before it"), "a damaged only checkpoint: %s", iv2_errmsg());
+    {
+        const char *m = iv2_errmsg(), *at = strstr(m, p3);
+        CHECK(at && !strstr(at + strlen(p3), p3), "corrupt checkpoint names the file once: %s", m);
     }
     /* non-finite loss: a NaN in a target; the run stops, the checkpoint before stays */
     e = c; e.ckpt_every = 1; e.eval_views = 0;
