@@ -1077,7 +1077,19 @@ int iv2_extract_run(const iv2_extract_opts *o, iv2_extract_stats *st) {
         iv2_info("%s: the manifest grew from %lld to %lld rows (the old one is its start): the new rows are extracted",
                  o->cache, old_rows, (long long)m.n_rows);
         grew_from = old_rows;
-    } else if (iv2_cache_set_meta(rs->cache, meta)) goto out;
+    } else if (iv2_cache_set_meta(rs->cache, meta)) {
+        if (old_meta && strstr(iv2_errmsg(), "manifest_sha256")) {   /* say what that means, and what to do */
+            cJSON *oj = cJSON_Parse(old_meta);
+            double old_rows = cJSON_GetNumberValue(cJSON_GetObjectItemCaseSensitive(oj, "manifest_rows"));
+            cJSON_Delete(oj);
+            char keep[4096];
+            snprintf(keep, sizeof keep, "%s", iv2_errmsg());
+            iv2_err("%s: the manifest is not the one the cache was made from (%lld rows here, %.0f there), nor that one "
+                    "with rows appended; a cache follows one manifest (rows are its keys): give this one its own --cache",
+                    keep, (long long)m.n_rows, old_rows);
+        }
+        goto out;
+    }
 
     /* what is left to do */
     if (iv2_cache_list_views(rs->cache, &done, &n_done)) goto out;
