@@ -505,10 +505,13 @@ static void attention_backward_gemm(iv2_backend *be, bf16 *dq, bf16 *dk, bf16 *d
  * instead of the dQ kernel's three. Scratch: 2 B x H x Nq x ld bytes (181 MB at the student's
  * 32 x 16 x 417). Needs dq and dk or dv (backward_path); not yet timed on a GPU. */
 static size_t ds_ld(int Nk) { return ((size_t)Nk + 7) / 8 * 8; }
-template <int DP, bool DS = false>
+/* FD (IV2_ATTN_BWD=fd, path 4): the dQ kernel first, making delta from dO and o (the forward's
+ * output) into the scratch delta the dK/dV kernel then reads; no attn_delta_kernel before */
+template <int DP, bool DS = false, bool FD = false>
 static void launch_bwd_fused(cuda_impl *im, bf16 *dq, bf16 *dk, bf16 *dv, const bf16 *dout, const bf16 *q,
                              const bf16 *k, const bf16 *v, const float *lse, const float *delta, int B, int H, int Nq,
-                             int Nk, int D, int qs, int ks, int os, float scale, int add) {
+                             int Nk, int D, int qs, int ks, int os, float scale, int add, const bf16 *o = NULL) {
+    static_assert(!(DS && FD), "dS stored or delta fused, not both");
     const int M = BWARPS * 16;
     size_t smem_dq = DS ? bwd_dq_ds_smem_bytes<DP>() : bwd_dq_smem_bytes<DP>(), smem_dkv = bwd_dkv_smem_bytes<DP>();
     static int configured = 0;   /* per instantiation */
@@ -517,7 +520,7 @@ static void launch_bwd_fused(cuda_impl *im, bf16 *dq, bf16 *dk, bf16 *dv, const 
             CUDA_CHECK(cudaFuncSetAttribute(attn_bwd_dq_ds_kernel<DP>, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                             (int)smem_dq));
         else
-            CUDA_CHECK(cudaFuncSetAttribute(attn_bwd_dq_kernel<DP>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+            CUDA_CHECK(cudaFuncSetAttribute(attn_bwd_dq_kernel<DP, FD>, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                             (int)smem_dq));
         CUDA_CHECK(cudaFuncSetAttribute(attn_bwd_dkv_kernel<DP, DS>, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                         (int)smem_dkv));
@@ -525,6 +528,11 @@ static void launch_bwd_fused(cuda_impl *im, bf16 *dq, bf16 *dk, bf16 *dv, const 
     }
     ds_out ds = {NULL, 0};
     if (DS) ds = ds_out{(bf16 *)((char *)delta + bwd_delta_bytes(B, H, Nq)), (int)ds_ld(Nk)};
+    if (FD) {   /* dQ and delta first; the dK/dV kernel below reads that delta */
+        attn_bwd_dq_kernel<DP, true><<<dim3(cdiv(Nq, M), B * H), BWARPS * 32, smem_dq, im->stream>>>(
+            dq, dout, q, k, v, lse, NULL, H, Nq, Nk, D, qs, ks, os, scale, add, fd_out{o, (float *)delta});
+        LAUNCH_CHECK();
+    }
     if (dk || dv) {
         attn_bwd_dkv_kernel<DP, DS><<<dim3(cdiv(Nk, M), B * H), BWARPS * 32, smem_dkv, im->stream>>>(
             dk, dv, dout, q, k, v, lse, delta, H, Nq, Nk, D, qs, ks, os, scale, add, ds);
@@ -534,9 +542,9 @@ static void launch_bwd_fused(cuda_impl *im, bf16 *dq, bf16 *dk, bf16 *dv, const 
         attn_bwd_dq_ds_kernel<DP><<<dim3(cdiv(Nq, M), B * H), BWARPS * 32, smem_dq, im->stream>>>(
             dq, ds.p, ds.ld, k, H, Nq, Nk, D, qs, ks, scale, add);
         LAUNCH_CHECK();
-    } else if (dq) {
+    } else if (dq && !FD) {
         attn_bwd_dq_kernel<DP><<<dim3(cdiv(Nq, M), B * H), BWARPS * 32, smem_dq, im->stream>>>(
-            dq, dout, q, k, v, lse, delta, H, Nq, Nk, D, qs, ks, os, scale, add);
+            dq, dout, q, k, v, lse, delta, H, Nq, Nk, D, qs, ks, os, scale, add, fd_out{NULL, NULL});
         LAUNCH_CHECK();
     }
 }
@@ -574,20 +582,24 @@ static void launch_bwd3(cuda_impl *im, bf16 *dq, bf16 *dk, bf16 *dv, const bf16 
  * the GEMM path takes the rest, and everything when IV2_ATTN_BWD=gemm (tests/gpu/check.sh
  * runs the parity tests both ways). IV2_ATTN_BWD=wg selects the Hopper kernels for the fused
  * cases (they pass on an H100, but are no faster than the mma.sync ones); IV2_ATTN_BWD=ds the
- * mma.sync dK/dV kernel storing dS and dQ from it (3, launch_bwd_fused<DP, true>). */
+ * mma.sync dK/dV kernel storing dS and dQ from it (3, launch_bwd_fused<DP, true>); IV2_ATTN_BWD=fd
+ * the mma.sync kernels with delta made in the dQ kernel, which runs first (4,
+ * launch_bwd_fused<DP, false, true>). */
 static int backward_path(const cuda_impl *im, const void *dq, const void *dk, const void *dv, const void *dout,
                          const void *q, const void *k, const void *v, int D, int qs, int ks, int os) {
     const char *m = getenv("IV2_ATTN_BWD");
     if (m && strcmp(m, "gemm") == 0) return 0;
-    int wg = m && strcmp(m, "wg") == 0, dsm = m && strcmp(m, "ds") == 0;
-    if (m && *m && !wg && !dsm) iv2_panic("cuda attention: IV2_ATTN_BWD=%s: expected gemm, wg or ds (or unset)", m);
+    int wg = m && strcmp(m, "wg") == 0, dsm = m && strcmp(m, "ds") == 0, fdm = m && strcmp(m, "fd") == 0;
+    if (m && *m && !wg && !dsm && !fdm)
+        iv2_panic("cuda attention: IV2_ATTN_BWD=%s: expected gemm, wg, ds or fd (or unset)", m);
     if (wg && !im->wgmma)
         iv2_panic("cuda attention: IV2_ATTN_BWD=wg needs a build with CUDA_ARCH 90a and a compute capability 9.0 GPU");
     int ok = D <= 128 && D % 8 == 0 && qs % 8 == 0 && ks % 8 == 0 && os % 8 == 0;
     const void *p[7] = {dq, dk, dv, dout, q, k, v};
     for (int i = 0; i < 7; i++) ok = ok && (p[i] == NULL || aligned16(p[i]));
     if (!ok) return 0;
-    return wg ? 2 : dsm && dq && (dk || dv) ? 3 : 1;   /* ds: dQ from dS only when the dK/dV kernel runs */
+    /* ds: dQ from dS only when the dK/dV kernel runs; fd: delta in the dQ kernel, so only with dQ */
+    return wg ? 2 : dsm && dq && (dk || dv) ? 3 : fdm && dq ? 4 : 1;
 }
 
 static void c_attention_backward(iv2_backend *be, void *dq, void *dk, void *dv, const void *dout, const void *q,
@@ -605,9 +617,11 @@ static void c_attention_backward(iv2_backend *be, void *dq, void *dk, void *dv, 
     float *delta = cuda_scratch(be, scratch);
     const int wpb = 4;
     int rq = B * H * Nq, rk = B * H * Nk;
-    attn_delta_kernel<<<cdiv(rq, wpb), wpb * 32, 0, im->stream>>>(delta, (const bf16 *)dout, (const bf16 *)out, B, H,
-                                                                  Nq, D, o_stride);
-    LAUNCH_CHECK();
+    if (path != 4) {   /* fd: the dQ kernel makes delta */
+        attn_delta_kernel<<<cdiv(rq, wpb), wpb * 32, 0, im->stream>>>(delta, (const bf16 *)dout, (const bf16 *)out, B,
+                                                                      H, Nq, D, o_stride);
+        LAUNCH_CHECK();
+    }
     if (fused) {
         const bf16 *G = (const bf16 *)dout, *Q = (const bf16 *)q, *K = (const bf16 *)k, *V = (const bf16 *)v;
         bf16 *dQ = (bf16 *)dq, *dK = (bf16 *)dk, *dV = (bf16 *)dv;
@@ -617,6 +631,14 @@ static void c_attention_backward(iv2_backend *be, void *dq, void *dk, void *dv, 
             else if (D <= 64) launch_bwd3<64>(BWD_ARGS);
             else if (D <= 96) launch_bwd3<96>(BWD_ARGS);
             else launch_bwd3<128>(BWD_ARGS);
+            return;
+        }
+        if (path == 4) {
+            const bf16 *O = (const bf16 *)out;
+            if (D <= 32) launch_bwd_fused<32, false, true>(BWD_ARGS, O);
+            else if (D <= 64) launch_bwd_fused<64, false, true>(BWD_ARGS, O);
+            else if (D <= 96) launch_bwd_fused<96, false, true>(BWD_ARGS, O);
+            else launch_bwd_fused<128, false, true>(BWD_ARGS, O);
             return;
         }
         if (path == 3) {

@@ -133,9 +133,10 @@ static void c_free_host(iv2_backend *be, void *p) {
     CUDA_CHECK(cudaStreamSynchronize(impl_of(be)->copy_stream));   /* a pending copy may read it */
     CUDA_CHECK(cudaFreeHost(p));
 }
-static void c_sync(iv2_backend *be) {
+static void c_sync(iv2_backend *be) {   /* all three streams, as compute.h says (and the CPU backend does) */
     CUDA_CHECK(cudaStreamSynchronize(impl_of(be)->stream));
     CUDA_CHECK(cudaStreamSynchronize(impl_of(be)->side_stream));
+    CUDA_CHECK(cudaStreamSynchronize(impl_of(be)->copy_stream));
 }
 
 /* ---- the copy and side streams and their events (compute.h) ---- */

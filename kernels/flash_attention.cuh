@@ -690,11 +690,42 @@ __device__ __forceinline__ void bwd_dq_tile(float (&acc)[DP / 8][4], const bf16 
     acc_product<DP, TAIL>(acc, s, Ks, l, kn);
 }
 
-template <int DP>
+/* FD (IV2_ATTN_BWD=fd; written 2026-11-27 without a GPU, to be timed): the dQ kernel runs first
+ * and makes delta itself, for its rows, from dO and the forward output O (4 lanes a row, bf16
+ * pairs, 2 shuffles), stores it for the dK/dV kernel after it, and needs no attn_delta_kernel:
+ * one launch and one read of dO fewer (at the student's shape attn_delta_kernel took 37 us a
+ * block on an H100). fd_out: O (stride os, as dO) and the delta to write. */
+struct fd_out {
+    const bf16 *o;
+    float *delta;
+};
+
+/* delta of this thread's rows r and r + 8 (0 past Nq) from dO and O rows of one head (4 lanes
+ * t = 0..3 a row: columns 2t, 2t + 1, 2t + 8, ...; every lane of the warp takes part) */
+__device__ __forceinline__ void rows_delta(float (&dl)[2], const bf16 *gb, const bf16 *ob, int os, int r, int Nq, int D,
+                                           int t) {
+#pragma unroll
+    for (int hh = 0; hh < 2; hh++) {
+        int row = r + hh * 8;
+        float d = 0.f;
+        if (row < Nq)
+            for (int c = 2 * t; c < D; c += 8) {
+                float2 a = __bfloat1622float2(*(const __nv_bfloat162 *)(gb + (size_t)row * os + c));
+                float2 o = __bfloat1622float2(*(const __nv_bfloat162 *)(ob + (size_t)row * os + c));
+                d = fmaf(a.x, o.x, fmaf(a.y, o.y, d));
+            }
+        d += __shfl_xor_sync(0xffffffffu, d, 1);
+        d += __shfl_xor_sync(0xffffffffu, d, 2);
+        dl[hh] = d;
+    }
+}
+
+template <int DP, bool FD = false>
 __global__ void __launch_bounds__(BWARPS * 32, 2) attn_bwd_dq_kernel(bf16 *dq, const bf16 *dout, const bf16 *q,
                                                                      const bf16 *k, const bf16 *v, const float *lse,
                                                                      const float *delta, int H, int Nq, int Nk, int D,
-                                                                     int qs, int ks, int os, float scale, int add) {
+                                                                     int qs, int ks, int os, float scale, int add,
+                                                                     fd_out fd) {
     const int SP = DP + 8, QM = BWARPS * 16;
     extern __shared__ __align__(16) unsigned char smem_raw[];
     bf16 *Qs = (bf16 *)smem_raw, *Gs = Qs + QM * SP, *KV = Gs + QM * SP;   /* KV: [2 stages][K, V][BN][SP] */
@@ -712,7 +743,17 @@ __global__ void __launch_bounds__(BWARPS * 32, 2) attn_bwd_dq_kernel(bf16 *dq, c
     const int row0 = q0 + warp * 16;
     const bool active = row0 < Nq;
     float lse2[2], dl[2];
-    row_stats(lse2, dl, lse + ((size_t)b * H + h) * Nq, delta + ((size_t)b * H + h) * Nq, row0 + g, Nq);
+    if constexpr (FD) {   /* delta here, from global dO and O, while the tiles load */
+        const float *lb = lse + ((size_t)b * H + h) * Nq;
+        rows_delta(dl, gb, fd.o + (size_t)b * Nq * os + (size_t)h * D, os, row0 + g, Nq, D, t);
+#pragma unroll
+        for (int hh = 0; hh < 2; hh++) {
+            int row = row0 + g + hh * 8;
+            lse2[hh] = row < Nq ? lb[row] * LOG2E : 0.f;
+            if (t == 0 && row < Nq) fd.delta[((size_t)b * H + h) * Nq + row] = dl[hh];
+        }
+    } else
+        row_stats(lse2, dl, lse + ((size_t)b * H + h) * Nq, delta + ((size_t)b * H + h) * Nq, row0 + g, Nq);
     float acc[DP / 8][4];
 #pragma unroll
     for (int j = 0; j < DP / 8; j++) acc[j][0] = acc[j][1] = acc[j][2] = acc[j][3] = 0.f;

@@ -66,10 +66,10 @@ static void tune_algo(iv2_backend *be, gemm_cache_entry *ce, const cublasLtMatmu
         if (pick < 0 || ms < best) { best = ms; pick = i; }
     }
     if (pick >= 0) ce->algo = h[pick].algo;
-    if (im->gemm_tune > 1 && pick >= 0)
-        iv2_info("gemm tune: m %d n %d k %d ta %d tb %d epi %d beta %d: candidate %d of %d, %.1f us (the heuristic's "
-                 "first %.1f us)", ce->m, ce->n, ce->k, ce->ta, ce->tb, ce->epi, ce->beta1, pick, found,
-                 best * 1e3f / 3, first * 1e3f / 3);
+    if (im->gemm_tune > 1 && pick >= 0)   /* asked for: on stderr even under IV2_QUIET (check.sh sets it) */
+        fprintf(stderr, "gemm tune: m %d n %d k %d ta %d tb %d epi %d beta %d: candidate %d of %d, %.1f us (the "
+                "heuristic's first %.1f us)\n", ce->m, ce->n, ce->k, ce->ta, ce->tb, ce->epi, ce->beta1, pick, found,
+                best * 1e3f / 3, first * 1e3f / 3);
     CUDA_CHECK(cudaEventDestroy(e0));
     CUDA_CHECK(cudaEventDestroy(e1));
     CUDA_CHECK(cudaStreamSynchronize(im->stream));   /* the scratch is freed next */
@@ -137,6 +137,10 @@ static int gemm_lt(iv2_backend *be, bf16 *d, const bf16 *a, const bf16 *b, const
         cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, &a32[1], 4);
         cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, &a32[2], 4);
         cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &a32[2], 4);
+        if (im->gemm_tune) {   /* candidates that split K reduce in fp32 only: no atomics (in place), no bf16 partials */
+            uint32_t rs = CUBLASLT_REDUCTION_SCHEME_COMPUTE_TYPE;
+            cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_REDUCTION_SCHEME_MASK, &rs, sizeof rs);
+        }
         cublasLtMatmulHeuristicResult_t h[GEMM_TUNE_ALGOS];
         int found = 0;
         if (cublasLtMatmulAlgoGetHeuristic(im->lt, op, la, lb, ld, ld, pref, im->gemm_tune ? GEMM_TUNE_ALGOS : 1, h,

@@ -221,8 +221,8 @@ template <int DP> static void run_shape(const shape &s) {
         /* the backward of one kernel pair (mma.sync as launch_bwd_fused, wgmma as launch_bwd3, and
          * 2: the mma.sync dK/dV kernel storing dS, then dQ from it, as launch_bwd_fused<DP, true>) onto copies of
          * the same existing gradients, checked against the reference increments */
-        for (int hopper = 0; hopper < 3; hopper++) {
-            const char *vname = hopper == 1 ? " wg" : hopper == 2 ? " ds" : "";
+        for (int hopper = 0; hopper < 4; hopper++) {
+            const char *vname = hopper == 1 ? " wg" : hopper == 2 ? " ds" : hopper == 3 ? " fd" : "";
             std::vector<bf16> dkv = dkv0, dqsep = dqsep0;
             bf16 *dq = s.fused_qkv ? dkv.data() : dqsep.data(), *dk = dkv.data() + C, *dv = dkv.data() + 2 * C;
             const bf16 *G = dout.data();
@@ -235,8 +235,29 @@ template <int DP> static void run_shape(const shape &s) {
                                             ds_out{NULL, 0});
                 });
                 emu_launch(blocks(Nq, M), BWARPS * 32, bwd_dq_smem_bytes<DP>(), [&] {
-                    attn_bwd_dq_kernel<DP>(dq, G, q, k, v, L, dl, H, Nq, Nk, D, qs, ks, os, scale, add);
+                    attn_bwd_dq_kernel<DP>(dq, G, q, k, v, L, dl, H, Nq, Nk, D, qs, ks, os, scale, add,
+                                           fd_out{NULL, NULL});
                 });
+            } else if (hopper == 3) {
+                /* delta made by the dQ kernel (IV2_ATTN_BWD=fd) into a NaN-poisoned buffer, which the
+                 * dK/dV kernel after it reads: a row it missed would poison dK/dV; delta checked too */
+                const int M = BWARPS * 16;
+                std::vector<float> dfd((size_t)B * H * Nq, NAN);
+                emu_launch(blocks(Nq, M), BWARPS * 32, bwd_dq_smem_bytes<DP>(), [&] {
+                    attn_bwd_dq_kernel<DP, true>(dq, G, q, k, v, L, NULL, H, Nq, Nk, D, qs, ks, os, scale, add,
+                                                 fd_out{out.data(), dfd.data()});
+                });
+                emu_launch(blocks(Nk, M), BWARPS * 32, bwd_dkv_smem_bytes<DP>(), [&] {
+                    attn_bwd_dkv_kernel<DP>(dk, dv, G, q, k, v, L, dfd.data(), H, Nq, Nk, D, qs, ks, os, scale, add,
+                                            ds_out{NULL, 0});
+                });
+                double worst = 0;
+                for (size_t i = 0; i < dfd.size(); i++)
+                    worst = std::max(worst, std::isfinite(dfd[i]) ? std::fabs((double)dfd[i] - delta[i]) /
+                                                                        (1e-3 + std::fabs((double)delta[i])) : 1e30);
+                snprintf(what, sizeof what, "backward fd: delta of every row  B%d H%d Nq%d Nk%d D%d%s", B, H, Nq, Nk, D,
+                         add ? "" : " SET");
+                check(worst <= 1e-4, "rel %.2e (limit %.0e)", what, worst, 1e-4);
             } else if (hopper == 2) {
                 const int M = BWARPS * 16, ld = (Nk + 7) / 8 * 8;
                 /* NaN where dS goes: the dK/dV kernel must write every element the dQ kernel reads,

@@ -276,9 +276,9 @@ int main(int argc, char **argv) {
     enum { NAT = sizeof at / sizeof at[0] };
     struct sweep sw[NAT];
     double fwd_ms[NAT];
-    printf("\n%-28s %4s %4s %6s %4s %10s %9s %12s %9s %12s %9s %12s %9s %12s %9s\n", "attention (non-causal)", "B", "H",
-           "N", "D", "fwd ms", "TFLOP/s", "bwd ms", "TFLOP/s", "bwd gemm ms", "TFLOP/s", "bwd wg ms", "TFLOP/s",
-           "bwd ds ms", "TFLOP/s");
+    printf("\n%-28s %4s %4s %6s %4s %10s %9s %12s %9s %12s %9s %12s %9s %12s %9s %12s %9s\n", "attention (non-causal)", "B",
+           "H", "N", "D", "fwd ms", "TFLOP/s", "bwd ms", "TFLOP/s", "bwd gemm ms", "TFLOP/s", "bwd wg ms", "TFLOP/s",
+           "bwd ds ms", "TFLOP/s", "bwd fd ms", "TFLOP/s");
     for (size_t i = 0; i < sizeof at / sizeof at[0]; i++) {
         int B = at[i].B, H = at[i].H, N = at[i].N, D = at[i].D, C = H * D;
         void *b[5];
@@ -310,16 +310,19 @@ int main(int argc, char **argv) {
         /* dQ from the stored dS (IV2_ATTN_BWD=ds; the fused cases, D <= 128) */
         setenv("IV2_ATTN_BWD", "ds", 1);
         double td = time_it(be, attn_bwd_fn, b, a, 5, 2), tfd = 2.5 * fl / td / 1e12;
+        /* delta made in the dQ kernel (IV2_ATTN_BWD=fd), no attn_delta_kernel */
+        setenv("IV2_ATTN_BWD", "fd", 1);
+        double tz = time_it(be, attn_bwd_fn, b, a, 5, 2), tfz = 2.5 * fl / tz / 1e12;
         unsetenv("IV2_ATTN_BWD");
-        printf("%-28s %4d %4d %6d %4d %10.3f %9.1f %12.3f %9.1f %12.3f %9.1f %12.3f %9.1f %12.3f %9.1f\n", at[i].what, B, H,
-               N, D, t * 1e3, tf, tb * 1e3, tfb, tg * 1e3, tfg, tw * 1e3, tfw, td * 1e3, tfd);
+        printf("%-28s %4d %4d %6d %4d %10.3f %9.1f %12.3f %9.1f %12.3f %9.1f %12.3f %9.1f %12.3f %9.1f %12.3f %9.1f\n",
+               at[i].what, B, H, N, D, t * 1e3, tf, tb * 1e3, tfb, tg * 1e3, tfg, tw * 1e3, tfw, td * 1e3, tfd, tz * 1e3, tfz);
         if (js) {
             fprintf(js, "%s{\"what\": \"%s\", \"B\": %d, \"H\": %d, \"N\": %d, \"D\": %d, \"fwd_ms\": %.4f, "
                     "\"fwd_tflops\": %.2f, \"bwd_ms\": %.4f, \"bwd_tflops\": %.2f, \"bwd_gemm_ms\": %.4f, "
                     "\"bwd_gemm_tflops\": %.2f, \"bwd_wg_ms\": %.4f, \"bwd_wg_tflops\": %.2f, \"bwd_ds_ms\": %.4f, "
-                    "\"bwd_ds_tflops\": %.2f, \"fwd_sweep\": {",
+                    "\"bwd_ds_tflops\": %.2f, \"bwd_fd_ms\": %.4f, \"bwd_fd_tflops\": %.2f, \"fwd_sweep\": {",
                     i ? ", " : "", at[i].what, B, H, N, D, t * 1e3, tf, tb * 1e3, tfb, tg * 1e3, tfg,
-                    tw < 0 ? -1.0 : tw * 1e3, tfw, td * 1e3, tfd);   /* wg -1: not run (no wgmma) */
+                    tw < 0 ? -1.0 : tw * 1e3, tfw, td * 1e3, tfd, tz * 1e3, tfz);   /* wg -1: not run (no wgmma) */
             for (int c = 0; c < NCFG; c++) {
                 fprintf(js, "%s\"%s\": ", c ? ", " : "", fwd_cfgs[c]);
                 if (sw[i].ms[c] < 0) fprintf(js, "null");

@@ -13,7 +13,8 @@
  *                              IV2_BENCH_ONLY_STEP=1: the whole step at IV2_BENCH_VIEWS alone)
  * The student's training step twice: the ViT alone (forward + backward, no heads or optimiser, as
  * bench_torch's "train" row) and the whole step of iv2-distill (heads, loss, clipping, AdamW).
- *   bench_vit --step-smoke    the whole-step code at toy size on the CPU (no GPU needed)
+ *   bench_vit --step-smoke [out.json]  the whole-step code at toy size on the CPU (no GPU needed),
+ *                              the JSON as a variant run (IV2_BENCH_ONLY_STEP=1) writes it
  *   bench_vit --profile-step  only the student's train step, for Nsight Compute (check.sh,
  *                              tests/gpu/profile_step.py): iv2-1b at depth 2 (IV2_PROFILE_DEPTH),
  *                              IV2_BENCH_VIEWS views, 3 identical steps, the last kernels it launches
@@ -209,6 +210,8 @@ static double time_full_step(iv2_distill_config c, int depth, const iv2_batch *b
     return t[reps / 2];
 }
 
+static long json_models_at = -1;   /* the JSON file's offset just after "models": [ */
+
 /* the whole step at depths 2 and 6, extrapolated to full depth (views/s, tokens/s, MFU; FLOPs of
  * the model, not of the recomputation); a batch by hand: frames, the visible tokens as the
  * recipe's mask keeps them (52 per frame and the CLS), targets of a cheap pattern */
@@ -271,9 +274,10 @@ static void full_step_row(const char *device, const char *preset, int S, int rec
     snprintf(name, sizeof name, "%s step", preset);
     printf("%-14s %6d %10.2f %9.0f %-2s %12.2f %10.1f %7.1f%%   (whole step: + heads, loss, clip, AdamW; recompute %s)\n",
            name, S, t * 1e3, S * nv / t, "tk", S / t, tf / 1e12, 100 * tf / peak, recompute ? "all" : "none");
-    if (js) fprintf(js, ", {\"model\": \"%s-step%s%s\", \"batch\": %d, \"n_vis\": %d, \"unit\": \"views\", "
+    if (js) fprintf(js, "%s{\"model\": \"%s-step%s%s\", \"batch\": %d, \"n_vis\": %d, \"unit\": \"views\", "
                     "\"ms\": %.3f, \"per_s\": %.2f, \"tokens_per_s\": %.1f, \"tflops\": %.2f, \"mfu\": %.4f, "
-                    "\"recompute\": %d, \"ms_timed\": [%.3f, %.3f]}", preset, recompute ? "-recompute" : "", tag, S, nv,
+                    "\"recompute\": %d, \"ms_timed\": [%.3f, %.3f]}", ftell(js) > json_models_at ? ", " : "", preset,
+                    recompute ? "-recompute" : "", tag, S, nv,
                     t * 1e3, S / t, S * nv / t, tf / 1e12, tf / peak, recompute ? 1 : 0, t1 * 1e3, t2 * 1e3);
     fflush(stdout);
     for (int i = 0; i < nt; i++) free(tg[i]);
@@ -301,7 +305,10 @@ static int profile_step(iv2_backend *be) {
 int main(int argc, char **argv) {
     if (argc > 1 && !strcmp(argv[1], "--step-smoke")) {   /* the whole-step path on the CPU, tiny (no GPU needed) */
         const int dims[3] = {24, 16, 8};
-        full_step_row("cpu", "iv2-tiny", 2, 0, "", dims, 1e12, NULL, 0);
+        FILE *js = argc > 2 ? fopen(argv[2], "w") : NULL;   /* as a variant run's file (IV2_BENCH_ONLY_STEP) */
+        if (js) { fprintf(js, "{\"peak_tflops\": 1000.0, \"models\": ["); json_models_at = ftell(js); }
+        full_step_row("cpu", "iv2-tiny", 2, 0, "", dims, 1e12, js, 0);
+        if (js) { fprintf(js, "]}\n"); fclose(js); }
         return 0;
     }
     if (argc > 1 && !strcmp(argv[1], "--profile-whole-step")) {   /* the trainer makes its own backend */
@@ -335,6 +342,7 @@ int main(int argc, char **argv) {
     };
     FILE *js = argc > 1 ? fopen(argv[1], "w") : NULL;
     if (js) fprintf(js, "{\"peak_tflops\": %.1f, \"models\": [", peak / 1e12);
+    if (js) json_models_at = ftell(js);   /* a row written there is the first: no comma before it */
     const char *os = getenv("IV2_BENCH_ONLY_STEP");
     if (os && !strcmp(os, "1")) {   /* the whole step at 32 views alone (a variant run of check.sh) */
         const int dims[3] = {3200, 1408, 768};

@@ -14,7 +14,8 @@
 #             (test_wgmma_probe) and the op/ViT/golden tests again with the wgmma forward
 #             (IV2_ATTN_FWD=wg128 etc.) and the wgmma backward (IV2_ATTN_BWD=wg), and with the
 #             scalar backward kernels, the GELU and residual norms unfused (IV2_VEC_BWD=0 IV2_GELU_FUSION=0 IV2_FUSE_NORM=0),
-#             the norm backward's sums in registers (IV2_NORM_SMEM=0) and dQ from a stored dS (IV2_ATTN_BWD=ds);
+#             the norm backward's sums in registers (IV2_NORM_SMEM=0), dQ from a stored dS (IV2_ATTN_BWD=ds)
+#             and delta made in the dQ kernel (IV2_ATTN_BWD=fd);
 #             the curve and resume tests with AdamW beside the next forward (IV2_OPTIM_OVERLAP=1), the op
 #             and ViT tests with the GEMM algorithms timed per shape (IV2_GEMM_TUNE=1) and with the
 #             norm backward's next row in flight (IV2_NORM_PF=1)
@@ -147,6 +148,9 @@ done
 [ -x build/gpu/test_cuda_ops ] && step test_cuda_ops_bwd_ds 150 env IV2_ATTN_BWD=ds build/gpu/test_cuda_ops
 [ -x build/gpu/test_cuda_vit ] && step test_cuda_vit_bwd_ds 150 env IV2_ATTN_BWD=ds build/gpu/test_cuda_vit
 [ -x build/gpu/test_cuda_goldens ] && step test_cuda_goldens_bwd_ds 150 env IV2_ATTN_BWD=ds build/gpu/test_cuda_goldens
+# the backward whose dQ kernel makes delta (IV2_ATTN_BWD=fd; no attn_delta_kernel; not the default until timed)
+[ -x build/gpu/test_cuda_ops ] && step test_cuda_ops_bwd_fd 150 env IV2_ATTN_BWD=fd build/gpu/test_cuda_ops
+[ -x build/gpu/test_cuda_vit ] && step test_cuda_vit_bwd_fd 150 env IV2_ATTN_BWD=fd build/gpu/test_cuda_vit
 # each GEMM shape's algorithm timed among cuBLASLt's candidates (IV2_GEMM_TUNE=1; not the default
 # until it is timed): the other algorithms within the tests' tolerances
 [ -x build/gpu/test_cuda_ops ] && step test_cuda_ops_gemm_tune 150 env IV2_GEMM_TUNE=1 build/gpu/test_cuda_ops
@@ -198,6 +202,9 @@ step bench_torch 150 env IV2_BENCH_COMPILE=0 python3 tests/gpu/bench_torch.py "$
 # against the heuristic's first), beside the default's
 [ -x build/gpu/bench_vit ] && step bench_vit_gemm_tune 150 env IV2_GEMM_TUNE=2 build/gpu/bench_vit \
   "$OUT/bench_vit_gemm_tune.json"
+# the whole student step with delta made in the attention backward's dQ kernel (IV2_ATTN_BWD=fd)
+[ -x build/gpu/bench_vit ] && step bench_vit_bwd_fd 120 env IV2_BENCH_ONLY_STEP=1 IV2_ATTN_BWD=fd build/gpu/bench_vit \
+  "$OUT/bench_vit_bwd_fd.json"
 # the whole student step with the norm backward's next row in flight (IV2_NORM_PF=1), beside the default
 [ -x build/gpu/bench_vit ] && step bench_vit_norm_pf 120 env IV2_BENCH_ONLY_STEP=1 IV2_NORM_PF=1 build/gpu/bench_vit \
   "$OUT/bench_vit_norm_pf.json"
@@ -279,13 +286,14 @@ fi
 {
   echo
   echo "== figures (device: $(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -n 1))"
-  for b in bench_vit bench_distill_cuda bench_extract bench_vit_gemm_backward bench_vit_unfused bench_vit_norm_regs bench_vit_bwd_wg bench_vit_bwd_ds bench_vit_overlap bench_vit_gemm_tune bench_vit_norm_pf \
+  for b in bench_vit bench_distill_cuda bench_extract bench_vit_gemm_backward bench_vit_unfused bench_vit_norm_regs bench_vit_bwd_wg bench_vit_bwd_ds bench_vit_bwd_fd bench_vit_overlap bench_vit_gemm_tune bench_vit_norm_pf \
            bench_vit_fwd_wg bench_torch bench_torch_compiled bench_kernels; do
     [ -f "$OUT/$b.log" ] && { echo "-- $b"; grep -v '^==' "$OUT/$b.log" | grep -v 'gemm tune: m'; }
   done
-  # IV2_GEMM_TUNE=2's picks: how many shapes, how many not the heuristic's first (each line in the log)
-  [ -f "$OUT/bench_vit_gemm_tune.log" ] && grep 'gemm tune: m' "$OUT/bench_vit_gemm_tune.log" | awk '
-    { n++; for (i = 1; i < NF; i++) if ($i == "candidate" && $(i + 1) + 0 != 0) moved++ }
+  # IV2_GEMM_TUNE=2's picks: how many shapes, how many not the heuristic's first (a line per shape and
+  # backend: each bench row makes its own, so the same shape is counted once, by its m n k ... key)
+  [ -f "$OUT/bench_vit_gemm_tune.log" ] && grep 'gemm tune: m' "$OUT/bench_vit_gemm_tune.log" | awk -F: '
+    !seen[$2]++ { n++; split($3, w, " "); if (w[2] + 0 != 0) moved++ }
     END { if (n) printf "-- gemm tune: %d shapes timed, %d not the heuristic'"'"'s first pick\n", n, moved }'
   [ -f "$OUT/profile_step.txt" ] && { echo "-- profile_step: iv2-1b train step at depth 2, 32 views, per kernel" \
     "(ncu; the step's timeline in profile_step.txt)"; sed '/^-- timeline/,$d' "$OUT/profile_step.txt"; }
@@ -331,6 +339,7 @@ if iv:
                     ("bench_vit_norm_regs", "norm backward's column sums in registers (IV2_NORM_SMEM=0)"),
                     ("bench_vit_bwd_wg", "wgmma attention backward (IV2_ATTN_BWD=wg)"),
                     ("bench_vit_bwd_ds", "attention backward with dQ from the stored dS (IV2_ATTN_BWD=ds)"),
+                    ("bench_vit_bwd_fd", "attention backward with delta in the dQ kernel (IV2_ATTN_BWD=fd)"),
                     ("bench_vit_overlap", "AdamW beside the next forward (IV2_OPTIM_OVERLAP=1)"),
                     ("bench_vit_gemm_tune", "GEMM algorithms timed per shape (IV2_GEMM_TUNE)"),
                     ("bench_vit_norm_pf", "norm backward with the next row in flight (IV2_NORM_PF=1)"),
