@@ -441,6 +441,10 @@ void iv2_trainer_close(iv2_trainer *t);
 int iv2_trainer_forward_backward(iv2_trainer *t, const iv2_batch *b, int backward);
 /* One step on a batch: forward, loss, backward, clip, AdamW. Fills t->loss, grad_norm, lr. */
 int iv2_trainer_step(iv2_trainer *t, const iv2_batch *b);
+/* The drop-path scales of a step's B samples (this rank's): [2][depth][B], attention branch then
+ * MLP branch, each 0 or 1 / keep with keep = 1 - drop_path * block / (depth - 1) (timm's linspace);
+ * drawn from (seed, step, block, branch); NULL without drop path. Fills and returns t->drop. */
+const float *iv2_trainer_drop_scales(iv2_trainer *t, int64_t step, int B);
 /* One more step on the batch already in slot 0 (put there by iv2_trainer_step or
  * iv2_trainer_forward_backward), numbered `step`: the step's compute alone, for benchmarks. */
 int iv2_trainer_step_loaded(iv2_trainer *t, int64_t step);

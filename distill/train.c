@@ -541,7 +541,7 @@ void iv2_trainer_close(iv2_trainer *t) {
  * calls DropPath twice): per block, branch and sample keep with 1 - dpr[l], scaled by 1 / keep;
  * drawn from (seed, step, block, branch) so a resumed run draws the same. Fills t->drop
  * [2][depth][B] (attention branch, then MLP branch); NULL when there is no drop path. */
-static const float *drop_scales(iv2_trainer *t, int64_t step, int B) {
+const float *iv2_trainer_drop_scales(iv2_trainer *t, int64_t step, int B) {
     int depth = t->student->cfg.depth;
     float rate = t->cfg.drop_path;
     if (t->drop_override) return t->drop_override;
@@ -609,7 +609,7 @@ static int forward_backward(iv2_trainer *t, iv2_dev_batch *d, int backward) {
     iv2_vit_io io;
     memset(&io, 0, sizeof io);
     io.frames = d->frames; io.S = B; io.vis = d->hvis; io.vis_rows = d->rows; io.n_vis = nv;
-    io.drop = drop_scales(t, step, B);
+    io.drop = iv2_trainer_drop_scales(t, step, B);
     io.drop_mlp = !io.drop ? NULL : t->drop_override ? t->drop_mlp_override : io.drop + (size_t)vc->depth * B;
     io.n_out = t->n_out;
     for (int i = 0; i < t->n_out; i++) { io.blocks[i] = t->blocks[i]; io.out[i] = t->out[i]; }

@@ -85,6 +85,10 @@ static void check_indices(void) {
             CHECK(a[i] == (int64_t)floor((i + 0.5) * n / 16.0), "det n %lld seg %d: %lld", (long long)n, i,
                   (long long)a[i]);
     }
+    /* segments of one frame (n = 24, avg 1): the training draw is frame i of segment i, not the
+     * deterministic middle (which would give 0, 2, 3, 5, ...) */
+    iv2_sample_indices(24, 16, 0, 3, 10, 0, a);
+    for (int i = 0; i < 16; i++) CHECK(a[i] == i, "n 24 seg %d: %lld", i, (long long)a[i]);
     /* fewer frames than segments: repeats, in range, ascending, all frames used */
     iv2_sample_indices(5, 16, 0, 1, 2, 3, a);
     int seen[5] = {0};

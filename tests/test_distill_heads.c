@@ -79,6 +79,20 @@ int main(void) {
     fd_check("d mae input", inp_mae, dmae, B * NV * C);
     fd_check("d pooled", pooled, dpool, B * PD);
     for (int i = 0; i < B * C; i++) CHECK(dmae[(i / C) * NV * C + i % C] == 0.0f, "mae head must not touch the CLS row");
+    {   /* the heads add into dinp (distill.h: the student's read-outs collect several heads'
+         * gradients): onto 1.0 everywhere, the same gradients plus 1 */
+        static float a1[B * NV * C], a2[B * NV * C], a3[B * PD];
+        for (int i = 0; i < B * NV * C; i++) a1[i] = a2[i] = 1.0f;
+        for (int i = 0; i < B * PD; i++) a3[i] = 1.0f;
+        total(1, a1, a2, a3);
+        int ok1 = 1, ok2 = 1, ok3 = 1;
+        for (int i = 0; i < B * NV * C; i++) {
+            ok1 &= fabsf(a1[i] - (1.0f + dclip[i])) <= 1e-6f * (1.0f + fabsf(dclip[i]));
+            ok2 &= fabsf(a2[i] - (1.0f + dmae[i])) <= 1e-6f * (1.0f + fabsf(dmae[i]));
+        }
+        for (int i = 0; i < B * PD; i++) ok3 &= fabsf(a3[i] - (1.0f + dpool[i])) <= 1e-6f * (1.0f + fabsf(dpool[i]));
+        CHECK(ok1 && ok2 && ok3, "heads add to dinp (clip %d, mae %d, final %d)", ok1, ok2, ok3);
+    }
     for (int t = 0; t < h->n_table; t++) {
         const iv2_dparam *q = &h->table[t];
         char what[128];

@@ -150,6 +150,48 @@ static void check_batches(const char *cache, const iv2_distill_config *c) {
     CHECK(same_batch(&L, &h, &hc, 2), "bf16 batch: raw rows == f32 rows converted, byte for byte");
     CHECK(same_batch(&L, &p, &p3, 4) && same_batch(&L, &f, &f3, 4) && same_batch(&L, &h, &h3, 2),
           "3 loader threads == 1: plain, F32 and bf16 batches byte for byte");
+    /* what a batch holds, against the cache read directly: each sample's frames are its view's,
+     * its CLIP rows are the view's rows at vis, its MAE rows those at vis[1:] - 1 (no CLS there),
+     * its final target the view's pool; and an eval batch holds the held-out views n_train.. */
+    {
+        int ntk = 1 + 8 * 16, fbv = 8 * 56 * 56 * 3, ok_f = 1, ok_c = 1, ok_m = 1, ok_p = 1;
+        uint8_t *fr = malloc((size_t)fbv);
+        float *full = malloc(sizeof(float) * (size_t)ntk * 32), *pool = malloc(sizeof(float) * 16);
+        for (int sm = 0; sm < B; sm++) {
+            int64_t view = p.views[sm];
+            iv2_cache_view cv;
+            ok_f &= iv2_cache_set_read_view(L.set, view, &cv, fr) == 0 && !memcmp(fr, p.frames + (size_t)sm * fbv, fbv);
+            const int32_t *vs = p.vis + (size_t)sm * nv;
+            for (int k = 0; k < c->n_clip; k++) {
+                ok_c &= iv2_cache_set_read_rows(L.set, view, L.t_clip[k], NULL, ntk, full) == 0;
+                for (int i = 0; i < nv; i++)
+                    ok_c &= !memcmp(p.clip[k] + ((size_t)sm * nv + i) * 32, full + (size_t)vs[i] * 32, 32 * 4);
+            }
+            for (int k = 0; k < c->n_mae; k++) {
+                ok_m &= iv2_cache_set_read_rows(L.set, view, L.t_mae[k], NULL, ntk - 1, full) == 0;
+                for (int i = 1; i < nv; i++)
+                    ok_m &= !memcmp(p.mae[k] + ((size_t)sm * (nv - 1) + i - 1) * 24, full + (size_t)(vs[i] - 1) * 24, 24 * 4);
+            }
+            ok_p &= iv2_cache_set_read_rows(L.set, view, L.t_pool, NULL, 1, pool) == 0 &&
+                    !memcmp(p.final + (size_t)sm * 16, pool, 16 * 4);
+        }
+        CHECK(ok_f, "a sample's frames are its view's");
+        CHECK(ok_c, "CLIP target rows: the view's rows at vis (CLS first)");
+        CHECK(ok_m, "MAE target rows: the view's rows at vis[1:] - 1");
+        CHECK(ok_p, "final target: the view's pool");
+        iv2_batch ev;
+        int ne = (int)(L.n_eval < B ? L.n_eval : B), ok_e = ne > 0;
+        iv2_batch_alloc(&ev, &L, ne, ntk);
+        ok_e &= iv2_loader_build_eval(&L, 0, &ev) == ne;   /* returns the views it built */
+        for (int sm = 0; ok_e && sm < ne; sm++) {
+            iv2_cache_view cv;
+            ok_e &= ev.views[sm] == L.n_train + sm && iv2_cache_set_read_view(L.set, L.n_train + sm, &cv, fr) == 0 &&
+                    !memcmp(fr, ev.frames + (size_t)sm * fbv, fbv);
+        }
+        CHECK(ok_e, "an eval batch: the held-out views from n_train on, their frames (%d views)", ne);
+        iv2_batch_free(&ev);
+        free(fr); free(full); free(pool);
+    }
     iv2_batch_free(&hc); iv2_batch_free(&p3); iv2_batch_free(&f3); iv2_batch_free(&h3);
     iv2_batch_free(&p); iv2_batch_free(&f); iv2_batch_free(&h);
     iv2_backend_destroy(cpu); iv2_backend_destroy(bf);

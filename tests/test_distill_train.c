@@ -44,6 +44,46 @@ static int file_has(const char *path, const char *what) { return t_count_lines(p
 
 /* SIGTERM mid-run (Slurm before its time limit): the CLI finishes the step, writes its checkpoint
  * and a "stopped" line, exits 143; --resume then ends bit-identical to an uninterrupted run */
+/* Drop path (timm's DropPath, dpr = linspace(0, rate, depth)): every scale is 0 or 1 / keep_l,
+ * block 0 never drops, each block's dropped fraction over many steps is its dpr (within 5
+ * standard errors), and the scales average to 1 (what the 1 / keep is for) */
+static void check_drop_path(const char *cache, const iv2_distill_config *c) {
+    iv2_distill_config o = *c;
+    o.drop_path = 0.3f;
+    iv2_trainer t;
+    char dir[300];
+    snprintf(dir, sizeof dir, "%s.drop", ROOT);
+    if (iv2_trainer_open(&t, cache, &o, dir, 0)) { CHECK(0, "trainer: %s", iv2_errmsg()); return; }
+    int depth = t.student->cfg.depth, B = o.batch, steps = 2000, vals_ok = 1;
+    double *dropped = calloc((size_t)2 * depth, sizeof(double)), sum = 0, n = 0;
+    for (int64_t st = 0; st < steps; st++) {
+        const float *d = iv2_trainer_drop_scales(&t, st, B);
+        for (int br = 0; br < 2; br++)
+            for (int l = 0; l < depth; l++) {
+                double p = 0.3 * l / (depth - 1);
+                float one = (float)(1.0 / (1.0 - p));
+                for (int s = 0; s < B; s++) {
+                    float v = d[((size_t)br * depth + l) * B + s];
+                    vals_ok &= v == 0.f || v == one;
+                    dropped[br * depth + l] += v == 0.f;
+                    sum += v;
+                    n++;
+                }
+            }
+    }
+    CHECK(vals_ok, "drop-path scales are 0 or 1 / (1 - dpr[l])");
+    int freq_ok = dropped[0] == 0 && dropped[depth] == 0;
+    for (int br = 0; br < 2; br++)
+        for (int l = 1; l < depth; l++) {
+            double p = 0.3 * l / (depth - 1), m = (double)steps * B, f = dropped[br * depth + l] / m;
+            freq_ok &= fabs(f - p) <= 5 * sqrt(p * (1 - p) / m);
+        }
+    CHECK(freq_ok, "block 0 never drops, block l drops with dpr[l] = 0.3 l / (depth - 1)");
+    CHECK(fabs(sum / n - 1) < 0.01, "the scales average to 1 (%.4f)", sum / n);
+    free(dropped);
+    iv2_trainer_close(&t);
+}
+
 static void check_stop_signal(const char *cache, const iv2_distill_config *c) {
     iv2_distill_config o = *c;
     o.steps = 40; o.ckpt_every = 0; o.eval_every = 0;
@@ -563,6 +603,7 @@ int main(void) {
         CHECK(file_has(errp, "this build has no CUDA: eval runs on the CPU"), "a GPU run's checkpoint evaluated on the CPU");
 #endif
     }
+    check_drop_path(cache, &c);
     check_stop_signal(cache, &c);
     FILE *cf = fopen(cfgp, "w");
     if (cf) { fputs("{\"batch\": 4, \"mask_typ\": \"tube\"}", cf); fclose(cf); }

@@ -117,6 +117,24 @@ static void test_masks(void) {
         double f = (double)cnt[i] / N, se = sqrt(exact[i] * (1 - exact[i]) / N);
         CHECK(fabs(f - exact[i]) < 5 * se, "patch %d drawn %.4f, exact %.4f", i, f, exact[i]);
     }
+    /* the tube and random masks: each of 5 patches kept with probability 2/5 (a Fisher-Yates off by
+     * one would never keep the last one) */
+    const iv2_mask_type uni[2] = {IV2_MASK_RANDOM, IV2_MASK_TUBE};
+    for (int u = 0; u < 2; u++) {
+        int t = uni[u], cu[5] = {0};
+        for (int s = 0; s < N; s++) {
+            iv2_rng_seed(&r, 13, (uint64_t)s, (uint64_t)t, 0);
+            if (iv2_mask_draw((iv2_mask_type)t, NULL, 1, 5, 0.6f, &r, v) != 3) { CHECK(0, "type %d: keep 2 of 5", t); break; }
+            cu[v[1] - 1]++; cu[v[2] - 1]++;
+        }
+        int ok = 1;
+        double se = sqrt(0.4 * 0.6 / N);
+        for (int i = 0; i < 5; i++) ok &= fabs((double)cu[i] / N - 0.4) < 5 * se;
+        CHECK(ok, "type %d: every patch kept with probability 2/5 (%d %d %d %d %d of %d)", t, cu[0], cu[1], cu[2], cu[3],
+              cu[4], N);
+    }
+    /* the random mask's count truncates, as the official int(): 2048 x 0.85 = 1740.8 masked -> 1740 */
+    CHECK(iv2_mask_n_visible(IV2_MASK_RANDOM, 8, 256, 0.85f) == 1 + 2048 - 1740, "random count truncates");
     /* zero weights are only taken when nothing else is left */
     const float z[4] = {0, 1, 0, 1};
     iv2_mask_draw(IV2_MASK_ATTENTION, z, 1, 4, 0.5f, &r, v);
@@ -175,8 +193,13 @@ static void test_optim_overlap(void) {
     be->destroy(be);
 }
 
-static void test_optim(void) {
+/* three AdamW steps with clipping against a double reference: decoupled decay (none on the
+ * no_wd tensor), bias-corrected moments; through adamw_chunks (one call), or with per_tensor,
+ * adamw per tensor as for a backend without adamw_chunks */
+static void optim_vs_reference(int per_tensor) {
     iv2_backend *be = iv2_cpu_backend_create(1);
+    if (per_tensor) be->adamw_chunks = NULL;
+    const char *path = per_tensor ? "per tensor" : "one call";
     float *p = be->alloc(be, 5 * sizeof(float)), *g = be->alloc(be, 5 * sizeof(float));
     iv2_dparam tab[2] = {{.name = "w", .ndim = 2, .shape = {2, 2}, .off = 0, .n = 4, .no_wd = 0},
                          {.name = "b", .ndim = 1, .shape = {1}, .off = 4, .n = 1, .no_wd = 1}};
@@ -206,11 +229,21 @@ static void test_optim(void) {
             double mh = m[i] / (1 - pow(0.9, t)), vh = v[i] / (1 - pow(0.98, t));
             q[i] = q[i] * (1 - lr * wd) - lr * mh / (sqrt(vh) + 1e-6);
         }
-        for (int i = 0; i < 5; i++) CHECK(fabs(p[i] - q[i]) < 1e-5, "step %d param %d: %g want %g", t, i, p[i], q[i]);
+        for (int i = 0; i < 5; i++) CHECK(fabs(p[i] - q[i]) < 1e-5, "%s: step %d param %d: %g want %g", path, t, i, p[i], q[i]);
     }
     CHECK(iv2_clip_coef(1.0, 3.0f) == 1.0f && iv2_clip_coef(100, 0) == 1.0f, "no clipping below the limit / when off");
     iv2_optim_free(&o);
     be->free(be, p); be->free(be, g);
+    be->destroy(be);
+}
+
+static void test_optim(void) {
+    optim_vs_reference(0);
+    optim_vs_reference(1);
+    iv2_backend *be = iv2_cpu_backend_create(1);
+    iv2_optim o;
+    iv2_distill_config c;
+    iv2_distill_config_default(&c);
     /* a tensor over one chunk of the one-call path (adamw_chunks): the optimiser's step equals
      * adamw per tensor, bit for bit */
     size_t nb = IV2_ADAMW_CHUNK + 77, n2 = nb + 3;
