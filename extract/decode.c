@@ -602,9 +602,12 @@ static int span_frames(iv2_video *v, double start, double end, int64_t *first, i
     if (!(start >= 0)) return iv2_err("%s: span start %g is negative", v->path, start);
     if (end >= 0 && !(end > start)) return iv2_err("%s: empty span [%g, %g)", v->path, start, end);
     double last = (v->pts[v->n - 1] - v->pts[0]) * v->tb;
-    if (start >= info.duration && start > last) /* (a one-frame video has duration 0) */
-        return iv2_err("%s: span [%g, %g) starts after the end of the video (%.3f s, %lld frames)", v->path, start,
-                       end, info.duration, (long long)v->n);
+    if (start >= info.duration && start > last) { /* (a one-frame video has duration 0) */
+        char e[32] = "end";   /* an open end (-1) reads as such */
+        if (end >= 0) snprintf(e, sizeof e, "%g", end);
+        return iv2_err("%s: span [%g, %s) starts after the end of the video (%.3f s, %lld frames)", v->path, start, e,
+                       info.duration, (long long)v->n);
+    }
     int64_t a = 0, b = v->n;
     /* with a small tolerance so that a span given in rounded seconds keeps its boundary frame */
     const double eps = 1e-6;
