@@ -46,7 +46,11 @@ static void usage(FILE *f) {
             "\n"
             "data parallel: launched by mpirun or srun, train runs one rank per process (one per GPU;\n"
             "--device cuda takes the local rank's GPU); batch stays the global batch; rank 0 writes\n"
-            "RUN/. e.g. mpirun -np 8 iv2-distill train ... --device cuda (docs/distill.md).\n");
+            "RUN/. e.g. mpirun -np 8 iv2-distill train ... --device cuda (docs/distill.md).\n"
+            "\n"
+            "environment: IV2_QUIET=1 silences progress; IV2_PROGRESS_INTERVAL=S a progress line every S\n"
+            "seconds when log_every is 0; IV2_OPTIM_OVERLAP=1 runs AdamW beside the next forward (CUDA);\n"
+            "IV2_DIST_BUCKET_MB sizes the gradient all-reduce buckets (docs/distill.md).\n");
 }
 
 static const char *arg_val(int argc, char **argv, int *i) {

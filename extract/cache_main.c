@@ -87,7 +87,8 @@ static int cmd_info(const char *dir, int full_meta) {
         }
     }
     free(keys);
-    printf("bytes per view %zu (%.2f MB), all views %.2f MB\n", total, total / 1e6, total * (double)nv / 1e6);
+    if (n > 0) printf("bytes per view %zu (%.2f MB), all views %.2f MB\n", total, total / 1e6, total * (double)nv / 1e6);
+    else printf("bytes per view: no view stored yet (the targets alone: %zu)\n", total);
     if (ne > 0) {
         int k = 0;
         printf("errors:\n");

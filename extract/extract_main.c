@@ -44,7 +44,8 @@ static void usage(FILE *f) {
             "  --time-limit S       seconds per video to open and index it, and again per clip (60; 0 =\n"
             "                       none); a video over it is recorded in errors and skipped\n"
             "  --metrics F.jsonl    JSON-lines metrics (one line per write, one summary)\n"
-            "Environment: IV2_CACHE_MAX_MAP caps the LMDB map (bytes); IV2_QUIET=1 silences progress.\n");
+            "Environment: IV2_CACHE_MAX_MAP caps the LMDB map (bytes); IV2_QUIET=1 silences progress;\n"
+            "IV2_PROGRESS_INTERVAL=S a progress line every S seconds (0.25 on a terminal, else 10).\n");
 }
 
 static int parse_int(const char *flag, const char *s, long lo, long hi, long *out) {
