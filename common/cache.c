@@ -1048,7 +1048,8 @@ int iv2_cache_drop_views(iv2_cache *c, const iv2_cache_key *keys, int64_t n) {
 
 static const char *const MERGE_IGNORE[] = {"shard", NULL};
 
-/* copy one db of src into dst for the given keys; values checked first */
+/* every view, target value and error of src into dst, in transactions of a batch of keys; each
+ * value's and each view's frames checksum checked before it is copied */
 int iv2_cache_merge_from(iv2_cache *dst, iv2_cache *src, int64_t *copied) {
     if (copied) *copied = 0;
     if (!dst->rdwr) return iv2_err("cache %s is open read-only", dst->dir);
@@ -1086,7 +1087,13 @@ int iv2_cache_merge_from(iv2_cache *dst, iv2_cache *src, int64_t *copied) {
                 }
                 if (m || rc) break;
                 if ((m = mdb_get(rt, src->dbi_views, &k, &v))) break;
-                if (check_view(src, v.mv_data, v.mv_size, NULL)) { rc = iv2_err_ctx("%s: row %lld view %u", src->dir, (long long)keys[i].row, keys[i].view); break; }
+                iv2_cache_view vh;
+                if (check_view(src, v.mv_data, v.mv_size, &vh)) { rc = iv2_err_ctx("%s: row %lld view %u", src->dir, (long long)keys[i].row, keys[i].view); break; }
+                if (iv2_hash64((const uint8_t *)v.mv_data + IV2_CACHE_VIEW_HDR, iv2_cache_frames_bytes(&vh)) != vh.frames_checksum) {
+                    rc = iv2_err("%s: row %lld view %u: frames checksum mismatch (iv2-cache verify --drop-bad %s, then "
+                                 "re-extract)", src->dir, (long long)keys[i].row, keys[i].view, src->dir);
+                    break;
+                }
                 if ((m = mdb_put(wt, dst->dbi_views, &k, &v, 0))) break;
                 got++;
             }

@@ -174,7 +174,8 @@ int iv2_cache_verify(iv2_cache *c, iv2_cache_verify_report *r, void *err_stream)
 int iv2_cache_drop_views(iv2_cache *c, const iv2_cache_key *keys, int64_t n);
 
 /* Copy every view, value and error of src into dst (metas must match except "shard");
- * views dst already holds are skipped. Checksums are checked on the way. */
+ * views dst already holds are skipped. Each value's and each view's frames checksum is checked
+ * on the way: a damaged one fails the merge, naming it. */
 int iv2_cache_merge_from(iv2_cache *dst, iv2_cache *src, int64_t *copied);
 
 /* ---- a list of shards opened together (distill) ---- */

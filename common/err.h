@@ -32,7 +32,8 @@ void *iv2_calloc(size_t n, size_t size);
 void *iv2_realloc(void *p, size_t n);
 char *iv2_strdup(const char *s);
 
-/* informational lines on stderr; IV2_QUIET=1 in the environment (or iv2_set_quiet) silences them. */
+/* lines on stderr: iv2_info's are silenced by IV2_QUIET=1 in the environment (or iv2_set_quiet);
+ * warnings ("warning: ...") always print. Progress lines (log.h) read IV2_QUIET only. */
 void iv2_info(const char *fmt, ...) IV2_PRINTF(1, 2);
 void iv2_warn(const char *fmt, ...) IV2_PRINTF(1, 2);
 void iv2_set_quiet(int quiet);

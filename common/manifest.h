@@ -4,7 +4,8 @@
  * manifest's folder), "start"/"end" (seconds, numbers, optional; 0 <= start < end), "id"
  * (string, optional, unique; defaults to the row number), "source" (string, optional, e.g.
  * "ssv2" which turns flips off). Other fields are kept verbatim (extra_json). Blank lines and
- * lines starting with '#' are skipped but still counted, so row numbers are file line numbers.
+ * lines starting with '#' are skipped: a row's index (its cache key and default id) counts rows
+ * only, its line (in messages, path:line) is the file's line number.
  * A UTF-8 BOM and CRLF line ends are accepted. */
 #ifndef IV2_MANIFEST_H
 #define IV2_MANIFEST_H

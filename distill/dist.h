@@ -19,8 +19,9 @@
 
 struct iv2_trainer;
 
-/* Start MPI when launched by mpirun / srun (OMPI_COMM_WORLD_SIZE, PMI_SIZE, PMIX_RANK or
- * SLURM_NTASKS > 1 in the environment); otherwise rank 0 of 1. An error when the launcher asks
+/* Start MPI when launched by mpirun / srun (OMPI_COMM_WORLD_SIZE, PMI_SIZE, PMIX_SIZE or
+ * SLURM_STEP_NUM_TASKS > 1 in the environment: srun's step, not the allocation); otherwise rank 0
+ * of 1. An error when the launcher asks
  * for several ranks and this build has no MPI (make with ompi-c installed). */
 int iv2_dist_init(int *argc, char ***argv);
 void iv2_dist_finalize(void);

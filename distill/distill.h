@@ -429,8 +429,9 @@ typedef struct iv2_trainer {
 } iv2_trainer;
 
 /* Build everything: backend, student (random init from seed), heads, optimiser, loader, output
- * folder. With resume, the newest checkpoint in out_dir is loaded (its config must match, and
- * its training set: the same views of the cache; resume = 2 continues on a changed set). */
+ * folder. With resume, the newest checkpoint in out_dir is loaded (a damaged one is passed over
+ * for the one before it; its config must match, and its training set: the same views of the
+ * cache; resume = 2 continues on a changed set). */
 int iv2_trainer_open(iv2_trainer *t, const char *cache_dirs, const iv2_distill_config *c, const char *out_dir, int resume);
 /* The model half of iv2_trainer_open, without a cache (tests, bench): backend, student, heads
  * for targets of the given dims, optimiser and buffers for batches of c->batch x nv tokens. */

@@ -111,7 +111,8 @@ void iv2_sample_indices(int64_t n, int num_frames, int deterministic, uint64_t s
 void iv2_sample_crop(int src_w, int src_h, int size, int deterministic, int flip_allowed, uint64_t seed, int64_t row,
                      int view, int *x, int *y, int *w, int *h, int *flip);
 /* Bilinear resize of an RGB24 box (x, y, w, h inside an sw-wide image) to dw x dh, flipping when
- * asked. Half-pixel centres, no antialias (docs/decoding.md compares with PIL). */
+ * asked: PIL's BILINEAR (half-pixel centres; the filter widens with the downscale factor, so it
+ * antialiases), checked against PIL's output (docs/decoding.md). */
 void iv2_resize_bilinear(const uint8_t *src, int sw, int sh, int x, int y, int w, int h, uint8_t *dst, int dw, int dh,
                          int flip);
 /* The same with a source row stride in bytes. */

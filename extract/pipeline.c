@@ -1128,7 +1128,7 @@ int iv2_extract_run(const iv2_extract_opts *o, iv2_extract_stats *st) {
     iv2_info("%s: %d rows to do (%lld views), %lld skipped; %d targets, %.2f MB per view; %d device%s, %d views per teacher call",
              o->cache, n_work, (long long)total_views, (long long)st->rows_skipped, ts->n_targets, rs->view_bytes / 1e6,
              rs->n_dev, rs->n_dev > 1 ? "s" : "", rs->batch_views);
-    {   /* a run's first metrics line: runs appended to one file stay apart */
+    {   /* a run's start (after manifest_grew, when the manifest grew): runs appended to one file stay apart */
         char em[8200], ec[8200];
         iv2_metrics_write(&rs->metrics, "start",
                           "\"manifest\":\"%s\",\"cache\":\"%s\",\"rows_to_do\":%d,\"views_to_do\":%lld,"
@@ -1172,7 +1172,8 @@ out:
         /* a device's own error comes first: the writer only saw the queues stop */
         for (int i = 0; i < rs->n_dev; i++)
             if (rs->dev[i].failed && rs->dev[i].err[0] && ret) { snprintf(keep, sizeof keep, "%s", rs->dev[i].err); break; }
-        if (ret) {   /* the metrics say so too (when they are open): a log ends with "summary" or "failed" */
+        if (ret) {   /* the metrics say so too (when they are open): a run's lines end with "failed", or with
+                      * "summary" and its "storage" lines */
             char ek[8200];
             iv2_metrics_write(&rs->metrics, "failed", "\"error\":\"%s\",\"views\":%lld,\"rows_done\":%lld",
                               iv2_json_escape(ek, sizeof ek, keep), (long long)st->views_done, (long long)st->rows_done);

@@ -27,7 +27,8 @@ typedef struct iv2_extract_opts {
     int deterministic;          /* segment-middle frames, centre crop, no flip */
     int no_flip;
     int batch;                  /* views per write transaction (8) */
-    int queue;                  /* decoded views waiting for the teachers (2 * threads) */
+    int queue;                  /* decoded views waiting for the teachers (0: 2 * threads, at least every
+                                   device's next batch) */
     int retry_errors;           /* rows already in `errors` are tried again (0: skipped) */
     int64_t max_views;          /* stop after about this many new views, whole rows (0 = all) */
     double time_limit;          /* seconds per file for open + index and per clip (60; 0 = none): a

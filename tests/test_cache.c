@@ -359,6 +359,41 @@ int main(void) {
     CHECK(iv2_cache_verify(all, &ra, stderr) == 0 && iv2_cache_verify(mg, &rm, stderr) == 0, "verify");
     CHECK(ra.digest == rm.digest && ra.errors == 1 && rm.errors == 1, "merge digest %llx vs %llx",
           (unsigned long long)ra.digest, (unsigned long long)rm.digest);
+    /* a shard whose frames were damaged (a disk error) is refused by the merge, naming the view
+     * (the frames checksum, as verify checks it), and nothing of it is copied */
+    {
+        if (system("rm -rf build/tmp/test_cache_d build/tmp/test_cache_dm && cp -r build/tmp/test_cache_s0 build/tmp/test_cache_d")) {}
+        FILE *fp = fopen("build/tmp/test_cache_d/data.mdb", "r+b");
+        int hit_ok = 0;
+        if (fp) {
+            fseek(fp, 0, SEEK_END);
+            long sz = ftell(fp);
+            unsigned char *d = malloc((size_t)sz), ramp[64];
+            fseek(fp, 0, SEEK_SET);
+            if (fread(d, 1, (size_t)sz, fp) == (size_t)sz) {
+                for (int i = 0; i < 64; i++) ramp[i] = (unsigned char)(200 + i);   /* a run of some view's frames */
+                /* every copy: LMDB's copy-on-write leaves stale pages in the file too */
+                for (unsigned char *hit = d; (hit = memmem(hit, (size_t)(d + sz - hit), ramp, sizeof ramp)); hit += 64) {
+                    fseek(fp, (long)(hit - d) + 7, SEEK_SET);
+                    fputc(hit[7] ^ 0x10, fp);
+                    hit_ok = 1;
+                }
+            }
+            fclose(fp);
+            free(d);
+        }
+        CHECK(hit_ok, "frame bytes found in a shard's data.mdb");
+        iv2_cache *dsrc, *ddst;
+        meta(m, sizeof m, "bf16", 1, 0, 1, "a");
+        CHECK(iv2_cache_open(&dsrc, "build/tmp/test_cache_d", IV2_CACHE_RDONLY) == 0 &&
+              iv2_cache_open(&ddst, "build/tmp/test_cache_dm", IV2_CACHE_RDWR) == 0 && iv2_cache_set_meta(ddst, m) == 0,
+              "damaged shard, merge target: %s", iv2_errmsg());
+        int64_t dcp = 0;
+        CHECK(iv2_cache_merge_from(ddst, dsrc, &dcp) == -1 && strstr(iv2_errmsg(), "frames checksum"),
+              "merge of damaged frames refused: %s", iv2_errmsg());
+        iv2_cache_close(dsrc);
+        iv2_cache_close(ddst);
+    }
     /* a shard set refuses caches with other settings */
     CHECK(iv2_cache_set_open(&set, "build/tmp/test_cache_all,build/tmp/test_cache_fp16") == -1 && strstr(iv2_errmsg(), "dtype"), "set mismatch: %s", iv2_errmsg());
     iv2_cache_close(all);

@@ -21,10 +21,13 @@
 #             norm backward's next row in flight (IV2_NORM_PF=1)
 #   memcheck  compute-sanitizer memcheck on one tiny InternViT forward, on the extract teachers test
 #             (and on the op tests); racecheck on the tiny forward (default and wg128p)
-#   bench_*   bench_kernels (GEMMs, attention, the norm backwards beside IV2_NORM_PF=1), bench_vit (iv2, incl. the whole training step of iv2-distill; again
-#             with the cuBLAS attention backward, the wgmma backward, the wgmma forward, the
-#             unfused kernels, the whole step with AdamW beside the next forward, and everything with
-#             the GEMM algorithms timed per shape, the whole step with IV2_NORM_PF=1), bench_distill_cuda (iv2-distill from a recipe-size cache: the
+#   bench_*   bench_kernels (GEMMs, attention with each backward path, the norm backwards beside
+#             IV2_NORM_PF=1), bench_vit (iv2, incl. the whole training step of iv2-distill; again
+#             with the cuBLAS attention backward, the wgmma backward, dQ from a stored dS (ds), the
+#             wgmma forward, the unfused kernels, the norm backward's sums in registers, and
+#             everything with the GEMM algorithms timed per shape; the whole step alone with AdamW
+#             beside the next forward, with delta in the dQ kernel (fd) and with IV2_NORM_PF=1),
+#             bench_distill_cuda (iv2-distill from a recipe-size cache: the
 #             GPU's wait on the loader), bench_extract (iv2-extract's teachers, downloads,
 #             encoding and LMDB writes at full size, views/s per stage) and bench_torch.py
 #             (PyTorch, same GPU, same run: the whole step under bf16 autocast and the fwd+bwd
@@ -39,8 +42,9 @@
 # profile_whole_step.txt) and everything else (logs, bench_*.json) packed into $OUT/logs.tar.gz:
 # the device tool brings back at most 8 files. The whole check took 260 s on an H100 on
 # 2026-11-27 (build 30 s, tests 40 s, benchmarks 120 s), before profile_whole_step and
-# ncu_vector_bwd (about 40 s more); each step has its own time limit (build 300 s, tests 90-150 s,
-# benchmarks 120-180 s), so a hang costs at most that step's limit. Exit 0 only when no step failed.
+# ncu_vector_bwd (about 40 s more) and the twenty-odd steps added since; each step has its own
+# time limit (build and build_extract_teachers 300 / 200 s, tests 90-150 s, benchmarks 120-200 s),
+# so a hang costs at most that step's limit. Exit 0 only when no step failed.
 cd "$(dirname "$0")/../.." || exit 1
 ROOT=$(pwd)
 OUT=${OUT:-$ROOT/build/gpu-check}
