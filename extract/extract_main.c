@@ -43,8 +43,8 @@ static void usage(FILE *f) {
             "  --max-views N        stop after about N new views (whole rows)\n"
             "  --time-limit S       seconds per video to open and index it, and again per clip (60; 0 =\n"
             "                       none); a video over it is recorded in errors and skipped\n"
-            "  --metrics F.jsonl    JSON-lines metrics, appended: start, one line per write, summary and\n"
-            "                       storage (or failed); manifest_grew when rows were appended\n"
+            "  --metrics F.jsonl    JSON-lines metrics, appended: start, one line per write and per failed\n"
+            "                       row, summary and storage (or failed); manifest_grew when rows were appended\n"
             "Environment: IV2_CACHE_MAX_MAP caps the LMDB map (bytes); IV2_QUIET=1 silences progress;\n"
             "IV2_PROGRESS_INTERVAL=S a progress line every S seconds (0.25 on a terminal, else 10).\n");
 }

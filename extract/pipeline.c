@@ -906,6 +906,12 @@ static int flush(run_state *rs, pending *p) {
     for (int i = 0; i < p->n_err; i++) {
         work_row *w = &rs->work[p->err[i].w];
         iv2_warn("%s:%d: row %lld: %s", rs->o->manifest, w->row->line, (long long)w->row->index, p->err[i].reason);
+        {   /* and in the metrics, a line a failed row */
+            char ev[8200], er[8200];
+            iv2_metrics_write(&rs->metrics, "row_failed", "\"row\":%lld,\"line\":%d,\"video\":\"%s\",\"reason\":\"%s\"",
+                              (long long)w->row->index, w->row->line, iv2_json_escape(ev, sizeof ev, w->row->video_rel),
+                              iv2_json_escape(er, sizeof er, p->err[i].reason));
+        }
         rs->st->rows_failed++;
         rs->views_given_up += w->left;   /* for the progress line: they are not coming */
     }

@@ -111,11 +111,12 @@ check "OUT among the inputs through a symlink refused: $err" sh -c "echo '$err' 
 check "and it is unchanged" test "$(digest $T/m)" = "$D"
 
 # ---- bad rows: exactly those in errors, the rest done
-out=$(X --manifest $T/bad.jsonl --cache $T/bad 2>/dev/null) || echo "FAIL: run with bad rows"
+out=$(X --manifest $T/bad.jsonl --cache $T/bad --metrics $T/bad_metrics.jsonl 2>/dev/null) || echo "FAIL: run with bad rows"
 check "bad rows summary: $out" expr "$out" : 'rows done 2, failed 4, skipped 0; views 4;' >/dev/null
 rows=$(./bin/iv2-cache info $T/bad | sed -n 's/^  row \([0-9]*\): .*/\1/p' | tr '\n' ' ')
 check "errors are rows 1-4 (got '$rows')" test "$rows" = "1 2 3 4 "
 check "reasons name the problem" sh -c "./bin/iv2-cache info $T/bad | grep -q 'row 3: .*no video stream'"
+check "a metrics line a failed row" sh -c "test \$(grep -c '\"event\":\"row_failed\"' $T/bad_metrics.jsonl) -eq 4 && grep -q '\"row_failed\",\"row\":1,\"line\":2,\"video\":\"missing.mp4\",\"reason\":\".*no such file' $T/bad_metrics.jsonl"
 out=$(X --manifest $T/bad.jsonl --cache $T/bad)
 check "failed rows are skipped on rerun: $out" expr "$out" : 'rows done 0, failed 0, skipped 6;' >/dev/null
 check "stored reasons name the video as the manifest does" sh -c "./bin/iv2-cache info $T/bad | grep -q 'row 1: missing.mp4: no such file'"
