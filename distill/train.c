@@ -793,6 +793,11 @@ int iv2_trainer_run(iv2_trainer *t, int64_t max_steps) {
         if (sig && t->step < end) { t->stopped_by = sig; break; }
     }
     if (rc == 0 && t->step != last_saved && save(t)) rc = -1;
+    if (rc) {   /* the metrics end with the reason too (a non-finite loss, a full disk) */
+        char ek[4200];
+        iv2_metrics_write(&m, "failed", "\"step\":%lld,\"error\":\"%s\"", (long long)t->step,
+                          iv2_json_escape(ek, sizeof ek, iv2_errmsg()));
+    }
     if (rc == 0 && t->stopped_by) {
         iv2_metrics_write(&m, "stopped", "\"step\":%lld,\"signal\":%d", (long long)t->step, t->stopped_by);
         iv2_info("stopped by signal %d at step %lld; the checkpoint of that step is written (--resume continues)",

@@ -498,6 +498,11 @@ int main(void) {
     }
     int rc = run(cnan, &e, d, 0, 0, NULL);
     CHECK(rc == -1 && strstr(iv2_errmsg(), "not finite"), "NaN loss stops: %s", iv2_errmsg());
+    {   /* and its metrics end with the reason */
+        char mp[600];
+        snprintf(mp, sizeof mp, "%s/metrics.jsonl", d);
+        CHECK(t_count_lines(mp, "\"event\":\"failed\",\"step\":1,\"error\":\"step 1") == 1, "a failed line in the metrics");
+    }
     char latest[512];
     int64_t st = -1;
     CHECK(iv2_ckpt_latest(d, latest, sizeof latest, &st) == 0 && st == 1, "the checkpoint of step 1 remains (%lld)", (long long)st);
