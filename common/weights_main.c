@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include "compute.h"
 #include "err.h"
 #include "log.h"
@@ -175,6 +176,17 @@ static int cmd_convert(int argc, char **argv) {
         else in[n_in++] = argv[i];
     }
     if (!n_in || !out || !model) { free(in); return iv2_err("convert: needs IN.pth, -o OUT and --model"); }
+    struct stat so, si;   /* -o naming an input would replace the checkpoint being read (a typo away) */
+    if (stat(out, &so) == 0)
+        for (int k = 0; k < n_in; k++)
+            if (stat(in[k], &si) == 0 && si.st_dev == so.st_dev && si.st_ino == so.st_ino) {
+                iv2_err("convert: -o %s is the input %s; give another output file", out, in[k]);
+                free(in);
+                return -1;
+            }
+    iv2_vit_config cc;   /* a --check preset is known before the conversion, not after */
+    if (check && make_config(check, json, &cc)) { free(in); return -1; }
+    if (json && !check) { free(in); return iv2_err("convert: --config goes with --check"); }
     int odt = IV2_PTH_KEEP;
     if (strcmp(dts, "keep")) {
         iv2_dtype dt;
@@ -190,10 +202,7 @@ static int cmd_convert(int argc, char **argv) {
     if (crc) return -1;
     printf("wrote %s: %d tensors (%d dropped, %d non-tensor entries skipped), %.1f MiB\n", out, sum.n_written,
            sum.n_dropped, sum.n_skipped, sum.bytes_out / 1048576.0);
-    if (!check) return 0;
-    iv2_vit_config c;
-    if (make_config(check, json, &c)) return -1;
-    return check_load(out, &c);
+    return check ? check_load(out, &cc) : 0;
 }
 
 static void human(char *b, size_t cap, size_t x) { snprintf(b, cap, "%.2f GiB", x / 1073741824.0); }

@@ -186,6 +186,7 @@ static cJSON *import_internvideo2(importer *im, char *line) {
         if (start >= end) { iv2_err("start_time %g >= end_time %g", start, end); return NULL; }
     }
     if (total != -1 && total <= 0) { iv2_err("total_time %g is not positive", total); return NULL; }
+    if (segment && end > total + 1e-3) { iv2_err("end_time %g is past total_time %g", end, total); return NULL; }
     cJSON *o = cJSON_CreateObject();
     char *v = is_abs_or_url(f[1]) || !im->root ? iv2_strdup(f[1]) : join_path(im->root, f[1], NULL);
     cJSON_AddStringToObject(o, "video", v);
@@ -259,7 +260,7 @@ static cJSON *import_webvid(importer *im, char *line) {
     return o;
 }
 
-typedef struct { char *id; int line; } seen_id;
+typedef struct { char *id; int line, row; } seen_id;   /* row: its index in the rows written */
 static int cmp_seen(const void *a, const void *b) {
     const seen_id *x = a, *y = b;
     int c = strcmp(x->id, y->id);
@@ -296,7 +297,7 @@ static int cmd_import(int argc, char **argv) {
     char *buf = NULL, **rows = NULL;
     size_t cap = 0;
     ssize_t got;
-    int line = 0, nbad = 0, nrows = 0, rows_cap = 0, have_header = conv == import_internvideo2;
+    int line = 0, nbad = 0, nrows = 0, rows_cap = 0, have_header = conv == import_internvideo2, bad_header = 0;
     seen_id *ids = NULL;
     int nids = 0;
     while ((got = getline(&buf, &cap, in)) >= 0) {
@@ -312,7 +313,8 @@ static int cmd_import(int argc, char **argv) {
         if (!have_header) {
             int rc = conv == import_kinetics ? read_header(&im, s, KIN_COLS, 5, 1 << K_YTID | 1 << K_START | 1 << K_END)
                                              : read_header(&im, s, WEB_COLS, 5, 1 << W_ID | 1 << W_DUR | 1 << W_DIR);
-            if (rc) { fprintf(stderr, "%s:%d: %s\n", im.in, line, iv2_errmsg()); nbad++; break; }
+            /* fatal even with --keep-going: no row of the file can be read (and -o must stay as it was) */
+            if (rc) { fprintf(stderr, "%s:%d: %s\n", im.in, line, iv2_errmsg()); nbad++; bad_header = 1; break; }
             have_header = 1;
             continue;
         }
@@ -322,6 +324,7 @@ static int cmd_import(int argc, char **argv) {
         if (cJSON_IsString(id)) {
             ids = iv2_realloc(ids, (size_t)(nids + 1) * sizeof *ids);
             ids[nids].id = iv2_strdup(id->valuestring);
+            ids[nids].row = nrows;
             ids[nids++].line = line;
         }
         char *js = cJSON_PrintUnformatted(o);
@@ -333,20 +336,25 @@ static int cmd_import(int argc, char **argv) {
     if (ferror(in)) { fprintf(stderr, "%s: read error\n", im.in); nbad++; }
     if (in != stdin) fclose(in);
     free(buf);
+    /* a repeated id: the first row keeps it, the others are bad lines (not written, --keep-going
+     * included: the output must pass check) */
     qsort(ids, (size_t)nids, sizeof *ids, cmp_seen);
-    for (int i = 1; i < nids; i++)
-        if (!strcmp(ids[i].id, ids[i - 1].id)) {
-            int first = i - 1;
-            while (first > 0 && !strcmp(ids[first - 1].id, ids[i].id)) first--;
-            fprintf(stderr, "%s:%d: duplicate id \"%.200s\" (first on line %d)\n", im.in, ids[i].line, ids[i].id, ids[first].line);
-            nbad++;
-        }
+    for (int i = 1, first = 0; i < nids; i++) {
+        if (strcmp(ids[i].id, ids[first].id)) { first = i; continue; }
+        fprintf(stderr, "%s:%d: duplicate id \"%.200s\" (first on line %d)\n", im.in, ids[i].line, ids[i].id, ids[first].line);
+        cJSON_free(rows[ids[i].row]);
+        rows[ids[i].row] = NULL;
+        nbad++;
+    }
     for (int i = 0; i < nids; i++) free(ids[i].id);
     free(ids);
     if (nrows == 0 && nbad == 0) { fprintf(stderr, "%s: no rows\n", im.in); nbad++; }
 
-    int rc = 0;
-    if (nbad && !im.keep_going) {
+    int rc = 0, nwritten = 0;
+    if (bad_header) {
+        fprintf(stderr, "iv2-manifest: %s: no header this format knows, nothing written\n", im.in);
+        rc = 1;
+    } else if (nbad && !im.keep_going) {
         fprintf(stderr, "iv2-manifest: %d bad line%s in %s, nothing written (--keep-going writes the good rows)\n", nbad, nbad == 1 ? "" : "s", im.in);
         rc = 1;
     } else {
@@ -359,7 +367,8 @@ static int cmd_import(int argc, char **argv) {
             o = fopen(tmp, "wb");
             if (!o) { iv2_err("%s: cannot create: %s", tmp, strerror(errno)); free(tmp); iv2_die("iv2-manifest"); }
         }
-        for (int i = 0; i < nrows; i++) { fputs(rows[i], o); fputc('\n', o); }
+        for (int i = 0; i < nrows; i++)
+            if (rows[i]) { fputs(rows[i], o); fputc('\n', o); nwritten++; }
         if (im.out) {
             int bad = fflush(o) != 0 || fsync(fileno(o)) != 0;
             bad |= fclose(o) != 0;
@@ -370,11 +379,17 @@ static int cmd_import(int argc, char **argv) {
                 iv2_die("iv2-manifest");
             }
             free(tmp);
-        } else fflush(o);
-        if (nbad) { fprintf(stderr, "iv2-manifest: %d bad line%s skipped, %d rows written\n", nbad, nbad == 1 ? "" : "s", nrows); rc = 1; }
-        else iv2_info("iv2-manifest: %d rows imported from %s", nrows, im.in);
+        } else if (fflush(o) != 0 || ferror(o)) {   /* a full disk under a redirect must not look like success */
+            iv2_err("standard output: cannot write: %s", strerror(errno));
+            iv2_die("iv2-manifest");
+        }
+        if (nbad) {
+            fprintf(stderr, "iv2-manifest: %d bad line%s skipped, %d row%s written\n", nbad, nbad == 1 ? "" : "s", nwritten,
+                    nwritten == 1 ? "" : "s");
+            rc = 1;
+        } else iv2_info("iv2-manifest: %d row%s imported from %s", nwritten, nwritten == 1 ? "" : "s", im.in);
     }
-    for (int i = 0; i < nrows; i++) cJSON_free(rows[i]);
+    for (int i = 0; i < nrows; i++) if (rows[i]) cJSON_free(rows[i]);
     free(rows);
     return rc;
 }

@@ -85,9 +85,24 @@ X
 expect_errors "$T/w.csv" webvid "3: duration \"12s\" is not an ISO-8601 duration" "4: duration \"PT\"" \
   "5: duration \"P1H\"" "6: empty videoid" "8: duration is zero" "7: duplicate id \"1\" (first on line 2)"
 
-# --keep-going writes the good rows and still exits 1
+# --keep-going writes the good rows (not the second row of a repeated id) and still exits 1;
+# its output passes check
 $B import --format webvid "$T/w.csv" --keep-going -o "$T/kg.jsonl" 2>/dev/null && no "--keep-going exit 0"
-[ "$(wc -l < "$T/kg.jsonl")" -eq 2 ] || no "--keep-going rows: $(cat "$T/kg.jsonl")"
+[ "$(wc -l < "$T/kg.jsonl")" -eq 1 ] || no "--keep-going rows: $(cat "$T/kg.jsonl")"
+$B check "$T/kg.jsonl" >/dev/null 2>&1 || no "--keep-going output fails check: $($B check "$T/kg.jsonl" 2>&1)"
+# a header no importer knows: nothing written even with --keep-going (-o stays as it was)
+printf 'label;youtube_id;time_start;time_end\nx;a;1;11\n' > "$T/semi.csv"
+printf '{"video":"keep.mp4"}\n' > "$T/precious.jsonl"
+$B import --format kinetics "$T/semi.csv" --keep-going -o "$T/precious.jsonl" 2>/dev/null && no "bad header: exit 0"
+grep -q keep.mp4 "$T/precious.jsonl" || no "bad header with --keep-going replaced the output: $(cat "$T/precious.jsonl")"
+# standard output that cannot be written (a full disk): an error, not "imported"
+if [ -w /dev/full ] && [ -c /dev/full ]; then
+  $B import --format webvid $E/webvid_results.csv > /dev/full 2>/dev/null && no "a failed write to stdout exited 0"
+fi
+# an InternVideo2 segment past the video's total_time
+printf 'k400 a.mp4 30 40 50 2\n' > "$T/past.txt"
+$B import --format internvideo2 "$T/past.txt" 2>"$T/err.txt" >/dev/null && no "a span past total_time accepted"
+grep -q "end_time 50 is past total_time 30" "$T/err.txt" || no "span past total_time: $(cat "$T/err.txt")"
 
 # check reports every bad line of a manifest at once
 printf '{"video":"a"}\nnot json\n{"video":"b","start":3,"end":1}\n{"start":1}\n{"video":"c","id":"0"}\n' > "$T/bad.jsonl"

@@ -49,6 +49,15 @@ err=$($W convert tests/goldens/internvit_rs_c.pth -o "$d/c2.safetensors" --model
 echo "$err" | grep -q "bad tensors: .* has shape \[40\], want \[96\]" || fail "wrong-config message: $err"
 [ "$(echo "$err" | grep -o "'blocks.0.attn.k_norm.weight'" | wc -l)" = 1 ] || fail "a tensor of the wrong shape is listed twice (missing and bad): $err"
 
+# -o naming the input is refused (the checkpoint being read would be replaced); a --check preset
+# that does not exist is refused before anything is written
+cp tests/goldens/internvit_rs_c.pth "$d/self.pth"
+err=$($W convert "$d/self.pth" -o "$d/self.pth" --model internvit 2>&1) && fail "convert over its own input accepted"
+echo "$err" | grep -q "is the input" || fail "self-overwrite message: $err"
+cmp -s "$d/self.pth" tests/goldens/internvit_rs_c.pth || fail "the input was changed"
+$W convert "$d/self.pth" -o "$d/c3.safetensors" --model internvit --check bogus >/dev/null 2>&1 && fail "--check bogus accepted"
+[ -e "$d/c3.safetensors" ] && fail "--check bogus: the output was written first"
+
 # bad input: one line, non-zero
 err=$($W init --preset nope -o "$d/x.safetensors" 2>&1) && fail "unknown preset accepted"
 echo "$err" | grep -q "unknown model preset 'nope'" || fail "unknown preset message: $err"
