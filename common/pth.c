@@ -581,7 +581,7 @@ int iv2_pth_convert_shards(const char *const *in_paths, int n_in, const char *ou
     iv2_st_writer_meta(&w, "format", "pt");
     iv2_st_writer_meta(&w, "source", src);
     iv2_st_writer_meta(&w, "model", model);
-    if (iv2_st_writer_write(&w, out_path)) { iv2_err_ctx("%s", out_path); goto done; }
+    if (iv2_st_writer_write(&w, out_path)) goto done;   /* its messages name the file */
     char amount[32];
     if (S.bytes_out < 10000000) snprintf(amount, sizeof amount, "%llu bytes", (unsigned long long)S.bytes_out);
     else snprintf(amount, sizeof amount, "%.1f MB", S.bytes_out / 1e6);

@@ -393,6 +393,8 @@ static void sync_dir(const char *path) {
 
 int iv2_st_writer_write(iv2_st_writer *w, const char *path) {
     if (check_writer(w)) return iv2_err_ctx("%s", path);
+    struct stat st;   /* a device or pipe there (/dev/null): the rename would replace it with a file */
+    if (stat(path, &st) == 0 && !S_ISREG(st.st_mode)) return iv2_err("%s exists and is not a regular file: not replaced", path);
     int *ord = iv2_malloc((size_t)(w->n ? w->n : 1) * sizeof(int));
     for (int i = 0; i < w->n; i++) ord[i] = i;
     qsort_r(ord, (size_t)w->n, sizeof(int), cmp_write, w);

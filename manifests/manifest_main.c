@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 static void usage(FILE *o) {
@@ -360,6 +361,11 @@ static int cmd_import(int argc, char **argv) {
     } else {
         FILE *o = stdout;
         char *tmp = NULL;
+        struct stat ost;   /* a device or pipe there (/dev/null): the rename would replace it with a file */
+        if (im.out && stat(im.out, &ost) == 0 && !S_ISREG(ost.st_mode)) {
+            iv2_err("-o %s exists and is not a regular file (write to standard output instead)", im.out);
+            iv2_die("iv2-manifest");
+        }
         if (im.out) {
             size_t n = strlen(im.out) + 16;
             tmp = iv2_malloc(n);

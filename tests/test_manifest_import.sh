@@ -99,6 +99,9 @@ grep -q keep.mp4 "$T/precious.jsonl" || no "bad header with --keep-going replace
 if [ -w /dev/full ] && [ -c /dev/full ]; then
   $B import --format webvid $E/webvid_results.csv > /dev/full 2>/dev/null && no "a failed write to stdout exited 0"
 fi
+# -o naming a device or pipe is refused (its rename would replace /dev/null itself, as root)
+mkfifo "$T/pipe.jsonl" && { $B import --format webvid $E/webvid_results.csv -o "$T/pipe.jsonl" 2>/dev/null && no "-o a pipe accepted"
+  [ -p "$T/pipe.jsonl" ] || no "-o replaced a pipe"; }
 # an InternVideo2 segment past the video's total_time
 printf 'k400 a.mp4 30 40 50 2\n' > "$T/past.txt"
 $B import --format internvideo2 "$T/past.txt" 2>"$T/err.txt" >/dev/null && no "a span past total_time accepted"

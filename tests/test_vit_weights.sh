@@ -58,6 +58,9 @@ cmp -s "$d/self.pth" tests/goldens/internvit_rs_c.pth || fail "the input was cha
 $W convert "$d/self.pth" -o "$d/c3.safetensors" --model internvit --check bogus >/dev/null 2>&1 && fail "--check bogus accepted"
 [ -e "$d/c3.safetensors" ] && fail "--check bogus: the output was written first"
 
+mkfifo "$d/pipe.st" && { $W convert "$d/self.pth" -o "$d/pipe.st" --model internvit >/dev/null 2>&1 && fail "-o a pipe accepted"
+  [ -p "$d/pipe.st" ] || fail "-o replaced a pipe"; }
+
 # bad input: one line, non-zero
 err=$($W init --preset nope -o "$d/x.safetensors" 2>&1) && fail "unknown preset accepted"
 echo "$err" | grep -q "unknown model preset 'nope'" || fail "unknown preset message: $err"
