@@ -176,6 +176,15 @@ static int cmd_convert(int argc, char **argv) {
         else in[n_in++] = argv[i];
     }
     if (!n_in || !out || !model) { free(in); return iv2_err("convert: needs IN.pth, -o OUT and --model"); }
+    for (int a = 0; a < n_in; a++)   /* a shard listed twice would "map two tensors to one name" */
+        for (int b = 0; b < a; b++) {
+            struct stat sa, sb;
+            if (stat(in[a], &sa) == 0 && stat(in[b], &sb) == 0 && sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino) {
+                iv2_err("convert: %s is given twice (as %s and %s)", in[a], in[b], in[a]);
+                free(in);
+                return -1;
+            }
+        }
     struct stat so, si;   /* -o naming an input would replace the checkpoint being read (a typo away) */
     if (stat(out, &so) == 0)
         for (int k = 0; k < n_in; k++)

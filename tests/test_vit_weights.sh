@@ -58,6 +58,8 @@ cmp -s "$d/self.pth" tests/goldens/internvit_rs_c.pth || fail "the input was cha
 $W convert "$d/self.pth" -o "$d/c3.safetensors" --model internvit --check bogus >/dev/null 2>&1 && fail "--check bogus accepted"
 [ -e "$d/c3.safetensors" ] && fail "--check bogus: the output was written first"
 
+err=$($W convert "$d/self.pth" "$d/self.pth" -o "$d/c4.safetensors" --model internvit 2>&1) && fail "a shard twice accepted"
+echo "$err" | grep -q "is given twice" || fail "a shard twice: $err"
 mkfifo "$d/pipe.st" && { $W convert "$d/self.pth" -o "$d/pipe.st" --model internvit >/dev/null 2>&1 && fail "-o a pipe accepted"
   [ -p "$d/pipe.st" ] || fail "-o replaced a pipe"; }
 
