@@ -297,7 +297,9 @@ static int pth_parse(iv2_pth_file *f) {
                        "(torch.save(torch.load(f), g))");
     if (size >= 262 && !memcmp(b + 257, "ustar", 5))
         return iv2_err("legacy tar torch.save format is unsupported: re-save with torch>=1.6");
-    if (size < 4 || rd32(b) != 0x04034b50) return iv2_err("not a zip file (no local header signature at offset 0)");
+    if (size < 4 || rd32(b) != 0x04034b50)
+        return iv2_err(size >= 9 && b[8] == '{' ? "a safetensors file, not a PyTorch checkpoint (iv2 reads it as it is)"
+                                                : "not a zip file (no local header signature at offset 0)");
     pth_priv *pv = iv2_calloc(1, sizeof *pv);
     f->priv = pv;
     if (zip_read(pv, b, size)) return -1;

@@ -251,6 +251,7 @@ static int cmd_plan(int argc, char **argv) {
             }
         } else return iv2_err("plan: unknown argument '%s'", argv[i]);
     }
+    if (!preset) return iv2_err("plan: --preset NAME is needed (a model preset, e.g. iv2-1b)");
     if (!train && (R || mem_gib > 0)) return iv2_err("plan: --recompute and --mem are for --train");
     iv2_dtype dt;
     if (iv2_dtype_parse(dts, &dt) || (dt != IV2_F32 && dt != IV2_BF16))
