@@ -61,6 +61,7 @@ static int csv_split(char *s, char **fld, int max) {
     char *p = s;
     for (;;) {
         if (n == max) return iv2_err("more than %d columns", max);
+        while (*p == ' ') p++;   /* "a, b": the spaces around a field are not part of it */
         char *out = p;
         fld[n++] = out;
         if (*p == '"') {
@@ -71,9 +72,11 @@ static int csv_split(char *s, char **fld, int max) {
                 else if (*p == '"') { p++; break; }
                 else *out++ = *p++;
             }
+            while (*p == ' ') p++;
             if (*p && *p != ',') return iv2_err("column %d: text after the closing quote", n);
         } else {
             while (*p && *p != ',') *out++ = *p++;
+            while (out > fld[n - 1] && out[-1] == ' ') out--;
         }
         if (!*p) { *out = 0; return n; }
         *out = 0;
@@ -111,7 +114,10 @@ static int parse_iso_duration(const char *s, double *out) {
         if (*p == 'T') { if (in_t) goto bad; in_t = 1; p++; continue; }
         char *end;
         if (!(*p >= '0' && *p <= '9')) goto bad;
+        const char *q = p;   /* decimal digits and one '.' only: strtod would also take 0x10 and 1e2 */
+        while ((*q >= '0' && *q <= '9') || *q == '.') q++;
         double v = strtod(p, &end);
+        if (end != q || memchr(p, '.', (size_t)(q - p)) != memrchr(p, '.', (size_t)(q - p))) goto bad;
         char u = *end;
         if (u == 'D' && !in_t) total += v * 86400;
         else if (u == 'H' && in_t) total += v * 3600;
@@ -212,10 +218,12 @@ static cJSON *import_kinetics(importer *im, char *line) {
     const char *label = field(im, f, nf, K_LABEL), *id = field(im, f, nf, K_YTID), *split = field(im, f, nf, K_SPLIT);
     double s = 0, e = 0;
     if (!id[0]) { iv2_err("empty youtube_id"); return NULL; }
+    if (strchr(id, '/') || !strcmp(id, "..") || !strcmp(id, ".")) { iv2_err("youtube_id \"%.40s\" is not a file name", id); return NULL; }
     if (parse_double(field(im, f, nf, K_START), "time_start", &s) || parse_double(field(im, f, nf, K_END), "time_end", &e)) return NULL;
     if (s < 0 || e < 0) { iv2_err("negative time (time_start %g, time_end %g)", s, e); return NULL; }
     if (s >= e) { iv2_err("time_start %g >= time_end %g", s, e); return NULL; }
-    if (s != floor(s) || e != floor(e) || e > 999999) { iv2_err("times %g, %g are not whole seconds below 10^6 (clip names use %%06d)", s, e); return NULL; }
+    if (e > 999999) { iv2_err("time_end %g is past 999999 s (clip names use %%06d)", e); return NULL; }
+    if (s != floor(s) || e != floor(e)) { iv2_err("times %g, %g are not whole seconds (clip names use %%06d)", s, e); return NULL; }
     if (im->label_dirs && (!label || !label[0])) { iv2_err("--label-dirs but the row has no label"); return NULL; }
     char clip[256];
     snprintf(clip, sizeof clip, "%.200s_%06d_%06d", id, (int)s, (int)e);
@@ -275,7 +283,10 @@ static int cmd_import(int argc, char **argv) {
         if (!strcmp(a, "--format") && i + 1 < argc) im.format = argv[++i];
         else if (!strcmp(a, "--root") && i + 1 < argc) im.root = argv[++i];
         else if (!strcmp(a, "-o") && i + 1 < argc) im.out = argv[++i];
-        else if (!strcmp(a, "--source") && i + 1 < argc) im.source = argv[++i];
+        else if (!strcmp(a, "--source") && i + 1 < argc) {
+            im.source = argv[++i];
+            if (!*im.source) { fprintf(stderr, "iv2-manifest: --source: an empty name\n"); return 2; }
+        }
         else if (!strcmp(a, "--label-dirs")) im.label_dirs = 1;
         else if (!strcmp(a, "--keep-going")) im.keep_going = 1;
         else if (a[0] == '-' && a[1]) { fprintf(stderr, "iv2-manifest: unknown or incomplete option %s\n", a); usage(stderr); return 2; }

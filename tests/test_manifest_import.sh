@@ -102,6 +102,17 @@ fi
 # -o naming a device or pipe is refused (its rename would replace /dev/null itself, as root)
 mkfifo "$T/pipe.jsonl" && { $B import --format webvid $E/webvid_results.csv -o "$T/pipe.jsonl" 2>/dev/null && no "-o a pipe accepted"
   [ -p "$T/pipe.jsonl" ] || no "-o replaced a pipe"; }
+# spaces after the commas (header and rows) are not part of the fields; a youtube_id that is not
+# a file name, an end past the %06d clip names, ISO durations strtod would take (hex, exponent), an
+# empty --source: refused
+printf 'label, youtube_id, time_start, time_end, split\nx, abc, 1, 11, train\n' > "$T/sp.csv"
+$B import --format kinetics "$T/sp.csv" > "$T/sp.jsonl" 2>/dev/null || no "spaces after commas refused"
+grep -qF '"video":"abc_000001_000011.mp4"' "$T/sp.jsonl" && grep -qF '"split":"train"' "$T/sp.jsonl" || no "spaces kept: $(cat "$T/sp.jsonl")"
+printf 'label,youtube_id,time_start,time_end,split\nx,../a,1,11,t\nx,b,1,1000000,t\n' > "$T/kb.csv"
+expect_errors "$T/kb.csv" kinetics "2: youtube_id \"../a\" is not a file name" "3: time_end 1e+06 is past 999999 s"
+printf 'videoid,contentUrl,duration,page_dir,name\n1,u,PT0x10S,d,n\n2,u,PT1e2S,d,n\n3,u,PT1.2.3S,d,n\n' > "$T/wb.csv"
+expect_errors "$T/wb.csv" webvid "2: duration \"PT0x10S\"" "3: duration \"PT1e2S\"" "4: duration \"PT1.2.3S\""
+$B import --format webvid $E/webvid_results.csv --source "" >/dev/null 2>&1 && no "an empty --source accepted"
 # an InternVideo2 segment past the video's total_time
 printf 'k400 a.mp4 30 40 50 2\n' > "$T/past.txt"
 $B import --format internvideo2 "$T/past.txt" 2>"$T/err.txt" >/dev/null && no "a span past total_time accepted"
