@@ -1138,9 +1138,8 @@ int iv2_cache_set_open(iv2_cache_set *s, const char *dirs) {
     char *list = iv2_strdup(dirs), *save = NULL;
     for (char *d = strtok_r(list, ",", &save); d; d = strtok_r(NULL, ",", &save)) {
         if (!*d) continue;
-        struct stat sd, si;   /* the same folder twice (or through a link): its views would count twice */
-        for (int i = 0; i < s->n_shards && stat(d, &sd) == 0; i++)
-            if (stat(s->shards[i]->dir, &si) == 0 && si.st_dev == sd.st_dev && si.st_ino == sd.st_ino) {
+        for (int i = 0; i < s->n_shards; i++)   /* the same folder twice (or through a link): its views would count twice */
+            if (iv2_same_file(d, s->shards[i]->dir)) {
                 iv2_err("cache %s is listed twice (as %s and %s)", d, s->shards[i]->dir, d);
                 goto fail;
             }

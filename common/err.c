@@ -3,6 +3,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #define ERRMAX 8192 /* a path (PATH_MAX 4096) with room for its context and the reason */
@@ -85,6 +86,11 @@ char *iv2_strdup(const char *s) {
     char *d = iv2_malloc(n);
     memcpy(d, s, n);
     return d;
+}
+
+int iv2_same_file(const char *a, const char *b) {
+    struct stat sa, sb;
+    return stat(a, &sa) == 0 && stat(b, &sb) == 0 && sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino;
 }
 
 void iv2_set_quiet(int q) { quiet = q; }

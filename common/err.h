@@ -31,6 +31,8 @@ void *iv2_malloc(size_t n);
 void *iv2_calloc(size_t n, size_t size);
 void *iv2_realloc(void *p, size_t n);
 char *iv2_strdup(const char *s);
+/* 1 when paths a and b name the same existing file or folder (through links, ./ and the like) */
+int iv2_same_file(const char *a, const char *b);
 
 /* lines on stderr: iv2_info's are silenced by IV2_QUIET=1 in the environment (or iv2_set_quiet);
  * warnings ("warning: ...") always print. Progress lines (log.h) read IV2_QUIET only. */

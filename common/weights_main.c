@@ -7,7 +7,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include "compute.h"
 #include "err.h"
 #include "log.h"
@@ -176,23 +175,16 @@ static int cmd_convert(int argc, char **argv) {
         else in[n_in++] = argv[i];
     }
     if (!n_in || !out || !model) { free(in); return iv2_err("convert: needs IN.pth, -o OUT and --model"); }
-    for (int a = 0; a < n_in; a++)   /* a shard listed twice would "map two tensors to one name" */
-        for (int b = 0; b < a; b++) {
-            struct stat sa, sb;
-            if (stat(in[a], &sa) == 0 && stat(in[b], &sb) == 0 && sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino) {
-                iv2_err("convert: %s is given twice (as %s and %s)", in[a], in[b], in[a]);
-                free(in);
-                return -1;
-            }
+    for (int a = 0; a < n_in; a++) {
+        int twice = -1;   /* a shard listed twice would "map two tensors to one name" */
+        for (int b = 0; b < a && twice < 0; b++) if (iv2_same_file(in[a], in[b])) twice = b;
+        if (twice >= 0 || iv2_same_file(out, in[a])) {   /* -o an input: the checkpoint read would be replaced */
+            if (twice >= 0) iv2_err("convert: %s is given twice (as %s and %s)", in[a], in[twice], in[a]);
+            else iv2_err("convert: -o %s is the input %s; give another output file", out, in[a]);
+            free(in);
+            return -1;
         }
-    struct stat so, si;   /* -o naming an input would replace the checkpoint being read (a typo away) */
-    if (stat(out, &so) == 0)
-        for (int k = 0; k < n_in; k++)
-            if (stat(in[k], &si) == 0 && si.st_dev == so.st_dev && si.st_ino == so.st_ino) {
-                iv2_err("convert: -o %s is the input %s; give another output file", out, in[k]);
-                free(in);
-                return -1;
-            }
+    }
     iv2_vit_config cc;   /* a --check preset is known before the conversion, not after */
     if (check && make_config(check, json, &cc)) { free(in); return -1; }
     if (json && !check) { free(in); return iv2_err("convert: --config goes with --check"); }
