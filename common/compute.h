@@ -71,6 +71,10 @@ struct iv2_backend {
     void (*mem_info)(iv2_backend *be, size_t *free_bytes, size_t *total_bytes);
     void (*sync)(iv2_backend *be);
     void (*destroy)(iv2_backend *be);
+    /* read the backend's environment switches again (CUDA: docs/cuda.md, "Switches"); call it
+     * between steps, with nothing queued that a switch changes. bench_vit --ab times variants
+     * side by side in one process with it. NULL where a backend has none (the CPU). */
+    void (*read_switches)(iv2_backend *be);
 
     /* ---- the copy stream: uploads that overlap compute ----
      * upload_async queues a raw host -> backend copy on the copy stream and returns at once. src

@@ -168,6 +168,32 @@ static double c_event_seconds(iv2_backend *be, iv2_event *a, iv2_event *b) {
     return ms * 1e-3;
 }
 
+/* the switches of docs/cuda.md read from the environment (at creation, and again on
+ * be->read_switches, between steps: bench_vit --ab). The attention's IV2_ATTN_FWD, IV2_ATTN_BWD and
+ * IV2_ATTN_SIMPLE are read on each call (attention.cu). A change of IV2_GEMM_TUNE empties the
+ * GEMM cache, so each shape is picked (or timed) again the new way. */
+static int env_is(const char *name, const char *val) {
+    const char *v = getenv(name);
+    return v && !strcmp(v, val);
+}
+
+static void c_read_switches(iv2_backend *be) {
+    cuda_impl *im = impl_of(be);
+    im->vec_bwd = !env_is("IV2_VEC_BWD", "0");       /* 0: the scalar backward kernels */
+    im->fuse_norm = !env_is("IV2_FUSE_NORM", "0");   /* 0: residual_norm as its three ops */
+    im->norm_smem = !env_is("IV2_NORM_SMEM", "0");   /* 0: the norm backward's column sums in registers */
+    im->norm_pf = env_is("IV2_NORM_PF", "1");        /* 1: the norm backward's next row in flight */
+    cuda_matmul_set_gelu_fusion(be, !env_is("IV2_GELU_FUSION", "0"));   /* 0: matmul and GELU apart */
+    const char *gt = getenv("IV2_GEMM_TUNE");        /* 1: time cuBLASLt's candidates per shape */
+    int tune = gt ? atoi(gt) : 0;
+    if (tune != im->gemm_tune) {
+        cuda_matmul_release(im);
+        im->gemm_next = 0;
+        im->gemm_tuned = 0;
+    }
+    im->gemm_tune = tune;
+}
+
 static void c_destroy(iv2_backend *be) {
     if (!be) return;
     cuda_impl *im = impl_of(be);
@@ -221,18 +247,6 @@ extern "C" iv2_backend *iv2_cuda_backend_create(int device) {
     be->device = device;
     im->smem_optin = prop.sharedMemPerBlockOptin;
     im->sms = prop.multiProcessorCount;
-    const char *vb = getenv("IV2_VEC_BWD");   /* 0: the scalar backward kernels, for side-by-side timing */
-    im->vec_bwd = !(vb && !strcmp(vb, "0"));
-    const char *gf = getenv("IV2_GELU_FUSION");   /* 0: matmul + gelu unfused, for side-by-side timing */
-    im->gelu_fusion = !(gf && !strcmp(gf, "0"));
-    const char *gt = getenv("IV2_GEMM_TUNE");   /* 1: time cuBLASLt's candidates per shape (off until measured) */
-    im->gemm_tune = gt ? atoi(gt) : 0;
-    const char *fn = getenv("IV2_FUSE_NORM");   /* 0: residual_norm as its three ops, for side-by-side timing */
-    im->fuse_norm = !(fn && !strcmp(fn, "0"));
-    const char *ns = getenv("IV2_NORM_SMEM");   /* 0: the norm backward's column sums in registers */
-    im->norm_smem = !(ns && !strcmp(ns, "0"));
-    const char *np = getenv("IV2_NORM_PF");   /* 1: the norm backward's next row in flight (off until timed) */
-    im->norm_pf = np && !strcmp(np, "1");
 #ifdef IV2_WGMMA   /* the Makefile defines it when CUDA_ARCH has 90a: sm_90a code runs on 9.0 only */
     im->wgmma = prop.major == 9 && prop.minor == 0;
 #endif
@@ -273,6 +287,7 @@ extern "C" iv2_backend *iv2_cuda_backend_create(int device) {
     be->mem_info = c_mem_info;
     be->sync = c_sync;
     be->destroy = c_destroy;
+    be->read_switches = c_read_switches;
     be->upload_async = c_upload_async;
     be->download_async = c_download_async;
     be->event_create = c_event_create;
@@ -282,6 +297,7 @@ extern "C" iv2_backend *iv2_cuda_backend_create(int device) {
     be->event_sync = c_event_sync;
     be->event_seconds = c_event_seconds;
     cuda_install_matmul(be);
+    c_read_switches(be);   /* after the ops: it installs the fused GELU ones or not */
     cuda_install_norm(be);
     cuda_install_attention(be);
     cuda_install_elementwise(be);

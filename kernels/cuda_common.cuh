@@ -90,6 +90,7 @@ void cuda_install_norm(iv2_backend *be);
 void cuda_install_attention(iv2_backend *be);
 void cuda_install_elementwise(iv2_backend *be);
 void cuda_matmul_release(cuda_impl *im);
+void cuda_matmul_set_gelu_fusion(iv2_backend *be, int on);
 void cuda_bias_grad(iv2_backend *be, void *dbias, const void *dout, int M, int N);   /* dbias += column sums of dout[M][N] */
 void cuda_gelu_grad_scale(iv2_backend *be, void *x, const void *pre, size_t n);   /* x *= gelu_tanh'(pre) */
 /* rows of cols elements to pitch ld, zeros after cols; and back, added (elementwise.cu) */

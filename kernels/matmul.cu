@@ -309,8 +309,11 @@ void cuda_install_matmul(iv2_backend *be) {
     be->matmul_backward = c_matmul_backward;
     be->matmul_batch_w = c_matmul_batch_w;
     be->matmul_batch_w_backward = c_matmul_batch_w_backward;
-    if (impl_of(be)->gelu_fusion) {
-        be->matmul_gelu = c_matmul_gelu;
-        be->matmul_backward_gelu = c_matmul_backward_gelu;
-    }
+}
+
+/* the MLP's tanh GELU in the GEMMs' epilogues (IV2_GELU_FUSION; vit.c takes it where installed) */
+void cuda_matmul_set_gelu_fusion(iv2_backend *be, int on) {
+    impl_of(be)->gelu_fusion = on;
+    be->matmul_gelu = on ? c_matmul_gelu : NULL;
+    be->matmul_backward_gelu = on ? c_matmul_backward_gelu : NULL;
 }

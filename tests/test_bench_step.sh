@@ -21,3 +21,30 @@ echo "$out" | awk '
     d = vps - views * 1000 / ms; if (d < 0) d = -d
     if (d > 0.02 * vps) { print "FAIL: views/s " vps " disagrees with ms/step " ms; bad = 1 } }
   END { if (n != 1) { print "FAIL: " n " step rows"; bad = 1 }; exit bad }'
+[ $? -eq 0 ] || exit 1
+
+# bench_vit --ab (check.sh's side-by-side timing of the switches) at toy size on the CPU: the default
+# runs with no switch set, each configuration with its own (AdamW beside the forward on the second
+# trainer), every configuration timed in every round, the default's ratio 1
+ab=$(IV2_AB_ROUNDS=3 IV2_AB_STEPS=2 IV2_NORM_PF=1 build/gpu/bench_vit --ab-smoke build/tmp/bench_ab.json \
+  "IV2_OPTIM_OVERLAP=1" "IV2_NORM_PF=1, IV2_GEMM_TUNE=1" 2>&1) || { echo "FAIL: bench_vit --ab-smoke: $ab"; exit 1; }
+echo "$ab"
+if command -v python3 >/dev/null 2>&1; then
+  python3 - build/tmp/bench_ab.json <<'PY' || { echo "FAIL: bench_vit --ab's JSON"; exit 1; }
+import json, sys
+j = json.load(open(sys.argv[1]))
+c = j["configs"]
+assert [x["config"] for x in c] == ["default", "IV2_OPTIM_OVERLAP=1", "IV2_NORM_PF=1, IV2_GEMM_TUNE=1"], c
+assert [x["overlap"] for x in c] == [0, 1, 0], "overlap per configuration"
+assert [x["switches_set"] for x in c] == [0, 1, 2], "switches set during each turn"
+assert c[0]["ratio"] == 1 and all(len(x["ms_rounds"]) == 3 and min(x["ms_rounds"]) > 0 for x in c), c
+for x in c:
+    r = sorted(x["ms_rounds"])[1]
+    assert abs(x["ms"] - r) < 1e-3 * r, ("median of the rounds", x)
+    assert x["ratio_min"] <= x["ratio"] <= x["ratio_max"], x
+PY
+fi
+echo "$ab" | grep -q "IV2_NORM_PF=1 in the environment is not part of the default" || { echo "FAIL: no note of the switch set at start"; exit 1; }
+bad=$(build/gpu/bench_vit --ab-smoke build/tmp/bench_ab.json "IV2_NORM_PF=1 IV2_NOT_A_SWITCH=1" 2>&1)
+[ $? -eq 2 ] && echo "$bad" | grep -q "IV2_NOT_A_SWITCH is not a switch" || { echo "FAIL: unknown switch: $bad"; exit 1; }
+echo "ok: bench_vit --ab-smoke"

@@ -15,6 +15,11 @@
  * bench_torch's "train" row) and the whole step of iv2-distill (heads, loss, clipping, AdamW).
  *   bench_vit --step-smoke [out.json]  the whole-step code at toy size on the CPU (no GPU needed),
  *                              the JSON as a variant run (IV2_BENCH_ONLY_STEP=1) writes it
+ *   bench_vit --ab out.json CONFIG...  the whole step under the default switches and under each CONFIG
+ *                              ("IV2_NORM_PF=1 IV2_ATTN_BWD=fd"), side by side in one process, in
+ *                              rounds (IV2_AB_ROUNDS, default 5; IV2_AB_STEPS timed steps a turn,
+ *                              default 4): each variant's time over the default's (see ab_run)
+ *   bench_vit --ab-smoke out.json CONFIG...  the same at toy size on the CPU
  *   bench_vit --profile-step  only the student's train step, for Nsight Compute (check.sh,
  *                              tests/gpu/profile_step.py): iv2-1b at depth 2 (IV2_PROFILE_DEPTH),
  *                              IV2_BENCH_VIEWS views, 3 identical steps, the last kernels it launches
@@ -179,21 +184,26 @@ static double time_train(iv2_backend *be, const char *preset, int depth, int S, 
  * depth `depth` with every head reading its last block, so the heads' time is the same at both
  * timed depths and the extrapolation to full depth keeps it once. c: the run config (batch,
  * recompute, heads); b: the batch. Median seconds per step. */
-static double time_full_step(iv2_distill_config c, int depth, const iv2_batch *b, int reps, const int dims[3]) {
+static void trainer_at_depth(iv2_trainer *tr, iv2_distill_config c, int depth, const iv2_batch *b, const int dims[3]) {
     snprintf(c.student_json, sizeof c.student_json, "{\"depth\": %d}", depth);
     for (int k = 0; k < c.n_clip; k++) c.clip_student[k] = depth - 1;
     for (int k = 0; k < c.n_mae; k++) c.mae_student[k] = depth - 1;
-    iv2_trainer tr;
-    memset(&tr, 0, sizeof tr);
+    memset(tr, 0, sizeof *tr);
     iv2_set_quiet(1);   /* the trainer's memory plan */
-    if (iv2_trainer_init(&tr, &c, dims[0], dims[1], dims[2], b->nv)) iv2_die("bench_vit: trainer");
+    if (iv2_trainer_init(tr, &c, dims[0], dims[1], dims[2], b->nv)) iv2_die("bench_vit: trainer");
     iv2_set_quiet(0);
-    /* the first step loads the batch (synchronous uploads, not timed), then steps on it back to
-     * back, as a run takes them: a step returns once the host has read its gradient norm (the
-     * backward done) with its AdamW queued, which runs before the next forward or beside it
-     * (IV2_OPTIM_OVERLAP=1); a step's time is from one return to the next, so it holds one AdamW
-     * either way. The first interval (after the sync, no AdamW before it) is not counted. */
-    if (iv2_trainer_step(&tr, b)) iv2_die("bench_vit: step");
+    /* the first step loads the batch (synchronous uploads, not timed) */
+    if (iv2_trainer_step(tr, b)) iv2_die("bench_vit: step");
+}
+
+static double time_full_step(iv2_distill_config c, int depth, const iv2_batch *b, int reps, const int dims[3]) {
+    iv2_trainer tr;
+    trainer_at_depth(&tr, c, depth, b, dims);
+    /* then steps on the batch back to back, as a run takes them: a step returns once the host has
+     * read its gradient norm (the backward done) with its AdamW queued, which runs before the
+     * next forward or beside it (IV2_OPTIM_OVERLAP=1); a step's time is from one return to the
+     * next, so it holds one AdamW either way. The first interval (after the sync, no AdamW before
+     * it) is not counted. */
     double t[17];
     if (reps > 16) reps = 16;
     tr.be->sync(tr.be);
@@ -212,64 +222,91 @@ static double time_full_step(iv2_distill_config c, int depth, const iv2_batch *b
 
 static long json_models_at = -1;   /* the JSON file's offset just after "models": [ */
 
-/* the whole step at depths 2 and 6, extrapolated to full depth (views/s, tokens/s, MFU; FLOPs of
- * the model, not of the recomputation); a batch by hand: frames, the visible tokens as the
- * recipe's mask keeps them (52 per frame and the CLS), targets of a cheap pattern */
-static void full_step_row(const char *device, const char *preset, int S, int recompute, const char *tag,
-                          const int dims[3], double peak, FILE *js, int profile_depth) {
+/* a batch of the whole step by hand: frames, the visible tokens as the recipe's mask keeps them
+ * (52 per frame and the CLS), targets of a cheap pattern; c: the run config (batch, recompute,
+ * heads) at `depth` 0 (set per timed depth by time_full_step) */
+typedef struct step_batch {
     iv2_distill_config c;
-    iv2_distill_config_default(&c);
-    snprintf(c.device, sizeof c.device, "%s", device);
-    snprintf(c.student, sizeof c.student, "%s", preset);
-    c.layers_auto = 0;
-    c.batch = S;
-    c.steps = 1000;
-    c.drop_path = 0;
-    c.recompute = recompute;
-    c.prefetch = 0;
     iv2_vit_config vc;
-    if (iv2_vit_preset(preset, &vc)) iv2_die("bench_vit");
-    int G = iv2_vit_grid(&vc), T = vc.frames / vc.tubelet, P = G * G, C = vc.width;
-    int nv = iv2_mask_n_visible(c.mask, T, P, c.mask_ratio), keep = (nv - 1) / T;
     iv2_batch b;
-    memset(&b, 0, sizeof b);
-    b.B = S; b.nv = nv; b.step = 0;
-    size_t fb = (size_t)S * vc.frames * vc.img * vc.img * 3, rv = (size_t)S * nv, rm = (size_t)S * (nv - 1);
-    b.frames = malloc(fb);
-    for (size_t i = 0; i < fb; i++) b.frames[i] = (uint8_t)(i * 2654435761u >> 24);
-    b.vis = malloc(sizeof(int32_t) * rv);
-    for (int s = 0; s < S; s++) {
-        b.vis[(size_t)s * nv] = 0;
-        for (int t = 0; t < T; t++)
-            for (int i = 0; i < keep; i++) b.vis[(size_t)s * nv + 1 + t * keep + i] = 1 + t * P + (i * P) / keep + (s % 3);
-    }
     float *tg[2 * IV2_DISTILL_MAX_LAYERS + 1];
+    int nt, nv;
+} step_batch;
+
+static void step_batch_make(step_batch *sb, const char *device, const char *preset, int S, int recompute, const int dims[3]) {
+    memset(sb, 0, sizeof *sb);
+    iv2_distill_config *c = &sb->c;
+    iv2_distill_config_default(c);
+    snprintf(c->device, sizeof c->device, "%s", device);
+    snprintf(c->student, sizeof c->student, "%s", preset);
+    c->layers_auto = 0;
+    c->batch = S;
+    c->steps = 1000000;
+    c->drop_path = 0;
+    c->recompute = recompute;
+    c->prefetch = 0;
+    iv2_vit_config *vc = &sb->vc;
+    if (iv2_vit_preset(preset, vc)) iv2_die("bench_vit");
+    int G = iv2_vit_grid(vc), T = vc->frames / vc->tubelet, P = G * G;
+    int nv = sb->nv = iv2_mask_n_visible(c->mask, T, P, c->mask_ratio), keep = (nv - 1) / T;
+    iv2_batch *b = &sb->b;
+    b->B = S; b->nv = nv; b->step = 0;
+    size_t fb = (size_t)S * vc->frames * vc->img * vc->img * 3, rv = (size_t)S * nv, rm = (size_t)S * (nv - 1);
+    b->frames = malloc(fb);
+    for (size_t i = 0; i < fb; i++) b->frames[i] = (uint8_t)(i * 2654435761u >> 24);
+    b->vis = malloc(sizeof(int32_t) * rv);
+    for (int s = 0; s < S; s++) {
+        b->vis[(size_t)s * nv] = 0;
+        for (int t = 0; t < T; t++)
+            for (int i = 0; i < keep; i++) b->vis[(size_t)s * nv + 1 + t * keep + i] = 1 + t * P + (i * P) / keep + (s % 3);
+    }
     size_t tn[2 * IV2_DISTILL_MAX_LAYERS + 1];
     int nt = 0;
-    for (int k = 0; k < c.n_clip; k++) { tn[nt] = rv * dims[0]; tg[nt++] = b.clip[k] = malloc(sizeof(float) * rv * dims[0]); }
-    for (int k = 0; k < c.n_mae; k++) { tn[nt] = rm * dims[1]; tg[nt++] = b.mae[k] = malloc(sizeof(float) * rm * dims[1]); }
+    for (int k = 0; k < c->n_clip; k++) { tn[nt] = rv * dims[0]; sb->tg[nt++] = b->clip[k] = malloc(sizeof(float) * rv * dims[0]); }
+    for (int k = 0; k < c->n_mae; k++) { tn[nt] = rm * dims[1]; sb->tg[nt++] = b->mae[k] = malloc(sizeof(float) * rm * dims[1]); }
     tn[nt] = (size_t)S * dims[2];
-    tg[nt++] = b.final = malloc(sizeof(float) * S * dims[2]);
+    sb->tg[nt++] = b->final = malloc(sizeof(float) * S * dims[2]);
+    sb->nt = nt;
     for (int i = 0; i < nt; i++) {   /* 41 MB a view: filled on every core */
-        float *p = tg[i];
+        float *p = sb->tg[i];
 #pragma omp parallel for schedule(static)
         for (size_t j = 0; j < tn[i]; j++) p[j] = (float)((j * 2654435761u >> 22) & 1023) * (1.f / 16384) - 1.f / 32;
     }
+}
+
+static void step_batch_free(step_batch *sb) {
+    for (int i = 0; i < sb->nt; i++) free(sb->tg[i]);
+    free(sb->b.frames);
+    free(sb->b.vis);
+}
+
+/* model FLOPs of one whole step at full depth (not of the recomputation) */
+static double step_flops(const step_batch *sb, const int dims[3]) {
+    const iv2_vit_config *vc = &sb->vc;
+    const iv2_distill_config *c = &sb->c;
+    double C = vc->width, nv = sb->nv, S = c->batch;
+    double per_block = nv * (8.0 * C * C + 4.0 * C * vc->mlp) + 4.0 * nv * nv * C;
+    double heads = c->n_clip * 2.0 * nv * C * dims[0] + c->n_mae * 2.0 * (nv - 1) * (C * C + C * dims[1]) +
+                   2.0 * vc->pool_dim * dims[2];
+    return 3.0 * S * (vc->depth * per_block + 2.0 * (nv - 1) * (3 * vc->patch * vc->patch) * C + heads);
+}
+
+/* the whole step at depths 2 and 6, extrapolated to full depth (views/s, tokens/s, MFU) */
+static void full_step_row(const char *device, const char *preset, int S, int recompute, const char *tag,
+                          const int dims[3], double peak, FILE *js, int profile_depth) {
+    step_batch sb;
+    step_batch_make(&sb, device, preset, S, recompute, dims);
+    int nv = sb.nv;
     if (profile_depth > 0) {   /* --profile-whole-step: the steps at one depth and nothing after them */
-        double tp = time_full_step(c, profile_depth, &b, 3, dims);
+        double tp = time_full_step(sb.c, profile_depth, &sb.b, 3, dims);
         printf("profile-whole-step: %s depth %d, %d views x %d visible tokens, 1 + 3 whole steps (heads, loss, clip, "
                "AdamW), %.2f ms/step (median; inflated under a profiler)\n", preset, profile_depth, S, nv, tp * 1e3);
-        for (int i = 0; i < nt; i++) free(tg[i]);
-        free(b.frames);
-        free(b.vis);
+        step_batch_free(&sb);
         return;
     }
-    double t1 = time_full_step(c, 2, &b, 11, dims), t2 = time_full_step(c, 6, &b, 11, dims);
-    double t = t1 + (vc.depth - 2) * (t2 - t1) / 4;
-    double per_block = (double)nv * (8.0 * C * C + 4.0 * C * vc.mlp) + 4.0 * (double)nv * nv * C;
-    double heads = c.n_clip * 2.0 * nv * C * dims[0] + c.n_mae * 2.0 * (nv - 1) * ((double)C * C + (double)C * dims[1]) +
-                   2.0 * vc.pool_dim * dims[2];
-    double fl = 3.0 * S * (vc.depth * per_block + 2.0 * (nv - 1) * (3 * vc.patch * vc.patch) * C + heads), tf = fl / t;
+    double t1 = time_full_step(sb.c, 2, &sb.b, 11, dims), t2 = time_full_step(sb.c, 6, &sb.b, 11, dims);
+    double t = t1 + (sb.vc.depth - 2) * (t2 - t1) / 4;
+    double fl = step_flops(&sb, dims), tf = fl / t;
     char name[40];
     snprintf(name, sizeof name, "%s step", preset);
     printf("%-14s %6d %10.2f %9.0f %-2s %12.2f %10.1f %7.1f%%   (whole step: + heads, loss, clip, AdamW; recompute %s)\n",
@@ -280,9 +317,197 @@ static void full_step_row(const char *device, const char *preset, int S, int rec
                     recompute ? "-recompute" : "", tag, S, nv,
                     t * 1e3, S / t, S * nv / t, tf / 1e12, tf / peak, recompute ? 1 : 0, t1 * 1e3, t2 * 1e3);
     fflush(stdout);
-    for (int i = 0; i < nt; i++) free(tg[i]);
-    free(b.frames);
-    free(b.vis);
+    step_batch_free(&sb);
+}
+
+/* ---- A/B: variants of the switches timed side by side in one process ----
+ * bench_vit --ab out.json CONFIG...: the whole step of iv2-1b (IV2_BENCH_VIEWS views) under the
+ * built-in defaults and under each CONFIG ("IV2_NORM_PF=1", "IV2_ATTN_BWD=fd IV2_GEMM_TUNE=1", ...),
+ * in rounds: a round gives every configuration a turn (the order rotated a place each round), a
+ * warm-up step and IV2_AB_STEPS timed steps back to back, at depths 2 and 6; each round's two
+ * medians are extrapolated to full depth. A variant's figure is the median over rounds of its
+ * time over the default's in the same round, so a drift of the machine (clocks, heat, a
+ * neighbour) between the two hardly enters it, where separate processes minutes apart differ by
+ * 2 % on the same code. The backend's switches change through be->read_switches, the attention's
+ * are read on each call; IV2_OPTIM_OVERLAP=1 runs on a second trainer, built with it. Every other
+ * switch is left out of the default: the default is none set. */
+#define AB_MAX 16     /* configurations, the default included */
+#define AB_VARS 8     /* assignments in one */
+#define AB_ROUNDS 16
+#define AB_STEPS 16
+
+static const char *ab_switches[] = {"IV2_ATTN_FWD", "IV2_ATTN_BWD",  "IV2_VEC_BWD",   "IV2_GELU_FUSION",  "IV2_FUSE_NORM",
+                                    "IV2_NORM_SMEM", "IV2_NORM_PF", "IV2_GEMM_TUNE", "IV2_OPTIM_OVERLAP"};
+#define AB_NSW (int)(sizeof ab_switches / sizeof *ab_switches)
+
+typedef struct ab_config {
+    const char *text;                  /* as given; "default" */
+    int n, var[AB_VARS];               /* its assignments: ab_switches[var[i]] = val[i] */
+    char val[AB_VARS][24];
+    int overlap;                       /* IV2_OPTIM_OVERLAP=1: the second trainer */
+    double t[2][AB_ROUNDS];            /* each round's median s/step at depths 2 and 6 */
+    int ran_overlap;                   /* the optimiser's overlap on the trainer its turns ran on */
+    int ran_set;                       /* switches set in the environment during its turns */
+} ab_config;
+
+static int ab_parse(ab_config *a, const char *text) {
+    memset(a, 0, sizeof *a);
+    a->text = text;
+    char buf[512];
+    snprintf(buf, sizeof buf, "%s", text);
+    for (char *tok = strtok(buf, " ,"); tok; tok = strtok(NULL, " ,")) {
+        char *eq = strchr(tok, '=');
+        if (!eq || eq == tok || !eq[1]) {
+            fprintf(stderr, "bench_vit --ab: \"%s\": \"%s\" is not VARIABLE=VALUE\n", text, tok);
+            return -1;
+        }
+        *eq = 0;
+        int v = -1;
+        for (int i = 0; i < AB_NSW; i++)
+            if (!strcmp(tok, ab_switches[i])) v = i;
+        if (v < 0) {
+            fprintf(stderr, "bench_vit --ab: \"%s\": %s is not a switch that can change between steps; these can:", text,
+                    tok);
+            for (int i = 0; i < AB_NSW; i++) fprintf(stderr, " %s", ab_switches[i]);
+            fprintf(stderr, "\n");
+            return -1;
+        }
+        for (int i = 0; i < a->n; i++)
+            if (a->var[i] == v) { fprintf(stderr, "bench_vit --ab: \"%s\": %s twice\n", text, tok); return -1; }
+        if (a->n == AB_VARS || strlen(eq + 1) >= sizeof a->val[0]) {
+            fprintf(stderr, "bench_vit --ab: \"%s\": too many or too long values\n", text);
+            return -1;
+        }
+        a->var[a->n] = v;
+        snprintf(a->val[a->n++], sizeof a->val[0], "%s", eq + 1);
+        if (!strcmp(tok, "IV2_OPTIM_OVERLAP")) a->overlap = !strcmp(eq + 1, "1");
+    }
+    if (!a->n) { fprintf(stderr, "bench_vit --ab: \"%s\": no VARIABLE=VALUE in it\n", text); return -1; }
+    return 0;
+}
+
+/* the environment of a configuration: every switch unset (the built-in defaults), then its own */
+static void ab_apply(const ab_config *a) {
+    for (int i = 0; i < AB_NSW; i++) unsetenv(ab_switches[i]);
+    for (int i = 0; i < a->n; i++) setenv(ab_switches[a->var[i]], a->val[i], 1);
+}
+
+static int ab_set_count(void) {
+    int n = 0;
+    for (int i = 0; i < AB_NSW; i++) n += getenv(ab_switches[i]) != NULL;
+    return n;
+}
+
+/* one turn: the switches read again, a warm-up step (after a change it picks, or times, the GEMMs'
+ * algorithms anew), then `steps` steps timed back to back as time_full_step times them; median s */
+static double ab_turn(iv2_trainer *tr, int64_t *step, int steps) {
+    iv2_backend *be = tr->be;
+    if (be->read_switches) be->read_switches(be);
+    if (iv2_trainer_step_loaded(tr, ++*step)) iv2_die("bench_vit --ab: step");
+    double t[AB_STEPS], prev = iv2_now();
+    for (int s = 0; s < steps; s++) {
+        if (iv2_trainer_step_loaded(tr, ++*step)) iv2_die("bench_vit --ab: step");
+        double now = iv2_now();
+        t[s] = now - prev;
+        prev = now;
+    }
+    be->sync(be);   /* nothing of this turn left queued when the next one changes a switch */
+    qsort(t, steps, sizeof(double), cmpd);
+    return t[steps / 2];
+}
+
+static double median_of(double *v, int n) {
+    qsort(v, n, sizeof(double), cmpd);
+    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+static int ab_run(const char *device, const char *preset, int S, const int dims[3], double peak, const char *json,
+                  int rounds, int steps, int n_given, char **given) {
+    static ab_config a[AB_MAX];
+    if (n_given < 1 || n_given >= AB_MAX) {
+        fprintf(stderr, "bench_vit --ab: give 1 to %d configurations, e.g. \"IV2_NORM_PF=1\"\n", AB_MAX - 1);
+        return 2;
+    }
+    if (rounds < 1 || rounds > AB_ROUNDS || steps < 1 || steps > AB_STEPS) {
+        fprintf(stderr, "bench_vit --ab: IV2_AB_ROUNDS 1..%d and IV2_AB_STEPS 1..%d\n", AB_ROUNDS, AB_STEPS);
+        return 2;
+    }
+    memset(&a[0], 0, sizeof a[0]);
+    a[0].text = "default";
+    int n = 1, any_overlap = 0;
+    for (int i = 0; i < n_given; i++, n++) {
+        if (ab_parse(&a[n], given[i])) return 2;
+        any_overlap |= a[n].overlap;
+    }
+    for (int i = 0; i < AB_NSW; i++)
+        if (getenv(ab_switches[i]))
+            printf("note: %s=%s in the environment is not part of the default here (none set)\n", ab_switches[i],
+                   getenv(ab_switches[i]));
+    step_batch sb;
+    step_batch_make(&sb, device, preset, S, 0, dims);
+    const ab_config overlap_on = {.n = 1, .var = {AB_NSW - 1}, .val = {"1"}};
+    for (int di = 0; di < 2; di++) {
+        int depth = di ? 6 : 2;
+        iv2_trainer tr[2];
+        int64_t stepno[2] = {0, 0};
+        for (int k = 0; k < 1 + any_overlap; k++) {   /* trainer 1: AdamW beside the next forward */
+            ab_apply(k ? &overlap_on : &a[0]);
+            trainer_at_depth(&tr[k], sb.c, depth, &sb.b, dims);
+        }
+        for (int r = 0; r < rounds; r++)
+            for (int j = 0; j < n; j++) {
+                ab_config *c = &a[(j + r) % n];
+                ab_apply(c);
+                iv2_trainer *t = &tr[c->overlap];
+                c->ran_overlap = t->opt.overlap;
+                c->ran_set = ab_set_count();
+                c->t[di][r] = ab_turn(t, &stepno[c->overlap], steps);
+            }
+        for (int k = 0; k < 1 + any_overlap; k++) iv2_trainer_close(&tr[k]);
+    }
+    ab_apply(&a[0]);
+    double fl = step_flops(&sb, dims);
+    int full = sb.vc.depth;
+    FILE *js = json ? fopen(json, "w") : NULL;
+    if (json && !js) { fprintf(stderr, "bench_vit --ab: cannot write %s\n", json); return 1; }
+    printf("A/B: %s whole step (heads, loss, clip, AdamW), %d views x %d visible tokens, on %s; %d rounds, each a turn "
+           "of every configuration (rotated), a turn a warm-up and %d timed steps at depths 2 and 6, extrapolated to "
+           "depth %d\n", preset, S, sb.nv, device, rounds, steps, full);
+    printf("%-58s %9s %9s %7s %8s %17s %7s\n", "configuration", "ms/step", "views/s", "MFU", "x default",
+           "(rounds min-max)", "faster");
+    if (js) fprintf(js, "{\"preset\": \"%s\", \"views\": %d, \"n_vis\": %d, \"rounds\": %d, \"steps\": %d, "
+                    "\"peak_tflops\": %.1f, \"configs\": [", preset, S, sb.nv, rounds, steps, peak / 1e12);
+    for (int i = 0; i < n; i++) {
+        double ms[AB_ROUNDS], ratio[AB_ROUNDS], d2[AB_ROUNDS], d6[AB_ROUNDS];
+        int faster = 0;
+        for (int r = 0; r < rounds; r++) {
+            double ti = a[i].t[0][r] + (full - 2) * (a[i].t[1][r] - a[i].t[0][r]) / 4;
+            double t0 = a[0].t[0][r] + (full - 2) * (a[0].t[1][r] - a[0].t[0][r]) / 4;
+            ms[r] = ti * 1e3;
+            ratio[r] = ti / t0;
+            faster += ti < t0;
+            d2[r] = a[i].t[0][r] * 1e3;
+            d6[r] = a[i].t[1][r] * 1e3;
+        }
+        char rounds_ms[AB_ROUNDS * 16] = "";
+        for (int r = 0, o = 0; r < rounds; r++) o += snprintf(rounds_ms + o, sizeof rounds_ms - o, "%s%.3f", r ? ", " : "", ms[r]);
+        double m = median_of(ms, rounds), q = median_of(ratio, rounds), tf = fl / (m * 1e-3);
+        double lo = ratio[0], hi = ratio[rounds - 1];   /* sorted by median_of */
+        char span[40];
+        snprintf(span, sizeof span, "(%.3f-%.3f)", lo, hi);
+        printf("%-58.58s %9.2f %9.2f %6.1f%% %8.3f %17s %3d/%-3d\n", a[i].text, m, S / (m * 1e-3), 100 * tf / peak, q,
+               i ? span : "", i ? faster : 0, rounds);
+        if (js) fprintf(js, "%s{\"config\": \"%s\", \"ms\": %.3f, \"per_s\": %.2f, \"mfu\": %.4f, \"ratio\": %.4f, "
+                        "\"ratio_min\": %.4f, \"ratio_max\": %.4f, \"faster_rounds\": %d, \"overlap\": %d, "
+                        "\"switches_set\": %d, \"ms_rounds\": [%s], \"ms_timed\": [%.3f, %.3f]}", i ? ", " : "",
+                        a[i].text, m, S / (m * 1e-3), tf / peak, q, lo, hi, i ? faster : 0, a[i].ran_overlap,
+                        a[i].ran_set, rounds_ms, median_of(d2, rounds), median_of(d6, rounds));
+    }
+    printf("(x default: the median over rounds of the configuration's time over the default's in the same round, "
+           "< 1 faster; faster: in how many rounds)\n");
+    if (js) { fprintf(js, "]}\n"); fclose(js); }
+    step_batch_free(&sb);
+    return 0;
 }
 
 /* 1 warm-up + 2 timed steps (time_train, reps 2) and nothing after them but frees: the profile's
@@ -310,6 +535,26 @@ int main(int argc, char **argv) {
         full_step_row("cpu", "iv2-tiny", 2, 0, "", dims, 1e12, js, 0);
         if (js) { fprintf(js, "]}\n"); fclose(js); }
         return 0;
+    }
+    if (argc > 1 && (!strcmp(argv[1], "--ab") || !strcmp(argv[1], "--ab-smoke"))) {
+        if (argc < 4) {
+            fprintf(stderr, "usage: bench_vit --ab OUT.json \"VAR=VALUE [VAR=VALUE...]\"...\n");
+            return 2;
+        }
+        int rounds = getenv("IV2_AB_ROUNDS") ? atoi(getenv("IV2_AB_ROUNDS")) : 5;
+        int steps = getenv("IV2_AB_STEPS") ? atoi(getenv("IV2_AB_STEPS")) : 4;
+        if (!strcmp(argv[1], "--ab-smoke")) {   /* the A/B code at toy size on the CPU (no GPU needed) */
+            const int dims[3] = {24, 16, 8};
+            return ab_run("cpu", "iv2-tiny", 2, dims, 1e12, argv[2], rounds, steps, argc - 3, argv + 3);
+        }
+        iv2_backend *probe = iv2_backend_create("cuda:0", 0);
+        if (!probe) { printf("skipped: %s\n", iv2_errmsg()); return 77; }
+        iv2_backend_destroy(probe);
+        const int dims[3] = {3200, 1408, 768};
+        int views = getenv("IV2_BENCH_VIEWS") ? atoi(getenv("IV2_BENCH_VIEWS")) : 32;
+        const char *pk = getenv("IV2_PEAK_TFLOPS");
+        return ab_run("cuda", "iv2-1b", views, dims, (pk ? atof(pk) : 989.0) * 1e12, argv[2], rounds, steps, argc - 3,
+                      argv + 3);
     }
     if (argc > 1 && !strcmp(argv[1], "--profile-whole-step")) {   /* the trainer makes its own backend */
         iv2_backend *probe = iv2_backend_create("cuda:0", 0);

@@ -22,11 +22,13 @@
 #   memcheck  compute-sanitizer memcheck on one tiny InternViT forward, on the extract teachers test
 #             (and on the op tests); racecheck on the tiny forward (default and wg128p)
 #   bench_*   bench_kernels (GEMMs, attention with each backward path, the norm backwards beside
-#             IV2_NORM_PF=1), bench_vit (iv2, incl. the whole training step of iv2-distill; again
-#             with the cuBLAS attention backward, the wgmma backward, dQ from a stored dS (ds), the
-#             wgmma forward, the unfused kernels, the norm backward's sums in registers, and
-#             everything with the GEMM algorithms timed per shape; the whole step alone with AdamW
-#             beside the next forward, with delta in the dQ kernel (fd) and with IV2_NORM_PF=1),
+#             IV2_NORM_PF=1), bench_vit (iv2, incl. the whole training step of iv2-distill), bench_vit_ab
+#             (the whole step under each variant of the switches, side by side in one process:
+#             AdamW beside the next forward, the norm backward's next row in flight, delta in the dQ
+#             kernel (fd), dQ from a stored dS (ds), the wgmma backward, the GEMMs timed per shape,
+#             two combinations, and the paths the defaults replaced), bench_vit again with the GEMM
+#             algorithms timed per shape (the forwards and the train step) and with the fastest wgmma
+#             forward,
 #             bench_distill_cuda (iv2-distill from a recipe-size cache: the
 #             GPU's wait on the loader), bench_extract (iv2-extract's teachers, downloads,
 #             encoding and LMDB writes at full size, views/s per stage) and bench_torch.py
@@ -193,25 +195,21 @@ done
 step bench_torch 150 env IV2_BENCH_COMPILE=0 python3 tests/gpu/bench_torch.py "$OUT/bench_torch.json"
 # iv2-distill from a cache of the recipe's size: the GPU's wait on the loader (issue 8's data path)
 [ -x build/gpu/bench_distill_cuda ] && step bench_distill_cuda 150 build/gpu/bench_distill_cuda "$OUT/bench_distill_cuda.json"
-# the student step with the Hopper fused backward, beside bench_vit's default (mma.sync) backward
-[ -x build/gpu/bench_vit ] && step bench_vit_bwd_wg 150 env IV2_BENCH_STEP=0 IV2_ATTN_BWD=wg build/gpu/bench_vit \
-  "$OUT/bench_vit_bwd_wg.json"
-# the student step with dQ from the stored dS (IV2_ATTN_BWD=ds), beside the default
-[ -x build/gpu/bench_vit ] && step bench_vit_bwd_ds 150 env IV2_BENCH_STEP=0 IV2_ATTN_BWD=ds build/gpu/bench_vit \
-  "$OUT/bench_vit_bwd_ds.json"
-# the whole step with AdamW beside the next forward (IV2_OPTIM_OVERLAP=1), beside the default's
-[ -x build/gpu/bench_vit ] && step bench_vit_overlap 120 env IV2_BENCH_ONLY_STEP=1 IV2_OPTIM_OVERLAP=1 build/gpu/bench_vit \
-  "$OUT/bench_vit_overlap.json"
-# every model and step with the GEMMs' algorithms timed per shape (IV2_GEMM_TUNE=2 logs each pick
+# the switches' variants of the whole student step side by side in one process (bench_vit --ab: each
+# configuration a turn in every round, its time over the default's in the same round): the variants
+# written without a GPU (AdamW beside the next forward, the norm backward's next row in flight,
+# delta in the dQ kernel, dQ from a stored dS, the GEMMs timed per shape), the wgmma backward, two
+# combinations, and the paths the defaults replaced (the scalar kernels unfused, the norm sums in
+# registers, the cuBLAS attention backward) for their side-by-side figures
+[ -x build/gpu/bench_vit ] && step bench_vit_ab 200 build/gpu/bench_vit --ab "$OUT/bench_vit_ab.json" \
+  "IV2_OPTIM_OVERLAP=1" "IV2_NORM_PF=1" "IV2_ATTN_BWD=fd" "IV2_ATTN_BWD=ds" "IV2_ATTN_BWD=wg" "IV2_GEMM_TUNE=1" \
+  "IV2_OPTIM_OVERLAP=1 IV2_NORM_PF=1 IV2_ATTN_BWD=fd IV2_GEMM_TUNE=1" \
+  "IV2_OPTIM_OVERLAP=1 IV2_NORM_PF=1 IV2_ATTN_BWD=wg IV2_GEMM_TUNE=1" \
+  "IV2_VEC_BWD=0 IV2_GELU_FUSION=0 IV2_FUSE_NORM=0" "IV2_NORM_SMEM=0" "IV2_ATTN_BWD=gemm"
+# the forwards and the train step with the GEMMs' algorithms timed per shape (IV2_GEMM_TUNE=2 logs each pick
 # against the heuristic's first), beside the default's
-[ -x build/gpu/bench_vit ] && step bench_vit_gemm_tune 150 env IV2_GEMM_TUNE=2 build/gpu/bench_vit \
+[ -x build/gpu/bench_vit ] && step bench_vit_gemm_tune 150 env IV2_GEMM_TUNE=2 IV2_BENCH_STEP=0 build/gpu/bench_vit \
   "$OUT/bench_vit_gemm_tune.json"
-# the whole student step with delta made in the attention backward's dQ kernel (IV2_ATTN_BWD=fd)
-[ -x build/gpu/bench_vit ] && step bench_vit_bwd_fd 120 env IV2_BENCH_ONLY_STEP=1 IV2_ATTN_BWD=fd build/gpu/bench_vit \
-  "$OUT/bench_vit_bwd_fd.json"
-# the whole student step with the norm backward's next row in flight (IV2_NORM_PF=1), beside the default
-[ -x build/gpu/bench_vit ] && step bench_vit_norm_pf 120 env IV2_BENCH_ONLY_STEP=1 IV2_NORM_PF=1 build/gpu/bench_vit \
-  "$OUT/bench_vit_norm_pf.json"
 # the forward models with the fastest Hopper attention forward (wgmma) of bench_kernels' sweep
 # (tests/gpu/best_fwd.py; none when a wg configuration was wrong), beside bench_vit's default
 WG=$( [ -f "$OUT/bench_kernels.json" ] && python3 tests/gpu/best_fwd.py "$OUT/bench_kernels.json" 2>/dev/null )
@@ -219,16 +217,6 @@ if [ -n "$WG" ] && [ -x build/gpu/bench_vit ]; then
   step bench_vit_fwd_wg 150 env IV2_BENCH_STEP=0 IV2_ATTN_FWD="$WG" build/gpu/bench_vit "$OUT/bench_vit_fwd_wg.json"
   echo "IV2_ATTN_FWD=$WG" >> "$OUT/bench_vit_fwd_wg.log"
 fi
-# the student step with the cuBLAS attention backward, for the side-by-side figure
-[ -x build/gpu/bench_vit ] && step bench_vit_gemm_backward 150 env IV2_BENCH_STEP=0 IV2_ATTN_BWD=gemm build/gpu/bench_vit \
-  "$OUT/bench_vit_gemm_backward.json"
-# the student step with the scalar norm / GELU / residual / bias backward kernels and the GELU
-# unfused (the kernels before 2026-11-26 late), beside bench_vit
-[ -x build/gpu/bench_vit ] && step bench_vit_unfused 150 env IV2_BENCH_STEP=0 IV2_VEC_BWD=0 IV2_GELU_FUSION=0 IV2_FUSE_NORM=0 \
-  build/gpu/bench_vit "$OUT/bench_vit_unfused.json"
-# the student step with the norm backward's column sums in registers (IV2_NORM_SMEM=0), beside the default
-[ -x build/gpu/bench_vit ] && step bench_vit_norm_regs 150 env IV2_BENCH_STEP=0 IV2_NORM_SMEM=0 build/gpu/bench_vit \
-  "$OUT/bench_vit_norm_regs.json"
 # extract's GPU half at full size (teachers, downloads, encoding, LMDB writes under build/tmp), per stage
 if [ -x build/gpu/bench_extract ]; then step bench_extract 180 build/gpu/bench_extract "$OUT/bench_extract.json"
 else printf '%-34s %-20s\n' bench_extract "SKIP (not built)" | tee -a "$SUMMARY"; fi
@@ -290,8 +278,8 @@ fi
 {
   echo
   echo "== figures (device: $(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -n 1))"
-  for b in bench_vit bench_distill_cuda bench_extract bench_vit_gemm_backward bench_vit_unfused bench_vit_norm_regs bench_vit_bwd_wg bench_vit_bwd_ds bench_vit_bwd_fd bench_vit_overlap bench_vit_gemm_tune bench_vit_norm_pf \
-           bench_vit_fwd_wg bench_torch bench_torch_compiled bench_kernels; do
+  for b in bench_vit bench_vit_ab bench_distill_cuda bench_extract bench_vit_gemm_tune bench_vit_fwd_wg bench_torch \
+           bench_torch_compiled bench_kernels; do
     [ -f "$OUT/$b.log" ] && { echo "-- $b"; grep -v '^==' "$OUT/$b.log" | grep -v 'gemm tune: m'; }
   done
   # IV2_GEMM_TUNE=2's picks: how many shapes, how many not the heuristic's first (a line per shape and
@@ -339,16 +327,8 @@ if iv:
     # each variant run of bench_vit against the default run, row by row: the decisions of
     # docs/cuda.md ("The next GPU session") read from here (time ratio < 1: the variant is faster)
     base = {m["model"]: m for m in iv["models"] if "ms" in m}
-    for v, what in [("bench_vit_unfused", "scalar backward kernels, GELU and residual norms unfused (IV2_VEC_BWD=0 IV2_GELU_FUSION=0 IV2_FUSE_NORM=0)"),
-                    ("bench_vit_norm_regs", "norm backward's column sums in registers (IV2_NORM_SMEM=0)"),
-                    ("bench_vit_bwd_wg", "wgmma attention backward (IV2_ATTN_BWD=wg)"),
-                    ("bench_vit_bwd_ds", "attention backward with dQ from the stored dS (IV2_ATTN_BWD=ds)"),
-                    ("bench_vit_bwd_fd", "attention backward with delta in the dQ kernel (IV2_ATTN_BWD=fd)"),
-                    ("bench_vit_overlap", "AdamW beside the next forward (IV2_OPTIM_OVERLAP=1)"),
-                    ("bench_vit_gemm_tune", "GEMM algorithms timed per shape (IV2_GEMM_TUNE)"),
-                    ("bench_vit_norm_pf", "norm backward with the next row in flight (IV2_NORM_PF=1)"),
-                    ("bench_vit_fwd_wg", "wgmma attention forward (IV2_ATTN_FWD=best_fwd.py's pick)"),
-                    ("bench_vit_gemm_backward", "cuBLAS attention backward (IV2_ATTN_BWD=gemm)")]:
+    for v, what in [("bench_vit_gemm_tune", "GEMM algorithms timed per shape (IV2_GEMM_TUNE)"),
+                    ("bench_vit_fwd_wg", "wgmma attention forward (IV2_ATTN_FWD=best_fwd.py's pick)")]:
         vj = load(v + ".json")
         if not vj: continue
         print(f"-- {v}: {what}; ms variant / ms default")
