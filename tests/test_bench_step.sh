@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.." || exit 1
 make -s build/gpu/bench_vit >/dev/null 2>&1 || { echo "FAIL: cannot build build/gpu/bench_vit"; exit 1; }
 mkdir -p build/tmp
 out=$(build/gpu/bench_vit --step-smoke build/tmp/bench_step.json 2>&1) || { echo "FAIL: bench_vit --step-smoke: $out"; exit 1; }
-# the JSON a variant run writes (check.sh's report reads it; a stray comma once hid two variants)
+# the JSON with the step's row alone (the report reads such files; a stray comma once hid two variants)
 if command -v python3 >/dev/null 2>&1; then
   python3 -c "import json, sys; m = json.load(open(sys.argv[1]))['models']; assert len(m) == 1 and m[0]['ms'] > 0, m" \
     build/tmp/bench_step.json || { echo "FAIL: bench_vit's JSON"; exit 1; }

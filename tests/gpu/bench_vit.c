@@ -9,12 +9,11 @@
  *                              IV2_BENCH_VIEWS: student views per step, default 32;
  *                              IV2_BENCH_STEP=0: no whole-step rows; IV2_BENCH_STEP_VIEWS: views of
  *                              the whole step with every block recomputed, default the largest
- *                              batch that fits (memory plan) up to 128, 0: none;
- *                              IV2_BENCH_ONLY_STEP=1: the whole step at IV2_BENCH_VIEWS alone)
+ *                              batch that fits (memory plan) up to 128, 0: none)
  * The student's training step twice: the ViT alone (forward + backward, no heads or optimiser, as
  * bench_torch's "train" row) and the whole step of iv2-distill (heads, loss, clipping, AdamW).
  *   bench_vit --step-smoke [out.json]  the whole-step code at toy size on the CPU (no GPU needed),
- *                              the JSON as a variant run (IV2_BENCH_ONLY_STEP=1) writes it
+ *                              its row alone in the JSON's models
  *   bench_vit --ab out.json CONFIG...  the whole step under the default switches and under each CONFIG
  *                              ("IV2_NORM_PF=1 IV2_ATTN_BWD=fd"), side by side in one process, in
  *                              rounds (IV2_AB_ROUNDS, default 5; IV2_AB_STEPS timed steps a turn,
@@ -530,7 +529,7 @@ static int profile_step(iv2_backend *be) {
 int main(int argc, char **argv) {
     if (argc > 1 && !strcmp(argv[1], "--step-smoke")) {   /* the whole-step path on the CPU, tiny (no GPU needed) */
         const int dims[3] = {24, 16, 8};
-        FILE *js = argc > 2 ? fopen(argv[2], "w") : NULL;   /* as a variant run's file (IV2_BENCH_ONLY_STEP) */
+        FILE *js = argc > 2 ? fopen(argv[2], "w") : NULL;
         if (js) { fprintf(js, "{\"peak_tflops\": 1000.0, \"models\": ["); json_models_at = ftell(js); }
         full_step_row("cpu", "iv2-tiny", 2, 0, "", dims, 1e12, js, 0);
         if (js) { fprintf(js, "]}\n"); fclose(js); }
@@ -588,17 +587,6 @@ int main(int argc, char **argv) {
     FILE *js = argc > 1 ? fopen(argv[1], "w") : NULL;
     if (js) fprintf(js, "{\"peak_tflops\": %.1f, \"models\": [", peak / 1e12);
     if (js) json_models_at = ftell(js);   /* a row written there is the first: no comma before it */
-    const char *os = getenv("IV2_BENCH_ONLY_STEP");
-    if (os && !strcmp(os, "1")) {   /* the whole step at 32 views alone (a variant run of check.sh) */
-        const int dims[3] = {3200, 1408, 768};
-        int views = getenv("IV2_BENCH_VIEWS") ? atoi(getenv("IV2_BENCH_VIEWS")) : 32;
-        printf("%-14s %6s %10s %12s %12s %10s %8s\n", "model (iv2)", "batch", "ms/call", "units/s", "views/s",
-               "TFLOP/s", "MFU");
-        full_step_row("cuda", "iv2-1b", views, 0, "", dims, peak, js, 0);
-        if (js) { fprintf(js, "]}\n"); fclose(js); }
-        iv2_backend_destroy(be);
-        return 0;
-    }
     printf("%-14s %6s %10s %12s %12s %10s %8s\n", "model (iv2)", "batch", "ms/call", "units/s", "views/s", "TFLOP/s",
            "MFU");
     for (int i = 0; i < 2; i++) {
@@ -628,7 +616,7 @@ int main(int argc, char **argv) {
                     "\"ms\": %.3f, \"per_s\": %.2f, \"tokens_per_s\": %.1f, \"tflops\": %.2f, \"mfu\": %.4f, "
                     "\"ms_timed\": [%.3f, %.3f]}", views, nv, t * 1e3, views / t, views * nv / t, tf / 1e12, tf / peak,
                     t1 * 1e3, t2 * 1e3);
-    /* the whole step of iv2-distill (IV2_BENCH_STEP=0 skips it: the variant runs of check.sh):
+    /* the whole step of iv2-distill (IV2_BENCH_STEP=0 skips it: check.sh's separate variant runs):
      * the recipe's heads at the teachers' widths (InternViT-6B 3200, VideoMAEv2-g 1408, the 6B
      * pool 768), at the same batch without recomputation, and at IV2_BENCH_STEP_VIEWS views
      * (default: the largest batch that fits, up to 128; 0 skips) with every block recomputed, as the official recipe checkpoints and
