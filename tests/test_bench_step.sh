@@ -47,4 +47,6 @@ fi
 echo "$ab" | grep -q "IV2_NORM_PF=1 in the environment is not part of the default" || { echo "FAIL: no note of the switch set at start"; exit 1; }
 bad=$(build/gpu/bench_vit --ab-smoke build/tmp/bench_ab.json "IV2_NORM_PF=1 IV2_NOT_A_SWITCH=1" 2>&1)
 [ $? -eq 2 ] && echo "$bad" | grep -q "IV2_NOT_A_SWITCH is not a switch" || { echo "FAIL: unknown switch: $bad"; exit 1; }
+bad=$(build/gpu/bench_vit --ab-smoke build/tmp/bench_ab.json 'IV2_ATTN_BWD="fd"' 2>&1)
+[ $? -eq 2 ] && echo "$bad" | grep -q "not of" || { echo "FAIL: a value with quotes: $bad"; exit 1; }
 echo "ok: bench_vit --ab-smoke"

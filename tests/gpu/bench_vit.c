@@ -338,6 +338,8 @@ static void full_step_row(const char *device, const char *preset, int S, int rec
 static const char *ab_switches[] = {"IV2_ATTN_FWD", "IV2_ATTN_BWD",  "IV2_VEC_BWD",   "IV2_GELU_FUSION",  "IV2_FUSE_NORM",
                                     "IV2_NORM_SMEM", "IV2_NORM_PF", "IV2_GEMM_TUNE", "IV2_OPTIM_OVERLAP"};
 #define AB_NSW (int)(sizeof ab_switches / sizeof *ab_switches)
+#define AB_OVERLAP (AB_NSW - 1)   /* IV2_OPTIM_OVERLAP: the last */
+#define AB_VALUE_CHARS "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-"
 
 typedef struct ab_config {
     const char *text;                  /* as given; "default" */
@@ -373,13 +375,14 @@ static int ab_parse(ab_config *a, const char *text) {
         }
         for (int i = 0; i < a->n; i++)
             if (a->var[i] == v) { fprintf(stderr, "bench_vit --ab: \"%s\": %s twice\n", text, tok); return -1; }
-        if (a->n == AB_VARS || strlen(eq + 1) >= sizeof a->val[0]) {
-            fprintf(stderr, "bench_vit --ab: \"%s\": too many or too long values\n", text);
+        if (a->n == AB_VARS || strlen(eq + 1) >= sizeof a->val[0] || strspn(eq + 1, AB_VALUE_CHARS) != strlen(eq + 1)) {
+            fprintf(stderr, "bench_vit --ab: \"%s\": too many assignments, or a value too long or not of [%s]\n", text,
+                    AB_VALUE_CHARS);
             return -1;
         }
         a->var[a->n] = v;
         snprintf(a->val[a->n++], sizeof a->val[0], "%s", eq + 1);
-        if (!strcmp(tok, "IV2_OPTIM_OVERLAP")) a->overlap = !strcmp(eq + 1, "1");
+        if (v == AB_OVERLAP) a->overlap = !strcmp(eq + 1, "1");
     }
     if (!a->n) { fprintf(stderr, "bench_vit --ab: \"%s\": no VARIABLE=VALUE in it\n", text); return -1; }
     return 0;
@@ -444,7 +447,7 @@ static int ab_run(const char *device, const char *preset, int S, const int dims[
                    getenv(ab_switches[i]));
     step_batch sb;
     step_batch_make(&sb, device, preset, S, 0, dims);
-    const ab_config overlap_on = {.n = 1, .var = {AB_NSW - 1}, .val = {"1"}};
+    const ab_config overlap_on = {.n = 1, .var = {AB_OVERLAP}, .val = {"1"}};
     for (int di = 0; di < 2; di++) {
         int depth = di ? 6 : 2;
         iv2_trainer tr[2];
@@ -472,7 +475,9 @@ static int ab_run(const char *device, const char *preset, int S, const int dims[
     printf("A/B: %s whole step (heads, loss, clip, AdamW), %d views x %d visible tokens, on %s; %d rounds, each a turn "
            "of every configuration (rotated), a turn a warm-up and %d timed steps at depths 2 and 6, extrapolated to "
            "depth %d\n", preset, S, sb.nv, device, rounds, steps, full);
-    printf("%-58s %9s %9s %7s %8s %17s %7s\n", "configuration", "ms/step", "views/s", "MFU", "x default",
+    int w = 13;   /* the configuration column as wide as the longest */
+    for (int i = 0; i < n; i++) w = (int)strlen(a[i].text) > w ? (int)strlen(a[i].text) : w;
+    printf("%-*s %9s %9s %7s %8s %17s %7s\n", w, "configuration", "ms/step", "views/s", "MFU", "x default",
            "(rounds min-max)", "faster");
     if (js) fprintf(js, "{\"preset\": \"%s\", \"views\": %d, \"n_vis\": %d, \"rounds\": %d, \"steps\": %d, "
                     "\"peak_tflops\": %.1f, \"configs\": [", preset, S, sb.nv, rounds, steps, peak / 1e12);
@@ -494,7 +499,7 @@ static int ab_run(const char *device, const char *preset, int S, const int dims[
         double lo = ratio[0], hi = ratio[rounds - 1];   /* sorted by median_of */
         char span[40];
         snprintf(span, sizeof span, "(%.3f-%.3f)", lo, hi);
-        printf("%-58.58s %9.2f %9.2f %6.1f%% %8.3f %17s %3d/%-3d\n", a[i].text, m, S / (m * 1e-3), 100 * tf / peak, q,
+        printf("%-*s %9.2f %9.2f %6.1f%% %8.3f %17s %3d/%-3d\n", w, a[i].text, m, S / (m * 1e-3), 100 * tf / peak, q,
                i ? span : "", i ? faster : 0, rounds);
         if (js) fprintf(js, "%s{\"config\": \"%s\", \"ms\": %.3f, \"per_s\": %.2f, \"mfu\": %.4f, \"ratio\": %.4f, "
                         "\"ratio_min\": %.4f, \"ratio_max\": %.4f, \"faster_rounds\": %d, \"overlap\": %d, "
