@@ -108,7 +108,7 @@ GPU_BIN   := $(GPU_C:tests/gpu/%.c=build/gpu/%)
 GPU_CU    := $(wildcard tests/gpu/test_*.cu)   # device-code probes, nvcc alone
 GPU_BIN   += $(GPU_CU:tests/gpu/%.cu=build/gpu/%)
 
-.PHONY: all deps test bench demo clean fuzz gpu-tests
+.PHONY: all deps test bench demo clean fuzz gpu-tests sanitize
 all: $(TOOLS)
 
 deps:
@@ -195,6 +195,10 @@ gpu-tests: all $(GPU_BIN)
 
 demo: all
 	@sh tests/demo.sh
+
+# the test suite under ASan and UBSan, built apart in build/san/ (tests/sanitize.sh; ~25 min)
+sanitize:
+	@sh tests/sanitize.sh
 
 fuzz: build/libiv2.a
 	@sh tests/fuzz/build.sh

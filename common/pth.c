@@ -52,7 +52,7 @@ static int ent_cmp(const void *a, const void *b) {
 
 static zip_entry *zip_find(pth_priv *pv, const char *name) {
     zip_entry key = {.name = (char *)name};
-    return bsearch(&key, pv->ent, pv->n_ent, sizeof *pv->ent, ent_cmp);
+    return pv->n_ent ? bsearch(&key, pv->ent, pv->n_ent, sizeof *pv->ent, ent_cmp) : NULL;
 }
 
 /* finds the end-of-central-directory record and returns the directory's offset, size, count */
@@ -146,7 +146,7 @@ static int zip_read(pth_priv *pv, const uint8_t *b, uint64_t size) {
         pv->n_ent++;
         p += len; left -= (uint64_t)len;
     }
-    qsort(pv->ent, pv->n_ent, sizeof *pv->ent, ent_cmp);
+    if (pv->n_ent) qsort(pv->ent, pv->n_ent, sizeof *pv->ent, ent_cmp);
     for (int i = 1; i < pv->n_ent; i++)
         if (!strcmp(pv->ent[i].name, pv->ent[i - 1].name)) return iv2_err("duplicate zip entry '%s'", pv->ent[i].name);
     return 0;

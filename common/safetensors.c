@@ -161,7 +161,7 @@ static int parse_buffer(iv2_st_file *f, const uint8_t *buf, size_t size) {
     /* tensors sorted by offset must tile [0, size - 8 - n) exactly */
     order *o = iv2_calloc((size_t)f->n_tensors, sizeof(order));
     for (int i = 0; i < f->n_tensors; i++) { o[i].s = sp[i]; o[i].i = i; }
-    qsort(o, (size_t)f->n_tensors, sizeof(order), cmp_order);
+    if (f->n_tensors) qsort(o, (size_t)f->n_tensors, sizeof(order), cmp_order);
     uint64_t at = 0, data_size = size - 8 - n;
     for (int k = 0; k < f->n_tensors && !rc; k++) {
         const iv2_st_tensor *t = &f->tensors[o[k].i];
@@ -187,7 +187,7 @@ static int parse_buffer(iv2_st_file *f, const uint8_t *buf, size_t size) {
     if (rc) goto out;
 
     /* sort by name: duplicates become neighbours, and iv2_st_find can bisect */
-    qsort(f->tensors, (size_t)f->n_tensors, sizeof(iv2_st_tensor), cmp_name);
+    if (f->n_tensors) qsort(f->tensors, (size_t)f->n_tensors, sizeof(iv2_st_tensor), cmp_name);
     for (int i = 1; i < f->n_tensors; i++)
         if (!strcmp(f->tensors[i].name, f->tensors[i - 1].name)) {
             rc = iv2_err("duplicate tensor name '%.200s'", f->tensors[i].name);

@@ -26,7 +26,7 @@ static int write_chunk(FILE *f, const char *type, const uint8_t *data, size_t n)
     crc = iv2_crc32(data, n, crc);
     uint8_t tail[4];
     put32(tail, crc);
-    return fwrite(hdr, 1, 8, f) == 8 && fwrite(data, 1, n, f) == n && fwrite(tail, 1, 4, f) == 4 ? 0 : -1;
+    return fwrite(hdr, 1, 8, f) == 8 && (!n || fwrite(data, 1, n, f) == n) && fwrite(tail, 1, 4, f) == 4 ? 0 : -1;   /* IEND: no data */
 }
 
 int iv2_png_write(const char *path, const uint8_t *rgb, int w, int h) {

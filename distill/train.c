@@ -86,8 +86,8 @@ static size_t batch_bytes(const iv2_vit_config *vc, const iv2_heads_dims *hd, si
     size_t frames = (size_t)vc->frames * vc->img * vc->img * 3;
     size_t other = 2 * sb * vc->pool_dim * esize + sb * frames;   /* pooled, dpooled; eval frames */
     size_t targets = ((size_t)hd->n_clip * rows_v * hd->clip_dim + (size_t)hd->n_mae * (rows_v - B) * hd->mae_dim +
-                      (size_t)(hd->use_final ? B * hd->final_dim : 0)) * esize;
-    size_t slot = B * frames + targets + 3 * rows_v * sizeof(int32_t);   /* one device batch slot */
+                      (hd->use_final ? (size_t)B * hd->final_dim : 0)) * esize;
+    size_t slot = (size_t)B * frames + targets + 3 * rows_v * sizeof(int32_t);   /* one device batch slot */
     return p.activations + heads + readout + other + 2 * slot + (rows_v - B) * sizeof(int32_t);
 }
 

@@ -1099,16 +1099,16 @@ int iv2_extract_run(const iv2_extract_opts *o, iv2_extract_stats *st) {
 
     /* what is left to do */
     if (iv2_cache_list_views(rs->cache, &done, &n_done)) goto out;
-    qsort(done, (size_t)n_done, sizeof *done, cmp_key);
+    if (n_done) qsort(done, (size_t)n_done, sizeof *done, cmp_key);   /* qsort takes no NULL, even of 0 */
     if (iv2_cache_each_error(rs->cache, collect_err, &er)) goto out;
-    qsort(er.rows, (size_t)er.n, sizeof *er.rows, cmp_i64);
+    if (er.n) qsort(er.rows, (size_t)er.n, sizeof *er.rows, cmp_i64);
     rs->work = iv2_calloc((size_t)m.n_rows + 1, sizeof *rs->work);
     int n_work = 0;
     int64_t total_views = 0;
     for (int64_t i = 0; i < m.n_rows; i++) {
         const iv2_row *r = &m.rows[i];
         if (r->index % o->shard_n != o->shard_k) continue;
-        if (!o->retry_errors && bsearch(&r->index, er.rows, (size_t)er.n, sizeof *er.rows, cmp_i64)) {
+        if (!o->retry_errors && er.n && bsearch(&r->index, er.rows, (size_t)er.n, sizeof *er.rows, cmp_i64)) {
             st->rows_skipped++;
             st->rows_skipped_failed++;
             continue;
@@ -1117,7 +1117,7 @@ int iv2_extract_run(const iv2_extract_opts *o, iv2_extract_stats *st) {
         w->row = r;
         for (int v = 0; v < o->views; v++) {
             iv2_cache_key k = {r->index, (uint32_t)v};
-            if (!bsearch(&k, done, (size_t)n_done, sizeof *done, cmp_key)) w->need[w->n_need++] = (uint32_t)v;
+            if (!n_done || !bsearch(&k, done, (size_t)n_done, sizeof *done, cmp_key)) w->need[w->n_need++] = (uint32_t)v;
         }
         if (!w->n_need) { st->rows_skipped++; continue; }
         if (o->max_views > 0 && total_views >= o->max_views) break;

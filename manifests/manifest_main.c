@@ -350,7 +350,7 @@ static int cmd_import(int argc, char **argv) {
     free(buf);
     /* a repeated id: the first row keeps it, the others are bad lines (not written, --keep-going
      * included: the output must pass check) */
-    qsort(ids, (size_t)nids, sizeof *ids, cmp_seen);
+    if (nids) qsort(ids, (size_t)nids, sizeof *ids, cmp_seen);   /* qsort takes no NULL, even of 0 */
     for (int i = 1, first = 0; i < nids; i++) {
         if (strcmp(ids[i].id, ids[first].id)) { first = i; continue; }
         fprintf(stderr, "%s:%d: duplicate id \"%.200s\" (first on line %d)\n", im.in, ids[i].line, ids[i].id, ids[first].line);
