@@ -329,6 +329,7 @@ typedef struct iv2_loader {
     int64_t *perm;                 /* the views of the current epoch's batches: one per video, in its order */
     int64_t perm_epoch, steps_per_epoch;
     struct iv2_loader_thread *th;  /* prefetch thread (NULL when off) */
+    int64_t prefetch_end;          /* steps from here on are not built ahead (the run's end; 0: no end) */
     iv2_backend *be;               /* set before the first iv2_loader_next: its batches are for this
                                       backend (iv2_batch_alloc_for); NULL: plain batches */
     int threads;                   /* threads building a batch's samples (cfg.loader_threads resolved;
@@ -350,9 +351,12 @@ int iv2_batch_alloc_for(iv2_batch *b, const iv2_loader *L, int B, int nv, iv2_ba
 void iv2_batch_free(iv2_batch *b);
 /* Build the batch of a step synchronously (epoch permutation, masks from (seed, step, sample)). */
 int iv2_loader_build(iv2_loader *L, int64_t step, iv2_batch *b);
-/* The batch of a step, built by the prefetch thread (which then starts on step + 1). The batch
- * stays valid until the next call. Without prefetch it is built here. */
+/* The batch of a step, built by the prefetch thread (which then starts on step + 1, unless that is
+ * L->prefetch_end). The batch stays valid until the next call. Without prefetch it is built here. */
 int iv2_loader_next(iv2_loader *L, int64_t step, iv2_batch **out);
+/* Stop the prefetch thread (after the batch it is building) and free its batches; the next
+ * iv2_loader_next starts it again. After it no thread holds the loader's address. */
+void iv2_loader_stop_prefetch(iv2_loader *L);
 /* Eval batch: held-out views [first, first + B) with every token visible (B may be smaller at the end). */
 int iv2_loader_build_eval(iv2_loader *L, int64_t first, iv2_batch *b);
 
@@ -469,7 +473,8 @@ int iv2_distill_keep_normed_fits(const iv2_distill_config *c, int clip_dim, int 
                                  size_t esize, size_t avail);
 /* Train to the plan's end (or max_steps more steps when > 0), logging and checkpointing. The
  * loader's batches go through the two slots: batch s+1 is copied on the copy stream while step s
- * runs its student backward (train.c). */
+ * runs its student backward (train.c). It returns with no thread of its own running (the
+ * loader's prefetch thread is stopped), so the trainer struct may be moved between calls. */
 int iv2_trainer_run(iv2_trainer *t, int64_t max_steps);
 /* Ask iv2_trainer_run to stop after its current step, write a checkpoint and return with
  * t->stopped_by = sig (async-signal-safe: iv2-distill calls it from its SIGTERM, SIGINT and

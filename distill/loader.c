@@ -162,6 +162,8 @@ static void thread_stop(iv2_loader *L) {
     L->th = NULL;
 }
 
+void iv2_loader_stop_prefetch(iv2_loader *L) { thread_stop(L); }
+
 void iv2_loader_close(iv2_loader *L) {
     thread_stop(L);
     if (L->set) { iv2_cache_set_close(L->set); free(L->set); }
@@ -452,7 +454,7 @@ int iv2_loader_next(iv2_loader *L, int64_t step, iv2_batch **out) {
         th->built = step;
     }
     *out = &th->slot[step % 2];
-    if (L->cfg.prefetch) {
+    if (L->cfg.prefetch && (L->prefetch_end <= 0 || step + 1 < L->prefetch_end)) {
         th->want = step + 1;   /* the other slot */
         pthread_cond_broadcast(&th->cv);
     }

@@ -716,10 +716,11 @@ void iv2_trainer_request_stop(int sig) {
     if (!stop_request) stop_request = sig;
 }
 
-int iv2_trainer_run(iv2_trainer *t, int64_t max_steps) {
+static int run_steps(iv2_trainer *t, int64_t max_steps) {
     const iv2_distill_config *c = &t->cfg;
     int64_t end = t->plan.total_steps;
     if (max_steps > 0 && t->step + max_steps < end) end = t->step + max_steps;
+    t->L.prefetch_end = end;   /* no batch built past the last step of this call */
     if (t->step >= t->plan.total_steps) {   /* a finished run, resumed: nothing to do, nothing logged */
         if (iv2_dist_rank() == 0)
             iv2_info("%s: the run is complete (step %lld of %lld): nothing to do (raise steps or epochs to go on)",
@@ -808,5 +809,13 @@ int iv2_trainer_run(iv2_trainer *t, int64_t max_steps) {
                          "(--resume goes on)" : "done");
     if (rc == 0 && t->step > first) summary(t, &m, t->step - first, sum_step, sum_wait, sum_copy);
     iv2_metrics_close(&m);
+    return rc;
+}
+
+int iv2_trainer_run(iv2_trainer *t, int64_t max_steps) {
+    int rc = run_steps(t, max_steps);
+    /* no thread of the loader outlives the call: the caller may move the trainer (the threads
+     * would keep its old address) or close its cache; the next call starts the thread again */
+    iv2_loader_stop_prefetch(&t->L);
     return rc;
 }

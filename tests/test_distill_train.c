@@ -338,6 +338,9 @@ int main(void) {
     (void)!system(path);
     iv2_trainer t;
     CHECK(run(cache, &c, a, 0, 0, &t) == 0, "train: %s", iv2_errmsg());
+    /* run() hands back a copy of its trainer: no thread may still hold the original's address
+     * (the prefetch thread once went on writing into run()'s dead stack frame; ThreadSanitizer) */
+    CHECK(t.L.th == NULL, "the loader's prefetch thread stopped when iv2_trainer_run returned");
     double la[64] = {0}, lb[64] = {0};
     int n = read_losses(a, la, 64);
     CHECK(n == N, "%d step lines", n);
