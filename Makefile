@@ -147,16 +147,18 @@ TEST_LIBS := build/libdistill.a $(if $(filter 1,$(FFMPEG)),build/libextract.a) $
 build/tests/%: tests/%.c $(wildcard tests/*.h) $(TEST_LIBS)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(FF_CFLAGS) -Itests $< $(TEST_LIBS) -o $@ $(LDFLAGS) $(if $(filter 1,$(FFMPEG)),$(FF_LIBS)) $(ALL_LIBS) $(DIST_LIBS)
+# EMU_OPT: make sanitize builds them with ASan and UBSan too (kernel indexing checked on the host)
+EMU_OPT ?= -O2 -g
 build/tests/test_attention_emu: tests/emu/test_attention_emu.cpp tests/emu/cuda_emu.h kernels/flash_attention.cuh
 	@mkdir -p $(dir $@)
-	$(CXX) -std=c++17 -O2 -g -Wall -Wno-unknown-pragmas -fno-strict-aliasing -Ikernels -Itests/emu $< -o $@ -lm
+	$(CXX) -std=c++17 $(EMU_OPT) -Wall -Wno-unknown-pragmas -fno-strict-aliasing -Ikernels -Itests/emu $< -o $@ -lm
 build/tests/test_kernels_emu: tests/emu/test_kernels_emu.cpp tests/emu/cuda_emu.h kernels/cuda_device.cuh \
                              kernels/norm.cuh kernels/elementwise.cuh common/compute.h
 	@mkdir -p $(dir $@)
-	$(CXX) -std=c++17 -O2 -g -Wall -Wno-unknown-pragmas -fno-strict-aliasing -Ikernels -Icommon -Itests/emu $< -o $@ -lm
+	$(CXX) -std=c++17 $(EMU_OPT) -Wall -Wno-unknown-pragmas -fno-strict-aliasing -Ikernels -Icommon -Itests/emu $< -o $@ -lm
 build/tests/test_wgmma_emu: tests/emu/test_wgmma_emu.cpp tests/emu/cuda_emu.h
 	@mkdir -p $(dir $@)
-	$(CXX) -std=c++17 -O2 -g -Wall -Wno-unknown-pragmas -Itests/emu $< -o $@ -lm
+	$(CXX) -std=c++17 $(EMU_OPT) -Wall -Wno-unknown-pragmas -Itests/emu $< -o $@ -lm
 build/bench/%: tests/bench/%.c $(TEST_LIBS)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(FF_CFLAGS) -Itests $< $(TEST_LIBS) -o $@ $(LDFLAGS) $(if $(filter 1,$(FFMPEG)),$(FF_LIBS)) $(ALL_LIBS) $(DIST_LIBS)
