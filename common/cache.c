@@ -1050,6 +1050,18 @@ static const char *const MERGE_IGNORE[] = {"shard", NULL};
 
 /* every view, target value and error of src into dst, in transactions of a batch of keys; each
  * value's and each view's frames checksum checked before it is copied */
+/* whether c holds a view of the row (8 bytes, big-endian) in txn */
+static int dst_has_row(iv2_cache *c, MDB_txn *txn, const uint8_t rb[8]) {
+    MDB_cursor *cur;
+    if (mdb_cursor_open(txn, c->dbi_views, &cur)) return 0;
+    uint8_t kb[IV2_CACHE_KEY_SIZE];
+    iv2_cache_key_pack(kb, (iv2_cache_key){row_unpack(rb), 0});
+    MDB_val k = {sizeof kb, kb}, v;
+    int has = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE) == 0 && k.mv_size == sizeof kb && !memcmp(k.mv_data, rb, 8);
+    mdb_cursor_close(cur);
+    return has;
+}
+
 int iv2_cache_merge_from(iv2_cache *dst, iv2_cache *src, int64_t *copied) {
     if (copied) *copied = 0;
     if (!dst->rdwr) return iv2_err("cache %s is open read-only", dst->dir);
@@ -1095,6 +1107,11 @@ int iv2_cache_merge_from(iv2_cache *dst, iv2_cache *src, int64_t *copied) {
                     break;
                 }
                 if ((m = mdb_put(wt, dst->dbi_views, &k, &v, 0))) break;
+                uint8_t rb[8];   /* as iv2_cache_put: a row that now has a view loses its old error */
+                row_pack(rb, keys[i].row);
+                MDB_val ek = {8, rb};
+                if ((m = mdb_del(wt, dst->dbi_errors, &ek, NULL)) == MDB_NOTFOUND) m = 0;
+                if (m) break;
                 got++;
             }
             mdb_txn_abort(rt);
@@ -1117,8 +1134,11 @@ int iv2_cache_merge_from(iv2_cache *dst, iv2_cache *src, int64_t *copied) {
         MDB_cursor *cur;
         MDB_val k, v;
         if (!(m = mdb_cursor_open(rt, src->dbi_errors, &cur))) {
-            for (m = mdb_cursor_get(cur, &k, &v, MDB_FIRST); m == 0; m = mdb_cursor_get(cur, &k, &v, MDB_NEXT))
-                if ((m = mdb_put(wt, dst->dbi_errors, &k, &v, 0))) break;
+            for (m = mdb_cursor_get(cur, &k, &v, MDB_FIRST); m == 0; m = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+                if (k.mv_size != 8 || dst_has_row(dst, wt, (const uint8_t *)k.mv_data)) continue;
+                if ((m = mdb_put(wt, dst->dbi_errors, &k, &v, MDB_NOOVERWRITE)) == MDB_KEYEXIST) m = 0;
+                if (m) break;
+            }
             mdb_cursor_close(cur);
             if (m == MDB_NOTFOUND) m = 0;
         }

@@ -174,8 +174,10 @@ int iv2_cache_verify(iv2_cache *c, iv2_cache_verify_report *r, void *err_stream)
 int iv2_cache_drop_views(iv2_cache *c, const iv2_cache_key *keys, int64_t n);
 
 /* Copy every view, value and error of src into dst (metas must match except "shard");
- * views dst already holds are skipped. Each value's and each view's frames checksum is checked
- * on the way: a damaged one fails the merge, naming it. */
+ * views dst already holds are skipped. As iv2_cache_put does, a row never holds both: a view
+ * copied removes dst's error of its row, and an error of src is copied only for a row dst has
+ * neither views nor an error for. Each value's and each view's frames checksum is checked on
+ * the way: a damaged one fails the merge, naming it. */
 int iv2_cache_merge_from(iv2_cache *dst, iv2_cache *src, int64_t *copied);
 
 /* ---- a list of shards opened together (distill) ---- */

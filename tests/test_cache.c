@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <lmdb.h>
 #include "cache.h"
 #include "dtype.h"
 #include "err.h"
@@ -201,6 +202,168 @@ static void check_roundtrip(const char *dt, float rtol, float atol) {
     iv2_cache_close(c);
 }
 
+/* one view (row, view) whose frames are all `byte`, values as fill() makes them */
+static int put_view(iv2_cache *c, int64_t row, int view, uint8_t byte) {
+    iv2_cache_entry e;
+    memset(&e, 0, sizeof e);
+    uint8_t fr[NSTU * SIZE * SIZE * 3];
+    memset(fr, byte, sizeof fr);
+    float *v[3];
+    const float *vp[3];
+    e.view.row = row; e.view.view = (uint32_t)view; e.view.num_frames = 4; e.view.n_student = NSTU; e.view.size = SIZE;
+    for (int t = 0; t < 3; t++) {
+        v[t] = malloc(sizeof(float) * TOK[t] * DIM[t]);
+        for (int i = 0; i < TOK[t] * DIM[t]; i++) v[t][i] = val(row, view, t, i);
+        vp[t] = v[t];
+    }
+    e.frames = fr;
+    e.values = vp;
+    int rc = iv2_cache_put(c, &e, 1, NULL, NULL, 0);
+    for (int t = 0; t < 3; t++) free(v[t]);
+    return rc;
+}
+
+static uint64_t digest_of(iv2_cache *c) {
+    iv2_cache_verify_report r;
+    iv2_cache_verify(c, &r, NULL);
+    free(r.bad_keys);
+    return r.digest;
+}
+
+/* the on-disk key encoding, what a stored view and a stored error do to each other, the digest's
+ * coverage of the errors, and the meta checks that the round trips above do not reach */
+static void check_format(void) {
+    /* keys: row u64 then view u32, both big-endian (docs/cache.md), so LMDB lists views by row */
+    uint8_t kb[IV2_CACHE_KEY_SIZE];
+    iv2_cache_key_pack(kb, (iv2_cache_key){0x0102030405060708LL, 0x090a0b0cu});
+    const uint8_t be[IV2_CACHE_KEY_SIZE] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12};
+    CHECK(!memcmp(kb, be, sizeof be), "view key bytes are big-endian row, then view");
+
+    if (system("rm -rf build/tmp/test_cache_fmt build/tmp/test_cache_fmt2")) {}
+    char m[2048];
+    iv2_cache *c, *c2;
+    meta(m, sizeof m, "fp32", 1, 0, 1, "a");
+    CHECK(iv2_cache_open(&c, "build/tmp/test_cache_fmt", IV2_CACHE_RDWR) == 0 && iv2_cache_set_meta(c, m) == 0, "fmt: %s", iv2_errmsg());
+    CHECK(iv2_cache_open(&c2, "build/tmp/test_cache_fmt2", IV2_CACHE_RDWR) == 0 && iv2_cache_set_meta(c2, m) == 0, "fmt2: %s", iv2_errmsg());
+    /* errors are keyed by the row, u64 big-endian */
+    int64_t er = 4;
+    const char *why = "boom";
+    CHECK(iv2_cache_put(c, NULL, 0, &er, &why, 1) == 0, "put error");
+    uint8_t rb[8] = {0, 0, 0, 0, 0, 0, 0, 4};
+    void *raw = NULL;
+    size_t n = 0;
+    CHECK(iv2_cache_read_raw(c, "errors", rb, 8, &raw, &n) == 0 && n == 4 && !memcmp(raw, "boom", 4),
+          "error of row 4 under its big-endian key: %s", iv2_errmsg());
+    free(raw);
+    /* the digest covers the errors, keys included: the same reason on another row differs */
+    er = 5;
+    CHECK(iv2_cache_put(c2, NULL, 0, &er, &why, 1) == 0, "put error 2");
+    CHECK(digest_of(c) != digest_of(c2), "digest tells an error on row 4 from one on row 5");
+    uint64_t d0 = digest_of(c2);
+    er = 7;
+    CHECK(iv2_cache_put(c2, NULL, 0, &er, &why, 1) == 0 && digest_of(c2) != d0, "digest changes with a new error");
+    /* a row that now has a view loses its error */
+    CHECK(fill(c, 4, 5, 1) == 0 && iv2_cache_count_errors(c) == 0, "stored row 4 keeps its error (%lld errors)",
+          (long long)iv2_cache_count_errors(c));
+    /* a stored view is kept: putting it again with other frames changes nothing */
+    CHECK(put_view(c, 4, 0, 0xAB) == 0, "re-put: %s", iv2_errmsg());
+    uint8_t fr[NSTU * SIZE * SIZE * 3] = {0};
+    CHECK(iv2_cache_read_view(c, (iv2_cache_key){4, 0}, NULL, fr) == 0 && fr[0] == (uint8_t)(4 * 3) && fr[10] == (uint8_t)(4 * 3 + 10),
+          "a stored view was overwritten (frame byte %d)", fr[0]);
+
+    /* the meta comparison sees a field only the cache has, and a target list of another length */
+    char m2[2600];
+    snprintf(m2, sizeof m2, "{\"extra\":1,%s", m + 1);
+    iv2_cache_close(c2);
+    if (system("rm -rf build/tmp/test_cache_fmt2")) {}
+    CHECK(iv2_cache_open(&c2, "build/tmp/test_cache_fmt2", IV2_CACHE_RDWR) == 0 && iv2_cache_set_meta(c2, m2) == 0, "meta with extra");
+    CHECK(iv2_cache_set_meta(c2, m) == -1 && strstr(iv2_errmsg(), "extra is (absent) here, 1 in the cache"),
+          "a field only the cache has: %s", iv2_errmsg());
+    char *cut = strstr(m, ",{\"name\":\"mae_b3\"");
+    if (cut) {
+        snprintf(m2, sizeof m2, "%.*s]}", (int)(cut - m), m);
+        CHECK(iv2_cache_set_meta(c, m2) == -1 && strstr(iv2_errmsg(), "targets has 2 entries here, 3 in the cache"),
+              "a shorter target list: %s", iv2_errmsg());
+    }
+    /* the free fields (docs/cache.md) may all differ */
+    char fa[3000], fb[3000];
+    const char *free_fmt = "{\"tool_version\":\"%s\",\"created\":%d,\"manifest_path\":\"%s\",\"manifest_bytes\":%d,"
+                           "\"device\":\"%s\",\"threads\":%d,\"paths\":{\"internvit\":\"%s\"},%s";
+    snprintf(fa, sizeof fa, free_fmt, "a", 1, "m.jsonl", 10, "cpu", 2, "w1", m + 1);
+    snprintf(fb, sizeof fb, free_fmt, "b", 2, "n.jsonl", 20, "cuda", 8, "w2", m + 1);
+    CHECK(iv2_cache_meta_compare(fb, fa, NULL) == 0, "free fields may differ: %s", iv2_errmsg());
+    /* merges and shard sets refuse another seed */
+    iv2_cache_close(c2);
+    if (system("rm -rf build/tmp/test_cache_fmt2")) {}
+    meta(m2, sizeof m2, "fp32", 2, 0, 1, "a");
+    CHECK(iv2_cache_open(&c2, "build/tmp/test_cache_fmt2", IV2_CACHE_RDWR) == 0 && iv2_cache_set_meta(c2, m2) == 0, "seed 2");
+    CHECK(iv2_cache_merge_from(c, c2, NULL) == -1 && strstr(iv2_errmsg(), "seed"), "merge of another seed: %s", iv2_errmsg());
+    iv2_cache_close(c2);
+    /* a target list with a name twice, or an empty shape, is refused */
+    if (system("rm -rf build/tmp/test_cache_fmt2")) {}
+    CHECK(iv2_cache_open(&c2, "build/tmp/test_cache_fmt2", IV2_CACHE_RDWR) == 0, "fmt2");
+    const char *tgt = "{\"name\":\"clip_b0\",\"teacher\":\"internvit\",\"kind\":\"block\",\"tokens\":%d,\"dim\":4,\"dtype\":\"fp32\"}";
+    char t1[256], t0[256];
+    snprintf(t1, sizeof t1, tgt, 2);
+    snprintf(t0, sizeof t0, tgt, 0);
+    snprintf(m2, sizeof m2, "{\"format\":1,\"targets\":[%s,%s]}", t1, t1);
+    CHECK(iv2_cache_set_meta(c2, m2) == -1 && strstr(iv2_errmsg(), "listed twice"), "a target twice: %s", iv2_errmsg());
+    snprintf(m2, sizeof m2, "{\"format\":1,\"targets\":[%s]}", t0);
+    CHECK(iv2_cache_set_meta(c2, m2) == -1 && strstr(iv2_errmsg(), "bad shape"), "0 tokens: %s", iv2_errmsg());
+    iv2_cache_close(c2);
+
+    /* verify, on damage made behind the cache's back with LMDB itself: a record stored under
+     * another view's key, a view record with a byte too many, values left without their view */
+    CHECK(fill(c, 0, 3, 1) == 0, "fill fmt");
+    iv2_cache_close(c);
+    MDB_env *env;
+    MDB_txn *txn;
+    MDB_dbi views;
+    int ok = mdb_env_create(&env) == 0 && mdb_env_set_maxdbs(env, 16) == 0 &&
+             mdb_env_open(env, "build/tmp/test_cache_fmt", 0, 0664) == 0 && mdb_txn_begin(env, NULL, 0, &txn) == 0 &&
+             mdb_dbi_open(txn, "views", 0, &views) == 0;
+    CHECK(ok, "raw LMDB open");
+    if (ok) {
+        uint8_t k10[IV2_CACHE_KEY_SIZE], k11[IV2_CACHE_KEY_SIZE], k20[IV2_CACHE_KEY_SIZE], k40[IV2_CACHE_KEY_SIZE];
+        iv2_cache_key_pack(k10, (iv2_cache_key){1, 0});
+        iv2_cache_key_pack(k11, (iv2_cache_key){1, 1});
+        iv2_cache_key_pack(k20, (iv2_cache_key){2, 0});
+        iv2_cache_key_pack(k40, (iv2_cache_key){4, 0});
+        MDB_val a = {sizeof k11, k11}, b = {sizeof k10, k10}, v, w;
+        ok = mdb_get(txn, views, &a, &v) == 0;
+        uint8_t *rec = malloc(v.mv_size + 1);
+        if (ok) memcpy(rec, v.mv_data, v.mv_size);
+        w.mv_size = v.mv_size, w.mv_data = rec;
+        ok = ok && mdb_put(txn, views, &b, &w, 0) == 0;   /* (1, 1)'s record under the key (1, 0) */
+        a.mv_data = k20;
+        ok = ok && mdb_get(txn, views, &a, &v) == 0;
+        uint8_t *longer = calloc(1, v.mv_size + 1);
+        if (ok) memcpy(longer, v.mv_data, v.mv_size);
+        w.mv_size = v.mv_size + 1, w.mv_data = longer;
+        ok = ok && mdb_put(txn, views, &a, &w, 0) == 0;    /* (2, 0)'s record one byte longer */
+        a.mv_data = k40;
+        ok = ok && mdb_del(txn, views, &a, NULL) == 0;     /* (4, 0)'s values without their view */
+        ok = ok && mdb_txn_commit(txn) == 0;
+        CHECK(ok, "raw LMDB damage");
+        free(rec);
+        free(longer);
+    }
+    mdb_env_close(env);
+    CHECK(iv2_cache_open(&c, "build/tmp/test_cache_fmt", IV2_CACHE_RDONLY) == 0, "reopen fmt: %s", iv2_errmsg());
+    FILE *log = tmpfile();
+    iv2_cache_verify_report rep;
+    CHECK(iv2_cache_verify(c, &rep, log) == 1, "verify finds the damage");
+    char text[4096] = "";
+    rewind(log);
+    text[fread(text, 1, sizeof text - 1, log)] = 0;
+    fclose(log);
+    CHECK(strstr(text, "row 1 view 0: record says row 1 view 1") != NULL, "record under another view's key:\n%s", text);
+    CHECK(strstr(text, "row 2 view 0: view record is") != NULL, "a view record a byte too long:\n%s", text);
+    CHECK(strstr(text, "target clip_b5 holds") != NULL, "values without their view:\n%s", text);
+    free(rep.bad_keys);
+    iv2_cache_close(c);
+}
+
 int main(void) {
     iv2_set_quiet(1);
     if (system("mkdir -p build/tmp")) {}
@@ -209,6 +372,7 @@ int main(void) {
     check_roundtrip("fp16", 1.0f / 2048, 1e-4f);
     check_roundtrip("int8", 0, 0);
     check_snan();
+    check_format();
 
     /* verify finds a byte flipped inside a stored value (on disk, behind LMDB's back) */
     {
@@ -263,6 +427,17 @@ int main(void) {
     buf[IV2_CACHE_VALUE_HDR + 7] ^= 1;
     CHECK(iv2_cache_check_value(&t, buf, sizeof buf) == -1 && strstr(iv2_errmsg(), "checksum"), "flip: %s", iv2_errmsg());
     CHECK(iv2_cache_check_value(&t, buf, sizeof buf - 1) == -1, "short value");
+    /* a value of the right size is still refused under another shape, dtype or magic */
+    {
+        iv2_cache_encode_value(&t, src, buf);
+        iv2_cache_target t53 = t, tf16 = t;
+        t53.tokens = 5, t53.dim = 3;
+        tf16.dtype = IV2_F16;
+        CHECK(iv2_cache_check_value(&t53, buf, sizeof buf) == -1 && strstr(iv2_errmsg(), "stored [3][5]"), "[3][5] as [5][3]: %s", iv2_errmsg());
+        CHECK(iv2_cache_check_value(&tf16, buf, sizeof buf) == -1 && strstr(iv2_errmsg(), "stored [3][5] BF16"), "bf16 as fp16: %s", iv2_errmsg());
+        buf[0] ^= 1;
+        CHECK(iv2_cache_check_value(&t, buf, sizeof buf) == -1 && strstr(iv2_errmsg(), "magic"), "bad magic: %s", iv2_errmsg());
+    }
 
     /* refusal on changed settings names the field; free fields may differ */
     char m[2048];
@@ -359,6 +534,24 @@ int main(void) {
     CHECK(iv2_cache_verify(all, &ra, stderr) == 0 && iv2_cache_verify(mg, &rm, stderr) == 0, "verify");
     CHECK(ra.digest == rm.digest && ra.errors == 1 && rm.errors == 1, "merge digest %llx vs %llx",
           (unsigned long long)ra.digest, (unsigned long long)rm.digest);
+    /* a row never holds both a view and an error, merged or put: a shard's error of a row merged
+     * in with views is not copied, and a view merged in removes the error of its row */
+    {
+        iv2_cache *ea, *eb;
+        if (system("rm -rf build/tmp/test_cache_ea build/tmp/test_cache_eb")) {}
+        meta(m, sizeof m, "bf16", 1, 0, 1, "a");
+        CHECK(iv2_cache_open(&ea, "build/tmp/test_cache_ea", IV2_CACHE_RDWR) == 0 && iv2_cache_set_meta(ea, m) == 0, "ea");
+        CHECK(iv2_cache_open(&eb, "build/tmp/test_cache_eb", IV2_CACHE_RDWR) == 0 && iv2_cache_set_meta(eb, m) == 0, "eb");
+        int64_t er2[1] = {2};
+        const char *late[1] = {"decode failed"};
+        CHECK(iv2_cache_put(ea, NULL, 0, er2, late, 1) == 0 && fill(eb, 9, 10, 1) == 0, "ea, eb: %s", iv2_errmsg());
+        CHECK(iv2_cache_merge_from(mg, ea, NULL) == 0 && iv2_cache_count_errors(mg) == 1, "row 2 has views: its "
+              "error not merged (%lld errors)", (long long)iv2_cache_count_errors(mg));
+        CHECK(iv2_cache_merge_from(mg, eb, &copied) == 0 && copied == 2 && iv2_cache_count_errors(mg) == 0,
+              "row 9's view merged: its error gone (%lld errors)", (long long)iv2_cache_count_errors(mg));
+        iv2_cache_close(ea);
+        iv2_cache_close(eb);
+    }
     /* a shard whose frames were damaged (a disk error) is refused by the merge, naming the view
      * (the frames checksum, as verify checks it), and nothing of it is copied */
     {
@@ -394,6 +587,9 @@ int main(void) {
         iv2_cache_close(dsrc);
         iv2_cache_close(ddst);
     }
+    /* a shard set refuses one folder listed twice (its views would count twice) */
+    CHECK(iv2_cache_set_open(&set, "build/tmp/test_cache_s0,build/tmp/test_cache_s0") == -1 && strstr(iv2_errmsg(), "listed twice"),
+          "a folder twice: %s", iv2_errmsg());
     /* a shard set refuses caches with other settings */
     CHECK(iv2_cache_set_open(&set, "build/tmp/test_cache_all,build/tmp/test_cache_fp16") == -1 && strstr(iv2_errmsg(), "dtype"), "set mismatch: %s", iv2_errmsg());
     iv2_cache_close(all);
@@ -407,6 +603,12 @@ int main(void) {
         CHECK(iv2_cache_open(&c, "build/tmp/test_cache_m", IV2_CACHE_RDWR) == -1 && strstr(iv2_errmsg(), "not writable"), "rw on ro: %s", iv2_errmsg());
         if (system("chmod -R u+w build/tmp/test_cache_m")) {}
     }
+    /* a cache folder whose meta was never written is no cache for a reader */
+    if (system("rm -rf build/tmp/test_cache_nometa")) {}
+    CHECK(iv2_cache_open(&c, "build/tmp/test_cache_nometa", IV2_CACHE_RDWR) == 0, "open nometa");
+    iv2_cache_close(c);
+    CHECK(iv2_cache_open(&c, "build/tmp/test_cache_nometa", IV2_CACHE_RDONLY) == -1 && strstr(iv2_errmsg(), "no meta"),
+          "no meta: %s", iv2_errmsg());
     CHECK(iv2_cache_open(&c, "build/tmp/nonexistent_cache", IV2_CACHE_RDONLY) == -1 && strstr(iv2_errmsg(), "no cache"), "absent");
     return test_done();
 }

@@ -101,6 +101,21 @@ static void check_indices(void) {
     iv2_sample_indices(320, 16, 0, 3, 10, 0, a);
     iv2_sample_indices(320, 16, 0, 3, 10, 1, b);
     CHECK(memcmp(a, b, sizeof a), "views differ");
+    /* one draw per segment, not one offset for all: the 16 offsets in segments of 20 are not all equal */
+    int varied = 0;
+    for (int i = 1; i < 16; i++) varied |= a[i] - 20 * i != a[0];
+    CHECK(varied, "the same offset %lld in every segment", (long long)a[0]);
+    /* the seed is mixed in: another seed draws other frames and other crops for the same (row, view) */
+    iv2_sample_indices(320, 16, 0, 4, 10, 0, b);
+    CHECK(memcmp(a, b, sizeof a), "seeds 3 and 4 draw the same frames");
+    int same = 0;
+    for (int view = 0; view < 8; view++) {
+        int c1[5], c2[5];
+        iv2_sample_crop(640, 360, 224, 0, 1, 3, 10, view, &c1[0], &c1[1], &c1[2], &c1[3], &c1[4]);
+        iv2_sample_crop(640, 360, 224, 0, 1, 4, 10, view, &c2[0], &c2[1], &c2[2], &c2[3], &c2[4]);
+        same += !memcmp(c1, c2, sizeof c1);
+    }
+    CHECK(same < 8, "seeds 3 and 4 draw the same crops");
 }
 
 static void check_resize(void) {
@@ -317,6 +332,8 @@ int main(void) {
     check_crop_table(1920, 1080, 224);
     check_crop_table(226, 300, 224); /* the short side snaps to 224 */
     check_crop_table(200, 150, 224); /* smaller than the output */
+    check_crop_table(222, 300, 224); /* snaps up past the width: a negative step, floored */
+    check_crop_table(260, 400, 224); /* .875 gives 227, 3 px off: not snapped */
     check_resize();
     check_pil_golden();
 

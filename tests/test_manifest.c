@@ -115,6 +115,10 @@ static void test_valid(void) {
     iv2_row_free(&r);
     CHECK(iv2_manifest_parse_line("{\"video\":\"v.mp4\"}", 17, "", &r) == 0 && r.stream == -1, "no stream: the best (%d)", r.stream);
     iv2_row_free(&r);
+    /* only "scheme://" makes a URL: a relative name with a colon is still resolved */
+    CHECK(iv2_manifest_parse_line("{\"video\":\"a:b.mp4\"}", 19, "d", &r) == 0 && !strcmp(r.video, "d/a:b.mp4"),
+          "a colon without // resolved: '%s'", r.video);
+    iv2_row_free(&r);
     CHECK(iv2_manifest_parse_line("  # x", 5, "d", &r) == 1, "comment skipped");
     CHECK(iv2_manifest_parse_line(" \t\r", 3, "d", &r) == 1, "blank skipped");
 
@@ -145,6 +149,7 @@ static void test_bad(void) {
     BAD("videoempty.jsonl", "{\"video\": \"\"}\n", 1, "field \"video\" is empty");
     BAD("startstr.jsonl", "{\"video\": \"a\", \"start\": \"1.5\"}\n", 1, "field \"start\" must be a number of seconds, got a string");
     BAD("endbool.jsonl", "{\"video\": \"a\", \"end\": true}\n", 1, "field \"end\" must be a number of seconds, got a boolean");
+    BAD("idempty.jsonl", "{\"video\": \"a\", \"id\": \"\"}\n", 1, "field \"id\" is empty");
     BAD("idnum.jsonl", "{\"video\": \"a\", \"id\": 12}\n", 1, "field \"id\" must be a string, got a number");
     BAD("srcarr.jsonl", "{\"video\": \"a\", \"source\": []}\n", 1, "field \"source\" must be a string, got an array");
     BAD("array.jsonl", "[{\"video\": \"a\"}]\n", 1, "not a JSON object (got an array)");
@@ -201,6 +206,9 @@ static void test_check(void) {
     o = fopen(out, "w");
     CHECK(iv2_manifest_check(PUT("good.jsonl", "{\"video\":\"a\"}\n"), o) == 0, "good file");
     CHECK(iv2_manifest_check(PUT("e.jsonl", ""), o) == 1, "empty file counts as bad");
+    /* a bad line still holds its row number: line 2's default id is "1", as load gives once line 1 is fixed */
+    CHECK(iv2_manifest_check(PUT("rownum.jsonl", "nope\n{\"video\":\"b\"}\n{\"video\":\"c\",\"id\":\"1\"}\n"), o) == 2,
+          "the duplicate of a default id after a bad line");
     CHECK(iv2_manifest_check("/nonexistent/x.jsonl", o) == -1, "missing file");
     fclose(o);
 }
