@@ -198,7 +198,8 @@ gpu-tests: all $(GPU_BIN)
 demo: all
 	@sh tests/demo.sh
 
-# the test suite under ASan and UBSan, built apart in build/san/ (tests/sanitize.sh; ~25 min)
+# the test suite under ASan and UBSan, built apart in build/san/ (tests/sanitize.sh; ~25 min);
+# SAN=thread: the threaded tests under TSan in build/tsan/
 sanitize:
 	@sh tests/sanitize.sh
 
