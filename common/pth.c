@@ -348,7 +348,7 @@ int iv2_pth_open_mem(iv2_pth_file *f, const void *buf, size_t size, const char *
 
 int iv2_pth_open(iv2_pth_file *f, const char *path) {
     memset(f, 0, sizeof *f);
-    int fd = open(path, O_RDONLY);
+    int fd = open(path, O_RDONLY | O_NONBLOCK);   /* a pipe with no writer: refused below, not waited on */
     if (fd < 0) return iv2_err("%s: %s", path, strerror(errno));
     struct stat st;
     if (fstat(fd, &st) || !S_ISREG(st.st_mode)) { close(fd); return iv2_err("%s: not a regular file", path); }

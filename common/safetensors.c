@@ -211,7 +211,7 @@ int iv2_st_open_mem(iv2_st_file *f, const void *buf, size_t size, const char *na
 
 int iv2_st_open(iv2_st_file *f, const char *path) {
     memset(f, 0, sizeof *f);
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);   /* a pipe with no writer: refused below, not waited on */
     if (fd < 0) return iv2_err("%s: cannot open: %s", path, strerror(errno));
     struct stat st;
     if (fstat(fd, &st) < 0) { int e = errno; close(fd); return iv2_err("%s: cannot stat: %s", path, strerror(e)); }

@@ -7,6 +7,7 @@
 #include "test_distill_synth.h"
 #include "safetensors.h"
 #include <unistd.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <signal.h>
 
@@ -229,12 +230,16 @@ static void check_master_ckpt(const synth_spec *sp, const iv2_distill_config *c)
     if (!a.be || !b.be) return;
     attach_masters(&a, 1e-3f);
     attach_masters(&b, -2e-3f);   /* something else, to be overwritten by the load */
-    char stale[600];   /* the temporary file of a write killed before its rename */
-    snprintf(stale, sizeof stale, "mkdir -p %s && echo x > %s/ckpt_00000003.safetensors.tmp.AbC123", dir, dir);
+    char stale[900];   /* the temporary file of a write killed before its rename */
+    snprintf(stale, sizeof stale, "mkdir -p %s && echo x > %s/ckpt_00000003.safetensors.tmp.AbC123 && "
+             "echo x > %s/student.safetensors.tmp.XyZ987", dir, dir, dir);
     (void)!system(stale);
     snprintf(stale, sizeof stale, "%s/ckpt_00000003.safetensors.tmp.AbC123", dir);
     CHECK(iv2_ckpt_save(dir, 7, a.student, a.heads, &a.opt, a.cfg_json, a.data_json, 2) == 0, "save: %s", iv2_errmsg());
     CHECK(access(stale, F_OK) != 0, "the save removed the stale temporary file of an unfinished write");
+    /* but not another writer's temporary file (an export into the run folder) */
+    snprintf(stale, sizeof stale, "%s/student.safetensors.tmp.XyZ987", dir);
+    CHECK(access(stale, F_OK) == 0, "the save left a temporary file that is not a checkpoint's alone");
     snprintf(path, sizeof path, "%s/ckpt_00000007.safetensors", dir);
     iv2_st_file f;
     if (iv2_st_open(&f, path) == 0) {
@@ -245,7 +250,29 @@ static void check_master_ckpt(const synth_spec *sp, const iv2_distill_config *c)
         CHECK(group_matches_file(&b, 0, 0, &f) && group_matches_file(&b, 1, 0, &f), "loading restores the master weights");
         CHECK(group_matches_file(&b, 0, 1, &f) && group_matches_file(&b, 1, 1, &f), "and the params from them");
         iv2_st_close(&f);
+        /* a checkpoint does not load into another model: a deeper student (tensors missing) and
+         * wider heads (tensors of another shape) are errors, not a silent partial load */
+        iv2_vit_config deeper = a.student->cfg;
+        deeper.depth++;
+        iv2_vit *m = iv2_vit_create(a.be, &deeper);
+        CHECK(m && iv2_ckpt_load(path, m, NULL, NULL, &step, NULL) == -1 && strstr(iv2_errmsg(), "missing"),
+              "a checkpoint into a deeper student: %s", iv2_errmsg());
+        iv2_vit_free(m);
+        iv2_trainer w;
+        memset(&w, 0, sizeof w);
+        if (iv2_trainer_init(&w, c, sp->clip_dim + 8, sp->mae_dim, sp->pool_dim, nv) == 0) {
+            CHECK(iv2_ckpt_load(path, w.student, w.heads, &w.opt, &step, NULL) == -1 && strstr(iv2_errmsg(), "another shape"),
+                  "a checkpoint into wider heads: %s", iv2_errmsg());
+            iv2_trainer_close(&w);
+        } else CHECK(0, "trainer: %s", iv2_errmsg());
     } else CHECK(0, "open %s: %s", path, iv2_errmsg());
+    /* a failed write (a folder where the file goes) is an error, and prunes nothing: the step-7
+     * checkpoint stays although keep is 1 */
+    snprintf(path, sizeof path, "%s/ckpt_00000009.safetensors", dir);
+    CHECK(mkdir(path, 0755) == 0, "mkdir %s", path);
+    CHECK(iv2_ckpt_save(dir, 9, a.student, a.heads, &a.opt, a.cfg_json, a.data_json, 1) == -1, "a failed checkpoint write reported");
+    snprintf(path, sizeof path, "%s/ckpt_00000007.safetensors", dir);
+    CHECK(access(path, R_OK) == 0, "a failed write pruned the checkpoint before it");
     iv2_trainer_close(&a);
     iv2_trainer_close(&b);
 }

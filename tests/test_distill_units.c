@@ -350,6 +350,32 @@ static void test_png(void) {
     free(raw); free(z); free(buf); free(rgb);
 }
 
+/* which file is a run's newest checkpoint and which one comes before it (the damaged-checkpoint
+ * fallback), from a folder listing: only ckpt_<step>.safetensors counts, never a set-aside
+ * *.damaged nor a write's temporary file; names built here by hand, files empty */
+static void test_ckpt_listing(void) {
+    char dir[] = "/tmp/iv2_test_ckpt_XXXXXX", p[256];
+    if (!mkdtemp(dir)) { CHECK(0, "mkdtemp"); return; }
+    int64_t step = -1, prev = -1;
+    CHECK(iv2_ckpt_latest("/nonexistent/iv2-run", p, sizeof p, &step) == 1, "no folder yet: no checkpoint, no error");
+    const char *names[] = {"ckpt_00000004.safetensors", "ckpt_00000012.safetensors", "ckpt_00000008.safetensors",
+                           "ckpt_00000016.safetensors.damaged", "ckpt_00000020.safetensors.tmp.AbC123", "config.json"};
+    for (int i = 0; i < 6; i++) {
+        snprintf(p, sizeof p, "%s/%s", dir, names[i]);
+        FILE *f = fopen(p, "w");
+        if (f) fclose(f);
+    }
+    CHECK(iv2_ckpt_latest(dir, p, sizeof p, &step) == 0 && step == 12 && strstr(p, "/ckpt_00000012.safetensors"),
+          "newest: step %lld (%s), not the .damaged or .tmp files", (long long)step, p);
+    /* the fallback goes back one checkpoint, not to the oldest */
+    CHECK(iv2_ckpt_before(dir, 12, p, sizeof p, &prev) == 0 && prev == 8 && strstr(p, "/ckpt_00000008.safetensors"),
+          "before 12: %lld (%s)", (long long)prev, p);
+    CHECK(iv2_ckpt_before(dir, 8, p, sizeof p, &prev) == 0 && prev == 4, "before 8: %lld", (long long)prev);
+    CHECK(iv2_ckpt_before(dir, 4, p, sizeof p, &prev) == 1, "nothing before the oldest");
+    snprintf(p, sizeof p, "rm -rf %s", dir);
+    if (system(p)) {}
+}
+
 int main(void) {
     iv2_set_quiet(1);
     test_config();
@@ -357,5 +383,6 @@ int main(void) {
     test_optim();
     test_memory_plan();
     test_png();
+    test_ckpt_listing();
     return test_done();
 }

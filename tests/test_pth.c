@@ -9,6 +9,8 @@
 #include "safetensors.h"
 
 #include <stdint.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 static char fixdir[512];
 
@@ -288,6 +290,45 @@ static void test_pickle_fuzz(void) {
     free(z);
 }
 
+/* the --model mappings of docs/weights.md: InternVL's language side dropped (the table's list),
+ * the DDP "module." prefix kept by raw alone, the input's file name as "source" */
+static void test_naming(void) {
+    const char *lang[] = {"transformer.layers.0.w", "text_projection", "logit_scale", "language_model.model.w", "qllama.w",
+                          "query_tokens", "text_encoder.w", "text_decoder.w", "itm_head.weight", "mlp1.0.weight"};
+    char out[256];
+    for (int i = 0; i < 10; i++)
+        CHECK(iv2_pth_map_name("internvit", lang[i], out, sizeof out) == 0, "internvit keeps '%s'", lang[i]);
+    CHECK(iv2_pth_map_name("internvit", "blocks.0.attn.qkv.weight", out, sizeof out) == 1 &&
+          !strcmp(out, "blocks.0.attn.qkv.weight"), "internvit vision tensor");
+    snprintf(out, sizeof out, "/tmp/iv2_test_pth_raw_%d.safetensors", (int)getpid());
+    CHECK(iv2_pth_convert(fx("ddp.pth"), out, "raw", IV2_PTH_KEEP, NULL) == 0, "ddp.pth raw: %s", iv2_errmsg());
+    iv2_st_file g, w;
+    if (iv2_st_open(&g, out) == 0 && iv2_st_open(&w, fx("ddp.keep.safetensors")) == 0) {
+        int same = g.n_tensors == w.n_tensors;
+        char nm[300];
+        for (int i = 0; same && i < w.n_tensors; i++) {
+            snprintf(nm, sizeof nm, "module.%s", w.tensors[i].name);
+            iv2_st_tensor *t = iv2_st_find(&g, nm);
+            same = t && t->nbytes == w.tensors[i].nbytes && !memcmp(t->data, w.tensors[i].data, t->nbytes);
+        }
+        CHECK(same, "raw keeps the DDP prefix: every tensor as module.<name>");
+        const char *src = iv2_st_meta(&g, "source");
+        CHECK(src && !strcmp(src, "ddp.pth"), "source is the input's file name: %s", src ? src : "(none)");
+        iv2_st_close(&g);
+        iv2_st_close(&w);
+    } else CHECK(0, "open: %s", iv2_errmsg());
+    unlink(out);
+    /* a pipe with no writer is refused, not waited on */
+    snprintf(out, sizeof out, "/tmp/iv2_test_pth_fifo_%d", (int)getpid());
+    iv2_pth_file f;
+    if (mkfifo(out, 0600) == 0) {
+        alarm(20);
+        CHECK(iv2_pth_open(&f, out) == -1 && strstr(iv2_errmsg(), "not a regular file"), "a pipe: %s", iv2_errmsg());
+        alarm(0);
+        unlink(out);
+    } else CHECK(0, "mkfifo %s", out);
+}
+
 int main(void) {
     const char *root = getenv("IV2_ROOT");
     snprintf(fixdir, sizeof fixdir, "%s/tests/fixtures/pth", root ? root : ".");
@@ -298,6 +339,7 @@ int main(void) {
     iv2_set_quiet(1);
     test_conversions();
     test_shards();
+    test_naming();
     test_reader();
     test_bad_files();
     test_truncations_and_flips();

@@ -4,12 +4,14 @@
 #include "safetensors.h"
 #include "testutil.h"
 #include <dirent.h>
+#include <errno.h>
+#include <sys/stat.h>
 #include <stdint.h>
 #include <sys/syscall.h>
 
 /* The writer's fsync and rename, interposed (this program's definitions win over libc's for
  * the library linked into it) to check that the data is synced before the rename. */
-static int n_fsync, n_rename, fsync_before_rename;
+static int n_fsync, n_rename, fsync_before_rename, fail_rename;
 int fsync(int fd) {
     n_fsync++;
     return (int)syscall(SYS_fsync, fd);
@@ -17,6 +19,7 @@ int fsync(int fd) {
 int rename(const char *from, const char *to) {
     n_rename++;
     fsync_before_rename = n_fsync > 0;
+    if (fail_rename) { fail_rename = 0; errno = EIO; return -1; }   /* one failure, on request */
     return (int)syscall(SYS_rename, from, to);
 }
 
@@ -225,6 +228,28 @@ static void test_atomic_write(void) {
     iv2_st_close(&f);
     CHECK(count_files() == before, "failed write left files");
 
+    /* a write that fails after its temporary file exists (the rename, here) removes that file */
+    iv2_st_writer_init(&w);
+    iv2_st_writer_add(&w, "x", IV2_F32, 1, &s1, v1);
+    fail_rename = 1;
+    CHECK(iv2_st_writer_write(&w, p) == -1 && strstr(iv2_errmsg(), "cannot rename"), "failed rename: %s", iv2_errmsg());
+    iv2_st_writer_free(&w);
+    CHECK(count_files() == before, "a failed rename left its temporary file: %d files, want %d", count_files(), before);
+    /* the writer refuses what it could not write as a valid file: a tensor named __metadata__,
+     * a metadata key given twice */
+    iv2_st_writer_init(&w);
+    iv2_st_writer_add(&w, "__metadata__", IV2_F32, 1, &s1, v1);
+    CHECK(iv2_st_writer_write(&w, path_in("reserved.safetensors")) == -1 && strstr(iv2_errmsg(), "reserved"),
+          "tensor named __metadata__: %s", iv2_errmsg());
+    iv2_st_writer_free(&w);
+    iv2_st_writer_init(&w);
+    iv2_st_writer_meta(&w, "k", "1");
+    iv2_st_writer_meta(&w, "k", "2");
+    CHECK(iv2_st_writer_write(&w, path_in("dupmeta.safetensors")) == -1 && strstr(iv2_errmsg(), "duplicate __metadata__ key 'k'"),
+          "metadata key twice: %s", iv2_errmsg());
+    iv2_st_writer_free(&w);
+    CHECK(count_files() == before, "refused writes left files");
+
     iv2_st_writer_init(&w);
     iv2_st_writer_add(&w, "x", IV2_F32, 1, &s1, v1);
     const char *nodir = path_in("no/such/dir/x.safetensors");
@@ -245,6 +270,9 @@ static void test_bad_files(void) {
     unsigned char big[16] = {0xff, 0x00, 0x00, 0x00, 0, 0, 0, 0, '{', '}'};
     write_bytes(path_in("hlen.st"), big, 10);
     expect_fail(path_in("hlen.st"), "beyond the file");
+    unsigned char over1[16] = {3, 0, 0, 0, 0, 0, 0, 0, '{', '}'};   /* one byte more than the file holds */
+    write_bytes(path_in("hlen1.st"), over1, 10);
+    expect_fail(path_in("hlen1.st"), "header length 3 goes beyond the file");
     unsigned char huge[16] = {0, 0, 0, 0, 0, 0, 1, 0, '{', '}'};
     write_bytes(path_in("hmax.st"), huge, 10);
     expect_fail(path_in("hmax.st"), "exceeds the limit");
@@ -283,6 +311,14 @@ static void test_bad_files(void) {
                 "overflows");
     expect_fail(mk("dims.st", "{\"w\":{\"dtype\":\"U8\",\"shape\":[1,1,1,1,1,1,1,1,1],\"data_offsets\":[0,1]}}", d, 1),
                 "9 dimensions");
+    expect_fail(mk("big.st", "{\"w\":{\"dtype\":\"U8\",\"shape\":[100000000000000000],\"data_offsets\":[0,1]}}", d, 1),
+                "tensor 'w': shape[0] is not a non-negative integer");   /* 1e17, above 2^53: not exact in a double */
+    /* only regular files: a folder, and a pipe with no writer (an open without O_NONBLOCK waits forever) */
+    expect_fail(dir, "not a regular file");
+    CHECK(mkfifo(path_in("fifo.st"), 0600) == 0, "mkfifo");
+    alarm(20);
+    expect_fail(path_in("fifo.st"), "not a regular file");
+    alarm(0);
     expect_fail(path_in("does-not-exist.st"), "cannot open");
 
     /* the same validation from memory */
@@ -295,6 +331,16 @@ static void test_bad_files(void) {
     iv2_st_close(&f);
     CHECK(iv2_st_open(&f, mk("emptyobj.st", "{}", NULL, 0)) == 0, "{}: %s", iv2_errmsg());
     CHECK(f.n_tensors == 0, "{} tensors");
+    iv2_st_close(&f);
+    /* 8 dimensions, the most there are (the reference reader takes them too) */
+    CHECK(iv2_st_open(&f, mk("dims8.st", "{\"w\":{\"dtype\":\"U8\",\"shape\":[1,1,1,1,1,1,1,2],\"data_offsets\":[0,2]}}", d, 2)) == 0 &&
+          f.tensors[0].ndim == 8 && f.tensors[0].numel == 2, "8 dimensions: %s", iv2_errmsg());
+    iv2_st_close(&f);
+    /* a 0-size tensor at the offset where a non-empty one begins, listed after it (valid for the
+     * reference reader, which orders by [begin, end]) */
+    CHECK(iv2_st_open(&f, mk("zero_same.st", "{\"a\":{\"dtype\":\"U8\",\"shape\":[1],\"data_offsets\":[0,1]},"
+                                           "\"z\":{\"dtype\":\"I32\",\"shape\":[0],\"data_offsets\":[0,0]}}", d, 1)) == 0,
+          "0-size tensor sharing a begin: %s", iv2_errmsg());
     iv2_st_close(&f);
 }
 

@@ -186,6 +186,33 @@ static const char *drop_fc2_bias(const char *in, char *out, size_t cap) {
     return strcmp(in, "blocks.1.mlp.fc2.bias") ? in : NULL;
 }
 
+/* a copy of src with one change around blocks.0 (kind 0: its qkv weight as HF q_proj and v_proj
+ * only, k_proj missing; 1: fc2.bias given a second time, in the HF remote naming; 2: fc2.bias
+ * stored as I32) */
+static int variant(const char *src, const char *dst, int kind) {
+    iv2_st_file f;
+    if (iv2_st_open(&f, src)) return -1;
+    iv2_st_writer w;
+    iv2_st_writer_init(&w);
+    for (int i = 0; i < f.n_tensors; i++) {
+        iv2_st_tensor *t = &f.tensors[i];
+        if (kind == 0 && !strcmp(t->name, "blocks.0.attn.qkv.weight")) {
+            int64_t sh[2] = {t->shape[1], t->shape[1]};
+            iv2_st_writer_add(&w, "encoder.layer.0.attention.q_proj.weight", t->dtype, 2, sh, t->data);
+            iv2_st_writer_add(&w, "encoder.layer.0.attention.v_proj.weight", t->dtype, 2, sh,
+                              (const char *)t->data + 2 * t->nbytes / 3);
+            continue;
+        }
+        int fc2 = !strcmp(t->name, "blocks.0.mlp.fc2.bias");
+        iv2_st_writer_add(&w, t->name, kind == 2 && fc2 ? IV2_I32 : t->dtype, t->ndim, t->shape, t->data);
+        if (kind == 1 && fc2) iv2_st_writer_add(&w, "vision_model.encoder.layers.0.mlp.fc2.bias", t->dtype, t->ndim, t->shape, t->data);
+    }
+    int rc = iv2_st_writer_write(&w, dst);
+    iv2_st_writer_free(&w);
+    iv2_st_close(&f);
+    return rc;
+}
+
 static void forward_internvit(iv2_vit *m, const void *frames, float *out_host, float *pooled_host) {
     const iv2_vit_config *c = &m->cfg;
     size_t n = 2ull * iv2_vit_tokens(c) * c->width;
@@ -243,6 +270,15 @@ static void test_namings_and_errors(void) {
           "unexpected: %s", iv2_errmsg());
     CHECK(rewrite(pa, pc, NULL, NULL, "blocks.2.norm1.weight") == 0, "write");
     CHECK(iv2_vit_load(b, pc) == -1 && strstr(iv2_errmsg(), "blocks.2.norm1.weight"), "block past depth: %s",
+          iv2_errmsg());
+    /* a q/k/v split with a part missing, a tensor under two namings, an integer tensor: each named */
+    CHECK(variant(pa, pc, 0) == 0, "write");
+    CHECK(iv2_vit_load(b, pc) == -1 && strstr(iv2_errmsg(), "'blocks.0.attn.qkv.weight' (q/k/v parts incomplete)"),
+          "k_proj missing: %s", iv2_errmsg());
+    CHECK(variant(pa, pc, 1) == 0, "write");
+    CHECK(iv2_vit_load(b, pc) == -1 && strstr(iv2_errmsg(), "given twice"), "a tensor twice: %s", iv2_errmsg());
+    CHECK(variant(pa, pc, 2) == 0, "write");
+    CHECK(iv2_vit_load(b, pc) == -1 && strstr(iv2_errmsg(), "'blocks.0.mlp.fc2.bias' has dtype I32"), "an I32 weight: %s",
           iv2_errmsg());
     /* ignorable keys of official checkpoints (InternVL-C text tower) are fine; non-strict
      * loading leaves unknown tensors to the caller */
@@ -426,6 +462,15 @@ static void test_official_slices(void) {
                   cases[i].preset, left, cases[i].ignorable);
             CHECK(f.n_tensors - left == m->n_param, "%s: %d consumed, model has %d", cases[i].preset,
                   f.n_tensors - left, m->n_param);
+            /* the table has the official shapes themselves (what iv2_vit_save and the export
+             * write), not merely shapes the loader accepts: [1,1,C] cls_token, [C,3,1,14,14] kernel */
+            int same = 1;
+            for (int t = 0; t < f.n_tensors && same; t++) {
+                const iv2_st_tensor *x = &f.tensors[t];
+                const iv2_vit_param *q = x->used ? iv2_vit_find(m, x->name) : NULL;
+                same = !x->used || (q && q->ndim == x->ndim && !memcmp(q->shape, x->shape, sizeof(int64_t) * (size_t)x->ndim));
+                if (!same) CHECK(0, "%s: table shape of '%s' differs from the official one", cases[i].preset, x->name);
+            }
             iv2_st_close(&f);
             CHECK(iv2_vit_load(m, p) == 0, "%s strict: %s", cases[i].preset, iv2_errmsg());
         }
