@@ -44,6 +44,8 @@ D=$(digest $T/ref)
 check "reference verifies" test -n "$D"
 check "metrics summary line" grep -q '"event":"summary"' $T/ref.jsonl
 check "metrics start line first" sh -c "head -n 1 $T/ref.jsonl | grep -q '\"event\":\"start\".*\"rows_to_do\":4,\"views_to_do\":8'"
+check "write lines' txn_views, txn_errors add up to the stored views, errors" test \
+  "$(jsum $T/ref.jsonl write txn_views) $(jsum $T/ref.jsonl write txn_errors)" = "$(nviews $T/ref) $(nerrors $T/ref)"
 out=$(X --manifest $T/good.jsonl --cache $T/ref) || echo "FAIL: rerun"
 check "rerun skips: $out" expr "$out" : 'rows done 0, failed 0, skipped 4; views 0;' >/dev/null
 check "rerun keeps content" test "$(digest $T/ref)" = "$D"
@@ -88,11 +90,28 @@ check "extract redoes the dropped view: $out" expr "$out" : '.*views 1;' >/dev/n
 check "repaired + re-extracted equals the uninterrupted one" test "$(digest $T/rep)" = "$D"
 
 # ---- shards then merge
-X --shard 0/2 --manifest $T/good.jsonl --cache $T/s0 >/dev/null || echo "FAIL: shard 0"
+out=$(X --shard 0/2 --manifest $T/good.jsonl --cache $T/s0) || echo "FAIL: shard 0"
+check "shard 0 counts only its own 2 rows (the other shard's are not skipped ones): $out" \
+  expr "$out" : 'rows done 2, failed 0, skipped 0; views 4;' >/dev/null
 X --shard 1/2 --manifest $T/good.jsonl --cache $T/s1 >/dev/null || echo "FAIL: shard 1"
 check "shard 0 has rows 0 and 2" sh -c "./bin/iv2-cache verify $T/s0 | grep -q '^views 4,'"
 ./bin/iv2-cache merge $T/m $T/s0 $T/s1 >/dev/null || echo "FAIL: merge"
 check "merged shards equal one run" test "$(digest $T/m)" = "$D"
+# each shard holds exactly its rows (r mod 2 = k), the other's are not there
+for r in 0 1 2 3; do
+    check "row $r is in shard $((r % 2))" ./bin/iv2-cache export-view $T/s$((r % 2)) $r 0 --out $T/sh >/dev/null 2>&1
+    check "row $r is not in shard $((1 - r % 2))" sh -c "! ./bin/iv2-cache export-view $T/s$((1 - r % 2)) $r 0 --out $T/sh >/dev/null 2>&1"
+done
+X --shard 2/2 --manifest $T/good.jsonl --cache $T/s2 >/dev/null 2>&1
+check "--shard 2/2 refused, nothing made (rc $?)" sh -c "test $? -ne 0 && test ! -e $T/s2"
+
+# ---- --max-views N: the fewest whole rows that reach N views (2 a row here: 4 for N = 4);
+# a rerun goes on from there and ends equal to the uninterrupted run
+X --max-views 4 --manifest $T/good.jsonl --cache $T/mv >/dev/null || echo "FAIL: --max-views run"
+check "--max-views 4 stored $(nviews $T/mv) views, want 4 (whole rows of 2)" test "$(nviews $T/mv)" = 4
+out=$(X --manifest $T/good.jsonl --cache $T/mv) || echo "FAIL: run after --max-views"
+check "the rerun does the other rows: $out" expr "$out" : 'rows done 2, failed 0, skipped 2; views 4;' >/dev/null
+check "and equals the uninterrupted run" test "$(digest $T/mv)" = "$D"
 # a merge that cannot be done writes nothing: an input of other settings (another seed), OUT
 # among the inputs (also before OUT exists)
 head -n 1 $T/good.jsonl > $T/one.jsonl
@@ -117,9 +136,31 @@ rows=$(./bin/iv2-cache info $T/bad | sed -n 's/^  row \([0-9]*\): .*/\1/p' | tr 
 check "errors are rows 1-4 (got '$rows')" test "$rows" = "1 2 3 4 "
 check "reasons name the problem" sh -c "./bin/iv2-cache info $T/bad | grep -q 'row 3: .*no video stream'"
 check "a metrics line a failed row" sh -c "test \$(grep -c '\"event\":\"row_failed\"' $T/bad_metrics.jsonl) -eq 4 && grep -q '\"row_failed\",\"row\":1,\"line\":2,\"video\":\"missing.mp4\",\"reason\":\".*no such file' $T/bad_metrics.jsonl"
-out=$(X --manifest $T/bad.jsonl --cache $T/bad)
+# the metrics' counts against the cache's own (iv2-cache info) and the manifest's rows
+nv=$(nviews $T/bad); ne=$(nerrors $T/bad); nr=$(wc -l < $T/bad.jsonl)
+check "write lines' txn_views add up to the stored views ($nv)" test "$(jsum $T/bad_metrics.jsonl write txn_views)" = "$nv"
+check "write lines' txn_errors add up to the stored errors ($ne)" test "$(jsum $T/bad_metrics.jsonl write txn_errors)" = "$ne"
+f=$T/bad_metrics.jsonl
+check "last write line: views, rows done, rows failed" test \
+  "$(jnum $f write views | tail -n 1) $(jnum $f write rows_done | tail -n 1) $(jnum $f write rows_failed | tail -n 1)" = "$nv $((nr - ne)) $ne"
+check "summary line: rows done, failed, skipped, views" test \
+  "$(jnum $f summary rows_done) $(jnum $f summary rows_failed) $(jnum $f summary rows_skipped) $(jnum $f summary views)" = "$((nr - ne)) $ne 0 $nv"
+out=$(X --manifest $T/bad.jsonl --cache $T/bad --metrics $T/bad_rerun.jsonl)
 check "failed rows are skipped on rerun: $out" expr "$out" : 'rows done 0, failed 0, skipped 6;' >/dev/null
+f=$T/bad_rerun.jsonl
+check "rerun's start line: nothing to do, every row skipped" test "$(jnum $f start rows_to_do) $(jnum $f start rows_skipped)" = "0 $nr"
+check "rerun's summary line: every row skipped" test \
+  "$(jnum $f summary rows_done) $(jnum $f summary rows_failed) $(jnum $f summary rows_skipped) $(jnum $f summary views)" = "0 0 $nr 0"
 check "stored reasons name the video as the manifest does" sh -c "./bin/iv2-cache info $T/bad | grep -q 'row 1: missing.mp4: no such file'"
+# --retry-errors tries the recorded rows again; one that now succeeds loses its error
+out=$(X --retry-errors --manifest $T/bad.jsonl --cache $T/bad 2>/dev/null)
+check "--retry-errors tries the $ne failed rows again: $out" expr "$out" : "rows done 0, failed $ne, skipped $((nr - ne)); views 0;" >/dev/null
+cp $T/v1.mp4 $T/missing.mp4
+out=$(X --retry-errors --manifest $T/bad.jsonl --cache $T/bad 2>/dev/null)
+check "a fixed row succeeds on --retry-errors: $out" expr "$out" : "rows done 1, failed $((ne - 1)), skipped $((nr - ne)); views 2;" >/dev/null
+rows=$(./bin/iv2-cache info $T/bad | sed -n 's/^  row \([0-9]*\): .*/\1/p' | tr '\n' ' ')
+check "and loses its error (errors now '$rows')" test "$rows" = "2 3 4 "
+check "it verifies" ./bin/iv2-cache verify $T/bad >/dev/null
 
 # ---- a metrics file that cannot be opened is refused before anything is made
 X --manifest $T/good.jsonl --cache $T/nometrics --metrics $T/no/such/folder/m.jsonl >/dev/null 2>&1
@@ -210,6 +251,7 @@ err=$(IV2_CACHE_MAX_MAP=3000000 X --batch 1 --manifest $T/good.jsonl --cache $T/
 rc=$?
 check "map limit fails the run (rc $rc): $err" sh -c "test $rc -ne 0 && echo '$err' | grep -q 'is full'"
 check "and its metrics end with a failed line" sh -c "tail -n 1 $T/full.jsonl | grep -q '\"event\":\"failed\",\"error\":\".*is full'"
+check "the failed line counts the views the cache holds ($(nviews $T/full))" test "$(jnum $T/full.jsonl failed views)" = "$(nviews $T/full)"
 check "full cache verifies" ./bin/iv2-cache verify $T/full >/dev/null
 X --manifest $T/good.jsonl --cache $T/full >/dev/null || echo "FAIL: resume after full"
 check "grown cache equals the uninterrupted one" test "$(digest $T/full)" = "$D"
