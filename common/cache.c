@@ -817,6 +817,15 @@ static void crash_point(void) {
 }
 
 /* put all of e / errors in txn; MDB_MAP_FULL is returned as is for the retry */
+/* a row's recorded error removed (none is fine): a row holds views or an error, never both */
+static int drop_row_error(iv2_cache *c, MDB_txn *txn, int64_t row) {
+    uint8_t rb[8];
+    row_pack(rb, row);
+    MDB_val ek = {8, rb};
+    int rc = mdb_del(txn, c->dbi_errors, &ek, NULL);
+    return rc == MDB_NOTFOUND ? 0 : rc;
+}
+
 static int put_batch(iv2_cache *c, MDB_txn *txn, const iv2_cache_entry *e, int n, const int64_t *err_rows,
                      const char *const *err_reasons, int n_err) {
     int rc;
@@ -849,12 +858,7 @@ static int put_batch(iv2_cache *c, MDB_txn *txn, const iv2_cache_entry *e, int n
         memset(val.mv_data, 0, IV2_CACHE_VIEW_HDR);
         memcpy(val.mv_data, &d, sizeof d);
         memcpy((uint8_t *)val.mv_data + IV2_CACHE_VIEW_HDR, e[i].frames, fb);
-        /* a row that now succeeds loses its old error */
-        uint8_t rb[8];
-        row_pack(rb, k.row);
-        MDB_val ek = {8, rb};
-        rc = mdb_del(txn, c->dbi_errors, &ek, NULL);
-        if (rc && rc != MDB_NOTFOUND) return rc;
+        if ((rc = drop_row_error(c, txn, k.row))) return rc;   /* a row that now succeeds loses its old error */
     }
     for (int i = 0; i < n_err; i++) {
         uint8_t rb[8];
@@ -1048,10 +1052,8 @@ int iv2_cache_drop_views(iv2_cache *c, const iv2_cache_key *keys, int64_t n) {
 
 static const char *const MERGE_IGNORE[] = {"shard", NULL};
 
-/* every view, target value and error of src into dst, in transactions of a batch of keys; each
- * value's and each view's frames checksum checked before it is copied */
 /* whether c holds a view of the row (8 bytes, big-endian) in txn */
-static int dst_has_row(iv2_cache *c, MDB_txn *txn, const uint8_t rb[8]) {
+static int has_row_view(iv2_cache *c, MDB_txn *txn, const uint8_t rb[8]) {
     MDB_cursor *cur;
     if (mdb_cursor_open(txn, c->dbi_views, &cur)) return 0;
     uint8_t kb[IV2_CACHE_KEY_SIZE];
@@ -1062,6 +1064,8 @@ static int dst_has_row(iv2_cache *c, MDB_txn *txn, const uint8_t rb[8]) {
     return has;
 }
 
+/* every view, target value and error of src into dst, in transactions of a batch of keys; each
+ * value's and each view's frames checksum checked before it is copied */
 int iv2_cache_merge_from(iv2_cache *dst, iv2_cache *src, int64_t *copied) {
     if (copied) *copied = 0;
     if (!dst->rdwr) return iv2_err("cache %s is open read-only", dst->dir);
@@ -1107,11 +1111,7 @@ int iv2_cache_merge_from(iv2_cache *dst, iv2_cache *src, int64_t *copied) {
                     break;
                 }
                 if ((m = mdb_put(wt, dst->dbi_views, &k, &v, 0))) break;
-                uint8_t rb[8];   /* as iv2_cache_put: a row that now has a view loses its old error */
-                row_pack(rb, keys[i].row);
-                MDB_val ek = {8, rb};
-                if ((m = mdb_del(wt, dst->dbi_errors, &ek, NULL)) == MDB_NOTFOUND) m = 0;
-                if (m) break;
+                if ((m = drop_row_error(dst, wt, keys[i].row))) break;   /* as iv2_cache_put */
                 got++;
             }
             mdb_txn_abort(rt);
@@ -1135,7 +1135,7 @@ int iv2_cache_merge_from(iv2_cache *dst, iv2_cache *src, int64_t *copied) {
         MDB_val k, v;
         if (!(m = mdb_cursor_open(rt, src->dbi_errors, &cur))) {
             for (m = mdb_cursor_get(cur, &k, &v, MDB_FIRST); m == 0; m = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
-                if (k.mv_size != 8 || dst_has_row(dst, wt, (const uint8_t *)k.mv_data)) continue;
+                if (k.mv_size != 8 || has_row_view(dst, wt, (const uint8_t *)k.mv_data)) continue;
                 if ((m = mdb_put(wt, dst->dbi_errors, &k, &v, MDB_NOOVERWRITE)) == MDB_KEYEXIST) m = 0;
                 if (m) break;
             }

@@ -186,11 +186,7 @@ static void c_read_switches(iv2_backend *be) {
     cuda_matmul_set_gelu_fusion(be, !env_is("IV2_GELU_FUSION", "0"));   /* 0: matmul and GELU apart */
     const char *gt = getenv("IV2_GEMM_TUNE");        /* 1: time cuBLASLt's candidates per shape */
     int tune = gt ? atoi(gt) : 0;
-    if (tune != im->gemm_tune) {
-        cuda_matmul_release(im);
-        im->gemm_next = 0;
-        im->gemm_tuned = 0;
-    }
+    if (tune != im->gemm_tune) cuda_matmul_release(im);
     im->gemm_tune = tune;
 }
 

@@ -302,7 +302,11 @@ static void c_matmul_backward_gelu(iv2_backend *be, void *dpre, void *dw, void *
     c_matmul_backward(be, NULL, dw, dbias, dout, inp, w, M, K, N, IV2_ADD);
 }
 
-void cuda_matmul_release(cuda_impl *im) { memset(im->gemm, 0, sizeof im->gemm); }
+void cuda_matmul_release(cuda_impl *im) {   /* an empty GEMM cache: each shape picked (or timed) anew */
+    memset(im->gemm, 0, sizeof im->gemm);
+    im->gemm_next = 0;
+    im->gemm_tuned = 0;
+}
 
 void cuda_install_matmul(iv2_backend *be) {
     be->matmul = c_matmul;
